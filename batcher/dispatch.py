@@ -1,0 +1,143 @@
+"""Running one batch: call the handler, isolate failures, fan the results back to every waiter.
+
+Every future of a batch gets an answer, whatever the handler does: a handler that raises is retried on
+halves of the batch until the failing requests stand alone (so one bad input costs only itself), an
+exception returned in a request's place fails only that request, and a wrong number of outputs fails the
+batch with both counts in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed
+from batcher.queue import Pending
+from batcher.request import Request, Response, to_response
+
+logger = logging.getLogger(__name__)
+
+HandleBatch = Callable[[list[Request]], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one dispatch did, for metrics and the execution-time model."""
+
+    # Requests handed to the handler in the first call (after dropping expired and cancelled ones).
+    size: int
+    # Seconds of the first (whole-batch) handler call.
+    exec_seconds: float
+    # Requests answered with a response.
+    succeeded: int
+    # Requests failed (bad input, handler failure, deadline).
+    failed: int
+    # True when the whole batch ran in one call without an error (its time is a clean measurement).
+    clean: bool
+
+
+def take_runnable(items: list[Pending], now: float) -> list[Pending]:
+    """Drop items whose caller gave up or whose deadline passed; answer the expired ones with 504."""
+    runnable = []
+    for item in items:
+        if not item.future.set_running_or_notify_cancel():
+            continue
+        if item.deadline <= now:
+            item.future.set_exception(DeadlineExceeded(
+                f"deadline passed after {now - item.enqueued_at:.3f}s in the queue; not run"))
+            continue
+        runnable.append(item)
+    return runnable
+
+
+def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response | BatchError]:
+    """One handler call: a response or an error per request, or raise if the call failed as a whole."""
+    outputs = handle(requests)
+    if outputs is None or isinstance(outputs, (str, bytes, dict)) or not hasattr(outputs, "__len__"):
+        raise _ContractBroken(f"handle_batch must return a list with one response per request, "
+                              f"got {type(outputs).__name__}")
+    if len(outputs) != len(requests):
+        raise _ContractBroken(f"handle_batch returned {len(outputs)} responses for {len(requests)} requests")
+    results: list[Response | BatchError] = []
+    for output in outputs:
+        if isinstance(output, BaseException):
+            results.append(_as_batch_error(output))
+            continue
+        try:
+            results.append(to_response(output))
+        except BatchError as exc:
+            results.append(exc)
+    return results
+
+
+def run_isolated(handle: HandleBatch, requests: list[Request],
+                 on_first_call: Callable[[float, bool], None] | None = None) -> list[Response | BatchError]:
+    """Results for ``requests``; when the handler raises, bisect until the failing requests stand alone."""
+    start = time.perf_counter()
+    try:
+        results = call_handler(handle, requests)
+    except _ContractBroken as exc:
+        if on_first_call:
+            on_first_call(time.perf_counter() - start, False)
+        return [HandlerFailed(str(exc))] * len(requests)
+    except Exception as exc:  # noqa: BLE001 - a user handler may raise anything
+        if on_first_call:
+            on_first_call(time.perf_counter() - start, False)
+        if len(requests) == 1:
+            if not isinstance(exc, BadInput):
+                logger.warning("handler failed on request %s: %r", requests[0].id, exc)
+            return [_as_batch_error(exc)]
+        mid = len(requests) // 2
+        return run_isolated(handle, requests[:mid]) + run_isolated(handle, requests[mid:])
+    if on_first_call:
+        on_first_call(time.perf_counter() - start, True)
+    return results
+
+
+def fan_out(items: list[Pending], results: list[Response | BatchError]) -> tuple[int, int]:
+    """Resolve each item's future with its result (tagged ``X-Batch-Size``); returns (succeeded, failed)."""
+    ok = failed = 0
+    size = str(len(items))
+    for item, result in zip(items, results):
+        if item.future.done():
+            continue
+        if isinstance(result, Response):
+            item.future.set_result(replace(result, headers={**result.headers, "X-Batch-Size": size}))
+            ok += 1
+        else:
+            item.future.set_exception(result)
+            failed += 1
+    return ok, failed
+
+
+def dispatch(handle: HandleBatch, items: list[Pending], now: float) -> BatchOutcome | None:
+    """Run one batch end to end; None when nothing in it was still runnable."""
+    runnable = take_runnable(items, now)
+    if not runnable:
+        return None
+    first: list[tuple[float, bool]] = []
+    try:
+        results = run_isolated(handle, [item.request for item in runnable],
+                               lambda seconds, clean: first.append((seconds, clean)))
+    except BaseException as exc:  # never leave a waiter hanging, even on KeyboardInterrupt
+        for item in runnable:
+            if not item.future.done():
+                item.future.set_exception(HandlerFailed(f"batch aborted: {exc!r}"))
+        raise
+    ok, failed = fan_out(runnable, results)
+    seconds, clean = first[0] if first else (0.0, False)
+    return BatchOutcome(len(runnable), seconds, ok, failed, clean)
+
+
+class _ContractBroken(Exception):
+    """The handler's answer has the wrong shape: the whole batch fails, no bisection."""
+
+
+def _as_batch_error(exc: BaseException) -> BatchError:
+    if isinstance(exc, BatchError):
+        return exc
+    if isinstance(exc, BadInput):
+        return exc
+    return HandlerFailed(f"handler raised {type(exc).__name__}: {exc}")

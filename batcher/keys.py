@@ -1,0 +1,71 @@
+"""Every Redis key faas-infer uses, built in one place (shared by the watchdog and the autoscaler).
+
+All keys start with ``PREFIX`` and carry the function's name (its queue name: variants ``<fn>-<config>``
+use their parent's name, so all instances of a function share one queue). Values are bytes or JSON only.
+
+    fi:{fn}:queue                   list or stream of queued requests (the shared batch queue)
+    fi:{fn}:arrivals                hash  {epoch second -> requests arrived}, trimmed to a few minutes
+    fi:{fn}:instances               zset  {instance -> last heartbeat, epoch seconds}
+    fi:{fn}:instance:{inst}         hash  instance facts (host, port, cpu, gpu, started_at, batch config)
+    fi:{fn}:config:{inst}           hash  live batch config written by the autoscaler
+                                          {max_batch_size, batch_timeout, latency_slo}
+    fi:{fn}:exec:{inst}             hash  {batch size -> smoothed execution seconds}
+    fi:{fn}:stats                   hash  counters: served, refused, expired, reclaimed
+    fi:inbox:{inst}                 list  responses for requests that arrived at instance ``inst``
+    fi:functions                    set   names of functions that have used the shared queue
+"""
+
+from __future__ import annotations
+
+PREFIX = "fi"
+
+
+def _check(name: str, what: str) -> str:
+    if not name or any(c in name for c in ":{} \n"):
+        raise ValueError(f"{what}={name!r}: must be non-empty without ':', braces, spaces or newlines")
+    return name
+
+
+def queue(fn: str) -> str:
+    """The function's shared request queue."""
+    return f"{PREFIX}:{_check(fn, 'function')}:queue"
+
+
+def arrivals(fn: str) -> str:
+    """Per-second arrival counts of the function."""
+    return f"{PREFIX}:{_check(fn, 'function')}:arrivals"
+
+
+def instances(fn: str) -> str:
+    """Heartbeats of the function's instances."""
+    return f"{PREFIX}:{_check(fn, 'function')}:instances"
+
+
+def instance(fn: str, inst: str) -> str:
+    """Facts about one instance."""
+    return f"{PREFIX}:{_check(fn, 'function')}:instance:{_check(inst, 'instance')}"
+
+
+def config(fn: str, inst: str) -> str:
+    """The live batch config of one instance."""
+    return f"{PREFIX}:{_check(fn, 'function')}:config:{_check(inst, 'instance')}"
+
+
+def exec_times(fn: str, inst: str) -> str:
+    """Smoothed execution seconds by batch size of one instance."""
+    return f"{PREFIX}:{_check(fn, 'function')}:exec:{_check(inst, 'instance')}"
+
+
+def stats(fn: str) -> str:
+    """Counters of the function's queue."""
+    return f"{PREFIX}:{_check(fn, 'function')}:stats"
+
+
+def inbox(inst: str) -> str:
+    """Responses addressed to the instance that received the requests."""
+    return f"{PREFIX}:inbox:{_check(inst, 'instance')}"
+
+
+def functions() -> str:
+    """The set of function names known to the shared queue."""
+    return f"{PREFIX}:functions"

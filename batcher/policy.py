@@ -1,0 +1,178 @@
+"""The dispatch policy, pure: how long a batch may wait, and whether a new request can still meet its SLO.
+
+INFless's rule: a request waits at most ``batch_timeout`` for its batch to fill, then the batch runs for
+``t_exec(b)``; both together must stay within the SLO, so without an explicit timeout the policy waits
+``latency_slo - t_exec(max_batch_size)``. Execution time comes from ``ExecTimeModel``, fitted as
+``a*n + b`` over recent batches (as BentoML's dispatcher does) and optionally seeded by a prior such as
+the COP predictor, so the first requests are judged by a prediction rather than by nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from dataclasses import dataclass
+from typing import Callable, Deque
+
+# Waiting this long for company costs little and lets concurrent arrivals share a batch.
+DEFAULT_TIMEOUT_WITHOUT_SLO = 0.005
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """The live batch settings of one instance."""
+
+    # Largest batch handed to handle_batch (>= 1; 1 disables batching).
+    max_batch_size: int = 8
+    # Longest wait for a batch to fill, counted from its oldest request; None derives it from the SLO.
+    batch_timeout: float | None = None
+    # Target end-to-end latency in seconds (queueing + execution); None disables SLO admission.
+    latency_slo: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size={self.max_batch_size}: must be >= 1")
+        if self.batch_timeout is not None and self.batch_timeout < 0:
+            raise ValueError(f"batch_timeout={self.batch_timeout}: must be >= 0")
+        if self.latency_slo is not None and self.latency_slo <= 0:
+            raise ValueError(f"latency_slo={self.latency_slo}: must be > 0")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether to queue a request, with the prediction behind the answer."""
+
+    # True to queue it, False to refuse it now.
+    admitted: bool
+    # Predicted seconds until its response (None when nothing is known yet).
+    predicted: float | None
+    # Why it was refused, for the caller's error message ("" when admitted).
+    reason: str = ""
+
+
+class ExecTimeModel:
+    """Execution seconds of a batch of ``n``, from recent measurements, fitted as ``a*n + b``."""
+
+    def __init__(self, window: int = 256, prior: Callable[[int], float] | None = None) -> None:
+        self._samples: Deque[tuple[int, float]] = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+        self._fit: tuple[float, float] | None = None
+        self._by_size: dict[int, float] = {}
+        self.prior = prior
+
+    def observe(self, n: int, seconds: float) -> None:
+        """Record that a batch of ``n`` took ``seconds``."""
+        with self._lock:
+            self._samples.append((n, seconds))
+            old = self._by_size.get(n)
+            self._by_size[n] = seconds if old is None else 0.8 * old + 0.2 * seconds
+            self._fit = None
+
+    def predict(self, n: int) -> float | None:
+        """Predicted seconds for a batch of ``n``; None when there is neither data nor a prior."""
+        with self._lock:
+            if n in self._by_size:
+                return self._by_size[n]
+            fit = self._linear_fit()
+        if fit is not None:
+            a, b = fit
+            return max(a * n + b, 0.0)
+        if self._by_size:
+            # One size seen: scale up proportionally (an upper bound), never down below the seen time.
+            size, seconds = next(iter(self._by_size.items()))
+            return seconds * max(1.0, n / size)
+        return self.prior(n) if self.prior is not None else None
+
+    def sizes(self) -> dict[int, float]:
+        """Smoothed seconds per observed batch size."""
+        with self._lock:
+            return dict(self._by_size)
+
+    def _linear_fit(self) -> tuple[float, float] | None:
+        if self._fit is not None:
+            return self._fit
+        if len({n for n, _ in self._samples}) < 2:
+            return None
+        count = len(self._samples)
+        mean_n = sum(n for n, _ in self._samples) / count
+        mean_t = sum(t for _, t in self._samples) / count
+        var = sum((n - mean_n) ** 2 for n, _ in self._samples)
+        slope = sum((n - mean_n) * (t - mean_t) for n, t in self._samples) / var
+        slope = max(slope, 0.0)
+        self._fit = (slope, max(mean_t - slope * mean_n, 0.0))
+        return self._fit
+
+
+class RateMeter:
+    """Arrivals per second, exponentially decayed with time constant ``tau`` (times are passed in)."""
+
+    def __init__(self, tau: float = 1.0) -> None:
+        self.tau = tau
+        self._rate = 0.0
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def add(self, now: float, count: int = 1) -> None:
+        """Record ``count`` arrivals at ``now``."""
+        with self._lock:
+            self._rate = self._decayed(now) + count / self.tau
+            self._last = now
+
+    def rate(self, now: float) -> float:
+        """Arrivals per second as of ``now``."""
+        with self._lock:
+            return self._decayed(now)
+
+    def _decayed(self, now: float) -> float:
+        if self._last is None:
+            return 0.0
+        return self._rate * math.exp(-max(0.0, now - self._last) / self.tau)
+
+
+def effective_timeout(config: BatchConfig, exec_model: ExecTimeModel, arrival_rate: float | None = None) -> float:
+    """The wait for a batch to fill.
+
+    An explicit ``batch_timeout`` is used as given. Otherwise the bound is the SLO minus a full batch's
+    execution (INFless), and waiting is skipped when fewer than one more arrival is expected within that
+    bound: at low load a lone request is run at once instead of idling the instance.
+    """
+    if config.batch_timeout is not None:
+        return config.batch_timeout
+    if config.max_batch_size == 1:
+        return 0.0
+    if config.latency_slo is None:
+        bound = DEFAULT_TIMEOUT_WITHOUT_SLO
+    else:
+        t_exec = exec_model.predict(config.max_batch_size)
+        bound = min(config.latency_slo / 2, 0.05) if t_exec is None else max(0.0, config.latency_slo - t_exec)
+    if arrival_rate is not None and arrival_rate * bound < 1.0:
+        return 0.0
+    return bound
+
+
+def admit(queue_depth: int, busy_remaining: float, config: BatchConfig, exec_model: ExecTimeModel,
+          max_queue: int, arrival_rate: float | None = None) -> Admission:
+    """Decide whether a new request, behind ``queue_depth`` others, can finish within the SLO.
+
+    ``busy_remaining`` is the predicted time left of the batch running now (0 when idle). The request
+    runs after ``queue_depth // b`` full batches; if its batch is the first it may also wait the timeout.
+    """
+    if queue_depth >= max_queue:
+        return Admission(False, None, f"queue full: {queue_depth} requests waiting (max_queue={max_queue})")
+    if config.latency_slo is None:
+        return Admission(True, None)
+    b = config.max_batch_size
+    t_full = exec_model.predict(b)
+    if t_full is None:
+        return Admission(True, None)
+    ahead_batches = queue_depth // b
+    own = exec_model.predict(min(b, queue_depth % b + 1)) or t_full
+    fills_now = queue_depth + 1 >= b
+    wait = 0.0 if ahead_batches or busy_remaining or fills_now else effective_timeout(config, exec_model, arrival_rate)
+    predicted = busy_remaining + ahead_batches * t_full + wait + own
+    if predicted > config.latency_slo:
+        return Admission(False, predicted,
+                         f"predicted latency {predicted * 1000:.1f}ms exceeds latency_slo "
+                         f"{config.latency_slo * 1000:.0f}ms ({queue_depth} requests queued)")
+    return Admission(True, predicted)

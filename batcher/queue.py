@@ -1,0 +1,123 @@
+"""The batch queue: ``put(request) -> Future`` and ``next_batch(size, timeout)``, nothing more.
+
+``BatchQueue`` is the interface every backend implements (the in-process ``LocalBatchQueue`` here, the
+Redis queue shared by all instances of a function in ``batcher.redis_queue``). A batch is released when it
+is full or when its oldest request has waited ``timeout`` seconds, counted from that request's arrival
+(Ray Serve's rule), never by polling.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from batcher.request import Request, Response
+
+
+@dataclass
+class Pending:
+    """A request waiting in a queue, with its deadline and the future its caller waits on."""
+
+    # The request itself.
+    request: Request
+    # Absolute time (the queue's clock) after which running it is pointless: its caller has given up.
+    deadline: float
+    # Absolute time (the queue's clock) at which it was queued.
+    enqueued_at: float
+    # Resolved with a ``Response``, or failed with a ``BatchError``.
+    future: Future = field(default_factory=Future)
+
+
+class BatchQueue(Protocol):
+    """What the watchdog needs from a queue backend."""
+
+    def put(self, request: Request, deadline: float) -> "Future[Response]":
+        """Queue ``request``; the future resolves with its response."""
+
+    def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
+        """Block until ``max_size`` requests wait or the oldest has waited ``timeout``; [] after ``poll`` idle."""
+
+    def depth(self) -> int:
+        """Requests waiting, not yet taken into a batch."""
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest waiting request has waited (0 when empty)."""
+
+    def close(self) -> None:
+        """Wake every blocked ``next_batch``; later ``put`` calls fail."""
+
+
+class QueueClosed(RuntimeError):
+    """``put`` on a closed queue."""
+
+
+class LocalBatchQueue:
+    """An in-process FIFO batch queue guarded by one condition variable."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._items: collections.deque[Pending] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, request: Request, deadline: float) -> "Future[Response]":
+        """Queue ``request`` until ``deadline`` (this queue's clock)."""
+        item = Pending(request, deadline, self.clock())
+        with self._cond:
+            if self._closed:
+                raise QueueClosed("queue is closed")
+            self._items.append(item)
+            self._cond.notify()
+        return item.future
+
+    def requeue(self, items: list[Pending]) -> None:
+        """Put items back at the head in their order (used when a backend hands work back)."""
+        with self._cond:
+            self._items.extendleft(reversed(items))
+            self._cond.notify()
+
+    def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
+        """Up to ``max_size`` items once full or once the oldest has waited ``timeout``."""
+        idle_until = self.clock() + poll
+        with self._cond:
+            while True:
+                if self._closed and not self._items:
+                    return []
+                now = self.clock()
+                if self._items:
+                    release_at = self._items[0].enqueued_at + timeout
+                    if len(self._items) >= max_size or now >= release_at or self._closed:
+                        return [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
+                    self._cond.wait(release_at - now)
+                elif now >= idle_until:
+                    return []
+                else:
+                    self._cond.wait(idle_until - now)
+
+    def drain(self) -> list[Pending]:
+        """Take every waiting item out (for a backend switching queues)."""
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def depth(self) -> int:
+        """Requests waiting."""
+        return len(self._items)
+
+    def oldest_wait(self) -> float:
+        """Seconds the head of the queue has waited."""
+        try:
+            return max(0.0, self.clock() - self._items[0].enqueued_at)
+        except IndexError:
+            return 0.0
+
+    def close(self) -> None:
+        """Refuse new items and wake waiters; waiting items are still handed out."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

@@ -1,0 +1,97 @@
+"""The values that cross the handler contract: ``Request`` in, ``Response`` (or something convertible) out."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call to the function, as the handler sees it."""
+
+    # Raw request body, already de-chunked.
+    body: bytes = b""
+    # Request headers with their wire names; use ``header()`` for a case-insensitive look-up.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # HTTP method as sent.
+    method: str = "POST"
+    # Path below the function's root, always starting with "/".
+    path: str = "/"
+    # Raw query string without the "?", percent-encoding untouched.
+    query: str = ""
+    # Unique id; the watchdog takes X-Call-Id when the gateway sent one.
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The value of header ``name`` regardless of case, or ``default``."""
+        lower = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lower:
+                return value
+        return default
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; a ``BadInput`` naming the problem when it is not JSON."""
+        from batcher.errors import BadInput
+
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadInput(f"request body is not valid JSON: {exc}") from None
+
+    def to_wire(self) -> dict[str, Any]:
+        """A JSON-safe dict (the body travels separately as bytes)."""
+        return {"id": self.id, "method": self.method, "path": self.path, "query": self.query,
+                "headers": dict(self.headers)}
+
+    @classmethod
+    def from_wire(cls, meta: Mapping[str, Any], body: bytes) -> "Request":
+        """Inverse of ``to_wire``."""
+        return cls(body=body, headers=dict(meta.get("headers", {})), method=str(meta.get("method", "POST")),
+                   path=str(meta.get("path", "/")), query=str(meta.get("query", "")), id=str(meta["id"]))
+
+
+@dataclass(frozen=True)
+class Response:
+    """What the caller receives: status, headers and body."""
+
+    # Body bytes as sent to the caller.
+    body: bytes = b""
+    # HTTP status code.
+    status: int = 200
+    # Response headers; Content-Type is set from the value's kind when the handler gives none.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        """A JSON-safe dict (the body travels separately as bytes)."""
+        return {"status": self.status, "headers": dict(self.headers)}
+
+    @classmethod
+    def from_wire(cls, meta: Mapping[str, Any], body: bytes) -> "Response":
+        """Inverse of ``to_wire``."""
+        return cls(body=body, status=int(meta.get("status", 200)), headers=dict(meta.get("headers", {})))
+
+
+def to_response(value: Any) -> Response:
+    """Turn a handler's output into a ``Response``: bytes, text, a JSON-able value, or a ``Response``."""
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Response(bytes(value), 200, {"Content-Type": "application/octet-stream"})
+    if isinstance(value, str):
+        return Response(value.encode("utf-8"), 200, {"Content-Type": "text/plain; charset=utf-8"})
+    try:
+        body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        from batcher.errors import HandlerFailed
+
+        raise HandlerFailed(f"handler returned a {type(value).__name__} that is not JSON-serialisable: {exc}")
+    return Response(body, 200, {"Content-Type": "application/json"})

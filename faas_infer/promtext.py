@@ -1,0 +1,200 @@
+"""A small thread-safe Prometheus registry: counters, gauges and histograms with labels, text format 0.0.4.
+
+The watchdog, the provider and the autoscaler each own one ``Registry`` and serve ``registry.render()``
+on their metrics endpoint. Series appear after their first event, as in the Go client.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Callable, Iterable, Sequence
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Prometheus' default buckets, as the gateway and of-watchdog use them.
+DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels_text(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(labels)
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, ...], object] = {}
+
+    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
+        if set(labels) != set(self.label_names):
+            raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.label_names)}")
+        return tuple(str(labels[n]) for n in self.label_names)
+
+    def remove(self, **labels: str) -> None:
+        """Forget one series (for example the instance a function no longer has)."""
+        with self._lock:
+            self._values.pop(self._key(labels), None)
+
+    def clear(self) -> None:
+        """Forget every series."""
+        with self._lock:
+            self._values.clear()
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+
+class Counter(_Metric):
+    """A monotonically increasing value per label set."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` (>= 0) to the series named by ``labels``."""
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount  # type: ignore[operator]
+
+    def value(self, **labels: str) -> float:
+        """The current value of one series (0 when it has not appeared)."""
+        with self._lock:
+            return float(self._values.get(self._key(labels), 0.0))  # type: ignore[arg-type]
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            items = sorted(self._values.items())
+        return [f"{self.name}{_labels_text(self.label_names, k)} {_number(v)}" for k, v in items]
+
+
+class Gauge(Counter):
+    """A value per label set that goes up and down, or is read from a callback at scrape time."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = (),
+                 callback: Callable[[], float] | None = None) -> None:
+        super().__init__(name, help_text, labels)
+        self._callback = callback
+
+    def set(self, value: float, **labels: str) -> None:
+        """Set the series named by ``labels``."""
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = float(value)
+
+    def set_function(self, callback: Callable[[], float]) -> None:
+        """Read the (label-less) value from ``callback`` at every scrape."""
+        self._callback = callback
+
+    def dec(self, amount: float = 1.0, **labels: str) -> None:
+        """Subtract ``amount`` from the series."""
+        self.inc(-amount, **labels)
+
+    def lines(self) -> list[str]:
+        if self._callback is not None:
+            return [f"{self.name} {_number(float(self._callback()))}"]
+        return super().lines()
+
+
+class Histogram(_Metric):
+    """Observations counted into cumulative buckets, with their sum and count."""
+
+    kind = "histogram"
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = (),
+                 buckets: Iterable[float] = DEFAULT_BUCKETS) -> None:
+        super().__init__(name, help_text, labels)
+        self.buckets = tuple(sorted(buckets))
+
+    def observe(self, value: float, **labels: str) -> None:
+        """Record one observation in the series named by ``labels``."""
+        key = self._key(labels)
+        with self._lock:
+            state = self._values.get(key)
+            if state is None:
+                state = self._values[key] = [[0] * len(self.buckets), 0.0, 0]
+            counts, _, _ = state  # type: ignore[misc]
+            for i, bound in enumerate(self.buckets):
+                if value <= bound:
+                    counts[i] += 1
+            state[1] += value  # type: ignore[index]
+            state[2] += 1  # type: ignore[index]
+
+    def snapshot(self, **labels: str) -> tuple[tuple[int, ...], float, int]:
+        """(cumulative bucket counts, sum, count) of one series."""
+        with self._lock:
+            state = self._values.get(self._key(labels))
+            if state is None:
+                return (0,) * len(self.buckets), 0.0, 0
+            return tuple(state[0]), state[1], state[2]  # type: ignore[index]
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            items = sorted((k, (list(v[0]), v[1], v[2])) for k, v in self._values.items())  # type: ignore[index]
+        out = []
+        for key, (counts, total, count) in items:
+            for bound, n in zip(self.buckets, counts):
+                le = f'le="{_number(bound)}"'
+                out.append(f"{self.name}_bucket{_labels_text(self.label_names, key, le)} {n}")
+            inf = _labels_text(self.label_names, key, 'le="+Inf"')
+            out.append(f"{self.name}_bucket{inf} {count}")
+            out.append(f"{self.name}_sum{_labels_text(self.label_names, key)} {_number(total)}")
+            out.append(f"{self.name}_count{_labels_text(self.label_names, key)} {count}")
+        return out
+
+
+class Registry:
+    """The metrics one process exports, rendered in the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self._metrics: list[_Metric] = []
+
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
+        """Register and return a counter."""
+        return self._add(Counter(name, help_text, labels))
+
+    def gauge(self, name: str, help_text: str, labels: Sequence[str] = (),
+              callback: Callable[[], float] | None = None) -> Gauge:
+        """Register and return a gauge; with ``callback`` its value is read at scrape time."""
+        return self._add(Gauge(name, help_text, labels, callback))
+
+    def histogram(self, name: str, help_text: str, labels: Sequence[str] = (),
+                  buckets: Iterable[float] = DEFAULT_BUCKETS) -> Histogram:
+        """Register and return a histogram."""
+        return self._add(Histogram(name, help_text, labels, buckets))
+
+    def _add(self, metric):
+        if any(m.name == metric.name for m in self._metrics):
+            raise ValueError(f"metric {metric.name} registered twice")
+        self._metrics.append(metric)
+        return metric
+
+    def render(self) -> str:
+        """All metrics in the text exposition format."""
+        out: list[str] = []
+        for metric in self._metrics:
+            lines = metric.lines()
+            if lines:
+                out.extend(metric.header())
+                out.extend(lines)
+        return "\n".join(out) + "\n"

@@ -1,0 +1,97 @@
+"""Reading an OpenFaaS ``stack.yml``: ``${VAR}`` substitution, then plain frozen records per function."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+# Annotations faas-infer reads; OpenFaaS keeps and returns annotations untouched.
+ANNOTATION_SLO = "com.faas-infer.latency_slo"
+ANNOTATION_MODEL = "com.faas-infer.model"
+LABEL_PARENT = "com.faas-infer.parent"
+
+
+class StackError(ValueError):
+    """The stack file is unreadable or breaks a rule; the message names the function and key."""
+
+
+@dataclass(frozen=True)
+class StackFunction:
+    """One entry of ``functions:``."""
+
+    name: str
+    lang: str = ""
+    handler: str = ""
+    image: str = ""
+    fprocess: str = ""
+    namespace: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
+    requests: Mapping[str, str] = field(default_factory=dict)
+    constraints: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    readonly_root_filesystem: bool = False
+    # Absolute path of the handler folder (resolved against the stack file's folder).
+    handler_path: str = ""
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A parsed stack file."""
+
+    gateway: str
+    functions: Mapping[str, StackFunction]
+    path: str = ""
+
+
+def substitute(text: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` as faas-cli does."""
+    return _VAR.sub(lambda m: env.get(m.group(1), m.group(2) or ""), text)
+
+
+def load_stack(path: str, env: Mapping[str, str] | None = None) -> Stack:
+    """Parse ``path``; ``env`` feeds ``${VAR}`` substitution (the caller passes ``os.environ``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(substitute(f.read(), env or {}))
+    except OSError as exc:
+        raise StackError(f"cannot read stack file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise StackError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("functions"), dict):
+        raise StackError(f"{path}: expected a mapping with 'functions:'")
+    base = os.path.dirname(os.path.abspath(path))
+    functions = {name: _function(name, spec or {}, base) for name, spec in doc["functions"].items()}
+    gateway = str((doc.get("provider") or {}).get("gateway", "http://127.0.0.1:8080"))
+    return Stack(gateway, functions, os.path.abspath(path))
+
+
+def _function(name: str, spec: Any, base: str) -> StackFunction:
+    if not isinstance(spec, dict):
+        raise StackError(f"function {name}: expected a mapping")
+
+    def strings(key: str) -> dict[str, str]:
+        value = spec.get(key) or {}
+        if not isinstance(value, dict):
+            raise StackError(f"function {name}: {key} must be a mapping")
+        return {str(k): str(v) for k, v in value.items()}
+
+    handler = str(spec.get("handler", ""))
+    return StackFunction(
+        name=name, lang=str(spec.get("lang", "")), handler=handler, image=str(spec.get("image", "")),
+        fprocess=str(spec.get("fprocess", "")), namespace=str(spec.get("namespace", "")),
+        environment=strings("environment"), labels=strings("labels"), annotations=strings("annotations"),
+        limits=strings("limits"), requests=strings("requests"),
+        constraints=tuple(str(c) for c in spec.get("constraints") or ()),
+        secrets=tuple(str(s) for s in spec.get("secrets") or ()),
+        readonly_root_filesystem=bool(spec.get("readonly_root_filesystem", False)),
+        handler_path=os.path.normpath(os.path.join(base, handler)) if handler else "",
+    )

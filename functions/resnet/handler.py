@@ -1,0 +1,40 @@
+"""Image classifier. Input: raw bytes (3*64*64 uint8, CHW) as application/octet-stream, or JSON
+{"pixels": [12288 ints 0..255]}. Output: {"class": int, "score": float}."""
+
+import torch
+
+from batcher import BadInput
+from batcher.handlers import map_valid, require
+
+from .model import CHANNELS, SIZE, build_model
+
+PIXELS = CHANNELS * SIZE * SIZE
+
+
+def load():
+    """Build the model once per process."""
+    return build_model()
+
+
+def parse(request):
+    if (request.header("Content-Type") or "").startswith("application/json"):
+        pixels = require(request.json(), "pixels", list)
+        if len(pixels) != PIXELS or not all(isinstance(p, int) and 0 <= p <= 255 for p in pixels):
+            raise BadInput(f"'pixels' must hold {PIXELS} integers in 0..255")
+        flat = torch.tensor(pixels, dtype=torch.uint8)
+    else:
+        if len(request.body) != PIXELS:
+            raise BadInput(f"raw image must be {PIXELS} bytes (3x64x64 uint8), got {len(request.body)}")
+        flat = torch.frombuffer(bytearray(request.body), dtype=torch.uint8)
+    return flat.view(CHANNELS, SIZE, SIZE).float().div_(255.0)
+
+
+def handle_batch(model, requests):
+    """Classify every valid image in one forward pass."""
+    def run(images):
+        with torch.inference_mode():
+            probs = model(torch.stack(images)).softmax(dim=1)
+        score, cls = probs.max(dim=1)
+        return [{"class": int(c), "score": round(float(s), 6)} for c, s in zip(cls, score)]
+
+    return map_valid(requests, parse, run)

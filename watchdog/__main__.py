@@ -1,0 +1,33 @@
+"""``python -m watchdog``: read the environment once, set threads from the CPU limit, serve under gunicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from watchdog.config import ConfigError, WatchdogConfig
+from watchdog.cpu import cgroup_cpu_quota, compute_threads, usable_cores
+
+
+def main() -> int:
+    """Entry point; returns the exit code."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = WatchdogConfig.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"watchdog: configuration error: {exc}", file=sys.stderr)
+        return 2
+    threads = compute_threads(config.cpu_limit, cgroup_cpu_quota(), usable_cores())
+    # torch (imported later by the handler) sizes its intra-op pool from these.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    from watchdog.server import WatchdogApplication
+
+    WatchdogApplication(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Subcommands this package adds to ``faas-infer``."""
+
+COMMANDS = {"watchdog": "watchdog.command"}

@@ -1,0 +1,138 @@
+"""The instance at run time: handler, queue, batch worker, admission, in-flight limit and metrics.
+
+One ``Runtime`` per process. The HTTP layer (``watchdog.app``) only turns requests into ``submit`` calls
+and errors into status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable
+
+from batcher.dispatch import BatchOutcome
+from batcher.errors import DeadlineExceeded, Rejected
+from batcher.policy import BatchConfig, ExecTimeModel, RateMeter, admit, effective_timeout
+from batcher.queue import BatchQueue, Pending, QueueClosed
+from batcher.request import Request, Response
+from batcher.worker import BatchWorker
+from watchdog.config import WatchdogConfig
+from watchdog.handler import LoadedHandler
+from watchdog.lifecycle import Lifecycle
+from watchdog.metrics import WatchdogMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Admits requests, queues them, and waits for the batch worker's answer."""
+
+    def __init__(self, config: WatchdogConfig, handler: LoadedHandler, queue: BatchQueue,
+                 metrics: WatchdogMetrics | None = None,
+                 batch_config: Callable[[], BatchConfig] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.handler = handler
+        self.queue = queue
+        self.metrics = metrics or WatchdogMetrics()
+        self.clock = clock
+        self.lifecycle = Lifecycle(config.tmp_dir, config.suppress_lock)
+        self.exec_model = ExecTimeModel()
+        self.arrivals = RateMeter()
+        self._static_config = config.batch_config()
+        self.batch_config = batch_config or (lambda: self._static_config)
+        self.worker = BatchWorker(queue, handler.handle, self.batch_config, self.exec_model,
+                                  self._on_batch, clock, arrival_rate=self.arrival_rate)
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        m = self.metrics
+        m.cold_start.set(handler.cold_start_seconds)
+        m.in_flight.set_function(lambda: self._inflight)
+        m.queue_depth.set_function(lambda: self.queue.depth())
+        m.max_batch_size.set_function(lambda: self.batch_config().max_batch_size)
+        m.batch_timeout.set_function(
+            lambda: effective_timeout(self.batch_config(), self.exec_model, self.arrival_rate()))
+        m.latency_slo.set_function(lambda: self.batch_config().latency_slo or 0.0)
+        m.predicted_exec.set_function(lambda: self.exec_model.predict(self.batch_config().max_batch_size) or 0.0)
+
+    def start(self) -> "Runtime":
+        """Start the batch worker and report healthy."""
+        self.worker.start()
+        self.lifecycle.mark_ready()
+        return self
+
+    def try_enter(self) -> bool:
+        """Count a request in; False when ``max_inflight`` is reached."""
+        with self._inflight_lock:
+            limit = self.config.max_inflight
+            if limit and self._inflight >= limit:
+                return False
+            self._inflight += 1
+            return True
+
+    def leave(self) -> None:
+        """Count a request out."""
+        with self._inflight_lock:
+            self._inflight -= 1
+
+    @property
+    def inflight(self) -> int:
+        """Requests being handled now."""
+        return self._inflight
+
+    def at_capacity(self) -> bool:
+        """True when one more request would be refused with 429."""
+        return bool(self.config.max_inflight) and self._inflight >= self.config.max_inflight
+
+    def request_timeout(self, x_timeout: float | None) -> float:
+        """Seconds a request may take: exec_timeout (0 = off), capped by write_timeout and X-Timeout."""
+        limits = [self.config.write_timeout]
+        if self.config.exec_timeout > 0:
+            limits.append(self.config.exec_timeout)
+        if x_timeout is not None and x_timeout > 0:
+            limits.append(x_timeout)
+        return min(limits)
+
+    def arrival_rate(self) -> float:
+        """Requests per second arriving at this instance, recently."""
+        return self.arrivals.rate(self.clock())
+
+    def submit(self, request: Request, timeout: float) -> Response:
+        """Queue ``request`` and wait for its response; raises a ``BatchError`` on refusal or timeout."""
+        config = self.batch_config()
+        self.arrivals.add(self.clock())
+        decision = admit(self.queue.depth(), self.worker.busy_remaining(), config, self.exec_model,
+                         self.config.max_queue, self.arrival_rate())
+        if not decision.admitted:
+            reason = "queue_full" if decision.predicted is None else "slo"
+            self.metrics.refused.inc(reason=reason)
+            raise Rejected(f"request refused: {decision.reason}")
+        now = self.clock()
+        try:
+            future = self.queue.put(request, now + timeout)
+        except QueueClosed:
+            self.metrics.refused.inc(reason="draining")
+            raise Rejected("request refused: the instance is shutting down") from None
+        try:
+            return future.result(timeout=max(0.0, timeout))
+        except FutureTimeout:
+            future.cancel()
+            self.metrics.refused.inc(reason="timeout")
+            raise DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or "
+                                   f"X-Timeout)") from None
+
+    def drain(self, timeout: float) -> bool:
+        """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""
+        self.lifecycle.begin_drain()
+        done = self.worker.stop(timeout)
+        self.lifecycle.drained.set()
+        return done
+
+    def _on_batch(self, outcome: BatchOutcome, items: list[Pending], started: float) -> None:
+        m = self.metrics
+        m.batch_size.observe(outcome.size)
+        m.batch_exec.observe(outcome.exec_seconds, batch_size=str(outcome.size))
+        for item in items:
+            m.queue_wait.observe(max(0.0, started - item.enqueued_at))

@@ -1,0 +1,122 @@
+"""Running the watchdog under gunicorn: one gthread worker per instance, with OpenFaaS's shutdown order.
+
+One worker, because an instance is one process with one model and one batch queue; many threads, because
+every request waiting for its batch holds one. On SIGTERM the worker (1) stops reporting healthy, (2) keeps
+serving for ``healthcheck_interval`` so load balancers notice, (3) stops accepting connections, and
+(4) answers everything it accepted (queued batches included) within ``write_timeout`` before exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from batcher.queue import BatchQueue, LocalBatchQueue
+from watchdog.config import WatchdogConfig
+from watchdog.handler import load_handler
+from watchdog.metrics import MetricsServer, WatchdogMetrics
+from watchdog.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def make_queue(config: WatchdogConfig, metrics: WatchdogMetrics) -> tuple[BatchQueue, Any]:
+    """The configured queue backend, and the live batch-config source it offers (None for local)."""
+    if config.batch_backend == "redis":
+        from batcher.redis_queue import RedisBatchQueue
+
+        queue = RedisBatchQueue.from_config(config, on_redis_state=lambda up: metrics.redis_up.set(1 if up else 0))
+        return queue, queue.live_config
+    metrics.redis_up.set(0)
+    return LocalBatchQueue(), None
+
+
+def build_runtime(config: WatchdogConfig) -> Runtime:
+    """Load the handler, apply the CPU limit to torch if the handler uses it, and wire the runtime."""
+    handler = load_handler(config.function_dir)
+    torch = sys.modules.get("torch")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if torch is not None and threads:
+        torch.set_num_threads(int(threads))
+    metrics = WatchdogMetrics()
+    queue, live_config = make_queue(config, metrics)
+    return Runtime(config, handler, queue, metrics, batch_config=live_config)
+
+
+class WatchdogApplication(BaseApplication):
+    """gunicorn embedded: ``python -m watchdog`` runs this with settings derived from the config."""
+
+    def __init__(self, config: WatchdogConfig) -> None:
+        self.config_obj = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        c = self.config_obj
+        settings = {
+            "bind": [f"{c.bind_address}:{c.port}"],
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": c.http_thread_count(),
+            "timeout": 0,
+            "graceful_timeout": math.ceil(c.healthcheck_interval + c.write_timeout + 1),
+            "keepalive": 75,
+            "accesslog": None,
+            "loglevel": "warning",
+            "post_worker_init": _post_worker_init,
+            "worker_exit": _worker_exit,
+            "proc_name": f"watchdog-{c.function_name}",
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from watchdog.app import create_app
+
+        runtime = build_runtime(self.config_obj)
+        _STATE["runtime"] = runtime
+        _STATE["metrics_server"] = MetricsServer(runtime.metrics.registry, self.config_obj.bind_address,
+                                                 self.config_obj.metrics_port).start()
+        runtime.start()
+        logger.info("function %s ready: cold start %.2fs, max_batch_size=%d, backend=%s",
+                    self.config_obj.function_name, runtime.handler.cold_start_seconds,
+                    self.config_obj.max_batch_size, self.config_obj.batch_backend)
+        return create_app(runtime)
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _post_worker_init(worker: Any) -> None:
+    """Replace the worker's SIGTERM handling with OpenFaaS's order (see module docstring)."""
+    def on_term(signum: int, frame: Any) -> None:
+        runtime: Runtime | None = _STATE.get("runtime")
+        if runtime is None:
+            worker.alive = False
+            return
+        runtime.lifecycle.begin_drain()
+        config = runtime.config
+
+        def stop_accepting() -> None:
+            worker.alive = False  # gthread stops accepting, then waits for in-flight requests
+
+        threading.Timer(config.healthcheck_interval, stop_accepting).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    runtime: Runtime | None = _STATE.get("runtime")
+    if runtime is not None:
+        if not runtime.drain(runtime.config.write_timeout):
+            logger.error("exited with batches still running after write_timeout")
+        metrics_server = _STATE.get("metrics_server")
+        if metrics_server is not None:
+            metrics_server.stop()

@@ -1,0 +1,192 @@
+"""The watchdog as a real gunicorn process over real HTTP: the OpenFaaS contract and batching."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import http.client
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from helpers import wait_until, write_handler
+
+HANDLER = """
+import json, os, time
+from batcher import BadInput, Response
+
+def load():
+    time.sleep(float(os.environ.get("LOAD_SECONDS", "0")))
+    return {"delay": float(os.environ.get("DELAY", "0.02")), "mode": os.environ.get("MODE", "")}
+
+def handle_batch(state, requests):
+    time.sleep(state["delay"])
+    if state["mode"] == "miscount":
+        return ["only one"]
+    if any(r.body == b"bad" for r in requests):
+        raise BadInput("body 'bad' is not acceptable")
+    if any(r.body == b"crash" for r in requests):
+        raise RuntimeError("model exploded")
+    if any(r.body == b"sleep" for r in requests):
+        time.sleep(3)
+    return [Response(json.dumps({"echo": r.body.decode(errors="replace"), "n": len(requests),
+                                 "method": r.method, "path": r.path, "query": r.query,
+                                 "x_test": r.header("x-test")}).encode(), 200,
+                     {"Content-Type": "application/json"}) for r in requests]
+"""
+
+
+@pytest.fixture
+def handler_dir(tmp_path):
+    return write_handler(str(tmp_path / "fn"), HANDLER)
+
+
+def post_many(url, bodies, workers=32, timeout=30):
+    with cf.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda b: requests.post(url, data=b, timeout=timeout), bodies))
+
+
+def test_batches_form_under_concurrent_load(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_batch_size=16, batch_timeout="50ms", DELAY="0.05")
+    responses = post_many(wd.url + "/", [f"r{i}".encode() for i in range(64)])
+    assert all(r.status_code == 200 for r in responses)
+    assert [r.json()["echo"] for r in responses] == [f"r{i}" for i in range(64)]
+    sizes = [int(r.headers["X-Batch-Size"]) for r in responses]
+    assert max(sizes) > 1 and max(sizes) <= 16
+    assert all(float(r.headers["X-Duration-Seconds"]) > 0 for r in responses)
+    metrics = requests.get(wd.metrics_url, timeout=5).text
+    assert 'http_requests_total{code="200",method="post"} 64' in metrics
+    assert "faas_infer_batch_size_bucket" in metrics and "faas_infer_cold_start_seconds" in metrics
+    assert "faas_infer_queue_wait_seconds_count 64" in metrics
+
+
+def test_request_reaches_handler_with_method_path_query_headers(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_batch_size=1)
+    r = requests.put(wd.url + "/sub/path?q=1&q=2", data=b"x", headers={"X-Test": "yes"}, timeout=10)
+    assert r.json() == {"echo": "x", "n": 1, "method": "PUT", "path": "/sub/path", "query": "q=1&q=2",
+                        "x_test": "yes"}
+
+
+def test_one_bad_input_in_a_batch_fails_alone(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_batch_size=8, batch_timeout="200ms", DELAY="0.01")
+    bodies = [b"a", b"b", b"bad", b"c", b"crash", b"d", b"e", b"f"]
+    responses = post_many(wd.url, bodies, workers=8)
+    status = dict(zip(bodies, (r.status_code for r in responses)))
+    assert status.pop(b"bad") == 400 and status.pop(b"crash") == 500
+    assert set(status.values()) == {200}
+    by_body = dict(zip(bodies, responses))
+    assert "body 'bad' is not acceptable" in by_body[b"bad"].text
+    assert "RuntimeError: model exploded" in by_body[b"crash"].text
+
+
+def test_wrong_number_of_outputs_is_500_with_both_counts(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_batch_size=4, batch_timeout="100ms", MODE="miscount")
+    responses = post_many(wd.url, [b"1", b"2", b"3"], workers=3)
+    assert all(r.status_code == 500 for r in responses)
+    assert any("returned 1 responses for" in r.text for r in responses)
+
+
+def test_429_past_max_inflight_and_ready_reports_it(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_inflight=2, max_batch_size=1, DELAY="0.5")
+    with cf.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(requests.post, wd.url, data=b"x", timeout=30) for _ in range(6)]
+        time.sleep(0.2)
+        ready = requests.get(wd.url + "/_/ready", timeout=5).status_code
+        codes = sorted(f.result().status_code for f in futures)
+    assert ready == 429
+    assert codes.count(200) >= 2 and 429 in codes
+    limited = [f.result() for f in futures if f.result().status_code == 429][0]
+    assert limited.text.strip() == "Concurrent request limit exceeded. Max concurrent requests: 2"
+
+
+def test_504_past_exec_timeout_and_x_timeout(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, exec_timeout="1s", max_batch_size=1, DELAY="0")
+    r = requests.post(wd.url, data=b"sleep", timeout=10)
+    assert r.status_code == 504 and "timeout of 1s exceeded" in r.text
+    r = requests.post(wd.url, data=b"sleep", headers={"X-Timeout": "200ms"}, timeout=10)
+    assert r.status_code == 504 and "timeout of 0.2s exceeded" in r.text
+    # The abandoned calls still finish in the background; then the instance serves normally again.
+    wait_until(lambda: requests.post(wd.url, data=b"fine", timeout=10).status_code == 200, 15,
+               what="instance recovers after timeouts")
+
+
+def test_chunked_request_body_is_decoded(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_batch_size=1)
+    conn = http.client.HTTPConnection("127.0.0.1", wd.port, timeout=10)
+    conn.putrequest("POST", "/")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for chunk in (b"h", b"ello chun", b"ked"):
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert b'"echo": "hello chunked"' in response.read()
+
+
+def test_413_over_max_request_bytes(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_request_bytes="1Ki", max_batch_size=1)
+    r = requests.post(wd.url, data=b"x" * 4096, timeout=10)
+    assert r.status_code == 413 and "max_request_bytes" in r.text
+    assert requests.post(wd.url, data=b"small", timeout=10).status_code == 200
+
+
+def test_slo_admission_sheds_overload_with_503(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_batch_size=2, latency_slo="150ms", DELAY="0.05")
+    requests.post(wd.url, data=b"warm", timeout=10)
+    responses = post_many(wd.url, [b"x"] * 60, workers=60)
+    codes = [r.status_code for r in responses]
+    assert 503 in codes and 200 in codes
+    assert set(codes) <= {200, 503}
+    refused = next(r for r in responses if r.status_code == 503)
+    assert "exceeds latency_slo 150ms" in refused.text
+    assert "faas_infer_requests_refused_total" in requests.get(wd.metrics_url, timeout=5).text
+
+
+def test_health_follows_lock_file_and_sigterm_drains_without_loss(watchdogs, handler_dir, tmp_path):
+    wd = watchdogs(handler_dir, max_batch_size=8, batch_timeout="20ms", DELAY="0.05", healthcheck_interval="1s")
+    lock = tmp_path / "wd0" / ".lock"
+    assert lock.exists() and requests.get(wd.url + "/_/health", timeout=5).status_code == 200
+    with cf.ThreadPoolExecutor(40) as pool:
+        futures = [pool.submit(requests.post, wd.url, data=f"{i}".encode(), timeout=30) for i in range(40)]
+        time.sleep(0.05)
+        wd.signal(signal.SIGTERM)
+        wait_until(lambda: not lock.exists(), 5, what="lock file removed")
+        health = requests.get(wd.url + "/_/health", timeout=5).status_code
+        ready = requests.get(wd.url + "/_/ready", timeout=5).status_code
+        results = [f.result() for f in futures]
+    assert (health, ready) == (503, 503)
+    assert [r.status_code for r in results] == [200] * 40
+    assert [r.json()["echo"] for r in results] == [str(i) for i in range(40)]
+    assert wd.proc.wait(20) == 0
+
+
+def test_suppress_lock_writes_no_file(watchdogs, handler_dir, tmp_path):
+    wd = watchdogs(handler_dir, suppress_lock="true")
+    assert not (tmp_path / "wd0" / ".lock").exists()
+    assert requests.get(wd.url + "/_/health", timeout=5).status_code == 200
+
+
+def test_config_error_exits_with_a_clear_message(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, wait=False, max_batch_size="0")
+    assert wd.proc.wait(20) == 2
+    assert "max_batch_size=0: must be >= 1" in wd.log()
+
+
+def test_missing_handler_fails_at_start_naming_the_path(watchdogs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    wd = watchdogs(str(empty), wait=False)
+    assert wd.proc.wait(30) != 0
+    assert "no handler at" in wd.log() and os.path.join(str(empty), "handler.py") in wd.log()
+
+
+def test_classic_single_request_handler_is_served(watchdogs, tmp_path):
+    folder = write_handler(str(tmp_path / "classic"), """
+        def handle(req):
+            return "hi " + req.text
+    """)
+    wd = watchdogs(folder)
+    assert requests.post(wd.url, data=b"there", timeout=10).text == "hi there"

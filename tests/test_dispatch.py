@@ -1,0 +1,117 @@
+"""Dispatch: every waiter answered, failures isolated by bisection, contract breaks reported."""
+
+import pytest
+
+from batcher.dispatch import dispatch
+from batcher.errors import BadInput, DeadlineExceeded, HandlerFailed
+from batcher.queue import Pending
+from batcher.request import Request, Response
+
+
+def items(bodies, deadline=100.0):
+    return [Pending(Request(body=b), deadline, 0.0) for b in bodies]
+
+
+def results(batch):
+    out = []
+    for item in batch:
+        exc = item.future.exception(timeout=0)
+        out.append(exc if exc is not None else item.future.result(timeout=0))
+    return out
+
+
+def test_outputs_become_responses_in_order():
+    batch = items([b"a", b"b", b"c"])
+    outcome = dispatch(lambda reqs: [r.body.decode().upper() for r in reqs], batch, now=1.0)
+    assert [r.body for r in results(batch)] == [b"A", b"B", b"C"]
+    assert outcome.size == 3 and outcome.clean and outcome.succeeded == 3
+    assert results(batch)[0].headers["X-Batch-Size"] == "3"
+
+
+def test_value_kinds_are_converted():
+    batch = items([b"1", b"2", b"3", b"4"])
+    dispatch(lambda reqs: [b"raw", "text", {"k": 1}, Response(b"x", 201, {"A": "b"})], batch, 1.0)
+    got = results(batch)
+    assert got[0].headers["Content-Type"] == "application/octet-stream"
+    assert got[1].headers["Content-Type"].startswith("text/plain")
+    assert got[2].body == b'{"k":1}' and got[2].headers["Content-Type"] == "application/json"
+    assert got[3].status == 201 and got[3].headers["A"] == "b"
+
+
+def test_one_bad_input_fails_alone_by_bisection():
+    calls = []
+
+    def handle(reqs):
+        calls.append(len(reqs))
+        if any(r.body == b"bad" for r in reqs):
+            raise BadInput("bad body")
+        return [r.body for r in reqs]
+
+    batch = items([b"1", b"2", b"bad", b"4", b"5", b"6", b"7", b"8"])
+    outcome = dispatch(handle, batch, 1.0)
+    got = results(batch)
+    assert isinstance(got[2], BadInput) and got[2].status == 400
+    assert [g.body for i, g in enumerate(got) if i != 2] == [b"1", b"2", b"4", b"5", b"6", b"7", b"8"]
+    assert outcome.failed == 1 and not outcome.clean
+    assert calls[0] == 8 and len(calls) <= 1 + 2 * 3  # bisection, not one call per request
+
+
+def test_other_exceptions_are_500_naming_the_cause():
+    batch = items([b"x"])
+    dispatch(lambda reqs: 1 / 0, batch, 1.0)
+    exc = results(batch)[0]
+    assert isinstance(exc, HandlerFailed) and exc.status == 500 and "ZeroDivisionError" in str(exc)
+
+
+def test_exception_in_a_slot_fails_only_that_request():
+    batch = items([b"1", b"2"])
+    dispatch(lambda reqs: ["ok", BadInput("no good")], batch, 1.0)
+    got = results(batch)
+    assert got[0].body == b"ok" and isinstance(got[1], BadInput)
+
+
+def test_wrong_count_fails_the_batch_with_both_counts():
+    batch = items([b"1", b"2", b"3"])
+    dispatch(lambda reqs: ["only one"], batch, 1.0)
+    for exc in results(batch):
+        assert isinstance(exc, HandlerFailed) and "returned 1 responses for 3 requests" in str(exc)
+
+
+def test_not_a_list_fails_the_batch():
+    batch = items([b"1"])
+    dispatch(lambda reqs: "a string", batch, 1.0)
+    assert "must return a list" in str(results(batch)[0])
+
+
+def test_expired_requests_are_not_run():
+    seen = []
+    batch = items([b"late"], deadline=0.5) + items([b"ok"], deadline=10)
+    dispatch(lambda reqs: seen.extend(r.body for r in reqs) or [r.body for r in reqs], batch, now=1.0)
+    assert seen == [b"ok"]
+    assert isinstance(results(batch)[0], DeadlineExceeded)
+
+
+def test_cancelled_requests_are_skipped():
+    batch = items([b"gone", b"here"])
+    batch[0].future.cancel()
+    outcome = dispatch(lambda reqs: [r.body for r in reqs], batch, 1.0)
+    assert outcome.size == 1
+
+
+def test_non_serialisable_output_fails_only_that_request():
+    batch = items([b"1", b"2"])
+    dispatch(lambda reqs: [object(), "fine"], batch, 1.0)
+    got = results(batch)
+    assert isinstance(got[0], HandlerFailed) and "not JSON-serialisable" in str(got[0])
+    assert got[1].body == b"fine"
+
+
+def test_keyboard_interrupt_still_answers_everyone():
+    batch = items([b"1", b"2"])
+
+    def handle(reqs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dispatch(handle, batch, 1.0)
+    assert all(isinstance(r, HandlerFailed) for r in results(batch))

@@ -1,0 +1,84 @@
+"""The dispatch policy: timeouts from the SLO, admission, the execution-time fit. Pure, fake clock."""
+
+import pytest
+
+from batcher.policy import Admission, BatchConfig, ExecTimeModel, RateMeter, admit, effective_timeout
+
+
+def fitted(points):
+    model = ExecTimeModel()
+    for n, t in points:
+        model.observe(n, t)
+    return model
+
+
+def test_config_rules_name_key_value_and_rule():
+    with pytest.raises(ValueError, match=r"max_batch_size=0: must be >= 1"):
+        BatchConfig(max_batch_size=0)
+    with pytest.raises(ValueError, match=r"latency_slo=-1: must be > 0"):
+        BatchConfig(latency_slo=-1)
+
+
+def test_exec_model_fits_a_line_and_interpolates():
+    model = fitted([(1, 0.002), (8, 0.009), (1, 0.002), (8, 0.009)])
+    assert model.predict(1) == pytest.approx(0.002)
+    assert model.predict(4) == pytest.approx(0.005, rel=1e-6)
+    assert model.predict(16) == pytest.approx(0.017, rel=1e-6)
+
+
+def test_exec_model_with_one_size_scales_up_not_down():
+    model = fitted([(4, 0.004)])
+    assert model.predict(8) == pytest.approx(0.008)
+    assert model.predict(2) == pytest.approx(0.004)
+
+
+def test_exec_model_uses_prior_until_measured():
+    model = ExecTimeModel(prior=lambda n: 0.001 * n)
+    assert model.predict(10) == pytest.approx(0.01)
+    assert ExecTimeModel().predict(3) is None
+
+
+def test_timeout_explicit_wins():
+    assert effective_timeout(BatchConfig(8, 0.02, 0.1), fitted([(8, 0.05)]), 1000) == 0.02
+
+
+def test_timeout_from_slo_is_slo_minus_full_batch_exec_under_load():
+    config = BatchConfig(max_batch_size=8, latency_slo=0.1)
+    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=500) == pytest.approx(0.07)
+
+
+def test_timeout_is_zero_when_no_company_is_expected():
+    config = BatchConfig(max_batch_size=8, latency_slo=0.1)
+    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=5) == 0.0
+
+
+def test_timeout_zero_without_batching():
+    assert effective_timeout(BatchConfig(max_batch_size=1, latency_slo=0.1), ExecTimeModel(), 1000) == 0.0
+
+
+def test_admit_without_slo_only_bounds_the_queue():
+    config = BatchConfig(max_batch_size=4)
+    assert admit(10, 0, config, ExecTimeModel(), max_queue=100).admitted
+    refused = admit(100, 0, config, ExecTimeModel(), max_queue=100)
+    assert not refused.admitted and "queue full" in refused.reason
+
+
+def test_admit_refuses_when_the_queue_ahead_cannot_finish_within_slo():
+    config = BatchConfig(max_batch_size=4, latency_slo=0.1)
+    model = fitted([(4, 0.02), (1, 0.008)])
+    assert admit(8, 0.0, config, model, 1000, arrival_rate=1000).admitted  # 2 batches + own: 0.06
+    decision = admit(20, 0.01, config, model, 1000, arrival_rate=1000)  # 5 batches ahead: 0.13
+    assert isinstance(decision, Admission) and not decision.admitted
+    assert "exceeds latency_slo 100ms" in decision.reason
+
+
+def test_admit_accepts_everything_before_any_measurement():
+    assert admit(500, 0, BatchConfig(4, None, 0.01), ExecTimeModel(), 1000).admitted
+
+
+def test_rate_meter_decays():
+    meter = RateMeter(tau=1.0)
+    for i in range(100):
+        meter.add(i * 0.01)
+    assert 55 < meter.rate(1.0) < 70
+    assert meter.rate(10.0) < 0.01

@@ -1,0 +1,47 @@
+"""The in-process batch queue: full batches, the oldest request's deadline, close."""
+
+import threading
+import time
+
+from batcher.queue import LocalBatchQueue, QueueClosed
+from batcher.request import Request
+
+import pytest
+
+
+def test_full_batch_is_released_at_once():
+    q = LocalBatchQueue()
+    for i in range(5):
+        q.put(Request(body=str(i).encode()), deadline=1e9)
+    batch = q.next_batch(4, timeout=60)
+    assert [p.request.body for p in batch] == [b"0", b"1", b"2", b"3"]
+    assert q.depth() == 1
+
+
+def test_partial_batch_waits_for_oldest_timeout():
+    q = LocalBatchQueue()
+    q.put(Request(), 1e9)
+    started = time.monotonic()
+    batch = q.next_batch(8, timeout=0.05)
+    assert len(batch) == 1 and time.monotonic() - started >= 0.04
+
+
+def test_arrival_during_wait_joins_the_batch():
+    q = LocalBatchQueue()
+    q.put(Request(), 1e9)
+    threading.Timer(0.02, lambda: q.put(Request(), 1e9)).start()
+    assert len(q.next_batch(8, timeout=0.2)) == 2
+
+
+def test_idle_poll_returns_empty():
+    assert LocalBatchQueue().next_batch(4, 0.01, poll=0.01) == []
+
+
+def test_close_hands_out_rest_and_refuses_new():
+    q = LocalBatchQueue()
+    q.put(Request(), 1e9)
+    q.close()
+    assert len(q.next_batch(8, timeout=60)) == 1
+    assert q.next_batch(8, timeout=60) == []
+    with pytest.raises(QueueClosed):
+        q.put(Request(), 1e9)

@@ -33,7 +33,7 @@ system-deps:
 $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
-	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/pip install -q --no-deps -e . --config-settings editable_mode=compat
 	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '2.13.0' else 'torch ' + v + ' installed, 2.13.0 required')"
 	touch $(STAMP)
 

@@ -1,3 +1,3 @@
 """Subcommands this package adds to ``faas-infer``."""
 
-COMMANDS = {"watchdog": "watchdog.command"}
+COMMANDS = {"watchdog": "watchdog.command", "template": "watchdog.template_command"}

@@ -1,0 +1,90 @@
+"""The python3-torch-batch template: written by `faas-infer template`, laid out as faas-cli shrinkwrap does,
+served by the bundled runtime (not the repository's copy), and its own handler test passes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import requests
+import yaml
+
+from watchdog.template_command import install_templates
+
+
+def shrinkwrap(project, function_name, handler_src):
+    """What `faas-cli build --shrinkwrap` does: template into build/NAME, handler into build/NAME/function."""
+    build = project / "build" / function_name
+    shutil.copytree(project / "template" / "python3-torch-batch", build)
+    shutil.rmtree(build / "function")
+    shutil.copytree(handler_src, build / "function")
+    return build
+
+
+def test_template_files_follow_faas_cli_layout(tmp_path):
+    [folder] = install_templates(str(tmp_path))
+    meta = yaml.safe_load(open(os.path.join(folder, "template.yml")))
+    assert meta["language"] == "python3-torch-batch" and meta["fprocess"] == "python -m watchdog"
+    for path in ("Dockerfile", "function/handler.py", "function/handler_test.py", "function/requirements.txt",
+                 "runtime/setup.py", "runtime/watchdog/__main__.py", "runtime/batcher/queue.py"):
+        assert os.path.exists(os.path.join(folder, path)), path
+    dockerfile = open(os.path.join(folder, "Dockerfile")).read()
+    assert "USER app" in dockerfile and 'CMD ["python", "-m", "watchdog"]' in dockerfile
+
+
+def test_template_refuses_to_overwrite_without_force(tmp_path):
+    install_templates(str(tmp_path))
+    try:
+        install_templates(str(tmp_path))
+    except FileExistsError as exc:
+        assert "--force" in str(exc)
+    else:
+        raise AssertionError("second install should refuse")
+    assert install_templates(str(tmp_path), force=True)
+
+
+def test_shrinkwrapped_function_is_served_by_the_bundled_runtime(tmp_path, watchdogs):
+    install_templates(str(tmp_path))
+    template_handler = tmp_path / "template" / "python3-torch-batch" / "function"
+    build = shrinkwrap(tmp_path, "classify", template_handler)
+    wd = watchdogs(str(build / "function"), PYTHONPATH=str(build / "runtime"), max_batch_size=8)
+    r = requests.post(wd.url, json={"features": [0.5] * 8}, timeout=30)
+    assert r.status_code == 200 and set(r.json()) == {"class", "score"}
+    bad = requests.post(wd.url, json={"features": [1, 2]}, timeout=30)
+    assert bad.status_code == 400 and "must hold 8 numbers" in bad.text
+    assert "runtime" in subprocess.run(
+        [sys.executable, "-c", "import watchdog, sys; print(watchdog.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(build / "runtime")}, cwd=build, capture_output=True,
+        text=True).stdout
+
+
+def test_template_handler_test_passes(tmp_path):
+    install_templates(str(tmp_path))
+    folder = tmp_path / "template" / "python3-torch-batch"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "function/"],
+                            cwd=folder, env={**os.environ, "PYTHONPATH": str(folder / "runtime")},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_example_handlers_answer_json(tmp_path):
+    """Every example function in stack.yml loads and answers one well-formed request."""
+    from watchdog.handler import load_handler
+    from batcher import Request
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stack = yaml.safe_load(open(os.path.join(repo, "stack.yml")))
+    samples = {"mlp": {"features": [0.1] * 256}, "lstm": {"text": "a fine day"},
+               "textcnn": {"tokens": [1, 2, 3]}, "resnet": {"pixels": [7] * (3 * 64 * 64)}}
+    assert set(samples) <= set(stack["functions"])
+    for name, doc in samples.items():
+        handler = load_handler(os.path.join(repo, stack["functions"][name]["handler"]))
+        good = Request(body=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
+        bad = Request(body=b"{}", headers={"Content-Type": "application/json"})
+        out = handler.handle([good, bad])
+        assert set(out[0]) == {"class", "score"}, name
+        assert isinstance(out[1], ValueError), name

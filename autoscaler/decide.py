@@ -1,0 +1,229 @@
+"""decide: a pure function of a frozen snapshot, a predictor, the config, ``now`` and the guard memory.
+
+Design (staged, exact where it matters). The direct program, integer instances per function x
+configuration x node, does not solve at 100 functions x 100 nodes within a minute (shared/MEASURED.md).
+Its cost, weighted resources, does not depend on which node an instance lands on, so it splits cleanly:
+
+1. *Selection* (``selection``, ``ilp.solve_selection``): how many instances of which configuration each
+   function runs, against pooled capacity. Exact (HiGHS in-process by default; CBC selectable), with a
+   time limit; ~10-20 non-dominated configurations per function keep it at functions x 15 integer
+   variables with every variable bounded by what covering alone needs, and the program is almost
+   separable by function, so branch and bound closes fast. Its optimum is a lower bound of the direct
+   program's (pooling relaxes the node constraints), and a proven bound is reported with every plan.
+2. *Placement* (``ilp.solve_placement`` / ``greedy.pack_best_fit``): put the chosen instances on nodes.
+   Exact (fewest nodes opened, running instances left in place) when groups x nodes is small
+   (``placement_ilp_max_vars``); best-fit decreasing otherwise, which is what a large cluster of
+   fractional-core instances on whole nodes needs: instances are small against nodes, so packing loses
+   little, and it runs in milliseconds at 10k instances on 1,000 nodes.
+3. *Guard rails* (``guards``): demand held over ``scale_down_delay``, instance bounds with keep-warm, step
+   limits, and additions deferred where the stepped plan would overfill a node.
+
+When the solver fails or runs out of time without an answer, the greedy selection (cost per useful
+throughput, fragment-penalised) is used and the plan says so. Why not decompose further: per-function
+selection would be exact only while pooled capacity does not bind; the program handles the binding case.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from autoscaler.candidates import Candidate, config_key, enumerate_candidates
+from autoscaler.config import AutoscalerConfig
+from autoscaler.greedy import pack_best_fit, select_greedy
+from autoscaler.guards import held_demand, instance_bounds, limit_steps
+from autoscaler.ilp import Group, solve_placement, solve_selection
+from autoscaler.plan import FunctionPlan, GuardMemory, Plan, Target
+from autoscaler.predictor import Corrected, ExecPredictor
+from autoscaler.selection import FunctionDemand, Selection, SelectionProblem, lower_bound
+from autoscaler.snapshot import FunctionState, Snapshot, Variant
+
+Usage = dict[str, list[float]]  # node -> [cpu, gpu, memory] in use
+
+
+def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfig, now: float,
+           memory: GuardMemory | None = None) -> Plan:
+    """The plan for ``now``; an invalid plan (with its reason) when the snapshot cannot support one."""
+    memory = memory or GuardMemory()
+    if not snapshot.nodes:
+        return Plan.invalid("no nodes in the snapshot: " + "; ".join(snapshot.problems), now, memory)
+    if now - snapshot.taken_at > config.max_snapshot_age:
+        return Plan.invalid(f"snapshot is {now - snapshot.taken_at:.0f}s old (max_snapshot_age="
+                            f"{config.max_snapshot_age:g}s)", now, memory)
+    history = dict(memory.demand_history)
+    fixed: Usage = defaultdict(lambda: [0.0, 0.0, 0.0])
+    kept: list[FunctionPlan] = []
+    demands: list[FunctionDemand] = []
+    context: dict[str, tuple[FunctionState, float, float, dict[tuple[str, str], int]]] = {}
+    shapes = [(n.cpu, n.memory, n.gpus) for n in snapshot.nodes]
+    default_node = snapshot.nodes[0].name if len(snapshot.nodes) == 1 else ""
+    for fs in snapshot.functions:
+        for v in fs.variants:
+            if v.pinned:
+                _use(fixed, v.node or default_node, v, v.replicas)
+        if fs.rate is None:
+            kept.append(_unchanged(fs, "no arrival rate observed"))
+            _use_all(fixed, fs, default_node)
+            continue
+        raw = fs.rate + fs.queue_depth / config.drain_seconds
+        history[fs.name], held = held_demand(history.get(fs.name, ()), now, raw, config.scale_down_delay)
+        model = fs.model or fs.name
+        pred = Corrected(predictor, {model: fs.measured})
+        cands = enumerate_candidates(model, fs.slo, fs.memory, pred, config.batch_sizes, config.cpu_steps,
+                                     config.gpu_steps, config.beta, shapes)
+        if not cands:
+            kept.append(_unchanged(fs, f"no configuration meets latency_slo={fs.slo:g}s"))
+            _use_all(fixed, fs, default_node)
+            continue
+        pinned_cap, pinned_n = 0.0, 0
+        for v in fs.variants:
+            if v.pinned:
+                t = pred.exec_seconds(model, v.batch, v.cpu, v.gpu)
+                pinned_cap += v.replicas * (v.batch / t if t else 0.0)
+                pinned_n += v.replicas
+        low, high = instance_bounds(fs, config)
+        variant_demand = max(0.0, held - pinned_cap / (1.0 + config.headroom))
+        current = _current(fs, default_node)
+        demands.append(FunctionDemand(fs.name, tuple(cands), variant_demand, max(0, low - pinned_n),
+                                      max(0, high - pinned_n), frozenset(k for k, _ in current)))
+        context[fs.name] = (fs, held, pinned_cap, current)
+    nodes = [(n.name, n.cpu - fixed[n.name][0], n.gpus - fixed[n.name][1], n.memory - fixed[n.name][2])
+             for n in snapshot.nodes]
+    problem = SelectionProblem(tuple(demands), sum(max(0.0, n[1]) for n in nodes),
+                               sum(max(0.0, n[2]) for n in nodes), sum(max(0.0, n[3]) for n in nodes),
+                               config.headroom)
+    selection = _select(problem, config)
+    placed, unplaced, placement = _place(problem, selection, context, nodes, config)
+    plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config)
+    bound = max(lower_bound(problem), selection.bound)
+    cost = sum(p.cost for p in plans if not p.unchanged)
+    return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
+                selection.solver, selection.status, placement, cost, bound,
+                GuardMemory({k: v for k, v in history.items()}))
+
+
+def _select(problem: SelectionProblem, config: AutoscalerConfig) -> Selection:
+    if config.solver == "greedy":
+        return select_greedy(problem)
+    selection = solve_selection(problem, config.solver, config.solver_time_limit, config.mip_gap)
+    if selection.ok:
+        return selection
+    fallback = select_greedy(problem)
+    return Selection(fallback.counts, f"fallback ({selection.status})", fallback.cost, fallback.shortfall,
+                     0.0, "greedy")
+
+
+def _place(problem, selection, context, nodes, config):
+    groups = []
+    for f in problem.functions:
+        by_key = {c.key: c for c in f.candidates}
+        current = context[f.name][3]
+        for key, n in sorted(selection.counts.get(f.name, {}).items()):
+            c = by_key[key]
+            here = tuple((node, m) for (k, node), m in sorted(current.items()) if k == key)
+            groups.append(Group(f.name, key, n, c.cpu, c.gpu, c.memory, here))
+    free = [n for n in nodes if n[1] > 0]
+    if config.solver != "greedy" and groups and len(groups) * len(free) <= config.placement_ilp_max_vars:
+        exact = solve_placement(groups, free, config.solver, config.solver_time_limit)
+        if exact is not None:
+            return exact, {}, "exact"
+    placed, unplaced = pack_best_fit(groups, free)
+    return placed, unplaced, "best-fit"
+
+
+def _guarded(problem, selection, placed, unplaced, context, nodes, config) -> list[FunctionPlan]:
+    free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
+    stepped_all: dict[str, dict[tuple[str, str], int]] = {}
+    for f in problem.functions:
+        fs, held, pinned_cap, current = context[f.name]
+        target = {(key, node): n for (fn, key), where in placed.items() if fn == f.name for node, n in where.items()}
+        by_key = {c.key: c for c in f.candidates}
+        stepped, _, _ = limit_steps(current, target, config.max_step_up, config.max_step_down,
+                                    rank_up=lambda k: by_key[k[0]].r_max if k[0] in by_key else 0.0)
+        stepped_all[f.name] = stepped
+        for (key, node), n in stepped.items():
+            if node in free:
+                res = _resources(key, by_key, fs)
+                for i in range(3):
+                    free[node][i] -= res[i] * n
+    plans = []
+    for f in problem.functions:
+        fs, held, pinned_cap, current = context[f.name]
+        by_key = {c.key: c for c in f.candidates}
+        stepped = stepped_all[f.name]
+        for (key, node), n in sorted(stepped.items()):
+            extra = n - current.get((key, node), 0)
+            res = _resources(key, by_key, fs)
+            while extra > 0 and node in free and any(free[node][i] < -1e-9 for i in range(3)):
+                stepped[(key, node)] -= 1  # this node cannot hold the addition until a removal lands
+                extra -= 1
+                for i in range(3):
+                    free[node][i] += res[i]
+        targets = tuple(Target(f.name, key, node, n, by_key.get(key)) for (key, node), n in sorted(stepped.items())
+                        if n > 0)
+        capacity = pinned_cap + sum(t.count * _r_max(t.key, by_key, fs) for t in targets)
+        cost = sum(t.count * (by_key[t.key].cost if t.key in by_key else _variant_cost(fs, t.key, config))
+                   for t in targets)
+        shortfall = max(0.0, held * (1 + config.headroom) - capacity)
+        reason = _reason(selection, held, capacity, unplaced, f.name, shortfall)
+        plans.append(FunctionPlan(f.name, held, capacity, cost, targets, shortfall, reason))
+    return plans
+
+
+def _reason(selection: Selection, held: float, capacity: float, unplaced, fn: str, shortfall: float) -> str:
+    parts = [f"demand {held:.1f}/s, capacity {capacity:.1f}/s ({selection.status})"]
+    lost = sum(n for (f, _), n in unplaced.items() if f == fn)
+    if lost:
+        parts.append(f"{lost} instances found no node")
+    if shortfall > 1e-6:
+        parts.append(f"short {shortfall:.1f}/s")
+    return "; ".join(parts)
+
+
+def _current(fs: FunctionState, default_node: str) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for v in fs.variants:
+        if not v.pinned:
+            out[(config_key(v.batch, v.cpu, v.gpu), v.node or default_node)] += v.replicas
+    return dict(out)
+
+
+def _unchanged(fs: FunctionState, reason: str) -> FunctionPlan:
+    targets = tuple(Target(fs.name, config_key(v.batch, v.cpu, v.gpu), v.node, v.replicas)
+                    for v in fs.variants if not v.pinned)
+    return FunctionPlan(fs.name, fs.rate or 0.0, 0.0, 0.0, targets, 0.0, reason, unchanged=True)
+
+
+def _use(usage: Usage, node: str, v: Variant, n: int) -> None:
+    if node:
+        usage[node][0] += v.cpu * n
+        usage[node][1] += v.gpu * n
+        usage[node][2] += v.memory * n
+
+
+def _use_all(usage: Usage, fs: FunctionState, default_node: str) -> None:
+    for v in fs.variants:
+        if not v.pinned:
+            _use(usage, v.node or default_node, v, v.replicas)
+
+
+def _variant_of(fs: FunctionState, key: str) -> Variant | None:
+    return next((v for v in fs.variants if config_key(v.batch, v.cpu, v.gpu) == key), None)
+
+
+def _resources(key: str, by_key: dict[str, Candidate], fs: FunctionState) -> tuple[float, float, float]:
+    c = by_key.get(key)
+    if c is not None:
+        return c.cpu, c.gpu, float(c.memory)
+    v = _variant_of(fs, key)
+    return (v.cpu, v.gpu, float(v.memory)) if v else (0.0, 0.0, 0.0)
+
+
+def _r_max(key: str, by_key: dict[str, Candidate], fs: FunctionState) -> float:
+    c = by_key.get(key)
+    return c.r_max if c is not None else 0.0  # a kept non-candidate is not counted on to meet the SLO
+
+
+def _variant_cost(fs: FunctionState, key: str, config: AutoscalerConfig) -> float:
+    v = _variant_of(fs, key)
+    return config.beta * v.cpu + v.gpu if v else 0.0
+

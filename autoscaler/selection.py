@@ -1,0 +1,104 @@
+"""Stage one of a decision, as data: choose how many instances of which configuration each function runs.
+
+Node capacity is pooled here (total CPU, GPU and memory; a configuration is only offered if one instance
+fits some node), which keeps the program at functions x configurations variables instead of
+functions x configurations x nodes. Both the exact program (``ilp``) and the greedy fallback (``greedy``)
+take a ``SelectionProblem`` and answer a ``Selection``; ``lower_bound`` is a proven bound on both.
+
+Per function f with candidates k (instances n_fk, integer):
+    minimise   sum cost_k n_fk  +  penalty * shortfall_f
+    cover_f:   sum r_max_k n_fk + shortfall_f >= demand_f * (1 + headroom)
+    fill_f:    sum r_min_k n_fk <= demand_f                  (INFless: every instance kept busy enough)
+    count_f:   min_f <= sum n_fk <= max_f
+    pool:      sum cpu_k n_fk <= CPU, likewise GPU and memory
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autoscaler.candidates import Candidate
+
+
+@dataclass(frozen=True)
+class FunctionDemand:
+    """One function's part of the selection problem."""
+
+    name: str
+    # Non-dominated feasible configurations (may be empty: then the function is left out).
+    candidates: tuple[Candidate, ...]
+    # Requests per second to serve (before headroom).
+    demand: float
+    min_count: int = 0
+    max_count: int = 64
+    # Candidate keys running now, made marginally cheaper so equal-cost choices do not churn.
+    current: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SelectionProblem:
+    """Functions with demands and candidates, against pooled capacity."""
+
+    functions: tuple[FunctionDemand, ...]
+    cpu: float
+    gpu: float
+    memory: float
+    headroom: float = 0.2
+
+    def cover(self, f: FunctionDemand) -> float:
+        """Capacity (requests per second) the function should get."""
+        return f.demand * (1.0 + self.headroom)
+
+    def penalty(self, f: FunctionDemand) -> float:
+        """Price of one unserved request per second: far above serving it with the worst candidate."""
+        worst = max((c.cost / c.r_max for c in f.candidates), default=1.0)
+        return 1000.0 * max(worst, 1e-6)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Instances per (function, candidate key), with how they were found."""
+
+    # {function: {candidate key: instances}}
+    counts: dict[str, dict[str, int]]
+    # "optimal" (proven within the gap), "feasible" (time limit), "greedy", or "failed: ..."
+    status: str
+    # Objective value: weighted resources (shortfall penalties excluded).
+    cost: float
+    # Requests per second not covered, per function (only when capacity or max instances ran out).
+    shortfall: dict[str, float] = field(default_factory=dict)
+    # A proven lower bound on the optimal cost (the solver's dual bound or ``lower_bound``).
+    bound: float = 0.0
+    solver: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when it holds an answer."""
+        return not self.status.startswith("failed")
+
+
+def lower_bound(problem: SelectionProblem) -> float:
+    """A proven lower bound on the optimal cost: each function alone, its cover relaxed to fractions.
+
+    A function with demand needs at least one instance (or pays its shortfall), and at least min_count.
+    """
+    total = 0.0
+    for f in problem.functions:
+        if not f.candidates:
+            continue
+        cheapest = min(c.cost for c in f.candidates)
+        best_ratio = min(c.cost / c.r_max for c in f.candidates)
+        cover = problem.cover(f)
+        fractional = cover * min(best_ratio, problem.penalty(f))
+        one = min(cheapest, cover * problem.penalty(f)) if cover > 0 else 0.0
+        total += max(fractional, one, f.min_count * cheapest)
+    return total
+
+
+def selection_cost(problem: SelectionProblem, counts: dict[str, dict[str, int]]) -> float:
+    """Weighted resources of a selection."""
+    total = 0.0
+    for f in problem.functions:
+        by_key = {c.key: c for c in f.candidates}
+        total += sum(by_key[k].cost * n for k, n in counts.get(f.name, {}).items())
+    return total

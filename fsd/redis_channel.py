@@ -1,0 +1,151 @@
+"""The queue channel on Redis: one list per (job, rank) inbox, payloads packed into few messages.
+
+Like FSD-Inference's SQS channel: a sender packs every value a peer needs from one layer into one message
+(split into frames of at most ``max_message_bytes``, SQS's 256 KiB), pushes all of a layer's frames to all
+inboxes in one pipelined round trip, and a receiver blocks on its inbox (BLPOP, then drains up to nine
+more like an SQS batch receive). Requests are metered in SQS's billing unit, one per 64 KiB of payload.
+Frames are bytes: a 4-byte big-endian header length, a JSON header, the payload. Inboxes expire after
+``ttl`` seconds so a failed job leaves nothing behind for long.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import time
+from typing import Collection, Sequence
+
+import redis
+
+from fsd.channel import Message, Meter, Usage, missing_text, rank_name
+from fsd.errors import ChannelError, ChannelTimeout
+
+PREFIX = "fsd"
+BILLING_CHUNK = 64 * 1024
+_LEN = struct.Struct(">I")
+
+
+def inbox_key(job: str, rank: int) -> str:
+    """Redis key of ``rank``'s inbox in ``job``."""
+    return f"{PREFIX}:{job}:inbox:{rank_name(rank)}"
+
+
+def frames(message: Message, max_bytes: int) -> list[bytes]:
+    """``message`` as wire frames of at most ``max_bytes`` payload each (at least one frame)."""
+    data = message.data
+    count = max(1, math.ceil(len(data) / max_bytes))
+    out = []
+    for i in range(count):
+        header = json.dumps({"l": message.layer, "s": message.src, "i": i, "n": count}).encode()
+        out.append(_LEN.pack(len(header)) + header + data[i * max_bytes:(i + 1) * max_bytes])
+    return out
+
+
+def parse_frame(frame: bytes) -> tuple[int, int, int, int, bytes]:
+    """(layer, src, index, count, payload) of a frame."""
+    (size,) = _LEN.unpack_from(frame)
+    header = json.loads(frame[4:4 + size])
+    return int(header["l"]), int(header["s"]), int(header["i"]), int(header["n"]), frame[4 + size:]
+
+
+def billed(nbytes: int) -> int:
+    """Requests SQS would bill for a payload of ``nbytes`` (one per started 64 KiB)."""
+    return max(1, math.ceil(nbytes / BILLING_CHUNK))
+
+
+class RedisQueueChannel:
+    """Per-rank inboxes as Redis lists."""
+
+    kind = "redis"
+
+    def __init__(self, client: redis.Redis, max_message_bytes: int = 256 * 1024, ttl: int = 300) -> None:
+        self.client = client
+        self.max_message_bytes = max_message_bytes
+        self.ttl = ttl
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs) -> "RedisQueueChannel":
+        """A channel on the Redis at ``url``."""
+        return cls(redis.Redis.from_url(url), **kwargs)
+
+    def endpoint(self, job: str, rank: int) -> "RedisEndpoint":
+        """The inbox endpoint of ``rank`` in ``job``."""
+        return RedisEndpoint(self, job, rank)
+
+    def purge(self, job: str, ranks: Collection[int]) -> Usage:
+        """Delete the job's inboxes."""
+        try:
+            self.client.delete(*[inbox_key(job, r) for r in ranks])
+        except redis.RedisError as exc:
+            raise ChannelError(f"redis: cannot delete the inboxes of job {job}: {exc}") from None
+        return Usage(requests={"delete": len(ranks)})
+
+
+class RedisEndpoint:
+    """Sends by pipelined RPUSH, receives by BLPOP on its own inbox."""
+
+    def __init__(self, channel: RedisQueueChannel, job: str, rank: int) -> None:
+        self.channel, self.job, self.rank = channel, job, rank
+        self.meter = Meter()
+        self._parts: dict[tuple[int, int], list[bytes | None]] = {}
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Push every message's frames to its destination's inbox in one round trip."""
+        if not messages:
+            return
+        pipe = self.channel.client.pipeline(transaction=False)
+        keys = set()
+        for message in messages:
+            key = inbox_key(self.job, message.dst)
+            keys.add(key)
+            for frame in frames(message, self.channel.max_message_bytes):
+                pipe.rpush(key, frame)
+                self.meter.request("send", billed(len(frame)))
+            self.meter.sent(1, len(message.data))
+        for key in keys:
+            pipe.expire(key, self.channel.ttl)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise ChannelError(f"redis: rank {self.rank} cannot send in job {self.job}: {exc}") from None
+
+    def receive(self, layer: int, sources: Collection[int], deadline: float) -> dict[int, bytes]:
+        """Pop frames until every (layer, source) block is complete, or raise at ``deadline``."""
+        wanted = set(sources)
+        key = inbox_key(self.job, self.rank)
+        while True:
+            done = {s: self._complete(layer, s) for s in wanted}
+            if all(v is not None for v in done.values()):
+                for s in wanted:
+                    del self._parts[(layer, s)]
+                return done  # type: ignore[return-value]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = [s for s, v in done.items() if v is None]
+                raise ChannelTimeout(missing_text(layer, missing, self.rank))
+            self._pop(key, min(remaining, 1.0))
+
+    def _pop(self, key: str, timeout: float) -> None:
+        try:
+            first = self.channel.client.blpop([key], timeout=max(timeout, 0.01))
+            batch = [first[1]] if first else []
+            if first:
+                batch += self.channel.client.lpop(key, 9) or []
+        except redis.RedisError as exc:
+            raise ChannelError(f"redis: rank {self.rank} cannot receive in job {self.job}: {exc}") from None
+        self.meter.request("receive", billed(sum(len(f) for f in batch)))
+        for frame in batch:
+            l, s, i, n, payload = parse_frame(frame)
+            parts = self._parts.setdefault((l, s), [None] * n)
+            parts[i] = payload
+
+    def _complete(self, layer: int, src: int) -> bytes | None:
+        parts = self._parts.get((layer, src))
+        if parts is None or any(p is None for p in parts):
+            return None
+        return b"".join(parts)  # type: ignore[arg-type]
+
+    def usage(self) -> Usage:
+        """What this endpoint did so far."""
+        return self.meter.usage()

@@ -1,0 +1,81 @@
+"""The object-storage channel: one S3 object per (layer, source, destination) block.
+
+As in FSD-Inference's S3 channel, a sender PUTs each packed block as an object named
+``<prefix><job>/<layer>/<src>-<dst>`` and the receiver polls GET on the names it expects (a miss is a 404
+that is still billed) with a short backoff. The coordinator LISTs and DELETEs the job's objects at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Collection, Sequence
+
+from fsd.channel import Message, Meter, Usage, missing_text, rank_name
+from fsd.errors import ChannelTimeout
+from fsd.s3_client import S3Client
+
+
+def object_key(prefix: str, job: str, layer: int, src: int, dst: int) -> str:
+    """Name of one block's object."""
+    return f"{prefix}{job}/{layer}/{rank_name(src)}-{rank_name(dst)}"
+
+
+class S3Channel:
+    """Blocks as objects in one bucket."""
+
+    kind = "s3"
+
+    def __init__(self, client: S3Client, bucket: str, prefix: str = "fsd/", poll_start: float = 0.002,
+                 poll_max: float = 0.05) -> None:
+        self.client, self.bucket, self.prefix = client, bucket, prefix
+        self.poll_start, self.poll_max = poll_start, poll_max
+
+    def endpoint(self, job: str, rank: int) -> "S3Endpoint":
+        """The endpoint of ``rank`` in ``job``."""
+        return S3Endpoint(self, job, rank)
+
+    def purge(self, job: str, ranks: Collection[int]) -> Usage:
+        """LIST the job's objects and DELETE each."""
+        keys, lists = self.client.list(self.bucket, f"{self.prefix}{job}/")
+        for key in keys:
+            self.client.delete(self.bucket, key)
+        return Usage(requests={"list": lists, "delete": len(keys)})
+
+
+class S3Endpoint:
+    """PUT to send, polling GET to receive."""
+
+    def __init__(self, channel: S3Channel, job: str, rank: int) -> None:
+        self.channel, self.job, self.rank = channel, job, rank
+        self.meter = Meter()
+
+    def _key(self, layer: int, src: int, dst: int) -> str:
+        return object_key(self.channel.prefix, self.job, layer, src, dst)
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """PUT one object per message."""
+        for m in messages:
+            self.channel.client.put(self.channel.bucket, self._key(m.layer, m.src, m.dst), m.data)
+            self.meter.request("put")
+            self.meter.sent(1, len(m.data))
+
+    def receive(self, layer: int, sources: Collection[int], deadline: float) -> dict[int, bytes]:
+        """GET every expected object, polling the missing ones until ``deadline``."""
+        got: dict[int, bytes] = {}
+        wait = self.channel.poll_start
+        while True:
+            for src in [s for s in sources if s not in got]:
+                data = self.channel.client.get(self.channel.bucket, self._key(layer, src, self.rank))
+                self.meter.request("get")
+                if data is not None:
+                    got[src] = data
+            if len(got) == len(set(sources)):
+                return got
+            if time.monotonic() >= deadline:
+                raise ChannelTimeout(missing_text(layer, set(sources) - set(got), self.rank))
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            wait = min(wait * 2, self.channel.poll_max)
+
+    def usage(self) -> Usage:
+        """What this endpoint did so far."""
+        return self.meter.usage()

@@ -3,14 +3,17 @@
 All keys start with ``PREFIX`` and carry the function's name (its queue name: variants ``<fn>-<config>``
 use their parent's name, so all instances of a function share one queue). Values are bytes or JSON only.
 
-    fi:{fn}:queue                   list or stream of queued requests (the shared batch queue)
+    fi:{fn}:queue                   list  queued requests, pushed left, taken right (the shared batch queue)
+    fi:{fn}:claimed:{inst}          list  requests taken by ``inst`` and not yet answered (reclaimed if it dies)
     fi:{fn}:arrivals                hash  {epoch second -> requests arrived}, trimmed to a few minutes
     fi:{fn}:instances               zset  {instance -> last heartbeat, epoch seconds}
-    fi:{fn}:instance:{inst}         hash  instance facts (host, port, cpu, gpu, started_at, batch config)
+    fi:{fn}:instance:{inst}         hash  instance facts (host, port, pid, cpu, memory, started_at, live batch
+                                          config, served count); expires unless refreshed by heartbeats
     fi:{fn}:config:{inst}           hash  live batch config written by the autoscaler
                                           {max_batch_size, batch_timeout, latency_slo}
     fi:{fn}:exec:{inst}             hash  {batch size -> smoothed execution seconds}
-    fi:{fn}:stats                   hash  counters: served, refused, expired, reclaimed
+    fi:{fn}:stats                   hash  counters: served, expired, reclaimed (refusals are per instance,
+                                          in its metrics)
     fi:inbox:{inst}                 list  responses for requests that arrived at instance ``inst``
     fi:functions                    set   names of functions that have used the shared queue
 """
@@ -34,6 +37,11 @@ def queue(fn: str) -> str:
 def arrivals(fn: str) -> str:
     """Per-second arrival counts of the function."""
     return f"{PREFIX}:{_check(fn, 'function')}:arrivals"
+
+
+def claimed(fn: str, inst: str) -> str:
+    """Requests one instance has taken and not yet answered."""
+    return f"{PREFIX}:{_check(fn, 'function')}:claimed:{_check(inst, 'instance')}"
 
 
 def instances(fn: str) -> str:

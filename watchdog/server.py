@@ -47,7 +47,10 @@ def build_runtime(config: WatchdogConfig) -> Runtime:
         torch.set_num_threads(int(threads))
     metrics = WatchdogMetrics()
     queue, live_config = make_queue(config, metrics)
-    return Runtime(config, handler, queue, metrics, batch_config=live_config)
+    runtime = Runtime(config, handler, queue, metrics, batch_config=live_config)
+    if hasattr(queue, "watch_exec"):
+        queue.watch_exec(runtime.exec_model.sizes)  # execution times by batch size go out with heartbeats
+    return runtime
 
 
 class WatchdogApplication(BaseApplication):

@@ -1,0 +1,67 @@
+"""An instance's presence in Redis: one heartbeat round trip, reaping dead peers, and leaving.
+
+A beat marks the instance alive, refreshes its facts and execution times, reads its live config and the
+queue depth, and lists peers whose last beat is older than ``stale_after``; each of those is then reaped
+(its claimed requests go back to the queue). The server's ``run_id`` is read too: when it changes, Redis
+restarted and whatever it held may be gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from batcher import keys, stats
+from batcher.claims import Claims
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What one heartbeat learned."""
+
+    # The Redis server's run id (changes when it restarts).
+    run_id: str
+    # Requests waiting in the shared queue.
+    depth: int
+    # The live config hash of this instance, raw.
+    config_fields: Mapping[bytes, bytes]
+    # Requests given back to the queue from reaped peers.
+    reclaimed: int
+
+
+def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Mapping[int, float],
+         now: float, stale_after: float = stats.STALE_AFTER) -> Beat:
+    """Heartbeat, then reap every peer that stopped beating (two round trips, more only when reaping)."""
+    fn, inst = claims.fn, claims.inst
+    pipe = client.pipeline(transaction=False)
+    stats.record_heartbeat(pipe, fn, inst, now, facts, exec_seconds)
+    pipe.hgetall(keys.config(fn, inst))
+    pipe.llen(keys.queue(fn))
+    pipe.zrangebyscore(keys.instances(fn), "-inf", now - stale_after)
+    replies = pipe.execute()
+    config_fields, depth, stale = replies[-3], replies[-2], replies[-1]
+    reclaimed = 0
+    for peer in stale:
+        peer = peer.decode() if isinstance(peer, bytes) else str(peer)
+        if peer == inst:
+            continue
+        moved = claims.reap(client, peer, now - stale_after)
+        if moved >= 0:
+            logger.warning("instance %s of %s stopped beating: removed, %d requests requeued", peer, fn, moved)
+            reclaimed += moved
+    run_id = str(client.info("server").get("run_id", ""))
+    return Beat(run_id, int(depth), config_fields, reclaimed)
+
+
+def leave(client: Any, claims: Claims) -> int:
+    """Give back anything claimed and remove this instance's keys; returns how many went back."""
+    moved = claims.give_back_own(client)
+    fn, inst = claims.fn, claims.inst
+    pipe = client.pipeline(transaction=True)
+    pipe.zrem(keys.instances(fn), inst)
+    pipe.delete(keys.instance(fn, inst), keys.exec_times(fn, inst), keys.inbox(inst))
+    pipe.execute()
+    return moved

@@ -1,0 +1,418 @@
+"""The Redis batch queue: every instance of a function takes batches from one shared queue.
+
+Request path. ``put`` pushes the request (``batcher.wire``: a JSON line and the raw body) on the left of
+``fi:{fn}:queue`` with a token, this instance as the reply address and an absolute wall-clock deadline,
+and counts the arrival, in one round trip. The caller's future waits in ``_waiting`` under the token.
+Each instance's batch worker calls ``next_batch(b, t)`` with its own live config: it takes up to ``b``
+requests (``batcher.claims``: moved atomically onto its own claimed list), then waits for more until the
+oldest has waited ``t``, so a fast instance with a large ``b`` naturally takes more. When every request
+of a batch has its answer, replies to other instances go to their inboxes (``fi:inbox:{inst}``) in one
+MULTI that also deletes the claimed list; requests that arrived here are answered in memory at once.
+One listener thread per instance pops its inbox and resolves the futures; a token resolves once, so a
+reply delivered twice is harmless. Expired requests are answered 504 without running (``dispatch``).
+
+At least once. A monitor thread beats every ``beat_interval`` (``batcher.presence``): heartbeat, live
+config (``batcher.live_config``, applied on the next batch), depth, and reaping of peers silent for
+``stale_after``: a peer killed mid-batch has its claimed requests put back and run by another instance.
+
+Redis down. Any failed command marks Redis lost: ``on_redis_state(False)`` is called, every request still
+waiting for a reply is moved into the in-process ``LocalBatchQueue`` (so nothing accepted is lost, even
+when a restarted Redis comes back empty), and new requests go there too. The monitor reconnects by
+itself, gives back whatever this instance had claimed, and returns to the shared queue
+(``on_redis_state(True)``); the local queue is drained first. A changed server ``run_id`` counts as a loss.
+A request may then run twice; its caller still gets one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from batcher import keys, live_config, presence, stats, wire
+from batcher.claims import Claims
+from batcher.errors import BatchError, HandlerFailed, PayloadTooLarge
+from batcher.policy import BatchConfig
+from batcher.queue import LocalBatchQueue, Pending, QueueClosed
+from batcher.request import Request, Response
+
+logger = logging.getLogger(__name__)
+
+INBOX_TTL = 60
+MAX_TAKE = 1000
+# Seconds one inbox pop blocks: bounds how long a leaving instance's listener lingers.
+LISTEN_BLOCK = 0.25
+
+
+@dataclass
+class _Waiting:
+    """A request of ours in the shared queue, until its caller's future is done."""
+
+    future: Future
+    request: Request
+    deadline: float
+    enqueued_at: float
+    moved: bool = False
+
+
+@dataclass
+class _OpenBatch:
+    """A batch taken from the shared queue whose replies are collected until all are in."""
+
+    items: list[Pending]
+    left: int
+    replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
+    expired: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RedisBatchQueue:
+    """A ``BatchQueue`` shared by every instance of a function, with an in-process fallback."""
+
+    def __init__(self, url: str, function: str, instance: str, base_config: BatchConfig, *,
+                 max_bytes: int = 16 * 1024 * 1024, facts: Mapping[str, str] | None = None,
+                 on_redis_state: Callable[[bool], None] | None = None, beat_interval: float = 0.5,
+                 stale_after: float = stats.STALE_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
+        self.function, self.instance = function, instance
+        self.base_config = base_config
+        self.max_bytes, self.beat_interval, self.stale_after = max_bytes, beat_interval, stale_after
+        self.clock = clock
+        self.exec_times: Callable[[], Mapping[int, float]] = dict
+        self._facts = {"host": socket.gethostname(), "pid": str(os.getpid()),
+                       "started_at": repr(time.time()), **(facts or {})}
+        self._on_state = on_redis_state
+        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1,
+                                            retry=Retry(NoBackoff(), 0))
+        self._claims = Claims(self._client, function, instance)
+        self._local = LocalBatchQueue(clock)
+        self._waiting: dict[str, _Waiting] = {}
+        self._lock = threading.Lock()
+        self._up = False
+        self._run_id = ""
+        self._config = base_config
+        self._depth = 0
+        self._open: _OpenBatch | None = None
+        self._closed = self._retired = False
+        self._halt = threading.Event()
+        self._threads = [threading.Thread(target=self._listen, name="redis-inbox", daemon=True),
+                         threading.Thread(target=self._monitor, name="redis-monitor", daemon=True)]
+
+    @classmethod
+    def from_config(cls, config: Any, on_redis_state: Callable[[bool], None] | None = None) -> "RedisBatchQueue":
+        """A started queue for a ``WatchdogConfig`` (redis_url, function_name, instance_id, limits)."""
+        facts = {"port": str(config.port), "cpu_limit": str(config.cpu_limit or ""),
+                 "memory_limit": str(config.memory_limit or "")}
+        return cls(config.redis_url, config.function_name, config.instance_id, config.batch_config(),
+                   max_bytes=config.max_request_bytes, facts=facts, on_redis_state=on_redis_state).start()
+
+    def start(self) -> "RedisBatchQueue":
+        """Connect (or start degraded if Redis is not there yet) and start the listener and monitor."""
+        try:
+            self._reconnect()
+        except redis.RedisError as exc:
+            logger.error("Redis at %s unavailable (%s): serving from the in-process queue until it answers",
+                         self._client.connection_pool.connection_kwargs.get("host"), exc)
+            self._notify(False)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    @property
+    def up(self) -> bool:
+        """True while the shared queue is in use."""
+        return self._up
+
+    def live_config(self) -> BatchConfig:
+        """This instance's batch config as last read from Redis (the start-up config until then)."""
+        return self._config
+
+    def watch_exec(self, source: Callable[[], Mapping[int, float]]) -> None:
+        """Report ``source()`` (seconds by batch size) with every heartbeat."""
+        self.exec_times = source
+
+    # -- the BatchQueue protocol --------------------------------------------------------------
+
+    def put(self, request: Request, deadline: float) -> "Future[Response]":
+        """Queue ``request`` until ``deadline`` (this queue's clock) in the shared queue, else locally."""
+        if self._closed:
+            raise QueueClosed("queue is closed")
+        if len(request.body) > self.max_bytes:
+            raise PayloadTooLarge(f"request body of {len(request.body)} bytes over max_request_bytes={self.max_bytes}")
+        if not self._up:
+            return self._local.put(request, deadline)
+        now, wall = self.clock(), time.time()
+        token = uuid.uuid4().hex
+        entry = _Waiting(Future(), request, deadline, now)
+        self._waiting[token] = entry
+        entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
+        data = wire.encode_request(wire.Envelope(token, self.instance, deadline - now + wall, wall, request))
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.lpush(self._claims.queue, data)
+            stats.record_arrival(pipe, self.function, wall)
+            self._depth = int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            self._lost(exc)
+            self._to_local([entry])
+        return entry.future
+
+    def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
+        """Local leftovers first; else up to ``max_size`` from the shared queue, released like the local one."""
+        self._finish_open()
+        if self._local.depth() or not self._up:
+            idle = not self._up and not self._closed
+            return self._local.next_batch(max_size, timeout if idle else 0.0, poll if idle else 0.0)
+        if self._closed and not self._waiting:
+            self.leave()
+            return []
+        try:
+            return self._take(max_size, timeout, poll)
+        except redis.RedisError as exc:
+            self._lost(exc)
+            return []
+
+    def depth(self) -> int:
+        """Requests waiting in the shared queue (last known) plus local ones; when closing, ours unanswered."""
+        if self._closed:
+            return len(self._waiting) + self._local.depth()
+        return (self._depth if self._up else 0) + self._local.depth()
+
+    def oldest_wait(self) -> float:
+        """Seconds the next request to be taken has waited."""
+        if self._local.depth() or not self._up:
+            return self._local.oldest_wait()
+        try:
+            head = self._client.lindex(self._claims.queue, -1)
+            return max(0.0, time.time() - wire.decode_request(head).enqueued_at) if head else 0.0
+        except (redis.RedisError, wire.WireError):
+            return 0.0
+
+    def close(self) -> None:
+        """Refuse new requests; keep working until every request of ours is answered, then leave."""
+        self._closed = True
+        self._local.close()
+
+    # -- taking and answering batches ---------------------------------------------------------
+
+    def _take(self, max_size: int, timeout: float, poll: float) -> list[Pending]:
+        client, claims = self._client, self._claims
+        raw = self._take_now(max_size)
+        if not raw:
+            one = claims.wait_one(client, poll)
+            if one is None:
+                return []
+            raw = [one, *self._take_now(max_size - 1)]
+        envelopes = self._decode(raw)
+        release_at = min((e.enqueued_at for e in envelopes), default=time.time()) + timeout
+        while len(raw) < max_size and time.time() < release_at:
+            one = claims.wait_one(client, release_at - time.time())
+            if one is None:
+                break
+            more = [one, *self._take_now(max_size - len(raw) - 1)]
+            raw += more
+            envelopes += self._decode(more)
+        return self._open_batch(envelopes)
+
+    def _take_now(self, most: int) -> list[bytes]:
+        if most <= 0:
+            return []
+        raw, self._depth = self._claims.take(self._client, min(most, MAX_TAKE))
+        return raw
+
+    def _decode(self, raw: list[bytes]) -> list[wire.Envelope]:
+        envelopes = []
+        for data in raw:
+            try:
+                envelopes.append(wire.decode_request(data))
+            except wire.WireError as exc:
+                logger.error("dropped a malformed message from %s: %s", self._claims.queue, exc)
+        return envelopes
+
+    def _open_batch(self, envelopes: list[wire.Envelope]) -> list[Pending]:
+        offset = self.clock() - time.time()
+        items = [Pending(env.request, env.deadline + offset, env.enqueued_at + offset) for env in envelopes]
+        batch = self._open = _OpenBatch(items, len(items))
+        for env, item in zip(envelopes, items):
+            item.future.add_done_callback(lambda f, e=env: self._answered(batch, e, f))
+        if not items:
+            self._flush(batch)
+        return items
+
+    def _answered(self, batch: _OpenBatch, env: wire.Envelope, future: Future) -> None:
+        result = _outcome(future)
+        if isinstance(result, Response):
+            result = replace(result, headers={**result.headers, "X-Served-By": self.instance})
+        if env.reply_to == self.instance:
+            self._resolve(env.token, result)
+        elif isinstance(result, Response) and len(result.body) > self.max_bytes:
+            result = PayloadTooLarge(f"response body of {len(result.body)} bytes over max_request_bytes")
+        with batch.lock:
+            if env.reply_to != self.instance:
+                batch.replies.append((env.reply_to, wire.Reply(env.token, result, self.instance)))
+            batch.expired += int(getattr(result, "status", 200) == 504)
+            batch.left -= 1
+            done = batch.left == 0
+        if done:
+            self._flush(batch)
+
+    def _flush(self, batch: _OpenBatch) -> None:
+        """Send a finished batch's replies and release its claim, in one MULTI."""
+        if self._open is batch:
+            self._open = None
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            for reply_to, reply in batch.replies:
+                pipe.lpush(keys.inbox(reply_to), wire.encode_reply(reply))
+            for inbox in {keys.inbox(r) for r, _ in batch.replies}:
+                pipe.expire(inbox, INBOX_TTL)
+            pipe.delete(self._claims.claimed)
+            stats.record_served(pipe, self.function, self.instance, len(batch.items) - batch.expired, batch.expired)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._lost(exc)
+
+    def _finish_open(self) -> None:
+        """Answer anything a previous batch left unanswered (never expected: dispatch answers all)."""
+        batch = self._open
+        if batch is None:
+            return
+        logger.error("a batch ended with %d requests unanswered; failing them", batch.left)
+        for item in batch.items:
+            _settle(item.future, HandlerFailed("the batch ended without an answer for this request"))
+
+    # -- replies, Redis loss and recovery -----------------------------------------------------
+
+    def _resolve(self, token: str, result: Response | BatchError) -> None:
+        entry = self._waiting.get(token)
+        if entry is not None:
+            _settle(entry.future, result)
+
+    def _listen(self) -> None:
+        inbox = keys.inbox(self.instance)
+        while not self._halt.is_set():
+            if not self._up:
+                self._halt.wait(0.05)
+                continue
+            try:
+                got = self._client.blmpop(LISTEN_BLOCK, 1, inbox, direction="RIGHT", count=256)
+            except redis.RedisError as exc:
+                self._lost(exc)
+                continue
+            for data in (got[1] if got else []):
+                try:
+                    reply = wire.decode_reply(data)
+                except wire.WireError as exc:
+                    logger.error("dropped a malformed reply: %s", exc)
+                    continue
+                self._resolve(reply.token, reply.result)
+
+    def _monitor(self) -> None:
+        while not self._halt.wait(self.beat_interval):
+            try:
+                if self._up:
+                    self._beat()
+                else:
+                    self._reconnect()
+            except redis.RedisError as exc:
+                self._lost(exc)
+            except Exception:  # noqa: BLE001 - the monitor must survive anything
+                logger.exception("Redis monitor failed")
+
+    def _beat(self) -> None:
+        self._facts.update(live_config.to_fields(self._config))
+        result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), time.time(),
+                               self.stale_after)
+        self._depth = result.depth
+        try:
+            self._config = live_config.parse(result.config_fields, self.base_config)
+        except ValueError as exc:
+            logger.error("ignoring bad live config in %s: %s",
+                         keys.config(self.function, self.instance), exc)
+        if result.run_id != self._run_id:
+            self._lost(f"Redis restarted (run_id {self._run_id} -> {result.run_id})")
+
+    def _reconnect(self) -> None:
+        self._client.connection_pool.disconnect()
+        run_id = str(self._client.info("server").get("run_id", ""))
+        moved = self._claims.give_back_own(self._client)
+        self._run_id = run_id
+        self._beat()
+        with self._lock:
+            self._up = True
+        logger.info("shared queue %s in use (%d claimed requests given back)", self._claims.queue, moved)
+        self._notify(True)
+
+    def _lost(self, reason: object) -> None:
+        with self._lock:
+            if not self._up:
+                return
+            self._up = False
+            entries = list(self._waiting.values())
+        logger.error("Redis lost (%s): %d waiting requests move to the in-process queue", reason, len(entries))
+        self._notify(False)
+        self._to_local(entries)
+
+    def _to_local(self, entries: list[_Waiting]) -> None:
+        inner: list[Pending] = []
+        with self._lock:
+            for entry in entries:
+                if entry.moved or entry.future.done():
+                    continue
+                entry.moved = True
+                item = Pending(entry.request, entry.deadline, entry.enqueued_at)
+                item.future.add_done_callback(lambda f, outer=entry.future: _settle(outer, _outcome(f)))
+                entry.future.add_done_callback(lambda _f, i=item: i.future.cancel())
+                inner.append(item)
+        if inner:
+            self._local.requeue(inner)
+
+    def _notify(self, up: bool) -> None:
+        if self._on_state is not None:
+            try:
+                self._on_state(up)
+            except Exception:  # noqa: BLE001 - a metrics callback must not break the queue
+                logger.exception("on_redis_state callback failed")
+
+    def leave(self) -> None:
+        """Close, stop the listener and monitor, and deregister (the worker calls it once drained)."""
+        self.close()
+        if self._retired:
+            return
+        self._retired = True
+        self._halt.set()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(2 * LISTEN_BLOCK)
+        try:
+            presence.leave(self._client, self._claims)
+        except redis.RedisError as exc:
+            logger.warning("could not deregister from Redis: %s", exc)
+
+
+def _outcome(future: Future) -> Response | BatchError:
+    if future.cancelled():
+        return HandlerFailed("request cancelled")
+    exc = future.exception()
+    if exc is None:
+        return future.result()
+    return exc if isinstance(exc, BatchError) else HandlerFailed(f"{type(exc).__name__}: {exc}")
+
+
+def _settle(future: Future, result: Response | BatchError) -> None:
+    try:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass  # answered already (a duplicate reply, or the caller gave up)

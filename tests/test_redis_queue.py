@@ -1,0 +1,154 @@
+"""The Redis batch queue against a real redis-server: sharing, reclaiming, deadlines, live config, Redis loss."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from batcher import keys, wire
+from batcher.errors import DeadlineExceeded, PayloadTooLarge
+from batcher.policy import BatchConfig, ExecTimeModel
+from batcher.redis_queue import RedisBatchQueue
+from batcher.request import Request, Response
+from batcher.worker import BatchWorker
+from helpers import RedisServer, free_port, wait_until
+
+FN = "fn"
+
+
+@pytest.fixture
+def queues(redis_client, redis_server):
+    """Factory: ``queues(inst, max_batch_size=8, url=None)`` makes a started queue; all leave at the end."""
+    made: list[RedisBatchQueue] = []
+
+    def make(inst: str, max_batch_size: int = 8, url: str | None = None, **kw) -> RedisBatchQueue:
+        queue = RedisBatchQueue(url or redis_server.url, FN, inst, BatchConfig(max_batch_size), **kw).start()
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        queue.leave()
+
+
+def serve(queue: RedisBatchQueue, calls: list | None = None) -> BatchWorker:
+    """A real batch worker on ``queue`` whose handler doubles each body."""
+    def handle(requests):
+        if calls is not None:
+            calls.append(len(requests))
+        return [Response(r.body * 2) for r in requests]
+
+    return BatchWorker(queue, handle, queue.live_config, ExecTimeModel(), poll=0.05).start()
+
+
+def deadline(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+def test_a_request_put_on_one_instance_is_answered_by_another(queues, redis_client):
+    a, b = queues("a"), queues("b")
+    futures = [a.put(Request(body=str(i).encode()), deadline()) for i in range(5)]
+    assert redis_client.llen(keys.queue(FN)) == 5
+    worker = serve(b)
+    answers = [f.result(5) for f in futures]
+    assert [r.body for r in answers] == [str(i).encode() * 2 for i in range(5)]
+    assert {r.headers["X-Served-By"] for r in answers} == {"b"}
+    assert redis_client.llen(keys.claimed(FN, "b")) == 0
+    assert int(redis_client.hget(keys.stats(FN), "served")) == 5
+    worker.stop(5)
+
+
+def test_a_batch_waits_for_its_timeout_then_takes_what_is_there(queues):
+    a = queues("a")
+    futures = [a.put(Request(body=b"x"), deadline()) for _ in range(3)]
+    items = a.next_batch(8, 0.05, 0.5)
+    assert len(items) == 3
+    for item in items:
+        item.future.set_result(Response(b"ok"))
+    assert [f.result(2).body for f in futures] == [b"ok"] * 3
+
+
+def test_a_reply_delivered_twice_resolves_once(queues, redis_client):
+    a = queues("a")
+    future = a.put(Request(body=b"x"), deadline())
+    env = wire.decode_request(redis_client.lindex(keys.queue(FN), -1))
+    for body in (b"first", b"second"):
+        redis_client.lpush(keys.inbox("a"), wire.encode_reply(wire.Reply(env.token, Response(body), "z")))
+    assert future.result(5).body == b"first"
+    wait_until(lambda: redis_client.llen(keys.inbox("a")) == 0, 5, what="second reply consumed")
+    assert future.result().body == b"first"
+
+
+def test_an_expired_request_is_answered_504_and_not_run(queues, redis_client):
+    a = queues("a")
+    future = a.put(Request(body=b"late"), deadline(0.05))
+    time.sleep(0.1)
+    calls: list[int] = []
+    worker = serve(queues("b"), calls)
+    with pytest.raises(DeadlineExceeded):
+        future.result(5)
+    wait_until(lambda: redis_client.hget(keys.stats(FN), "expired") == b"1", 5, what="expired counted")
+    assert calls == []
+    worker.stop(5)
+
+
+def test_requests_claimed_by_a_dead_instance_are_reclaimed_and_run(queues, redis_client):
+    a = queues("a")
+    futures = [a.put(Request(body=b"r"), deadline(10)) for _ in range(3)]
+    for _ in range(3):  # "dead" took them, then stopped beating long ago
+        redis_client.lmove(keys.queue(FN), keys.claimed(FN, "dead"), "RIGHT", "LEFT")
+    redis_client.zadd(keys.instances(FN), {"dead": time.time() - 60})
+    worker = serve(a)
+    assert [f.result(10).body for f in futures] == [b"rr"] * 3
+    assert redis_client.zscore(keys.instances(FN), "dead") is None
+    assert redis_client.exists(keys.claimed(FN, "dead")) == 0
+    assert int(redis_client.hget(keys.stats(FN), "reclaimed")) == 3
+    worker.stop(5)
+
+
+def test_a_body_over_the_limit_is_refused_with_413(queues):
+    a = queues("a", max_bytes=10)
+    with pytest.raises(PayloadTooLarge) as info:
+        a.put(Request(body=b"x" * 11), deadline())
+    assert info.value.status == 413
+
+
+def test_live_config_applies_within_a_second_and_bad_values_are_ignored(queues, redis_client):
+    a = queues("a", max_batch_size=4)
+    assert a.live_config().max_batch_size == 4
+    redis_client.hset(keys.config(FN, "a"), mapping={"max_batch_size": "16", "batch_timeout": "0.01"})
+    wait_until(lambda: a.live_config() == BatchConfig(16, 0.01, None), 1.5, what="live config applied")
+    redis_client.hset(keys.config(FN, "a"), "max_batch_size", "zero")
+    time.sleep(1.1)
+    assert a.live_config() == BatchConfig(16, 0.01, None)
+
+
+def test_leaving_deregisters_and_gives_back_nothing_claimed(queues, redis_client):
+    a = queues("a")
+    wait_until(lambda: redis_client.zscore(keys.instances(FN), "a") is not None, 2, what="heartbeat")
+    a.leave()
+    assert redis_client.zscore(keys.instances(FN), "a") is None
+    assert redis_client.exists(keys.instance(FN, "a")) == 0
+
+
+def test_losing_redis_falls_back_to_local_and_returns_without_losing_requests(queues, tmp_path):
+    server = RedisServer(free_port()).start()
+    states: list[bool] = []
+    try:
+        a = queues("a", url=server.url, on_redis_state=states.append)
+        assert states == [True]
+        before = [a.put(Request(body=b"q"), deadline(20)) for _ in range(3)]
+        server.stop()
+        wait_until(lambda: states[-1] is False, 5, what="loss noticed")
+        during = a.put(Request(body=b"d"), deadline(20))
+        worker = serve(a)
+        assert [f.result(10).body for f in before] == [b"qq"] * 3
+        assert during.result(10).body == b"dd"
+        server.start()
+        wait_until(lambda: states[-1] is True, 10, what="reconnected")
+        after = a.put(Request(body=b"s"), deadline(20))
+        assert after.result(10).headers["X-Served-By"] == "a"
+        worker.stop(5)
+    finally:
+        server.stop()

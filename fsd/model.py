@@ -96,8 +96,7 @@ class SparseLayer:
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         lengths = ends - starts
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(rows) else \
-            np.zeros(0, np.int64)
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
         return SparseLayer(indptr, self.indices[take], self.data[take])
 
 

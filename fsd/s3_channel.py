@@ -48,6 +48,7 @@ class S3Endpoint:
     def __init__(self, channel: S3Channel, job: str, rank: int) -> None:
         self.channel, self.job, self.rank = channel, job, rank
         self.meter = Meter()
+        self._got: dict[tuple[int, int], bytes] = {}
 
     def _key(self, layer: int, src: int, dst: int) -> str:
         return object_key(self.channel.prefix, self.job, layer, src, dst)
@@ -61,18 +62,19 @@ class S3Endpoint:
 
     def receive(self, layer: int, sources: Collection[int], deadline: float) -> dict[int, bytes]:
         """GET every expected object, polling the missing ones until ``deadline``."""
-        got: dict[int, bytes] = {}
+        wanted = set(sources)
         wait = self.channel.poll_start
         while True:
-            for src in [s for s in sources if s not in got]:
+            for src in sorted(s for s in wanted if (layer, s) not in self._got):
                 data = self.channel.client.get(self.channel.bucket, self._key(layer, src, self.rank))
                 self.meter.request("get")
                 if data is not None:
-                    got[src] = data
-            if len(got) == len(set(sources)):
-                return got
+                    self._got[(layer, src)] = data
+            if all((layer, s) in self._got for s in wanted):
+                return {s: self._got.pop((layer, s)) for s in wanted}
             if time.monotonic() >= deadline:
-                raise ChannelTimeout(missing_text(layer, set(sources) - set(got), self.rank))
+                raise ChannelTimeout(missing_text(layer, {s for s in wanted if (layer, s) not in self._got},
+                                                  self.rank))
             time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             wait = min(wait * 2, self.channel.poll_max)
 

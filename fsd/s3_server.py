@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -60,6 +61,13 @@ class _Handler(BaseHTTPRequestHandler):
     store: ObjectStore
     credentials: Credentials | None
     protocol_version = "HTTP/1.1"
+    # Buffer each response into one write (flushed by the base class) and send it at once: without
+    # both, headers and body leave as separate segments and delayed ACKs add ~40 ms per request.
+    wbufsize = 64 * 1024
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
         pass

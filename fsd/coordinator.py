@@ -1,0 +1,147 @@
+"""The coordinator's run of one job: fan out to the workers, scatter inputs, gather outputs, price the run.
+
+Failure is bounded: the coordinator waits for outputs in short slices and checks the invocations between
+them, so a worker that answers an error or cannot be reached fails the job at once, and a silent one
+(dead mid-job, lost message) fails it when the job's timeout is up, naming the ranks that sent nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
+
+import numpy as np
+
+from fsd.channel import Channel, Message, Usage
+from fsd.cost import Cost, Prices, run_cost, usage_sum
+from fsd.errors import ChannelTimeout, WorkerFailed
+from fsd.invoke import HTTP_GRACE, Invoker
+from fsd.partition import COORDINATOR
+from fsd.schedule import CoordinatorPlan
+from fsd.worker import JobSpec, WorkerReport
+
+logger = logging.getLogger(__name__)
+
+# Longest single wait for outputs before the invocations are checked again.
+_SLICE = 0.25
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Function memory sizes (MB) the cost model bills."""
+
+    coordinator: float = 256.0
+    worker: float = 512.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One job: outputs, what moved, and what it cost."""
+
+    job: str
+    # (batch, neurons) outputs, equal to the unpartitioned model's within float tolerance.
+    outputs: np.ndarray
+    # Coordinator wall time for the job.
+    seconds: float
+    workers: tuple[WorkerReport, ...]
+    # Everything sent and requested on the channel by all ranks, the coordinator and the clean-up.
+    usage: Usage
+    # Messages and bytes exchanged between workers only (no scatter, no gather).
+    exchange: Usage
+    cost: Cost
+    channel: str
+
+    def report(self) -> dict:
+        """The JSON-safe summary returned with every run."""
+        return {"job": self.job, "channel": self.channel, "workers": len(self.workers),
+                "batch": int(self.outputs.shape[0]), "seconds": round(self.seconds, 6),
+                "usage": self.usage.to_json(), "exchange": self.exchange.to_json(), "cost": self.cost.to_json(),
+                "ranks": [w.to_json() for w in self.workers]}
+
+
+class Coordinator:
+    """Runs jobs on a fixed set of workers over one channel."""
+
+    def __init__(self, plan: CoordinatorPlan, channel: Channel, invoker: Invoker, timeout: float = 10.0,
+                 prices: Prices | None = None, memory: Memory | None = None) -> None:
+        self.plan, self.channel, self.invoker, self.timeout = plan, channel, invoker, timeout
+        self.prices, self.memory = prices or Prices(), memory or Memory()
+
+    def run(self, x: np.ndarray) -> RunResult:
+        """Infer a (batch, neurons) input; ``WorkerFailed`` or ``ChannelTimeout`` within the timeout."""
+        start = time.monotonic()
+        job, batch = uuid.uuid4().hex, int(x.shape[0])
+        ranks = list(range(self.plan.workers))
+        endpoint = self.channel.endpoint(job, COORDINATOR)
+        futures = [self.invoker.submit(JobSpec(job, r, batch, self.timeout)) for r in ranks]
+        try:
+            xt = np.ascontiguousarray(x.T, dtype=np.float32)
+            endpoint.send([Message(r, 1, COORDINATOR, xt[cols].tobytes())
+                           for r, cols in enumerate(self.plan.scatter) if len(cols)])
+            outputs = self._gather(endpoint, futures, batch, start + self.timeout)
+            reports = self._reports(futures, start + self.timeout + HTTP_GRACE)
+        except BaseException:
+            threading.Thread(target=self._purge_later, args=(job, futures), daemon=True).start()
+            raise
+        purge = self.channel.purge(job, ranks + [COORDINATOR])
+        seconds = time.monotonic() - start
+        usage = usage_sum([endpoint.usage(), purge] + [r.usage for r in reports])
+        exchange = _exchange(reports, self.plan, batch)
+        billed = [(self.memory.coordinator, seconds)] + [(self.memory.worker, r.seconds) for r in reports]
+        cost = run_cost(self.prices, self.channel.kind, billed, usage, batch)
+        result = RunResult(job, outputs.T.copy(), seconds, tuple(reports), usage, exchange, cost, self.channel.kind)
+        logger.info("fsd job %s: %d workers over %s, batch %d, %.3fs, %d messages, %d bytes, $%.3g/example",
+                    job, len(ranks), self.channel.kind, batch, seconds, usage.messages, usage.bytes,
+                    cost.per_example_usd)
+        return result
+
+    def _gather(self, endpoint, futures: list[Future], batch: int, deadline: float) -> np.ndarray:
+        outputs = np.zeros((self.plan.neurons, batch), dtype=np.float32)
+        pending = {r for r, rows in enumerate(self.plan.gather) if len(rows)}
+        layer = self.plan.layers + 1
+        while pending:
+            _raise_failed(futures)
+            try:
+                blocks = endpoint.receive(layer, pending, min(deadline, time.monotonic() + _SLICE))
+            except ChannelTimeout:
+                if time.monotonic() < deadline:
+                    continue
+                _raise_failed(futures)
+                raise
+            for rank, data in blocks.items():
+                rows = self.plan.gather[rank]
+                outputs[rows] = np.frombuffer(data, dtype=np.float32).reshape(len(rows), batch)
+            pending.clear()
+        return outputs
+
+    def _reports(self, futures: list[Future], deadline: float) -> list[WorkerReport]:
+        done, not_done = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        if not_done:
+            late = [r for r, f in enumerate(futures) if f in not_done]
+            raise WorkerFailed(f"ranks {late} sent their outputs but their invocations did not return in time")
+        return [f.result() for f in futures]
+
+    def _purge_later(self, job: str, futures: list[Future]) -> None:
+        wait(futures, timeout=self.timeout + HTTP_GRACE)
+        try:
+            self.channel.purge(job, list(range(self.plan.workers)) + [COORDINATOR])
+        except Exception:  # noqa: BLE001 - best effort after a failed job; Redis keys expire anyway
+            logger.exception("fsd job %s: clean-up after failure failed", job)
+
+
+def _raise_failed(futures: list[Future]) -> None:
+    for future in futures:
+        if future.done() and future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]
+
+
+def _exchange(reports: list[WorkerReport], plan: CoordinatorPlan, batch: int) -> Usage:
+    """Worker-to-worker traffic: what workers sent minus their output blocks to the coordinator."""
+    sent = usage_sum([r.usage for r in reports])
+    gathered = sum(len(rows) for rows in plan.gather)
+    outputs = sum(1 for rows in plan.gather if len(rows))
+    return Usage(sent.messages - outputs, sent.bytes - gathered * 4 * batch, {})

@@ -1,0 +1,75 @@
+"""Invoking workers: over HTTP (a worker is an ordinary function behind a URL) or in-process threads."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Mapping, Protocol, Sequence
+
+import requests
+
+from fsd.channel import Channel
+from fsd.errors import FsdError, WorkerFailed
+from fsd.schedule import WorkerProgram
+from fsd.worker import JobSpec, WorkerReport, run_worker
+
+# Extra seconds an HTTP invocation may take beyond the job's own timeout (connection, queueing).
+HTTP_GRACE = 3.0
+
+
+class Invoker(Protocol):
+    """Starts one rank's part of a job."""
+
+    def submit(self, spec: JobSpec) -> "Future[WorkerReport]":
+        """A future that ends with the worker's report or a ``WorkerFailed``."""
+
+
+class HttpInvoker:
+    """POSTs the job spec to each rank's function URL, concurrently."""
+
+    def __init__(self, urls: Sequence[str], session: requests.Session | None = None) -> None:
+        self.urls = list(urls)
+        self.session = session or requests.Session()
+        self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.urls)), thread_name_prefix="fsd-invoke")
+
+    def submit(self, spec: JobSpec) -> "Future[WorkerReport]":
+        """Invoke ``spec.rank``'s URL."""
+        return self.pool.submit(self._call, spec)
+
+    def _call(self, spec: JobSpec) -> WorkerReport:
+        url = self.urls[spec.rank]
+        try:
+            response = self.session.post(url, data=spec.to_json(), timeout=spec.timeout + HTTP_GRACE,
+                                         headers={"Content-Type": "application/json",
+                                                  "X-Timeout": f"{spec.timeout + HTTP_GRACE:g}"})
+        except requests.Timeout:
+            raise WorkerFailed(f"rank {spec.rank} at {url}: no answer within {spec.timeout + HTTP_GRACE:g}s") from None
+        except requests.RequestException as exc:
+            raise WorkerFailed(f"rank {spec.rank} at {url}: unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise WorkerFailed(f"rank {spec.rank} at {url}: HTTP {response.status_code}: {response.text.strip()[:300]}")
+        try:
+            return WorkerReport.from_json(response.json())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WorkerFailed(f"rank {spec.rank} at {url}: unreadable report: {exc}") from None
+
+
+class LocalInvoker:
+    """Runs each rank's program on a thread of this process (benchmarks and unit tests)."""
+
+    def __init__(self, programs: Mapping[int, WorkerProgram], channel: Channel) -> None:
+        self.programs = dict(programs)
+        self.channel = channel
+        self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.programs)), thread_name_prefix="fsd-worker")
+
+    def submit(self, spec: JobSpec) -> "Future[WorkerReport]":
+        """Run ``spec.rank``'s program on a thread."""
+        return self.pool.submit(self._call, spec)
+
+    def _call(self, spec: JobSpec) -> WorkerReport:
+        program = self.programs.get(spec.rank)
+        if program is None:
+            raise WorkerFailed(f"rank {spec.rank}: no such worker")
+        try:
+            return run_worker(program, self.channel.endpoint(spec.job, spec.rank), spec)
+        except FsdError as exc:
+            raise WorkerFailed(f"rank {spec.rank}: {exc}") from None

@@ -36,11 +36,11 @@ class Candidate:
     cost: float
     # Memory bytes of one instance.
     memory: int
+    # A short stable name used in variant names (``b4-c1000-g0``); derived, never passed.
+    key: str = ""
 
-    @property
-    def key(self) -> str:
-        """A short stable name used in variant names: ``b4-c1000-g0``."""
-        return config_key(self.batch, self.cpu, self.gpu)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", config_key(self.batch, self.cpu, self.gpu))
 
 
 def config_key(batch: int, cpu: float, gpu: float) -> str:
@@ -52,7 +52,7 @@ def enumerate_candidates(model: str, slo: float, memory: int, predictor: ExecPre
                          batch_sizes: Iterable[int], cpu_steps: Iterable[float], gpu_steps: Iterable[float],
                          beta: float, shapes: Iterable[tuple[float, int, int]]) -> list[Candidate]:
     """Every feasible configuration that fits some node shape (cpu, memory, gpus), dominated ones dropped."""
-    shapes = list(shapes)
+    shapes = sorted(set(shapes))
     max_cpu = max((s[0] for s in shapes), default=0.0)
     has_gpu = any(s[2] > 0 for s in shapes)
     fits_memory = any(s[1] >= memory for s in shapes)
@@ -81,15 +81,12 @@ def enumerate_candidates(model: str, slo: float, memory: int, predictor: ExecPre
 def prune_dominated(candidates: list[Candidate]) -> list[Candidate]:
     """Keep the configurations no other beats on cost, throughput and ease of filling at once."""
     kept: list[Candidate] = []
-    for c in candidates:
+    for i, c in enumerate(candidates):
         dominated = False
-        for o in candidates:
-            if o is c:
-                continue
-            no_worse = (o.cost <= c.cost and o.r_max >= c.r_max and o.r_min <= c.r_min
-                        and o.cpu <= c.cpu and o.gpu <= c.gpu)
-            better = (o.cost < c.cost or o.r_max > c.r_max or o.r_min < c.r_min or o.cpu < c.cpu or o.gpu < c.gpu)
-            if no_worse and (better or candidates.index(o) < candidates.index(c)):
+        for j, o in enumerate(candidates):
+            if (j != i and o.cost <= c.cost and o.r_max >= c.r_max and o.r_min <= c.r_min and o.cpu <= c.cpu
+                    and o.gpu <= c.gpu and (j < i or o.cost < c.cost or o.r_max > c.r_max or o.r_min < c.r_min
+                                            or o.cpu < c.cpu or o.gpu < c.gpu)):
                 dominated = True
                 break
         if not dominated:

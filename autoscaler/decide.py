@@ -54,7 +54,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     kept: list[FunctionPlan] = []
     demands: list[FunctionDemand] = []
     context: dict[str, tuple[FunctionState, float, float, dict[tuple[str, str], int]]] = {}
-    shapes = [(n.cpu, n.memory, n.gpus) for n in snapshot.nodes]
+    shapes = sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes})
     default_node = snapshot.nodes[0].name if len(snapshot.nodes) == 1 else ""
     for fs in snapshot.functions:
         for v in fs.variants:
@@ -67,7 +67,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         raw = fs.rate + fs.queue_depth / config.drain_seconds
         history[fs.name], held = held_demand(history.get(fs.name, ()), now, raw, config.scale_down_delay)
         model = fs.model or fs.name
-        pred = Corrected(predictor, {model: fs.measured})
+        pred = Corrected(predictor, {model: fs.measured}) if fs.measured else predictor
         cands = enumerate_candidates(model, fs.slo, fs.memory, pred, config.batch_sizes, config.cpu_steps,
                                      config.gpu_steps, config.beta, shapes)
         if not cands:
@@ -104,6 +104,11 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
 def _select(problem: SelectionProblem, config: AutoscalerConfig) -> Selection:
     if config.solver == "greedy":
         return select_greedy(problem)
+    size = sum(len(f.candidates) for f in problem.functions)
+    if size > config.ilp_max_variables:
+        greedy = select_greedy(problem)
+        return Selection(greedy.counts, f"greedy ({size} variables > ilp_max_variables)", greedy.cost,
+                         greedy.shortfall, 0.0, "greedy")
     selection = solve_selection(problem, config.solver, config.solver_time_limit, config.mip_gap)
     if selection.ok:
         return selection
@@ -133,9 +138,13 @@ def _place(problem, selection, context, nodes, config):
 def _guarded(problem, selection, placed, unplaced, context, nodes, config) -> list[FunctionPlan]:
     free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
     stepped_all: dict[str, dict[tuple[str, str], int]] = {}
+    by_fn: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
+    for (fn, key), where in placed.items():
+        for node, n in where.items():
+            by_fn[fn][(key, node)] = n
     for f in problem.functions:
         fs, held, pinned_cap, current = context[f.name]
-        target = {(key, node): n for (fn, key), where in placed.items() if fn == f.name for node, n in where.items()}
+        target = by_fn[f.name]
         by_key = {c.key: c for c in f.candidates}
         stepped, _, _ = limit_steps(current, target, config.max_step_up, config.max_step_down,
                                     rank_up=lambda k: by_key[k[0]].r_max if k[0] in by_key else 0.0)

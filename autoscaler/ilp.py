@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 from autoscaler.selection import Selection, SelectionProblem, selection_cost
@@ -46,7 +47,9 @@ def _name(text: str) -> str:
 
 def _solver(pulp, solver: str, time_limit: float, gap: float):
     if solver == "cbc":
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, math.ceil(time_limit)), gapRel=gap, threads=1)
+        with warnings.catch_warnings():  # PuLP 3 deprecates its bundled CBC; it is still the one installed
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, math.ceil(time_limit)), gapRel=gap, threads=1)
     if solver == "highs":
         return pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, threads=1)
     raise ValueError(f"solver={solver!r}: must be highs or cbc")
@@ -92,7 +95,7 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
             upper = min(upper, f.max_count)
             if upper <= 0:
                 continue
-            var = pulp.LpVariable(f"n_{i}_{j}", 0, upper, cat=pulp.LpInteger)
+            var = prob.add_variable(f"n_{i}_{j}", 0, upper, cat=pulp.LpInteger)
             variables[(i, c.key)] = var
             sticky = 1.0 - STICKY_DISCOUNT if c.key in f.current else 1.0
             objective[var] = c.cost * sticky
@@ -106,7 +109,7 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
                 pool_gpu[var] = c.gpu
         tag = f"{i}_{_name(f.name)}"
         if cover > 0:
-            short = pulp.LpVariable(f"short_{i}", 0, cover)
+            short = prob.add_variable(f"short_{i}", 0, cover)
             objective[short] = problem.penalty(f)
             prob += pulp.LpAffineExpression({**covered, short: 1.0}) >= cover, f"cover_{tag}"
         if filled:
@@ -156,7 +159,7 @@ def solve_placement(groups: list[Group], nodes: list[tuple[str, float, float, fl
     import pulp
 
     prob = pulp.LpProblem("place", pulp.LpMinimize)
-    used = {name: pulp.LpVariable(f"used_{j}", cat=pulp.LpBinary) for j, (name, *_rest) in enumerate(nodes)}
+    used = {name: prob.add_variable(f"used_{j}", cat=pulp.LpBinary) for j, (name, *_rest) in enumerate(nodes)}
     y: dict[tuple[int, str], object] = {}
     objective: dict = {var: 1.0 for var in used.values()}
     for g_i, g in enumerate(groups):
@@ -165,11 +168,11 @@ def solve_placement(groups: list[Group], nodes: list[tuple[str, float, float, fl
         for j, (name, cpu, gpus, memory) in enumerate(nodes):
             if g.cpu > cpu or g.gpu > gpus or g.memory > memory:
                 continue
-            var = pulp.LpVariable(f"y_{g_i}_{j}", 0, g.count, cat=pulp.LpInteger)
+            var = prob.add_variable(f"y_{g_i}_{j}", 0, g.count, cat=pulp.LpInteger)
             y[(g_i, name)] = var
             row[var] = 1
             if current.get(name):
-                kept = pulp.LpVariable(f"keep_{g_i}_{j}", 0, min(current[name], g.count))
+                kept = prob.add_variable(f"keep_{g_i}_{j}", 0, min(current[name], g.count))
                 prob += kept - var <= 0, f"keep_{g_i}_{j}"
                 objective[kept] = -0.01
         if not row:

@@ -47,6 +47,7 @@ class TablePredictor:
     def __init__(self, profiles: Mapping[str, Mapping[str, object]]) -> None:
         self._cpu: dict[str, dict[int, list[tuple[int, float]]]] = {}
         self._gpu: dict[str, list[tuple[int, float]]] = {}
+        self._cache: dict[tuple[str, int, float, float], float | None] = {}
         for model, table in profiles.items():
             per_threads: dict[int, list[tuple[int, float]]] = {}
             for key, seconds in table.items():
@@ -70,6 +71,12 @@ class TablePredictor:
 
     def exec_seconds(self, model: str, batch: int, cpu: float, gpu: float) -> float | None:
         """Interpolated seconds, or None for an unknown model or a GPU configuration without GPU data."""
+        args = (model, batch, cpu, gpu)
+        if args not in self._cache:
+            self._cache[args] = self._compute(*args)
+        return self._cache[args]
+
+    def _compute(self, model: str, batch: int, cpu: float, gpu: float) -> float | None:
         key = model_key(model)
         if gpu > 0:
             points = self._gpu.get(key)

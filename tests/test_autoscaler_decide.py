@@ -1,0 +1,144 @@
+"""decide on synthetic snapshots: SLOs kept, capacity never exceeded, demand covered, fallback, no decision."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import autoscaler.decide as decide_module
+from autoscaler.config import AutoscalerConfig
+from autoscaler.decide import decide
+from autoscaler.selection import Selection
+from autoscaler.snapshot import Measurement, Node, Variant
+from autoscaler_fakes import GiB, LinearPredictor, fn, snapshot
+
+PREDICTOR = LinearPredictor(scale={"slow": 4.0})
+
+
+def config(**kw):
+    kw.setdefault("max_step_up", 1000)
+    kw.setdefault("max_step_down", 1000)
+    return AutoscalerConfig(**kw)
+
+
+def random_snapshot(seed: int, n_functions: int = 12, n_nodes: int = 5):
+    rng = random.Random(seed)
+    nodes = [Node(f"n{j}", rng.choice((2, 4, 8)), rng.choice((4, 8)) * GiB, rng.choice((0, 0, 1)))
+             for j in range(n_nodes)]
+    functions = [fn(f"f{i}", rng.uniform(0, 400), slo=rng.choice((0.03, 0.05, 0.1, 0.2))) for i in range(n_functions)]
+    return snapshot(functions, nodes)
+
+
+def check(plan, snap, cfg):
+    assert plan.valid, plan.reason
+    used = {n.name: [0.0, 0.0, 0] for n in snap.nodes}
+    states = {f.name: f for f in snap.functions}
+    for fp in plan.functions:
+        slo = states[fp.name].slo
+        for t in fp.targets:
+            c = t.candidate
+            assert c.t_exec <= (slo / 2 if c.batch > 1 else slo) + 1e-12
+            assert c.timeout + c.t_exec <= slo + 1e-12
+            used[t.node][0] += c.cpu * t.count
+            used[t.node][1] += c.gpu * t.count
+            used[t.node][2] += c.memory * t.count
+        assert fp.capacity + fp.shortfall >= fp.demand * (1 + cfg.headroom) - 1e-6
+    for n in snap.nodes:
+        assert used[n.name][0] <= n.cpu + 1e-9 and used[n.name][1] <= n.gpus + 1e-9
+        assert used[n.name][2] <= n.memory
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc", "greedy"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_plans_keep_slos_capacity_and_cover_demand(solver, seed):
+    snap = random_snapshot(seed)
+    cfg = config(solver=solver)
+    plan = decide(snap, PREDICTOR, cfg, 0.0)
+    check(plan, snap, cfg)
+    assert sum(fp.shortfall for fp in plan.functions) == pytest.approx(0, abs=1e-6)
+    assert plan.cost >= plan.bound - 1e-9
+    if solver != "greedy":
+        assert plan.status in ("optimal", "feasible")
+
+
+def test_ilp_is_no_worse_than_greedy():
+    snap = random_snapshot(7, 20, 6)
+    exact = decide(snap, PREDICTOR, config(solver="highs"), 0.0)
+    greedy = decide(snap, PREDICTOR, config(solver="greedy"), 0.0)
+    assert exact.status == "optimal"
+    assert exact.cost <= greedy.cost * (1 + 1e-3) + 1e-9
+
+
+def test_overload_becomes_shortfall_not_overcommit():
+    snap = snapshot([fn("hot", 100000.0)], [Node("small", 2, 4 * GiB)])
+    cfg = config()
+    plan = decide(snap, PREDICTOR, cfg, 0.0)
+    check(plan, snap, cfg)
+    assert plan.function("hot").shortfall > 0
+
+
+def test_solver_failure_falls_back_to_greedy(monkeypatch):
+    monkeypatch.setattr(decide_module, "solve_selection",
+                        lambda *a, **k: Selection({}, "failed: Not Solved / No Solution Found", 0.0))
+    snap = random_snapshot(4)
+    cfg = config(solver="highs")
+    plan = decide(snap, PREDICTOR, cfg, 0.0)
+    check(plan, snap, cfg)
+    assert plan.status.startswith("fallback") and plan.solver == "greedy"
+
+
+def test_tiny_time_limit_still_gives_a_valid_plan():
+    snap = random_snapshot(5, 40, 8)
+    cfg = config(solver="highs", solver_time_limit=0.001)
+    plan = decide(snap, PREDICTOR, cfg, 0.0)
+    check(plan, snap, cfg)
+
+
+def test_large_problems_select_greedily_with_a_bound():
+    snap = random_snapshot(6, 30, 5)
+    plan = decide(snap, PREDICTOR, config(ilp_max_variables=10), 0.0)
+    assert plan.status.startswith("greedy (") and plan.bound > 0 and plan.gap is not None
+
+
+def test_no_decision_without_nodes_or_on_stale_data():
+    plan = decide(snapshot([fn("a", 1.0)], nodes=()), PREDICTOR, config(), 0.0)
+    assert not plan.valid and "no nodes" in plan.reason
+    plan = decide(snapshot([fn("a", 1.0)], taken_at=0.0), PREDICTOR, config(max_snapshot_age=30), 31.0)
+    assert not plan.valid and "old" in plan.reason
+
+
+def test_unknown_load_or_impossible_slo_leaves_a_function_as_it_runs():
+    running = (Variant("a-b1-c1000-g0-a-0", 1, 1.0, 0.0, 256 * 1024**2, "a"),)
+    snap = snapshot([fn("a", None, variants=running), fn("tight", 10.0, slo=0.001)])
+    plan = decide(snap, PREDICTOR, config(), 0.0)
+    a, tight = plan.function("a"), plan.function("tight")
+    assert a.unchanged and a.instances() == 1 and "no arrival rate" in a.reason
+    assert tight.unchanged and "latency_slo" in tight.reason
+
+
+def test_measured_exec_times_correct_the_prediction():
+    base = decide(snapshot([fn("m", 300.0)]), PREDICTOR, config(), 0.0).function("m")
+    slow = [Measurement(b, c, 0.0, 3 * PREDICTOR.exec_seconds("m", b, c, 0.0)) for b in (1, 4) for c in (0.5, 1.0)]
+    corrected = decide(snapshot([fn("m", 300.0, measured=tuple(slow))]), PREDICTOR, config(), 0.0).function("m")
+    assert corrected.cost > base.cost
+
+
+def test_pinned_parent_counts_as_capacity_and_uses_its_node():
+    parent = Variant("m", 1, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)
+    alone = decide(snapshot([fn("m", 150.0)]), PREDICTOR, config(), 0.0).function("m")
+    with_parent = decide(snapshot([fn("m", 150.0, variants=(parent,))]), PREDICTOR, config(), 0.0).function("m")
+    assert with_parent.cost < alone.cost
+    assert all(t.candidate.key and t.count for t in with_parent.targets)
+
+
+def test_current_configuration_is_kept_when_nothing_changes():
+    snap = random_snapshot(8, 6, 3)
+    first = decide(snap, PREDICTOR, config(), 0.0)
+    variants = {fp.name: tuple(Variant(f"{fp.name}-{t.key}-{t.node}", t.candidate.batch, t.candidate.cpu,
+                                       t.candidate.gpu, t.candidate.memory, t.node, t.count) for t in fp.targets)
+                for fp in first.functions}
+    again = snapshot([fn(f.name, f.rate, slo=f.slo, variants=variants[f.name]) for f in snap.functions], snap.nodes)
+    second = decide(again, PREDICTOR, config(), 1.0, first.memory)
+    for a, b in zip(first.functions, second.functions):
+        assert sorted((t.key, t.node, t.count) for t in a.targets) == sorted((t.key, t.node, t.count) for t in b.targets)

@@ -1,0 +1,47 @@
+"""Greedy selection (the fallback) and best-fit packing."""
+
+from __future__ import annotations
+
+from autoscaler.candidates import Candidate
+from autoscaler.greedy import pack_best_fit, select_greedy
+from autoscaler.ilp import Group
+from autoscaler.selection import FunctionDemand, SelectionProblem
+
+GiB = 1024**3
+BIG = Candidate(32, 1.0, 0.0, 0.04, 800, 533, 0.06, 0.1, GiB)
+SMALL = Candidate(1, 0.5, 0.0, 0.004, 125, 0, 0, 0.05, GiB)
+
+
+def test_fragment_penalty_prefers_small_instances_for_the_remainder():
+    p = SelectionProblem((FunctionDemand("f", (BIG, SMALL), 1000.0),), 100, 0, 100 * GiB, 0.0)
+    s = select_greedy(p)
+    assert s.counts["f"][BIG.key] == 1
+    assert s.counts["f"][SMALL.key] == 2  # 200/s left: two small beat a second big one
+    assert not s.shortfall
+
+
+def test_fill_rule_and_max_count_are_kept():
+    p = SelectionProblem((FunctionDemand("f", (BIG, SMALL), 300.0, max_count=2),), 100, 0, 100 * GiB, 0.0)
+    s = select_greedy(p)
+    assert BIG.key not in s.counts["f"]  # 300/s cannot keep a b=32 instance filled (r_min 533)
+    assert s.counts["f"][SMALL.key] == 2 and s.shortfall["f"] > 0
+
+
+def test_pool_exhaustion_is_shortfall():
+    p = SelectionProblem((FunctionDemand("f", (SMALL,), 1000.0),), 1.0, 0, 100 * GiB, 0.0)
+    s = select_greedy(p)
+    assert s.counts["f"][SMALL.key] == 2 and s.shortfall["f"] > 0
+
+
+def test_best_fit_packs_tightly_keeps_current_and_reports_unplaced():
+    groups = [Group("f", "a", 3, 2.0, 0.0, GiB, (("big", 1),)), Group("g", "b", 2, 1.0, 0.5, GiB),
+              Group("h", "c", 1, 32.0, 0.0, GiB)]
+    nodes = [("small", 2.0, 0.0, 8 * GiB), ("big", 8.0, 1.0, 8 * GiB)]
+    placed, unplaced = pack_best_fit(groups, nodes)
+    assert placed[("f", "a")]["big"] >= 1
+    assert placed[("g", "b")] == {"big": 2}  # GPU shares only on the GPU node, two halves on one device
+    assert unplaced == {("h", "c"): 1}
+    for name, cpu, _, _ in nodes:
+        used = sum(n * g.cpu for g in groups for (fn, key), where in placed.items()
+                   if (fn, key) == (g.fn, g.key) for node, n in where.items() if node == name)
+        assert used <= cpu

@@ -1,0 +1,48 @@
+"""Execution-time sources: the profile table, chaining and online correction by measurements."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoscaler.predictor import Chain, Corrected, TablePredictor
+from autoscaler.snapshot import Measurement
+
+TABLE = TablePredictor({"functions/m": {"1x1": 0.010, "4x1": 0.020, "16x1": 0.050, "1x2": 0.006, "4x2": 0.011,
+                                        "16x2": 0.027, "gpu": {"1": 0.002, "16": 0.004}}})
+
+
+def test_table_interpolates_batch_and_scales_cpu():
+    assert TABLE.exec_seconds("m", 4, 1, 0) == pytest.approx(0.020)
+    assert TABLE.exec_seconds("m", 2, 1, 0) == pytest.approx(0.010 + 0.010 / 3)
+    assert TABLE.exec_seconds("m", 32, 1, 0) == pytest.approx(0.050 + 16 * 0.030 / 12)  # last slope
+    assert TABLE.exec_seconds("m", 4, 0.5, 0) == pytest.approx(0.040)  # quota throttling
+    assert TABLE.exec_seconds("m", 4, 2, 0) == pytest.approx(0.011)
+    four = TABLE.exec_seconds("m", 4, 4, 0)
+    assert four < 0.011  # Amdahl fitted on 1 and 2 threads
+    assert TABLE.exec_seconds("m", 16, 1, 0.5) == pytest.approx(0.008)
+    assert TABLE.exec_seconds("other", 1, 1, 0) is None
+
+
+def test_example_profiles_load():
+    table = TablePredictor.load()
+    assert set(table.models()) == {"resnet", "lstm", "textcnn", "mlp"}
+    assert table.exec_seconds("functions/mlp", 64, 1, 0) > table.exec_seconds("functions/mlp", 1, 1, 0)
+
+
+def test_corrected_uses_measurements():
+    measured = {"m": (Measurement(4, 1.0, 0.0, 0.040),)}  # twice as slow as the table says
+    corrected = Corrected(TABLE, measured)
+    assert corrected.exec_seconds("m", 4, 1, 0) == pytest.approx(0.040)
+    assert corrected.exec_seconds("m", 16, 1, 0) == pytest.approx(0.100)
+    assert corrected.ratio("m") == pytest.approx(2.0)
+    assert Corrected(TABLE, {}).exec_seconds("m", 4, 1, 0) == pytest.approx(0.020)
+
+
+def test_measurements_alone_predict_without_a_prior():
+    corrected = Corrected(TablePredictor({}), {"x": (Measurement(2, 1, 0, 0.01), Measurement(8, 1, 0, 0.03))})
+    assert corrected.exec_seconds("x", 4, 1, 0) == pytest.approx(0.01 + 0.02 / 3)
+    assert corrected.exec_seconds("x", 4, 2, 0) is None
+
+
+def test_chain_takes_the_first_answer():
+    assert Chain(TablePredictor({}), TABLE).exec_seconds("m", 1, 1, 0) == pytest.approx(0.010)

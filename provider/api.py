@@ -1,0 +1,141 @@
+"""The ``/system`` handlers: list, deploy, update, delete, get, scale, info, namespaces, logs, and the two
+read-only extras (``/healthz``, ``/metrics``, Prometheus' ``/api/v1/query`` for the gateway's list)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from datetime import datetime
+from typing import Iterator
+
+from flask import Request, Response, stream_with_context
+
+from faas_infer import __version__
+from faas_infer.promtext import CONTENT_TYPE
+from provider.errors import BadRequest, NotFound
+from provider.metrics import GatewayMetrics
+from provider.runtime import Runtime
+from provider.types import DeleteFunctionRequest, FunctionDeployment, ScaleServiceRequest, gateway_info, provider_info
+
+SHA = "faas-infer"
+
+
+class _Empty(Response):
+    default_mimetype = None
+
+
+def _accepted() -> Response:
+    return _Empty(b"", 202)
+
+
+def _json(value, status: int = 200) -> Response:
+    return Response(json.dumps(value, separators=(",", ":")), status, content_type="application/json")
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+class SystemApi:
+    """Handlers bound to one runtime and its metrics."""
+
+    def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+
+    def list_functions(self, request: Request) -> Response:
+        """GET /system/functions"""
+        fns = self.runtime.list(request.args.get("namespace", ""))
+        return _json([self.runtime.status(fn).to_dict() for fn in fns])
+
+    def deploy(self, request: Request) -> Response:
+        """POST /system/functions (create)"""
+        self.runtime.deploy(FunctionDeployment.from_json(request.get_data()), update=False)
+        return _accepted()
+
+    def update(self, request: Request) -> Response:
+        """PUT /system/functions (full spec; 404 if absent so faas-cli falls back to POST)"""
+        self.runtime.deploy(FunctionDeployment.from_json(request.get_data()), update=True)
+        return _accepted()
+
+    def delete(self, request: Request) -> Response:
+        """DELETE /system/functions"""
+        body = DeleteFunctionRequest.from_json(request.get_data())
+        self.runtime.delete(body.functionName, body.namespace or request.args.get("namespace", ""))
+        return _accepted()
+
+    def get_function(self, request: Request, name: str) -> Response:
+        """GET /system/function/{name}"""
+        fn = self.runtime.get(name, request.args.get("namespace", ""))
+        return _json(self.runtime.status(fn, usage=_flag(request.args.get("usage"))).to_dict())
+
+    def scale(self, request: Request, name: str) -> Response:
+        """POST /system/scale-function/{name}"""
+        body = ScaleServiceRequest.from_json(request.get_data())
+        self.runtime.scale(name, body.namespace or request.args.get("namespace", ""), body.replicas)
+        return _accepted()
+
+    def info(self, request: Request) -> Response:
+        """GET /system/info: ProviderInfo for a gateway in front of us (it adds X-Forwarded-Host), the
+        gateway's own shape for faas-cli and everything else talking to us directly."""
+        if request.headers.get("X-Forwarded-Host"):
+            return _json(provider_info(__version__, SHA))
+        return _json(gateway_info(__version__, SHA, platform.machine()))
+
+    def namespaces(self, request: Request) -> Response:
+        """GET /system/namespaces"""
+        return _json([self.runtime.config.namespace])
+
+    def logs(self, request: Request) -> Response:
+        """GET /system/logs?name=&namespace=&instance=&tail=&follow=&since= as ndjson."""
+        name = request.args.get("name", "")
+        if not name:
+            raise BadRequest("name is required")
+        self.runtime.namespace(request.args.get("namespace", ""))
+        if self.runtime.find(name) is None and not self.runtime.logs.has(name):
+            raise NotFound(f"function {name} not found in namespace {self.runtime.config.namespace}")
+        try:
+            tail = int(request.args.get("tail") or -1)
+            since = _since(request.args.get("since"))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        lines = self.runtime.logs.read(name, tail, since, _flag(request.args.get("follow")),
+                                       request.args.get("instance", ""))
+        return Response(stream_with_context(_ndjson(lines)), 200, content_type="application/x-ndjson")
+
+    def healthz(self, request: Request) -> Response:
+        """GET /healthz"""
+        return Response("OK", 200, content_type="text/plain; charset=utf-8")
+
+    def metrics_text(self, request: Request) -> Response:
+        """GET /metrics: the gateway metrics."""
+        return Response(self.metrics.render(), 200, content_type=CONTENT_TYPE)
+
+    def prometheus_query(self, request: Request) -> Response:
+        """GET /api/v1/query: the one query the gateway's list sends, answered from our own counters,
+        so a gateway in front of us can use this provider as its Prometheus."""
+        query = request.args.get("query", "")
+        if "gateway_function_invocation_total" not in query:
+            return _json({"status": "error", "errorType": "bad_data",
+                          "error": "only sum(gateway_function_invocation_total) by (function_name) is served"}, 400)
+        now = round(time.time(), 3)
+        result = [{"metric": {"function_name": name}, "value": [now, f"{value:g}"]}
+                  for name, value in sorted(self.metrics.invocations_by_function().items())]
+        return _json({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"since={value!r}: not an RFC 3339 time") from None
+
+
+def _ndjson(lines) -> Iterator[bytes]:
+    for message in lines:
+        yield message.to_json().encode()

@@ -1,0 +1,77 @@
+"""The provider's Flask app: one route table, basic auth in front of it, errors answered like Go's http.Error."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+
+from provider.api import SystemApi
+from provider.auth import REALM, Credentials, protected
+from provider.errors import ProviderError
+from provider.metrics import GatewayMetrics
+from provider.proxy import Proxy, plain_error
+from provider.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+# (methods, rule, handler name on SystemApi or Proxy) — the whole API.
+ROUTES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("GET",), "/system/functions", "list_functions"),
+    (("POST",), "/system/functions", "deploy"),
+    (("PUT",), "/system/functions", "update"),
+    (("DELETE",), "/system/functions", "delete"),
+    (("GET",), "/system/function/<name>", "get_function"),
+    (("POST",), "/system/scale-function/<name>", "scale"),
+    (("GET",), "/system/info", "info"),
+    (("GET",), "/system/namespaces", "namespaces"),
+    (("GET",), "/system/logs", "logs"),
+    (("GET",), "/healthz", "healthz"),
+    (("GET",), "/metrics", "metrics_text"),
+    (("GET",), "/api/v1/query", "prometheus_query"),
+    (tuple(ALL_METHODS), "/function/<segment>", "invoke"),
+    (tuple(ALL_METHODS), "/function/<segment>/", "invoke"),
+    (tuple(ALL_METHODS), "/function/<segment>/<path:path>", "invoke"),
+)
+
+
+def create_app(runtime: Runtime, metrics: GatewayMetrics, credentials: Credentials | None) -> Flask:
+    """The WSGI app; ``credentials`` None means basic auth is off (any Authorization header is ignored)."""
+    app = Flask("provider")
+    api = SystemApi(runtime, metrics)
+    proxy = Proxy(runtime, metrics)
+    app.extensions["faas_infer"] = {"runtime": runtime, "metrics": metrics}
+    metrics.watch_replicas(lambda: [(fn.name, fn.desired) for fn in runtime.list()])
+
+    def view(handler_name: str):
+        if handler_name == "invoke":
+            return lambda segment, path="": proxy.invoke(request, segment, path)
+        handler = getattr(api, handler_name)
+        return lambda **kwargs: handler(request, **kwargs)
+
+    for methods, rule, handler_name in ROUTES:
+        app.add_url_rule(rule, f"{handler_name}:{rule}", view(handler_name), methods=list(methods),
+                         provide_automatic_options=False, strict_slashes=False)
+
+    @app.before_request
+    def check_auth():
+        if credentials is not None and protected(request.path) and \
+                not credentials.accepts(request.headers.get("Authorization")):
+            return plain_error(401, "invalid credentials\n", {"WWW-Authenticate": REALM})
+        return None
+
+    @app.errorhandler(ProviderError)
+    def provider_error(exc: ProviderError) -> Response:
+        return plain_error(exc.status, f"{exc}\n")
+
+    @app.errorhandler(404)
+    def not_found(exc) -> Response:
+        return plain_error(404, "404 page not found\n")
+
+    @app.errorhandler(405)
+    def not_allowed(exc) -> Response:
+        return plain_error(405, "Method Not Allowed\n")
+
+    return app

@@ -1,0 +1,61 @@
+"""The gateway's metrics, with its exact names and labels, so one set of dashboards serves both.
+
+``function_name`` is always ``name.namespace``, unknown functions included, as the gateway reports it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from faas_infer.promtext import Registry
+
+
+class GatewayMetrics:
+    """gateway_function_invocation_started/_total, gateway_functions_seconds, gateway_service_count."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.registry = Registry()
+        self.started = self.registry.counter(
+            "gateway_function_invocation_started", "The total number of function HTTP requests started.",
+            ("function_name",))
+        self.total = self.registry.counter("gateway_function_invocation_total", "Function metrics",
+                                           ("code", "function_name"))
+        self.seconds = self.registry.histogram("gateway_functions_seconds", "Function time taken",
+                                               ("code", "function_name"))
+        self.service_count = self.registry.gauge("gateway_service_count",
+                                                 "Current count of replicas for function", ("function_name",))
+        self._replicas: Callable[[], Iterable[tuple[str, int]]] = lambda: ()
+
+    def label(self, name: str) -> str:
+        """``name.namespace``."""
+        return f"{name}.{self.namespace}"
+
+    def on_start(self, name: str) -> None:
+        """An invocation of ``name`` arrived."""
+        self.started.inc(function_name=self.label(name))
+
+    def on_done(self, name: str, code: int, seconds: float) -> None:
+        """An invocation of ``name`` was answered with ``code`` after ``seconds``."""
+        self.total.inc(code=str(code), function_name=self.label(name))
+        self.seconds.observe(seconds, code=str(code), function_name=self.label(name))
+
+    def watch_replicas(self, source: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Read (name, desired replicas) of every function at each render."""
+        self._replicas = source
+
+    def render(self) -> str:
+        """The text exposition, replica counts refreshed."""
+        self.service_count.clear()
+        for name, replicas in self._replicas():
+            self.service_count.set(replicas, function_name=self.label(name))
+        return self.registry.render()
+
+    def invocations_by_function(self) -> dict[str, float]:
+        """Invocations per ``name.namespace`` over every code (what the gateway asks Prometheus for)."""
+        out: dict[str, float] = {}
+        for line in self.total.lines():
+            labels, value = line.rsplit(" ", 1)
+            name = labels.split('function_name="', 1)[1].split('"', 1)[0]
+            out[name] = out.get(name, 0.0) + float(value)
+        return out

@@ -1,0 +1,106 @@
+"""Serving the provider under gunicorn: one gthread worker holds the runtime (replicas are its children).
+
+Shutdown order on SIGTERM, SIGINT or SIGQUIT (or when ``parent_pid`` exits): stop waiting for replicas and
+end log follows, stop accepting, finish the requests in flight, then drain and stop every replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from provider.auth import Credentials
+from provider.catalog import Catalog
+from provider.config import ProviderConfig
+
+logger = logging.getLogger(__name__)
+
+_STATE: dict[str, Any] = {}
+SHUTDOWN_SECONDS = 45
+
+
+class ProviderApplication(BaseApplication):
+    """gunicorn embedded with settings derived from the config."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config_obj = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        c = self.config_obj
+        settings = {
+            "bind": [f"[{c.bind_address}]:{c.port}" if ":" in c.bind_address else f"{c.bind_address}:{c.port}"],
+            "workers": 1, "worker_class": "gthread", "threads": c.threads, "worker_connections": 4096,
+            "timeout": 0, "graceful_timeout": SHUTDOWN_SECONDS, "keepalive": 75, "backlog": 2048,
+            "accesslog": None, "loglevel": "warning", "proc_name": "faas-infer-provider",
+            "post_worker_init": _post_worker_init, "worker_exit": _worker_exit,
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from provider.app import create_app
+        from provider.metrics import GatewayMetrics
+        from provider.runtime import Runtime
+
+        c = self.config_obj
+        credentials = Credentials.read(c.secret_mount_path) if c.auth_enabled else None
+        catalog = Catalog.from_stack_file(c.stack_file, dict(os.environ))
+        runtime = Runtime(c, catalog, os.environ).start()
+        _STATE["runtime"] = runtime
+        metrics = GatewayMetrics(c.namespace)
+        logger.info("provider on %s:%d (auth %s, run dir %s)", c.bind_address, c.port,
+                    "on" if credentials else "off", runtime.run_dir)
+        return create_app(runtime, metrics, credentials)
+
+
+def _post_worker_init(worker: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
+        runtime = _STATE.get("runtime")
+        if runtime is not None:
+            runtime.begin_shutdown()
+        worker.alive = False
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, on_signal)
+    parent = _STATE.get("parent_pid") or 0
+    if parent:
+        threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(pid: int) -> None:
+    """Stop the whole provider when the process that started it is gone (no orphaned replicas)."""
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            logger.warning("parent process %d exited: stopping", pid)
+            os.kill(os.getppid(), signal.SIGTERM)
+            return
+        except PermissionError:
+            pass
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    runtime = _STATE.get("runtime")
+    if runtime is not None:
+        runtime.shutdown(SHUTDOWN_SECONDS - 5)
+
+
+def serve(config: ProviderConfig) -> None:
+    """Run until signalled."""
+    _STATE["parent_pid"] = config.parent_pid
+    ProviderApplication(config).run()
+
+
+def graceful_seconds() -> int:
+    """How long the provider may take to stop (callers wait this long before killing it)."""
+    return math.ceil(SHUTDOWN_SECONDS + 5)

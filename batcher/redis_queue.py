@@ -345,11 +345,12 @@ class RedisBatchQueue:
         self._client.connection_pool.disconnect()
         run_id = str(self._client.info("server").get("run_id", ""))
         moved = self._claims.give_back_own(self._client)
-        self._run_id = run_id
+        recovering, self._run_id = bool(self._run_id), run_id
         self._beat()
         with self._lock:
             self._up = True
-        logger.info("shared queue %s in use (%d claimed requests given back)", self._claims.queue, moved)
+        logger.log(logging.WARNING if recovering else logging.INFO, "shared queue %s in use%s",
+                   self._claims.queue, f" again ({moved} claimed requests given back)" if recovering else "")
         self._notify(True)
 
     def _lost(self, reason: object) -> None:

@@ -1,0 +1,134 @@
+"""Several real watchdog processes serving one function from one Redis queue, over HTTP."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import requests
+
+from batcher import keys
+from batcher.stats import read_function_stats
+from helpers import RedisServer, free_port, wait_until, write_handler
+
+FN = "shared"
+HANDLER = """
+import os, time
+
+def handle_batch(state, requests):
+    time.sleep(float(os.environ.get("BATCH_SLEEP", "0.02")))
+    return [{"inst": os.environ["instance_id"], "n": len(requests), "body": r.text} for r in requests]
+"""
+
+
+@pytest.fixture
+def handler_dir(tmp_path):
+    return write_handler(str(tmp_path / "fn"), HANDLER)
+
+
+def start(watchdogs, handler_dir, url, inst, batch, sleep=0.02, **env):
+    return watchdogs(handler_dir, batch_backend="redis", redis_url=url, function_name=FN, instance_id=inst,
+                     max_batch_size=batch, BATCH_SLEEP=sleep, **env)
+
+
+def call(url: str, i: int) -> tuple[int, dict]:
+    response = requests.post(url, data=f"req-{i}", timeout=30)
+    return response.status_code, (response.json() if response.status_code == 200 else {"error": response.text})
+
+
+def load(url: str, count: int, concurrency: int) -> list[tuple[int, dict]]:
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(lambda i: call(url, i), range(count)))
+
+
+def gauge(wd, name: str) -> float | None:
+    text = requests.get(wd.metrics_url, timeout=2).text
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_load_sent_to_one_instance_is_executed_by_both(watchdogs, handler_dir, redis_server, redis_client):
+    small = start(watchdogs, handler_dir, redis_server.url, "small", 2)
+    big = start(watchdogs, handler_dir, redis_server.url, "big", 16)
+    results = load(small.url, 200, 32)
+    assert [code for code, _ in results] == [200] * 200
+    assert [doc["body"] for _, doc in results] == [f"req-{i}" for i in range(200)]
+    assert {doc["inst"] for _, doc in results} == {"small", "big"}
+    assert max(doc["n"] for _, doc in results if doc["inst"] == "small") <= 2
+    wait_until(lambda: sum(i.served for i in read_function_stats(redis_client, FN, time.time()).instances) == 200,
+               5, what="served counts reported")
+    served = {i.instance: i.served for i in read_function_stats(redis_client, FN, time.time()).instances}
+    assert served["big"] > served["small"] > 0
+
+
+def test_kill_9_under_load_loses_no_request_and_the_dead_instance_expires(
+        watchdogs, handler_dir, redis_server, redis_client):
+    survivor = start(watchdogs, handler_dir, redis_server.url, "survivor", 4, sleep=0.1)
+    victim = start(watchdogs, handler_dir, redis_server.url, "victim", 16, sleep=0.1)
+    wait_until(lambda: len(read_function_stats(redis_client, FN, time.time()).instances) == 2, 5,
+               what="both instances beating")
+    done: list = []
+    sender = threading.Thread(target=lambda: done.extend(load(survivor.url, 150, 48)))
+    sender.start()
+    wait_until(lambda: redis_client.llen(keys.claimed(FN, "victim")) > 0, 20, interval=0.005,
+               what="victim mid-batch")
+    victim.signal(9)
+    sender.join(60)
+    assert len(done) == 150
+    assert [code for code, _ in done] == [200] * 150
+    assert int(redis_client.hget(keys.stats(FN), "reclaimed") or 0) >= 1
+    stats = read_function_stats(redis_client, FN, time.time())
+    assert [i.instance for i in stats.instances] == ["survivor"]
+    wait_until(lambda: redis_client.zscore(keys.instances(FN), "victim") is None, 5, what="victim reaped")
+
+
+def test_redis_restart_under_load_loses_no_request(watchdogs, handler_dir):
+    server = RedisServer(free_port()).start()
+    try:
+        a = start(watchdogs, handler_dir, server.url, "a", 4, sleep=0.01)
+        b = start(watchdogs, handler_dir, server.url, "b", 8, sleep=0.01)
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def client(k: int) -> None:
+            i = 0
+            while not stop.is_set():
+                statuses.append(call((a, b)[(k + i) % 2].url, i)[0])
+                i += 1
+
+        clients = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for thread in clients:
+            thread.start()
+        time.sleep(1.0)
+        server.stop()
+        wait_until(lambda: gauge(a, "redis_up") == 0 and gauge(b, "redis_up") == 0, 10, what="redis_up 0")
+        time.sleep(0.5)
+        served_during = len(statuses)
+        server.start()
+        wait_until(lambda: gauge(a, "redis_up") == 1 and gauge(b, "redis_up") == 1, 10, what="redis_up 1")
+        time.sleep(1.0)
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+        assert len(statuses) > served_during > 0
+        assert set(statuses) == {200}
+        assert {doc["inst"] for _, doc in load(a.url, 60, 24)} == {"a", "b"}  # back on the shared queue
+    finally:
+        server.stop()
+
+
+def test_live_config_changes_apply_without_restart(watchdogs, handler_dir, redis_server, redis_client):
+    wd = start(watchdogs, handler_dir, redis_server.url, "live", 16, sleep=0.05)
+    assert gauge(wd, "faas_infer_max_batch_size") == 16
+    redis_client.hset(keys.config(FN, "live"), mapping={"max_batch_size": "3", "batch_timeout": "0.02"})
+    wait_until(lambda: gauge(wd, "faas_infer_max_batch_size") == 3, 3, what="max_batch_size 3 applied")
+    time.sleep(0.5)  # a worker already waiting (poll 0.25 s) for its next batch took the old size then
+    results = load(wd.url, 24, 12)
+    assert {code for code, _ in results} == {200}
+    assert max(doc["n"] for _, doc in results) <= 3
+    wait_until(lambda: read_function_stats(redis_client, FN, time.time()).instances[0].config.max_batch_size == 3,
+               3, what="effective config reported")

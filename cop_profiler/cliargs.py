@@ -1,0 +1,51 @@
+"""Arguments shared by ``faas-infer profile`` and ``faas-infer predict`` (torch-free)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cop_profiler.db import DEFAULT_DB_PATH
+from cop_profiler.errors import CopError
+from cop_profiler.hardware import cpu_count
+from cop_profiler.modelref import InputSpec, parse_shape
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``1,2,4`` as a tuple of positive ints (argparse type)."""
+    try:
+        values = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers like 1,2,4") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers >= 1")
+    return tuple(sorted(set(values)))
+
+
+def default_threads() -> tuple[int, ...]:
+    """1..cores."""
+    return tuple(range(1, cpu_count() + 1))
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """--db and the input flags for bare module:function models."""
+    parser.add_argument("--db", default=DEFAULT_DB_PATH,
+                        help=f"profile DB (SQLite) path (default {DEFAULT_DB_PATH} under the current directory)")
+    parser.add_argument("--input-shape", help="per-item input shape for a bare module:function model, e.g. 3x64x64")
+    parser.add_argument("--input-dtype", default="float32", help="input dtype with --input-shape (default float32)")
+    parser.add_argument("--input-high", type=int, default=2,
+                        help="exclusive upper bound of integer inputs with --input-shape (default 2)")
+
+
+def input_spec(args: argparse.Namespace) -> InputSpec | None:
+    """The InputSpec the flags describe, or None."""
+    if not args.input_shape:
+        return None
+    return InputSpec(parse_shape(args.input_shape), args.input_dtype, args.input_high)
+
+
+def fail(exc: CopError) -> int:
+    """Print a COP error as one line and return the exit status."""
+    import sys
+
+    print(f"error: {exc}", file=sys.stderr)
+    return 1

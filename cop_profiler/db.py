@@ -1,0 +1,169 @@
+"""The profile DB: one SQLite file of operator timings keyed by signature, batch, threads, device and hardware.
+
+Torch-free. Default path ``.faas-infer/profiles.sqlite`` under the current directory (``--db`` overrides).
+Tables: ``operators`` (signature per key), ``timings`` (median seconds per operator x hardware x device x
+batch x threads, with IQR and a noise flag), ``models`` (each model's operator graph as JSON, so the
+predictor never needs torch) and ``overheads`` (per-hardware calibrations such as a module call's cost).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+from cop_profiler.errors import NoProfileError, ProfileDBError
+from cop_profiler.graph import OpGraph
+from cop_profiler.opspec import OperatorSpec
+
+DEFAULT_DB_PATH = os.path.join(".faas-infer", "profiles.sqlite")
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operators (key TEXT PRIMARY KEY, name TEXT NOT NULL, signature TEXT NOT NULL,
+    invariant INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS timings (key TEXT NOT NULL, hardware TEXT NOT NULL, device TEXT NOT NULL,
+    batch INTEGER NOT NULL, threads INTEGER NOT NULL, seconds REAL NOT NULL, iqr REAL NOT NULL,
+    noisy INTEGER NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (key, hardware, device, batch, threads));
+CREATE TABLE IF NOT EXISTS models (ref TEXT PRIMARY KEY, graph TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS calibrations (ref TEXT NOT NULL, hardware TEXT NOT NULL, device TEXT NOT NULL,
+    factor REAL NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (ref, hardware, device));
+CREATE TABLE IF NOT EXISTS overheads (hardware TEXT NOT NULL, device TEXT NOT NULL, threads INTEGER NOT NULL,
+    name TEXT NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (hardware, device, threads, name));
+"""
+
+
+def normalize_ref(model_ref: str) -> str:
+    """Canonical spelling of a model reference: ``functions/mlp/`` and ``./functions/mlp`` are one model."""
+    if ":" in model_ref and not os.path.isdir(model_ref):
+        return model_ref.strip()
+    return os.path.normpath(model_ref).replace(os.sep, "/")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One operator's measurement at one configuration."""
+
+    # Median seconds per call.
+    seconds: float
+    # Interquartile range of the per-call seconds.
+    iqr: float = 0.0
+    # True when IQR/median exceeded the noise threshold.
+    noisy: bool = False
+
+
+class ProfileDB:
+    """Access to one profile DB file; creates it (and its folder) on first use."""
+
+    def __init__(self, path: str = DEFAULT_DB_PATH) -> None:
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            self._conn = sqlite3.connect(path, check_same_thread=False)
+            self._conn.executescript(_SCHEMA)
+            row = self._conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+            if row is None:
+                self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                self._conn.commit()
+            elif row[0] != SCHEMA_VERSION:
+                raise ProfileDBError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise ProfileDBError(f"{path}: not a usable profile DB ({exc})") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> "ProfileDB":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def put_operator(self, spec: OperatorSpec) -> None:
+        """Store an operator's signature (idempotent)."""
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO operators VALUES (?, ?, ?, ?)",
+                               (spec.key, spec.name, spec.signature, int(spec.invariant)))
+
+    def operators(self, keys: set[str] | None = None) -> dict[str, OperatorSpec]:
+        """Stored operators, all or those in ``keys``."""
+        rows = self._conn.execute("SELECT key, name, signature, invariant FROM operators").fetchall()
+        return {k: OperatorSpec(k, n, s, bool(i)) for k, n, s, i in rows if keys is None or k in keys}
+
+    def put_timing(self, key: str, hardware: str, device: str, batch: int, threads: int, timing: Timing) -> None:
+        """Store (or replace) one measurement."""
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (key, hardware, device, batch, threads, timing.seconds, timing.iqr,
+                                int(timing.noisy), time.time()))
+
+    def timings(self, keys: set[str], hardware: str, device: str) -> dict[str, dict[tuple[int, int], float]]:
+        """Median seconds per (batch, threads) for each of ``keys`` on ``hardware``/``device``."""
+        found: dict[str, dict[tuple[int, int], float]] = {}
+        rows = self._conn.execute("SELECT key, batch, threads, seconds FROM timings WHERE hardware=? AND device=?",
+                                  (hardware, device)).fetchall()
+        for key, batch, threads, seconds in rows:
+            if key in keys:
+                found.setdefault(key, {})[(batch, threads)] = seconds
+        return found
+
+    def noisy_count(self, keys: set[str], hardware: str, device: str) -> int:
+        """How many stored measurements of ``keys`` were flagged noisy."""
+        rows = self._conn.execute("SELECT key FROM timings WHERE hardware=? AND device=? AND noisy=1",
+                                  (hardware, device)).fetchall()
+        return sum(1 for (key,) in rows if key in keys)
+
+    def hardware_ids(self) -> list[str]:
+        """Hardware ids with timings, for error messages."""
+        return [h for (h,) in self._conn.execute("SELECT DISTINCT hardware FROM timings ORDER BY hardware")]
+
+    def put_model(self, model_ref: str, graph: OpGraph) -> None:
+        """Store a model's operator graph under its normalized reference."""
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
+                               (normalize_ref(model_ref), graph.to_json(), time.time()))
+            for spec in graph.ops:
+                self._conn.execute("INSERT OR IGNORE INTO operators VALUES (?, ?, ?, ?)",
+                                   (spec.key, spec.name, spec.signature, int(spec.invariant)))
+
+    def model_graph(self, model_ref: str) -> OpGraph:
+        """A stored model's graph; NoProfileError when it was never profiled."""
+        ref = normalize_ref(model_ref)
+        row = self._conn.execute("SELECT graph FROM models WHERE ref=?", (ref,)).fetchone()
+        if row is None:
+            raise NoProfileError(f"model {ref!r} is not in {self.path}: run `faas-infer profile {ref}` first")
+        return OpGraph.from_json(row[0])
+
+    def models(self) -> list[str]:
+        """References of stored models."""
+        return [r for (r,) in self._conn.execute("SELECT ref FROM models ORDER BY ref")]
+
+    def put_overhead(self, hardware: str, device: str, threads: int, name: str, seconds: float) -> None:
+        """Store one calibrated overhead."""
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO overheads VALUES (?, ?, ?, ?, ?)",
+                               (hardware, device, threads, name, seconds))
+
+    def overheads(self, hardware: str, device: str, name: str) -> dict[int, float]:
+        """Calibrated seconds per thread count for overhead ``name``."""
+        rows = self._conn.execute("SELECT threads, seconds FROM overheads WHERE hardware=? AND device=? AND name=?",
+                                  (hardware, device, name)).fetchall()
+        return {int(t): float(s) for t, s in rows}
+
+    def put_calibration(self, model_ref: str, hardware: str, device: str, factor: float, detail: str = "") -> None:
+        """Store a model's whole-model correction factor (measured / composed) on ``hardware``/``device``."""
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?)",
+                               (normalize_ref(model_ref), hardware, device, factor, detail))
+
+    def calibration(self, model_ref: str, hardware: str, device: str) -> float | None:
+        """A model's correction factor, or None when it was not calibrated there."""
+        row = self._conn.execute("SELECT factor FROM calibrations WHERE ref=? AND hardware=? AND device=?",
+                                 (normalize_ref(model_ref), hardware, device)).fetchone()
+        return None if row is None else float(row[0])

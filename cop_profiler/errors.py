@@ -1,0 +1,29 @@
+"""Errors of the COP profiler.
+
+``CopError`` is the base. ``ModelRefError``: a model reference cannot be resolved or built.
+``TraceError``: a model cannot be turned into an operator graph (neither by torch.fx nor by recording).
+``ProfileDBError``: the profile DB is unreadable or of another schema. ``NoProfileError``: the DB lacks
+the model or the timings needed for a prediction on this hardware.
+"""
+
+from __future__ import annotations
+
+
+class CopError(Exception):
+    """Base of every COP profiler error."""
+
+
+class ModelRefError(CopError):
+    """A model reference (handler folder or module:function) cannot be resolved or built."""
+
+
+class TraceError(CopError):
+    """A model cannot be traced into an operator graph."""
+
+
+class ProfileDBError(CopError):
+    """The profile DB cannot be used."""
+
+
+class NoProfileError(CopError):
+    """The DB has no graph for the model, or no timings for it on this hardware and device."""

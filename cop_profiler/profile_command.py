@@ -1,0 +1,94 @@
+"""Profile torch models operator by operator into the profile DB.
+
+MODEL is a handler folder (functions/mlp: model.py with build_model() and example_input(batch_size)) or
+module:function returning an nn.Module or (model, example_input); a bare module takes --input-shape.
+Every distinct operator (type, parameters, per-item input shape) is timed over --batches x --threads
+(and the GPU where NVML and torch see one); operators already in the DB for this hardware are skipped.
+The DB defaults to .faas-infer/profiles.sqlite under the current directory (--db to change it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cop_profiler.cliargs import add_common, default_threads, fail, input_spec, int_list
+
+HELP = "profile a torch model's operators (COP) into the profile DB"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """MODEL..., --db, --batches, --threads, --device, --force, --no-calibrate, input flags."""
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="handler folder or module:function")
+    add_common(parser)
+    parser.add_argument("--batches", type=int_list, default=(1, 2, 4, 8, 16, 32),
+                        help="batch sizes to time (default 1,2,4,8,16,32)")
+    parser.add_argument("--threads", type=int_list, default=None, help="CPU thread counts (default 1..cores)")
+    parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                        help="auto: CPU plus the GPU when one is usable; cpu: CPU only")
+    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per point; the median is kept")
+    parser.add_argument("--force", action="store_true", help="re-time operators already in the DB")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="skip the whole-model calibration (factor 1: pure operator sum)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def devices(choice: str) -> tuple[tuple[str, ...], str]:
+    """Devices to profile and a one-line notice when the GPU is left out."""
+    if choice == "cpu":
+        return ("cpu",), ""
+    from cop_profiler.hardware import gpus
+
+    report = gpus()
+    if not report.devices:
+        return ("cpu",), report.notice
+    import torch
+
+    if not torch.cuda.is_available():
+        return ("cpu",), f"GPU {report.devices[0].name} found, but torch has no CUDA support; profiling CPU only"
+    return ("cpu", "cuda"), ""
+
+
+def summary(report) -> str:
+    """One paragraph about one profiled model."""
+    how = "torch.fx" if report.traced_with == "fx" else "eager recording (torch.fx failed)"
+    lines = [f"{report.model_ref}: traced with {how}: {report.nodes} calls, {report.operators} distinct operators",
+             f"  timed {report.new_operators} new operators ({report.points} points, {report.noisy} noisy) "
+             f"in {report.operator_seconds:.1f}s"]
+    if report.reused_operators:
+        lines.append(f"  {report.reused_operators} of {report.operators} operators were already in the DB: "
+                     "not timed again")
+    for device, factor in report.factors.items():
+        lines.append(f"  {device} calibration: whole model / operator sum = {factor:.3f} "
+                     f"({report.calibration_seconds:.1f}s)")
+    lines += [f"  note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile each model in turn."""
+    from cop_profiler.db import ProfileDB
+    from cop_profiler.errors import CopError
+    from cop_profiler.modelref import load_model
+    from cop_profiler.profiler import ProfileConfig, profile_model
+    from cop_profiler.progress import Progress
+    from cop_profiler.timer import TimingPolicy
+    from cop_profiler.tracer import trace
+
+    devs, notice = devices(args.device)
+    if notice:
+        print(notice, file=sys.stderr)
+    config = ProfileConfig(args.batches, args.threads or default_threads(), devs, TimingPolicy(blocks=args.blocks),
+                           () if args.no_calibrate else (1, 4), args.force)
+    try:
+        with ProfileDB(args.db) as db:
+            for ref in args.models:
+                loaded = load_model(ref, input_spec(args))
+                traced = trace(loaded.model, loaded.example_input)
+                report = profile_model(traced, loaded.model, loaded.example_input, db, ref, config,
+                                       Progress(enabled=not args.quiet))
+                print(summary(report))
+    except CopError as exc:
+        return fail(exc)
+    print(f"profiles stored in {args.db}")
+    return 0

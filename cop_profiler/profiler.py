@@ -1,0 +1,192 @@
+"""Profiling: time every distinct operator not yet in the DB over batch x threads x device, store the graph.
+
+Operators already timed on this hardware are skipped (the report says how many), so a second model that
+shares operators costs only its new ones. Per hardware, the cost of a non-leaf module call is calibrated
+once. Per model, the whole model is timed at a few cheap points (1 thread, small batches) and the ratio
+measured / composed is stored: it absorbs what isolated timing misses (inter-operator cache effects).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from cop_profiler import hardware
+from cop_profiler.db import ProfileDB, Timing
+from cop_profiler.predictor import MODULE_CALL, ModelPredictor
+from cop_profiler.recorder import call_args
+from cop_profiler.timer import Measurement, TimingPolicy, measure
+from cop_profiler.tracer import TracedModel
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What to profile."""
+
+    # Batch sizes to time every operator at (powers of two 1..2^k by default).
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    # CPU intra-op thread counts (1..cores by default).
+    threads: tuple[int, ...] = (1, 2)
+    # Devices: "cpu" and, where a GPU is present, "cuda".
+    devices: tuple[str, ...] = ("cpu",)
+    # Measurement policy for operators and calibration runs.
+    policy: TimingPolicy = TimingPolicy()
+    # Batch sizes of the whole-model calibration (1 thread); empty disables calibration.
+    calibration_batches: tuple[int, ...] = (1, 4)
+    # Re-time operators even when the DB has them.
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.batches or min(self.batches) < 1:
+            raise ValueError(f"batches={self.batches}: need at least one batch size >= 1")
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"threads={self.threads}: need at least one thread count >= 1")
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    """What one profiling run did."""
+
+    model_ref: str
+    # "fx" or "recorded".
+    traced_with: str
+    # Operator calls in one forward.
+    nodes: int
+    # Distinct operators of the model.
+    operators: int
+    # Operators timed in this run.
+    new_operators: int
+    # Operators found in the DB and not timed again.
+    reused_operators: int
+    # (operator, batch, threads, device) points timed in this run.
+    points: int
+    # Measurements flagged noisy in this run.
+    noisy: int
+    # Seconds spent timing operators (and overhead calibration).
+    operator_seconds: float
+    # Seconds spent on the whole-model calibration.
+    calibration_seconds: float
+    # Calibration factor per device (measured / composed).
+    factors: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _hardware(device: str) -> str:
+    return hardware.cpu_id() if device == "cpu" else hardware.hardware_id(device)
+
+
+def _sync(device: str) -> Callable[[], None] | None:
+    return torch.cuda.synchronize if device.startswith("cuda") else None
+
+
+def _todo(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str) -> dict[str, list]:
+    """Missing (threads, batch) points per operator key on ``device``."""
+    hw = _hardware(device)
+    have = {} if config.force else db.timings(set(traced.instances), hw, device)
+    threads = config.threads if device == "cpu" else (1,)
+    todo = {}
+    for key, inst in traced.instances.items():
+        grid = [(threads[0], config.batches[0])] if inst.spec.invariant else [
+            (c, b) for c in threads for b in config.batches]
+        missing = [(c, b) for c, b in grid if (b, c) not in have.get(key, {})]
+        if missing:
+            todo[key] = missing
+    return todo
+
+
+def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str,
+                 todo: dict[str, list], progress: ProgressFn, done: int, total: int) -> tuple[int, int]:
+    hw, noisy = _hardware(device), 0
+    by_threads = sorted({c for pts in todo.values() for c, _ in pts})
+    for c in by_threads:
+        torch.set_num_threads(c)
+        for key, points in todo.items():
+            inst = traced.instances[key]
+            for _, b in (p for p in points if p[0] == c):
+                with torch.inference_mode():
+                    m = measure(inst.bind(b, device), config.policy, sync=_sync(device))
+                db.put_timing(key, hw, device, b, c, Timing(m.median, m.iqr, m.noisy))
+                noisy += m.noisy
+                done += 1
+                progress(done, total, f"{device} t={c} b={b} {inst.spec.name} {m.median * 1e3:.3f}ms")
+    return done, noisy
+
+
+def calibrate_module_call(db: ProfileDB, device: str, threads: tuple[int, ...], policy: TimingPolicy) -> None:
+    """Store the cost of calling an empty non-leaf module, once per hardware, device and thread count."""
+    hw = _hardware(device)
+    have = db.overheads(hw, device, MODULE_CALL)
+
+    class _Empty(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    empty, x = _Empty(), torch.zeros(1)
+    for c in threads:
+        if c not in have:
+            torch.set_num_threads(c)
+            with torch.inference_mode():
+                m = measure(lambda: empty(x), TimingPolicy(policy.warmup, max(policy.min_block, 0.002), 7))
+            db.put_overhead(hw, device, c, MODULE_CALL, m.median)
+
+
+def measure_model(model: torch.nn.Module, example: Callable[[int], object], batch: int, threads: int,
+                  policy: TimingPolicy, device: str = "cpu") -> Measurement:
+    """Whole-model latency at one configuration (the calibration's and the benchmark's reference)."""
+    torch.set_num_threads(threads)
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(batch)))
+    with torch.inference_mode():
+        return measure(lambda: model(*args), policy, sync=_sync(device))
+
+
+def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB, model_ref: str,
+                    config: ProfileConfig, device: str) -> float:
+    """Store and return measured / composed latency (geometric mean over the calibration batches, 1 thread)."""
+    hw = _hardware(device)
+    db.put_calibration(model_ref, hw, device, 1.0, "uncalibrated")
+    predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
+    target = model if device == "cpu" else model.to(device)
+    logs = []
+    for b in config.calibration_batches:
+        measured = measure_model(target, example, b, config.threads[0], config.policy, device).median
+        logs.append(math.log(measured / predictor.predict(b, config.threads[0], device).seconds))
+    factor = min(max(math.exp(sum(logs) / len(logs)), 0.5), 2.0)
+    db.put_calibration(model_ref, hw, device, factor, f"batches={list(config.calibration_batches)}")
+    return factor
+
+
+def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB,
+                  model_ref: str, config: ProfileConfig, progress: ProgressFn = lambda *a: None) -> ProfileReport:
+    """Time the model's missing operators, store its graph, calibrate it; restores torch's thread count."""
+    saved_threads = torch.get_num_threads()
+    db.put_model(model_ref, traced.graph)
+    todo = {d: _todo(traced, db, config, d) for d in config.devices}
+    total = sum(len(p) for t in todo.values() for p in t.values())
+    new = set().union(*(set(t) for t in todo.values())) if todo else set()
+    start, done, noisy = time.perf_counter(), 0, 0
+    try:
+        for device in config.devices:
+            calibrate_module_call(db, device, config.threads if device == "cpu" else (1,), config.policy)
+            done, n = _time_points(traced, db, config, device, todo[device], progress, done, total)
+            noisy += n
+        op_seconds = time.perf_counter() - start
+        factors = {}
+        if config.calibration_batches:
+            for device in config.devices:
+                factors[device] = calibrate_model(model, example, db, model_ref, config, device)
+    finally:
+        torch.set_num_threads(saved_threads)
+    if total == 0:
+        progress(1, 1, "all operators already profiled")
+    return ProfileReport(model_ref, traced.graph.traced_with, len(traced.graph.nodes), len(traced.instances),
+                         len(new), len(traced.instances) - len(new), total, noisy, op_seconds,
+                         time.perf_counter() - start - op_seconds, factors, traced.graph.notes)

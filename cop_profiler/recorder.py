@@ -1,0 +1,149 @@
+"""Running a model once while recording every operator call: through torch.fx, or eagerly as a fallback.
+
+Both paths return the same ``Call`` list in execution order with concrete arguments and the producing calls
+of every tensor input. The fx path interprets a ``symbolic_trace`` graph node by node; the eager path
+(for models fx cannot trace: data-dependent control flow, non-traceable Python) runs the model itself
+under a ``TorchFunctionMode`` plus hooks on leaf modules, and links calls through tensor identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+from torch.overrides import TorchFunctionMode
+
+from cop_profiler.template import tensors_in
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorded operator call."""
+
+    # "module", "function" or "method".
+    kind: str
+    # The leaf module, the callable, or the method name.
+    target: Any
+    # Human label: module path or function name.
+    label: str
+    # Concrete positional arguments.
+    args: tuple
+    # Concrete keyword arguments.
+    kwargs: dict
+    # The call's result.
+    out: Any
+    # Indices of the earlier calls that produced its tensor inputs.
+    inputs: tuple[int, ...]
+
+
+def is_leaf(module: torch.nn.Module) -> bool:
+    """torch.fx's rule: modules of torch.nn (except Sequential) are operators; others are traced through."""
+    name = type(module).__module__
+    return (name.startswith("torch.nn") or name.startswith("torch.ao.nn")) and not isinstance(
+        module, torch.nn.Sequential)
+
+
+def call_args(example: object) -> tuple:
+    """A model's positional arguments from an example input (a tensor or a tuple of them)."""
+    return tuple(example) if isinstance(example, (tuple, list)) else (example,)
+
+
+class _FxRecorder(torch.fx.Interpreter):
+    """Interprets a GraphModule, recording call nodes."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        super().__init__(gm, garbage_collect_values=False)
+        self.calls: list[Call] = []
+        self._index: dict[torch.fx.Node, int] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        if n.op not in ("call_module", "call_function", "call_method"):
+            return super().run_node(n)
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        out = getattr(self, n.op)(n.target, args, kwargs)
+        inputs = tuple(sorted({self._index[x] for x in n.all_input_nodes if x in self._index}))
+        if n.op == "call_module":
+            target, kind, label = self.module.get_submodule(n.target), "module", str(n.target)
+        elif n.op == "call_method":
+            target, kind, label = n.target, "method", str(n.target)
+        else:
+            target, kind, label = n.target, "function", getattr(n.target, "__name__", str(n.target))
+        self._index[n] = len(self.calls)
+        self.calls.append(Call(kind, target, label, args, kwargs, out, inputs))
+        return out
+
+
+def record_fx(gm: torch.fx.GraphModule, example: object) -> list[Call]:
+    """Calls of one interpreted forward of a traced GraphModule."""
+    recorder = _FxRecorder(gm)
+    with torch.inference_mode():
+        recorder.run(*call_args(example))
+    return recorder.calls
+
+
+class _EagerRecorder(TorchFunctionMode):
+    """Records torch functions called outside leaf modules, and leaf module calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[Call] = []
+        self.depth = 0
+        self.containers = 0
+        self._producer: dict[int, int] = {}
+        self._keep: list[Any] = []
+        self._pending: list[tuple[tuple, dict]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth == 0:
+            self.add("function", func, getattr(func, "__name__", str(func)), args, kwargs, out)
+        return out
+
+    def add(self, kind: str, target: Any, label: str, args: tuple, kwargs: dict, out: Any) -> None:
+        """Record a call whose result holds a tensor."""
+        outs = list(tensors_in(out))
+        if not outs:
+            return
+        inputs = {self._producer[id(t)] for t in tensors_in((args, kwargs)) if id(t) in self._producer}
+        index = len(self.calls)
+        self.calls.append(Call(kind, target, label, args, kwargs, out, tuple(sorted(inputs))))
+        self._keep.append(out)
+        for t in outs:
+            self._producer[id(t)] = index
+
+    def pre_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        """Enter a module: leaf modules suppress recording of what they call inside."""
+        if not is_leaf(module):
+            self.containers += 1
+            return
+        self.depth += 1
+        self._pending.append((args, kwargs))
+
+    def post_hook(self, name: str):
+        """Hook recording a leaf module's call on exit."""
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+            self.depth -= 1
+            call_args_, call_kwargs = self._pending.pop()
+            if self.depth == 0:
+                self.add("module", module, name, call_args_, call_kwargs, out)
+        return hook
+
+
+def record_eager(model: torch.nn.Module, example: object) -> tuple[list[Call], int]:
+    """Calls of one eager forward, and the number of non-leaf module calls (containers) in it."""
+    recorder = _EagerRecorder()
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
+        if is_leaf(module):
+            handles.append(module.register_forward_hook(recorder.post_hook(name or "model"), with_kwargs=True))
+    try:
+        with torch.inference_mode(), recorder:
+            model(*call_args(example))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return recorder.calls, recorder.containers

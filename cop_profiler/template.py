@@ -1,0 +1,151 @@
+"""Argument templates: an operator's arguments seen at batch 2 and 3, generalized to any batch size.
+
+A tensor becomes a ``TensorArg`` whose dims are fixed or batch-scaled (``-k`` means ``k * batch``), with its
+dtype and memory layout; an int that scales with the batch (``x.view(x.size(0), -1)``) becomes a
+``BatchInt``; anything else must be equal in both runs and is kept as a constant. ``describe`` gives the
+per-item text that goes into an operator's signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from cop_profiler.errors import TraceError
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """A tensor argument for any batch size."""
+
+    # Per-dim size: >= 0 fixed, -k for k * batch.
+    dims: tuple[int, ...]
+    # dtype name, e.g. "float32".
+    dtype: str
+    # Dim order from outermost to innermost in memory, when the tensor was a permuted view (else None).
+    perm: tuple[int, ...] | None = None
+    # Exclusive upper bound of values for integer tensors (embedding indices); not part of the signature.
+    high: int = 2
+
+    def describe(self) -> str:
+        """Signature text: dtype, per-item dims and layout."""
+        layout = "" if self.perm is None else f",perm={list(self.perm)}"
+        return f"T({self.dtype},{list(self.dims)}{layout})"
+
+    def make(self, batch: int, device: str = "cpu") -> torch.Tensor:
+        """A fresh tensor of this shape for ``batch`` items."""
+        shape = [d if d >= 0 else -d * batch for d in self.dims]
+        order = self.perm or tuple(range(len(shape)))
+        stored = [shape[p] for p in order]
+        dtype = getattr(torch, self.dtype)
+        if dtype.is_floating_point or dtype.is_complex:
+            t = torch.randn(stored, dtype=dtype, device=device)
+        elif dtype == torch.bool:
+            t = torch.randint(0, 2, stored, device=device).bool()
+        else:
+            t = torch.randint(0, max(self.high, 1), stored, dtype=dtype, device=device)
+        if self.perm is None:
+            return t
+        inverse = [order.index(i) for i in range(len(order))]
+        return t.permute(inverse)
+
+
+@dataclass(frozen=True)
+class BatchInt:
+    """An int argument equal to ``coef * batch``."""
+
+    # Multiple of the batch size.
+    coef: int
+
+
+def _scaled(d2: int, d3: int, what: str) -> tuple[int, bool]:
+    """(value, False) when equal in both runs, (k, True) when it is k * batch."""
+    if d2 == d3:
+        return d2, False
+    if d2 % 2 == 0 and d3 % 3 == 0 and d2 // 2 == d3 // 3:
+        return d2 // 2, True
+    raise TraceError(f"{what} is {d2} at batch 2 and {d3} at batch 3: not a multiple of the batch size")
+
+
+def _perm(t: torch.Tensor) -> tuple[int, ...] | None:
+    if t.is_contiguous() or t.dim() < 2:
+        return None
+    order = tuple(sorted(range(t.dim()), key=lambda i: -t.stride(i)))
+    return order if t.permute(order).is_contiguous() else None
+
+
+def _tensor(t2: torch.Tensor, t3: torch.Tensor) -> TensorArg:
+    if t2.dim() != t3.dim() or t2.dtype != t3.dtype:
+        raise TraceError(f"a tensor changes rank or dtype with the batch size: {tuple(t2.shape)} vs {tuple(t3.shape)}")
+    scaled = [_scaled(a, b, f"tensor dim {i}") for i, (a, b) in enumerate(zip(t2.shape, t3.shape))]
+    dims = tuple(-k if batched else k for k, batched in scaled)
+    high = 2
+    if not (t3.dtype.is_floating_point or t3.dtype.is_complex or t3.dtype == torch.bool) and t3.numel():
+        high = int(max(t2.max().item(), t3.max().item())) + 1
+    return TensorArg(dims, str(t3.dtype).replace("torch.", ""), _perm(t3), high)
+
+
+def templatize(v2: object, v3: object) -> object:
+    """The template of a value seen as ``v2`` at batch 2 and ``v3`` at batch 3."""
+    if isinstance(v2, torch.Tensor) and isinstance(v3, torch.Tensor):
+        return _tensor(v2, v3)
+    if isinstance(v2, bool) or not isinstance(v2, (int, tuple, list, dict)):
+        if type(v2) is not type(v3) or (v2 != v3 and not (v2 is None and v3 is None)):
+            raise TraceError(f"argument {v2!r} at batch 2 became {v3!r} at batch 3")
+        return v3
+    if isinstance(v2, int):
+        if not isinstance(v3, int):
+            raise TraceError(f"argument {v2!r} at batch 2 became {v3!r} at batch 3")
+        value, batched = _scaled(v2, v3, "an int argument")
+        return BatchInt(value) if batched else value
+    if isinstance(v2, dict):
+        if not isinstance(v3, dict) or v2.keys() != v3.keys():
+            raise TraceError("keyword arguments differ between batch 2 and batch 3")
+        return {k: templatize(v2[k], v3[k]) for k in v2}
+    if not isinstance(v3, (tuple, list)) or len(v2) != len(v3):
+        raise TraceError(f"argument {v2!r} at batch 2 became {v3!r} at batch 3")
+    items = [templatize(a, b) for a, b in zip(v2, v3)]
+    return items if isinstance(v2, list) else tuple(items)
+
+
+def describe(template: object) -> str:
+    """Signature text of a template (stable across runs and machines)."""
+    if isinstance(template, TensorArg):
+        return template.describe()
+    if isinstance(template, BatchInt):
+        return f"{template.coef}*B"
+    if isinstance(template, dict):
+        return "{" + ",".join(f"{k}={describe(v)}" for k, v in sorted(template.items())) + "}"
+    if isinstance(template, (tuple, list)):
+        return "(" + ",".join(describe(v) for v in template) + ")"
+    if callable(template):
+        return getattr(template, "__qualname__", type(template).__name__)
+    return repr(template)
+
+
+def instantiate(template: object, batch: int, device: str = "cpu") -> object:
+    """Concrete arguments for ``batch`` items (fresh random tensors)."""
+    if isinstance(template, TensorArg):
+        return template.make(batch, device)
+    if isinstance(template, BatchInt):
+        return template.coef * batch
+    if isinstance(template, dict):
+        return {k: instantiate(v, batch, device) for k, v in template.items()}
+    if isinstance(template, (tuple, list)):
+        items = [instantiate(v, batch, device) for v in template]
+        return items if isinstance(template, list) else tuple(items)
+    return template
+
+
+def tensors_in(value: object) -> Iterator[torch.Tensor]:
+    """Every tensor inside nested tuples, lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from tensors_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors_in(item)

@@ -1,0 +1,92 @@
+"""Timing one callable: warm-up, blocks of calls, median and IQR per call, and a noise flag.
+
+After torch.utils.benchmark: a frozen policy, a frozen measurement, an injectable clock, and a ``sync``
+hook that CUDA timing sets to ``torch.cuda.synchronize`` so queued kernels are inside the timed span.
+Cheap calls run several times per block so the clock's resolution and the loop cost do not dominate.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MAX_CALLS_PER_BLOCK = 10_000
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How hard to measure."""
+
+    # Untimed calls first (the last one also sizes the blocks).
+    warmup: int = 2
+    # Each timed block runs enough calls to last at least this many seconds.
+    min_block: float = 0.001
+    # Timed blocks; the median of their per-call times is reported.
+    blocks: int = 5
+    # IQR/median above this marks the measurement noisy.
+    noise_threshold: float = 0.1
+    # Reported statistic: "median" of the block times, or "min" (timeit's advice on shared machines,
+    # where interference from other processes only ever adds time).
+    estimator: str = "median"
+
+    def __post_init__(self) -> None:
+        if self.warmup < 1:
+            raise ValueError(f"warmup={self.warmup}: must be >= 1")
+        if self.blocks < 1:
+            raise ValueError(f"blocks={self.blocks}: must be >= 1")
+        if self.estimator not in ("median", "min"):
+            raise ValueError(f"estimator={self.estimator!r}: must be median or min")
+        if self.min_block < 0:
+            raise ValueError(f"min_block={self.min_block}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Per-call seconds of one callable."""
+
+    # The policy's statistic over blocks (the median by default; see TimingPolicy.estimator).
+    median: float
+    # Interquartile range over blocks (0 with a single block).
+    iqr: float
+    # Calls per timed block.
+    calls_per_block: int
+    # Timed blocks.
+    blocks: int
+    # True when iqr / median exceeded the policy's threshold.
+    noisy: bool
+
+
+def _iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
+            clock: Callable[[], float] = time.perf_counter, sync: Callable[[], None] | None = None) -> Measurement:
+    """Time ``fn`` per ``policy``; ``sync`` (e.g. CUDA synchronize) brackets every timed span."""
+    sync = sync or (lambda: None)
+    estimate = 0.0
+    for _ in range(policy.warmup):
+        sync()
+        start = clock()
+        fn()
+        sync()
+        estimate = clock() - start
+    calls = 1 if estimate <= 0 else min(MAX_CALLS_PER_BLOCK, max(1, math.ceil(policy.min_block / estimate)))
+    per_call = []
+    for _ in range(policy.blocks):
+        sync()
+        start = clock()
+        for _ in range(calls):
+            fn()
+        sync()
+        per_call.append((clock() - start) / calls)
+    median = statistics.median(per_call)
+    iqr = _iqr(per_call)
+    value = median if policy.estimator == "median" else min(per_call)
+    return Measurement(value, iqr, calls, policy.blocks, median > 0 and iqr / median > policy.noise_threshold)

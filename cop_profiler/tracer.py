@@ -1,0 +1,152 @@
+"""Tracing a torch model into its operator graph and the distinct operators it is made of.
+
+The model runs at batch 2 and at batch 3 (torch.fx first; the eager recorder when fx fails), call by call;
+comparing the two runs tells which dims and ints scale with the batch, so every operator becomes a
+signature (type, parameters, per-item input shapes) plus a template that rebuilds its inputs at any batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.fx
+
+from cop_profiler.errors import TraceError
+from cop_profiler.graph import OpGraph, OpNode
+from cop_profiler.opspec import OperatorSpec
+from cop_profiler.recorder import Call, record_eager, record_fx
+from cop_profiler.template import describe, instantiate, templatize, tensors_in
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpInstance:
+    """A distinct operator with what it takes to run it alone (in memory only, never stored)."""
+
+    # Its identity in the DB.
+    spec: OperatorSpec
+    # "module", "function" or "method".
+    kind: str
+    # Leaf module, callable or method name.
+    target: Any
+    # Templates of its positional and keyword arguments.
+    args: tuple
+    kwargs: dict
+
+    def bind(self, batch: int, device: str = "cpu") -> Callable[[], Any]:
+        """A no-argument callable running the operator on fresh inputs for ``batch`` items."""
+        args, kwargs = instantiate(self.args, batch, device), instantiate(self.kwargs, batch, device)
+        if self.kind == "method":
+            name = self.target
+            return lambda: getattr(args[0], name)(*args[1:], **kwargs)
+        target = self.target
+        if self.kind == "module" and device != "cpu":
+            import copy
+
+            target = copy.deepcopy(target).to(device)
+        return lambda: target(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class TracedModel:
+    """A model's operator graph and the runnable distinct operators behind it."""
+
+    # The graph to store in the profile DB.
+    graph: OpGraph
+    # Distinct operators by key.
+    instances: dict[str, OpInstance]
+
+
+def _module_text(module: torch.nn.Module) -> str:
+    cls = type(module)
+    text = f"{cls.__module__}.{cls.__qualname__}({module.extra_repr()})"
+    if any(True for _ in module.children()):
+        text += "[" + " ".join(repr(module).split()) + "]"
+    dtypes = sorted({str(p.dtype) for p in module.parameters()})
+    return text + (f"<{','.join(dtypes)}>" if dtypes else "")
+
+
+def _target_text(call: Call) -> tuple[str, str]:
+    if call.kind == "module":
+        return type(call.target).__name__, "module:" + _module_text(call.target)
+    if call.kind == "method":
+        return call.target, "method:" + call.target
+    name = getattr(call.target, "__name__", str(call.target))
+    module = getattr(call.target, "__module__", None) or ""
+    return name, f"function:{module}.{getattr(call.target, '__qualname__', name)}"
+
+
+def _is_view(call: Call) -> bool:
+    """A fresh tensor sharing an input's storage: a view whose cost does not depend on batch or threads."""
+    ins = [t for t in tensors_in((call.args, call.kwargs))]
+    outs = list(tensors_in(call.out))
+    if call.kind == "module" or not outs or not ins:
+        return False
+    storages = {t.untyped_storage().data_ptr() for t in ins}
+    return all(o.untyped_storage().data_ptr() in storages and not any(o is t for t in ins) for o in outs)
+
+
+def _is_free(call: Call) -> bool:
+    """Calls that cost nothing worth timing: no tensor result, or indexing a Python tuple of results."""
+    if not any(True for _ in tensors_in(call.out)):
+        return True
+    return call.label == "getitem" and call.args and isinstance(call.args[0], (tuple, list))
+
+
+def _instance(c2: Call, c3: Call) -> OpInstance:
+    args, kwargs = templatize(c2.args, c3.args), templatize(c2.kwargs, c3.kwargs)
+    if c3.kind == "module":
+        args, kwargs = tuple(args), dict(kwargs)
+    name, target = _target_text(c3)
+    signature = f"{target}|args={describe(args)}|kwargs={describe(kwargs)}"
+    spec = OperatorSpec.create(name, signature, invariant=_is_view(c3))
+    return OpInstance(spec, c3.kind, c3.target, tuple(args), dict(kwargs))
+
+
+def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> tuple[list, list, int, str, list]:
+    notes: list[str] = []
+    ex2, ex3 = example_input(2), example_input(3)
+    try:
+        _, containers = record_eager(model, ex2)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as a TraceError
+        raise TraceError(f"the model fails on its example input (batch 2): {type(exc).__name__}: {exc}") from exc
+    try:
+        gm = torch.fx.symbolic_trace(model)
+        return record_fx(gm, ex2), record_fx(gm, ex3), containers, "fx", notes
+    except Exception as exc:  # noqa: BLE001 - fx raises many types; fall back to recording
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        notes.append(f"torch.fx could not trace the model ({type(exc).__name__}: {reason[:200]}); "
+                     "recorded eagerly instead")
+        logger.info("%s", notes[-1])
+    calls2, containers = record_eager(model, ex2)
+    calls3, _ = record_eager(model, ex3)
+    return calls2, calls3, containers, "recorded", notes
+
+
+def trace(model: torch.nn.Module, example_input: Callable[[int], object]) -> TracedModel:
+    """The operator graph of ``model`` (put in eval mode) for inputs from ``example_input(batch)``."""
+    model.eval()
+    calls2, calls3, containers, how, notes = _record(model, example_input)
+    if [c.label for c in calls2] != [c.label for c in calls3]:
+        raise TraceError(f"the model runs different operators at batch 2 ({len(calls2)} calls) and batch 3 "
+                         f"({len(calls3)} calls): its control flow depends on the batch size")
+    nodes, instances = [], {}
+    for i, (c2, c3) in enumerate(zip(calls2, calls3)):
+        op = None
+        if not _is_free(c3):
+            try:
+                inst = _instance(c2, c3)
+            except TraceError as exc:
+                raise TraceError(f"operator {i} ({c3.label}): {exc}") from exc
+            instances.setdefault(inst.spec.key, inst)
+            op = inst.spec.key
+        nodes.append(OpNode(i, op, c3.inputs, c3.label))
+    if not instances:
+        raise TraceError("the model has no tensor operators to profile")
+    ops = tuple(inst.spec for inst in instances.values())
+    graph = OpGraph(tuple(nodes), ops, containers, "serial", how, tuple(notes))
+    return TracedModel(graph, instances)

@@ -1,0 +1,48 @@
+"""Building a deployment's pieces from its config: model, partition, channel, programs, coordinator."""
+
+from __future__ import annotations
+
+from fsd.channel import Channel
+from fsd.config import FsdConfig
+from fsd.coordinator import Coordinator
+from fsd.invoke import HttpInvoker, Invoker
+from fsd.model import SparseModel, generate
+from fsd.partition import Partition, partition
+from fsd.redis_channel import RedisQueueChannel
+from fsd.schedule import WorkerProgram, coordinator_plan, worker_program
+from fsd.sigv4 import Credentials
+
+
+def make_channel(config: FsdConfig) -> Channel:
+    """The channel the config names; the S3 bucket is created when missing."""
+    if config.channel == "redis":
+        return RedisQueueChannel.from_url(config.redis_url, max_message_bytes=config.max_message_bytes,
+                                          ttl=int(config.timeout) + 60)
+    from fsd.s3_channel import S3Channel
+    from fsd.s3_client import S3Client
+
+    creds = (Credentials(config.s3_access_key, config.s3_secret_key, config.s3_region)
+             if config.s3_access_key else None)
+    client = S3Client(config.s3_endpoint, creds)
+    client.create_bucket(config.s3_bucket)
+    return S3Channel(client, config.s3_bucket)
+
+
+def model_and_partition(config: FsdConfig) -> tuple[SparseModel, Partition]:
+    """The generated model and its partition; deterministic, so every rank derives the same ones."""
+    model = generate(config.model)
+    return model, partition(model, config.workers, config.partitioner, seed=config.model.seed)
+
+
+def build_worker(config: FsdConfig) -> tuple[WorkerProgram, Channel]:
+    """The program of ``config.rank`` and its channel."""
+    model, parts = model_and_partition(config)
+    return worker_program(model, parts, config.rank), make_channel(config)
+
+
+def build_coordinator(config: FsdConfig, invoker: Invoker | None = None) -> tuple[Coordinator, SparseModel]:
+    """A coordinator invoking the workers over HTTP (or ``invoker``), and the model (for its inputs)."""
+    model, parts = model_and_partition(config)
+    coordinator = Coordinator(coordinator_plan(model, parts), make_channel(config),
+                              invoker or HttpInvoker(config.urls()), config.timeout, config.prices, config.memory)
+    return coordinator, model

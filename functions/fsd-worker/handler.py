@@ -1,0 +1,44 @@
+"""FSD-Inference worker of rank FSD_RANK: holds its shard of the partitioned model and runs jobs.
+
+Input (from the coordinator): {"job", "rank", "batch", "timeout"}. Output: the rank's report (timing and
+channel usage). Activations travel over the channel, not in the request. Jobs of one batch run
+concurrently so that no job waits behind another. Configuration: FSD_* variables (fsd/README.md).
+"""
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from batcher import BadInput
+from fsd.config import FsdConfig
+from fsd.deployment import build_worker
+from fsd.errors import ConfigError, FsdError
+from fsd.worker import JobSpec, run_worker
+
+
+def load():
+    """Build this rank's shard and schedule, and connect to the channel, once per process."""
+    config = FsdConfig.from_env(os.environ)
+    if config.rank < 0:
+        raise ConfigError("FSD_RANK='': must be set to the worker's rank 0..FSD_WORKERS-1")
+    return build_worker(config)
+
+
+def _job(state, request):
+    program, channel = state
+    try:
+        spec = JobSpec.from_json(json.loads(request.body))
+    except (ValueError, FsdError) as exc:
+        return BadInput(f"bad job: {exc}")
+    try:
+        return run_worker(program, channel.endpoint(spec.job, spec.rank), spec).to_json()
+    except FsdError as exc:
+        return exc
+
+
+def handle_batch(state, requests):
+    """Run every job of the batch at once."""
+    if len(requests) == 1:
+        return [_job(state, requests[0])]
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        return list(pool.map(lambda r: _job(state, r), requests))

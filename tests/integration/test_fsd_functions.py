@@ -1,0 +1,90 @@
+"""Coordinator and workers as real watchdog processes, talking through a real Redis or the local S3 server."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from fsd.model import ModelSpec, forward, generate, inputs
+from fsd.s3_server import S3Server
+from fsd.sigv4 import Credentials
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COORDINATOR = os.path.join(REPO, "functions", "fsd-coordinator")
+WORKER = os.path.join(REPO, "functions", "fsd-worker")
+MODEL = "neurons=128,layers=4,seed=3,weight_jitter=0.5"
+WORKERS = 2
+
+
+@pytest.fixture
+def s3_server():
+    """The local S3-compatible server on a free loopback port, checking SigV4 signatures."""
+    server = S3Server(credentials=Credentials("test-key", "test-secret")).start()
+    yield server
+    server.stop()
+
+
+def _deploy(watchdogs, env: dict[str, str]):
+    common = {"FSD_WORKERS": str(WORKERS), "FSD_MODEL": MODEL, "FSD_TIMEOUT": "4", "max_batch_size": "4",
+              "batch_timeout": "0.05", **env}
+    workers = [watchdogs(WORKER, wait=False, FSD_RANK=str(r), **common) for r in range(WORKERS)]
+    coordinator = watchdogs(COORDINATOR, wait=False,
+                            FSD_WORKER_URLS=",".join(w.url for w in _started(workers)), **common)
+    _started([coordinator])
+    return coordinator, workers
+
+
+def _started(procs):
+    from helpers import wait_until
+
+    for p in procs:
+        wait_until(lambda: requests.get(p.url + "/_/health", timeout=1).status_code == 200, 60,
+                   what=f"watchdog {p.url} (log {p.log_path})")
+    return procs
+
+
+def _check_outputs(coordinator, samples=(0, 1, 2, 3)):
+    spec = ModelSpec.parse(MODEL)
+    expected = forward(generate(spec), np.stack([inputs(spec, 1, seed=k)[0] for k in samples]))
+    with ThreadPoolExecutor(len(samples)) as pool:
+        answers = list(pool.map(lambda k: requests.post(coordinator.url, json={"sample": k}, timeout=30), samples))
+    for k, answer, want in zip(samples, answers, expected):
+        assert answer.status_code == 200, answer.text
+        doc = answer.json()
+        np.testing.assert_allclose(np.asarray(doc["output"], dtype=np.float32), want, rtol=1e-5, atol=1e-5)
+        run = doc["run"]
+        assert run["workers"] == WORKERS and run["cost"]["per_example_usd"] > 0
+        assert run["exchange"]["bytes"] > 0 and run["usage"]["messages"] > 0
+    return [a.json()["run"] for a in answers]
+
+
+def test_redis_channel_through_watchdogs(watchdogs, redis_server, redis_client):
+    coordinator, _ = _deploy(watchdogs, {"FSD_CHANNEL": "redis", "FSD_REDIS_URL": redis_server.url})
+    runs = _check_outputs(coordinator)
+    assert runs[0]["channel"] == "redis" and "send" in runs[0]["usage"]["requests"]
+    assert not redis_client.keys("fsd:*")  # every job cleaned up after itself
+
+
+def test_s3_channel_through_watchdogs(watchdogs, s3_server):
+    coordinator, _ = _deploy(watchdogs, {"FSD_CHANNEL": "s3", "FSD_S3_ENDPOINT": s3_server.url,
+                                         "FSD_S3_ACCESS_KEY": "test-key", "FSD_S3_SECRET_KEY": "test-secret"})
+    runs = _check_outputs(coordinator, samples=(5, 6))
+    assert runs[0]["channel"] == "s3" and runs[0]["usage"]["requests"]["put"] > 0
+    assert not any(s3_server.store.buckets["fsd"])  # the coordinator deleted every object
+
+
+def test_dead_worker_fails_the_request_within_the_timeout(watchdogs, redis_server, redis_client):
+    coordinator, workers = _deploy(watchdogs, {"FSD_CHANNEL": "redis", "FSD_REDIS_URL": redis_server.url})
+    assert requests.post(coordinator.url, json={"sample": 0}, timeout=30).status_code == 200
+    workers[1].stop(10)
+    started = time.monotonic()
+    answer = requests.post(coordinator.url, json={"sample": 0}, timeout=30)
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 500
+    assert "rank 1" in answer.text and "unreachable" in answer.text, answer.text
+    assert elapsed < 4 + 3 + 2  # FSD_TIMEOUT + HTTP grace + slack: a bound, never a hang

@@ -52,54 +52,54 @@ class Admission:
 
 
 class ExecTimeModel:
-    """Execution seconds of a batch of ``n``, from recent measurements, fitted as ``a*n + b``."""
+    """Execution seconds of a batch of ``n``: the median of recent batches of that size, else a line
+    ``a*n + b`` fitted through the per-size medians (robust to warm-up outliers), else the prior."""
 
-    def __init__(self, window: int = 256, prior: Callable[[int], float] | None = None) -> None:
-        self._samples: Deque[tuple[int, float]] = collections.deque(maxlen=window)
+    def __init__(self, per_size: int = 16, prior: Callable[[int], float] | None = None) -> None:
+        self._recent: dict[int, Deque[float]] = {}
+        self._per_size = per_size
         self._lock = threading.Lock()
+        self._medians: dict[int, float] = {}
         self._fit: tuple[float, float] | None = None
-        self._by_size: dict[int, float] = {}
         self.prior = prior
 
     def observe(self, n: int, seconds: float) -> None:
         """Record that a batch of ``n`` took ``seconds``."""
         with self._lock:
-            self._samples.append((n, seconds))
-            old = self._by_size.get(n)
-            self._by_size[n] = seconds if old is None else 0.8 * old + 0.2 * seconds
+            recent = self._recent.setdefault(n, collections.deque(maxlen=self._per_size))
+            recent.append(seconds)
+            ordered = sorted(recent)
+            self._medians[n] = ordered[len(ordered) // 2]
             self._fit = None
 
     def predict(self, n: int) -> float | None:
         """Predicted seconds for a batch of ``n``; None when there is neither data nor a prior."""
         with self._lock:
-            if n in self._by_size:
-                return self._by_size[n]
+            if n in self._medians:
+                return self._medians[n]
             fit = self._linear_fit()
-        if fit is not None:
-            a, b = fit
-            return max(a * n + b, 0.0)
-        if self._by_size:
-            # One size seen: scale up proportionally (an upper bound), never down below the seen time.
-            size, seconds = next(iter(self._by_size.items()))
-            return seconds * max(1.0, n / size)
+            if fit is not None:
+                a, b = fit
+                return max(a * n + b, 0.0)
+            if self._medians:
+                # One size seen: scale up proportionally (an upper bound), never below the seen time.
+                size, seconds = next(iter(self._medians.items()))
+                return seconds * max(1.0, n / size)
         return self.prior(n) if self.prior is not None else None
 
     def sizes(self) -> dict[int, float]:
-        """Smoothed seconds per observed batch size."""
+        """Median seconds per observed batch size."""
         with self._lock:
-            return dict(self._by_size)
+            return dict(self._medians)
 
     def _linear_fit(self) -> tuple[float, float] | None:
-        if self._fit is not None:
+        if self._fit is not None or len(self._medians) < 2:
             return self._fit
-        if len({n for n, _ in self._samples}) < 2:
-            return None
-        count = len(self._samples)
-        mean_n = sum(n for n, _ in self._samples) / count
-        mean_t = sum(t for _, t in self._samples) / count
-        var = sum((n - mean_n) ** 2 for n, _ in self._samples)
-        slope = sum((n - mean_n) * (t - mean_t) for n, t in self._samples) / var
-        slope = max(slope, 0.0)
+        points = list(self._medians.items())
+        mean_n = sum(n for n, _ in points) / len(points)
+        mean_t = sum(t for _, t in points) / len(points)
+        var = sum((n - mean_n) ** 2 for n, _ in points)
+        slope = max(sum((n - mean_n) * (t - mean_t) for n, t in points) / var, 0.0)
         self._fit = (slope, max(mean_t - slope * mean_n, 0.0))
         return self._fit
 
@@ -134,8 +134,11 @@ def effective_timeout(config: BatchConfig, exec_model: ExecTimeModel, arrival_ra
     """The wait for a batch to fill.
 
     An explicit ``batch_timeout`` is used as given. Otherwise the bound is the SLO minus a full batch's
-    execution (INFless), and waiting is skipped when fewer than one more arrival is expected within that
-    bound: at low load a lone request is run at once instead of idling the instance.
+    execution (INFless: wait + exec within the SLO), and within it the wait is at most one full batch's
+    execution time: waiting longer than the cost it amortises never pays (the ski-rental argument, which
+    makes this rule 2-competitive), and batches still grow by themselves while the previous one runs.
+    Waiting is skipped when fewer than one more arrival is expected within the wait: at low load a lone
+    request runs at once instead of idling the instance.
     """
     if config.batch_timeout is not None:
         return config.batch_timeout
@@ -145,7 +148,8 @@ def effective_timeout(config: BatchConfig, exec_model: ExecTimeModel, arrival_ra
         bound = DEFAULT_TIMEOUT_WITHOUT_SLO
     else:
         t_exec = exec_model.predict(config.max_batch_size)
-        bound = min(config.latency_slo / 2, 0.05) if t_exec is None else max(0.0, config.latency_slo - t_exec)
+        bound = min(config.latency_slo / 2, 0.05) if t_exec is None else \
+            min(t_exec, max(0.0, config.latency_slo - t_exec))
     if arrival_rate is not None and arrival_rate * bound < 1.0:
         return 0.0
     return bound
@@ -160,7 +164,9 @@ def admit(queue_depth: int, busy_remaining: float, config: BatchConfig, exec_mod
     """
     if queue_depth >= max_queue:
         return Admission(False, None, f"queue full: {queue_depth} requests waiting (max_queue={max_queue})")
-    if config.latency_slo is None:
+    if config.latency_slo is None or (queue_depth == 0 and busy_remaining == 0):
+        # An idle instance always runs the request: refusing helps nobody, and running it refreshes the
+        # execution-time estimate (a stale estimate must never lock the instance into refusing).
         return Admission(True, None)
     b = config.max_batch_size
     t_full = exec_model.predict(b)

@@ -20,7 +20,7 @@ def test_config_rules_name_key_value_and_rule():
 
 
 def test_exec_model_fits_a_line_and_interpolates():
-    model = fitted([(1, 0.002), (8, 0.009), (1, 0.002), (8, 0.009)])
+    model = fitted([(1, 0.002), (8, 0.009), (1, 0.002), (8, 0.009), (1, 0.5)])
     assert model.predict(1) == pytest.approx(0.002)
     assert model.predict(4) == pytest.approx(0.005, rel=1e-6)
     assert model.predict(16) == pytest.approx(0.017, rel=1e-6)
@@ -42,14 +42,16 @@ def test_timeout_explicit_wins():
     assert effective_timeout(BatchConfig(8, 0.02, 0.1), fitted([(8, 0.05)]), 1000) == 0.02
 
 
-def test_timeout_from_slo_is_slo_minus_full_batch_exec_under_load():
+def test_timeout_from_slo_waits_at_most_one_full_batch_within_the_slo():
     config = BatchConfig(max_batch_size=8, latency_slo=0.1)
-    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=500) == pytest.approx(0.07)
+    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=500) == pytest.approx(0.03)
+    assert effective_timeout(config, fitted([(8, 0.06)]), arrival_rate=500) == pytest.approx(0.04)
+    assert effective_timeout(config, fitted([(8, 0.12)]), arrival_rate=500) == 0.0
 
 
 def test_timeout_is_zero_when_no_company_is_expected():
     config = BatchConfig(max_batch_size=8, latency_slo=0.1)
-    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=5) == 0.0
+    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=20) == 0.0
 
 
 def test_timeout_zero_without_batching():
@@ -70,6 +72,18 @@ def test_admit_refuses_when_the_queue_ahead_cannot_finish_within_slo():
     decision = admit(20, 0.01, config, model, 1000, arrival_rate=1000)  # 5 batches ahead: 0.13
     assert isinstance(decision, Admission) and not decision.admitted
     assert "exceeds latency_slo 100ms" in decision.reason
+
+
+def test_exec_model_median_ignores_a_cold_first_batch():
+    model = fitted([(1, 0.050)] + [(1, 0.001)] * 4)
+    assert model.predict(1) == pytest.approx(0.001)
+
+
+def test_idle_instance_always_admits_even_with_a_pessimistic_estimate():
+    config = BatchConfig(max_batch_size=4, latency_slo=0.05)
+    model = fitted([(1, 0.2)])
+    assert admit(0, 0.0, config, model, 1000, arrival_rate=100).admitted
+    assert not admit(3, 0.0, config, model, 1000, arrival_rate=100).admitted
 
 
 def test_admit_accepts_everything_before_any_measurement():

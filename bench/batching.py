@@ -1,0 +1,207 @@
+"""Batching benchmark: each example function served (a) with batching, (b) with max_batch_size=1 (one
+request per call, as OpenFaaS does today), and (c) in-process at its best batch size with no HTTP.
+
+For (a) and (b) an open-loop Poisson load rises until p99 exceeds the function's SLO or any request fails;
+the last passing rate is bisected. The no-op function (functions/echo) measured the same way, closed loop,
+gives the load generator's and HTTP's own ceiling in the same run.
+
+On a 2-core machine the served instance gets one core (cpu_limit=1, so one torch thread) and the load
+generator the other; the in-process limit is measured with one torch thread too, so the three compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+HELP = "batched vs unbatched vs in-process throughput at the SLO for the example functions"
+
+FUNCTIONS = {"mlp": 0.050, "lstm": 0.100, "textcnn": 0.100, "resnet": 0.200}
+BATCH = {"mlp": 32, "lstm": 32, "textcnn": 16, "resnet": 4}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `faas-infer bench batching`."""
+    parser.add_argument("--functions", default=",".join(FUNCTIONS),
+                        help="comma-separated example functions to measure (default: all four)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per rate step (default 3)")
+    parser.add_argument("--bisect", type=int, default=3, help="bisection steps after the first failure (default 3)")
+    parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw p99 latency versus offered rate to FILE.png")
+
+
+def in_process_limit(function: str, seconds: float = 1.0) -> tuple[float, int, float]:
+    """(best items/s, its batch size, single-request seconds) of the handler called directly."""
+    from batcher import Request
+    from bench.common import REPO, sample_body
+    from watchdog.handler import load_handler
+
+    handler = load_handler(os.path.join(REPO, "functions", function))
+    import torch
+
+    torch.set_num_threads(1)  # as the served instance: one core for it, one for the load generator
+    best, best_b, single = 0.0, 1, 0.0
+    for b in (1, 2, 4, 8, 16, 32, 64):
+        reqs = []
+        for i in range(b):
+            body, ctype = sample_body(function, i)
+            reqs.append(Request(body=body, headers={"Content-Type": ctype}))
+        handler.handle(reqs)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            handler.handle(reqs)
+            n += 1
+        per_call = (time.perf_counter() - start) / n
+        if b == 1:
+            single = per_call
+        if b / per_call > best:
+            best, best_b = b / per_call, b
+    return best, best_b, single
+
+
+def step(target, rate: float, duration: float, slo: float):
+    """Run one rate; returns (passed, result)."""
+    from bench.loadgen import open_loop
+
+    result = open_loop(target, rate, duration, seed=int(rate))
+    return result.failed == 0 and result.percentile(99) <= slo, result
+
+
+def max_rate_at_slo(target, slo: float, start: float, duration: float, bisect: int, trace: list):
+    """Rise by 1.5x until failure, then bisect; returns (rate, result at that rate)."""
+    from bench.common import progress
+
+    best, best_result, rate, failed_at = 0.0, None, start, None
+    while failed_at is None and rate < 50_000:
+        ok, result = step(target, rate, duration, slo)
+        trace.append((rate, result.percentile(99), ok))
+        progress(f"{rate:8.1f} rps  p99 {result.percentile(99) * 1000:7.1f} ms  failed {result.failed}  "
+                 f"{'ok' if ok else 'over'}")
+        if ok:
+            best, best_result, rate = rate, result, rate * 1.5
+        else:
+            failed_at = rate
+    lo, hi = best, failed_at or rate
+    for _ in range(bisect):
+        mid = (lo + hi) / 2
+        ok, result = step(target, mid, duration, slo)
+        trace.append((mid, result.percentile(99), ok))
+        progress(f"{mid:8.1f} rps  p99 {result.percentile(99) * 1000:7.1f} ms  failed {result.failed}  "
+                 f"{'ok' if ok else 'over'}")
+        if ok:
+            lo, best, best_result = mid, mid, result
+        else:
+            hi = mid
+    return best, best_result
+
+
+def measure_served(function: str, mode: str, slo: float, start: float, args, traces: dict) -> dict:
+    """Serve ``function`` in ``mode`` and find its highest rate within the SLO."""
+    from bench.common import progress, sample_body, serve
+    from bench.loadgen import Target, closed_loop, open_loop
+
+    batch = BATCH.get(function, 8) if mode == "batched" else 1
+    env = {"max_batch_size": str(batch), "latency_slo": f"{slo}", "exec_timeout": "10s", "cpu_limit": "1"}
+    served = serve(os.path.join("functions", function), env)
+    try:
+        body, ctype = sample_body(function)
+        target = Target(served.url + "/", body, headers=(("Content-Type", ctype),))
+        closed_loop(target, 8, 1.0)  # warm up the model and the execution-time fit
+        row = {"function": function, "mode": mode}
+        if mode == "batched":
+            time.sleep(3.0)  # let the arrival-rate estimate forget the warm-up burst
+            low = open_loop(target, 10, max(4.0, args.duration), seed=1)
+            row["low_load_p50_ms"] = round(low.percentile(50) * 1000, 2)
+        progress(f"{function} {mode}: ramping from {start:.0f} rps (SLO {slo * 1000:.0f} ms)")
+        trace: list = []
+        rate, result = max_rate_at_slo(target, slo, start, args.duration, args.bisect, trace)
+        traces[(function, mode)] = trace
+        row.update(max_rps_at_slo=round(rate, 1),
+                   p50_ms=round(result.percentile(50) * 1000, 2) if result else None,
+                   p99_ms=round(result.percentile(99) * 1000, 2) if result else None,
+                   errors=result.failed if result else None)
+        return row
+    finally:
+        served.stop()
+
+
+def noop_ceiling(duration: float) -> dict:
+    """The load generator + HTTP ceiling: closed-loop throughput against the no-op function."""
+    from bench.common import sample_body, serve
+    from bench.loadgen import Target, closed_loop
+
+    served = serve("functions/echo", {"max_batch_size": "1"})
+    try:
+        body, ctype = sample_body("echo")
+        result = closed_loop(Target(served.url + "/", body, headers=(("Content-Type", ctype),)), 32, duration)
+        return {"function": "echo", "mode": "no-op ceiling", "max_rps_at_slo": round(result.throughput, 1),
+                "p50_ms": round(result.percentile(50) * 1000, 2), "p99_ms": round(result.percentile(99) * 1000, 2),
+                "errors": result.failed}
+    finally:
+        served.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print the table and the ratios, write JSON and the plot."""
+    from bench.common import progress
+    from bench.loadgen import print_table
+
+    functions = [f for f in args.functions.split(",") if f]
+    unknown = set(functions) - set(FUNCTIONS)
+    if unknown:
+        print(f"unknown functions: {', '.join(sorted(unknown))} (choose from {', '.join(FUNCTIONS)})")
+        return 2
+    progress("no-op ceiling (closed loop, 32 connections)")
+    ceiling = noop_ceiling(max(3.0, args.duration))
+    rows, summary, traces = [ceiling], [], {}
+    for function in functions:
+        slo = FUNCTIONS[function]
+        progress(f"{function}: in-process limit")
+        limit, best_b, single = in_process_limit(function)
+        rows.append({"function": function, "mode": "in-process", "max_rps_at_slo": round(limit, 1),
+                     "p50_ms": round(single * 1000, 2), "p99_ms": None, "errors": 0, "best_batch": best_b})
+        start = max(20.0, 0.15 * min(limit, ceiling["max_rps_at_slo"]))
+        batched = measure_served(function, "batched", slo, start, args, traces)
+        unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces)
+        rows += [batched, unbatched]
+        bound = min(limit, ceiling["max_rps_at_slo"])
+        summary.append({"function": function, "slo_ms": slo * 1000,
+                        "batched/unbatched": round(batched["max_rps_at_slo"] / max(unbatched["max_rps_at_slo"], 1e-9), 2),
+                        "batched/min(in-process,no-op)": round(batched["max_rps_at_slo"] / bound, 2),
+                        "added_p50_ms_low_load": round(batched["low_load_p50_ms"] - single * 1000, 2)})
+    print()
+    print_table(rows, ["function", "mode", "max_rps_at_slo", "p50_ms", "p99_ms", "errors", "best_batch"])
+    print()
+    print_table(summary, ["function", "slo_ms", "batched/unbatched", "batched/min(in-process,no-op)",
+                          "added_p50_ms_low_load"])
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "summary": summary}, f, indent=2)
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        _plot(traces, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _plot(traces: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({f for f, _ in traces})
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for mode, style in (("batched", "o-"), ("unbatched", "s--")):
+            points = sorted(traces.get((name, mode), []))
+            if points:
+                ax.plot([p[0] for p in points], [min(p[1], 10) * 1000 for p in points], style, label=mode)
+        ax.axhline(FUNCTIONS[name] * 1000, color="grey", lw=0.8, ls=":", label="SLO")
+        ax.set(title=name, xlabel="offered rate (req/s)", ylabel="p99 latency (ms)", yscale="log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

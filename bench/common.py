@@ -1,0 +1,82 @@
+"""Shared by the benchmarks: start a real watchdog process for a handler folder, sample request bodies."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Served:
+    """A watchdog process serving one function on loopback."""
+
+    proc: subprocess.Popen
+    url: str
+    metrics_url: str
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def serve(function_dir: str, env: dict[str, str], ready_timeout: float = 60) -> Served:
+    """Start ``python -m watchdog`` for ``function_dir`` with ``env`` and wait until healthy."""
+    port, metrics_port = free_port(), free_port()
+    run_dir = tempfile.mkdtemp(prefix="faas-infer-bench-")
+    full_env = {**os.environ, "port": str(port), "metrics_port": str(metrics_port), "bind_address": "127.0.0.1",
+                "function_dir": os.path.join(REPO, function_dir), "TMPDIR": run_dir, "healthcheck_interval": "0",
+                "PYTHONPATH": REPO, "LOG_LEVEL": "WARNING", **env}
+    log = open(os.path.join(run_dir, "watchdog.log"), "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "watchdog"], env=full_env, cwd=run_dir, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"watchdog for {function_dir} exited; see {log.name}")
+        try:
+            if urllib.request.urlopen(url + "/_/health", timeout=1).status == 200:
+                return Served(proc, url, f"http://127.0.0.1:{metrics_port}/metrics")
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"watchdog for {function_dir} not healthy after {ready_timeout}s; see {log.name}")
+
+
+def sample_body(function: str, i: int = 0) -> tuple[bytes, str]:
+    """A valid request body for an example function, and its content type."""
+    rng = random.Random(i)
+    if function == "mlp":
+        return json.dumps({"features": [round(rng.uniform(-1, 1), 3) for _ in range(256)]}).encode(), \
+            "application/json"
+    if function in ("lstm", "textcnn"):
+        return json.dumps({"tokens": [rng.randrange(1, 5000) for _ in range(24)]}).encode(), "application/json"
+    if function == "resnet":
+        return bytes(rng.randrange(256) for _ in range(3 * 64 * 64)), "application/octet-stream"
+    return b'{"ping":1}', "application/json"
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr."""
+    print(f"  .. {message}", file=sys.stderr, flush=True)

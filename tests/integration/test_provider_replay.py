@@ -1,0 +1,133 @@
+"""The recorded faas-cli and gateway requests, replayed as sent against a real provider, get the answers
+those clients expect: same status codes, same body shapes and values (volatile values ignored)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import requests
+
+from provider_fixtures import ECHO, FIXTURES, ProviderProcess, body_bytes, fixture, same_shape, send
+from helpers import wait_until, write_handler
+
+GATEWAY_STEPS = ("info", "healthz", "deploy-post", "deploy-put", "list", "list-namespace", "get-function",
+                 "get-function-namespace", "scale", "scale-clamp", "invoke-json", "invoke-binary",
+                 "invoke-namespaced-path-query", "invoke-unknown", "list-after-invoke", "delete",
+                 "delete-no-namespace", "delete-missing")
+
+
+@pytest.fixture
+def provider(tmp_path):
+    """A provider serving the recording's stack.yml, whose handler folders hold an echo function."""
+    shutil.copy(f"{FIXTURES}/stack.yml", tmp_path / "stack.yml")
+    for name in ("py-echo", "py-batch"):
+        write_handler(str(tmp_path / name), ECHO)
+    proc = ProviderProcess(str(tmp_path), {"stack_file": str(tmp_path / "stack.yml")}).start()
+    yield proc
+    assert proc.stop() == 0
+
+
+def settle(url: str) -> None:
+    """Wait until every function has all its desired replicas ready, and no replica is left draining."""
+    def settled():
+        listing = requests.get(url + "/system/functions", timeout=5).json()
+        return all(s.get("availableReplicas", 0) == s.get("replicas", 0) == len(s["faasInfer"]["instances"])
+                   for s in listing)
+    wait_until(settled, 60, what="replicas to settle")
+
+
+def check(url: str, exchange: dict) -> None:
+    """Send one recorded request; the answer matches the recorded one."""
+    request, expected = exchange["request"], exchange["response"]
+    status, headers, body = send(url, request)
+    what = f"{request['method']} {request['path']}"
+    assert status == expected["status"], f"{what}: {status} {body!r}"
+    content_type = expected["headers"].get("Content-Type", "")
+    if content_type == "application/json" and expected["body"]:
+        assert headers["content-type"] == "application/json"
+        same_shape(json.loads(expected["body"]), json.loads(body), what)
+    elif request["path"].startswith("/function/"):
+        assert body == body_bytes(expected), what
+        assert headers.get("content-type") == content_type, what
+        assert "x-duration-seconds" in headers or status == 503, what
+    else:
+        assert body == body_bytes(expected), f"{what}: {body!r}"
+        if expected["status"] >= 400:
+            assert headers["content-type"] == "text/plain; charset=utf-8"
+        if expected["status"] == 202:
+            assert "content-type" not in headers and headers["content-length"] == "0"
+
+
+def test_faas_cli_session(provider):
+    """faas-cli 0.17 deploy, list, describe, invoke, update, replace, remove, version, in recorded order."""
+    url = provider.url
+    deploy = fixture("faas-cli/deploy.json")
+    for exchange in deploy:
+        check(url, exchange)
+    settle(url)
+    for name in ("list", "list-verbose", "describe", "invoke-json", "invoke-binary", "invoke-header-query",
+                 "deploy-update", "deploy-replace-conflict"):
+        for exchange in fixture(f"faas-cli/{name}.json"):
+            check(url, exchange)
+    for name in ("deploy-replace", "remove", "remove-missing"):
+        for exchange in fixture(f"faas-cli/{name}.json"):
+            check(url, exchange)
+    status, headers, body = send(url, fixture("faas-cli/version.json")[0]["request"])
+    info = json.loads(body)
+    assert status == 200 and set(info) == {"provider", "version", "arch"}
+    assert set(info["provider"]) == {"provider", "orchestration", "version"}
+    assert set(info["version"]) >= {"sha", "release"}
+
+
+def test_gateway_as_client(provider):
+    """What the real CE gateway forwarded to its provider, step by step, including scale from zero."""
+    url = provider.url
+    for step in GATEWAY_STEPS:
+        if step.startswith(("list", "get-function")):
+            settle(url)
+        for exchange in fixture(f"gateway-to-provider/{step}.json"):
+            if step == "info":
+                status, _, body = send(url, exchange["request"])
+                assert status == 200 and set(json.loads(body)) == {"provider", "orchestration", "version"}
+                continue
+            check(url, exchange)
+    metrics = requests.get(url + "/metrics", timeout=5).text
+    assert 'gateway_function_invocation_total{code="200",function_name="py-echo.openfaas-fn"} 3' in metrics
+    assert 'gateway_function_invocation_total{code="503",function_name="nope.openfaas-fn"} 1' in metrics
+    assert 'gateway_functions_seconds_count{code="200",function_name="py-echo.openfaas-fn"} 3' in metrics
+    assert 'gateway_function_invocation_started{function_name="nope.openfaas-fn"} 1' in metrics
+
+    # Run B: scale_from_zero. The function was set to 0 replicas between deploy and the cold invoke.
+    check(url, fixture("gateway-to-provider/sfz-deploy.json")[0])
+    settle(url)
+    assert requests.post(url + "/system/scale-function/py-echo", json={"serviceName": "py-echo", "replicas": 0},
+                         timeout=5).status_code == 202
+    settle(url)
+    cold = fixture("gateway-to-provider/sfz-invoke-cold.json")
+    for i, exchange in enumerate(cold):
+        if i == 3:  # the gateway polls until availableReplicas > 0
+            settle(url)
+        check(url, exchange)
+    for step in ("sfz-invoke-warm", "sfz-invoke-after-cache", "sfz-invoke-unknown", "sfz-delete"):
+        for exchange in fixture(f"gateway-to-provider/{step}.json"):
+            check(url, exchange)
+    # The gateway's background exporter: namespaces, then the list per namespace.
+    for exchange in fixture("gateway-to-provider/background-exporter.json")[-2:]:
+        check(url, exchange)
+
+
+def test_prometheus_query_the_gateway_sends(provider):
+    """The gateway's list asks Prometheus for invocations by function; the provider can answer it."""
+    url = provider.url
+    for exchange in fixture("gateway-to-provider/deploy-post.json")[:1]:
+        check(url, exchange)
+    settle(url)
+    assert requests.post(url + "/function/py-echo", data=b"x", timeout=30).status_code == 200
+    query = fixture("gateway-to-prometheus/list.json")[0]["request"]
+    status, _, body = send(url, query)
+    answer = json.loads(body)
+    assert status == 200 and answer["status"] == "success" and answer["data"]["resultType"] == "vector"
+    assert answer["data"]["result"][0]["metric"] == {"function_name": "py-echo.openfaas-fn"}
+    assert answer["data"]["result"][0]["value"][1] == "1"

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS timings (key TEXT NOT NULL, hardware TEXT NOT NULL, d
     noisy INTEGER NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (key, hardware, device, batch, threads));
 CREATE TABLE IF NOT EXISTS models (ref TEXT PRIMARY KEY, graph TEXT NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS calibrations (ref TEXT NOT NULL, hardware TEXT NOT NULL, device TEXT NOT NULL,
-    factor REAL NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (ref, hardware, device));
+    factor REAL NOT NULL, offset REAL NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (ref, hardware, device));
 CREATE TABLE IF NOT EXISTS overheads (hardware TEXT NOT NULL, device TEXT NOT NULL, threads INTEGER NOT NULL,
     name TEXT NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (hardware, device, threads, name));
 """
@@ -156,14 +156,15 @@ class ProfileDB:
                                   (hardware, device, name)).fetchall()
         return {int(t): float(s) for t, s in rows}
 
-    def put_calibration(self, model_ref: str, hardware: str, device: str, factor: float, detail: str = "") -> None:
-        """Store a model's whole-model correction factor (measured / composed) on ``hardware``/``device``."""
+    def put_calibration(self, model_ref: str, hardware: str, device: str, factor: float, offset: float = 0.0,
+                        detail: str = "") -> None:
+        """Store a model's correction (measured = factor * composed + offset) on ``hardware``/``device``."""
         with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?)",
-                               (normalize_ref(model_ref), hardware, device, factor, detail))
+            self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?)",
+                               (normalize_ref(model_ref), hardware, device, factor, offset, detail))
 
-    def calibration(self, model_ref: str, hardware: str, device: str) -> float | None:
-        """A model's correction factor, or None when it was not calibrated there."""
-        row = self._conn.execute("SELECT factor FROM calibrations WHERE ref=? AND hardware=? AND device=?",
+    def calibration(self, model_ref: str, hardware: str, device: str) -> tuple[float, float] | None:
+        """A model's (factor, offset seconds), or None when it was not calibrated there."""
+        row = self._conn.execute("SELECT factor, offset FROM calibrations WHERE ref=? AND hardware=? AND device=?",
                                  (normalize_ref(model_ref), hardware, device)).fetchone()
-        return None if row is None else float(row[0])
+        return None if row is None else (float(row[0]), float(row[1]))

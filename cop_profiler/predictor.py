@@ -2,8 +2,9 @@
 
 A model's latency for (batch b, CPU threads c, GPU share g) is composed from its stored operator graph:
 operator latencies (interpolated from the profiled points) summed along chains and maxed across parallel
-branches (see ``graph.compose``), plus the calibrated cost of each non-leaf module call, times the model's
-calibration factor (whole-model / composed latency measured once at profile time; 1 when absent). On a
+branches (see ``graph.compose``), plus the calibrated cost of each non-leaf module call, corrected by the
+model's calibration ``factor * composed + offset`` (fitted to whole-model runs at profile time; identity
+when absent). On a
 GPU share g the full-GPU latency is divided by g (time-slicing). Answers are cached per configuration.
 """
 
@@ -40,6 +41,7 @@ class _DeviceProfile:
     curves: dict[str, OpCurve]
     overhead: OpCurve | None
     factor: float
+    offset: float
 
 
 class ModelPredictor:
@@ -108,7 +110,7 @@ class ModelPredictor:
         seconds = compose(self.graph, cost)
         if profile.overhead is not None:
             seconds += self.graph.containers * profile.overhead.at(1, threads).seconds
-        seconds *= profile.factor
+        seconds = max(seconds * profile.factor + profile.offset, 0.0)
         return Prediction(seconds / (gpu_share if device != "cpu" else 1.0), extrapolated)
 
 
@@ -133,8 +135,8 @@ def _load_device(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str, device:
     curves = {k: OpCurve(points, k in invariant) for k, points in timings.items()}
     overheads = db.overheads(hw, device, MODULE_CALL)
     overhead = OpCurve({(1, t): s for t, s in overheads.items()}) if overheads else None
-    factor = db.calibration(model_ref, hw, device) or 1.0
-    return _DeviceProfile(curves, overhead, factor)
+    factor, offset = db.calibration(model_ref, hw, device) or (1.0, 0.0)
+    return _DeviceProfile(curves, overhead, factor, offset)
 
 
 def _missing_message(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str) -> str:

@@ -58,8 +58,8 @@ def summary(report) -> str:
     if report.reused_operators:
         lines.append(f"  {report.reused_operators} of {report.operators} operators were already in the DB: "
                      "not timed again")
-    for device, factor in report.factors.items():
-        lines.append(f"  {device} calibration: whole model / operator sum = {factor:.3f} "
+    for device, (factor, offset) in report.factors.items():
+        lines.append(f"  {device} calibration: whole model = {factor:.3f} x operator sum {offset * 1e3:+.3f} ms "
                      f"({report.calibration_seconds:.1f}s)")
     lines += [f"  note: {n}" for n in report.notes]
     return "\n".join(lines)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if notice:
         print(notice, file=sys.stderr)
     config = ProfileConfig(args.batches, args.threads or default_threads(), devs, TimingPolicy(blocks=args.blocks),
-                           () if args.no_calibrate else (1, 4), args.force)
+                           () if args.no_calibrate else (1, 8), args.force)
     try:
         with ProfileDB(args.db) as db:
             for ref in args.models:

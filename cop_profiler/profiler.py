@@ -2,8 +2,9 @@
 
 Operators already timed on this hardware are skipped (the report says how many), so a second model that
 shares operators costs only its new ones. Per hardware, the cost of a non-leaf module call is calibrated
-once. Per model, the whole model is timed at a few cheap points (1 thread, small batches) and the ratio
-measured / composed is stored: it absorbs what isolated timing misses (inter-operator cache effects).
+once. Per model, the whole model is timed at two cheap points (1 thread, batch 1 and 8) and an affine correction
+measured = factor * composed + offset is stored: it absorbs what isolated timing misses (inter-operator
+cache effects, dispatch overhead between operators).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ProfileConfig:
     # Measurement policy for operators and calibration runs.
     policy: TimingPolicy = TimingPolicy()
     # Batch sizes of the whole-model calibration (1 thread); empty disables calibration.
-    calibration_batches: tuple[int, ...] = (1, 4)
+    calibration_batches: tuple[int, ...] = (1, 8)
     # Re-time operators even when the DB has them.
     force: bool = False
 
@@ -75,8 +76,8 @@ class ProfileReport:
     operator_seconds: float
     # Seconds spent on the whole-model calibration.
     calibration_seconds: float
-    # Calibration factor per device (measured / composed).
-    factors: dict[str, float] = field(default_factory=dict)
+    # Calibration (factor, offset seconds) per device.
+    factors: dict[str, tuple[float, float]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
@@ -148,20 +149,31 @@ def measure_model(model: torch.nn.Module, example: Callable[[int], object], batc
         return measure(lambda: model(*args), policy, sync=_sync(device))
 
 
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(factor, offset) of measured = factor * composed + offset; factor alone from a single point."""
+    if len(points) == 1 or len({c for c, _ in points}) == 1:
+        composed, measured = points[0]
+        return min(max(measured / composed, 0.5), 2.0), 0.0
+    (c0, m0), (c1, m1) = min(points), max(points)
+    factor = min(max((m1 - m0) / (c1 - c0), 0.5), 2.0)
+    offset = sum(m - factor * c for c, m in points) / len(points)
+    return factor, max(offset, -0.5 * m0)
+
+
 def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB, model_ref: str,
-                    config: ProfileConfig, device: str) -> float:
-    """Store and return measured / composed latency (geometric mean over the calibration batches, 1 thread)."""
+                    config: ProfileConfig, device: str) -> tuple[float, float]:
+    """Fit and store (factor, offset) so that factor * composed + offset matches whole-model runs (1 thread)."""
     hw = _hardware(device)
-    db.put_calibration(model_ref, hw, device, 1.0, "uncalibrated")
+    db.put_calibration(model_ref, hw, device, 1.0, 0.0, "uncalibrated")
     predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
     target = model if device == "cpu" else model.to(device)
-    logs = []
+    points = []
     for b in config.calibration_batches:
         measured = measure_model(target, example, b, config.threads[0], config.policy, device).median
-        logs.append(math.log(measured / predictor.predict(b, config.threads[0], device).seconds))
-    factor = min(max(math.exp(sum(logs) / len(logs)), 0.5), 2.0)
-    db.put_calibration(model_ref, hw, device, factor, f"batches={list(config.calibration_batches)}")
-    return factor
+        points.append((predictor.predict(b, config.threads[0], device).seconds, measured))
+    factor, offset = _fit(points)
+    db.put_calibration(model_ref, hw, device, factor, offset, f"batches={list(config.calibration_batches)}")
+    return factor, offset
 
 
 def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB,

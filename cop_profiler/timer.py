@@ -21,9 +21,9 @@ class TimingPolicy:
     """How hard to measure."""
 
     # Untimed calls first (the last one also sizes the blocks).
-    warmup: int = 2
+    warmup: int = 1
     # Each timed block runs enough calls to last at least this many seconds.
-    min_block: float = 0.001
+    min_block: float = 0.0003
     # Timed blocks; the median of their per-call times is reported.
     blocks: int = 5
     # IQR/median above this marks the measurement noisy.

@@ -1,0 +1,120 @@
+"""COP accuracy: predicted versus measured whole-model latency over batch x threads, and profiling cost.
+
+For the four example functions and the zoo architectures (cop_profiler/zoo.py), in one fresh profile DB
+(so later models reuse earlier models' operators, as COP intends): profile operators (plus the per-model
+calibration), then time the whole model over the same grid with the same timing policy, and compare.
+Reports MAPE per model, seconds of operator profiling versus whole-model profiling, distinct operators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+HELP = "COP predictor accuracy (MAPE) and profiling cost versus whole-model profiling"
+
+EXAMPLES = {"mlp": "functions/mlp", "lstm": "functions/lstm", "textcnn": "functions/textcnn",
+            "resnet": "functions/resnet"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--models, --batches, --threads, --estimator, --blocks, --db, --json."""
+    parser.add_argument("--models", default="all",
+                        help="comma-separated subset of mlp,lstm,textcnn,resnet,vgg,gru,transformer,mobilenet")
+    parser.add_argument("--batches", default="1,2,4,8,16,32", help="batch sizes (default 1,2,4,8,16,32)")
+    parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    parser.add_argument("--estimator", choices=("median", "min"), default="median",
+                        help="timing statistic for operators and whole models alike (default median)")
+    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per point (default 5)")
+    parser.add_argument("--no-calibrate", action="store_true", help="pure operator sum (no whole-model factor)")
+    parser.add_argument("--db", help="profile DB to use (default: a fresh temporary one)")
+    parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+
+
+def _refs(choice: str) -> dict[str, str]:
+    from cop_profiler.zoo import ZOO
+
+    everything = {**EXAMPLES, **ZOO}
+    names = list(everything) if choice == "all" else [n.strip() for n in choice.split(",") if n.strip()]
+    unknown = [n for n in names if n not in everything]
+    if unknown:
+        raise SystemExit(f"unknown models: {', '.join(unknown)} (choose from {', '.join(everything)})")
+    return {n: everything[n] for n in names}
+
+
+def _one(name, ref, db, config, batches, threads) -> dict:
+    from cop_profiler.modelref import load_model
+    from cop_profiler.predictor import ModelPredictor
+    from cop_profiler.profiler import measure_model, profile_model
+    from cop_profiler.progress import Progress
+    from cop_profiler.tracer import trace
+
+    loaded = load_model(ref)
+    traced = trace(loaded.model, loaded.example_input)
+    report = profile_model(traced, loaded.model, loaded.example_input, db, ref, config, Progress())
+    predictor = ModelPredictor.load(db.path, ref, devices=("cpu",))
+    start, errors, points = time.perf_counter(), [], []
+    for c in threads:
+        for b in batches:
+            measured = measure_model(loaded.model, loaded.example_input, b, c, config.policy).median
+            predicted = predictor.predict(b, c).seconds
+            errors.append(abs(predicted - measured) / measured)
+            points.append({"batch": b, "threads": c, "measured_s": measured, "predicted_s": predicted})
+    whole = time.perf_counter() - start
+    op_cost = report.operator_seconds + report.calibration_seconds
+    return {"model": name, "ref": ref, "traced_with": report.traced_with, "nodes": report.nodes,
+            "operators": report.operators, "new_operators": report.new_operators,
+            "operator_profile_s": op_cost, "calibration_s": report.calibration_seconds,
+            "whole_model_profile_s": whole, "factor": report.factors.get("cpu", (1.0, 0.0))[0],
+            "offset_ms": 1e3 * report.factors.get("cpu", (1.0, 0.0))[1],
+            "mape_pct": 100 * sum(errors) / len(errors), "max_err_pct": 100 * max(errors), "points": points}
+
+
+def _print(rows: list[dict]) -> None:
+    head = (f"{'model':<12} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'op prof s':>9} {'whole s':>8} "
+            f"{'factor':>6} {'MAPE %':>7} {'max %':>6}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['model']:<12} {r['traced_with']:<8} {r['nodes']:>5} {r['operators']:>4} {r['new_operators']:>4} "
+              f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {r['factor']:>6.3f} "
+              f"{r['mape_pct']:>7.1f} {r['max_err_pct']:>6.1f}")
+    ops = sum(r["operator_profile_s"] for r in rows)
+    whole = sum(r["whole_model_profile_s"] for r in rows)
+    print("-" * len(head))
+    print(f"operator profiling {ops:.1f}s vs whole-model profiling {whole:.1f}s: "
+          f"{whole / ops if ops else float('inf'):.2f}x cheaper; "
+          f"models within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in rows)}/{len(rows)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile, measure, compare, print."""
+    from cop_profiler.db import ProfileDB
+    from cop_profiler.profiler import ProfileConfig
+    from cop_profiler.timer import TimingPolicy
+
+    batches = tuple(int(b) for b in args.batches.split(","))
+    threads = tuple(int(c) for c in args.threads.split(","))
+    policy = TimingPolicy(blocks=args.blocks, estimator=args.estimator)
+    config = ProfileConfig(batches, threads, ("cpu",), policy, () if args.no_calibrate else (1, 8))
+    refs = _refs(args.models)
+    tmp = tempfile.TemporaryDirectory() if args.db is None else None
+    path = args.db or os.path.join(tmp.name, "profiles.sqlite")
+    rows = []
+    try:
+        with ProfileDB(path) as db:
+            for name, ref in refs.items():
+                print(f"== {name} ({ref})", file=sys.stderr)
+                rows.append(_one(name, ref, db, config, batches, threads))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    _print(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"batches": batches, "threads": threads, "estimator": args.estimator, "rows": rows}, f, indent=1)
+    return 0

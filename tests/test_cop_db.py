@@ -1,0 +1,79 @@
+"""Profile DB: round trips, hardware and device separation, schema checks, reference normalization."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from cop_profiler.db import ProfileDB, Timing, normalize_ref
+from cop_profiler.errors import NoProfileError, ProfileDBError
+from cop_profiler.graph import OpGraph, OpNode
+from cop_profiler.opspec import OperatorSpec
+
+
+@pytest.fixture
+def db(tmp_path):
+    with ProfileDB(str(tmp_path / "sub" / "p.sqlite")) as db:
+        yield db
+
+
+def test_timings_round_trip_and_stay_per_hardware_and_device(db):
+    db.put_timing("k1", "cpuA x2", "cpu", 4, 2, Timing(0.01, 0.001, True))
+    db.put_timing("k1", "cpuB x8", "cpu", 4, 2, Timing(0.05))
+    db.put_timing("k1", "cpuA x2 | GPU", "cuda", 4, 1, Timing(0.001))
+    assert db.timings({"k1"}, "cpuA x2", "cpu") == {"k1": {(4, 2): 0.01}}
+    assert db.timings({"k1"}, "cpuB x8", "cpu") == {"k1": {(4, 2): 0.05}}
+    assert db.timings({"k1"}, "cpuA x2", "cuda") == {}
+    assert db.noisy_count({"k1"}, "cpuA x2", "cpu") == 1
+    assert db.hardware_ids() == ["cpuA x2", "cpuA x2 | GPU", "cpuB x8"]
+    db.put_timing("k1", "cpuA x2", "cpu", 4, 2, Timing(0.02))
+    assert db.timings({"k1", "other"}, "cpuA x2", "cpu") == {"k1": {(4, 2): 0.02}}
+
+
+def test_models_operators_overheads_calibrations_round_trip(db):
+    spec = OperatorSpec.create("ReLU", "module:ReLU()|args=(T(float32,[-1, 4]))", invariant=False)
+    graph = OpGraph((OpNode(0, spec.key, (), "relu"),), (spec,), 2)
+    db.put_model("./functions/x/", graph)
+    assert db.model_graph("functions/x") == graph
+    assert db.models() == ["functions/x"]
+    assert db.operators() == {spec.key: spec}
+    db.put_overhead("hw", "cpu", 1, "module_call", 3e-6)
+    assert db.overheads("hw", "cpu", "module_call") == {1: 3e-6}
+    assert db.calibration("functions/x", "hw", "cpu") is None
+    db.put_calibration("functions/x", "hw", "cpu", 1.1, 0.002)
+    assert db.calibration("functions/x/", "hw", "cpu") == pytest.approx((1.1, 0.002))
+
+
+def test_unknown_model_is_a_clear_error(db):
+    with pytest.raises(NoProfileError, match="faas-infer profile functions/nope"):
+        db.model_graph("functions/nope")
+
+
+def test_data_survives_reopening(tmp_path):
+    path = str(tmp_path / "p.sqlite")
+    with ProfileDB(path) as db:
+        db.put_timing("k", "hw", "cpu", 1, 1, Timing(1.5))
+    with ProfileDB(path) as db:
+        assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}
+
+
+def test_other_schema_or_garbage_is_refused(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with ProfileDB(str(path)):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value='0' WHERE name='schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ProfileDBError, match="schema version 0"):
+        ProfileDB(str(path))
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ProfileDBError, match="not a usable profile DB"):
+        ProfileDB(str(junk))
+
+
+def test_normalize_ref():
+    assert normalize_ref("./functions/mlp/") == "functions/mlp"
+    assert normalize_ref("pkg.mod:build") == "pkg.mod:build"

@@ -1,0 +1,77 @@
+"""A real tiny model profiled into a DB and predicted within a loose tolerance; operator reuse; progress."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cop_profiler.db import ProfileDB
+from cop_profiler.hardware import cpu_id
+from cop_profiler.predictor import ModelPredictor
+from cop_profiler.profiler import ProfileConfig, measure_model, profile_model
+from cop_profiler.timer import TimingPolicy
+from cop_profiler.tracer import trace
+
+POLICY = TimingPolicy(warmup=2, min_block=0.001, blocks=5)
+CONFIG = ProfileConfig(batches=(1, 4, 16), threads=(1,), policy=POLICY, calibration_batches=())
+
+
+def mlp(width=256):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(128, width), nn.ReLU(), nn.Linear(width, 10)).eval()
+
+
+def example(b):
+    return torch.randn(b, 128)
+
+
+def test_profiled_model_is_predicted_within_tolerance(tmp_path):
+    model, path = mlp(), str(tmp_path / "p.sqlite")
+    with ProfileDB(path) as db:
+        report = profile_model(trace(model, example), model, example, db, "tiny", CONFIG)
+    assert report.operators == 3 and report.new_operators == 3 and report.points == 9
+    predictor = ModelPredictor.load(path, "tiny")
+    for b in (4, 16):
+        measured = measure_model(model, example, b, 1, POLICY).median
+        predicted = predictor.predict(b, 1)
+        assert not predicted.extrapolated
+        # Loose on purpose: the suite shares 2 CPUs with other jobs; the benchmark measures accuracy.
+        assert 0.33 < predicted.seconds / measured < 3.0
+
+
+def test_shared_operators_are_not_timed_again(tmp_path):
+    path, calls = str(tmp_path / "p.sqlite"), []
+    with ProfileDB(path) as db:
+        first = mlp()
+        profile_model(trace(first, example), first, example, db, "one", CONFIG)
+        second = nn.Sequential(mlp(), nn.ReLU()).eval()  # same operators plus a ReLU on a new shape
+        report = profile_model(trace(second, example), second, example, db, "two", CONFIG,
+                               lambda done, total, label: calls.append((done, total)))
+        assert db.models() == ["one", "two"]
+        assert db.overheads(cpu_id(), "cpu", "module_call")
+    assert report.reused_operators == 3 and report.new_operators == 1
+    assert calls[-1] == (3, 3)
+
+
+def test_calibration_is_stored_and_bounded(tmp_path):
+    model, path = mlp(64), str(tmp_path / "p.sqlite")
+    config = ProfileConfig(batches=(1, 2), threads=(1,), policy=POLICY, calibration_batches=(1,))
+    with ProfileDB(path) as db:
+        report = profile_model(trace(model, example), model, example, db, "cal", config)
+        factor, offset = db.calibration("cal", cpu_id(), "cpu")
+    assert (factor, offset) == pytest.approx(report.factors["cpu"]) and 0.5 <= factor <= 2.0 and offset == 0.0
+
+
+@pytest.mark.gpu
+def test_cuda_profile_and_prediction(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    model, path = mlp(), str(tmp_path / "g.sqlite")
+    config = ProfileConfig(batches=(1, 8), threads=(1,), devices=("cpu", "cuda"), policy=POLICY,
+                           calibration_batches=(1,))
+    with ProfileDB(path) as db:
+        profile_model(trace(model, example), model, example, db, "gpu", config)
+    predictor = ModelPredictor.load(path, "gpu")
+    assert "cuda" in predictor.devices()
+    assert predictor.predict(8, 1, "cuda", 0.5).seconds > predictor.predict(8, 1, "cuda").seconds

@@ -1,0 +1,57 @@
+"""The timer with an injected clock: block sizing, median, IQR, noise flag, synchronization."""
+
+from __future__ import annotations
+
+import pytest
+
+from cop_profiler.timer import TimingPolicy, measure
+
+
+class FakeClock:
+    """Advances by a scripted duration on every call of the timed function."""
+
+    def __init__(self, durations):
+        self.now = 0.0
+        self.durations = list(durations)
+        self.calls = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self) -> None:
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+
+
+def test_cheap_calls_are_grouped_into_blocks():
+    clock = FakeClock([0.0001])
+    m = measure(clock.work, TimingPolicy(warmup=2, min_block=0.001, blocks=3), clock=clock)
+    assert m.calls_per_block == 10
+    assert clock.calls == 2 + 30
+    assert m.median == pytest.approx(0.0001)
+    assert not m.noisy
+
+
+def test_median_ignores_one_slow_block_but_flags_noise():
+    clock = FakeClock([0.01, 0.01, 0.01, 0.05, 0.01, 0.01, 0.03])
+    m = measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=6), clock=clock)
+    assert m.median == pytest.approx(0.01)
+    assert m.noisy
+
+
+def test_min_estimator_reports_the_fastest_block():
+    clock = FakeClock([0.02, 0.03, 0.01, 0.02])
+    m = measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=3, estimator="min"), clock=clock)
+    assert m.median == pytest.approx(0.01)
+
+
+def test_sync_brackets_every_timed_span():
+    clock, synced = FakeClock([0.01]), []
+    measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=2), clock=clock, sync=lambda: synced.append(1))
+    assert len(synced) == 2 * 3
+
+
+def test_policy_is_validated():
+    for bad in ({"warmup": 0}, {"blocks": 0}, {"min_block": -1}, {"estimator": "mean"}):
+        with pytest.raises(ValueError):
+            TimingPolicy(**bad)

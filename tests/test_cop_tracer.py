@@ -1,0 +1,124 @@
+"""Tracing real (tiny) torch models: graphs, per-item signatures, batch-scaled arguments, fallback, failures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cop_profiler.errors import TraceError
+from cop_profiler.graph import compose
+from cop_profiler.tracer import trace
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.act = nn.Linear(8, 8), nn.Linear(8, 8), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc2(self.act(self.fc1(x))) + x).view(x.size(0), -1)
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 4), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+class DataDependent(nn.Module):
+    """torch.fx cannot trace Python control flow on tensor values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        if x.sum() > -1e9:
+            x = torch.relu(self.fc(x))
+        return x * 2
+
+
+def rand(b):
+    return torch.randn(b, 8)
+
+
+def test_residual_model_graph_and_signatures():
+    traced = trace(Residual(), rand)
+    g = traced.graph
+    assert g.traced_with == "fx"
+    labels = [n.label for n in g.nodes]
+    assert labels[:5] == ["fc1", "act", "fc2", "add", "act"]
+    add = next(n for n in g.nodes if n.label == "add")
+    assert add.inputs == (2,)  # fc2's output; the other input is the model input
+    linear = [o for o in g.ops if o.name == "Linear"]
+    assert len(linear) == 1 and "T(float32,[-1, 8])" in linear[0].signature  # both Linears share one operator
+    view = next(o for o in g.ops if o.name == "view")
+    assert view.invariant and "1*B" in view.signature
+    assert all(n.op is None or n.op in traced.instances for n in g.nodes)
+
+
+def test_operators_rebuild_at_any_batch():
+    traced = trace(Residual(), rand)
+    for inst in traced.instances.values():
+        out = inst.bind(5)()
+        assert out.shape[0] == 5
+
+
+def test_parallel_branches_are_recorded_as_such():
+    g = trace(Branchy(), rand).graph
+    cat = next(n for n in g.nodes if n.label == "cat")
+    assert len(cat.inputs) == 2
+    assert compose(g, lambda k: 1.0, "parallel") == 2.0
+    assert compose(g, lambda k: 1.0) == 3.0  # eager runs branches one after the other
+
+
+def test_fx_failure_falls_back_to_eager_recording():
+    traced = trace(DataDependent(), rand)
+    g = traced.graph
+    assert g.traced_with == "recorded"
+    assert "torch.fx could not trace" in g.notes[0]
+    assert [n.label for n in g.nodes] == ["sum", "gt", "fc", "relu", "mul"]  # the condition's ops ran too
+    assert [n.inputs for n in g.nodes] == [(), (0,), (), (2,), (3,)]
+
+
+def test_integer_inputs_and_permuted_layouts_survive():
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.conv = nn.Embedding(50, 6), nn.Conv1d(6, 4, 3)
+
+        def forward(self, t):
+            return self.conv(self.emb(t).transpose(1, 2))
+
+    traced = trace(Tokens(), lambda b: torch.randint(0, 50, (b, 10)))
+    conv = next(i for i in traced.instances.values() if i.spec.name == "Conv1d")
+    assert "perm=[0, 2, 1]" in conv.spec.signature
+    emb = next(i for i in traced.instances.values() if i.spec.name == "Embedding")
+    assert emb.bind(3)().shape == (3, 10, 6)
+
+
+def test_failures_are_reported_clearly():
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    with pytest.raises(TraceError, match="fails on its example input.*boom"):
+        trace(Broken(), rand)
+
+    class BatchDependent(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.shape[0] == 2 else x.relu() + 1
+
+    with pytest.raises(TraceError, match="batch size"):
+        trace(BatchDependent(), rand)
+
+    class NoOps(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TraceError, match="no tensor operators"):
+        trace(NoOps(), rand)

@@ -8,6 +8,7 @@ them, so a worker that answers an error or cannot be reached fails the job at on
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -110,6 +111,7 @@ class Coordinator:
             except ChannelTimeout:
                 if time.monotonic() < deadline:
                     continue
+                wait(futures, timeout=_SLICE)  # the workers' own timeouts name the root cause better
                 _raise_failed(futures)
                 raise
             for rank, data in blocks.items():
@@ -134,9 +136,19 @@ class Coordinator:
 
 
 def _raise_failed(futures: list[Future]) -> None:
-    for future in futures:
-        if future.done() and future.exception() is not None:
-            raise future.exception()  # type: ignore[misc]
+    """If any invocation failed: give the others a moment to fail too (a lost message makes every rank
+    time out together), then raise one ``WorkerFailed`` listing every failure, earliest layer first."""
+    if not any(f.done() and f.exception() is not None for f in futures):
+        return
+    wait(futures, timeout=_SLICE)
+    errors = [str(f.exception()) for f in futures if f.done() and f.exception() is not None]
+    errors.sort(key=_layer_of)
+    raise WorkerFailed("; ".join(errors))
+
+
+def _layer_of(text: str) -> int:
+    match = re.search(r"no layer-(\d+) activations", text)
+    return int(match.group(1)) if match else -1
 
 
 def _exchange(reports: list[WorkerReport], plan: CoordinatorPlan, batch: int) -> Usage:

@@ -72,4 +72,5 @@ class LocalInvoker:
         try:
             return run_worker(program, self.channel.endpoint(spec.job, spec.rank), spec)
         except FsdError as exc:
-            raise WorkerFailed(f"rank {spec.rank}: {exc}") from None
+            text = str(exc)
+            raise WorkerFailed(text if text.startswith(f"rank {spec.rank}:") else f"rank {spec.rank}: {text}") from None

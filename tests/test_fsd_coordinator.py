@@ -1,0 +1,117 @@
+"""Coordinator and workers in one process (threads) over the real channels: equal outputs, bounded failure."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from fsd.channel import Message
+from fsd.coordinator import Coordinator
+from fsd.errors import ChannelTimeout, FsdError, WorkerFailed
+from fsd.invoke import LocalInvoker
+from fsd.model import ModelSpec, forward, generate, inputs
+from fsd.partition import partition, traffic
+from fsd.redis_channel import RedisQueueChannel
+from fsd.s3_channel import S3Channel
+from fsd.s3_client import S3Client
+from fsd.s3_server import S3Server
+from fsd.schedule import coordinator_plan, worker_program
+from fsd.worker import JobSpec
+
+SPEC = ModelSpec(neurons=192, layers=5, seed=4, weight_jitter=0.5)
+MODEL = generate(SPEC)
+X = inputs(SPEC, 6, seed=1)
+EXPECTED = forward(MODEL, X)
+
+
+def _coordinator(channel, workers, method="connectivity", timeout=5.0, programs=None):
+    parts = partition(MODEL, workers, method)
+    programs = programs or {r: worker_program(MODEL, parts, r) for r in range(workers)}
+    return Coordinator(coordinator_plan(MODEL, parts), channel, LocalInvoker(programs, channel), timeout), parts
+
+
+@pytest.fixture
+def s3_channel():
+    server = S3Server().start()
+    client = S3Client(server.url)
+    client.create_bucket("fsd")
+    yield S3Channel(client, "fsd")
+    server.stop()
+
+
+@pytest.mark.parametrize("method", ["connectivity", "random"])
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+def test_redis_outputs_equal_the_unpartitioned_model(redis_server, redis_client, workers, method):
+    channel = RedisQueueChannel.from_url(redis_server.url, max_message_bytes=1024)  # forces split frames
+    coordinator, parts = _coordinator(channel, workers, method)
+    result = coordinator.run(X)
+    np.testing.assert_allclose(result.outputs, EXPECTED, rtol=1e-5, atol=1e-6)
+    assert result.exchange.bytes == traffic(MODEL, parts).exchange * 4 * len(X)
+    assert result.cost.total_usd > 0 and len(result.workers) == workers
+    assert not redis_client.keys("fsd:*")
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_s3_outputs_equal_the_unpartitioned_model(s3_channel, workers):
+    coordinator, parts = _coordinator(s3_channel, workers)
+    result = coordinator.run(X)
+    np.testing.assert_allclose(result.outputs, EXPECTED, rtol=1e-5, atol=1e-6)
+    assert result.exchange.bytes == traffic(MODEL, parts).exchange * 4 * len(X)
+    assert result.usage.requests["put"] == result.usage.messages
+    assert s3_channel.client.list("fsd")[0] == []
+
+
+class _Dropping:
+    """A real channel whose endpoints lose the first message from ``rank`` at ``layer``."""
+
+    def __init__(self, inner, rank, layer):
+        self.inner, self.rank, self.layer, self.kind = inner, rank, layer, inner.kind
+
+    def endpoint(self, job, rank):
+        endpoint = self.inner.endpoint(job, rank)
+        if rank == self.rank:
+            send = endpoint.send
+            endpoint.send = lambda ms: send([m for m in ms if m.layer != self.layer])
+        return endpoint
+
+    def purge(self, job, ranks):
+        return self.inner.purge(job, ranks)
+
+
+def test_lost_message_gives_a_clear_error_within_the_timeout(redis_server, redis_client):
+    channel = _Dropping(RedisQueueChannel.from_url(redis_server.url), rank=0, layer=3)
+    coordinator, _ = _coordinator(channel, 3, timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(WorkerFailed, match="^rank [12]: no layer-3 activations from rank 0"):
+        coordinator.run(X)
+    assert time.monotonic() - started < 1.5 + 1.0
+
+
+def test_failing_worker_fails_the_job_at_once(redis_server, redis_client):
+    parts = partition(MODEL, 2, "connectivity")
+    programs = {0: worker_program(MODEL, parts, 0), 1: worker_program(MODEL, parts, 0)}  # rank 1 misconfigured
+    coordinator, _ = _coordinator(RedisQueueChannel.from_url(redis_server.url), 2, timeout=5.0, programs=programs)
+    started = time.monotonic()
+    with pytest.raises(WorkerFailed, match="rank 1: job .* invoked rank 1 on the worker of rank 0"):
+        coordinator.run(X)
+    assert time.monotonic() - started < 2.0
+
+
+def test_redis_receive_names_what_is_missing(redis_server, redis_client):
+    channel = RedisQueueChannel.from_url(redis_server.url)
+    channel.endpoint("j", 0).send([Message(1, 2, 0, b"\0" * 8)])
+    with pytest.raises(ChannelTimeout, match="rank 1: no layer-2 activations from rank 3"):
+        channel.endpoint("j", 1).receive(2, [0, 3], time.monotonic() + 0.2)
+
+
+def test_job_spec_round_trip_and_rules():
+    spec = JobSpec("abc", 2, 4, 3.0)
+    import json
+
+    assert JobSpec.from_json(json.loads(spec.to_json())) == spec
+    with pytest.raises(FsdError, match="bad job spec"):
+        JobSpec.from_json({"job": "x"})
+    with pytest.raises(FsdError, match="batch=0 must be >= 1"):
+        JobSpec.from_json({"job": "x", "rank": 0, "batch": 0, "timeout": 1})

@@ -1,0 +1,191 @@
+"""FSD-Inference benchmark: a GraphChallenge-style sparse DNN partitioned across W workers.
+
+For W in {1, 2, 4, 8}, both channels (Redis queue, S3 object storage on the local S3-compatible server)
+and both partitioners (connectivity-aware, random): latency per sample batch (median of --repeat runs),
+values, bytes and messages exchanged between workers, channel requests, and the modelled cost per example
+(fsd.cost, AWS list prices), against single-function inference (the unpartitioned model in one function).
+Every run's outputs are checked against the unpartitioned model's.
+
+Workers run as threads of this process (the machine has 2 cores); Redis and the S3 server are separate
+processes on loopback ports. The integration tests run them as real watchdog functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HELP = "distributed sparse-DNN inference (FSD-Inference): latency, traffic and cost per W, channel, partitioner"
+
+_S3_MAIN = ("import sys, time; from fsd.s3_server import S3Server; s = S3Server(int(sys.argv[1])).start(); "
+            "print('ready', flush=True); time.sleep(1e9)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `faas-infer bench fsd`."""
+    parser.add_argument("--neurons", type=int, default=1024, help="neurons per layer (default 1024; 4096 also GraphChallenge)")
+    parser.add_argument("--layers", type=int, default=120, help="layers (default 120)")
+    parser.add_argument("--batch", type=int, default=16, help="samples per batch (default 16)")
+    parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts (default 1,2,4,8)")
+    parser.add_argument("--channels", default="redis,s3", help="comma-separated channels (default redis,s3)")
+    parser.add_argument("--partitioners", default="connectivity,random", help="default connectivity,random")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; latency is the median (default 3)")
+    parser.add_argument("--single-memory-mb", type=float, default=2048.0,
+                        help="memory billed for single-function inference (default 2048)")
+    parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_services() -> tuple[list[subprocess.Popen], str, str]:
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (make deps installs it)")
+    rport, sport = _port(), _port()
+    procs = [subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    s3 = subprocess.Popen([sys.executable, "-c", _S3_MAIN, str(sport)], stdout=subprocess.PIPE,
+                          env={**os.environ, "PYTHONPATH": repo})
+    procs.append(s3)
+    s3.stdout.readline()
+    client = redis.Redis(port=rport)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return procs, f"redis://127.0.0.1:{rport}/0", f"http://127.0.0.1:{sport}"
+
+
+def _channel(kind: str, redis_url: str, s3_url: str):
+    from fsd.redis_channel import RedisQueueChannel
+    from fsd.s3_channel import S3Channel
+    from fsd.s3_client import S3Client
+
+    if kind == "redis":
+        return RedisQueueChannel.from_url(redis_url)
+    client = S3Client(s3_url)
+    client.create_bucket("fsd")
+    return S3Channel(client, "fsd")
+
+
+def _measure(model, parts, channel, x, expected, repeat: int) -> dict:
+    import numpy as np
+
+    from fsd.coordinator import Coordinator
+    from fsd.invoke import LocalInvoker
+    from fsd.partition import traffic
+    from fsd.schedule import coordinator_plan, worker_program
+
+    programs = {r: worker_program(model, parts, r) for r in range(parts.workers)}
+    coordinator = Coordinator(coordinator_plan(model, parts), channel, LocalInvoker(programs, channel), timeout=120)
+    results = [coordinator.run(x) for _ in range(repeat)]
+    last = results[-1]
+    return {"latency_s": statistics.median(r.seconds for r in results),
+            "max_abs_error": float(max(np.abs(r.outputs - expected).max() for r in results)),
+            "values_exchanged": traffic(model, parts).exchange * len(x),
+            "bytes_exchanged": last.exchange.bytes, "messages_exchanged": last.exchange.messages,
+            "messages_total": last.usage.messages, "requests": dict(last.usage.requests),
+            "cost_per_example_usd": statistics.median(r.cost.per_example_usd for r in results),
+            "channel_usd": last.cost.channel_usd, "gb_seconds": last.cost.gb_seconds}
+
+
+def _single(model, x, repeat: int, memory_mb: float) -> tuple[dict, "object"]:
+    from fsd.cost import Prices, run_cost
+    from fsd.channel import Usage
+    from fsd.model import forward
+
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = forward(model, x)
+        times.append(time.perf_counter() - t)
+    seconds = statistics.median(times)
+    cost = run_cost(Prices(), "redis", [(memory_mb, seconds)], Usage(), len(x))
+    return ({"workers": 0, "channel": "-", "partitioner": "single function", "latency_s": seconds,
+             "max_abs_error": 0.0, "values_exchanged": 0, "bytes_exchanged": 0, "messages_exchanged": 0,
+             "messages_total": 0, "requests": {}, "cost_per_example_usd": cost.per_example_usd,
+             "channel_usd": 0.0, "gb_seconds": cost.gb_seconds}, out)
+
+
+def _table(rows: list[dict]) -> str:
+    head = f"{'W':>2} {'channel':<7} {'partitioner':<15} {'latency s':>9} {'exch MB':>8} {'exch msgs':>9} " \
+           f"{'requests':>8} {'$/example':>10} {'max err':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['workers']:>2} {r['channel']:<7} {r['partitioner']:<15} {r['latency_s']:>9.3f} "
+                     f"{r['bytes_exchanged'] / 1e6:>8.3f} {r['messages_exchanged']:>9} "
+                     f"{sum(r['requests'].values()):>8} {r['cost_per_example_usd']:>10.3e} {r['max_abs_error']:>8.1e}")
+    return "\n".join(lines)
+
+
+def _targets(rows: list[dict], top: int) -> list[str]:
+    def find(w, ch, p):
+        return next((r for r in rows if r["workers"] == w and r["channel"] == ch and r["partitioner"] == p), None)
+
+    notes = [f"identical outputs: max |error| {max(r['max_abs_error'] for r in rows):.1e} over every run"]
+    for w in sorted({r["workers"] for r in rows if r["workers"] > 1}):
+        smart, rand = find(w, "redis", "connectivity") or find(w, "s3", "connectivity"), \
+            find(w, "redis", "random") or find(w, "s3", "random")
+        if smart and rand and smart["bytes_exchanged"]:
+            notes.append(f"W={w}: random moves {rand['bytes_exchanged'] / smart['bytes_exchanged']:.1f}x the bytes "
+                         f"of connectivity-aware (target >= 3x)")
+    q, s = find(top, "redis", "connectivity"), find(top, "s3", "connectivity")
+    if q and s:
+        notes.append(f"W={top}: queue ${q['cost_per_example_usd']:.3e} vs object storage "
+                     f"${s['cost_per_example_usd']:.3e} per example ({s['cost_per_example_usd'] / q['cost_per_example_usd']:.1f}x)")
+    return notes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write JSON when asked."""
+    from fsd.model import ModelSpec, generate, inputs
+    from fsd.partition import partition
+
+    spec = ModelSpec(neurons=args.neurons, layers=args.layers)
+    model = generate(spec)
+    x = inputs(spec, args.batch)
+    single, expected = _single(model, x, args.repeat, args.single_memory_mb)
+    rows = [single]
+    procs, redis_url, s3_url = _start_services()
+    try:
+        channels = {c: _channel(c, redis_url, s3_url) for c in args.channels.split(",")}
+        for w in [int(v) for v in args.workers.split(",")]:
+            for method in args.partitioners.split(","):
+                t = time.perf_counter()
+                parts = partition(model, w, method)
+                seconds = time.perf_counter() - t
+                for kind, channel in channels.items():
+                    row = {"workers": w, "channel": kind, "partitioner": method, "partition_s": seconds}
+                    row.update(_measure(model, parts, channel, x, expected, args.repeat))
+                    rows.append(row)
+                    print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+    print(f"model: {spec.neurons} neurons x {spec.layers} layers, batch {args.batch}, median of {args.repeat}")
+    print(_table(rows))
+    for note in _targets(rows, max(r["workers"] for r in rows)):
+        print(note)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"model": {"neurons": spec.neurons, "layers": spec.layers, "batch": args.batch},
+                       "rows": rows, "targets": _targets(rows, max(r["workers"] for r in rows))}, f, indent=1)
+    return 0

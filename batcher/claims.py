@@ -5,7 +5,8 @@ one atomic step, onto the taker's ``fi:{fn}:claimed:{inst}`` list, so a request 
 of the two lists until its reply is sent (the reply and the claimed list's deletion share one
 MULTI). Reaping an instance whose heartbeat stopped moves its claimed list back to the taking end of
 the queue, oldest first, in one Lua script that first re-checks the heartbeat, so two reapers never
-both move it. Everything here is one round trip.
+both move it. Every call here is one round trip, and taking shares its round trip with
+whatever else the caller queued on the pipeline.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from batcher import keys
+
+# Most requests taken in one script call (Lua's unpack has a stack limit near 8000).
+MAX_TAKE = 1000
 
 # KEYS: queue, claimed. ARGV: most to take. Returns {taken..., } and the queue's length after.
 _TAKE = """
@@ -54,14 +58,29 @@ class Claims:
         self._give_back = client.register_script(_GIVE_BACK)
         self._reap = client.register_script(_REAP)
 
-    def take(self, client: Any, most: int) -> tuple[list[bytes], int]:
-        """Up to ``most`` requests without blocking, oldest first, and the queue's length after."""
-        taken, left = self._take(keys=[self.queue, self.claimed], args=[most], client=client)
-        return list(taken), int(left)
+    def take(self, pipe: Any, most: int, wait: float = 0.0) -> None:
+        """Queue on ``pipe``: block up to ``wait`` seconds for one request (when ``wait`` > 0), then take up to
+        ``most`` in all without blocking; ``taken(replies)`` reads the answer from ``pipe.execute()``."""
+        if wait > 0:
+            pipe.blmove(self.queue, self.claimed, max(wait, 0.001), "RIGHT", "LEFT")
+        rest = min(most, MAX_TAKE) - (1 if wait > 0 else 0)
+        if rest > 0:
+            self._take(keys=[self.queue, self.claimed], args=[rest], client=pipe)
 
-    def wait_one(self, client: Any, timeout: float) -> bytes | None:
-        """Block up to ``timeout`` seconds for one request (claimed like ``take``)."""
-        return client.blmove(self.queue, self.claimed, max(timeout, 0.001), "RIGHT", "LEFT")
+    @staticmethod
+    def taken(replies: list[Any], most: int, wait: float = 0.0) -> tuple[list[bytes], int | None]:
+        """The requests a ``take`` got, oldest first, and the queue length after (None when unknown);
+        ``replies`` are the last replies of the pipeline, ``most`` and ``wait`` as given to ``take``."""
+        got: list[bytes] = []
+        left = None
+        rest = min(most, MAX_TAKE) - (1 if wait > 0 else 0)
+        if rest > 0:
+            taken, left = replies[-1]
+            got = list(taken)
+            replies = replies[:-1]
+        if wait > 0 and replies[-1] is not None:
+            got.insert(0, replies[-1])
+        return got, None if left is None else int(left)
 
     def give_back_own(self, client: Any) -> int:
         """Put this instance's claimed requests back in the queue (after losing Redis, or on exit)."""

@@ -1,6 +1,6 @@
 """An instance's presence in Redis: one heartbeat round trip, reaping dead peers, and leaving.
 
-A beat marks the instance alive, refreshes its facts and execution times, reads its live config and the
+A beat marks the instance alive, refreshes its facts and execution times, adds its arrival counts, reads its live config and the
 queue depth, and lists peers whose last beat is older than ``stale_after``; each of those is then reaped
 (its claimed requests go back to the queue). The server's ``run_id`` is read too: when it changes, Redis
 restarted and whatever it held may be gone.
@@ -33,11 +33,14 @@ class Beat:
 
 
 def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Mapping[int, float],
-         now: float, stale_after: float = stats.STALE_AFTER) -> Beat:
-    """Heartbeat, then reap every peer that stopped beating (two round trips, more only when reaping)."""
+         arrivals: Mapping[int, int], now: float, stale_after: float = stats.STALE_AFTER) -> Beat:
+    """Heartbeat (with the arrivals counted since the last one, by epoch second), then reap every peer
+    that stopped beating; two round trips, more only when reaping."""
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=False)
     stats.record_heartbeat(pipe, fn, inst, now, facts, exec_seconds)
+    for second, count in arrivals.items():
+        stats.record_arrival(pipe, fn, second, count)
     pipe.hgetall(keys.config(fn, inst))
     pipe.llen(keys.queue(fn))
     pipe.zrangebyscore(keys.instances(fn), "-inf", now - stale_after)

@@ -2,12 +2,12 @@
 
 Request path. ``put`` pushes the request (``batcher.wire``: a JSON line and the raw body) on the left of
 ``fi:{fn}:queue`` with a token, this instance as the reply address and an absolute wall-clock deadline,
-and counts the arrival, in one round trip. The caller's future waits in ``_waiting`` under the token.
+in one round trip (arrivals are counted in memory and sent with the next heartbeat). The caller's future waits in ``_waiting`` under the token.
 Each instance's batch worker calls ``next_batch(b, t)`` with its own live config: it takes up to ``b``
 requests (``batcher.claims``: moved atomically onto its own claimed list), then waits for more until the
-oldest has waited ``t``, so a fast instance with a large ``b`` naturally takes more. When every request
-of a batch has its answer, replies to other instances go to their inboxes (``fi:inbox:{inst}``) in one
-MULTI that also deletes the claimed list; requests that arrived here are answered in memory at once.
+oldest has waited ``t``, so a fast instance with a large ``b`` naturally takes more. Answers for requests
+that arrived here resolve their futures at once; the others go to their instances' inboxes
+(``fi:inbox:{inst}``) in one MULTI that also releases the claim (``batcher.remote_batch``).
 One listener thread per instance pops its inbox and resolves the futures; a token resolves once, so a
 reply delivered twice is harmless. Expired requests are answered 504 without running (``dispatch``).
 
@@ -25,14 +25,15 @@ A request may then run twice; its caller still gets one answer.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import redis
@@ -41,15 +42,14 @@ from redis.retry import Retry
 
 from batcher import keys, live_config, presence, stats, wire
 from batcher.claims import Claims
-from batcher.errors import BatchError, HandlerFailed, PayloadTooLarge
+from batcher.errors import PayloadTooLarge
 from batcher.policy import BatchConfig
 from batcher.queue import LocalBatchQueue, Pending, QueueClosed
+from batcher.remote_batch import RemoteBatches, Result, outcome, settle
 from batcher.request import Request, Response
 
 logger = logging.getLogger(__name__)
 
-INBOX_TTL = 60
-MAX_TAKE = 1000
 # Seconds one inbox pop blocks: bounds how long a leaving instance's listener lingers.
 LISTEN_BLOCK = 0.25
 
@@ -63,17 +63,6 @@ class _Waiting:
     deadline: float
     enqueued_at: float
     moved: bool = False
-
-
-@dataclass
-class _OpenBatch:
-    """A batch taken from the shared queue whose replies are collected until all are in."""
-
-    items: list[Pending]
-    left: int
-    replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
-    expired: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class RedisBatchQueue:
@@ -94,14 +83,15 @@ class RedisBatchQueue:
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1,
                                             retry=Retry(NoBackoff(), 0))
         self._claims = Claims(self._client, function, instance)
+        self._remote = RemoteBatches(self._client, self._claims, max_bytes, clock, self._resolve, self._lost)
+        self._arrivals: collections.Counter[int] = collections.Counter()
+        self._beats = 0
         self._local = LocalBatchQueue(clock)
         self._waiting: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
         self._up = False
         self._run_id = ""
         self._config = base_config
-        self._depth = 0
-        self._open: _OpenBatch | None = None
         self._closed = self._retired = False
         self._halt = threading.Event()
         self._threads = [threading.Thread(target=self._listen, name="redis-inbox", daemon=True),
@@ -156,11 +146,9 @@ class RedisBatchQueue:
         self._waiting[token] = entry
         entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
         data = wire.encode_request(wire.Envelope(token, self.instance, deadline - now + wall, wall, request))
+        self._arrivals[int(wall)] += 1  # sent with the next heartbeat
         try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.lpush(self._claims.queue, data)
-            stats.record_arrival(pipe, self.function, wall)
-            self._depth = int(pipe.execute()[0])
+            self._remote.depth = int(self._client.lpush(self._claims.queue, data))
         except redis.RedisError as exc:
             self._lost(exc)
             self._to_local([entry])
@@ -168,7 +156,6 @@ class RedisBatchQueue:
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
         """Local leftovers first; else up to ``max_size`` from the shared queue, released like the local one."""
-        self._finish_open()
         if self._local.depth() or not self._up:
             idle = not self._up and not self._closed
             return self._local.next_batch(max_size, timeout if idle else 0.0, poll if idle else 0.0)
@@ -176,7 +163,7 @@ class RedisBatchQueue:
             self.leave()
             return []
         try:
-            return self._take(max_size, timeout, poll)
+            return self._remote.take(max_size, timeout, poll)
         except redis.RedisError as exc:
             self._lost(exc)
             return []
@@ -185,7 +172,7 @@ class RedisBatchQueue:
         """Requests waiting in the shared queue (last known) plus local ones; when closing, ours unanswered."""
         if self._closed:
             return len(self._waiting) + self._local.depth()
-        return (self._depth if self._up else 0) + self._local.depth()
+        return (self._remote.depth if self._up else 0) + self._local.depth()
 
     def oldest_wait(self) -> float:
         """Seconds the next request to be taken has waited."""
@@ -202,100 +189,12 @@ class RedisBatchQueue:
         self._closed = True
         self._local.close()
 
-    # -- taking and answering batches ---------------------------------------------------------
-
-    def _take(self, max_size: int, timeout: float, poll: float) -> list[Pending]:
-        client, claims = self._client, self._claims
-        raw = self._take_now(max_size)
-        if not raw:
-            one = claims.wait_one(client, poll)
-            if one is None:
-                return []
-            raw = [one, *self._take_now(max_size - 1)]
-        envelopes = self._decode(raw)
-        release_at = min((e.enqueued_at for e in envelopes), default=time.time()) + timeout
-        while len(raw) < max_size and time.time() < release_at:
-            one = claims.wait_one(client, release_at - time.time())
-            if one is None:
-                break
-            more = [one, *self._take_now(max_size - len(raw) - 1)]
-            raw += more
-            envelopes += self._decode(more)
-        return self._open_batch(envelopes)
-
-    def _take_now(self, most: int) -> list[bytes]:
-        if most <= 0:
-            return []
-        raw, self._depth = self._claims.take(self._client, min(most, MAX_TAKE))
-        return raw
-
-    def _decode(self, raw: list[bytes]) -> list[wire.Envelope]:
-        envelopes = []
-        for data in raw:
-            try:
-                envelopes.append(wire.decode_request(data))
-            except wire.WireError as exc:
-                logger.error("dropped a malformed message from %s: %s", self._claims.queue, exc)
-        return envelopes
-
-    def _open_batch(self, envelopes: list[wire.Envelope]) -> list[Pending]:
-        offset = self.clock() - time.time()
-        items = [Pending(env.request, env.deadline + offset, env.enqueued_at + offset) for env in envelopes]
-        batch = self._open = _OpenBatch(items, len(items))
-        for env, item in zip(envelopes, items):
-            item.future.add_done_callback(lambda f, e=env: self._answered(batch, e, f))
-        if not items:
-            self._flush(batch)
-        return items
-
-    def _answered(self, batch: _OpenBatch, env: wire.Envelope, future: Future) -> None:
-        result = _outcome(future)
-        if isinstance(result, Response):
-            result = replace(result, headers={**result.headers, "X-Served-By": self.instance})
-        if env.reply_to == self.instance:
-            self._resolve(env.token, result)
-        elif isinstance(result, Response) and len(result.body) > self.max_bytes:
-            result = PayloadTooLarge(f"response body of {len(result.body)} bytes over max_request_bytes")
-        with batch.lock:
-            if env.reply_to != self.instance:
-                batch.replies.append((env.reply_to, wire.Reply(env.token, result, self.instance)))
-            batch.expired += int(getattr(result, "status", 200) == 504)
-            batch.left -= 1
-            done = batch.left == 0
-        if done:
-            self._flush(batch)
-
-    def _flush(self, batch: _OpenBatch) -> None:
-        """Send a finished batch's replies and release its claim, in one MULTI."""
-        if self._open is batch:
-            self._open = None
-        try:
-            pipe = self._client.pipeline(transaction=True)
-            for reply_to, reply in batch.replies:
-                pipe.lpush(keys.inbox(reply_to), wire.encode_reply(reply))
-            for inbox in {keys.inbox(r) for r, _ in batch.replies}:
-                pipe.expire(inbox, INBOX_TTL)
-            pipe.delete(self._claims.claimed)
-            stats.record_served(pipe, self.function, self.instance, len(batch.items) - batch.expired, batch.expired)
-            pipe.execute()
-        except redis.RedisError as exc:
-            self._lost(exc)
-
-    def _finish_open(self) -> None:
-        """Answer anything a previous batch left unanswered (never expected: dispatch answers all)."""
-        batch = self._open
-        if batch is None:
-            return
-        logger.error("a batch ended with %d requests unanswered; failing them", batch.left)
-        for item in batch.items:
-            _settle(item.future, HandlerFailed("the batch ended without an answer for this request"))
-
     # -- replies, Redis loss and recovery -----------------------------------------------------
 
-    def _resolve(self, token: str, result: Response | BatchError) -> None:
+    def _resolve(self, token: str, result: Result) -> None:
         entry = self._waiting.get(token)
         if entry is not None:
-            _settle(entry.future, result)
+            settle(entry.future, result)
 
     def _listen(self) -> None:
         inbox = keys.inbox(self.instance)
@@ -330,9 +229,13 @@ class RedisBatchQueue:
 
     def _beat(self) -> None:
         self._facts.update(live_config.to_fields(self._config))
-        result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), time.time(),
-                               self.stale_after)
-        self._depth = result.depth
+        arrivals, self._arrivals = self._arrivals, collections.Counter()
+        result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), arrivals,
+                               time.time(), self.stale_after)
+        self._remote.depth = result.depth
+        self._beats += 1
+        if self._beats % 60 == 0:
+            stats.trim_arrivals(self._client, self.function, time.time())
         try:
             self._config = live_config.parse(result.config_fields, self.base_config)
         except ValueError as exc:
@@ -371,7 +274,7 @@ class RedisBatchQueue:
                     continue
                 entry.moved = True
                 item = Pending(entry.request, entry.deadline, entry.enqueued_at)
-                item.future.add_done_callback(lambda f, outer=entry.future: _settle(outer, _outcome(f)))
+                item.future.add_done_callback(lambda f, outer=entry.future: settle(outer, outcome(f)))
                 entry.future.add_done_callback(lambda _f, i=item: i.future.cancel())
                 inner.append(item)
         if inner:
@@ -395,25 +298,10 @@ class RedisBatchQueue:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(2 * LISTEN_BLOCK)
         try:
+            if self._up:
+                self._remote.release_now()
             presence.leave(self._client, self._claims)
         except redis.RedisError as exc:
             logger.warning("could not deregister from Redis: %s", exc)
 
 
-def _outcome(future: Future) -> Response | BatchError:
-    if future.cancelled():
-        return HandlerFailed("request cancelled")
-    exc = future.exception()
-    if exc is None:
-        return future.result()
-    return exc if isinstance(exc, BatchError) else HandlerFailed(f"{type(exc).__name__}: {exc}")
-
-
-def _settle(future: Future, result: Response | BatchError) -> None:
-    try:
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass  # answered already (a duplicate reply, or the caller gave up)

@@ -1,0 +1,169 @@
+"""Queue benchmark: the Redis batch queue against the in-process one, and how two instances share a queue.
+
+For each function (the no-op ``functions/echo`` and ``functions/mlp``), one watchdog is served with the
+in-process backend, then one with the Redis backend (a private redis-server on a free loopback port), in
+the same run, each measured (a) with one request at a time (closed loop, concurrency 1: the latency the
+backend adds) and (b) closed loop at ``--concurrency`` (throughput, with its p50/p99). Then two Redis
+instances with different ``max_batch_size`` serve the function from one queue while load goes to the
+first only; each one's share of the requests run is read from the queue statistics in Redis.
+
+Each instance gets ``cpu_limit=1`` (one torch thread); the load generator (``bench.loadgen``) shares the
+machine, so compare the backends by ratio within one run, never across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+
+HELP = "Redis shared batch queue vs in-process queue: added latency, throughput, share of work"
+
+BATCH = {"echo": 32, "mlp": 32}
+COLUMNS = ("function", "backend", "p50_1_ms", "p99_1_ms", "rps", "p50_ms", "p99_ms", "errors")
+SHARE_COLUMNS = ("function", "instance", "max_batch_size", "served", "share_pct", "rps", "errors")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `faas-infer bench queue`."""
+    parser.add_argument("--functions", default="echo,mlp", help="comma-separated functions (default echo,mlp)")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds of load per measurement (default 4)")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop clients for throughput (default 32)")
+    parser.add_argument("--share-batches", default="4,32",
+                        help="max_batch_size of the two instances sharing a queue (default 4,32)")
+    parser.add_argument("--batch-timeout", default="0",
+                        help="batch_timeout of every instance (default 0: no waiting for company, so the "
+                             "latency measured is the queue's own; '' uses the watchdog's policy)")
+    parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print the tables, write JSON."""
+    from bench.loadgen import print_table
+
+    small, big = (int(b) for b in args.share_batches.split(","))
+    rows, shares = [], []
+    with _Redis() as redis_url:
+        for function in args.functions.split(","):
+            pair = [measure(function, backend, redis_url, args) for backend in ("local", "redis")]
+            rows += pair + [_compare(*pair)]
+            shares += share(function, redis_url, (small, big), args)
+    print_table(rows, COLUMNS)
+    print()
+    print_table(shares, SHARE_COLUMNS)
+    print("\np50_1/p99_1: latency at one request at a time; rps, p50, p99: closed loop at "
+          f"{args.concurrency} clients. 'redis - local' and 'redis / local' rows compare the two.")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"backends": rows, "share": shares, "duration": args.duration,
+                       "concurrency": args.concurrency}, f, indent=2)
+    return 0
+
+
+def measure(function: str, backend: str, redis_url: str, args: argparse.Namespace) -> dict:
+    """One instance with ``backend``: latency at concurrency 1, then throughput at ``concurrency``."""
+    from bench.common import progress, serve
+    from bench.loadgen import closed_loop
+
+    env = _env(function, backend, redis_url, f"{backend}-1", BATCH.get(function, 32), args.batch_timeout)
+    served = serve(os.path.join("functions", function), env)
+    try:
+        target = _target(function, served.url)
+        closed_loop(target, 4, 1.0)  # warm up: first batches, torch kernels, connections
+        single = closed_loop(target, 1, args.duration)
+        loaded = closed_loop(target, args.concurrency, args.duration)
+    finally:
+        served.stop()
+    progress(f"{function} {backend}: {single.percentile(50) * 1000:.2f} ms alone, {loaded.throughput:.0f} rps")
+    return {"function": function, "backend": backend, "p50_1_ms": _ms(single.percentile(50)),
+            "p99_1_ms": _ms(single.percentile(99)), "rps": round(loaded.throughput, 1),
+            "p50_ms": _ms(loaded.percentile(50)), "p99_ms": _ms(loaded.percentile(99)),
+            "errors": single.failed + loaded.failed}
+
+
+def share(function: str, redis_url: str, batches: tuple[int, int], args: argparse.Namespace) -> list[dict]:
+    """Two Redis instances with different batch sizes, load to the first only: who runs what."""
+    import redis
+
+    from bench.common import progress, serve
+    from bench.loadgen import closed_loop
+    from batcher.stats import read_function_stats
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    names = [f"b{b}" for b in batches]
+    instances = [serve(os.path.join("functions", function),
+                       _env(function, "redis", redis_url, name, b, args.batch_timeout))
+                 for name, b in zip(names, batches)]
+    try:
+        result = closed_loop(_target(function, instances[0].url), args.concurrency, args.duration)
+        time.sleep(1.0)  # one heartbeat, so the served counts are current
+        stats = read_function_stats(client, f"bench-{function}", time.time())
+    finally:
+        for served in instances:
+            served.stop()
+    counts = {i.instance: i.served for i in stats.instances}
+    total = sum(counts.values()) or 1
+    progress(f"{function} share: {counts}")
+    return [{"function": function, "instance": name + (" (gets the load)" if k == 0 else ""),
+             "max_batch_size": b, "served": counts.get(name, 0),
+             "share_pct": round(100 * counts.get(name, 0) / total, 1),
+             "rps": round(result.throughput, 1) if k == 0 else "", "errors": result.failed if k == 0 else ""}
+            for k, (name, b) in enumerate(zip(names, batches))]
+
+
+def _compare(local: dict, remote: dict) -> dict:
+    diff = {k: round(remote[k] - local[k], 2) for k in ("p50_1_ms", "p99_1_ms", "p50_ms", "p99_ms")}
+    ratio = round(remote["rps"] / local["rps"], 3) if local["rps"] else 0.0
+    return {"function": local["function"], "backend": "redis - local (rps: redis / local)", **diff, "rps": ratio,
+            "errors": ""}
+
+
+def _env(function: str, backend: str, redis_url: str, instance: str, batch: int, timeout: str) -> dict[str, str]:
+    return {"batch_backend": backend, "batch_timeout": timeout, "redis_url": redis_url, "function_name": f"bench-{function}",
+            "instance_id": instance, "max_batch_size": str(batch), "cpu_limit": "1", "http_threads": "128",
+            "max_queue": "100000", "LOG_LEVEL": "WARNING"}
+
+
+def _target(function: str, url: str):
+    from bench.common import sample_body
+    from bench.loadgen import Target
+
+    body, ctype = sample_body(function)
+    return Target(url + "/", body, "POST", (("Content-Type", ctype),))
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+class _Redis:
+    """A private redis-server on a free loopback port for the run."""
+
+    def __enter__(self) -> str:
+        from bench.common import free_port
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (apt-get install redis-server, or `make deps`)")
+        port = free_port()
+        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)

@@ -1,0 +1,38 @@
+"""FSD_* configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from fsd.config import FsdConfig
+from fsd.errors import ConfigError
+
+
+def test_from_env_reads_every_knob():
+    config = FsdConfig.from_env({"FSD_WORKERS": "4", "FSD_RANK": "2", "FSD_CHANNEL": "s3",
+                                 "FSD_S3_ENDPOINT": "http://127.0.0.1:9000", "FSD_MODEL": "neurons=256,layers=3",
+                                 "FSD_PARTITIONER": "random", "FSD_TIMEOUT": "2.5", "FSD_WORKER_MEMORY_MB": "1024",
+                                 "FSD_GATEWAY": "http://127.0.0.1:8080/", "FSD_WORKER_FUNCTION": "dnn-worker"})
+    assert (config.workers, config.rank, config.channel, config.partitioner) == (4, 2, "s3", "random")
+    assert config.model.neurons == 256 and config.timeout == 2.5 and config.memory.worker == 1024
+    assert config.urls()[3] == "http://127.0.0.1:8080/function/dnn-worker-3"
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"FSD_WORKERS": "0"}, "FSD_WORKERS=0: must be >= 1"),
+    ({"FSD_WORKERS": "two"}, "FSD_WORKERS='two': must be a whole number"),
+    ({"FSD_WORKERS": "2", "FSD_RANK": "2"}, "FSD_RANK=2: must be 0..1"),
+    ({"FSD_CHANNEL": "sqs"}, "FSD_CHANNEL='sqs': must be one of redis, s3"),
+    ({"FSD_CHANNEL": "redis"}, "FSD_REDIS_URL='': must be set when FSD_CHANNEL=redis"),
+    ({"FSD_CHANNEL": "s3"}, "FSD_S3_ENDPOINT='': must be set when FSD_CHANNEL=s3"),
+])
+def test_errors_name_key_value_and_rule(env, message):
+    base = {"FSD_REDIS_URL": "redis://127.0.0.1:1/0"} if env.get("FSD_CHANNEL") != "redis" else {}
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FsdConfig.from_env({**base, **env})
+
+
+def test_worker_urls_must_match_workers():
+    config = FsdConfig.from_env({"FSD_WORKERS": "2", "FSD_REDIS_URL": "redis://x", "FSD_WORKER_URLS": "http://a"})
+    with pytest.raises(ConfigError, match="must list 2 URLs"):
+        config.urls()

@@ -137,5 +137,6 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _ndjson(lines) -> Iterator[bytes]:
+    yield b""  # sends the headers now: a follower with nothing to read yet knows the stream is open
     for message in lines:
         yield message.to_json().encode()

@@ -1,0 +1,154 @@
+"""The provider's runtime with real replicas: invoke, scale with load running, update, delete, crash and
+restart, memory limit, CPU pinning, scale from zero, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import psutil
+import pytest
+import requests
+
+from provider_fixtures import INSPECT, ProviderProcess
+from helpers import wait_until, write_handler
+
+
+@pytest.fixture
+def provider(tmp_path):
+    proc = ProviderProcess(str(tmp_path), {"cold_start_timeout": "30"}).start()
+    yield proc
+    assert proc.stop() == 0
+    assert not [p for p in proc.descendants() if p.is_running()]
+
+
+@pytest.fixture
+def inspect_dir(tmp_path):
+    return write_handler(str(tmp_path / "inspect"), INSPECT)
+
+
+def invoke(url: str, name: str, body: bytes = b"", path: str = "", **kwargs) -> requests.Response:
+    return requests.post(f"{url}/function/{name}{path}", data=body, timeout=60, **kwargs)
+
+
+def test_deploy_invoke_passes_everything_through(provider, inspect_dir):
+    response = provider.deploy("fn", inspect_dir, envVars={"GREETING": "hi"},
+                               annotations={"com.faas-infer.latency_slo": "250ms"},
+                               limits={"cpu": "1", "memory": "512Mi"})
+    assert response.status_code == 202
+    provider.wait_ready("fn", 1)
+    chunks = iter([b"part-one ", b"part-two"])  # no Content-Length: sent chunked
+    answer = requests.put(f"{provider.url}/function/fn.openfaas-fn/a/b%20c?x=1&x=2", data=chunks,
+                          headers={"X-Test": "1", "Content-Type": "text/plain"}, timeout=30)
+    assert answer.status_code == 200 and "X-Duration-Seconds" in answer.headers
+    seen = answer.json()
+    assert seen["method"] == "PUT" and seen["body"] == "part-one part-two"
+    assert seen["path"] in ("/a/b c", "/a/b%20c") and seen["query"] == "x=1&x=2"
+    assert seen["headers"]["X-Test"] == "1" and seen["headers"]["X-Forwarded-Host"]
+    env = seen["env"]
+    assert env == {"GREETING": "hi", "function_name": "fn", "latency_slo": "250ms", "cpu_limit": "1",
+                   "memory_limit": str(512 * 1024**2), "OMP_NUM_THREADS": "1"}
+    assert len(seen["affinity"]) == 1  # cpu limit 1: pinned to one core
+    status = provider.status("fn")
+    assert status["invocationCount"] == 1 and status["replicas"] == 1
+    assert status["faasInfer"]["instances"][0]["cores"] == seen["affinity"]
+
+
+def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
+    provider.deploy("fn", inspect_dir, envVars={"write_timeout": "10s"})
+    provider.wait_ready("fn", 1)
+    results: list[int] = []
+    stop = threading.Event()
+
+    def load():
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    results.append(session.post(f"{provider.url}/function/fn", data=b"sleep 0.05", timeout=60)
+                                   .status_code)
+                except requests.RequestException as exc:
+                    results.append(repr(exc))
+
+    scale = lambda n: requests.post(f"{provider.url}/system/scale-function/fn", json={"replicas": n},  # noqa: E731
+                                    timeout=5).status_code
+    assert scale(0) == 202
+    wait_until(lambda: provider.status("fn")["faasInfer"]["instances"] == [], 30, what="scale to zero")
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    assert scale(2) == 202
+    provider.wait_ready("fn", 2)
+    wait_until(lambda: len(results) > 40, 30, what="load to run")
+    pids_used = {json.loads(invoke(provider.url, "fn").content)["pid"] for _ in range(10)}
+    assert scale(1) == 202
+    provider.wait_ready("fn", 1)
+    count = len(results)
+    wait_until(lambda: len(results) > count + 20, 30, what="load after scale down")
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert results and all(code == 200 for code in results), [r for r in results if r != 200][:5]
+    assert len(pids_used) == 2  # requests were spread over both replicas
+
+
+def test_update_changes_environment_and_delete_stops_replicas(provider, inspect_dir):
+    provider.deploy("fn", inspect_dir, envVars={"GREETING": "one"})
+    provider.wait_ready("fn", 1)
+    assert invoke(provider.url, "fn").json()["env"]["GREETING"] == "one"
+    old_pid = provider.status("fn")["faasInfer"]["instances"][0]["pid"]
+    assert provider.deploy("fn", inspect_dir, method="PUT", envVars={"GREETING": "two"}).status_code == 202
+    wait_until(lambda: invoke(provider.url, "fn").json()["env"]["GREETING"] == "two", 30, what="update")
+    provider.wait_ready("fn", 1)
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    pid = provider.status("fn")["faasInfer"]["instances"][0]["pid"]
+    response = requests.delete(provider.url + "/system/functions", json={"functionName": "fn"}, timeout=5)
+    assert response.status_code == 202
+    assert requests.get(provider.url + "/system/function/fn", timeout=5).status_code == 404
+    assert invoke(provider.url, "fn").status_code == 503
+    wait_until(lambda: not psutil.pid_exists(pid), 30, what="replica to exit after delete")
+
+
+def test_crashed_replica_is_restarted_and_reported(provider, inspect_dir):
+    provider.deploy("fn", inspect_dir)
+    first = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]
+    os.killpg(first["pid"], signal.SIGKILL)
+    wait_until(lambda: provider.status("fn")["faasInfer"].get("restarts") == 1, 30, what="crash noticed")
+    status = provider.wait_ready("fn", 1)
+    assert status["faasInfer"]["instances"][0]["instance"] != first["instance"]
+    assert "exited with code -9" in status["faasInfer"]["lastExit"]
+    assert invoke(provider.url, "fn").status_code == 200
+    logs = requests.get(provider.url + "/system/logs", params={"name": "fn", "tail": "50"}, timeout=5).text
+    events = [json.loads(line) for line in logs.splitlines()]
+    assert any(e["instance"] == "provider" and "crashed" in e["text"] for e in events)
+
+
+def test_memory_limit_is_enforced(provider, inspect_dir):
+    provider.deploy("fn", inspect_dir, limits={"memory": "200Mi"})
+    first = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]
+    answer = invoke(provider.url, "fn", b"grow")  # holds 300 MB: over the limit
+    assert answer.status_code == 500
+    status = provider.wait_ready("fn", 1)
+    assert "OOMKilled" in status["faasInfer"]["lastExit"] and first["instance"] in status["faasInfer"]["lastExit"]
+    assert status["faasInfer"]["instances"][0]["instance"] != first["instance"]
+    assert invoke(provider.url, "fn").status_code == 200
+
+
+def test_scale_from_zero_waits_for_a_cold_start_and_logs_follow(provider, inspect_dir):
+    provider.deploy("fn", inspect_dir, labels={"com.openfaas.scale.min": "1"})
+    provider.wait_ready("fn", 1)
+    follow = requests.get(provider.url + "/system/logs", params={"name": "fn", "follow": "true", "tail": "0"},
+                          stream=True, timeout=30)
+    assert follow.status_code == 200
+    requests.post(f"{provider.url}/system/scale-function/fn", json={"replicas": 0}, timeout=5)
+    wait_until(lambda: provider.status("fn")["faasInfer"]["instances"] == [], 30, what="scale to zero")
+    assert invoke(provider.url, "fn", b"hello").json()["body"] == "hello"
+    assert provider.status("fn")["replicas"] == 1
+    lines = follow.iter_lines(chunk_size=1)
+    texts = []
+    while not any("scale from zero" in t for t in texts):
+        texts.append(json.loads(next(lines))["text"])
+    follow.close()
+    missing = requests.get(provider.url + "/system/logs", params={"name": "nope"}, timeout=5)
+    assert missing.status_code == 404

@@ -1,0 +1,201 @@
+"""The autoscaler's per-function metrics (one scrape target for the whole control plane) and their server.
+
+Every series carries ``function_name`` as the gateway writes it (``name.namespace``), so dashboards join
+them with ``gateway_function_invocation_total`` and friends. The loop calls ``record_tick(snapshot, plan,
+seconds)`` after each decision; nothing here does I/O except ``MetricsServer``.
+
+Names (all prefixed ``faas_infer_autoscaler_``): ``arrival_rate``, ``demand_rps``, ``capacity_rps``,
+``shortfall_rps``, ``queue_depth``, ``live_instances``, ``instances{config}``, ``planned_instances{config}``,
+``allocated_cpu_cores``, ``allocated_gpus``, ``predicted_batch_seconds{config}``,
+``measured_batch_seconds{config}``, ``slo_seconds``, ``slo_attainment_ratio``, ``cold_starts_total``,
+``decisions_total{action}``, ``last_decision_info{action,reason}``, ``decision_seconds`` (histogram),
+``ticks_total{outcome}``, ``plan_cost``, ``plan_info{solver,status}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Mapping
+
+from autoscaler.candidates import config_key
+from autoscaler.plan import FunctionPlan, Plan
+from autoscaler.snapshot import FunctionState, Snapshot
+from faas_infer.promtext import CONTENT_TYPE, Registry
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "faas_infer_autoscaler_"
+DEFAULT_NAMESPACE = "openfaas-fn"
+# Decision seconds: a greedy tick takes milliseconds, an exact solve up to its time limit.
+DECISION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# What a function's plan does to its instance count (the ``action`` label).
+ACTIONS = ("scale_up", "scale_down", "reconfigure", "hold", "unchanged")
+
+
+class AutoscalerMetrics:
+    """Every series the autoscaler exports, refreshed from each tick's snapshot and plan."""
+
+    def __init__(self, namespace: str = "") -> None:
+        self.namespace = namespace or DEFAULT_NAMESPACE
+        r = self.registry = Registry()
+        fn = ("function_name",)
+        cfg = ("function_name", "config")
+        self.arrival_rate = r.gauge(PREFIX + "arrival_rate", "Requests per second arriving (observed)", fn)
+        self.demand = r.gauge(PREFIX + "demand_rps", "Requests per second planned for (held, backlog included)", fn)
+        self.capacity = r.gauge(PREFIX + "capacity_rps", "Requests per second the planned instances serve", fn)
+        self.shortfall = r.gauge(PREFIX + "shortfall_rps", "Planned demand left uncovered", fn)
+        self.queue_depth = r.gauge(PREFIX + "queue_depth", "Requests waiting in the function's shared queue", fn)
+        self.live = r.gauge(PREFIX + "live_instances", "Instances heartbeating on the shared queue", fn)
+        self.instances = r.gauge(PREFIX + "instances", "Running instances by configuration", cfg)
+        self.planned = r.gauge(PREFIX + "planned_instances", "Planned instances by configuration", cfg)
+        self.cpu = r.gauge(PREFIX + "allocated_cpu_cores", "CPU cores allocated to running instances", fn)
+        self.gpu = r.gauge(PREFIX + "allocated_gpus", "GPU devices (shares summed) allocated to running instances", fn)
+        self.predicted = r.gauge(PREFIX + "predicted_batch_seconds",
+                                 "Predicted seconds of a full batch of a planned configuration", cfg)
+        self.measured = r.gauge(PREFIX + "measured_batch_seconds",
+                                "Median measured seconds of a full batch, by configuration", cfg)
+        self.slo = r.gauge(PREFIX + "slo_seconds", "Latency SLO of the function", fn)
+        self.attainment = r.gauge(PREFIX + "slo_attainment_ratio",
+                                  "Fraction of recent requests answered within the SLO", fn)
+        self.cold_starts = r.counter(PREFIX + "cold_starts_total", "Instances started (each a cold start)", fn)
+        self.decisions = r.counter(PREFIX + "decisions_total", "Per-function decisions by action",
+                                   ("function_name", "action"))
+        self.last_decision = r.gauge(PREFIX + "last_decision_info", "The last decision of each function (value 1)",
+                                     ("function_name", "action", "reason"))
+        self.decision_seconds = r.histogram(PREFIX + "decision_seconds", "Seconds to observe and decide one tick",
+                                            (), DECISION_BUCKETS)
+        self.ticks = r.counter(PREFIX + "ticks_total", "Control ticks by outcome (valid or invalid plan)",
+                               ("outcome",))
+        self.plan_cost = r.gauge(PREFIX + "plan_cost", "Weighted resources (beta * CPU + GPU) of the plan")
+        self.plan_info = r.gauge(PREFIX + "plan_info", "Solver and status of the last valid plan (value 1)",
+                                 ("solver", "status"))
+        # Replicas per function (cold-start counting) and managed instances by configuration (actions).
+        self._running: dict[str, int] = {}
+        self._managed: dict[str, dict[str, int]] = {}
+
+    def label(self, name: str) -> str:
+        """``name.namespace``, the gateway's ``function_name``."""
+        return f"{name}.{self.namespace}"
+
+    def record_tick(self, snapshot: Snapshot, plan: Plan, seconds: float,
+                    attainment: Mapping[str, float] | None = None) -> None:
+        """Refresh every series from one tick; ``attainment`` maps function names to the within-SLO ratio."""
+        self.decision_seconds.observe(seconds)
+        self.ticks.inc(outcome="valid" if plan.valid else "invalid")
+        for metric in (self.arrival_rate, self.queue_depth, self.live, self.instances, self.cpu, self.gpu,
+                       self.measured, self.slo):
+            metric.clear()
+        for fs in snapshot.functions:
+            self._record_state(fs)
+        for name, ratio in (attainment or {}).items():
+            self.attainment.set(ratio, function_name=self.label(name))
+        if not plan.valid:
+            return
+        for metric in (self.demand, self.capacity, self.shortfall, self.planned, self.predicted,
+                       self.last_decision, self.plan_info):
+            metric.clear()
+        self.plan_cost.set(plan.cost)
+        self.plan_info.set(1, solver=plan.solver or "-", status=plan.status or "-")
+        for fp in plan.functions:
+            self._record_plan(fp)
+
+    def _record_state(self, fs: FunctionState) -> None:
+        label = self.label(fs.name)
+        if fs.rate is not None:
+            self.arrival_rate.set(fs.rate, function_name=label)
+        self.queue_depth.set(fs.queue_depth, function_name=label)
+        self.live.set(fs.live_instances, function_name=label)
+        self.slo.set(fs.slo, function_name=label)
+        running, cpu, gpu = 0, 0.0, 0.0
+        by_config: dict[str, int] = {}
+        managed: dict[str, int] = {}
+        for v in fs.variants:
+            key = config_key(v.batch, v.cpu, v.gpu)
+            by_config[key] = by_config.get(key, 0) + v.replicas
+            if not v.pinned:
+                managed[key] = managed.get(key, 0) + v.replicas
+            running += v.replicas
+            cpu += v.cpu * v.replicas
+            gpu += v.gpu * v.replicas
+        for key, n in by_config.items():
+            self.instances.set(n, function_name=label, config=key)
+        self.cpu.set(cpu, function_name=label)
+        self.gpu.set(gpu, function_name=label)
+        before = self._running.get(fs.name)
+        if before is not None and running > before:
+            self.cold_starts.inc(running - before, function_name=label)
+        elif before is None:
+            self.cold_starts.inc(0, function_name=label)
+        self._running[fs.name] = running
+        self._managed[fs.name] = managed
+        samples: dict[str, list[float]] = {}
+        for m in fs.measured:
+            samples.setdefault(config_key(m.batch, m.cpu, m.gpu), []).append(m.seconds)
+        for key, values in samples.items():
+            self.measured.set(statistics.median(values), function_name=label, config=key)
+
+    def _record_plan(self, fp: FunctionPlan) -> None:
+        label = self.label(fp.name)
+        self.demand.set(fp.demand, function_name=label)
+        self.capacity.set(fp.capacity, function_name=label)
+        self.shortfall.set(fp.shortfall, function_name=label)
+        for t in fp.targets:
+            self.planned.set(t.count, function_name=label, config=t.key)
+            if t.candidate is not None:
+                self.predicted.set(t.candidate.t_exec, function_name=label, config=t.key)
+        action = self.action(fp)
+        self.decisions.inc(function_name=label, action=action)
+        self.last_decision.set(1, function_name=label, action=action, reason=fp.reason or "-")
+
+    def action(self, fp: FunctionPlan) -> str:
+        """What the plan does to the instances the autoscaler manages: one of ``ACTIONS``."""
+        if fp.unchanged:
+            return "unchanged"
+        current = self._managed.get(fp.name, {})
+        planned: dict[str, int] = {}
+        for t in fp.targets:
+            planned[t.key] = planned.get(t.key, 0) + t.count
+        if sum(planned.values()) > sum(current.values()):
+            return "scale_up"
+        if sum(planned.values()) < sum(current.values()):
+            return "scale_down"
+        return "hold" if planned == {k: n for k, n in current.items() if n} else "reconfigure"
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` from the registry on its own port and thread."""
+
+    def __init__(self, registry: Registry, bind: str, port: int) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                body = registry.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                logger.debug("metrics: " + fmt, *args)
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer((bind, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="autoscaler-metrics", daemon=True)
+
+    def start(self) -> "MetricsServer":
+        """Start serving in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -46,6 +46,9 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     memory = memory or GuardMemory()
     if not snapshot.nodes:
         return Plan.invalid("no nodes in the snapshot: " + "; ".join(snapshot.problems), now, memory)
+    broken = [p for p in snapshot.problems if p.startswith("openfaas")]
+    if broken:
+        return Plan.invalid("; ".join(broken), now, memory)
     if now - snapshot.taken_at > config.max_snapshot_age:
         return Plan.invalid(f"snapshot is {now - snapshot.taken_at:.0f}s old (max_snapshot_age="
                             f"{config.max_snapshot_age:g}s)", now, memory)

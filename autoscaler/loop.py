@@ -1,0 +1,86 @@
+"""The control loop: it owns the clock; each tick observes, decides and acts, and survives any failure.
+
+Entry points: ``run_forever(config, stop_event)`` (what ``python -m autoscaler`` and ``faas-infer autoscale``
+run) and ``Autoscaler.tick(now)`` (one cycle, used by ``faas-infer plan`` with ``dry_run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from autoscaler.act import Change, apply, changes
+from autoscaler.config import AutoscalerConfig
+from autoscaler.decide import decide
+from autoscaler.nodes import load_nodes, local_node
+from autoscaler.observe import Observer
+from autoscaler.openfaas import OpenFaaSClient, read_auth
+from autoscaler.plan import GuardMemory, Plan
+from autoscaler.predictor import Chain, CopPredictor, ExecPredictor, TablePredictor
+
+logger = logging.getLogger(__name__)
+
+
+def build_predictor(config: AutoscalerConfig) -> ExecPredictor:
+    """COP predictions when a profile DB is configured, then the built-in example table."""
+    table = TablePredictor.load()
+    if config.profile_db:
+        return Chain(CopPredictor(config.profile_db), table)
+    return table
+
+
+class Autoscaler:
+    """Observe, decide, act; carries the guard memory between ticks."""
+
+    def __init__(self, config: AutoscalerConfig, client: OpenFaaSClient | None = None, redis: Any = None,
+                 predictor: ExecPredictor | None = None,
+                 nodes: Callable[[], tuple] | None = None) -> None:
+        self.config = config
+        self.client = client or OpenFaaSClient(config.gateway_url, read_auth(config.secret_mount_path),
+                                               config.namespace)
+        if redis is None and config.redis_url:
+            import redis as redis_lib
+
+            redis = redis_lib.Redis.from_url(config.redis_url, socket_timeout=5)
+        self.redis = redis
+        self.predictor = predictor or build_predictor(config)
+        if nodes is None:
+            nodes = (lambda: load_nodes(config.nodes_file)) if config.nodes_file else (lambda: (local_node(),))
+        self.observer = Observer(config, self.client, self.redis, nodes)
+        self.memory = GuardMemory()
+
+    def tick(self, now: float, dry_run: bool = False) -> tuple[Plan, list[Change]]:
+        """One cycle at ``now`` (monotonic seconds); with ``dry_run`` nothing is changed."""
+        snapshot = self.observer.snapshot(now, time.time())
+        if isinstance(self.predictor, Chain):
+            for p in self.predictor.predictors:
+                if isinstance(p, CopPredictor):
+                    p.preload({f.model for f in snapshot.functions})
+        plan = decide(snapshot, self.predictor, self.config, now, self.memory)
+        if not plan.valid:
+            logger.info("no decision: %s", plan.reason)
+            return plan, []
+        self.memory = plan.memory
+        todo = changes(plan, snapshot, self.config)
+        for fp in plan.functions:
+            logger.debug("%s: %s", fp.name, fp.reason)
+        if todo and not dry_run:
+            apply(todo, self.client, self.redis)
+        return plan, todo
+
+
+def run_forever(config: AutoscalerConfig, stop: threading.Event, clock: Callable[[], float] = time.monotonic,
+                autoscaler: Autoscaler | None = None) -> None:
+    """Tick every ``config.interval`` seconds until ``stop`` is set; a failing tick is logged, not fatal."""
+    scaler = autoscaler or Autoscaler(config)
+    logger.info("autoscaler: gateway %s, redis %s, every %gs, solver %s", config.gateway_url,
+                config.redis_url or "-", config.interval, config.solver)
+    while not stop.is_set():
+        started = clock()
+        try:
+            scaler.tick(started)
+        except Exception:  # noqa: BLE001 - the control loop must survive
+            logger.exception("control tick failed")
+        stop.wait(max(0.0, config.interval - (clock() - started)))

@@ -1,0 +1,48 @@
+"""The node inventory: the local machine (psutil, pynvml) or a nodes file for clusters."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import yaml
+
+from autoscaler.snapshot import Node
+from faas_infer.units import parse_cpu, parse_memory
+
+logger = logging.getLogger(__name__)
+
+
+def local_node(reserve_cpu: float = 0.0) -> Node:
+    """This machine: its cores (minus ``reserve_cpu``), memory and GPUs (0 without NVML)."""
+    import psutil
+
+    gpus = 0
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        gpus = pynvml.nvmlDeviceGetCount()
+        pynvml.nvmlShutdown()
+    except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound and friends: no GPUs
+        logger.debug("no GPUs: %s", exc)
+    cpu = max(0.5, float(psutil.cpu_count() or 1) - reserve_cpu)
+    return Node(socket.gethostname(), cpu, int(psutil.virtual_memory().total), gpus)
+
+
+def load_nodes(path: str) -> tuple[Node, ...]:
+    """Nodes from a YAML or JSON list of {name, cpu, memory, gpus, labels}; errors name the entry."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if isinstance(doc, dict):
+        doc = doc.get("nodes", [])
+    nodes = []
+    for i, entry in enumerate(doc or []):
+        try:
+            nodes.append(Node(str(entry["name"]), parse_cpu(entry["cpu"]), parse_memory(entry["memory"]),
+                              int(entry.get("gpus", 0)), {str(k): str(v) for k, v in (entry.get("labels") or {}).items()}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: node #{i}: {exc} (needs name, cpu, memory; gpus and labels optional)") from None
+    return tuple(nodes)

@@ -1,0 +1,98 @@
+"""observe: read the OpenFaaS API, Redis (batcher.stats) and the node inventory into a frozen Snapshot.
+
+Failures never raise: a backend that cannot be read is logged at ERROR and named in ``problems``; a
+function without data gets ``rate=None`` (decide then leaves it as it runs).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from autoscaler.config import AutoscalerConfig
+from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
+from autoscaler.snapshot import FunctionState, Measurement, Node, Snapshot
+from autoscaler.variants import memory_of, parse_parent, parse_variant, slo_of
+from faas_infer.stack import ANNOTATION_MODEL, LABEL_PARENT
+
+logger = logging.getLogger(__name__)
+
+
+def _int_label(labels: dict, key: str) -> int | None:
+    try:
+        return int(labels[key])
+    except (KeyError, ValueError):
+        return None
+
+
+class Observer:
+    """Builds snapshots; remembers when each function last had traffic (for keep-warm)."""
+
+    def __init__(self, config: AutoscalerConfig, client: OpenFaaSClient, redis: Any,
+                 nodes: Callable[[], tuple[Node, ...]]) -> None:
+        self.config = config
+        self.client = client
+        self.redis = redis
+        self.nodes = nodes
+        self._last_traffic: dict[str, float] = {}
+
+    def snapshot(self, now: float, epoch: float) -> Snapshot:
+        """Everything decide needs, as of ``now`` (loop clock) and ``epoch`` (wall clock, for Redis times)."""
+        problems: list[str] = []
+        try:
+            nodes = self.nodes()
+        except (OSError, ValueError) as exc:
+            logger.error("node inventory: %s", exc)
+            nodes, problems = (), problems + [f"nodes: {exc}"]
+        try:
+            statuses = self.client.list_functions()
+        except OpenFaaSError as exc:
+            logger.error("OpenFaaS API: %s", exc)
+            return Snapshot(now, (), nodes, tuple(problems + [f"openfaas: {exc}"]))
+        default_node = nodes[0].name if len(nodes) == 1 else ""
+        variants: dict[str, list] = {}
+        for status in statuses:
+            v = parse_variant(status, self.config.default_memory)
+            if v is not None:
+                variants.setdefault(status["labels"][LABEL_PARENT], []).append(v)
+        functions = []
+        for status in statuses:
+            labels = status.get("labels") or {}
+            slo = slo_of(status)
+            if LABEL_PARENT in labels or slo is None:
+                continue
+            name = str(status["name"])
+            parent = parse_parent(status, self.config.default_memory, default_node)
+            rate, depth, measured, live, idle = self._queue(name, epoch, problems)
+            functions.append(FunctionState(
+                name, slo, (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate, depth, idle,
+                memory_of(status, self.config.default_memory), _int_label(labels, "com.openfaas.scale.min"),
+                _int_label(labels, "com.openfaas.scale.max"), (parent, *variants.get(name, ())), measured, live,
+                dict(status)))
+        return Snapshot(now, tuple(functions), nodes, tuple(problems))
+
+    def _queue(self, fn: str, epoch: float, problems: list[str]):
+        if self.redis is None:
+            return None, 0, (), 0, None
+        from batcher import stats
+
+        try:
+            window = max(1, int(self.config.rate_window))
+            s = stats.read_function_stats(self.redis, fn, epoch, self.config.heartbeat_timeout, (window,))
+        except Exception as exc:  # noqa: BLE001 - a failing Redis must not stop the loop
+            logger.error("redis stats of %s: %s", fn, exc)
+            problems.append(f"redis {fn}: {exc}")
+            return None, 0, (), 0, None
+        rate = s.arrival_rate.get(window, 0.0)
+        if rate > 0 or s.depth > 0:
+            self._last_traffic[fn] = epoch
+        last = self._last_traffic.get(fn)
+        measured = []
+        for inst in s.instances:
+            try:
+                cpu = float(inst.facts.get("cpu_limit") or 1.0)
+            except ValueError:
+                cpu = 1.0
+            gpu = float(inst.facts.get("gpu_share") or 0.0) if inst.facts.get("gpu_share") else 0.0
+            measured.extend(Measurement(b, cpu, gpu, t) for b, t in inst.exec_seconds.items() if t > 0)
+        return rate, s.depth, tuple(measured), len(s.instances), None if last is None else epoch - last

@@ -1,0 +1,79 @@
+"""A small client of the OpenFaaS REST API (gateway or provider): list, deploy, update, scale, delete.
+
+Basic auth comes from the secret files (``basic-auth-user``, ``basic-auth-password``) when a folder is
+given. Deploy answers 200/201/202 are all success (faasd 200, faas-netes 202); errors raise
+``OpenFaaSError`` with the status and body.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import requests
+
+
+class OpenFaaSError(RuntimeError):
+    """The API refused a call or could not be reached."""
+
+
+def read_auth(secret_mount_path: str) -> tuple[str, str] | None:
+    """(user, password) from the secret files, or None when there is no folder or no files."""
+    if not secret_mount_path:
+        return None
+    try:
+        with open(os.path.join(secret_mount_path, "basic-auth-user"), encoding="utf-8") as f:
+            user = f.read().strip()
+        with open(os.path.join(secret_mount_path, "basic-auth-password"), encoding="utf-8") as f:
+            password = f.read().strip()
+    except OSError:
+        return None
+    return user, password
+
+
+class OpenFaaSClient:
+    """Calls ``/system/*`` on one gateway."""
+
+    def __init__(self, base_url: str, auth: tuple[str, str] | None = None, namespace: str = "",
+                 timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.namespace = namespace
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.auth = auth
+
+    def _call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        params = kw.pop("params", {})
+        if self.namespace:
+            params["namespace"] = self.namespace
+        try:
+            response = self.session.request(method, self.base_url + path, params=params, timeout=self.timeout, **kw)
+        except requests.RequestException as exc:
+            raise OpenFaaSError(f"{method} {path}: {exc}") from None
+        if response.status_code not in (200, 201, 202):
+            raise OpenFaaSError(f"{method} {path}: {response.status_code} {response.text.strip()[:200]}")
+        return response
+
+    def list_functions(self) -> list[dict[str, Any]]:
+        """Every FunctionStatus."""
+        return list(self._call("GET", "/system/functions").json() or [])
+
+    def deploy(self, spec: dict[str, Any]) -> None:
+        """Create a function (POST)."""
+        self._call("POST", "/system/functions", json=self._with_ns(spec))
+
+    def update(self, spec: dict[str, Any]) -> None:
+        """Replace a function's spec (PUT, the full spec)."""
+        self._call("PUT", "/system/functions", json=self._with_ns(spec))
+
+    def scale(self, name: str, replicas: int) -> None:
+        """Set a function's replicas."""
+        body = {"serviceName": name, "replicas": replicas}
+        self._call("POST", f"/system/scale-function/{name}", json=self._with_ns(body))
+
+    def delete(self, name: str) -> None:
+        """Remove a function (its replicas drain on SIGTERM)."""
+        self._call("DELETE", "/system/functions", json=self._with_ns({"functionName": name}))
+
+    def _with_ns(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "namespace": self.namespace} if self.namespace else body

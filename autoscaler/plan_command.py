@@ -1,0 +1,53 @@
+"""``faas-infer plan``: observe once, decide once, print the plan and the API calls it would make.
+
+Nothing is changed. Settings as for ``faas-infer autoscale``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from autoscaler.flags import add_config_arguments, config_from_args
+
+HELP = "print one autoscaling decision (nothing is changed)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `faas-infer plan`."""
+    add_config_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """One dry-run tick; exit 1 when there is no decision."""
+    from autoscaler.loop import Autoscaler
+
+    scaler = Autoscaler(config_from_args(args))
+    start = time.perf_counter()
+    plan, todo = scaler.tick(time.monotonic(), dry_run=True)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"valid": plan.valid, "reason": plan.reason, "status": plan.status,
+                          "cost": plan.cost, "bound": plan.bound, "functions": [
+                              {"name": f.name, "demand": f.demand, "capacity": f.capacity, "cost": f.cost,
+                               "reason": f.reason, "targets": [{"config": t.key, "node": t.node, "count": t.count}
+                                                               for t in f.targets]} for f in plan.functions],
+                          "changes": [{"kind": c.kind, "name": c.name, "replicas": c.replicas} for c in todo]},
+                         indent=2))
+        return 0 if plan.valid else 1
+    if not plan.valid:
+        print(f"no decision: {plan.reason}")
+        return 1
+    gap = "-" if plan.gap is None else f"{100 * plan.gap:.2f}%"
+    print(f"plan: {plan.status} selection ({plan.solver}), {plan.placement} placement, weighted resources "
+          f"{plan.cost:.3f} (bound {plan.bound:.3f}, gap {gap}), decided in {seconds * 1000:.0f} ms")
+    print(f"{'function':<20} {'demand/s':>9} {'capacity/s':>10}  instances")
+    for f in plan.functions:
+        groups = ", ".join(f"{t.count}x {t.key}@{t.node or '-'}" for t in f.targets) or "-"
+        print(f"{f.name:<20} {f.demand:9.1f} {f.capacity:10.1f}  {groups}   ({f.reason})")
+    print(f"changes ({len(todo)}):" if todo else "changes: none")
+    for c in todo:
+        print(f"  {c.kind:<10} {c.name} replicas={c.replicas}")
+    return 0

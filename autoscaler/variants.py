@@ -1,0 +1,118 @@
+"""Variants, pure: their names, their FunctionDeployment built from the parent's, and parsing them back.
+
+A variant is ``<fn>-<config key>-<node>-<shard>`` (e.g. ``resnet-b4-c500-g0-host1-0``): the parent's
+image and spec with its own batch config (envVars ``max_batch_size``, ``batch_timeout``, ``latency_slo``,
+``cpu_limit``, ``function_name=<fn>`` so it pulls from the parent's queue), limits (cpu, memory,
+``nvidia.com/gpu``), a node constraint, and labels linking it to the parent and recording its
+configuration. A group of more instances than ``max_replicas_per_variant`` is split into shards.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from autoscaler.candidates import Candidate
+from autoscaler.snapshot import Variant
+from faas_infer.stack import ANNOTATION_SLO, LABEL_PARENT
+from faas_infer.units import parse_cpu, parse_memory
+
+LABEL_CONFIG = "com.faas-infer.config"
+LABEL_NODE = "com.faas-infer.node"
+LABEL_BATCH = "com.faas-infer.batch"
+LABEL_CPU = "com.faas-infer.cpu"
+LABEL_GPU = "com.faas-infer.gpu"
+# Labels of the parent a variant must not copy (the platform would scale the variant by them).
+_NOT_COPIED = ("com.openfaas.scale.",)
+
+
+def slug(text: str, limit: int = 20) -> str:
+    """Lower-case DNS-label-safe text."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:limit] or "node"
+
+
+def variant_name(fn: str, key: str, node: str, shard: int) -> str:
+    """The variant's function name."""
+    return f"{fn}-{key}-{slug(node)}-{shard}" if node else f"{fn}-{key}-{shard}"
+
+
+def shards(count: int, per_variant: int) -> list[int]:
+    """Replicas per shard: ``count`` split into groups of at most ``per_variant``."""
+    full, rest = divmod(count, per_variant)
+    return [per_variant] * full + ([rest] if rest else [])
+
+
+def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, node: str, slo: float,
+                 multi_node: bool) -> dict[str, Any]:
+    """The FunctionDeployment of a variant of ``parent`` (a FunctionStatus or FunctionDeployment dict)."""
+    env = dict(parent.get("envVars") or {})
+    env.update({"max_batch_size": str(c.batch), "batch_timeout": f"{c.timeout:.6f}",
+                "latency_slo": f"{slo:.6f}", "cpu_limit": f"{c.cpu:g}", "function_name": fn})
+    if c.gpu:
+        env["gpu_share"] = f"{c.gpu:g}"
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(round(c.gpu * 100)))
+    labels = {k: v for k, v in (parent.get("labels") or {}).items() if not k.startswith(_NOT_COPIED)}
+    labels.update({LABEL_PARENT: fn, LABEL_CONFIG: c.key, LABEL_NODE: node, LABEL_BATCH: str(c.batch),
+                   LABEL_CPU: f"{c.cpu:g}", LABEL_GPU: f"{c.gpu:g}"})
+    limits = {"memory": str(c.memory), "cpu": f"{int(round(c.cpu * 1000))}m"}
+    if c.gpu:
+        limits["nvidia.com/gpu"] = "1"
+    spec: dict[str, Any] = {
+        "service": name, "image": parent.get("image", ""), "envProcess": parent.get("envProcess", ""),
+        "envVars": env, "labels": labels, "annotations": dict(parent.get("annotations") or {}),
+        "limits": limits, "secrets": list(parent.get("secrets") or []),
+        "constraints": list(parent.get("constraints") or []),
+    }
+    if multi_node and node:
+        spec["constraints"].append(f"kubernetes.io/hostname == {node}")
+    if parent.get("readOnlyRootFilesystem"):
+        spec["readOnlyRootFilesystem"] = True
+    return spec
+
+
+def parse_variant(status: Mapping[str, Any], default_memory: int) -> Variant | None:
+    """A running variant from its FunctionStatus (None when it is not one of ours)."""
+    labels = status.get("labels") or {}
+    if LABEL_PARENT not in labels:
+        return None
+    try:
+        return Variant(str(status["name"]), int(labels[LABEL_BATCH]), float(labels[LABEL_CPU]),
+                       float(labels.get(LABEL_GPU, 0)), memory_of(status, default_memory), labels.get(LABEL_NODE, ""),
+                       int(status.get("replicas", 0) or 0))
+    except (KeyError, ValueError):
+        return None
+
+
+def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> Variant:
+    """The user's own deployment as a pinned instance group (its batch and CPU from its spec)."""
+    env = status.get("envVars") or {}
+    limits = status.get("limits") or {}
+    try:
+        batch = int(env.get("max_batch_size", 8))
+    except ValueError:
+        batch = 8
+    try:
+        cpu = parse_cpu(limits.get("cpu") or env.get("cpu_limit") or "1") or 1.0
+    except ValueError:
+        cpu = 1.0
+    return Variant(str(status["name"]), batch, cpu, 0.0, memory_of(status, default_memory), node,
+                   int(status.get("replicas", 0) or 0), pinned=True)
+
+
+def memory_of(status: Mapping[str, Any], default: int) -> int:
+    """Memory limit bytes of a FunctionStatus (``default`` when unset or unreadable)."""
+    try:
+        return parse_memory((status.get("limits") or {}).get("memory") or default)
+    except ValueError:
+        return default
+
+
+def slo_of(status: Mapping[str, Any]) -> float | None:
+    """The latency SLO annotation in seconds, or None."""
+    from faas_infer.units import parse_duration
+
+    raw = (status.get("annotations") or {}).get(ANNOTATION_SLO)
+    try:
+        return parse_duration(raw) if raw else None
+    except ValueError:
+        return None

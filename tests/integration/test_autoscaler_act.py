@@ -1,0 +1,90 @@
+"""The autoscaler against the real local provider and a real Redis: variants appear under rising load, go
+after the scale-down delay under falling load, and no request is lost meanwhile (synthetic control clock)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from autoscaler.config import AutoscalerConfig
+from autoscaler.loop import Autoscaler
+from autoscaler.snapshot import Node
+from helpers import write_handler
+from provider_fixtures import ProviderProcess
+
+HANDLER = """
+    import time
+    from batcher import Response
+
+    def handle_batch(state, requests):
+        time.sleep(0.004 + 0.001 * len(requests))
+        return [Response(b"ok", 200, {}) for r in requests]
+"""
+
+
+class Predictor:
+    """Matches the handler: 4 ms + 1 ms per item, whatever the CPU (it sleeps), so measurements agree."""
+
+    def exec_seconds(self, model, batch, cpu, gpu):
+        return None if gpu else 0.004 + 0.001 * batch
+
+
+def variants(url: str) -> dict[str, int]:
+    return {f["name"]: f.get("replicas", 0) for f in requests.get(url + "/system/functions", timeout=5).json()
+            if (f.get("labels") or {}).get("com.faas-infer.parent") == "f"}
+
+
+@pytest.mark.slow
+def test_rising_then_falling_load(tmp_path, redis_server, redis_client):
+    handler = write_handler(str(tmp_path / "f"), HANDLER)
+    provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
+    try:
+        r = provider.deploy("f", handler, envVars={"max_batch_size": "1"}, limits={"cpu": "500m"},
+                            annotations={"com.faas-infer.latency_slo": "200ms", "com.faas-infer.model": "f"})
+        assert r.status_code in (200, 201, 202), r.text
+        provider.wait_ready("f", 1)
+        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, scale_down_delay=20,
+                                  rate_window=3, keep_warm=0, headroom=2.0, cpu_steps=(0.5,),
+                                  batch_sizes=(1, 4, 16), max_replicas_per_variant=1)
+        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),))
+        codes: list[int] = []
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    codes.append(requests.post(provider.url + "/function/f", data=b"x", timeout=10).status_code)
+                except requests.RequestException as exc:
+                    codes.append(0)
+                    errors.append(f"{time.monotonic():.2f} {exc}")
+
+        workers = [threading.Thread(target=load) for _ in range(8)]
+        for w in workers:
+            w.start()
+        now = 1000.0
+        try:
+            deadline = time.monotonic() + 40
+            while not variants(provider.url) and time.monotonic() < deadline:
+                time.sleep(1.5)
+                now += 5
+                scaler.tick(now)
+            grown = variants(provider.url)
+            assert grown, "no variant under load"
+            time.sleep(2)  # the new instances take requests from the shared queue
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
+        time.sleep(config.rate_window + 1)  # the arrival window empties
+        scaler.tick(now + 5)
+        assert variants(provider.url) == grown  # within the scale-down delay nothing is removed
+        for step in range(1, 8):
+            scaler.tick(now + 5 + 10 * step)  # past the delay: shed, max_step_down per tick
+        assert not variants(provider.url)
+        assert codes and all(c == 200 for c in codes), ({c: codes.count(c) for c in set(codes)}, errors[:3])
+    finally:
+        provider.stop()

@@ -1,0 +1,66 @@
+"""act's pure half: which API calls a plan needs, in which order, with which variant specs."""
+
+from __future__ import annotations
+
+from autoscaler.act import changes
+from autoscaler.config import AutoscalerConfig
+from autoscaler.decide import decide
+from autoscaler.snapshot import Node, Variant
+from autoscaler.variants import parse_variant, shards, variant_name
+from autoscaler_fakes import GiB, LinearPredictor, fn, snapshot
+
+PARENT = {"name": "f", "image": "img:1", "envProcess": "python index.py", "envVars": {"A": "1", "max_batch_size": "8"},
+          "labels": {"com.openfaas.scale.min": "1", "team": "x"}, "annotations": {"com.faas-infer.latency_slo": "100ms"},
+          "limits": {"memory": "256Mi", "cpu": "1"}}
+
+
+def plan_for(state, nodes=(Node("n1", 8, 16 * GiB),), **kw):
+    cfg = AutoscalerConfig(max_step_up=100, max_step_down=100, **kw)
+    snap = snapshot([state], nodes)
+    return decide(snap, LinearPredictor(), cfg, 0.0), snap, cfg
+
+
+def test_new_instances_are_deployed_as_linked_variants():
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT))
+    todo = changes(plan, snap, cfg)
+    assert todo and all(c.kind == "deploy" for c in todo)
+    spec = todo[0].spec
+    assert spec["image"] == "img:1" and spec["envProcess"] == "python index.py"
+    assert spec["labels"]["com.faas-infer.parent"] == "f" and "com.openfaas.scale.min" not in spec["labels"]
+    assert spec["envVars"]["function_name"] == "f" and spec["envVars"]["A"] == "1"
+    assert float(spec["envVars"]["batch_timeout"]) < float(spec["envVars"]["latency_slo"])
+    assert spec["limits"]["cpu"].endswith("m") and spec["constraints"] == []  # one node: no constraint
+    status = {"name": spec["service"], "labels": spec["labels"], "limits": spec["limits"], "replicas": 1}
+    v = parse_variant(status, 1)
+    assert v is not None and v.node == "n1" and v.memory == 256 * 1024**2
+
+
+def test_only_differences_are_sent_and_capacity_comes_first():
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT))
+    t = plan.function("f").targets[0]
+    keep = Variant(variant_name("f", t.key, t.node, 0), t.candidate.batch, t.candidate.cpu, 0.0, t.candidate.memory,
+                   t.node, t.count)
+    stale = Variant("f-b64-c4000-g0-n1-0", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1)
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=(keep, stale)))
+    todo = changes(plan, snap, cfg)
+    assert [c.kind for c in todo] == sorted((c.kind for c in todo), key=["deploy", "scale-up", "scale-down",
+                                                                        "delete"].index)
+    assert ("delete", stale.name) in [(c.kind, c.name) for c in todo]
+    assert keep.name not in [c.name for c in todo if c.kind == "deploy"]
+
+
+def test_groups_split_into_shards_on_platforms_with_few_replicas():
+    assert shards(7, 5) == [5, 2] and shards(3, 1) == [1, 1, 1]
+    plan, snap, cfg = plan_for(fn("f", 3000.0, spec=PARENT), batch_sizes=(1,), cpu_steps=(1.0,),
+                               max_replicas_per_variant=5)
+    todo = changes(plan, snap, cfg)
+    assert sum(c.replicas for c in todo) == plan.function("f").instances()
+    assert all(c.replicas <= 5 for c in todo)
+
+
+def test_node_constraints_on_clusters_and_nothing_for_invalid_plans():
+    nodes = (Node("n1", 1, 16 * GiB), Node("n2", 1, 16 * GiB))
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT), nodes=nodes)
+    assert all(any("kubernetes.io/hostname" in x for x in c.spec["constraints"]) for c in changes(plan, snap, cfg))
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT), nodes=())
+    assert changes(plan, snap, cfg) == []

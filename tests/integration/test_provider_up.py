@@ -1,0 +1,82 @@
+"""``faas-infer up``: Redis, provider and stack started, served, and on SIGINT (Ctrl-C) or SIGTERM every
+process stopped with none left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+import requests
+
+from provider_fixtures import ECHO
+from helpers import REPO, free_port, wait_until, write_handler
+
+
+def start_up(tmp_path, *flags: str) -> tuple[subprocess.Popen, str, str]:
+    write_handler(str(tmp_path / "echo"), ECHO)
+    (tmp_path / "stack.yml").write_text(
+        "version: 1.0\nprovider: {name: openfaas, gateway: http://127.0.0.1:8080}\nfunctions:\n"
+        "  echo:\n    handler: ./echo\n    image: test/echo:1\n"
+        "    labels: {com.openfaas.scale.min: \"2\"}\n"
+        "    annotations: {com.faas-infer.latency_slo: 500ms}\n")
+    port = free_port()
+    out = tmp_path / "up.out"
+    proc = subprocess.Popen([sys.executable, "-m", "faas_infer.cli", "up", "-f", str(tmp_path / "stack.yml"),
+                             "--port", str(port), "--no-autoscaler", *flags],
+                            cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=REPO),
+                            stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    wait_until(lambda: b"Ctrl-C stops everything" in out.read_bytes() or proc.poll() is not None, 90,
+               what="faas-infer up to print its table")
+    return proc, f"http://127.0.0.1:{port}", str(out)
+
+
+def stop_and_check(proc: subprocess.Popen, sig: int, out: str) -> str:
+    family = psutil.Process(proc.pid).children(recursive=True)
+    assert len(family) >= 3  # provider (arbiter and worker) and replicas at least
+    proc.send_signal(sig)
+    assert proc.wait(90) == 0
+    for p in family:
+        p_alive = p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        assert not p_alive, f"left behind: {p.pid} {p.cmdline() if p_alive else ''}"
+    return open(out).read()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_up_serves_the_stack_with_redis_and_stops_on_ctrl_c(tmp_path):
+    proc, url, out = start_up(tmp_path)
+    try:
+        text = open(out).read()
+        assert "redis://127.0.0.1:" in text and "autoscaler  disabled" in text and "2/2 ready" in text
+        answer = requests.post(url + "/function/echo", data=b"batched", timeout=30)
+        assert answer.status_code == 200 and answer.content == b"batched"
+        env_backend = requests.get(url + "/system/function/echo", timeout=5).json()
+        assert env_backend["replicas"] == 2 and env_backend["annotations"]["com.faas-infer.latency_slo"] == "500ms"
+        logs = subprocess.run([sys.executable, "-m", "faas_infer.cli", "logs", "echo", "-g", url, "--tail", "50"],
+                              env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=30)
+        assert logs.returncode == 0 and "backend=redis" in logs.stdout
+    except BaseException:
+        proc.kill()
+        raise
+    text = stop_and_check(proc, signal.SIGINT, out)
+    assert "stopped" in text
+
+
+def test_up_without_redis_stops_on_sigterm(tmp_path):
+    proc, url, out = start_up(tmp_path, "--no-redis")
+    try:
+        assert requests.post(url + "/function/echo", data=b"x", timeout=30).content == b"x"
+    except BaseException:
+        proc.kill()
+        raise
+    stop_and_check(proc, signal.SIGTERM, out)
+
+
+def test_up_reports_a_bad_stack_file(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "faas_infer.cli", "up", "-f", str(tmp_path / "missing.yml")],
+                            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "cannot read stack file" in result.stderr

@@ -16,7 +16,7 @@ import pkgutil
 import sys
 from types import ModuleType
 
-PACKAGES = ("watchdog", "provider", "cop_profiler", "autoscaler", "fsd")
+PACKAGES = ("watchdog", "provider", "cop_profiler", "autoscaler", "fsd", "ops")
 
 
 def _command_modules() -> dict[str, str]:

@@ -1,0 +1,3 @@
+"""Subcommands the ops package adds to ``faas-infer``."""
+
+COMMANDS = {"top": "ops.top"}

@@ -1,0 +1,217 @@
+"""faas-infer top: per function, requests per second, errors, p50/p99 latency against the SLO and the share
+of requests within it, the autoscaler's demand, queue depth, replicas, instances by configuration
+(``b4-c1000-g0x2``: batch 4, 1000 millicores, no GPU, two instances), allocated CPU/GPU, and the last
+decision.
+
+Figures come from the gateway's (or local provider's) /metrics and the autoscaler's /metrics, or, with
+--prometheus, from a Prometheus that scrapes them. Rates and latencies are over the refresh interval
+(two readings, so --once waits one interval). Output is plain text, one frame per interval; --clear
+redraws in place with an ANSI clear for terminals that support it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, TextIO
+
+import requests
+
+from ops import scrape
+from ops.scrape import Sample
+
+HELP = "live terminal view of demand, queue depth, instances by config and latency vs SLO"
+
+A = "faas_infer_autoscaler_"
+SELECTOR = '{__name__=~"gateway_function_invocation_total|gateway_functions_seconds_bucket|' \
+           'gateway_service_count|faas_infer_autoscaler_.*"}'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``faas-infer top``."""
+    parser.add_argument("--gateway", default="http://127.0.0.1:8080",
+                        help="gateway or provider base URL; its /metrics is read (default %(default)s)")
+    parser.add_argument("--autoscaler", default="http://127.0.0.1:8082/metrics",
+                        help="the autoscaler's metrics URL (default %(default)s)")
+    parser.add_argument("--prometheus", default="",
+                        help="read everything from this Prometheus instead (e.g. http://127.0.0.1:9090)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between frames (default 2)")
+    parser.add_argument("--once", action="store_true", help="print one frame (after one interval) and exit")
+    parser.add_argument("--clear", action="store_true", help="clear the screen before each frame (ANSI)")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One function's line of the view."""
+
+    function: str
+    rps: float | None
+    error_ratio: float | None
+    p50: float | None
+    p99: float | None
+    slo: float | None
+    attainment: float | None
+    demand: float | None
+    queue: float | None
+    replicas: float | None
+    instances: str
+    cpu: float | None
+    gpu: float | None
+    decision: str
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Everything one refresh shows."""
+
+    rows: tuple[Row, ...]
+    plan: str
+    decision_seconds: float | None
+    problems: tuple[str, ...]
+
+
+def _one(samples: Iterable[Sample], name: str, fn: str) -> float | None:
+    found = scrape.select(samples, name, function_name=fn)
+    return sum(s.value for s in found) if found else None
+
+
+def _sum_total(samples: Iterable[Sample], fn: str, ok: Callable[[str], bool] = lambda code: True) -> float:
+    return sum(s.value for s in scrape.select(samples, "gateway_function_invocation_total", function_name=fn)
+               if ok(s.label("code")))
+
+
+def _delta(now: float, before: float) -> float:
+    return now if now < before else now - before
+
+
+def build_frame(now: tuple[Sample, ...], before: tuple[Sample, ...], seconds: float,
+                problems: tuple[str, ...] = ()) -> Frame:
+    """The view from two readings ``seconds`` apart (pure: tests pass fixed samples)."""
+    names = sorted({s.label("function_name") for s in now
+                    if s.label("function_name") and (s.name.startswith("gateway_") or s.name.startswith(A))})
+    rows = []
+    for fn in names:
+        total = _delta(_sum_total(now, fn), _sum_total(before, fn))
+        errors = _delta(_sum_total(now, fn, lambda c: not c.startswith("2")),
+                        _sum_total(before, fn, lambda c: not c.startswith("2")))
+        counts = scrape.bucket_delta(scrape.buckets(now, "gateway_functions_seconds", function_name=fn),
+                                     scrape.buckets(before, "gateway_functions_seconds", function_name=fn))
+        slo = _one(now, A + "slo_seconds", fn)
+        attainment = _one(now, A + "slo_attainment_ratio", fn)
+        if slo and counts:
+            attainment = scrape.fraction_below(slo, counts)
+        configs = sorted((s.label("config"), int(s.value)) for s in scrape.select(now, A + "instances", function_name=fn)
+                         if s.value > 0)
+        decision = next((f"{s.label('action')}: {s.label('reason')}" for s in
+                         scrape.select(now, A + "last_decision_info", function_name=fn)), "")
+        rows.append(Row(fn, total / seconds if seconds > 0 else None, errors / total if total else None,
+                        scrape.quantile(0.5, counts), scrape.quantile(0.99, counts), slo, attainment,
+                        _one(now, A + "demand_rps", fn), _one(now, A + "queue_depth", fn),
+                        _one(now, "gateway_service_count", fn), " ".join(f"{k}x{n}" for k, n in configs),
+                        _one(now, A + "allocated_cpu_cores", fn), _one(now, A + "allocated_gpus", fn), decision))
+    plan = next((f"solver {s.label('solver')} ({s.label('status')})" for s in scrape.select(now, A + "plan_info")), "")
+    sums = [scrape.select(x, A + "decision_seconds_sum") for x in (now, before)]
+    counts_ = [scrape.select(x, A + "decision_seconds_count") for x in (now, before)]
+    decision_seconds = None
+    if sums[0] and counts_[0]:
+        n = counts_[0][0].value - (counts_[1][0].value if counts_[1] else 0.0)
+        s = sums[0][0].value - (sums[1][0].value if sums[1] else 0.0)
+        decision_seconds = s / n if n > 0 else sums[0][0].value / max(1.0, counts_[0][0].value)
+    return Frame(tuple(rows), plan, decision_seconds, problems)
+
+
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}ms"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+COLUMNS = ("FUNCTION", "RPS", "ERR", "P50", "P99", "SLO", "IN SLO", "DEMAND", "QUEUE", "REPL", "CPU", "GPU",
+           "INSTANCES")
+
+
+def render(frame: Frame, stamp: str = "") -> str:
+    """The frame as plain text: a header, one line per function, the decisions, any problems."""
+    table = [COLUMNS]
+    for r in frame.rows:
+        table.append((r.function.removesuffix(".openfaas-fn"), _num(r.rps), _pct(r.error_ratio), _ms(r.p50),
+                      _ms(r.p99), _ms(r.slo), _pct(r.attainment), _num(r.demand), _num(r.queue, "{:.0f}"),
+                      _num(r.replicas, "{:.0f}"), _num(r.cpu, "{:.2f}"), _num(r.gpu, "{:.2f}"),
+                      r.instances or "-"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    lines = [f"faas-infer top  {stamp}".rstrip()]
+    for row in table:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1])] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    if not frame.rows:
+        lines.append("(no functions yet)")
+    decisions = [(r.function.removesuffix(".openfaas-fn"), r.decision) for r in frame.rows if r.decision]
+    if frame.plan or frame.decision_seconds is not None:
+        lines.append(f"autoscaler: {frame.plan or '-'}, decision {_ms(frame.decision_seconds)}")
+    for name, decision in decisions:
+        lines.append(f"  {name}: {decision}")
+    for problem in frame.problems:
+        lines.append(f"! {problem}")
+    return "\n".join(lines) + "\n"
+
+
+class Reader:
+    """Takes one reading of every source; a source that fails becomes a problem line, not an error."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def read(self) -> tuple[tuple[Sample, ...], tuple[str, ...]]:
+        if self.args.prometheus:
+            try:
+                return scrape.query_samples(self.args.prometheus, SELECTOR), ()
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                return (), (f"prometheus {self.args.prometheus}: {exc}",)
+        samples: list[Sample] = []
+        problems = []
+        for what, url in (("gateway", self.args.gateway.rstrip("/") + "/metrics"), ("autoscaler", self.args.autoscaler)):
+            if not url:
+                continue
+            try:
+                samples.extend(scrape.scrape(url))
+            except (requests.RequestException, ValueError) as exc:
+                problems.append(f"{what} {url}: {type(exc).__name__}")
+        return tuple(samples), tuple(problems)
+
+
+def loop(reader: Reader, out: TextIO, interval: float, frames: int | None, clear: bool,
+         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    """Print ``frames`` frames (None: until interrupted), each over ``interval`` seconds."""
+    before, _ = reader.read()
+    then = clock()
+    shown = 0
+    while frames is None or shown < frames:
+        sleep(interval)
+        now, problems = reader.read()
+        at = clock()
+        frame = build_frame(now, before, at - then, problems)
+        if clear:
+            out.write("\x1b[H\x1b[2J")
+        out.write(render(frame, time.strftime("%H:%M:%S")))
+        if not clear:
+            out.write("\n")
+        out.flush()
+        before, then = now, at
+        shown += 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print frames until Ctrl-C (or one with --once)."""
+    if args.interval <= 0:
+        print(f"faas-infer top: --interval={args.interval}: must be > 0", file=sys.stderr)
+        return 2
+    loop(Reader(args), sys.stdout, args.interval, 1 if args.once else None, args.clear)
+    return 0

@@ -1,8 +1,10 @@
 """The Redis batch queue: every instance of a function takes batches from one shared queue.
 
-Request path. ``put`` pushes the request (``batcher.wire``: a JSON line and the raw body) on the left of
-``fi:{fn}:queue`` with a token, this instance as the reply address and an absolute wall-clock deadline,
-in one round trip (arrivals are counted in memory and sent with the next heartbeat). The caller's future waits in ``_waiting`` under the token.
+Request path. ``put`` queues the request (``batcher.wire``: a JSON line and the raw body) with a token,
+this instance as the reply address and an absolute wall-clock deadline for the sender thread, which pushes
+everything that piled up on the left of ``fi:{fn}:queue`` in one LPUSH: HTTP threads never wait on Redis,
+and under load many requests share one round trip. Arrivals are counted in memory and sent with the next
+heartbeat. The caller's future waits in ``_waiting`` under the token.
 Each instance's batch worker calls ``next_batch(b, t)`` with its own live config: it takes up to ``b``
 requests (``batcher.claims``: moved atomically onto its own claimed list), then waits for more until the
 oldest has waited ``t``, so a fast instance with a large ``b`` naturally takes more. Answers for requests
@@ -94,7 +96,10 @@ class RedisBatchQueue:
         self._config = base_config
         self._closed = self._retired = False
         self._halt = threading.Event()
+        self._outbox: list[tuple[_Waiting, bytes]] = []
+        self._outbox_ready = threading.Condition()
         self._threads = [threading.Thread(target=self._listen, name="redis-inbox", daemon=True),
+                         threading.Thread(target=self._send, name="redis-sender", daemon=True),
                          threading.Thread(target=self._monitor, name="redis-monitor", daemon=True)]
 
     @classmethod
@@ -147,11 +152,9 @@ class RedisBatchQueue:
         entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
         data = wire.encode_request(wire.Envelope(token, self.instance, deadline - now + wall, wall, request))
         self._arrivals[int(wall)] += 1  # sent with the next heartbeat
-        try:
-            self._remote.depth = int(self._client.lpush(self._claims.queue, data))
-        except redis.RedisError as exc:
-            self._lost(exc)
-            self._to_local([entry])
+        with self._outbox_ready:
+            self._outbox.append((entry, data))
+            self._outbox_ready.notify()
         return entry.future
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
@@ -195,6 +198,23 @@ class RedisBatchQueue:
         entry = self._waiting.get(token)
         if entry is not None:
             settle(entry.future, result)
+
+    def _send(self) -> None:
+        """Push queued requests, all that piled up since the last push in one LPUSH (one round trip)."""
+        while not self._halt.is_set():
+            with self._outbox_ready:
+                if not self._outbox:
+                    self._outbox_ready.wait(LISTEN_BLOCK)
+                sending, self._outbox = self._outbox, []
+            if not sending:
+                continue
+            try:
+                if not self._up:
+                    raise redis.ConnectionError("Redis lost")
+                self._remote.depth = int(self._client.lpush(self._claims.queue, *(data for _, data in sending)))
+            except redis.RedisError as exc:
+                self._lost(exc)
+                self._to_local([entry for entry, _ in sending])
 
     def _listen(self) -> None:
         inbox = keys.inbox(self.instance)

@@ -127,13 +127,13 @@ class RemoteBatches:
 
     def _answered(self, batch: _OpenBatch, env: wire.Envelope, future: Future) -> None:
         result = outcome(future)
-        if isinstance(result, Response):
-            result = replace(result, headers={**result.headers, "X-Served-By": self.claims.inst})
         local = env.reply_to == self.claims.inst
         if local:
             self.resolve(env.token, result)
         elif isinstance(result, Response) and len(result.body) > self.max_bytes:
             result = PayloadTooLarge(f"response body of {len(result.body)} bytes over max_request_bytes")
+        elif isinstance(result, Response):  # tells the caller which instance ran it
+            result = replace(result, headers={**result.headers, "X-Served-By": self.claims.inst})
         with batch.lock:
             if not local:
                 batch.replies.append((env.reply_to, wire.Reply(env.token, result, self.claims.inst)))

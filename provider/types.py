@@ -234,14 +234,18 @@ def _str(doc: Mapping[str, Any], key: str) -> str:
 
 
 def _strmap(doc: Mapping[str, Any], key: str) -> dict[str, str]:
-    value = doc.get(key) or {}
+    value = doc.get(key)
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise BadRequest(f"{key} must be an object of strings")
     return {str(k): "" if v is None else str(v) for k, v in value.items()}
 
 
 def _strlist(doc: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = doc.get(key) or []
+    value = doc.get(key)
+    if value is None:
+        return ()
     if not isinstance(value, list):
         raise BadRequest(f"{key} must be a list of strings")
     return tuple(str(v) for v in value)

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     batches = tuple(int(b) for b in args.batches.split(","))
     threads = tuple(int(c) for c in args.threads.split(","))
-    policy = TimingPolicy(blocks=args.blocks, estimator=args.estimator)
+    policy = TimingPolicy(blocks=args.blocks, max_blocks=max(args.blocks, 11), estimator=args.estimator)
     config = ProfileConfig(batches, threads, ("cpu",), policy, () if args.no_calibrate else (1, 8))
     refs = _refs(args.models)
     tmp = tempfile.TemporaryDirectory() if args.db is None else None

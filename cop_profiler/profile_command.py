@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     devs, notice = devices(args.device)
     if notice:
         print(notice, file=sys.stderr)
-    config = ProfileConfig(args.batches, args.threads or default_threads(), devs, TimingPolicy(blocks=args.blocks),
+    policy = TimingPolicy(blocks=args.blocks, max_blocks=max(args.blocks, 11))
+    config = ProfileConfig(args.batches, args.threads or default_threads(), devs, policy,
                            () if args.no_calibrate else (1, 8), args.force)
     try:
         with ProfileDB(args.db) as db:

@@ -106,19 +106,21 @@ def _todo(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str
 
 def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str,
                  todo: dict[str, list], progress: ProgressFn, done: int, total: int) -> tuple[int, int]:
+    """Time the missing points; inputs are built once per (operator, batch) and shared by thread counts."""
     hw, noisy = _hardware(device), 0
-    by_threads = sorted({c for pts in todo.values() for c, _ in pts})
-    for c in by_threads:
-        torch.set_num_threads(c)
-        for key, points in todo.items():
-            inst = traced.instances[key]
-            for _, b in (p for p in points if p[0] == c):
+    for key, points in todo.items():
+        inst = traced.instances[key]
+        for b in sorted({b for _, b in points}):
+            fn = inst.bind(b, device)
+            for c in sorted(c for c, pb in points if pb == b):
+                torch.set_num_threads(c)
                 with torch.inference_mode():
-                    m = measure(inst.bind(b, device), config.policy, sync=_sync(device))
+                    m = measure(fn, config.policy, sync=_sync(device))
                 db.put_timing(key, hw, device, b, c, Timing(m.median, m.iqr, m.noisy))
                 noisy += m.noisy
                 done += 1
-                progress(done, total, f"{device} t={c} b={b} {inst.spec.name} {m.median * 1e3:.3f}ms")
+                progress(done, total, f"{device} b={b} t={c} {inst.spec.name} {m.median * 1e3:.3f}ms")
+            del fn
     return done, noisy
 
 

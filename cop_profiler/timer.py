@@ -26,6 +26,9 @@ class TimingPolicy:
     min_block: float = 0.0003
     # Timed blocks; the median of their per-call times is reported.
     blocks: int = 5
+    # While the blocks so far are noisy, more are timed, up to this many in all (adaptive, like
+    # torch.utils.benchmark's adaptive_autorange): short bursts of interference are outvoted.
+    max_blocks: int = 11
     # IQR/median above this marks the measurement noisy.
     noise_threshold: float = 0.1
     # Reported statistic: "median" of the block times, or "min" (timeit's advice on shared machines,
@@ -37,6 +40,8 @@ class TimingPolicy:
             raise ValueError(f"warmup={self.warmup}: must be >= 1")
         if self.blocks < 1:
             raise ValueError(f"blocks={self.blocks}: must be >= 1")
+        if self.max_blocks < self.blocks:
+            raise ValueError(f"max_blocks={self.max_blocks}: must be >= blocks ({self.blocks})")
         if self.estimator not in ("median", "min"):
             raise ValueError(f"estimator={self.estimator!r}: must be median or min")
         if self.min_block < 0:
@@ -66,6 +71,11 @@ def _iqr(values: list[float]) -> float:
     return q[2] - q[0]
 
 
+def _noisy(per_call: list[float], policy: TimingPolicy) -> bool:
+    median = statistics.median(per_call)
+    return median > 0 and _iqr(per_call) / median > policy.noise_threshold
+
+
 def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
             clock: Callable[[], float] = time.perf_counter, sync: Callable[[], None] | None = None) -> Measurement:
     """Time ``fn`` per ``policy``; ``sync`` (e.g. CUDA synchronize) brackets every timed span."""
@@ -78,8 +88,8 @@ def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
         sync()
         estimate = clock() - start
     calls = 1 if estimate <= 0 else min(MAX_CALLS_PER_BLOCK, max(1, math.ceil(policy.min_block / estimate)))
-    per_call = []
-    for _ in range(policy.blocks):
+    per_call: list[float] = []
+    while len(per_call) < policy.blocks or (len(per_call) < policy.max_blocks and _noisy(per_call, policy)):
         sync()
         start = clock()
         for _ in range(calls):
@@ -89,4 +99,4 @@ def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
     median = statistics.median(per_call)
     iqr = _iqr(per_call)
     value = median if policy.estimator == "median" else min(per_call)
-    return Measurement(value, iqr, calls, policy.blocks, median > 0 and iqr / median > policy.noise_threshold)
+    return Measurement(value, iqr, calls, len(per_call), _noisy(per_call, policy))

@@ -42,6 +42,7 @@ class _GRUClassifier(nn.Module):
         self.head = nn.Linear(256, 5)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class scores for a batch of token ids."""
         out, _ = self.gru(self.embed(tokens))
         return self.head(out.mean(dim=1))
 
@@ -63,6 +64,7 @@ class _EncoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One attention and feed-forward step over (batch, seq, dim)."""
         b, s, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         att = torch.softmax(q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5, dim=-1)
@@ -81,6 +83,7 @@ class _Encoder(nn.Module):
         self.head = nn.Linear(128, 3)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class scores for a batch of token ids."""
         return self.head(self.layers(self.embed(tokens) + self.pos).mean(dim=1))
 
 

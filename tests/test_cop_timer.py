@@ -25,7 +25,7 @@ class FakeClock:
 
 def test_cheap_calls_are_grouped_into_blocks():
     clock = FakeClock([0.0001])
-    m = measure(clock.work, TimingPolicy(warmup=2, min_block=0.001, blocks=3), clock=clock)
+    m = measure(clock.work, TimingPolicy(warmup=2, min_block=0.001, blocks=3, max_blocks=3), clock=clock)
     assert m.calls_per_block == 10
     assert clock.calls == 2 + 30
     assert m.median == pytest.approx(0.0001)
@@ -34,9 +34,18 @@ def test_cheap_calls_are_grouped_into_blocks():
 
 def test_median_ignores_one_slow_block_but_flags_noise():
     clock = FakeClock([0.01, 0.01, 0.01, 0.05, 0.01, 0.01, 0.03])
-    m = measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=6), clock=clock)
+    m = measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=6, max_blocks=6), clock=clock)
     assert m.median == pytest.approx(0.01)
     assert m.noisy
+
+
+def test_noisy_measurements_take_more_blocks_until_quiet_or_capped():
+    clock = FakeClock([0.01, 0.05, 0.01, 0.05] + [0.01] * 20)
+    m = measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=3, max_blocks=20), clock=clock)
+    assert 3 < m.blocks < 20 and not m.noisy and m.median == pytest.approx(0.01)
+    capped = FakeClock([0.01, 0.05] * 20)
+    m = measure(capped.work, TimingPolicy(warmup=1, min_block=0.0, blocks=3, max_blocks=7), clock=capped)
+    assert m.blocks == 7 and m.noisy
 
 
 def test_min_estimator_reports_the_fastest_block():
@@ -47,11 +56,12 @@ def test_min_estimator_reports_the_fastest_block():
 
 def test_sync_brackets_every_timed_span():
     clock, synced = FakeClock([0.01]), []
-    measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=2), clock=clock, sync=lambda: synced.append(1))
+    measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=2, max_blocks=2), clock=clock,
+            sync=lambda: synced.append(1))
     assert len(synced) == 2 * 3
 
 
 def test_policy_is_validated():
-    for bad in ({"warmup": 0}, {"blocks": 0}, {"min_block": -1}, {"estimator": "mean"}):
+    for bad in ({"warmup": 0}, {"blocks": 0}, {"min_block": -1}, {"estimator": "mean"}, {"max_blocks": 2}):
         with pytest.raises(ValueError):
             TimingPolicy(**bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,6 +40,16 @@ def _deploy(watchdogs, env: dict[str, str]):
     return coordinator, workers
 
 
+def _stop_all(procs) -> None:
+    """SIGTERM every process first so that their drains overlap, then reap each."""
+    for p in procs:
+        p.signal(signal.SIGTERM)
+    for p in procs:
+        t = time.monotonic()
+        p.stop(10)
+        print(p.url, "stopped in", round(time.monotonic() - t, 2))
+
+
 def _started(procs):
     from helpers import wait_until
 
@@ -64,18 +75,20 @@ def _check_outputs(coordinator, samples=(0, 1, 2, 3)):
 
 
 def test_redis_channel_through_watchdogs(watchdogs, redis_server, redis_client):
-    coordinator, _ = _deploy(watchdogs, {"FSD_CHANNEL": "redis", "FSD_REDIS_URL": redis_server.url})
+    coordinator, workers = _deploy(watchdogs, {"FSD_CHANNEL": "redis", "FSD_REDIS_URL": redis_server.url})
     runs = _check_outputs(coordinator)
     assert runs[0]["channel"] == "redis" and "send" in runs[0]["usage"]["requests"]
     assert not redis_client.keys("fsd:*")  # every job cleaned up after itself
+    _stop_all([coordinator, *workers])
 
 
 def test_s3_channel_through_watchdogs(watchdogs, s3_server):
-    coordinator, _ = _deploy(watchdogs, {"FSD_CHANNEL": "s3", "FSD_S3_ENDPOINT": s3_server.url,
+    coordinator, workers = _deploy(watchdogs, {"FSD_CHANNEL": "s3", "FSD_S3_ENDPOINT": s3_server.url,
                                          "FSD_S3_ACCESS_KEY": "test-key", "FSD_S3_SECRET_KEY": "test-secret"})
     runs = _check_outputs(coordinator, samples=(5, 6))
     assert runs[0]["channel"] == "s3" and runs[0]["usage"]["requests"]["put"] > 0
     assert not any(s3_server.store.buckets["fsd"])  # the coordinator deleted every object
+    _stop_all([coordinator, *workers])
 
 
 def test_dead_worker_fails_the_request_within_the_timeout(watchdogs, redis_server, redis_client):
@@ -88,3 +101,4 @@ def test_dead_worker_fails_the_request_within_the_timeout(watchdogs, redis_serve
     assert answer.status_code == 500
     assert "rank 1" in answer.text and "unreachable" in answer.text, answer.text
     assert elapsed < 4 + 3 + 2  # FSD_TIMEOUT + HTTP grace + slack: a bound, never a hang
+    _stop_all([coordinator, workers[0]])

@@ -45,9 +45,7 @@ def _stop_all(procs) -> None:
     for p in procs:
         p.signal(signal.SIGTERM)
     for p in procs:
-        t = time.monotonic()
         p.stop(10)
-        print(p.url, "stopped in", round(time.monotonic() - t, 2))
 
 
 def _started(procs):

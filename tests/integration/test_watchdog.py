@@ -190,3 +190,16 @@ def test_classic_single_request_handler_is_served(watchdogs, tmp_path):
     """)
     wd = watchdogs(folder)
     assert requests.post(wd.url, data=b"there", timeout=10).text == "hi there"
+
+
+def test_torch_threads_follow_the_cpu_limit(watchdogs, tmp_path):
+    folder = write_handler(str(tmp_path / "threads"), """
+        import torch
+
+        def handle_batch(state, requests):
+            return [{"threads": torch.get_num_threads()} for _ in requests]
+    """)
+    one = watchdogs(folder, cpu_limit="500m")
+    assert requests.post(one.url, data=b"", timeout=30).json() == {"threads": 1}
+    many = watchdogs(folder, cpu_limit="64")
+    assert requests.post(many.url, data=b"", timeout=30).json()["threads"] == len(os.sched_getaffinity(0))

@@ -56,6 +56,17 @@ class Child:
             return ""
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if ``up`` dies without stopping us (Linux; best effort).
+    ``up`` spawns from its main thread only, which lives as long as the process."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _killpg(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -85,7 +96,8 @@ class Platform:
         log_path = os.path.join(self.run_dir, f"{name}.log")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True, cwd=self.run_dir)
+                                    env=env, start_new_session=True, cwd=self.run_dir,
+                                    preexec_fn=_die_with_parent)
         child = Child(name, proc, log_path, stop_seconds)
         self.children.append(child)
         return child

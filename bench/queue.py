@@ -3,7 +3,8 @@
 For each function (the no-op ``functions/echo`` and ``functions/mlp``), one watchdog is served with the
 in-process backend, then one with the Redis backend (a private redis-server on a free loopback port), in
 the same run, each measured (a) with one request at a time (closed loop, concurrency 1: the latency the
-backend adds) and (b) closed loop at ``--concurrency`` (throughput, with its p50/p99). Then two Redis
+backend adds) and (b) closed loop at ``--concurrency`` (throughput, with its p50/p99, and the CPU time per
+request spent by the watchdog and by redis-server, a steadier figure than throughput on a shared machine). Then two Redis
 instances with different ``max_batch_size`` serve the function from one queue while load goes to the
 first only; each one's share of the requests run is read from the queue statistics in Redis.
 
@@ -23,7 +24,8 @@ import time
 HELP = "Redis shared batch queue vs in-process queue: added latency, throughput, share of work"
 
 BATCH = {"echo": 32, "mlp": 32}
-COLUMNS = ("function", "backend", "p50_1_ms", "p99_1_ms", "rps", "p50_ms", "p99_ms", "errors")
+COLUMNS = ("function", "backend", "p50_1_ms", "p99_1_ms", "rps", "p50_ms", "p99_ms", "cpu_us", "redis_cpu_us",
+           "errors")
 SHARE_COLUMNS = ("function", "instance", "max_batch_size", "served", "share_pct", "rps", "errors")
 
 
@@ -31,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `faas-infer bench queue`."""
     parser.add_argument("--functions", default="echo,mlp", help="comma-separated functions (default echo,mlp)")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds of load per measurement (default 4)")
-    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop clients for throughput (default 32)")
+    parser.add_argument("--concurrency", type=int, default=96,
+                        help="closed-loop clients for throughput, well above the batch size so the queue never "
+                             "runs dry (default 96)")
     parser.add_argument("--share-batches", default="4,32",
                         help="max_batch_size of the two instances sharing a queue (default 4,32)")
     parser.add_argument("--batch-timeout", default="0",
@@ -46,16 +50,19 @@ def run(args: argparse.Namespace) -> int:
 
     small, big = (int(b) for b in args.share_batches.split(","))
     rows, shares = [], []
-    with _Redis() as redis_url:
+    with _Redis() as server:
+        redis_url = server.url
         for function in args.functions.split(","):
-            pair = [measure(function, backend, redis_url, args) for backend in ("local", "redis")]
+            pair = [measure(function, backend, server, args) for backend in ("local", "redis")]
             rows += pair + [_compare(*pair)]
             shares += share(function, redis_url, (small, big), args)
     print_table(rows, COLUMNS)
     print()
     print_table(shares, SHARE_COLUMNS)
     print("\np50_1/p99_1: latency at one request at a time; rps, p50, p99: closed loop at "
-          f"{args.concurrency} clients. 'redis - local' and 'redis / local' rows compare the two.")
+          f"{args.concurrency} clients; cpu_us, redis_cpu_us: CPU microseconds per request of the watchdog and of "
+          "redis-server under that load (steadier than rps on a shared machine). The last row of each function "
+          "is redis - local (rps: redis / local).")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
@@ -64,25 +71,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(function: str, backend: str, redis_url: str, args: argparse.Namespace) -> dict:
-    """One instance with ``backend``: latency at concurrency 1, then throughput at ``concurrency``."""
+def measure(function: str, backend: str, server: "_Redis", args: argparse.Namespace) -> dict:
+    """One instance with ``backend``: latency at concurrency 1, then throughput at ``concurrency``, with the
+    CPU seconds per request that the watchdog and redis-server spent under that load."""
     from bench.common import progress, serve
     from bench.loadgen import closed_loop
 
-    env = _env(function, backend, redis_url, f"{backend}-1", BATCH.get(function, 32), args.batch_timeout)
+    env = _env(function, backend, server.url, f"{backend}-1", BATCH.get(function, 32), args.batch_timeout)
     served = serve(os.path.join("functions", function), env)
     try:
         target = _target(function, served.url)
         closed_loop(target, 4, 1.0)  # warm up: first batches, torch kernels, connections
         single = closed_loop(target, 1, args.duration)
+        cpu = _cpu_seconds(served.proc.pid), _cpu_seconds(server.proc.pid)
         loaded = closed_loop(target, args.concurrency, args.duration)
+        answered = max(loaded.ok, 1)
+        cpu_us = [round((now - then) / answered * 1e6)
+                  for now, then in zip((_cpu_seconds(served.proc.pid), _cpu_seconds(server.proc.pid)), cpu)]
     finally:
         served.stop()
     progress(f"{function} {backend}: {single.percentile(50) * 1000:.2f} ms alone, {loaded.throughput:.0f} rps")
     return {"function": function, "backend": backend, "p50_1_ms": _ms(single.percentile(50)),
             "p99_1_ms": _ms(single.percentile(99)), "rps": round(loaded.throughput, 1),
             "p50_ms": _ms(loaded.percentile(50)), "p99_ms": _ms(loaded.percentile(99)),
-            "errors": single.failed + loaded.failed}
+            "cpu_us": cpu_us[0], "redis_cpu_us": cpu_us[1], "errors": single.failed + loaded.failed}
 
 
 def share(function: str, redis_url: str, batches: tuple[int, int], args: argparse.Namespace) -> list[dict]:
@@ -117,14 +129,16 @@ def share(function: str, redis_url: str, batches: tuple[int, int], args: argpars
 
 
 def _compare(local: dict, remote: dict) -> dict:
-    diff = {k: round(remote[k] - local[k], 2) for k in ("p50_1_ms", "p99_1_ms", "p50_ms", "p99_ms")}
+    diff = {k: round(remote[k] - local[k], 2) for k in ("p50_1_ms", "p99_1_ms", "p50_ms", "p99_ms", "cpu_us",
+                                                          "redis_cpu_us")}
     ratio = round(remote["rps"] / local["rps"], 3) if local["rps"] else 0.0
     return {"function": local["function"], "backend": "redis - local (rps: redis / local)", **diff, "rps": ratio,
             "errors": ""}
 
 
 def _env(function: str, backend: str, redis_url: str, instance: str, batch: int, timeout: str) -> dict[str, str]:
-    return {"batch_backend": backend, "batch_timeout": timeout, "redis_url": redis_url, "function_name": f"bench-{function}",
+    return {"batch_backend": backend, "batch_timeout": timeout, "redis_url": redis_url,
+            "function_name": f"bench-{function}",
             "instance_id": instance, "max_batch_size": str(batch), "cpu_limit": "1", "http_threads": "128",
             "max_queue": "100000", "LOG_LEVEL": "WARNING"}
 
@@ -137,6 +151,21 @@ def _target(function: str, url: str):
     return Target(url + "/", body, "POST", (("Content-Type", ctype),))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids = [pid, *(int(c) for c in f.read().split())]
+        total = 0
+        for p in pids:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
@@ -144,7 +173,7 @@ def _ms(seconds: float) -> float:
 class _Redis:
     """A private redis-server on a free loopback port for the run."""
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> "_Redis":
         from bench.common import free_port
 
         binary = shutil.which("redis-server")
@@ -162,7 +191,8 @@ class _Redis:
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        return f"redis://127.0.0.1:{port}/0"
+        self.url = f"redis://127.0.0.1:{port}/0"
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()

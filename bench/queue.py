@@ -3,9 +3,9 @@
 For each function (the no-op ``functions/echo`` and ``functions/mlp``), one watchdog is served with the
 in-process backend, then one with the Redis backend (a private redis-server on a free loopback port), in
 the same run, each measured (a) with one request at a time (closed loop, concurrency 1: the latency the
-backend adds) and (b) closed loop at ``--concurrency`` (throughput, with its p50/p99, and the CPU time per
-request spent by the watchdog and by redis-server, a steadier figure than throughput on a shared machine). Then two Redis
-instances with different ``max_batch_size`` serve the function from one queue while load goes to the
+backend adds) and (b) closed loop at ``--concurrency`` (throughput, with its p50/p99, and the CPU time
+per request spent by the watchdog and by redis-server, steadier than throughput on a shared machine).
+Then two Redis instances with different ``max_batch_size`` serve the function from one queue while load goes to the
 first only; each one's share of the requests run is read from the queue statistics in Redis.
 
 Each instance gets ``cpu_limit=1`` (one torch thread); the load generator (``bench.loadgen``) shares the

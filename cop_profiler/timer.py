@@ -100,3 +100,10 @@ def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
     iqr = _iqr(per_call)
     value = median if policy.estimator == "median" else min(per_call)
     return Measurement(value, iqr, calls, len(per_call), _noisy(per_call, policy))
+
+
+def quieter(a: Measurement, b: Measurement) -> Measurement:
+    """Of two measurements of the same thing, the one with the smaller relative spread."""
+    def spread(m: Measurement) -> float:
+        return m.iqr / m.median if m.median > 0 else float("inf")
+    return a if spread(a) <= spread(b) else b

@@ -65,3 +65,10 @@ def test_policy_is_validated():
     for bad in ({"warmup": 0}, {"blocks": 0}, {"min_block": -1}, {"estimator": "mean"}, {"max_blocks": 2}):
         with pytest.raises(ValueError):
             TimingPolicy(**bad)
+
+
+def test_quieter_keeps_the_smaller_relative_spread():
+    from cop_profiler.timer import Measurement, quieter
+
+    calm, noisy = Measurement(1.0, 0.05, 1, 5, False), Measurement(0.8, 0.4, 1, 5, True)
+    assert quieter(calm, noisy) is calm and quieter(noisy, calm) is calm

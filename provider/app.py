@@ -31,9 +31,7 @@ ROUTES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("GET",), "/healthz", "healthz"),
     (("GET",), "/metrics", "metrics_text"),
     (("GET",), "/api/v1/query", "prometheus_query"),
-    (tuple(ALL_METHODS), "/function/<segment>", "invoke"),
-    (tuple(ALL_METHODS), "/function/<segment>/", "invoke"),
-    (tuple(ALL_METHODS), "/function/<segment>/<path:path>", "invoke"),
+    (tuple(ALL_METHODS), "/function/<name[.namespace]>[/path]", "invoke"),  # served by Proxy, before Flask
 )
 
 
@@ -46,12 +44,12 @@ def create_app(runtime: Runtime, metrics: GatewayMetrics, credentials: Credentia
     metrics.watch_replicas(lambda: [(fn.name, fn.desired) for fn in runtime.list()])
 
     def view(handler_name: str):
-        if handler_name == "invoke":
-            return lambda segment, path="": proxy.invoke(request, segment, path)
         handler = getattr(api, handler_name)
         return lambda **kwargs: handler(request, **kwargs)
 
     for methods, rule, handler_name in ROUTES:
+        if handler_name == "invoke":
+            continue
         app.add_url_rule(rule, f"{handler_name}:{rule}", view(handler_name), methods=list(methods),
                          provide_automatic_options=False, strict_slashes=False)
 
@@ -74,4 +72,13 @@ def create_app(runtime: Runtime, metrics: GatewayMetrics, credentials: Credentia
     def not_allowed(exc) -> Response:
         return plain_error(405, "Method Not Allowed\n")
 
+    flask_wsgi = app.wsgi_app
+
+    def dispatch(environ: dict, start_response):
+        # Invocations are the hot path: no auth (as OpenFaaS), no Flask routing or request objects.
+        if environ.get("PATH_INFO", "").startswith("/function/"):
+            return proxy(environ, start_response)
+        return flask_wsgi(environ, start_response)
+
+    app.wsgi_app = dispatch
     return app

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import quote
+from http import HTTPStatus
+from typing import Callable, Iterable
 
 import urllib3
-from flask import Request, Response
+from flask import Response
 
-from provider.errors import BadRequest
 from provider.function import FunctionState, write_timeout
 from provider.metrics import GatewayMetrics
 from provider.runtime import Runtime
@@ -24,12 +24,6 @@ logger = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"))
-
-
-class RawResponse(Response):
-    """A response that adds no Content-Type of its own (the function's, or none)."""
-
-    default_mimetype = None
 
 
 def split_name(segment: str, default_namespace: str) -> tuple[str, str]:
@@ -47,80 +41,107 @@ def plain_error(status: int, text: str, headers: dict[str, str] | None = None) -
     return response
 
 
-def no_endpoints(name: str) -> Response:
-    """faas-provider's answer when no replica can take the request."""
-    return plain_error(503, f"No endpoints available for: {name}.", {"X-Openfaas-Internal": "proxy"})
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+def _error(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()) -> Answer:
+    body = text.encode()
+    return status, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"),
+                    *extra], body
+
+
+def _no_endpoints(name: str) -> Answer:
+    return _error(503, f"No endpoints available for: {name}.", (("X-Openfaas-Internal", "proxy"),))
 
 
 class Proxy:
-    """Forwards invocations and records the gateway metrics."""
+    """Forwards invocations and records the gateway metrics. A plain WSGI app: invocations skip Flask."""
 
     def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
         self.runtime = runtime
         self.metrics = metrics
 
-    def invoke(self, request: Request, segment: str, path: str) -> Response:
-        """Serve one invocation of ``segment`` (``name[.namespace]``) at sub-path ``path``."""
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Serve one ``/function/...`` request."""
         started = time.perf_counter()
+        segment, _, _ = environ.get("PATH_INFO", "")[len("/function/"):].partition("/")
         name, namespace = split_name(segment, self.runtime.config.namespace)
         self.metrics.on_start(name)
         fn = self.runtime.find(name) if namespace == self.runtime.config.namespace else None
         if fn is None:
-            response = no_endpoints(name)
+            status, headers, body = _no_endpoints(name)
         else:
             self.runtime.count_invocation(name)
-            response = self._forward(fn, request, path)
-        self.metrics.on_done(name, response.status_code, time.perf_counter() - started)
-        return response
+            status, headers, body = self._forward(fn, environ)
+        self.metrics.on_done(name, status, time.perf_counter() - started)
+        headers.append(("Content-Length", str(len(body))))
+        start_response(f"{status} {_reason(status)}", headers)
+        return [body]
 
-    def _forward(self, fn: FunctionState, request: Request, path: str) -> Response:
+    def _forward(self, fn: FunctionState, environ: dict) -> Answer:
         try:
-            body = request.get_data(cache=False)
+            body = environ["wsgi.input"].read()
         except Exception as exc:  # noqa: BLE001 - a client that breaks off mid-body
-            raise BadRequest(f"cannot read the request body: {exc}") from None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers.setdefault("X-Forwarded-Host", request.host)
-        if request.remote_addr:
-            headers.setdefault("X-Forwarded-For", f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '')}"
-                               .rstrip(":"))
-        target = _target(request, path)
-        if request.query_string:
-            target += "?" + request.query_string.decode("latin-1")
+            return _error(400, f"cannot read the request body: {exc}\n")
+        headers = _request_headers(environ)
+        target = _target(environ)
         timeout = urllib3.Timeout(connect=2.0, read=write_timeout(fn.spec) + 10)
-        for attempt in range(3):
+        method = environ["REQUEST_METHOD"]
+        for _ in range(3):
             replica = self.runtime.acquire(fn, self.runtime.config.cold_start_timeout)
             if replica is None:
-                return no_endpoints(fn.name)
+                return _no_endpoints(fn.name)
             try:
-                upstream = replica.pool.urlopen(request.method, target, body=body, headers=headers,
-                                                retries=False, redirect=False, timeout=timeout,
-                                                preload_content=True, decode_content=False,
-                                                assert_same_host=False)
+                upstream = replica.pool.urlopen(method, target, body=body, headers=headers, retries=False,
+                                                redirect=False, timeout=timeout, preload_content=True,
+                                                decode_content=False, assert_same_host=False)
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError):
                 logger.info("function %s: replica %s refused a connection; trying another",
                             fn.name, replica.instance_id)
                 continue
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 logger.warning("function %s: replica %s failed: %s", fn.name, replica.instance_id, exc)
-                return plain_error(500, f"Can't reach service for: {fn.name}.\n")
+                return _error(500, f"Can't reach service for: {fn.name}.\n")
             finally:
                 replica.release()
-            return _relay(upstream)
-        return no_endpoints(fn.name)
+            return upstream.status, [(k, v) for k, v in upstream.headers.items()
+                                     if k.lower() not in HOP_BY_HOP], upstream.data
+        return _no_endpoints(fn.name)
 
 
-def _target(request: Request, path: str) -> str:
-    """The sub-path as sent (percent-encoding kept), from gunicorn's RAW_URI when there is one."""
-    raw = request.environ.get("RAW_URI", "").split("?", 1)[0]
-    marker = raw.find("/", len("/function/"))
-    if raw.startswith("/function/"):
-        return raw[marker:] if marker >= 0 else "/"
-    return "/" + quote(path)
+def _request_headers(environ: dict) -> dict[str, str]:
+    """The client's end-to-end headers, plus X-Forwarded-Host/-For when missing (as faas-provider)."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+        elif key == "CONTENT_TYPE" and value:
+            name = "Content-Type"
+        else:
+            continue
+        if name.lower() not in HOP_BY_HOP:
+            headers[name] = value
+    if environ.get("HTTP_HOST"):
+        headers.setdefault("X-Forwarded-Host", environ["HTTP_HOST"])
+    if environ.get("REMOTE_ADDR"):
+        port = environ.get("REMOTE_PORT")
+        headers.setdefault("X-Forwarded-For", f"{environ['REMOTE_ADDR']}:{port}" if port else environ["REMOTE_ADDR"])
+    return headers
 
 
-def _relay(upstream: urllib3.BaseHTTPResponse) -> Response:
-    response = RawResponse(upstream.data, upstream.status)
-    for key, value in upstream.headers.items():
-        if key.lower() not in HOP_BY_HOP:
-            response.headers.add(key, value)
-    return response
+def _target(environ: dict) -> str:
+    """The sub-path as sent (percent-encoding kept, from gunicorn's RAW_URI) and the query."""
+    raw = environ.get("RAW_URI", "").split("?", 1)[0]
+    if not raw.startswith("/function/"):
+        raw = environ.get("PATH_INFO", "")
+    slash = raw.find("/", len("/function/"))
+    target = raw[slash:] if slash >= 0 else "/"
+    query = environ.get("QUERY_STRING", "")
+    return f"{target}?{query}" if query else target
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"

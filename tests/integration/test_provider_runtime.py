@@ -60,14 +60,17 @@ def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
     provider.deploy("fn", inspect_dir, envVars={"write_timeout": "10s"})
     provider.wait_ready("fn", 1)
     results: list[int] = []
+    pids: set[int] = set()
     stop = threading.Event()
 
     def load():
         with requests.Session() as session:
             while not stop.is_set():
                 try:
-                    results.append(session.post(f"{provider.url}/function/fn", data=b"sleep 0.05", timeout=60)
-                                   .status_code)
+                    answer = session.post(f"{provider.url}/function/fn", data=b"sleep 0.05", timeout=60)
+                    results.append(answer.status_code)
+                    if answer.status_code == 200:
+                        pids.add(answer.json()["pid"])
                 except requests.RequestException as exc:
                     results.append(repr(exc))
 
@@ -81,7 +84,6 @@ def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
     assert scale(2) == 202
     provider.wait_ready("fn", 2)
     wait_until(lambda: len(results) > 40, 30, what="load to run")
-    pids_used = {json.loads(invoke(provider.url, "fn").content)["pid"] for _ in range(10)}
     assert scale(1) == 202
     provider.wait_ready("fn", 1)
     count = len(results)
@@ -90,7 +92,7 @@ def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
     for t in threads:
         t.join(60)
     assert results and all(code == 200 for code in results), [r for r in results if r != 200][:5]
-    assert len(pids_used) == 2  # requests were spread over both replicas
+    assert len(pids) >= 2  # requests were spread over both replicas
 
 
 def test_update_changes_environment_and_delete_stops_replicas(provider, inspect_dir):

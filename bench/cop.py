@@ -89,24 +89,34 @@ def _one(name, ref, db, config, batches, threads) -> dict:
             "operator_profile_s": op_cost, "calibration_s": report.calibration_seconds,
             "whole_model_profile_s": whole, "factor": report.factors.get("cpu", (1.0, 0.0))[0],
             "offset_ms": 1e3 * report.factors.get("cpu", (1.0, 0.0))[1],
-            "mape_pct": 100 * sum(errors) / len(errors), "max_err_pct": 100 * max(errors), "points": points}
+            "mape_pct": 100 * sum(errors) / len(errors), "max_err_pct": 100 * max(errors),
+            "mape_by_threads": {c: 100 * _mean([e for e, p in zip(errors, points) if p["threads"] == c])
+                                for c in threads},
+            "noisy_measurements": sum(p["measured_noisy"] for p in points), "points": points}
 
 
-def _print(rows: list[dict]) -> None:
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
+    by_threads = " ".join(f"{f't={c} %':>7}" for c in threads)
     head = (f"{'model':<12} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'op prof s':>9} {'whole s':>8} "
-            f"{'factor':>6} {'MAPE %':>7} {'max %':>6}")
+            f"{'factor':>6} {'MAPE %':>7} {by_threads} {'max %':>6} {'noisy':>5}")
     print(head)
     print("-" * len(head))
     for r in rows:
+        per = " ".join(f"{r['mape_by_threads'][c]:>7.1f}" for c in threads)
         print(f"{r['model']:<12} {r['traced_with']:<8} {r['nodes']:>5} {r['operators']:>4} {r['new_operators']:>4} "
               f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {r['factor']:>6.3f} "
-              f"{r['mape_pct']:>7.1f} {r['max_err_pct']:>6.1f}")
+              f"{r['mape_pct']:>7.1f} {per} {r['max_err_pct']:>6.1f} {r['noisy_measurements']:>5}")
     ops = sum(r["operator_profile_s"] for r in rows)
     whole = sum(r["whole_model_profile_s"] for r in rows)
     print("-" * len(head))
     print(f"operator profiling {ops:.1f}s vs whole-model profiling {whole:.1f}s: "
           f"{whole / ops if ops else float('inf'):.2f}x cheaper; "
-          f"models within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in rows)}/{len(rows)}")
+          f"models within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in rows)}/{len(rows)}; "
+          f"noisy = whole-model points still noisy after retries (IQR > 10% of median)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    _print(rows)
+    _print(rows, threads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batches": batches, "threads": threads, "estimator": args.estimator, "rows": rows}, f, indent=1)

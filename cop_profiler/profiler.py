@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
 
+# Bounds of the calibration factor: in-context slow-downs measured here were 0.9-1.5x; a fit outside this
+# range says the calibration runs themselves were disturbed, so it is clamped rather than trusted.
+MIN_FACTOR, MAX_FACTOR = 0.75, 1.6
+
 
 @dataclass(frozen=True)
 class ProfileConfig:
@@ -170,14 +174,21 @@ def measure_model(model: torch.nn.Module, example: Callable[[int], object], batc
 
 
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """(factor, offset) of measured = factor * composed + offset; factor alone from a single point."""
-    if len(points) == 1 or len({c for c, _ in points}) == 1:
-        composed, measured = points[0]
-        return min(max(measured / composed, 0.5), 2.0), 0.0
+    """(factor, offset) of measured = factor * composed + offset, offset >= 0 (context only adds time).
+
+    Two distinct points give the line through the extremes; when its offset would be negative (or there is
+    one point) the factor alone is fitted (geometric mean of the ratios). The factor is clamped.
+    """
+    def clamp(f: float) -> float:
+        return min(max(f, MIN_FACTOR), MAX_FACTOR)
+
+    ratio_only = (clamp(math.exp(sum(math.log(m / c) for c, m in points) / len(points))), 0.0)
+    if len({c for c, _ in points}) < 2:
+        return ratio_only
     (c0, m0), (c1, m1) = min(points), max(points)
-    factor = min(max((m1 - m0) / (c1 - c0), 0.5), 2.0)
+    factor = clamp((m1 - m0) / (c1 - c0))
     offset = sum(m - factor * c for c, m in points) / len(points)
-    return factor, max(offset, -0.5 * m0)
+    return (factor, offset) if offset >= 0 else ratio_only
 
 
 def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB, model_ref: str,

@@ -5,8 +5,8 @@ in-process backend, then one with the Redis backend (a private redis-server on a
 the same run, each measured (a) with one request at a time (closed loop, concurrency 1: the latency the
 backend adds) and (b) closed loop at ``--concurrency`` (throughput, with its p50/p99, and the CPU time
 per request spent by the watchdog and by redis-server, steadier than throughput on a shared machine).
-Then two Redis instances with different ``max_batch_size`` serve the function from one queue while load goes to the
-first only; each one's share of the requests run is read from the queue statistics in Redis.
+Then two Redis instances with different ``max_batch_size`` serve the function from one queue while load
+goes to the first only; each one's share of the requests run is read from the queue statistics in Redis.
 
 Each instance gets ``cpu_limit=1`` (one torch thread); the load generator (``bench.loadgen``) shares the
 machine, so compare the backends by ratio within one run, never across runs.

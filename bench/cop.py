@@ -47,9 +47,9 @@ def _refs(choice: str) -> dict[str, str]:
 
 
 def _whole_model(loaded, config, batches, threads) -> dict:
-    """Whole-model measurements over the grid; noisy points are re-measured in later passes, as operators are."""
+    """Whole-model measurements over the grid; suspect points are re-measured in later passes, as operators are."""
     from cop_profiler.profiler import measure_model
-    from cop_profiler.timer import quieter
+    from cop_profiler.timer import implausible_threads, quieter
 
     kept: dict = {}
     todo = [(b, c) for c in threads for b in batches]
@@ -58,6 +58,8 @@ def _whole_model(loaded, config, batches, threads) -> dict:
             m = measure_model(loaded.model, loaded.example_input, b, c, config.policy)
             kept[b, c] = m if (b, c) not in kept else quieter(kept[b, c], m)
         todo = [p for p, m in kept.items() if m.noisy]
+        for b in batches:
+            todo += [(b, c) for c in implausible_threads({c: kept[b, c].median for c in threads})]
         if not todo:
             break
     return kept

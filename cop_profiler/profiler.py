@@ -21,7 +21,7 @@ from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
-from cop_profiler.timer import Measurement, TimingPolicy, measure, quieter
+from cop_profiler.timer import Measurement, TimingPolicy, implausible_threads, measure, quieter
 from cop_profiler.tracer import TracedModel
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,9 @@ class ProfileConfig:
     calibration_batches: tuple[int, ...] = (1, 8)
     # Re-time operators even when the DB has them.
     force: bool = False
-    # Passes at the end that re-time points still flagged noisy, keeping the quieter measurement:
-    # interference on a shared machine comes in bursts, and a later try often misses it.
-    retries: int = 2
+    # Passes at the end that re-time points still noisy or implausibly slow with more threads, keeping
+    # the faster measurement: interference on a shared machine comes in bursts, a later try often misses it.
+    retries: int = 3
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -132,13 +132,23 @@ def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, devi
                     progress(done, total, f"{device} b={b} t={c} {inst.spec.name} {m.median * 1e3:.3f}ms"
                              + (f" (retry {attempt})" if attempt else ""))
                 del fn
-        todo = {}
-        for (key, b, c), m in kept.items():
-            if m.noisy:
-                todo.setdefault(key, []).append((c, b))
+        todo = _retry_points(kept)
         if not todo:
             break
     return done, sum(m.noisy for m in kept.values())
+
+
+def _retry_points(kept: dict[tuple[str, int, int], Measurement]) -> dict[str, list]:
+    """Points to time again: noisy ones, and those implausibly slower than with fewer threads."""
+    by_op_batch: dict[tuple[str, int], dict[int, float]] = {}
+    for (key, b, c), m in kept.items():
+        by_op_batch.setdefault((key, b), {})[c] = m.median
+    todo: dict[str, list] = {}
+    for (key, b), times in by_op_batch.items():
+        bad = implausible_threads(times) | {c for c in times if kept[(key, b, c)].noisy}
+        for c in sorted(bad):
+            todo.setdefault(key, []).append((c, b))
+    return todo
 
 
 def calibrate_module_call(db: ProfileDB, device: str, threads: tuple[int, ...], policy: TimingPolicy) -> None:

@@ -102,8 +102,18 @@ def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
     return Measurement(value, iqr, calls, len(per_call), _noisy(per_call, policy))
 
 
+# With more threads an operator may get a little slower (fork/join cost on tiny work), never this much:
+# a bigger jump means another process held one of our cores, and the point is timed again.
+MAX_THREAD_SLOWDOWN = 1.3
+
+
 def quieter(a: Measurement, b: Measurement) -> Measurement:
-    """Of two measurements of the same thing, the one with the smaller relative spread."""
-    def spread(m: Measurement) -> float:
-        return m.iqr / m.median if m.median > 0 else float("inf")
-    return a if spread(a) <= spread(b) else b
+    """Of two measurements of the same thing, the faster one: interference only ever adds time."""
+    return a if a.median <= b.median else b
+
+
+def implausible_threads(seconds_by_threads: dict[int, float]) -> set[int]:
+    """Thread counts whose time exceeds MAX_THREAD_SLOWDOWN x the time with the next fewer threads."""
+    counts = sorted(seconds_by_threads)
+    return {c for lo, c in zip(counts, counts[1:])
+            if seconds_by_threads[c] > MAX_THREAD_SLOWDOWN * seconds_by_threads[lo]}

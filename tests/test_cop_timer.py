@@ -67,8 +67,10 @@ def test_policy_is_validated():
             TimingPolicy(**bad)
 
 
-def test_quieter_keeps_the_smaller_relative_spread():
-    from cop_profiler.timer import Measurement, quieter
+def test_retries_keep_the_faster_measurement_and_flag_thread_slowdowns():
+    from cop_profiler.timer import Measurement, implausible_threads, quieter
 
-    calm, noisy = Measurement(1.0, 0.05, 1, 5, False), Measurement(0.8, 0.4, 1, 5, True)
-    assert quieter(calm, noisy) is calm and quieter(noisy, calm) is calm
+    slow, fast = Measurement(1.0, 0.05, 1, 5, False), Measurement(0.8, 0.4, 1, 5, True)
+    assert quieter(slow, fast) is fast and quieter(fast, slow) is fast
+    assert implausible_threads({1: 1.0, 2: 1.2, 4: 3.0}) == {4}
+    assert implausible_threads({1: 1.0}) == set()

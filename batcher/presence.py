@@ -1,9 +1,9 @@
 """An instance's presence in Redis: one heartbeat round trip, reaping dead peers, and leaving.
 
 A beat marks the instance alive, refreshes its facts and execution times, adds its arrival counts, reads
-its live config and the queue depth, and lists peers whose last beat is older than ``stale_after``; each of those is then reaped
-(its claimed requests go back to the queue). The server's ``run_id`` is read too: when it changes, Redis
-restarted and whatever it held may be gone.
+its live config and the queue depth, and lists peers whose last beat is older than ``stale_after``; each
+of those is then reaped (its claimed requests go back to the queue). The server's ``run_id`` is read
+too: when it changes, Redis restarted and whatever it held may be gone.
 """
 
 from __future__ import annotations

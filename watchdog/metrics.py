@@ -68,7 +68,8 @@ class MetricsServer:
         ThreadingHTTPServer.allow_reuse_address = True
         self.server = ThreadingHTTPServer((bind, port), Handler)
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="metrics",
+                                        daemon=True)
 
     def start(self) -> "MetricsServer":
         """Start serving in the background."""

@@ -1,0 +1,281 @@
+"""faasd compose additions, Kubernetes manifests, Prometheus configs and Grafana provisioning, checked as
+files: the keys faasd accepts, the fields Kubernetes needs, promtool's own check, and dashboards that are
+valid provisioning JSON whose queries name only series our components (or the gateway) export."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from helpers import REPO
+
+DOCKER = os.path.join(REPO, "docker")
+FIXTURE_METRICS = os.path.join(REPO, "..", "shared", "fixtures", "openfaas", "gateway-metrics.txt")
+
+# What faasd's compose loader reads (faasd pkg/deployment_order.go / supervisor.go); anything else is ignored.
+FAASD_KEYS = {"image", "environment", "volumes", "command", "cap_add", "depends_on", "user", "ports"}
+FAASD_CORE = {"basic-auth-plugin", "nats", "gateway", "queue-worker", "prometheus"}
+# Environment the autoscaler reads besides AutoscalerConfig's fields.
+AUTOSCALER_EXTRA_ENV = {"metrics_port", "LOG_LEVEL"}
+
+
+def autoscaler_fields() -> set[str]:
+    from autoscaler.config import AutoscalerConfig
+
+    return {f.name for f in dataclasses.fields(AutoscalerConfig)}
+
+
+def load_yaml_docs(path: str) -> list:
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+# faasd ---------------------------------------------------------------------------------------------------
+
+def test_faasd_additions_use_only_keys_faasd_accepts():
+    doc = load_yaml_docs(os.path.join(DOCKER, "faasd", "docker-compose.faas-infer.yaml"))[0]
+    services = doc["services"]
+    assert set(services) == {"redis", "autoscaler"}
+    for name, svc in services.items():
+        assert set(svc) <= FAASD_KEYS, f"{name}: {set(svc) - FAASD_KEYS} not read by faasd"
+        assert isinstance(svc["image"], str) and ":" in svc["image"], f"{name}: pin an image tag"
+        for dep in svc.get("depends_on", []):
+            assert dep in FAASD_CORE | set(services), f"{name} depends on unknown {dep}"
+        for volume in svc.get("volumes", []):
+            assert volume["type"] == "bind" and volume["source"].startswith("./") and volume["target"].startswith("/")
+        for port in svc.get("ports", []):
+            host = port.split(":")[0]
+            assert host in ("127.0.0.1", "10.62.0.1"), f"{name}: {port} must not bind every interface"
+        assert isinstance(svc.get("command", []), list)
+        if "user" in svc:
+            assert svc["user"].isdigit() and svc["user"] != "0"
+
+
+def test_faasd_autoscaler_has_the_gateway_secrets_and_known_settings():
+    svc = load_yaml_docs(os.path.join(DOCKER, "faasd", "docker-compose.faas-infer.yaml"))[0]["services"]["autoscaler"]
+    env = dict(item.split("=", 1) for item in svc["environment"])
+    assert set(env) <= autoscaler_fields() | AUTOSCALER_EXTRA_ENV, set(env) - autoscaler_fields()
+    targets = {v["target"]: v["source"] for v in svc["volumes"]}
+    for name in ("basic-auth-user", "basic-auth-password"):
+        assert targets[f"{env['secret_mount_path']}/{name}"] == f"./secrets/{name}"
+    assert env["gateway_url"] == "http://gateway:8080" and env["redis_url"].startswith("redis://redis:")
+    from autoscaler.config import AutoscalerConfig
+
+    config = AutoscalerConfig.from_env(env)  # every value parses and passes the config's rules
+    assert config.max_replicas_per_variant == 1  # faasd runs one replica per function
+
+
+def test_faasd_redis_is_reachable_from_functions_and_persists_nothing():
+    svc = load_yaml_docs(os.path.join(DOCKER, "faasd", "docker-compose.faas-infer.yaml"))[0]["services"]["redis"]
+    assert svc["ports"] == ["10.62.0.1:6379:6379"]  # faasd's openfaas0 bridge address, where functions look
+    command = svc["command"]
+    assert command[command.index("--save") + 1] == "" and command[command.index("--appendonly") + 1] == "no"
+
+
+# Kubernetes ----------------------------------------------------------------------------------------------
+
+def manifests() -> dict[tuple[str, str], dict]:
+    out = {}
+    for path in glob.glob(os.path.join(DOCKER, "kubernetes", "*.yaml")):
+        for doc in load_yaml_docs(path):
+            assert {"apiVersion", "kind", "metadata"} <= set(doc), path
+            out[(doc["kind"], doc["metadata"]["name"])] = doc
+    return out
+
+
+def test_kubernetes_deployments_are_complete():
+    docs = manifests()
+    deployments = [d for (kind, _), d in docs.items() if kind == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {"faas-infer-redis", "faas-infer-autoscaler"}
+    for d in deployments:
+        assert d["metadata"]["namespace"] == "openfaas"
+        pod = d["spec"]["template"]
+        assert d["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        for c in pod["spec"]["containers"]:
+            assert set(c["resources"]) == {"requests", "limits"}
+            assert {"cpu", "memory"} <= set(c["resources"]["limits"])
+            assert "readinessProbe" in c and "livenessProbe" in c
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            mounts = {m["name"] for m in c.get("volumeMounts", [])}
+            assert mounts <= {v["name"] for v in pod["spec"].get("volumes", [])}
+    for (kind, name), svc in docs.items():
+        if kind == "Service":
+            deployment = docs[("Deployment", name)]
+            assert svc["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+            ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+            assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports
+
+
+def test_kubernetes_autoscaler_account_secret_and_settings():
+    docs = manifests()
+    sa = docs[("ServiceAccount", "faas-infer-autoscaler")]
+    assert sa["automountServiceAccountToken"] is False  # it needs no Kubernetes API access
+    spec = docs[("Deployment", "faas-infer-autoscaler")]["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"  # one decision maker
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "faas-infer-autoscaler"
+    [c] = pod["containers"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert set(env) <= autoscaler_fields() | AUTOSCALER_EXTRA_ENV
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert volumes[mounts[env["secret_mount_path"]]]["secret"]["secretName"] == "basic-auth"
+    nodes_dir, nodes_file = os.path.split(env["nodes_file"])
+    cm = docs[("ConfigMap", volumes[mounts[nodes_dir]]["configMap"]["name"])]
+    from autoscaler.config import AutoscalerConfig
+    from autoscaler.nodes import load_nodes
+
+    AutoscalerConfig.from_env(env)
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"faas-infer-nodes-{os.getpid()}.yaml")
+    with open(path, "w") as f:
+        f.write(cm["data"][nodes_file])
+    try:
+        nodes = load_nodes(path)
+    finally:
+        os.remove(path)
+    assert any(n.gpus for n in nodes) and all(n.labels.get("kubernetes.io/hostname") == n.name for n in nodes)
+    assert c["ports"][0]["containerPort"] == int(env["metrics_port"])
+
+
+def test_kubernetes_gpu_path():
+    profile = manifests()[("Profile", "gpu")]
+    assert profile["apiVersion"] == "openfaas.com/v1" and profile["spec"]["runtimeClassName"] == "nvidia"
+    assert any(t["key"] == "nvidia.com/gpu" for t in profile["spec"]["tolerations"])
+    from faas_infer.stack import load_stack
+
+    stack = load_stack(os.path.join(DOCKER, "kubernetes", "gpu-stack.yml"), {})
+    raw = yaml.safe_load(open(os.path.join(DOCKER, "kubernetes", "gpu-stack.yml")))["functions"]["resnet-gpu"]
+    assert raw["lang"] == "python3-torch-batch-gpu" and os.path.isdir(os.path.join(DOCKER, raw["lang"]))
+    assert raw["annotations"]["com.openfaas.profile"] == "gpu"
+    assert all(re.fullmatch(r"[\w./-]+ (==|!=) [\w./-]+", c) for c in raw["constraints"])
+    assert "nvidia.com/gpu" not in raw["limits"]  # faas-cli drops it; the autoscaler sets it over the API
+    assert "resnet-gpu" in stack.functions
+
+
+# Prometheus ----------------------------------------------------------------------------------------------
+
+def promtool_check(tmp_path, config: dict) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: `make test` installs it (Debian: apt-get install prometheus)")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    for sd in ("watchdogs.json",):
+        (tmp_path / sd).write_text("[]")
+    result = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_configs_pass_promtool(tmp_path):
+    standalone = yaml.safe_load(open(os.path.join(DOCKER, "prometheus", "prometheus.yml")))
+    assert [j["job_name"] for j in standalone["scrape_configs"]] == ["gateway", "watchdogs", "autoscaler"]
+    promtool_check(tmp_path, standalone)
+    json.load(open(os.path.join(DOCKER, "prometheus", "watchdogs.json")))
+    for fragment in ("faasd/prometheus-job.yml", "prometheus/kubernetes-jobs.yml"):
+        jobs = yaml.safe_load(open(os.path.join(DOCKER, fragment)))
+        assert isinstance(jobs, list) and all("job_name" in j for j in jobs)
+        for job in jobs:
+            # Debian's Prometheus is built without Kubernetes discovery: check the rest of the job with a
+            # static target in its place (relabelling, intervals), and the discovery block by shape.
+            sd = job.pop("kubernetes_sd_configs", None)
+            if sd is not None:
+                assert sd == [{"role": "pod", "namespaces": {"names": ["openfaas-fn"]}}]
+                job["static_configs"] = [{"targets": ["10.0.0.1:8081"]}]
+        promtool_check(tmp_path, {"global": {"scrape_interval": "5s"}, "scrape_configs": jobs})
+
+
+def test_generated_config_passes_promtool(tmp_path):
+    from ops.prometheus import render_config, stack_jobs
+
+    promtool_check(tmp_path, render_config(stack_jobs("127.0.0.1:8080", "127.0.0.1:8082"), str(tmp_path), 1.0))
+
+
+# Grafana -------------------------------------------------------------------------------------------------
+
+def dashboards() -> dict[str, dict]:
+    return {os.path.basename(p): json.load(open(p))
+            for p in sorted(glob.glob(os.path.join(DOCKER, "grafana", "dashboards", "*.json")))}
+
+
+def known_series() -> set[str]:
+    """Every series name the gateway, the watchdog and the autoscaler export (histograms expanded)."""
+    from autoscaler.metrics import AutoscalerMetrics
+    from watchdog.metrics import WatchdogMetrics
+
+    names = set()
+    for line in open(FIXTURE_METRICS):
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names |= {name, f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else {name}
+    for registry in (WatchdogMetrics().registry, AutoscalerMetrics().registry):
+        for metric in registry._metrics:
+            names.add(metric.name)
+            if metric.kind == "histogram":
+                names |= {metric.name + s for s in ("_bucket", "_sum", "_count")}
+    return names
+
+
+def test_dashboards_are_valid_provisioning_json():
+    boards = dashboards()
+    assert set(boards) == {"faas-infer-overview.json", "faas-infer-function.json", "faas-infer-autoscaler.json"}
+    uids = set()
+    for name, d in boards.items():
+        assert {"uid", "title", "panels", "schemaVersion", "templating", "time"} <= set(d), name
+        assert "id" not in d or d["id"] is None  # provisioned dashboards must not carry a database id
+        assert d["uid"] not in uids and len(d["uid"]) <= 40
+        uids.add(d["uid"])
+        variables = {v["name"]: v for v in d["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+        ids, cells = set(), set()
+        for p in d["panels"]:
+            assert p["id"] not in ids
+            ids.add(p["id"])
+            assert p["type"] in {"timeseries", "stat", "table", "gauge", "bargauge"}
+            g = p["gridPos"]
+            assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, f"{name}: panel {p['title']} overlaps another"
+                    cells.add((x, y))
+            assert p["datasource"]["uid"] == "${datasource}"
+            refs = [t["refId"] for t in p["targets"]]
+            assert p["targets"] and len(refs) == len(set(refs))
+            for t in p["targets"]:
+                for var in re.findall(r"\$(\w+)", t["expr"]):
+                    assert var in variables or var.startswith("__"), f"{name}: ${var} is not a variable"
+
+
+def test_dashboard_queries_name_only_exported_series():
+    known = known_series()
+    for name, d in dashboards().items():
+        for p in d["panels"]:
+            for t in p["targets"]:
+                expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", t["expr"])
+                words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
+                series = {w for w in words if w.startswith(("gateway_", "faas_infer_", "http_request"))}
+                assert series, f"{name} / {p['title']}: no series"
+                assert series <= known, f"{name} / {p['title']}: unknown {series - known}"
+    # The core figures use the gateway's names, so the dashboards serve real OpenFaaS as well.
+    overview = json.dumps(dashboards()["faas-infer-overview.json"])
+    for series in ("gateway_function_invocation_total", "gateway_functions_seconds_bucket", "gateway_service_count"):
+        assert series in overview
+
+
+def test_grafana_provisioning_files():
+    ds = yaml.safe_load(open(os.path.join(DOCKER, "grafana", "provisioning", "datasources", "prometheus.yaml")))
+    assert ds["apiVersion"] == 1
+    [source] = ds["datasources"]
+    assert source["type"] == "prometheus" and source["access"] == "proxy" and source["url"]
+    prov = yaml.safe_load(open(os.path.join(DOCKER, "grafana", "provisioning", "dashboards", "faas-infer.yaml")))
+    assert prov["apiVersion"] == 1
+    [provider] = prov["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")

@@ -43,6 +43,21 @@ def normalize_ref(model_ref: str) -> str:
     return os.path.normpath(model_ref).replace(os.sep, "/")
 
 
+def _absolute(folder: str) -> str:
+    return os.path.abspath(folder).replace(os.sep, "/")
+
+
+def _store_keys(model_ref: str) -> list[str]:
+    """Keys a model is stored under: its normalized reference and, for a folder, its absolute path too."""
+    ref = normalize_ref(model_ref)
+    return [ref, _absolute(model_ref)] if os.path.isdir(model_ref) and _absolute(model_ref) != ref else [ref]
+
+
+def _lookup_keys(model_ref: str) -> list[str]:
+    ref = normalize_ref(model_ref)
+    return [ref] if ":" in ref and not os.path.isdir(model_ref) else [ref, _absolute(ref)]
+
+
 @dataclass(frozen=True)
 class Timing:
     """One operator's measurement at one configuration."""
@@ -124,10 +139,10 @@ class ProfileDB:
         return [h for (h,) in self._conn.execute("SELECT DISTINCT hardware FROM timings ORDER BY hardware")]
 
     def put_model(self, model_ref: str, graph: OpGraph) -> None:
-        """Store a model's operator graph under its normalized reference."""
+        """Store a model's graph under its normalized reference (a folder also under its absolute path)."""
         with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
-                               (normalize_ref(model_ref), graph.to_json(), time.time()))
+            for ref in _store_keys(model_ref):
+                self._conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (ref, graph.to_json(), time.time()))
             for spec in graph.ops:
                 self._conn.execute("INSERT OR IGNORE INTO operators VALUES (?, ?, ?, ?)",
                                    (spec.key, spec.name, spec.signature, int(spec.invariant)))
@@ -135,7 +150,7 @@ class ProfileDB:
     def model_graph(self, model_ref: str) -> OpGraph:
         """A stored model's graph; NoProfileError when it was never profiled."""
         ref = normalize_ref(model_ref)
-        row = self._conn.execute("SELECT graph FROM models WHERE ref=?", (ref,)).fetchone()
+        row = self._first("SELECT graph FROM models WHERE ref=?", model_ref)
         if row is None:
             raise NoProfileError(f"model {ref!r} is not in {self.path}: run `faas-infer profile {ref}` first")
         return OpGraph.from_json(row[0])
@@ -160,11 +175,20 @@ class ProfileDB:
                         detail: str = "") -> None:
         """Store a model's correction (measured = factor * composed + offset) on ``hardware``/``device``."""
         with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?)",
-                               (normalize_ref(model_ref), hardware, device, factor, offset, detail))
+            for ref in _store_keys(model_ref):
+                self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?)",
+                                   (ref, hardware, device, factor, offset, detail))
 
     def calibration(self, model_ref: str, hardware: str, device: str) -> tuple[float, float] | None:
         """A model's (factor, offset seconds), or None when it was not calibrated there."""
-        row = self._conn.execute("SELECT factor, offset FROM calibrations WHERE ref=? AND hardware=? AND device=?",
-                                 (normalize_ref(model_ref), hardware, device)).fetchone()
+        row = self._first("SELECT factor, offset FROM calibrations WHERE ref=? AND hardware=? AND device=?",
+                          model_ref, hardware, device)
         return None if row is None else (float(row[0]), float(row[1]))
+
+    def _first(self, sql: str, model_ref: str, *params: object) -> tuple | None:
+        """The first row for the reference as written, else for the folder's absolute path."""
+        for ref in _lookup_keys(model_ref):
+            row = self._conn.execute(sql, (ref, *params)).fetchone()
+            if row is not None:
+                return row
+        return None

@@ -45,6 +45,17 @@ def test_models_operators_overheads_calibrations_round_trip(db):
     assert db.calibration("functions/x/", "hw", "cpu") == pytest.approx((1.1, 0.002))
 
 
+def test_a_folder_is_found_by_relative_or_absolute_path(db, tmp_path, monkeypatch):
+    (tmp_path / "functions" / "m").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    graph = OpGraph((OpNode(0, "k"),))
+    db.put_model("functions/m", graph)
+    db.put_calibration("functions/m", "hw", "cpu", 1.2)
+    absolute = str(tmp_path / "functions" / "m")
+    assert db.model_graph(absolute) == graph and db.calibration(absolute, "hw", "cpu") == (1.2, 0.0)
+    assert db.models() == sorted(["functions/m", absolute.replace("\\", "/")])
+
+
 def test_unknown_model_is_a_clear_error(db):
     with pytest.raises(NoProfileError, match="faas-infer profile functions/nope"):
         db.model_graph("functions/nope")

@@ -71,7 +71,8 @@ def pick_port(preferred: int = 0, bind: str = "127.0.0.1") -> int:
 
 def render_config(jobs: Iterable[ScrapeJob], targets_dir: str, scrape_interval: float = 1.0) -> dict:
     """The prometheus.yml content for ``jobs`` (a dict; ``yaml.safe_dump`` writes it)."""
-    interval = f"{max(0.001, scrape_interval):g}s"
+    ms = max(1, int(round(scrape_interval * 1000)))  # Prometheus durations take integers with a unit
+    interval = f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
     configs = []
     for job in jobs:
         config: dict[str, Any] = {"job_name": job.name, "metrics_path": job.metrics_path,

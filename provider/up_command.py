@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start, print, wait for a signal, stop."""
     from faas_infer.stack import StackError, load_stack
+    from fsd.stack import expand_partitioned
     from provider import sidecars
     from provider.auth import write_secrets
     from provider.config import is_loopback
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                                      f"{'on: ' + secret_path if auth_on else 'off'})"))
         statuses = {}
         if not args.no_deploy:
+            stack = expand_partitioned(stack, url, redis_url or "")
             names = deploy_stack(stack, url, auth)
             print(f"deployed {len(names)} function(s) from {args.file}; waiting for replicas...", flush=True)
             statuses = wait_available(url, names, auth, args.ready_timeout, lambda: not stop.is_set())
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
         print("stopping...", flush=True)
         return 0
-    except UpError as exc:
+    except (UpError, StackError) as exc:
         print(f"faas-infer up: {exc}", file=sys.stderr)
         return 1
     finally:

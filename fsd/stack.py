@@ -1,0 +1,68 @@
+"""Expanding a partitioned model declared in stack.yml into its coordinator and W worker functions.
+
+A function annotated ``com.faas-infer.partitioned: "workers=4,channel=redis,partitioner=connectivity"``
+is the coordinator clients call. ``expand_partitioned`` fills in its ``FSD_*`` settings (keeping any the
+stack sets) and adds ``<name>-worker-<r>`` for r in 0..W-1: the worker handler (annotation
+``com.faas-infer.worker_handler``, else ``fsd-worker`` beside the coordinator's handler folder) with the
+same ``FSD_*`` environment plus ``FSD_RANK``. Pure: the caller passes the gateway and Redis it deploys to.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from faas_infer.stack import Stack, StackError, StackFunction
+
+ANNOTATION = "com.faas-infer.partitioned"
+WORKER_HANDLER = "com.faas-infer.worker_handler"
+HANDLER = "com.faas-infer.handler"
+_KEYS = {"workers": "FSD_WORKERS", "channel": "FSD_CHANNEL", "partitioner": "FSD_PARTITIONER"}
+
+
+def parse_annotation(name: str, text: str) -> dict[str, str]:
+    """``workers=4,channel=redis`` as FSD_* variables; a StackError names the function and the bad part."""
+    settings: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in _KEYS:
+            raise StackError(f"function {name}: {ANNOTATION} part {part!r} must be one of "
+                             f"{', '.join(k + '=...' for k in _KEYS)}")
+        settings[_KEYS[key.strip()]] = value.strip()
+    if "FSD_WORKERS" not in settings or not settings["FSD_WORKERS"].isdigit() or int(settings["FSD_WORKERS"]) < 1:
+        raise StackError(f"function {name}: {ANNOTATION} needs workers=N with N >= 1")
+    return settings
+
+
+def expand_partitioned(stack: Stack, gateway_url: str, redis_url: str = "") -> Stack:
+    """The stack with every partitioned function's workers added and its FSD_* settings completed."""
+    functions: dict[str, StackFunction] = {}
+    for fn in stack.functions.values():
+        if ANNOTATION not in fn.annotations:
+            functions.setdefault(fn.name, fn)
+            continue
+        coordinator, workers = _expand(fn, gateway_url, redis_url)
+        functions[fn.name] = coordinator
+        for worker in workers:
+            if worker.name in stack.functions:
+                raise StackError(f"function {fn.name}: worker {worker.name} is already declared in the stack")
+            functions[worker.name] = worker
+    return replace(stack, functions=functions)
+
+
+def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackFunction, list[StackFunction]]:
+    settings = parse_annotation(fn.name, fn.annotations[ANNOTATION])
+    worker_function = fn.environment.get("FSD_WORKER_FUNCTION", f"{fn.name}-worker")
+    env = {**settings, "FSD_GATEWAY": gateway_url, "FSD_WORKER_FUNCTION": worker_function, **fn.environment}
+    if env.get("FSD_CHANNEL", "redis") == "redis" and redis_url:
+        env.setdefault("FSD_REDIS_URL", redis_url)
+    handler = fn.annotations.get(WORKER_HANDLER) or os.path.join(os.path.dirname(fn.handler_path), "fsd-worker")
+    if fn.handler_path and not os.path.isabs(handler):
+        handler = os.path.normpath(os.path.join(os.path.dirname(fn.handler_path), handler))
+    shared = {k: v for k, v in env.items() if k.startswith("FSD_")}
+    workers = [replace(fn, name=f"{worker_function}-{rank}", handler=handler, handler_path=handler,
+                       image=f"{fn.image or fn.name}-worker", environment={**shared, "FSD_RANK": str(rank)},
+                       annotations={HANDLER: handler, "com.faas-infer.partition_of": fn.name},
+                       labels={k: v for k, v in fn.labels.items() if not k.startswith("com.openfaas.scale")})
+               for rank in range(int(settings["FSD_WORKERS"]))]
+    return replace(fn, environment=env), workers

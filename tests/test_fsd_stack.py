@@ -1,0 +1,43 @@
+"""Expanding com.faas-infer.partitioned into a coordinator and its workers."""
+
+import pytest
+
+from faas_infer.stack import Stack, StackError, StackFunction
+from fsd.stack import expand_partitioned
+
+
+def stack_with(annotation, env=None):
+    fn = StackFunction(name="sparse", handler="./functions/fsd-coordinator", image="fi/sparse:1",
+                       handler_path="/repo/functions/fsd-coordinator", environment=env or {},
+                       annotations={"com.faas-infer.partitioned": annotation}, labels={"com.openfaas.scale.min": "1"})
+    other = StackFunction(name="mlp", handler="./functions/mlp", handler_path="/repo/functions/mlp")
+    return Stack("http://127.0.0.1:8080", {"sparse": fn, "mlp": other})
+
+
+def test_workers_are_added_with_rank_and_shared_settings():
+    out = expand_partitioned(stack_with("workers=3,channel=redis,partitioner=random",
+                                        {"FSD_MODEL": "neurons=64,layers=2,seed=0"}),
+                             "http://127.0.0.1:8080", "redis://127.0.0.1:7000/0")
+    assert list(out.functions) == ["sparse", "sparse-worker-0", "sparse-worker-1", "sparse-worker-2", "mlp"]
+    coordinator = out.functions["sparse"]
+    assert coordinator.environment["FSD_WORKERS"] == "3" and coordinator.environment["FSD_PARTITIONER"] == "random"
+    assert coordinator.environment["FSD_REDIS_URL"] == "redis://127.0.0.1:7000/0"
+    assert coordinator.environment["FSD_WORKER_FUNCTION"] == "sparse-worker"
+    worker = out.functions["sparse-worker-2"]
+    assert worker.environment["FSD_RANK"] == "2" and worker.environment["FSD_MODEL"] == "neurons=64,layers=2,seed=0"
+    assert worker.handler_path == "/repo/functions/fsd-worker"
+    assert worker.annotations["com.faas-infer.handler"] == "/repo/functions/fsd-worker"
+    assert "com.openfaas.scale.min" not in worker.labels
+
+
+def test_stack_settings_win_over_defaults():
+    out = expand_partitioned(stack_with("workers=2", {"FSD_REDIS_URL": "redis://127.0.0.1:1/0"}),
+                             "http://gw", "redis://127.0.0.1:7000/0")
+    assert out.functions["sparse-worker-1"].environment["FSD_REDIS_URL"] == "redis://127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize("annotation, message", [
+    ("channel=redis", "needs workers=N"), ("workers=0", "needs workers=N"), ("workers=2,colour=blue", "part 'colour=blue'")])
+def test_bad_annotations_name_the_problem(annotation, message):
+    with pytest.raises(StackError, match=message):
+        expand_partitioned(stack_with(annotation), "http://gw")

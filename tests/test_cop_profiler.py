@@ -60,7 +60,7 @@ def test_calibration_is_stored_and_bounded(tmp_path):
     with ProfileDB(path) as db:
         report = profile_model(trace(model, example), model, example, db, "cal", config)
         factor, offset = db.calibration("cal", cpu_id(), "cpu")
-    assert (factor, offset) == pytest.approx(report.factors["cpu"]) and 0.75 <= factor <= 1.6 and offset == 0.0
+    assert (factor, offset) == pytest.approx(report.factors["cpu"]) and 0.9 <= factor <= 1.6 and offset == 0.0
 
 
 @pytest.mark.gpu
@@ -82,6 +82,7 @@ def test_calibration_fit_is_affine_with_a_non_negative_offset():
 
     factor, offset = _fit([(1.0, 1.3), (8.0, 9.0)])
     assert factor == pytest.approx(1.1) and offset == pytest.approx(0.2)
-    factor, offset = _fit([(1.0, 0.5), (8.0, 12.0)])  # would need a negative offset: ratio only
-    assert offset == 0.0 and factor == pytest.approx((0.5 * 1.5) ** 0.5)
+    factor, offset = _fit([(1.0, 0.8), (8.0, 12.0)])  # would need a negative offset: ratio only
+    assert offset == 0.0 and factor == pytest.approx((0.8 * 1.5) ** 0.5)
+    assert _fit([(1.0, 0.5), (2.0, 1.0)]) == (0.9, 0.0)
     assert _fit([(1.0, 9.0)]) == (1.6, 0.0)  # clamped

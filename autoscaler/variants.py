@@ -47,7 +47,8 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
     """The FunctionDeployment of a variant of ``parent`` (a FunctionStatus or FunctionDeployment dict)."""
     env = dict(parent.get("envVars") or {})
     env.update({"max_batch_size": str(c.batch), "batch_timeout": f"{c.timeout:.6f}",
-                "latency_slo": f"{slo:.6f}", "cpu_limit": f"{c.cpu:g}", "function_name": fn})
+                "latency_slo": f"{slo:.6f}", "cpu_limit": f"{c.cpu:g}", "function_name": fn,
+                "exec_prior": f"{c.batch}:{c.t_exec:.6f}"})
     if c.gpu:
         env["gpu_share"] = f"{c.gpu:g}"
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(round(c.gpu * 100)))

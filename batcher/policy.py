@@ -104,6 +104,25 @@ class ExecTimeModel:
         return self._fit
 
 
+def table_prior(points: dict[int, float]) -> Callable[[int], float]:
+    """A prior from predicted (batch size -> seconds) points: linear between them, flat below the
+    smallest, proportional above the largest. The autoscaler passes the COP prediction this way."""
+    ordered = sorted(points.items())
+    if not ordered:
+        raise ValueError("exec_prior needs at least one batch:seconds point")
+
+    def prior(n: int) -> float:
+        if n <= ordered[0][0]:
+            return ordered[0][1]
+        for (n0, t0), (n1, t1) in zip(ordered, ordered[1:]):
+            if n <= n1:
+                return t0 + (t1 - t0) * (n - n0) / (n1 - n0)
+        last_n, last_t = ordered[-1]
+        return last_t * n / last_n
+
+    return prior
+
+
 class RateMeter:
     """Arrivals per second, exponentially decayed with time constant ``tau`` (times are passed in)."""
 

@@ -54,3 +54,9 @@ def test_cgroup_quota_v2_and_v1(tmp_path):
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("50000")
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000")
     assert cgroup_cpu_quota(str(v1)) == 0.5
+
+
+def test_exec_prior_points_parse_and_errors_name_the_format():
+    assert WatchdogConfig.from_env({"exec_prior": "1:0.002, 8:0.006"}).exec_prior == ((1, 0.002), (8, 0.006))
+    with pytest.raises(ConfigError, match="exec_prior='8=0.1': must be batch:seconds pairs"):
+        WatchdogConfig.from_env({"exec_prior": "8=0.1"})

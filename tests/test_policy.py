@@ -96,3 +96,15 @@ def test_rate_meter_decays():
         meter.add(i * 0.01)
     assert 55 < meter.rate(1.0) < 70
     assert meter.rate(10.0) < 0.01
+
+
+def test_table_prior_interpolates_and_extrapolates():
+    from batcher.policy import table_prior
+
+    prior = table_prior({1: 0.002, 8: 0.009})
+    assert prior(1) == pytest.approx(0.002) and prior(4) == pytest.approx(0.005)
+    assert prior(16) == pytest.approx(0.018) and table_prior({8: 0.008})(2) == pytest.approx(0.008)
+    model = ExecTimeModel(prior=prior)
+    assert model.predict(4) == pytest.approx(0.005)
+    model.observe(4, 0.001)
+    assert model.predict(4) == pytest.approx(0.001)

@@ -70,6 +70,9 @@ class WatchdogConfig:
     memory_limit: int | None = None
     # Threads serving HTTP; each waiting request holds one, so keep it above max_batch_size.
     http_threads: int = 0
+    # Predicted execution seconds by batch size ("1:0.002,8:0.006"), used until batches are measured;
+    # the autoscaler sets it from the COP predictor when it deploys a variant.
+    exec_prior: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         _rule(1 <= self.port <= 65535, "port", self.port, "must be a port number 1..65535")
@@ -137,6 +140,19 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _points(text: str) -> tuple[tuple[int, float], ...]:
+    points = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        batch, sep, seconds = part.partition(":")
+        try:
+            points.append((int(batch), float(seconds)))
+        except ValueError:
+            raise ValueError("must be batch:seconds pairs such as 1:0.002,8:0.006") from None
+        if not sep or points[-1][0] < 1 or points[-1][1] < 0:
+            raise ValueError("must be batch:seconds pairs such as 1:0.002,8:0.006")
+    return tuple(points)
+
+
 def _int(text: str) -> int:
     try:
         return int(str(text).strip())
@@ -149,7 +165,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "http_threads": _int, "max_request_bytes": parse_memory, "memory_limit": parse_memory,
     "read_timeout": parse_duration, "write_timeout": parse_duration, "exec_timeout": parse_duration,
     "healthcheck_interval": parse_duration, "batch_timeout": parse_duration, "latency_slo": parse_duration,
-    "suppress_lock": _bool, "cpu_limit": parse_cpu,
+    "suppress_lock": _bool, "cpu_limit": parse_cpu, "exec_prior": _points,
 }
 
 

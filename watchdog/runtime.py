@@ -14,7 +14,7 @@ from typing import Callable
 
 from batcher.dispatch import BatchOutcome
 from batcher.errors import DeadlineExceeded, Rejected
-from batcher.policy import BatchConfig, ExecTimeModel, RateMeter, admit, effective_timeout
+from batcher.policy import BatchConfig, ExecTimeModel, RateMeter, admit, effective_timeout, table_prior
 from batcher.queue import BatchQueue, Pending, QueueClosed
 from batcher.request import Request, Response
 from batcher.worker import BatchWorker
@@ -39,7 +39,7 @@ class Runtime:
         self.metrics = metrics or WatchdogMetrics()
         self.clock = clock
         self.lifecycle = Lifecycle(config.tmp_dir, config.suppress_lock)
-        self.exec_model = ExecTimeModel()
+        self.exec_model = ExecTimeModel(prior=table_prior(dict(config.exec_prior)) if config.exec_prior else None)
         self.arrivals = RateMeter()
         self._static_config = config.batch_config()
         self.batch_config = batch_config or (lambda: self._static_config)

@@ -49,7 +49,7 @@ def _refs(choice: str) -> dict[str, str]:
 def _whole_model(loaded, config, batches, threads) -> dict:
     """Whole-model measurements over the grid; suspect points are re-measured in later passes, as operators are."""
     from cop_profiler.profiler import measure_model
-    from cop_profiler.timer import implausible_threads, quieter
+    from cop_profiler.timer import implausible, quieter
 
     kept: dict = {}
     todo = [(b, c) for c in threads for b in batches]
@@ -57,9 +57,7 @@ def _whole_model(loaded, config, batches, threads) -> dict:
         for b, c in todo:
             m = measure_model(loaded.model, loaded.example_input, b, c, config.policy)
             kept[b, c] = m if (b, c) not in kept else quieter(kept[b, c], m)
-        todo = [p for p, m in kept.items() if m.noisy]
-        for b in batches:
-            todo += [(b, c) for c in implausible_threads({c: kept[b, c].median for c in threads})]
+        todo = sorted({p for p, m in kept.items() if m.noisy} | implausible({p: m.median for p, m in kept.items()}))
         if not todo:
             break
     return kept
@@ -89,8 +87,9 @@ def _one(name, ref, db, config, batches, threads) -> dict:
     return {"model": name, "ref": ref, "traced_with": report.traced_with, "nodes": report.nodes,
             "operators": report.operators, "new_operators": report.new_operators,
             "operator_profile_s": op_cost, "calibration_s": report.calibration_seconds,
-            "whole_model_profile_s": whole, "factor": report.factors.get("cpu", (1.0, 0.0))[0],
-            "offset_ms": 1e3 * report.factors.get("cpu", (1.0, 0.0))[1],
+            "whole_model_profile_s": whole,
+            "factor": report.factors.get("cpu", {}).get(threads[0], (1.0, 0.0))[0],
+            "calibration": {c: {"factor": f, "offset_ms": 1e3 * o} for c, (f, o) in report.factors.get("cpu", {}).items()},
             "mape_pct": 100 * sum(errors) / len(errors), "max_err_pct": 100 * max(errors),
             "mape_by_threads": {c: 100 * _mean([e for e, p in zip(errors, points) if p["threads"] == c])
                                 for c in threads},
@@ -104,7 +103,7 @@ def _mean(values: list[float]) -> float:
 def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
     by_threads = " ".join(f"{f't={c} %':>7}" for c in threads)
     head = (f"{'model':<12} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'op prof s':>9} {'whole s':>8} "
-            f"{'factor':>6} {'MAPE %':>7} {by_threads} {'max %':>6} {'noisy':>5}")
+            f"{'f(t1)':>6} {'MAPE %':>7} {by_threads} {'max %':>6} {'noisy':>5}")
     print(head)
     print("-" * len(head))
     for r in rows:

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS timings (key TEXT NOT NULL, hardware TEXT NOT NULL, d
     noisy INTEGER NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (key, hardware, device, batch, threads));
 CREATE TABLE IF NOT EXISTS models (ref TEXT PRIMARY KEY, graph TEXT NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS calibrations (ref TEXT NOT NULL, hardware TEXT NOT NULL, device TEXT NOT NULL,
-    factor REAL NOT NULL, offset REAL NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (ref, hardware, device));
+    threads INTEGER NOT NULL, factor REAL NOT NULL, offset REAL NOT NULL, detail TEXT NOT NULL,
+    PRIMARY KEY (ref, hardware, device, threads));
 CREATE TABLE IF NOT EXISTS overheads (hardware TEXT NOT NULL, device TEXT NOT NULL, threads INTEGER NOT NULL,
     name TEXT NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (hardware, device, threads, name));
 """
@@ -172,18 +173,28 @@ class ProfileDB:
         return {int(t): float(s) for t, s in rows}
 
     def put_calibration(self, model_ref: str, hardware: str, device: str, factor: float, offset: float = 0.0,
-                        detail: str = "") -> None:
-        """Store a model's correction (measured = factor * composed + offset) on ``hardware``/``device``."""
+                        detail: str = "", threads: int = 1) -> None:
+        """Store a model's correction (measured = factor * composed + offset) for ``threads`` on a device."""
         with self._lock, self._conn:
             for ref in _store_keys(model_ref):
-                self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?)",
-                                   (ref, hardware, device, factor, offset, detail))
+                self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   (ref, hardware, device, threads, factor, offset, detail))
 
-    def calibration(self, model_ref: str, hardware: str, device: str) -> tuple[float, float] | None:
-        """A model's (factor, offset seconds), or None when it was not calibrated there."""
-        row = self._first("SELECT factor, offset FROM calibrations WHERE ref=? AND hardware=? AND device=?",
-                          model_ref, hardware, device)
-        return None if row is None else (float(row[0]), float(row[1]))
+    def clear_calibrations(self, model_ref: str, hardware: str, device: str) -> None:
+        """Forget a model's corrections on ``hardware``/``device`` (before re-calibrating)."""
+        with self._lock, self._conn:
+            for ref in _lookup_keys(model_ref):
+                self._conn.execute("DELETE FROM calibrations WHERE ref=? AND hardware=? AND device=?",
+                                   (ref, hardware, device))
+
+    def calibrations(self, model_ref: str, hardware: str, device: str) -> dict[int, tuple[float, float]]:
+        """A model's (factor, offset seconds) per calibrated thread count; empty when never calibrated."""
+        for ref in _lookup_keys(model_ref):
+            rows = self._conn.execute("SELECT threads, factor, offset FROM calibrations WHERE ref=? AND hardware=? "
+                                      "AND device=?", (ref, hardware, device)).fetchall()
+            if rows:
+                return {int(t): (float(f), float(o)) for t, f, o in rows}
+        return {}
 
     def _first(self, sql: str, model_ref: str, *params: object) -> tuple | None:
         """The first row for the reference as written, else for the folder's absolute path."""

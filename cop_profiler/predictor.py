@@ -40,8 +40,15 @@ class Prediction:
 class _DeviceProfile:
     curves: dict[str, OpCurve]
     overhead: OpCurve | None
-    factor: float
-    offset: float
+    # (factor, offset) per calibrated thread count.
+    corrections: dict[int, tuple[float, float]]
+
+    def correction(self, threads: int) -> tuple[float, float]:
+        """The correction of the nearest calibrated thread count at or below ``threads`` (else the lowest)."""
+        if not self.corrections:
+            return 1.0, 0.0
+        below = [c for c in self.corrections if c <= threads]
+        return self.corrections[max(below) if below else min(self.corrections)]
 
 
 class ModelPredictor:
@@ -110,7 +117,8 @@ class ModelPredictor:
         seconds = compose(self.graph, cost)
         if profile.overhead is not None:
             seconds += self.graph.containers * profile.overhead.at(1, threads).seconds
-        seconds = max(seconds * profile.factor + profile.offset, 0.0)
+        factor, offset = profile.correction(threads)
+        seconds = max(seconds * factor + offset, 0.0)
         return Prediction(seconds / (gpu_share if device != "cpu" else 1.0), extrapolated)
 
 
@@ -135,8 +143,7 @@ def _load_device(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str, device:
     curves = {k: OpCurve(points, k in invariant) for k, points in timings.items()}
     overheads = db.overheads(hw, device, MODULE_CALL)
     overhead = OpCurve({(1, t): s for t, s in overheads.items()}) if overheads else None
-    factor, offset = db.calibration(model_ref, hw, device) or (1.0, 0.0)
-    return _DeviceProfile(curves, overhead, factor, offset)
+    return _DeviceProfile(curves, overhead, db.calibrations(model_ref, hw, device))
 
 
 def _missing_message(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str) -> str:

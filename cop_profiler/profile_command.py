@@ -58,8 +58,9 @@ def summary(report) -> str:
     if report.reused_operators:
         lines.append(f"  {report.reused_operators} of {report.operators} operators were already in the DB: "
                      "not timed again")
-    for device, (factor, offset) in report.factors.items():
-        lines.append(f"  {device} calibration: whole model = {factor:.3f} x operator sum {offset * 1e3:+.3f} ms "
+    for device, fits in report.factors.items():
+        text = ", ".join(f"{c} thread(s): {f:.3f} x sum {o * 1e3:+.3f} ms" for c, (f, o) in sorted(fits.items()))
+        lines.append(f"  {device} calibration (whole model vs operator sum): {text} "
                      f"({report.calibration_seconds:.1f}s)")
     lines += [f"  note: {n}" for n in report.notes]
     return "\n".join(lines)

@@ -2,9 +2,9 @@
 
 Operators already timed on this hardware are skipped (the report says how many), so a second model that
 shares operators costs only its new ones. Per hardware, the cost of a non-leaf module call is calibrated
-once. Per model, the whole model is timed at two cheap points (1 thread, batch 1 and 8) and an affine correction
-measured = factor * composed + offset is stored: it absorbs what isolated timing misses (inter-operator
-cache effects, dispatch overhead between operators).
+once. Per model and thread count, the whole model is timed at two cheap points (batch 1 and 8) and an affine
+correction measured = factor * composed + offset is stored: it absorbs what isolated timing misses
+(inter-operator cache effects, dispatch and thread-pool wake-ups between operators).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
-from cop_profiler.timer import Measurement, TimingPolicy, implausible_threads, measure, quieter
+from cop_profiler.timer import Measurement, TimingPolicy, implausible, measure, quieter
 from cop_profiler.tracer import TracedModel
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class ProfileConfig:
     devices: tuple[str, ...] = ("cpu",)
     # Measurement policy for operators and calibration runs.
     policy: TimingPolicy = TimingPolicy()
-    # Batch sizes of the whole-model calibration (1 thread); empty disables calibration.
+    # Batch sizes of the whole-model calibration (at every thread count); empty disables calibration.
     calibration_batches: tuple[int, ...] = (1, 8)
     # Re-time operators even when the DB has them.
     force: bool = False
@@ -85,8 +85,8 @@ class ProfileReport:
     operator_seconds: float
     # Seconds spent on the whole-model calibration.
     calibration_seconds: float
-    # Calibration (factor, offset seconds) per device.
-    factors: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Calibration (factor, offset seconds) per device and thread count.
+    factors: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
@@ -141,14 +141,14 @@ def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, devi
 
 
 def _retry_points(kept: dict[tuple[str, int, int], Measurement]) -> dict[str, list]:
-    """Points to time again: noisy ones, and those implausibly slower than with fewer threads."""
-    by_op_batch: dict[tuple[str, int], dict[int, float]] = {}
+    """Points to time again: noisy ones, and those implausibly slow next to their neighbours."""
+    by_op: dict[str, dict[tuple[int, int], float]] = {}
     for (key, b, c), m in kept.items():
-        by_op_batch.setdefault((key, b), {})[c] = m.median
+        by_op.setdefault(key, {})[(b, c)] = m.median
     todo: dict[str, list] = {}
-    for (key, b), times in by_op_batch.items():
-        bad = implausible_threads(times) | {c for c in times if kept[(key, b, c)].noisy}
-        for c in sorted(bad):
+    for key, times in by_op.items():
+        bad = implausible(times) | {(b, c) for b, c in times if kept[(key, b, c)].noisy}
+        for b, c in sorted(bad):
             todo.setdefault(key, []).append((c, b))
     return todo
 
@@ -204,20 +204,21 @@ def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB, model_ref: str,
-                    config: ProfileConfig, device: str) -> tuple[float, float]:
-    """Fit and store (factor, offset) so that factor * composed + offset matches whole-model runs (1 thread)."""
+                    config: ProfileConfig, device: str) -> dict[int, tuple[float, float]]:
+    """Fit and store, per thread count, (factor, offset) so that factor * composed + offset matches the model."""
     hw = _hardware(device)
-    db.put_calibration(model_ref, hw, device, 1.0, 0.0, "uncalibrated")
+    db.clear_calibrations(model_ref, hw, device)
     predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
     target = model if device == "cpu" else model.to(device)
-    points = []
-    for b in config.calibration_batches:
-        measured = measure_model(target, example, b, config.threads[0], config.policy, device,
-                                 config.retries).median
-        points.append((predictor.predict(b, config.threads[0], device).seconds, measured))
-    factor, offset = _fit(points)
-    db.put_calibration(model_ref, hw, device, factor, offset, f"batches={list(config.calibration_batches)}")
-    return factor, offset
+    fits = {}
+    for c in config.threads if device == "cpu" else (1,):
+        points = []
+        for b in config.calibration_batches:
+            measured = measure_model(target, example, b, c, config.policy, device, config.retries).median
+            points.append((predictor.predict(b, c, device).seconds, measured))
+        fits[c] = _fit(points)
+        db.put_calibration(model_ref, hw, device, *fits[c], f"batches={list(config.calibration_batches)}", c)
+    return fits
 
 
 def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB,

@@ -102,9 +102,10 @@ def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
     return Measurement(value, iqr, calls, len(per_call), _noisy(per_call, policy))
 
 
-# With more threads an operator may get a little slower (fork/join cost on tiny work), never this much:
-# a bigger jump means another process held one of our cores, and the point is timed again.
-MAX_THREAD_SLOWDOWN = 1.3
+# With more threads (or a smaller batch) an operator may get a little slower (fork/join cost on tiny work,
+# a different kernel), never this much: a bigger jump means another process held one of our cores, and
+# the point is timed again.
+MAX_SLOWDOWN = 1.3
 
 
 def quieter(a: Measurement, b: Measurement) -> Measurement:
@@ -112,8 +113,12 @@ def quieter(a: Measurement, b: Measurement) -> Measurement:
     return a if a.median <= b.median else b
 
 
-def implausible_threads(seconds_by_threads: dict[int, float]) -> set[int]:
-    """Thread counts whose time exceeds MAX_THREAD_SLOWDOWN x the time with the next fewer threads."""
-    counts = sorted(seconds_by_threads)
-    return {c for lo, c in zip(counts, counts[1:])
-            if seconds_by_threads[c] > MAX_THREAD_SLOWDOWN * seconds_by_threads[lo]}
+def implausible(seconds: dict[tuple[int, int], float]) -> set[tuple[int, int]]:
+    """(batch, threads) points that interference probably slowed: more than MAX_SLOWDOWN x the time with
+    fewer threads at the same batch, or with a larger batch at the same thread count."""
+    suspects = set()
+    for (b, c), t in seconds.items():
+        for (b2, c2), t2 in seconds.items():
+            if t > MAX_SLOWDOWN * t2 and ((b2 == b and c2 < c) or (c2 == c and b2 > b)):
+                suspects.add((b, c))
+    return suspects

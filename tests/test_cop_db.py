@@ -40,9 +40,12 @@ def test_models_operators_overheads_calibrations_round_trip(db):
     assert db.operators() == {spec.key: spec}
     db.put_overhead("hw", "cpu", 1, "module_call", 3e-6)
     assert db.overheads("hw", "cpu", "module_call") == {1: 3e-6}
-    assert db.calibration("functions/x", "hw", "cpu") is None
+    assert db.calibrations("functions/x", "hw", "cpu") == {}
     db.put_calibration("functions/x", "hw", "cpu", 1.1, 0.002)
-    assert db.calibration("functions/x/", "hw", "cpu") == pytest.approx((1.1, 0.002))
+    db.put_calibration("functions/x", "hw", "cpu", 1.3, 0.0, threads=2)
+    assert db.calibrations("functions/x/", "hw", "cpu") == {1: (1.1, 0.002), 2: (1.3, 0.0)}
+    db.clear_calibrations("functions/x", "hw", "cpu")
+    assert db.calibrations("functions/x", "hw", "cpu") == {}
 
 
 def test_a_folder_is_found_by_relative_or_absolute_path(db, tmp_path, monkeypatch):
@@ -52,7 +55,7 @@ def test_a_folder_is_found_by_relative_or_absolute_path(db, tmp_path, monkeypatc
     db.put_model("functions/m", graph)
     db.put_calibration("functions/m", "hw", "cpu", 1.2)
     absolute = str(tmp_path / "functions" / "m")
-    assert db.model_graph(absolute) == graph and db.calibration(absolute, "hw", "cpu") == (1.2, 0.0)
+    assert db.model_graph(absolute) == graph and db.calibrations(absolute, "hw", "cpu") == {1: (1.2, 0.0)}
     assert db.models() == sorted(["functions/m", absolute.replace("\\", "/")])
 
 

@@ -44,9 +44,13 @@ def test_prediction_sums_operators_and_container_calls(db_path):
 
 def test_calibration_factor_scales_the_prediction(db_path):
     with ProfileDB(db_path) as db:
-        db.put_calibration("functions/toy", HW, "cpu", 1.5, 0.001)
-    p = ModelPredictor.load(db_path, "./functions/toy/", HW).predict(1, 2)
+        db.put_calibration("functions/toy", HW, "cpu", 1.5, 0.001, threads=2)
+        db.put_calibration("functions/toy", HW, "cpu", 1.1, 0.0, threads=1)
+    predictor = ModelPredictor.load(db_path, "./functions/toy/", HW)
+    p = predictor.predict(1, 2)
     assert p.seconds == pytest.approx(1.5 * (2 * 0.0005 + 0.005 + 0.0005 + 2 * 0.0001) + 0.001)
+    assert predictor.predict(1, 1).seconds == pytest.approx(1.1 * (2 * 0.001 + 0.010 + 0.0005 + 2 * 0.0001))
+    assert predictor.predict(1, 3).seconds == pytest.approx(p.seconds)  # nearest calibrated count below
 
 
 def test_between_and_beyond_profiled_points(db_path):

@@ -59,8 +59,8 @@ def test_calibration_is_stored_and_bounded(tmp_path):
     config = ProfileConfig(batches=(1, 2), threads=(1,), policy=POLICY, calibration_batches=(1,))
     with ProfileDB(path) as db:
         report = profile_model(trace(model, example), model, example, db, "cal", config)
-        factor, offset = db.calibration("cal", cpu_id(), "cpu")
-    assert (factor, offset) == pytest.approx(report.factors["cpu"]) and 0.9 <= factor <= 1.6 and offset == 0.0
+        (factor, offset), = db.calibrations("cal", cpu_id(), "cpu").values()
+    assert (factor, offset) == pytest.approx(report.factors["cpu"][1]) and 0.9 <= factor <= 1.6 and offset == 0.0
 
 
 @pytest.mark.gpu

@@ -68,9 +68,10 @@ def test_policy_is_validated():
 
 
 def test_retries_keep_the_faster_measurement_and_flag_thread_slowdowns():
-    from cop_profiler.timer import Measurement, implausible_threads, quieter
+    from cop_profiler.timer import Measurement, implausible, quieter
 
     slow, fast = Measurement(1.0, 0.05, 1, 5, False), Measurement(0.8, 0.4, 1, 5, True)
     assert quieter(slow, fast) is fast and quieter(fast, slow) is fast
-    assert implausible_threads({1: 1.0, 2: 1.2, 4: 3.0}) == {4}
-    assert implausible_threads({1: 1.0}) == set()
+    assert implausible({(1, 1): 1.0, (1, 2): 1.2, (1, 4): 3.0}) == {(1, 4)}  # 4 threads: 2.5x slower
+    assert implausible({(1, 1): 2.0, (2, 1): 1.0, (4, 1): 2.1}) == {(1, 1)}  # batch 1 slower than batch 2
+    assert implausible({(1, 1): 1.0}) == set()

@@ -87,6 +87,10 @@ class AutoscalerConfig:
     max_snapshot_age: float = 30.0
     # Replicas one variant may have (faasd and the local provider: 1; OpenFaaS CE: 5; K8s: more).
     max_replicas_per_variant: int = 1
+    # Port of the autoscaler's own /metrics (demand, instances, decisions, SLO attainment); 0 turns it off.
+    metrics_port: int = 8082
+    # Address the metrics port binds (0.0.0.0 in a container; `faas-infer up` uses 127.0.0.1).
+    metrics_bind: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         _rule(self.interval > 0, "interval", self.interval, "must be > 0")
@@ -142,7 +146,7 @@ _FLOATS = ("beta", "headroom", "solver_time_limit", "mip_gap")
 _DURATIONS = ("interval", "drain_seconds", "scale_down_delay", "keep_warm_window", "rate_window",
               "heartbeat_timeout", "max_snapshot_age")
 _INTS = ("ilp_max_variables", "placement_ilp_max_vars", "min_instances", "max_instances", "max_step_up", "max_step_down",
-         "keep_warm", "max_replicas_per_variant")
+         "keep_warm", "max_replicas_per_variant", "metrics_port")
 _PARSERS: dict[str, Callable[[str], Any]] = {
     **{k: float for k in _FLOATS}, **{k: parse_duration for k in _DURATIONS}, **{k: int for k in _INTS},
     "batch_sizes": _ints, "cpu_steps": _floats, "gpu_steps": _floats, "default_memory": parse_memory,

@@ -12,8 +12,10 @@ import time
 from typing import Any, Callable
 
 from autoscaler.act import Change, apply, changes
+from autoscaler.attainment import read_attainment
 from autoscaler.config import AutoscalerConfig
 from autoscaler.decide import decide
+from autoscaler.metrics import AutoscalerMetrics, MetricsServer
 from autoscaler.nodes import load_nodes, local_node
 from autoscaler.observe import Observer
 from autoscaler.openfaas import OpenFaaSClient, read_auth
@@ -36,8 +38,9 @@ class Autoscaler:
 
     def __init__(self, config: AutoscalerConfig, client: OpenFaaSClient | None = None, redis: Any = None,
                  predictor: ExecPredictor | None = None,
-                 nodes: Callable[[], tuple] | None = None) -> None:
+                 nodes: Callable[[], tuple] | None = None, metrics: AutoscalerMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics
         self.client = client or OpenFaaSClient(config.gateway_url, read_auth(config.secret_mount_path),
                                                config.namespace)
         if redis is None and config.redis_url:
@@ -58,7 +61,13 @@ class Autoscaler:
             for p in self.predictor.predictors:
                 if isinstance(p, CopPredictor):
                     p.preload({f.model for f in snapshot.functions})
+        started = time.perf_counter()
         plan = decide(snapshot, self.predictor, self.config, now, self.memory)
+        if self.metrics is not None:
+            slos = {f.name: f.slo for f in snapshot.functions if f.slo}
+            self.metrics.record_tick(snapshot, plan, time.perf_counter() - started,
+                                     read_attainment(self.config.prometheus_url, slos, self.config.namespace
+                                                     or "openfaas-fn"))
         if not plan.valid:
             logger.info("no decision: %s", plan.reason)
             return plan, []
@@ -74,7 +83,10 @@ class Autoscaler:
 def run_forever(config: AutoscalerConfig, stop: threading.Event, clock: Callable[[], float] = time.monotonic,
                 autoscaler: Autoscaler | None = None) -> None:
     """Tick every ``config.interval`` seconds until ``stop`` is set; a failing tick is logged, not fatal."""
-    scaler = autoscaler or Autoscaler(config)
+    metrics = AutoscalerMetrics(config.namespace or "openfaas-fn")
+    server = MetricsServer(metrics.registry, config.metrics_bind, config.metrics_port).start() \
+        if config.metrics_port else None
+    scaler = autoscaler or Autoscaler(config, metrics=metrics)
     logger.info("autoscaler: gateway %s, redis %s, every %gs, solver %s", config.gateway_url,
                 config.redis_url or "-", config.interval, config.solver)
     while not stop.is_set():
@@ -84,3 +96,5 @@ def run_forever(config: AutoscalerConfig, stop: threading.Event, clock: Callable
         except Exception:  # noqa: BLE001 - the control loop must survive
             logger.exception("control tick failed")
         stop.wait(max(0.0, config.interval - (clock() - started)))
+    if server is not None:
+        server.stop()

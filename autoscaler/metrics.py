@@ -14,18 +14,15 @@ Names (all prefixed ``faas_infer_autoscaler_``): ``arrival_rate``, ``demand_rps`
 
 from __future__ import annotations
 
-import logging
 import statistics
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping
 
 from autoscaler.candidates import config_key
 from autoscaler.plan import FunctionPlan, Plan
 from autoscaler.snapshot import FunctionState, Snapshot
-from faas_infer.promtext import CONTENT_TYPE, Registry
+from faas_infer.promtext import MetricsServer, Registry
 
-logger = logging.getLogger(__name__)
+__all__ = ["AutoscalerMetrics", "MetricsServer"]
 
 PREFIX = "faas_infer_autoscaler_"
 DEFAULT_NAMESPACE = "openfaas-fn"
@@ -164,38 +161,3 @@ class AutoscalerMetrics:
             return "scale_down"
         return "hold" if planned == {k: n for k, n in current.items() if n} else "reconfigure"
 
-
-class MetricsServer:
-    """Serves ``GET /metrics`` from the registry on its own port and thread."""
-
-    def __init__(self, registry: Registry, bind: str, port: int) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                body = registry.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args: object) -> None:
-                logger.debug("metrics: " + fmt, *args)
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer((bind, port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="autoscaler-metrics", daemon=True)
-
-    def start(self) -> "MetricsServer":
-        """Start serving in the background."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the port."""
-        self.server.shutdown()
-        self.server.server_close()

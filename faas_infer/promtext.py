@@ -6,9 +6,13 @@ on their metrics endpoint. Series appear after their first event, as in the Go c
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable, Sequence
+
+logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -198,3 +202,40 @@ class Registry:
                 out.extend(metric.header())
                 out.extend(lines)
         return "\n".join(out) + "\n"
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` from a registry on its own port and thread (port 0 picks a free one)."""
+
+    def __init__(self, registry: Registry, bind: str, port: int) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                body = registry.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                logger.debug("metrics: " + fmt, *args)
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer((bind, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="metrics",
+                                        daemon=True)
+
+    def start(self) -> "MetricsServer":
+        """Start serving in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -3,12 +3,13 @@ instant vectors, both as a flat tuple of ``Sample``; plus the histogram arithmet
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import requests
+
+from faas_infer.histogram import fraction_below, quantile  # noqa: F401 - re-exported for ops users
 
 _LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?\s*')
@@ -90,39 +91,3 @@ def bucket_delta(now: Mapping[float, float], before: Mapping[float, float]) -> d
         d = n - before.get(le, 0.0)
         out[le] = n if d < 0 else d
     return out
-
-
-def quantile(q: float, counts: Mapping[float, float]) -> float | None:
-    """``histogram_quantile``: linear interpolation inside the bucket holding rank ``q``; None without data."""
-    bounds = sorted(counts)
-    if not bounds or counts[bounds[-1]] <= 0:
-        return None
-    rank = q * counts[bounds[-1]]
-    prev_le, prev_n = 0.0, 0.0
-    for le in bounds:
-        n = counts[le]
-        if n >= rank:
-            if math.isinf(le):
-                return prev_le
-            if n == prev_n:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_n) / (n - prev_n)
-        prev_le, prev_n = le, n
-    return prev_le
-
-
-def fraction_below(limit: float, counts: Mapping[float, float]) -> float | None:
-    """Fraction of observations at or below ``limit``, interpolating inside its bucket; None without data."""
-    bounds = sorted(counts)
-    if not bounds or counts[bounds[-1]] <= 0:
-        return None
-    total = counts[bounds[-1]]
-    prev_le, prev_n = 0.0, 0.0
-    for le in bounds:
-        n = counts[le]
-        if limit <= le:
-            if math.isinf(le):
-                return prev_n / total
-            return (prev_n + (n - prev_n) * (limit - prev_le) / (le - prev_le)) / total
-        prev_le, prev_n = le, n
-    return 1.0

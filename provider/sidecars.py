@@ -3,8 +3,8 @@
 Autoscaler: when ``autoscaler/__main__.py`` exists, ``up`` runs ``python -m autoscaler`` with its settings
 in environment variables named after ``AutoscalerConfig`` fields (``gateway_url``, ``redis_url``,
 ``secret_mount_path``, ``prometheus_url``), the way ``python -m watchdog`` is configured; otherwise it
-prints ``autoscaler: not available``. Prometheus: ``prometheus_command`` returns the command to run (None
-until its issue wires it; it would scrape the provider's ``/metrics`` and every replica's metrics port).
+prints ``autoscaler: not available``. Prometheus (``ops.prometheus``, when the binary is installed) scrapes
+the provider's ``/metrics``, every replica's metrics port and the autoscaler's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -37,17 +37,23 @@ def _has_module(name: str) -> bool:
 
 
 def autoscaler(python: str, gateway_url: str, redis_url: str, secret_mount_path: str,
-               prometheus_url: str = "") -> Sidecar | None:
-    """The autoscaler sidecar, or None when the ``autoscaler`` package has no runnable entry yet."""
+               prometheus_url: str = "", metrics_port: int = 0) -> Sidecar | None:
+    """The autoscaler sidecar, or None when the ``autoscaler`` package has no runnable entry."""
     if not _has_module("autoscaler.__main__"):
         return None
     env = {"gateway_url": gateway_url, "redis_url": redis_url, "secret_mount_path": secret_mount_path,
-           "prometheus_url": prometheus_url}
-    return Sidecar("autoscaler", (python, "-m", "autoscaler"), {k: v for k, v in env.items() if v})
+           "prometheus_url": prometheus_url, "metrics_port": str(metrics_port), "metrics_bind": "127.0.0.1"}
+    url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
+    return Sidecar("autoscaler", (python, "-m", "autoscaler"), {k: v for k, v in env.items() if v}, url)
 
 
-def prometheus(run_dir: str, provider_url: str, port: int) -> Sidecar | None:
-    """The Prometheus sidecar (None: not wired yet). The hook point for the Prometheus issue."""
+def prometheus(python: str, run_dir: str, provider_url: str, port: int, autoscaler_target: str = "",
+               secret_mount_path: str = "") -> Sidecar | None:
+    """Prometheus scraping the provider, every replica and the autoscaler; None when it is not installed."""
     if shutil.which("prometheus") is None:
         return None
-    return None
+    from ops.prometheus import pick_port, sidecar_argv
+
+    port = pick_port(port)
+    return Sidecar("prometheus", sidecar_argv(python, run_dir, provider_url, port, autoscaler_target,
+                                              secret_mount_path), url=f"http://127.0.0.1:{port}")

@@ -93,19 +93,26 @@ def run(args: argparse.Namespace) -> int:
             names = deploy_stack(stack, url, auth)
             print(f"deployed {len(names)} function(s) from {args.file}; waiting for replicas...", flush=True)
             statuses = wait_available(url, names, auth, args.ready_timeout, lambda: not stop.is_set())
-        autoscaler = None if args.no_autoscaler else sidecars.autoscaler(
-            sys.executable, url, redis_url, secret_path if auth_on else "")
-        if autoscaler is not None:
-            child = platform.start_sidecar(autoscaler)
-            lines.append(("autoscaler", f"running (pid {child.proc.pid}, log {child.log_path})"))
-        else:
-            lines.append(("autoscaler", "disabled (--no-autoscaler)" if args.no_autoscaler else "not available"))
-        prometheus = sidecars.prometheus(run_dir, url, 9090)
+        from provider.up import free_port
+
+        autoscaler_port = free_port()
+        prometheus = sidecars.prometheus(sys.executable, run_dir, url, 9090,
+                                         "" if args.no_autoscaler else f"127.0.0.1:{autoscaler_port}",
+                                         secret_path if auth_on else "")
         if prometheus is not None:
             child = platform.start_sidecar(prometheus)
             lines.append(("prometheus", f"{prometheus.url} (pid {child.proc.pid})"))
         else:
-            lines.append(("prometheus", "not started"))
+            lines.append(("prometheus", "not installed (make up installs it)"))
+        autoscaler = None if args.no_autoscaler else sidecars.autoscaler(
+            sys.executable, url, redis_url, secret_path if auth_on else "",
+            prometheus.url if prometheus else "", autoscaler_port)
+        if autoscaler is not None:
+            child = platform.start_sidecar(autoscaler)
+            lines.append(("autoscaler", f"running (pid {child.proc.pid}, metrics {autoscaler.url}, "
+                                        f"log {child.log_path})"))
+        else:
+            lines.append(("autoscaler", "disabled (--no-autoscaler)" if args.no_autoscaler else "not available"))
         _print_table(lines, statuses, url, run_dir)
         while not stop.wait(0.5):
             dead = platform.first_dead()

@@ -1,14 +1,8 @@
-"""The instance's Prometheus metrics (of-watchdog's names plus the batch path's) and their HTTP server."""
+"""The instance's Prometheus metrics: of-watchdog's names plus the batch path's (served by ``MetricsServer``)."""
 
 from __future__ import annotations
 
-import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from faas_infer.promtext import CONTENT_TYPE, Registry
-
-logger = logging.getLogger(__name__)
+from faas_infer.promtext import MetricsServer, Registry
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -44,39 +38,4 @@ class WatchdogMetrics:
         self.redis_up = r.gauge("redis_up", "1 while the shared Redis queue is in use, 0 when degraded to local")
 
 
-class MetricsServer:
-    """Serves ``GET /metrics`` from a registry on its own port and thread."""
-
-    def __init__(self, registry: Registry, bind: str, port: int) -> None:
-        registry_ref = registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                body = registry_ref.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args: object) -> None:
-                logger.debug("metrics: " + fmt, *args)
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer((bind, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="metrics",
-                                        daemon=True)
-
-    def start(self) -> "MetricsServer":
-        """Start serving in the background."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the port."""
-        self.server.shutdown()
-        self.server.server_close()
+__all__ = ["MetricsServer", "WatchdogMetrics"]

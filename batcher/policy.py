@@ -149,29 +149,31 @@ class RateMeter:
         return self._rate * math.exp(-max(0.0, now - self._last) / self.tau)
 
 
-def effective_timeout(config: BatchConfig, exec_model: ExecTimeModel, arrival_rate: float | None = None) -> float:
-    """The wait for a batch to fill.
+def effective_timeout(config: BatchConfig, exec_model: ExecTimeModel, arrival_rate: float | None = None,
+                      waiting: int = 1) -> float:
+    """The wait for a batch to fill, given ``waiting`` requests already queued.
 
-    An explicit ``batch_timeout`` is used as given. Otherwise the bound is the SLO minus a full batch's
-    execution (INFless: wait + exec within the SLO), and within it the wait is at most one full batch's
-    execution time: waiting longer than the cost it amortises never pays (the ski-rental argument, which
-    makes this rule 2-competitive), and batches still grow by themselves while the previous one runs.
-    Waiting is skipped when fewer than one more arrival is expected within the wait: at low load a lone
-    request runs at once instead of idling the instance.
+    An explicit ``batch_timeout`` is used as given. Otherwise the wait is bounded by INFless's rule (wait
+    plus execution within the SLO: ``latency_slo - t_exec(b)``) and, within it, by the execution time of
+    the batch that would run now, ``t_exec(waiting)``: waiting longer than the work it would amortise
+    never pays (the ski-rental argument, 2-competitive). No wait at all when fewer than one arrival is
+    expected within it: a lone request at low load runs at once. Measured on this CPU, waiting for full
+    batches raised p50 several-fold at moderate load without raising the sustainable rate.
     """
     if config.batch_timeout is not None:
         return config.batch_timeout
     if config.max_batch_size == 1:
         return 0.0
+    now_exec = exec_model.predict(max(1, min(waiting, config.max_batch_size)))
     if config.latency_slo is None:
         bound = DEFAULT_TIMEOUT_WITHOUT_SLO
     else:
-        t_exec = exec_model.predict(config.max_batch_size)
-        bound = min(config.latency_slo / 2, 0.05) if t_exec is None else \
-            min(t_exec, max(0.0, config.latency_slo - t_exec))
-    if arrival_rate is not None and arrival_rate * bound < 1.0:
+        t_full = exec_model.predict(config.max_batch_size)
+        bound = min(config.latency_slo / 2, 0.05) if t_full is None else max(0.0, config.latency_slo - t_full)
+    wait = bound if now_exec is None else min(bound, now_exec)
+    if arrival_rate is not None and arrival_rate * wait < 1.0:
         return 0.0
-    return bound
+    return wait
 
 
 def admit(queue_depth: int, busy_remaining: float, config: BatchConfig, exec_model: ExecTimeModel,

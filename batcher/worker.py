@@ -60,7 +60,7 @@ class BatchWorker:
         while True:
             try:
                 config = self.config()
-                timeout = effective_timeout(config, self.exec_model, self.arrival_rate())
+                timeout = effective_timeout(config, self.exec_model, self.arrival_rate(), self.queue.depth())
                 items = self.queue.next_batch(config.max_batch_size, timeout, self.poll)
             except Exception:  # noqa: BLE001 - the worker must survive a failing backend
                 logger.exception("taking a batch failed")

@@ -42,16 +42,24 @@ def test_timeout_explicit_wins():
     assert effective_timeout(BatchConfig(8, 0.02, 0.1), fitted([(8, 0.05)]), 1000) == 0.02
 
 
-def test_timeout_from_slo_waits_at_most_one_full_batch_within_the_slo():
+def test_timeout_waits_at_most_the_execution_of_the_batch_at_hand():
     config = BatchConfig(max_batch_size=8, latency_slo=0.1)
-    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=500) == pytest.approx(0.03)
-    assert effective_timeout(config, fitted([(8, 0.06)]), arrival_rate=500) == pytest.approx(0.04)
-    assert effective_timeout(config, fitted([(8, 0.12)]), arrival_rate=500) == 0.0
+    model = fitted([(1, 0.004), (8, 0.030)])
+    assert effective_timeout(config, model, arrival_rate=500, waiting=1) == pytest.approx(0.004)
+    assert effective_timeout(config, model, arrival_rate=500, waiting=8) == pytest.approx(0.030)
+
+
+def test_timeout_never_exceeds_slo_minus_full_batch_exec():
+    config = BatchConfig(max_batch_size=8, latency_slo=0.1)
+    model = fitted([(1, 0.070), (8, 0.080)])
+    assert effective_timeout(config, model, arrival_rate=500, waiting=1) == pytest.approx(0.02)
 
 
 def test_timeout_is_zero_when_no_company_is_expected():
     config = BatchConfig(max_batch_size=8, latency_slo=0.1)
-    assert effective_timeout(config, fitted([(8, 0.03)]), arrival_rate=20) == 0.0
+    model = fitted([(1, 0.004), (8, 0.030)])
+    assert effective_timeout(config, model, arrival_rate=200, waiting=1) == 0.0  # 0.8 arrivals in 4 ms
+    assert effective_timeout(config, model, arrival_rate=300, waiting=1) == pytest.approx(0.004)
 
 
 def test_timeout_zero_without_batching():

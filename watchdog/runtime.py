@@ -15,7 +15,7 @@ from typing import Callable
 from batcher.dispatch import BatchOutcome
 from batcher.errors import DeadlineExceeded, Rejected
 from batcher.policy import BatchConfig, ExecTimeModel, RateMeter, admit, effective_timeout, table_prior
-from batcher.queue import BatchQueue, Pending, QueueClosed
+from batcher.queue import BatchQueue, LocalBatchQueue, Pending, QueueClosed
 from batcher.request import Request, Response
 from batcher.worker import BatchWorker
 from watchdog.config import WatchdogConfig
@@ -47,6 +47,9 @@ class Runtime:
                                   self._on_batch, clock, arrival_rate=self.arrival_rate)
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        # Callers may run a batch themselves when the instance is idle (in-process queue only: with the
+        # shared queue every request must pass through Redis so that any instance can take it).
+        self.inline = isinstance(queue, LocalBatchQueue)
         m = self.metrics
         m.cold_start.set(handler.cold_start_seconds)
         m.in_flight.set_function(lambda: self._inflight)
@@ -110,6 +113,13 @@ class Runtime:
             self.metrics.refused.inc(reason=reason)
             raise Rejected(f"request refused: {decision.reason}")
         now = self.clock()
+        if self._may_run_inline(config, timeout):
+            item = Pending(request, now + timeout, now)
+            if self.worker.try_run_inline([item]):
+                if self.clock() - now > timeout:
+                    raise DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or "
+                                           f"X-Timeout)")
+                return item.future.result(timeout=0)
         try:
             future = self.queue.put(request, now + timeout)
         except QueueClosed:
@@ -122,6 +132,14 @@ class Runtime:
             self.metrics.refused.inc(reason="timeout")
             raise DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or "
                                    f"X-Timeout)") from None
+
+    def _may_run_inline(self, config: BatchConfig, timeout: float) -> bool:
+        """Run on the caller's thread only when no wait is due and the handler is known to finish well
+        within the request's timeout (a caller cannot abandon its own thread to answer 504 on time)."""
+        if not self.inline or effective_timeout(config, self.exec_model, self.arrival_rate(), 1) != 0.0:
+            return False
+        predicted = self.exec_model.predict(1)
+        return predicted is not None and 2 * predicted <= timeout
 
     def drain(self, timeout: float) -> bool:
         """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from faas_infer.envconfig import parse_fields
 from faas_infer.units import parse_duration, parse_memory
 
 
@@ -119,16 +120,7 @@ class AutoscalerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "AutoscalerConfig":
         """Build from a mapping of field names to strings; unknown keys are ignored."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f.name)
-            if raw is None or raw == "":
-                continue
-            parser = _PARSERS.get(f.name, str)
-            try:
-                values[f.name] = parser(raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{f.name}={raw!r}: {exc}") from None
+        values = parse_fields(cls, env, _PARSERS, ConfigError)
         try:
             return cls(**values)
         except ConfigError:

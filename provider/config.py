@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from faas_infer.envconfig import parse_fields
 from faas_infer.units import parse_duration
 from provider.types import DEFAULT_NAMESPACE
 
@@ -90,17 +91,7 @@ class ProviderConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ProviderConfig":
         """Build from a mapping of field names to text; unknown keys are ignored."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f.name)
-            if raw is None or raw == "":
-                continue
-            parser = _PARSERS.get(f.name, str)
-            try:
-                values[f.name] = parser(raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{f.name}={raw!r}: {exc}") from None
-        return cls(**values)
+        return cls(**parse_fields(cls, env, _PARSERS, ConfigError))
 
 
 def is_loopback(address: str) -> bool:

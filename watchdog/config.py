@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from batcher.policy import BatchConfig
+from faas_infer.envconfig import parse_fields
 from faas_infer.units import parse_cpu, parse_duration, parse_memory
 
 
@@ -100,12 +101,7 @@ class WatchdogConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "WatchdogConfig":
         """Build from an environment mapping; unknown keys are ignored, bad values raise ``ConfigError``."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f.name)
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, raw)
+        values = parse_fields(cls, env, _PARSERS, ConfigError)
         if "tmp_dir" not in values and env.get("TMPDIR"):
             values["tmp_dir"] = env["TMPDIR"]
         try:
@@ -167,12 +163,3 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "healthcheck_interval": parse_duration, "batch_timeout": parse_duration, "latency_slo": parse_duration,
     "suppress_lock": _bool, "cpu_limit": parse_cpu, "exec_prior": _points,
 }
-
-
-def _parse(key: str, raw: str) -> Any:
-    parser = _PARSERS.get(key, str)
-    try:
-        return parser(raw)
-    except (TypeError, ValueError) as exc:
-        reason = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
-        raise ConfigError(f"{key}={raw!r}: {reason}") from None

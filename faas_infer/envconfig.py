@@ -1,0 +1,28 @@
+"""Building a frozen config dataclass from an environment-style mapping, once, at the edge.
+
+Every package's ``Config.from_env(env)`` uses ``parse_fields``: each field present in ``env`` is parsed
+by its parser (``str`` when none is given), and a bad value raises the package's own error with the key,
+the value and the rule, as ``max_batch_size='x': must be an integer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Callable, Mapping
+
+
+def parse_fields(cls: type, env: Mapping[str, str], parsers: Mapping[str, Callable[[str], Any]],
+                 error: type[Exception] = ValueError) -> dict[str, Any]:
+    """{field: parsed value} for the fields of dataclass ``cls`` set (non-empty) in ``env``."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = env.get(f.name)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = parsers.get(f.name, str)(raw)
+        except (TypeError, ValueError) as exc:
+            reason = str(exc)
+            prefix = f"{raw!r}: "
+            raise error(f"{f.name}={raw!r}: {reason.removeprefix(prefix)}") from None
+    return values

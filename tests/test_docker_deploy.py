@@ -18,7 +18,7 @@ import yaml
 from helpers import REPO
 
 DOCKER = os.path.join(REPO, "docker")
-FIXTURE_METRICS = os.path.join(REPO, "..", "shared", "fixtures", "openfaas", "gateway-metrics.txt")
+FIXTURE_METRICS = os.path.join(REPO, "tests", "fixtures", "openfaas", "gateway-metrics.txt")
 
 # What faasd's compose loader reads (faasd pkg/deployment_order.go / supervisor.go); anything else is ignored.
 FAASD_KEYS = {"image", "environment", "volumes", "command", "cap_add", "depends_on", "user", "ports"}

@@ -12,7 +12,7 @@ import pytest
 from helpers import REPO
 from ops import scrape, top
 
-FIXTURE = os.path.join(REPO, "..", "shared", "fixtures", "openfaas", "gateway-metrics.txt")
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "openfaas", "gateway-metrics.txt")
 
 
 def test_parse_the_real_gateway_exposition():

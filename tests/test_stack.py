@@ -7,7 +7,7 @@ import pytest
 from faas_infer.stack import StackError, load_stack, substitute
 from faas_infer.units import parse_duration
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "openfaas", "stack.yml")
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "openfaas", "stack.yml")
 
 
 def test_substitution_with_defaults():

@@ -1,5 +1,5 @@
 """Support for the provider's integration tests: a real ``python -m provider`` on a free loopback port,
-handler folders, and replay of the recorded OpenFaaS traffic in ``../shared/fixtures/openfaas``."""
+handler folders, and replay of the recorded OpenFaaS traffic in ``tests/fixtures/openfaas``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import requests
 
 from helpers import REPO, free_port, wait_until, write_handler
 
-FIXTURES = os.path.normpath(os.path.join(REPO, "..", "shared", "fixtures", "openfaas"))
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "openfaas")
 
 # Echoes the body with its Content-Type (text/plain when none), as the recorder's echo function did.
 ECHO = """

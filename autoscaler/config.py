@@ -33,7 +33,7 @@ class AutoscalerConfig:
     namespace: str = ""
     # Redis shared with the watchdogs (queues, arrivals, heartbeats, exec times, live configs).
     redis_url: str = ""
-    # Prometheus base URL for gateway invocation rates; empty skips it.
+    # Prometheus base URL (SLO attainment from the gateway latency histogram); empty skips it.
     prometheus_url: str = ""
     # YAML/JSON list of nodes {name, cpu, memory, gpus, labels}; empty inventories the local machine.
     nodes_file: str = ""

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
 
 from autoscaler.config import AutoscalerConfig
+from faas_infer.envconfig import field_docs
 
-# flag -> AutoscalerConfig field
-FLAGS = {"gateway": "gateway_url", "redis_url": "redis_url", "prometheus_url": "prometheus_url",
-         "secret_mount_path": "secret_mount_path", "nodes_file": "nodes_file", "profile_db": "profile_db",
-         "interval": "interval", "solver": "solver", "beta": "beta", "headroom": "headroom",
-         "solver_time_limit": "solver_time_limit", "scale_down_delay": "scale_down_delay",
-         "max_replicas_per_variant": "max_replicas_per_variant"}
+# Every AutoscalerConfig field is a flag (--field-name); these keep a shorter spelling too.
+ALIASES = {"gateway_url": "--gateway"}
+FLAGS = [f.name for f in fields(AutoscalerConfig)]
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--gateway, --redis-url, --interval and the main knobs; defaults come from $<field> then the config."""
+    """One flag per setting, explained by the config's own field comments; defaults: $<field>, then built-in."""
     defaults = AutoscalerConfig()
-    for flag, name in FLAGS.items():
-        parser.add_argument("--" + flag.replace("_", "-"), dest=name, default=None,
-                            help=f"{name} (default ${name} or {getattr(defaults, name)!r})")
+    docs = field_docs(AutoscalerConfig)
+    group = parser.add_argument_group("settings (each also read from the environment variable of its name)")
+    for name in FLAGS:
+        spellings = ["--" + name.replace("_", "-")] + ([ALIASES[name]] if name in ALIASES else [])
+        default = getattr(defaults, name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        group.add_argument(*spellings, dest=name, default=None, metavar=name.upper(),
+                           help=f"{docs.get(name, name)} (default: ${name}, else {shown!r})")
 
 
 def config_from_args(args: argparse.Namespace) -> AutoscalerConfig:
     """Environment (field names) overridden by flags."""
     env = {k: v for k, v in os.environ.items() if k in AutoscalerConfig.__dataclass_fields__}
-    env.update({name: str(getattr(args, name)) for name in FLAGS.values() if getattr(args, name, None) is not None})
+    env.update({name: str(getattr(args, name)) for name in FLAGS if getattr(args, name, None) is not None})
     return AutoscalerConfig.from_env(env)

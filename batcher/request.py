@@ -43,7 +43,9 @@ class Request:
         from batcher.errors import BadInput
 
         try:
-            return json.loads(self.body)
+            return json.loads(self.body, parse_constant=_reject_constant)
+        except _NonFinite as exc:
+            raise BadInput(f"request body is not valid JSON: {exc} is not a JSON number") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadInput(f"request body is not valid JSON: {exc}") from None
 
@@ -89,9 +91,17 @@ def to_response(value: Any) -> Response:
     if isinstance(value, str):
         return Response(value.encode("utf-8"), 200, {"Content-Type": "text/plain; charset=utf-8"})
     try:
-        body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+        body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         from batcher.errors import HandlerFailed
 
         raise HandlerFailed(f"handler returned a {type(value).__name__} that is not JSON-serialisable: {exc}")
     return Response(body, 200, {"Content-Type": "application/json"})
+
+
+class _NonFinite(ValueError):
+    """NaN or Infinity in a request body: Python's json accepts them, JSON does not."""
+
+
+def _reject_constant(name: str) -> None:
+    raise _NonFinite(name)

@@ -35,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="functions x nodes to decide, comma-separated (default 10x10 .. 1000x1000)")
     parser.add_argument("--solvers", default="highs,cbc,greedy", help="solvers to time (default highs,cbc,greedy)")
     parser.add_argument("--time-limit", type=float, default=2.0, help="solver time limit in seconds (default 2)")
-    parser.add_argument("--repeat", type=int, default=3, help="decisions per size and solver; the median is kept")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="decisions per size and solver; the median is kept (default 3)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the synthetic workload (SLO factors, request rates; default 1)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="draw decision time versus size to FILE.png")
 

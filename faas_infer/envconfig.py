@@ -26,3 +26,22 @@ def parse_fields(cls: type, env: Mapping[str, str], parsers: Mapping[str, Callab
             prefix = f"{raw!r}: "
             raise error(f"{f.name}={raw!r}: {reason.removeprefix(prefix)}") from None
     return values
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """{field: the comment lines written just above it in the class body}, for --help texts."""
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("# ").strip())
+            continue
+        match = re.match(r"([a-z_][a-z0-9_]*)\s*:", stripped)
+        if match and pending:
+            docs[match.group(1)] = " ".join(pending)
+        pending = []
+    return docs

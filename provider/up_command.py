@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
             names = deploy_stack(stack, url, auth)
             print(f"deployed {len(names)} function(s) from {args.file}; waiting for replicas...", flush=True)
             statuses = wait_available(url, names, auth, args.ready_timeout, lambda: not stop.is_set())
-        from provider.up import free_port
+        from ops.prometheus import pick_port
 
-        autoscaler_port = free_port()
+        autoscaler_port = pick_port(8082)  # the port `faas-infer top` looks at by default
         prometheus = sidecars.prometheus(sys.executable, run_dir, url, 9090,
                                          "" if args.no_autoscaler else f"127.0.0.1:{autoscaler_port}",
                                          secret_path if auth_on else "")
@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
                                         f"log {child.log_path})"))
         else:
             lines.append(("autoscaler", "disabled (--no-autoscaler)" if args.no_autoscaler else "not available"))
-        _print_table(lines, statuses, url, run_dir)
+        commands = [f"faas-infer top --gateway {url}" + (f" --prometheus {prometheus.url}" if prometheus else ""),
+                    f"faas-infer plan --gateway {url}" + (f" --redis-url {redis_url}" if redis_url else "")]
+        _print_table(lines, statuses, url, run_dir, commands, own_run_dir)
         while not stop.wait(0.5):
             dead = platform.first_dead()
             if dead is not None and dead.name in ("provider", "redis"):
@@ -140,7 +142,7 @@ def _credentials(folder: str, write_secrets) -> tuple[str, str]:
         return f.read().strip(), g.read().strip()
 
 
-def _print_table(lines, statuses: dict, url: str, run_dir: str) -> None:
+def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[str], temporary: bool) -> None:
     width = max(len(name) for name, _ in lines)
     print("faas-infer up: running")
     for name, where in lines:
@@ -151,5 +153,8 @@ def _print_table(lines, statuses: dict, url: str, run_dir: str) -> None:
         for name, status in statuses.items():
             print(f"    {name:<{fw}}  {url}/function/{name}  {status.get('availableReplicas', 0)}/"
                   f"{status.get('replicas', 0)} ready")
-    print(f"  logs: faas-infer logs NAME   (files under {run_dir})")
+    kept = " (removed at exit: pass --run-dir to keep them)" if temporary else ""
+    print(f"  logs: faas-infer logs NAME   (files under {run_dir}{kept})")
+    for command in commands:
+        print(f"  try:  {command}")
     print("  Ctrl-C stops everything.", flush=True)

@@ -115,3 +115,12 @@ def test_keyboard_interrupt_still_answers_everyone():
     with pytest.raises(KeyboardInterrupt):
         dispatch(handle, batch, 1.0)
     assert all(isinstance(r, HandlerFailed) for r in results(batch))
+
+
+def test_json_rejects_nan_in_requests_and_outputs():
+    from batcher.request import to_response
+
+    with pytest.raises(BadInput, match="NaN is not a JSON number"):
+        Request(body=b'{"features": [NaN, 1]}').json()
+    with pytest.raises(HandlerFailed, match="not JSON-serialisable"):
+        to_response({"score": float("nan")})

@@ -16,6 +16,8 @@ import signal
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass, field
+from typing import Any
 
 HELP = "run the platform locally: Redis, the OpenFaaS-compatible provider, the stack, the autoscaler"
 
@@ -38,99 +40,147 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the stack's replicas before printing the table")
 
 
+@dataclass
+class _Session:
+    """What one ``faas-infer up`` run has decided and started; printed as the table at the end."""
+
+    args: argparse.Namespace
+    run_dir: str
+    own_run_dir: bool
+    auth_on: bool
+    secret_path: str
+    auth: tuple[str, str] | None
+    url: str
+    platform: Any
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    redis_url: str = ""
+
+
 def run(args: argparse.Namespace) -> int:
     """Start, print, wait for a signal, stop."""
     from faas_infer.stack import StackError, load_stack
-    from fsd.stack import expand_partitioned
-    from provider import sidecars
-    from provider.auth import write_secrets
-    from provider.config import is_loopback
-    from provider.up import Platform, UpError, deploy_stack, wait_available
+    from provider.up import UpError
 
     try:
         stack = load_stack(args.file, dict(os.environ))
     except StackError as exc:
         print(f"faas-infer up: {exc}", file=sys.stderr)
         return 2
-    own_run_dir = not args.run_dir
+    session = _new_session(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        _start_redis(session)
+        _start_provider(session)
+        statuses = {} if args.no_deploy else _deploy(session, stack, stop)
+        commands = _start_sidecars(session)
+        _print_table(session.lines, statuses, session.url, session.run_dir, commands, session.own_run_dir)
+        return _serve_until_stopped(session.platform, stop)
+    except (UpError, StackError) as exc:
+        print(f"faas-infer up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        session.platform.stop(lambda text: print(text, flush=True))
+        if session.own_run_dir:
+            shutil.rmtree(session.run_dir, ignore_errors=True)
+        print("stopped", flush=True)
+
+
+def _new_session(args: argparse.Namespace) -> _Session:
+    from provider.auth import write_secrets
+    from provider.config import is_loopback
+    from provider.up import Platform
+
     run_dir = os.path.abspath(args.run_dir) if args.run_dir else tempfile.mkdtemp(prefix="faas-infer-up-")
     os.makedirs(run_dir, exist_ok=True)
     auth_on = args.basic_auth == "true" or (args.basic_auth == "auto" and not is_loopback(args.bind))
     secret_path = os.path.abspath(args.secret_mount_path) if args.secret_mount_path else \
         os.path.join(run_dir, "secrets")
-    auth = None
-    if auth_on:
-        auth = _credentials(secret_path, write_secrets)
+    auth = _credentials(secret_path, write_secrets) if auth_on else None
+    return _Session(args, run_dir, not args.run_dir, auth_on, secret_path, auth,
+                    f"http://{args.bind}:{args.port}", Platform(run_dir))
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    platform = Platform(run_dir)
-    url = f"http://{args.bind}:{args.port}"
-    lines = []
-    try:
-        redis_url = args.redis_url
-        if not redis_url and not args.no_redis:
-            redis_url = platform.start_redis()
-            lines.append(("redis", f"{redis_url} (private, pid {platform.children[-1].proc.pid})"))
-        elif redis_url:
-            lines.append(("redis", f"{redis_url} (given)"))
-        else:
-            lines.append(("redis", "none: each replica batches on its own"))
-        flags = {"bind_address": args.bind, "port": str(args.port), "stack_file": os.path.abspath(args.file),
-                 "run_dir": os.path.join(run_dir, "provider"), "basic_auth": "true" if auth_on else "false",
-                 "parent_pid": str(os.getpid())}
-        if redis_url:
-            flags["redis_url"] = redis_url
-        if auth_on:
-            flags["secret_mount_path"] = secret_path
-        provider = platform.start_provider(flags, url)
-        lines.insert(0, ("provider", f"{url} (pid {provider.proc.pid}, basic auth "
-                                     f"{'on: ' + secret_path if auth_on else 'off'})"))
-        statuses = {}
-        if not args.no_deploy:
-            stack = expand_partitioned(stack, url, redis_url or "")
-            names = deploy_stack(stack, url, auth)
-            print(f"deployed {len(names)} function(s) from {args.file}; waiting for replicas...", flush=True)
-            statuses = wait_available(url, names, auth, args.ready_timeout, lambda: not stop.is_set())
-        from ops.prometheus import pick_port
 
-        autoscaler_port = pick_port(8082)  # the port `faas-infer top` looks at by default
-        prometheus = sidecars.prometheus(sys.executable, run_dir, url, 9090,
-                                         "" if args.no_autoscaler else f"127.0.0.1:{autoscaler_port}",
-                                         secret_path if auth_on else "")
-        if prometheus is not None:
-            child = platform.start_sidecar(prometheus)
-            lines.append(("prometheus", f"{prometheus.url} (pid {child.proc.pid})"))
-        else:
-            lines.append(("prometheus", "not installed (make up installs it)"))
-        autoscaler = None if args.no_autoscaler else sidecars.autoscaler(
-            sys.executable, url, redis_url, secret_path if auth_on else "",
-            prometheus.url if prometheus else "", autoscaler_port)
-        if autoscaler is not None:
-            child = platform.start_sidecar(autoscaler)
-            lines.append(("autoscaler", f"running (pid {child.proc.pid}, metrics {autoscaler.url}, "
-                                        f"log {child.log_path})"))
-        else:
-            lines.append(("autoscaler", "disabled (--no-autoscaler)" if args.no_autoscaler else "not available"))
-        commands = [f"faas-infer top --gateway {url}" + (f" --prometheus {prometheus.url}" if prometheus else ""),
-                    f"faas-infer plan --gateway {url}" + (f" --redis-url {redis_url}" if redis_url else "")]
-        _print_table(lines, statuses, url, run_dir, commands, own_run_dir)
-        while not stop.wait(0.5):
-            dead = platform.first_dead()
-            if dead is not None and dead.name in ("provider", "redis"):
-                print(f"{dead.name} exited with code {dead.proc.returncode}:\n{dead.log_tail()}", file=sys.stderr)
-                return 1
-        print("stopping...", flush=True)
-        return 0
-    except (UpError, StackError) as exc:
-        print(f"faas-infer up: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        platform.stop(lambda text: print(text, flush=True))
-        if own_run_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        print("stopped", flush=True)
+def _start_redis(session: _Session) -> None:
+    args = session.args
+    session.redis_url = args.redis_url
+    if not args.redis_url and not args.no_redis:
+        session.redis_url = session.platform.start_redis()
+        pid = session.platform.children[-1].proc.pid
+        session.lines.append(("redis", f"{session.redis_url} (private, pid {pid})"))
+    elif args.redis_url:
+        session.lines.append(("redis", f"{args.redis_url} (given)"))
+    else:
+        session.lines.append(("redis", "none: each replica batches on its own"))
+
+
+def _start_provider(session: _Session) -> None:
+    args = session.args
+    flags = {"bind_address": args.bind, "port": str(args.port), "stack_file": os.path.abspath(args.file),
+             "run_dir": os.path.join(session.run_dir, "provider"),
+             "basic_auth": "true" if session.auth_on else "false", "parent_pid": str(os.getpid())}
+    if session.redis_url:
+        flags["redis_url"] = session.redis_url
+    if session.auth_on:
+        flags["secret_mount_path"] = session.secret_path
+    provider = session.platform.start_provider(flags, session.url)
+    auth = f"on: {session.secret_path}" if session.auth_on else "off"
+    session.lines.insert(0, ("provider", f"{session.url} (pid {provider.proc.pid}, basic auth {auth})"))
+
+
+def _deploy(session: _Session, stack: Any, stop: threading.Event) -> dict:
+    """Deploy the stack (partitioned models expanded into their workers) and wait for its replicas."""
+    from fsd.stack import expand_partitioned
+    from provider.up import deploy_stack, wait_available
+
+    stack = expand_partitioned(stack, session.url, session.redis_url)
+    names = deploy_stack(stack, session.url, session.auth)
+    print(f"deployed {len(names)} function(s) from {session.args.file}; waiting for replicas...", flush=True)
+    return wait_available(session.url, names, session.auth, session.args.ready_timeout, lambda: not stop.is_set())
+
+
+def _start_sidecars(session: _Session) -> list[str]:
+    """Prometheus first (the autoscaler reads SLO attainment from it), then the autoscaler; returns the
+    commands worth trying against this platform."""
+    from ops.prometheus import pick_port
+    from provider import sidecars
+
+    no_autoscaler = session.args.no_autoscaler
+    secrets_path = session.secret_path if session.auth_on else ""
+    autoscaler_port = pick_port(8082)  # the port `faas-infer top` looks at by default
+    prometheus = sidecars.prometheus(sys.executable, session.run_dir, session.url, 9090,
+                                     "" if no_autoscaler else f"127.0.0.1:{autoscaler_port}", secrets_path)
+    if prometheus is not None:
+        child = session.platform.start_sidecar(prometheus)
+        session.lines.append(("prometheus", f"{prometheus.url} (pid {child.proc.pid})"))
+    else:
+        session.lines.append(("prometheus", "not installed (make up installs it)"))
+    autoscaler = None if no_autoscaler else sidecars.autoscaler(
+        sys.executable, session.url, session.redis_url, secrets_path, prometheus.url if prometheus else "",
+        autoscaler_port)
+    if autoscaler is not None:
+        child = session.platform.start_sidecar(autoscaler)
+        session.lines.append(("autoscaler", f"running (pid {child.proc.pid}, metrics {autoscaler.url}, "
+                                            f"log {child.log_path})"))
+    else:
+        session.lines.append(("autoscaler", "disabled (--no-autoscaler)" if no_autoscaler else "not available"))
+    top = f"faas-infer top --gateway {session.url}" + (f" --prometheus {prometheus.url}" if prometheus else "")
+    plan = f"faas-infer plan --gateway {session.url}" + \
+        (f" --redis-url {session.redis_url}" if session.redis_url else "") + \
+        (f" --secret-mount-path {secrets_path}" if secrets_path else "")
+    return [top, plan]
+
+
+def _serve_until_stopped(platform: Any, stop: threading.Event) -> int:
+    """Wait for Ctrl-C or SIGTERM; 1 if Redis or the provider died first."""
+    while not stop.wait(0.5):
+        dead = platform.first_dead()
+        if dead is not None and dead.name in ("provider", "redis"):
+            print(f"{dead.name} exited with code {dead.proc.returncode}:\n{dead.log_tail()}", file=sys.stderr)
+            return 1
+    print("stopping...", flush=True)
+    return 0
 
 
 def _credentials(folder: str, write_secrets) -> tuple[str, str]:

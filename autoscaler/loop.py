@@ -53,10 +53,13 @@ class Autoscaler:
             nodes = (lambda: load_nodes(config.nodes_file)) if config.nodes_file else (lambda: (local_node(),))
         self.observer = Observer(config, self.client, self.redis, nodes)
         self.memory = GuardMemory()
+        # The snapshot of the latest tick (``faas-infer plan`` prints what runs now from it).
+        self.last_snapshot = None
 
     def tick(self, now: float, dry_run: bool = False) -> tuple[Plan, list[Change]]:
         """One cycle at ``now`` (monotonic seconds); with ``dry_run`` nothing is changed."""
         snapshot = self.observer.snapshot(now, time.time())
+        self.last_snapshot = snapshot
         if isinstance(self.predictor, Chain):
             for p in self.predictor.predictors:
                 if isinstance(p, CopPredictor):

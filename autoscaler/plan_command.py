@@ -28,10 +28,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     plan, todo = scaler.tick(time.monotonic(), dry_run=True)
     seconds = time.perf_counter() - start
+    running = {f.name: f.live_instances for f in scaler.last_snapshot.functions} if scaler.last_snapshot else {}
     if args.json:
         print(json.dumps({"valid": plan.valid, "reason": plan.reason, "status": plan.status,
                           "cost": plan.cost, "bound": plan.bound, "functions": [
-                              {"name": f.name, "demand": f.demand, "capacity": f.capacity, "cost": f.cost,
+                              {"name": f.name, "running": running.get(f.name), "demand": f.demand,
+                               "capacity": f.capacity, "cost": f.cost,
                                "reason": f.reason, "targets": [{"config": t.key, "node": t.node, "count": t.count}
                                                                for t in f.targets]} for f in plan.functions],
                           "changes": [{"kind": c.kind, "name": c.name, "replicas": c.replicas} for c in todo]},
@@ -43,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
     gap = "-" if plan.gap is None else f"{100 * plan.gap:.2f}%"
     print(f"plan: {plan.status} selection ({plan.solver}), {plan.placement} placement, weighted resources "
           f"{plan.cost:.3f} (bound {plan.bound:.3f}, gap {gap}), decided in {seconds * 1000:.0f} ms")
-    print(f"{'function':<20} {'demand/s':>9} {'capacity/s':>10}  instances")
+    print(f"{'function':<20} {'running':>7} {'demand/s':>9} {'capacity/s':>10}  planned variants")
     for f in plan.functions:
-        groups = ", ".join(f"{t.count}x {t.key}@{t.node or '-'}" for t in f.targets) or "-"
-        print(f"{f.name:<20} {f.demand:9.1f} {f.capacity:10.1f}  {groups}   ({f.reason})")
+        groups = ", ".join(f"{t.count}x {t.key}@{t.node or '-'}" for t in f.targets) or "none (the parent suffices)"
+        now = running.get(f.name)
+        print(f"{f.name:<20} {'-' if now is None else now:>7} {f.demand:9.1f} {f.capacity:10.1f}  {groups}   "
+              f"({f.reason})")
     print(f"changes ({len(todo)}):" if todo else "changes: none")
     for c in todo:
         print(f"  {c.kind:<10} {c.name} replicas={c.replicas}")

@@ -2,8 +2,9 @@
 request per call, as OpenFaaS does today), and (c) in-process at its best batch size with no HTTP.
 
 For (a) and (b) an open-loop Poisson load rises until p99 exceeds the function's SLO or any request fails;
-the last passing rate is bisected. The no-op function (functions/echo) measured the same way, closed loop,
-gives the load generator's and HTTP's own ceiling in the same run.
+the last passing rate is bisected. The no-op function (functions/echo) gives the load generator's and
+HTTP's own ceiling in the same run, two ways: closed-loop throughput (no latency bound) and, like the
+functions, the highest Poisson rate within the tightest SLO; both ratios are printed.
 
 On a 2-core machine the served instance gets one core (cpu_limit=1, so one torch thread) and the load
 generator the other; the in-process limit is measured with one torch thread too, so the three compare.
@@ -140,18 +141,30 @@ def _exec_totals(metrics_url: str) -> tuple[float, float]:
             sum(s.value for s in select(samples, "faas_infer_batch_exec_seconds_count")))
 
 
-def noop_ceiling(duration: float) -> dict:
-    """The load generator + HTTP ceiling: closed-loop throughput against the no-op function."""
-    from bench.common import sample_body, serve
+def noop_ceilings(args, slo: float, traces: dict) -> list[dict]:
+    """The load generator + HTTP ceiling against the no-op function, measured two ways: closed-loop
+    throughput (no latency bound), and the highest Poisson rate with p99 within ``slo``, as the functions
+    are measured (the like-for-like ceiling)."""
+    from bench.common import progress, sample_body, serve
     from bench.loadgen import Target, closed_loop
 
-    served = serve("functions/echo", {"max_batch_size": "1"})
+    served = serve("functions/echo", {"max_batch_size": "1", "cpu_limit": "1"})
     try:
         body, ctype = sample_body("echo")
-        result = closed_loop(Target(served.url + "/", body, headers=(("Content-Type", ctype),)), 32, duration)
-        return {"function": "echo", "mode": "no-op ceiling", "max_rps_at_slo": round(result.throughput, 1),
-                "p50_ms": round(result.percentile(50) * 1000, 2), "p99_ms": round(result.percentile(99) * 1000, 2),
-                "errors": result.failed}
+        target = Target(served.url + "/", body, headers=(("Content-Type", ctype),))
+        result = closed_loop(target, 32, max(3.0, args.duration))
+        closed = {"function": "echo", "mode": "no-op closed loop", "max_rps_at_slo": round(result.throughput, 1),
+                  "p50_ms": round(result.percentile(50) * 1000, 2), "p99_ms": round(result.percentile(99) * 1000, 2),
+                  "errors": result.failed}
+        progress(f"echo: ramping from {0.3 * result.throughput:.0f} rps (SLO {slo * 1000:.0f} ms)")
+        trace: list = []
+        rate, at_slo = max_rate_at_slo(target, slo, 0.3 * result.throughput, args.duration, args.bisect, trace)
+        traces[("echo", "no-op")] = trace
+        open_row = {"function": "echo", "mode": f"no-op at {slo * 1000:.0f} ms", "max_rps_at_slo": round(rate, 1),
+                    "p50_ms": round(at_slo.percentile(50) * 1000, 2) if at_slo else None,
+                    "p99_ms": round(at_slo.percentile(99) * 1000, 2) if at_slo else None,
+                    "errors": at_slo.failed if at_slo else None}
+        return [closed, open_row]
     finally:
         served.stop()
 
@@ -166,23 +179,27 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown functions: {', '.join(sorted(unknown))} (choose from {', '.join(FUNCTIONS)})")
         return 2
-    progress("no-op ceiling (closed loop, 32 connections)")
-    ceiling = noop_ceiling(max(3.0, args.duration))
-    rows, summary, traces = [ceiling], [], {}
+    traces: dict = {}
+    progress("no-op ceilings (closed loop, 32 connections; then open loop within the tightest SLO)")
+    ceilings = noop_ceilings(args, min(FUNCTIONS[f] for f in functions), traces)
+    closed_ceiling, slo_ceiling = (c["max_rps_at_slo"] for c in ceilings)
+    rows, summary = list(ceilings), []
     for function in functions:
         slo = FUNCTIONS[function]
         progress(f"{function}: in-process limit")
         limit, best_b, single = in_process_limit(function)
         rows.append({"function": function, "mode": "in-process", "max_rps_at_slo": round(limit, 1),
                      "p50_ms": round(single * 1000, 2), "p99_ms": None, "errors": 0, "best_batch": best_b})
-        start = max(20.0, 0.15 * min(limit, ceiling["max_rps_at_slo"]))
+        start = max(20.0, 0.15 * min(limit, closed_ceiling))
         batched = measure_served(function, "batched", slo, start, args, traces)
         unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces)
         rows += [batched, unbatched]
-        bound = min(limit, ceiling["max_rps_at_slo"])
         summary.append({"function": function, "slo_ms": slo * 1000,
                         "batched/unbatched": round(batched["max_rps_at_slo"] / max(unbatched["max_rps_at_slo"], 1e-9), 2),
-                        "batched/min(in-process,no-op)": round(batched["max_rps_at_slo"] / bound, 2),
+                        "batched/min(in-process,no-op closed)":
+                            round(batched["max_rps_at_slo"] / min(limit, closed_ceiling), 2),
+                        "batched/min(in-process,no-op at SLO)":
+                            round(batched["max_rps_at_slo"] / max(min(limit, slo_ceiling), 1e-9), 2),
                         "added_p50_ms_low_load": round(batched["low_load_p50_ms"] - single * 1000, 2),
                         "watchdog_p50_ms_low_load": round(batched["low_load_p50_ms"]
                                                           - (batched["low_load_exec_ms"] or 0), 2)})
@@ -190,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
     print_table(rows, ["function", "mode", "max_rps_at_slo", "p50_ms", "p99_ms", "errors", "best_batch",
                        "low_load_p50_ms", "low_load_exec_ms"])
     print()
-    print_table(summary, ["function", "slo_ms", "batched/unbatched", "batched/min(in-process,no-op)",
-                          "added_p50_ms_low_load", "watchdog_p50_ms_low_load"])
+    print_table(summary, ["function", "slo_ms", "batched/unbatched", "batched/min(in-process,no-op closed)",
+                          "batched/min(in-process,no-op at SLO)", "added_p50_ms_low_load", "watchdog_p50_ms_low_load"])
     print("\nadded_p50: low-load p50 over HTTP minus the handler's time in-process (hot, back to back);"
           "\nwatchdog_p50: minus the handler's time inside the watchdog at that load (what the watchdog adds).")
     if args.json:
@@ -211,7 +228,7 @@ def _plot(traces: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({f for f, _ in traces})
+    names = sorted({f for f, _ in traces if f != "echo"})
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         for mode, style in (("batched", "o-"), ("unbatched", "s--")):

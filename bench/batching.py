@@ -13,7 +13,6 @@ generator the other; the in-process limit is measured with one torch thread too,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -212,10 +211,9 @@ def run(args: argparse.Namespace) -> int:
     print("\nadded_p50: low-load p50 over HTTP minus the handler's time in-process (hot, back to back);"
           "\nwatchdog_p50: minus the handler's time inside the watchdog at that load (what the watchdog adds).")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "summary": summary}, f, indent=2)
-        print(f"\nwrote {args.json}")
+        from bench.common import write_json
+
+        write_json(args.json, {"rows": rows, "summary": summary})
     if args.plot:
         _plot(traces, args.plot)
         print(f"wrote {args.plot}")

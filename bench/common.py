@@ -80,3 +80,41 @@ def sample_body(function: str, i: int = 0) -> tuple[bytes, str]:
 def progress(message: str) -> None:
     """One line of progress on stderr."""
     print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+class PrivateRedis:
+    """A private redis-server on a free loopback port for one benchmark run (``with PrivateRedis() as r``)."""
+
+    def __enter__(self) -> "PrivateRedis":
+        import shutil
+
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (apt-get install redis-server, or `make deps`)")
+        port = free_port()
+        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def write_json(path: str, document: object, indent: int = 2) -> None:
+    """Write a benchmark's rows to ``path`` (folders created) and say so."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(document, f, indent=indent)
+    print(f"\nwrote {path}")

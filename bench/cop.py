@@ -9,7 +9,6 @@ Reports MAPE per model, seconds of operator profiling versus whole-model profili
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -144,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             tmp.cleanup()
     _print(rows, threads)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"batches": batches, "threads": threads, "estimator": args.estimator, "rows": rows}, f, indent=1)
+        from bench.common import write_json
+
+        write_json(args.json, {"batches": batches, "threads": threads, "estimator": args.estimator, "rows": rows},
+                   indent=1)
     return 0

@@ -13,10 +13,7 @@ processes on loopback ports. The integration tests run them as real watchdog fun
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,34 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _start_s3() -> tuple[subprocess.Popen, str]:
+    from bench.common import REPO, free_port
 
-
-def _start_services() -> tuple[list[subprocess.Popen], str, str]:
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (make deps installs it)")
-    rport, sport = _port(), _port()
-    procs = [subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)]
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    s3 = subprocess.Popen([sys.executable, "-c", _S3_MAIN, str(sport)], stdout=subprocess.PIPE,
-                          env={**os.environ, "PYTHONPATH": repo})
-    procs.append(s3)
+    port = free_port()
+    s3 = subprocess.Popen([sys.executable, "-c", _S3_MAIN, str(port)], stdout=subprocess.PIPE,
+                          env={**os.environ, "PYTHONPATH": REPO})
     s3.stdout.readline()
-    client = redis.Redis(port=rport)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return procs, f"redis://127.0.0.1:{rport}/0", f"http://127.0.0.1:{sport}"
+    return s3, f"http://127.0.0.1:{port}"
 
 
 def _channel(kind: str, redis_url: str, s3_url: str):
@@ -152,40 +129,47 @@ def _targets(rows: list[dict], top: int) -> list[str]:
     return notes
 
 
+def _sweep(args: argparse.Namespace, model, x, expected, channels: dict) -> list[dict]:
+    """Every worker count x partitioner x channel; one row each, printed as it lands."""
+    from fsd.partition import partition
+
+    rows = []
+    for w in [int(v) for v in args.workers.split(",")]:
+        for method in args.partitioners.split(","):
+            t = time.perf_counter()
+            parts = partition(model, w, method)
+            seconds = time.perf_counter() - t
+            for kind, channel in channels.items():
+                row = {"workers": w, "channel": kind, "partitioner": method, "partition_s": seconds}
+                row.update(_measure(model, parts, channel, x, expected, args.repeat))
+                rows.append(row)
+                print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write JSON when asked."""
+    from bench.common import PrivateRedis, write_json
     from fsd.model import ModelSpec, generate, inputs
-    from fsd.partition import partition
 
     spec = ModelSpec(neurons=args.neurons, layers=args.layers)
     model = generate(spec)
     x = inputs(spec, args.batch)
     single, expected = _single(model, x, args.repeat, args.single_memory_mb)
     rows = [single]
-    procs, redis_url, s3_url = _start_services()
+    s3, s3_url = _start_s3()
     try:
-        channels = {c: _channel(c, redis_url, s3_url) for c in args.channels.split(",")}
-        for w in [int(v) for v in args.workers.split(",")]:
-            for method in args.partitioners.split(","):
-                t = time.perf_counter()
-                parts = partition(model, w, method)
-                seconds = time.perf_counter() - t
-                for kind, channel in channels.items():
-                    row = {"workers": w, "channel": kind, "partitioner": method, "partition_s": seconds}
-                    row.update(_measure(model, parts, channel, x, expected, args.repeat))
-                    rows.append(row)
-                    print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+        with PrivateRedis() as server:
+            rows += _sweep(args, model, x, expected, {c: _channel(c, server.url, s3_url)
+                                                      for c in args.channels.split(",")})
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        s3.terminate()
+        s3.wait(10)
     print(f"model: {spec.neurons} neurons x {spec.layers} layers, batch {args.batch}, median of {args.repeat}")
     print(_table(rows))
     for note in _targets(rows, max(r["workers"] for r in rows)):
         print(note)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"model": {"neurons": spec.neurons, "layers": spec.layers, "batch": args.batch},
-                       "rows": rows, "targets": _targets(rows, max(r["workers"] for r in rows))}, f, indent=1)
+        write_json(args.json, {"model": {"neurons": spec.neurons, "layers": spec.layers, "batch": args.batch},
+                               "rows": rows, "targets": _targets(rows, max(r["workers"] for r in rows))}, indent=1)
     return 0

@@ -17,7 +17,6 @@ and every configuration of ours meets INFless's SLO rules, which is the "equal S
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -172,10 +171,9 @@ def run(args: argparse.Namespace) -> int:
     print("\n== example functions: ours vs uniform (1 core, batch 1, scaled on rate), same headroom ==")
     examples = example_rows(predictor)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"scale": rows, "examples": examples}, f, indent=2)
-        print(f"\nwrote {args.json}")
+        from bench.common import write_json
+
+        write_json(args.json, {"scale": rows, "examples": examples})
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")

@@ -15,11 +15,10 @@ machine, so compare the backends by ratio within one run, never across runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import subprocess
 import time
+
+from bench.common import PrivateRedis, write_json
 
 HELP = "Redis shared batch queue vs in-process queue: added latency, throughput, share of work"
 
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     small, big = (int(b) for b in args.share_batches.split(","))
     rows, shares = [], []
-    with _Redis() as server:
+    with PrivateRedis() as server:
         redis_url = server.url
         for function in args.functions.split(","):
             pair = [measure(function, backend, server, args) for backend in ("local", "redis")]
@@ -64,14 +63,12 @@ def run(args: argparse.Namespace) -> int:
           "redis-server under that load (steadier than rps on a shared machine). The last row of each function "
           "is redis - local (rps: redis / local).")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"backends": rows, "share": shares, "duration": args.duration,
-                       "concurrency": args.concurrency}, f, indent=2)
+        write_json(args.json, {"backends": rows, "share": shares, "duration": args.duration,
+                               "concurrency": args.concurrency})
     return 0
 
 
-def measure(function: str, backend: str, server: "_Redis", args: argparse.Namespace) -> dict:
+def measure(function: str, backend: str, server: PrivateRedis, args: argparse.Namespace) -> dict:
     """One instance with ``backend``: latency at concurrency 1, then throughput at ``concurrency``, with the
     CPU seconds per request that the watchdog and redis-server spent under that load."""
     from bench.common import progress, serve
@@ -169,31 +166,3 @@ def _cpu_seconds(pid: int) -> float:
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
-
-class _Redis:
-    """A private redis-server on a free loopback port for the run."""
-
-    def __enter__(self) -> "_Redis":
-        from bench.common import free_port
-
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server, or `make deps`)")
-        port = free_port()
-        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        import redis
-
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        self.url = f"redis://127.0.0.1:{port}/0"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)

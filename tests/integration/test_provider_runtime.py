@@ -103,7 +103,9 @@ def test_update_changes_environment_and_delete_stops_replicas(provider, inspect_
     assert provider.deploy("fn", inspect_dir, method="PUT", envVars={"GREETING": "two"}).status_code == 202
     wait_until(lambda: invoke(provider.url, "fn").json()["env"]["GREETING"] == "two", 30, what="update")
     provider.wait_ready("fn", 1)
-    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    # The old replica is drained (SIGTERM) once the new one is ready: give it its drain time to exit.
+    wait_until(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE,
+               30, what="old replica to exit after the update")
     pid = provider.status("fn")["faasInfer"]["instances"][0]["pid"]
     response = requests.delete(provider.url + "/system/functions", json={"functionName": "fn"}, timeout=5)
     assert response.status_code == 202

@@ -73,7 +73,7 @@ class WatchdogApp:
     def _run(self, environ: dict, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
         try:
             request = _read_request(environ, method, path, self.config.read_timeout, self.config.max_request_bytes)
-            timeout = self.runtime.request_timeout(_x_timeout(environ.get("HTTP_X_TIMEOUT")))
+            timeout = self.runtime.request_timeout(parse_x_timeout(environ.get("HTTP_X_TIMEOUT")))
             result = self.runtime.submit(request, timeout)
         except (BatchError, RequestTimeout) as exc:
             status = status_of(exc)
@@ -132,7 +132,8 @@ def _headers(environ: dict) -> dict[str, str]:
     return headers
 
 
-def _x_timeout(value: str | None) -> float | None:
+def parse_x_timeout(value: str | None) -> float | None:
+    """Seconds from an ``X-Timeout`` header (``10s``, ``250ms``, seconds); None when absent or unreadable."""
     if not value:
         return None
     try:

@@ -69,7 +69,10 @@ class WatchdogConfig:
     cpu_limit: float | None = None
     # Memory limit in bytes (e.g. 512Mi), reported with the instance; enforcement is the runtime's job.
     memory_limit: int | None = None
-    # Threads serving HTTP; each waiting request holds one, so keep it above max_batch_size.
+    # HTTP server: "asyncio" (one event loop; waiting requests hold no thread) or "gthread" (gunicorn's
+    # threaded WSGI worker running watchdog.app, one thread per request in flight).
+    http_engine: str = "asyncio"
+    # Threads serving HTTP with http_engine=gthread; each waiting request holds one (0 derives it).
     http_threads: int = 0
     # Predicted execution seconds by batch size ("1:0.002,8:0.006"), used until batches are measured;
     # the autoscaler sets it from the COP predictor when it deploys a variant.
@@ -91,6 +94,8 @@ class WatchdogConfig:
               "must be set when batch_backend=redis")
         _rule(self.latency_slo is None or self.latency_slo > 0, "latency_slo", self.latency_slo, "must be > 0")
         _rule(self.cpu_limit is None or self.cpu_limit > 0, "cpu_limit", self.cpu_limit, "must be > 0")
+        _rule(self.http_engine in ("asyncio", "gthread"), "http_engine", self.http_engine,
+              "must be 'asyncio' or 'gthread'")
         _rule(self.http_threads >= 0, "http_threads", self.http_threads, "must be >= 0 (0 derives it)")
         if self.batch_timeout is not None and self.latency_slo is not None:
             _rule(self.batch_timeout < self.latency_slo, "batch_timeout", self.batch_timeout,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable
 
 from batcher.dispatch import BatchOutcome
@@ -104,6 +104,21 @@ class Runtime:
 
     def submit(self, request: Request, timeout: float) -> Response:
         """Queue ``request`` and wait for its response; raises a ``BatchError`` on refusal or timeout."""
+        pending = self.begin(request, timeout)
+        if isinstance(pending, Response):
+            return pending
+        try:
+            return pending.result(timeout=max(0.0, timeout))
+        except FutureTimeout:
+            pending.cancel()
+            self.metrics.refused.inc(reason="timeout")
+            raise DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or "
+                                   f"X-Timeout)") from None
+
+    def begin(self, request: Request, timeout: float, inline_limit: float | None = None) -> "Response | Future":
+        """Admit and queue ``request`` without waiting: its ``Response`` when it ran on the calling thread
+        (the instance idle, the handler predicted to finish within ``inline_limit`` and well within
+        ``timeout``), else the future its batch resolves. Raises a ``BatchError`` when refused."""
         config = self.batch_config()
         self.arrivals.add(self.clock())
         decision = admit(self.queue.depth(), self.worker.busy_remaining(), config, self.exec_model,
@@ -113,7 +128,7 @@ class Runtime:
             self.metrics.refused.inc(reason=reason)
             raise Rejected(f"request refused: {decision.reason}")
         now = self.clock()
-        if self._may_run_inline(config, timeout):
+        if self._may_run_inline(config, timeout, inline_limit):
             item = Pending(request, now + timeout, now)
             if self.worker.try_run_inline([item]):
                 if self.clock() - now > timeout:
@@ -121,25 +136,19 @@ class Runtime:
                                            f"X-Timeout)")
                 return item.future.result(timeout=0)
         try:
-            future = self.queue.put(request, now + timeout)
+            return self.queue.put(request, now + timeout)
         except QueueClosed:
             self.metrics.refused.inc(reason="draining")
             raise Rejected("request refused: the instance is shutting down") from None
-        try:
-            return future.result(timeout=max(0.0, timeout))
-        except FutureTimeout:
-            future.cancel()
-            self.metrics.refused.inc(reason="timeout")
-            raise DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or "
-                                   f"X-Timeout)") from None
 
-    def _may_run_inline(self, config: BatchConfig, timeout: float) -> bool:
+    def _may_run_inline(self, config: BatchConfig, timeout: float, limit: float | None) -> bool:
         """Run on the caller's thread only when no wait is due and the handler is known to finish well
-        within the request's timeout (a caller cannot abandon its own thread to answer 504 on time)."""
+        within the request's timeout (a caller cannot abandon its own thread to answer 504 on time) and
+        within ``limit`` (an event loop must not stall)."""
         if not self.inline or effective_timeout(config, self.exec_model, self.arrival_rate(), 1) != 0.0:
             return False
         predicted = self.exec_model.predict(1)
-        return predicted is not None and 2 * predicted <= timeout
+        return predicted is not None and 2 * predicted <= timeout and (limit is None or predicted <= limit)
 
     def drain(self, timeout: float) -> bool:
         """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""

@@ -1,7 +1,8 @@
-"""Running the watchdog under gunicorn: one gthread worker per instance, with OpenFaaS's shutdown order.
+"""Running the watchdog under gunicorn: one worker per instance, with OpenFaaS's shutdown order.
 
-One worker, because an instance is one process with one model and one batch queue; many threads, because
-every request waiting for its batch holds one. On SIGTERM the worker (1) stops reporting healthy, (2) keeps
+One worker, because an instance is one process with one model and one batch queue. The worker is the
+asyncio engine (``watchdog.aio``) by default, or gunicorn's gthread worker running the WSGI app
+(``http_engine=gthread``), where every request waiting for its batch holds a thread. On SIGTERM the worker (1) stops reporting healthy, (2) keeps
 serving for ``healthcheck_interval`` so load balancers notice, (3) stops accepting connections, and
 (4) answers everything it accepted (queued batches included) within ``write_timeout`` before exiting.
 """
@@ -66,7 +67,7 @@ class WatchdogApplication(BaseApplication):
         settings = {
             "bind": [f"{c.bind_address}:{c.port}"],
             "workers": 1,
-            "worker_class": "gthread",
+            "worker_class": "watchdog.aio.AsyncioWorker" if c.http_engine == "asyncio" else "gthread",
             "threads": c.http_thread_count(),
             "timeout": 0,
             "graceful_timeout": math.ceil(c.healthcheck_interval + c.write_timeout + 1),

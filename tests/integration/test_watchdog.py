@@ -43,6 +43,15 @@ def handler_dir(tmp_path):
     return write_handler(str(tmp_path / "fn"), HANDLER)
 
 
+@pytest.fixture(params=["asyncio", "gthread"])
+def watchdogs(request, watchdogs):
+    """Every contract test runs against both HTTP engines."""
+    def start(function_dir, wait=True, **env):
+        return watchdogs(function_dir, wait, **{"http_engine": request.param, **env})
+
+    return start
+
+
 def post_many(url, bodies, workers=32, timeout=30):
     with cf.ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda b: requests.post(url, data=b, timeout=timeout), bodies))

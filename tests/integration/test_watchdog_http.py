@@ -1,0 +1,143 @@
+"""The asyncio engine's HTTP/1.1 over raw sockets: what gateways and odd clients send, and what must never
+cost another request: keep-alive, pipelining, Expect: 100-continue, HEAD, HTTP/1.0, malformed requests,
+slow senders (408) and oversized heads (431)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import requests
+
+from helpers import write_handler
+
+HANDLER = """
+from batcher import Response
+
+def handle_batch(state, requests):
+    return [Response(b"got " + r.body + b" " + r.path.encode(), 200, {"Content-Type": "text/plain"})
+            for r in requests]
+"""
+
+
+@pytest.fixture
+def wd(tmp_path, watchdogs):
+    return watchdogs(write_handler(str(tmp_path / "fn"), HANDLER), max_batch_size=4, read_timeout="1s")
+
+
+def connect(wd) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", wd.port), timeout=10)
+    return sock
+
+
+def read_response(sock: socket.socket, buf: bytearray, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One response from ``sock`` (``buf`` keeps bytes read past it)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response; got {bytes(buf)!r}")
+        buf += chunk
+    end = buf.index(b"\r\n\r\n")
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = 0 if head_only else int(headers.get("content-length", "0"))
+    while len(buf) < end + 4 + length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside a body")
+        buf += chunk
+    body = bytes(buf[end + 4:end + 4 + length])
+    del buf[:end + 4 + length]
+    return status, headers, body
+
+
+def request(method: str, path: str, body: bytes = b"", extra: str = "", version: str = "HTTP/1.1") -> bytes:
+    return (f"{method} {path} {version}\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(wd):
+    sock, buf = connect(wd), bytearray()
+    sock.sendall(b"".join(request("POST", f"/p{i}", f"b{i}".encode()) for i in range(10)))
+    for i in range(10):
+        status, headers, body = read_response(sock, buf)
+        assert (status, body) == (200, f"got b{i} /p{i}".encode())
+        assert float(headers["x-duration-seconds"]) >= 0 and "date" in headers
+
+
+def test_expect_100_continue_gets_an_interim_answer_before_the_body(wd):
+    sock, buf = connect(wd), bytearray()
+    sock.sendall(b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    status, _, _ = read_response(sock, buf)
+    assert status == 100
+    sock.sendall(b"hello")
+    assert read_response(sock, buf)[0::2] == (200, b"got hello /c")
+
+
+def test_head_has_headers_and_no_body_and_http10_closes(wd):
+    sock, buf = connect(wd), bytearray()
+    sock.sendall(request("HEAD", "/h") + request("POST", "/after", b"a"))
+    status, headers, _ = read_response(sock, buf, head_only=True)  # Content-Length announced, no body sent
+    assert status == 200 and int(headers["content-length"]) == len(b"got  /h")
+    assert read_response(sock, buf)[0::2] == (200, b"got a /after")  # the next answer starts right there
+    sock, buf = connect(wd), bytearray()
+    sock.sendall(request("POST", "/old", b"x", version="HTTP/1.0"))
+    status, headers, body = read_response(sock, buf)
+    assert (status, body, headers.get("connection")) == (200, b"got x /old", "close")
+    assert closed(sock)
+
+
+@pytest.mark.parametrize("raw, status, words", [
+    (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
+    (b"POST / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "unsupported protocol"),
+    (b"POST / HTTP/1.1\r\nContent-Length: ten\r\n\r\n", 400, "Content-Length must be a number"),
+    (b"POST / HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header line"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunk size"),
+    (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 70000, 431, "request head over"),
+])
+def test_malformed_requests_get_a_clear_error_and_cost_nobody_else(wd, raw, status, words):
+    other = connect(wd)  # a well-behaved client on its own connection, mid-conversation
+    other_buf = bytearray()
+    other.sendall(request("POST", "/ok", b"1"))
+    assert read_response(other, other_buf)[0] == 200
+    sock, buf = connect(wd), bytearray()
+    sock.sendall(raw)
+    got, headers, body = read_response(sock, buf)
+    assert got == status and words in body.decode() and headers.get("connection") == "close"
+    assert closed(sock)
+    other.sendall(request("POST", "/ok", b"2"))
+    assert read_response(other, other_buf)[0::2] == (200, b"got 2 /ok")
+
+
+def test_slow_sender_gets_408_after_read_timeout_and_others_are_served_meanwhile(wd):
+    slow, buf = connect(wd), bytearray()
+    slow.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+    started = time.monotonic()
+    assert requests.post(wd.url + "/fast", data=b"f", timeout=5).text == "got f /fast"
+    status, _, body = read_response(slow, buf)
+    assert status == 408 and b"read_timeout=1s" in body
+    assert time.monotonic() - started >= 0.9
+    assert closed(slow)
+
+
+def test_client_that_disconnects_while_its_batch_runs_costs_nobody_else(tmp_path, watchdogs):
+    slow = write_handler(str(tmp_path / "slow"), """
+import time
+def handle_batch(state, requests):
+    time.sleep(0.3)
+    return [r.body for r in requests]
+""")
+    wd = watchdogs(slow, max_batch_size=4)
+    for _ in range(3):
+        sock = connect(wd)
+        sock.sendall(request("POST", "/", b"gone"))
+        sock.close()
+    assert requests.post(wd.url, data=b"stays", timeout=10).content == b"stays"

@@ -1,0 +1,455 @@
+"""The watchdog's default HTTP engine: one asyncio event loop inside the gunicorn worker.
+
+Why not a threaded WSGI server: under load every request waiting for its batch held an HTTP thread, and each
+answer crossed three threads (poller -> request thread -> batch worker -> request thread). With one
+interpreter lock those hand-offs, not the model, bounded a batched instance (measured: about 1.2 ms of
+watchdog CPU per MLP request against 0.5 ms for a no-op). Here a single loop thread parses HTTP, admits,
+queues and writes answers, and the batch worker is the only other thread: a batch of N costs one wake-up
+of the worker and N cheap callbacks on the loop, and no request ever holds a thread while it waits.
+
+The engine speaks the HTTP/1.1 a gateway or load balancer sends: keep-alive and pipelining (answers in
+order), ``Content-Length`` and chunked bodies, ``Expect: 100-continue``, HEAD; anything else is a 400 that
+names the problem, then the connection is closed. The OpenFaaS contract is the same as the WSGI app's
+(``watchdog.app``): ``/_/health``, ``/_/ready``, ``max_inflight`` (429), ``read_timeout`` (408), the
+request timeout (504), ``max_request_bytes`` (413), ``X-Duration-Seconds`` and the of-watchdog metrics.
+Shutdown follows ``watchdog.server``: once the worker is told to stop it closes its listeners, answers
+everything it accepted, then closes idle connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import Future
+from email.utils import formatdate
+from gunicorn.workers.base import Worker
+
+from batcher.errors import BatchError, DeadlineExceeded
+from batcher.request import Request, Response
+from watchdog.app import parse_x_timeout
+from watchdog.errors import RequestTimeout, status_of
+from watchdog.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+# Largest request line plus headers; a larger head is refused with 431.
+MAX_HEAD_BYTES = 64 * 1024
+# How often connections are checked for read_timeout and idle keep-alive, and the worker for shutdown.
+SWEEP_SECONDS = 0.1
+# Idle keep-alive connections are closed after this long (a gateway reconnects at no cost).
+KEEPALIVE_SECONDS = 75.0
+# A caller-run batch (the instance idle, the queue empty) blocks the loop; only when predicted this short.
+INLINE_LIMIT_SECONDS = 0.005
+
+REASONS = {100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
+           302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
+           429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_TEXT = "text/plain; charset=utf-8"
+# Headers the engine writes itself; a handler's own values for these are dropped.
+_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "keep-alive"})
+
+
+class BadRequest(Exception):
+    """The bytes on a connection are not an HTTP/1.x request we accept; answered, then closed."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Date:
+    """The ``Date`` header value, formatted once per second."""
+
+    second = -1
+    value = ""
+
+    @classmethod
+    def now(cls) -> str:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.value = second, formatdate(second, usegmt=True)
+        return cls.value
+
+
+class _Head:
+    """A parsed request line and headers, and what they say about the body."""
+
+    __slots__ = ("method", "path", "query", "headers", "keep_alive", "length", "chunked", "version")
+
+    def __init__(self, raw: bytes, limit: int) -> None:
+        try:
+            text = raw.decode("latin-1")
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+            raise BadRequest("request head is not latin-1 text") from None
+        lines = text.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[0] or not parts[1]:
+            raise BadRequest(f"malformed request line {lines[0][:100]!r}")
+        self.method, target, self.version = parts
+        if self.version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise BadRequest(f"unsupported protocol {self.version[:20]!r} (HTTP/1.0 or HTTP/1.1 only)",
+                             505 if self.version.startswith("HTTP/") else 400)
+        if not self.method.isalpha() or not self.method.isupper():
+            raise BadRequest(f"malformed method {self.method[:20]!r}")
+        path, _, self.query = target.partition("?")
+        if not path.startswith("/"):
+            if "://" in path:  # absolute form, as a proxy may send it
+                path = "/" + path.split("://", 1)[1].partition("/")[2]
+            else:
+                raise BadRequest(f"request target must start with '/', got {target[:100]!r}")
+        self.path = path
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise BadRequest(f"malformed header line {line[:100]!r}")
+            key = name.title()
+            value = value.strip()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        self.headers = headers
+        connection = headers.get("Connection", "").lower()
+        self.keep_alive = ("close" not in connection) if self.version == "HTTP/1.1" else ("keep-alive" in connection)
+        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self.length = 0
+        if not self.chunked and "Content-Length" in headers:
+            value = headers["Content-Length"]
+            if not value.isdigit():
+                raise BadRequest(f"Content-Length must be a number of bytes, got {value[:40]!r}")
+            self.length = int(value)
+            if self.length > limit:
+                raise BadRequest(f"request body of {self.length} bytes is over max_request_bytes={limit}", 413)
+
+
+def _dechunk(buf: bytearray, start: int, limit: int) -> tuple[bytes, int] | None:
+    """(body, end offset) of a complete chunked body starting at ``start``, or None until it is complete."""
+    pos, parts, size = start, [], 0
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            if len(buf) - pos > 1024:
+                raise BadRequest("chunk size line longer than 1024 bytes")
+            return None
+        size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
+        try:
+            n = int(size_text, 16)
+        except ValueError:
+            raise BadRequest(f"malformed chunk size {size_text[:20]!r}") from None
+        if n < 0:
+            raise BadRequest("negative chunk size")
+        pos = eol + 2
+        if n == 0:
+            end = buf.find(b"\r\n\r\n", pos - 2)  # optional trailers end with an empty line
+            if end < 0:
+                return None
+            return b"".join(parts), end + 4
+        size += n
+        if size > limit:
+            raise BadRequest(f"request body is over max_request_bytes={limit}", 413)
+        if len(buf) < pos + n + 2:
+            return None
+        if buf[pos + n:pos + n + 2] != b"\r\n":
+            raise BadRequest("chunk data not followed by CRLF")
+        parts.append(bytes(buf[pos:pos + n]))
+        pos += n + 2
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parse requests in order, one in flight at a time, answer in order."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.head: _Head | None = None
+        self.head_end = 0
+        self.busy = False  # a request is being answered; later pipelined ones wait in ``buf``
+        self.closing = False
+        self.started_at: float | None = None  # when the request being received began (read_timeout)
+        self.last_active = time.monotonic()
+        self.continued = False
+
+    # asyncio.Protocol -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.engine.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.engine.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.last_active = time.monotonic()
+        if not self.busy:
+            self._next()
+
+    def eof_received(self) -> bool | None:
+        if not self.busy:
+            self._close()
+        return True  # keep the transport half-open so a running request can still be answered
+
+    # Parsing ----------------------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Parse and start the next complete request in the buffer, if any."""
+        if self.closing or self.busy or not self.buf:
+            return
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+        limit = self.engine.runtime.config.max_request_bytes
+        try:
+            if self.head is None:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self.buf) > MAX_HEAD_BYTES:
+                        raise BadRequest(f"request head over {MAX_HEAD_BYTES} bytes", 431)
+                    return
+                if end == 0:  # tolerate stray CRLFs between requests (RFC 9112 section 2.2)
+                    del self.buf[:2]
+                    self._next()
+                    return
+                self.head = _Head(bytes(self.buf[:end]), limit)
+                self.head_end = end + 4
+                self.continued = False
+            head = self.head
+            if head.chunked:
+                done = _dechunk(self.buf, self.head_end, limit)
+                if done is None:
+                    self._maybe_continue(head)
+                    return
+                body, consumed = done
+            else:
+                consumed = self.head_end + head.length
+                if len(self.buf) < consumed:
+                    self._maybe_continue(head)
+                    return
+                body = bytes(self.buf[self.head_end:consumed])
+        except BadRequest as exc:
+            self._fail(exc)
+            return
+        del self.buf[:consumed]
+        self.head, self.started_at, self.busy = None, None, True
+        self.engine.handle(self, head, body)
+
+    def _maybe_continue(self, head: _Head) -> None:
+        if not self.continued and head.version == "HTTP/1.1" and \
+                head.headers.get("Expect", "").lower() == "100-continue":
+            self.continued = True
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+
+    def _fail(self, exc: BadRequest) -> None:
+        self.busy = True
+        self.send(exc.status, [("Content-Type", _TEXT)], f"{exc}\n".encode(), keep_alive=False, head_only=False)
+
+    # Answering --------------------------------------------------------------------------------------------
+
+    def send(self, status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
+             head_only: bool) -> None:
+        """Write one response, then go on with the next pipelined request or close."""
+        if self.closing or self.transport is None or self.transport.is_closing():
+            self.closing = True
+            return
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _OWN_HEADERS]
+        lines.append(f"Content-Length: {len(body)}")
+        lines.append(f"Date: {_Date.now()}")
+        if not keep_alive:
+            lines.append("Connection: close")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.transport.write(data if head_only else data + body)
+        self.busy = False
+        self.last_active = time.monotonic()
+        if not keep_alive or self.engine.stopping:
+            self._close()
+        elif self.buf:
+            self._next()
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def sweep(self, now: float, read_timeout: float) -> None:
+        """Answer 408 to a request still arriving after ``read_timeout``; close long-idle connections."""
+        if self.busy or self.closing:
+            return
+        if self.started_at is not None and now - self.started_at > read_timeout:
+            self._fail(BadRequest(f"request not received within read_timeout={read_timeout:g}s", 408))
+            self.engine.runtime.metrics.requests.inc(code="408", method="unknown")
+        elif self.started_at is None and (self.engine.stopping or now - self.last_active > KEEPALIVE_SECONDS):
+            self._close()
+
+
+class Engine:
+    """The function route and OpenFaaS's routes over ``HttpConnection``s, on one event loop."""
+
+    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.metrics = runtime.metrics
+        self.loop = loop
+        self.connections: set[HttpConnection] = set()
+        self.stopping = False
+
+    def handle(self, conn: HttpConnection, head: _Head, body: bytes) -> None:
+        """Answer one complete request (now, or when its batch is done)."""
+        if head.method == "GET" and head.path == "/_/health":
+            ok = self.runtime.lifecycle.healthy()
+            conn.send(200 if ok else 503, [("Content-Type", _TEXT)], b"OK" if ok else b"Not healthy",
+                      head.keep_alive, False)
+        elif head.method == "GET" and head.path == "/_/ready":
+            if not self.runtime.lifecycle.accepting:
+                status, text = 503, b"Not ready"
+            elif self.runtime.at_capacity():
+                status, text = 429, b"Concurrent request limit reached"
+            else:
+                status, text = 200, b"OK"
+            conn.send(status, [("Content-Type", _TEXT)], text, head.keep_alive, False)
+        else:
+            self._invoke(conn, head, body)
+
+    def _invoke(self, conn: HttpConnection, head: _Head, body: bytes) -> None:
+        started = time.perf_counter()
+        runtime = self.runtime
+        if not runtime.try_enter():
+            text = f"Concurrent request limit exceeded. Max concurrent requests: {self.config.max_inflight}\n"
+            self._finish(conn, head, started, 429, [("Content-Type", _TEXT)], text.encode())
+            return
+        try:
+            request = Request(body=body, headers=head.headers, method=head.method, path=head.path, query=head.query)
+            timeout = runtime.request_timeout(parse_x_timeout(head.headers.get("X-Timeout")))
+            pending = runtime.begin(request, timeout, inline_limit=INLINE_LIMIT_SECONDS)
+        except (BatchError, RequestTimeout) as exc:
+            runtime.leave()
+            self._error(conn, head, started, exc)
+            return
+        if isinstance(pending, Response):
+            runtime.leave()
+            self._finish(conn, head, started, pending.status, list(pending.headers.items()), pending.body)
+            return
+        _Waiter(self, conn, head, started, pending, timeout)
+
+    def _error(self, conn: HttpConnection, head: _Head, started: float, exc: BaseException) -> None:
+        status = status_of(exc)
+        if status >= 500 and status != 503:
+            self.metrics.failed.inc(code=str(status))
+        self._finish(conn, head, started, status, [("Content-Type", _TEXT)], f"{exc}\n".encode())
+
+    def _finish(self, conn: HttpConnection, head: _Head, started: float, status: int,
+                headers: list[tuple[str, str]], body: bytes) -> None:
+        elapsed = time.perf_counter() - started
+        headers.append(("X-Duration-Seconds", f"{elapsed:.6f}"))
+        code, method = str(status), head.method.lower()
+        self.metrics.requests.inc(code=code, method=method)
+        self.metrics.duration.observe(elapsed, code=code, method=method)
+        conn.send(status, headers, body, head.keep_alive, head.method == "HEAD")
+
+    def busy(self) -> bool:
+        """True while any accepted request is unanswered."""
+        return self.runtime.inflight > 0 or any(c.busy for c in self.connections)
+
+
+class _Waiter:
+    """A queued request: answered by its batch's result or by its timeout, whichever comes first."""
+
+    __slots__ = ("engine", "conn", "head", "started", "future", "timer", "done")
+
+    def __init__(self, engine: Engine, conn: HttpConnection, head: _Head, started: float, future: Future,
+                 timeout: float) -> None:
+        self.engine, self.conn, self.head, self.started, self.future = engine, conn, head, started, future
+        self.done = False
+        self.timer = engine.loop.call_later(max(0.0, timeout), self._timed_out, timeout)
+        future.add_done_callback(self._resolved)
+
+    def _resolved(self, future: Future) -> None:  # on the batch worker's thread (or this one)
+        try:
+            self.engine.loop.call_soon_threadsafe(self._answer)
+        except RuntimeError:  # the loop is closed: the process is exiting
+            pass
+
+    def _answer(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.timer.cancel()
+        self.engine.runtime.leave()
+        future = self.future
+        if future.cancelled():  # pragma: no cover - only the timeout cancels, and it answers itself
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.engine._error(self.conn, self.head, self.started, exc)
+        else:
+            result: Response = future.result()
+            self.engine._finish(self.conn, self.head, self.started, result.status, list(result.headers.items()),
+                                result.body)
+
+    def _timed_out(self, timeout: float) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.future.cancel()
+        self.engine.runtime.leave()
+        self.engine.metrics.refused.inc(reason="timeout")
+        self.engine._error(self.conn, self.head, self.started, DeadlineExceeded(
+            f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or X-Timeout)"))
+
+
+class AsyncioWorker(Worker):
+    """gunicorn worker running ``Engine`` on an asyncio loop (``worker_class`` of ``python -m watchdog``)."""
+
+    def run(self) -> None:
+        runtime = getattr(self.wsgi, "runtime", None)
+        if not isinstance(runtime, Runtime):
+            raise RuntimeError("AsyncioWorker serves watchdog.app.WatchdogApp only")
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(runtime, loop))
+        finally:
+            loop.close()
+
+    async def _serve(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+        engine = Engine(runtime, loop)
+        servers = []
+        for listener in self.sockets:
+            sock = getattr(listener, "sock", listener)
+            sock.setblocking(False)
+            servers.append(await loop.create_server(lambda: HttpConnection(engine), sock=sock, backlog=2048))
+        read_timeout = runtime.config.read_timeout
+        last_notify = 0.0
+        while self.alive and self.ppid == os.getppid():
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = time.monotonic()
+            for conn in list(engine.connections):
+                conn.sweep(now, read_timeout)
+            if now - last_notify > 1.0:
+                self.notify()
+                last_notify = now
+        # Stop accepting, answer everything accepted, then close the connections left idle.
+        engine.stopping = True
+        for server in servers:
+            server.close()
+        deadline = time.monotonic() + runtime.config.write_timeout + runtime.config.read_timeout
+        while time.monotonic() < deadline and (engine.busy() or any(c.started_at for c in engine.connections)):
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = time.monotonic()
+            for conn in list(engine.connections):
+                conn.sweep(now, read_timeout)
+        for conn in list(engine.connections):
+            if not conn.busy:
+                conn._close()
+        await asyncio.sleep(0)  # let the transports flush and close

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated example functions to measure (default: all four)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per rate step (default 3)")
     parser.add_argument("--bisect", type=int, default=3, help="bisection steps after the first failure (default 3)")
+    parser.add_argument("--http-engine", choices=("asyncio", "gthread"), default="asyncio",
+                        help="the watchdog's HTTP engine for every served run, no-op included (default asyncio)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="draw p99 latency versus offered rate to FILE.png")
 
@@ -103,7 +105,8 @@ def measure_served(function: str, mode: str, slo: float, start: float, args, tra
     from bench.loadgen import Target, closed_loop, open_loop
 
     batch = BATCH.get(function, 8) if mode == "batched" else 1
-    env = {"max_batch_size": str(batch), "latency_slo": f"{slo}", "exec_timeout": "10s", "cpu_limit": "1"}
+    env = {"max_batch_size": str(batch), "latency_slo": f"{slo}", "exec_timeout": "10s", "cpu_limit": "1",
+           "http_engine": args.http_engine}
     served = serve(os.path.join("functions", function), env)
     try:
         body, ctype = sample_body(function)
@@ -147,7 +150,7 @@ def noop_ceilings(args, slo: float, traces: dict) -> list[dict]:
     from bench.common import progress, sample_body, serve
     from bench.loadgen import Target, closed_loop
 
-    served = serve("functions/echo", {"max_batch_size": "1", "cpu_limit": "1"})
+    served = serve("functions/echo", {"max_batch_size": "1", "cpu_limit": "1", "http_engine": args.http_engine})
     try:
         body, ctype = sample_body("echo")
         target = Target(served.url + "/", body, headers=(("Content-Type", ctype),))

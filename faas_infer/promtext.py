@@ -6,6 +6,8 @@ on their metrics endpoint. Series appear after their first event, as in the Go c
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import math
 import threading
@@ -50,6 +52,9 @@ class _Metric:
         self._values: dict[tuple[str, ...], object] = {}
 
     def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
+        if tuple(labels) == self.label_names:  # labels given in declared order: the common, fast case
+            return tuple(labels.values()) if all(type(v) is str for v in labels.values()) else \
+                tuple(str(v) for v in labels.values())
         if set(labels) != set(self.label_names):
             raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.label_names)}")
         return tuple(str(labels[n]) for n in self.label_names)
@@ -136,11 +141,9 @@ class Histogram(_Metric):
         with self._lock:
             state = self._values.get(key)
             if state is None:
-                state = self._values[key] = [[0] * len(self.buckets), 0.0, 0]
-            counts, _, _ = state  # type: ignore[misc]
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    counts[i] += 1
+                state = self._values[key] = [[0] * (len(self.buckets) + 1), 0.0, 0]
+            # Counted in the one bucket it falls in (the last slot is +Inf); made cumulative when read.
+            state[0][bisect.bisect_left(self.buckets, value)] += 1  # type: ignore[index]
             state[1] += value  # type: ignore[index]
             state[2] += 1  # type: ignore[index]
 
@@ -150,11 +153,11 @@ class Histogram(_Metric):
             state = self._values.get(self._key(labels))
             if state is None:
                 return (0,) * len(self.buckets), 0.0, 0
-            return tuple(state[0]), state[1], state[2]  # type: ignore[index]
+            return tuple(_cumulative(state[0]))[:-1], state[1], state[2]  # type: ignore[index]
 
     def lines(self) -> list[str]:
         with self._lock:
-            items = sorted((k, (list(v[0]), v[1], v[2])) for k, v in self._values.items())  # type: ignore[index]
+            items = sorted((k, (_cumulative(v[0]), v[1], v[2])) for k, v in self._values.items())  # type: ignore[index]
         out = []
         for key, (counts, total, count) in items:
             for bound, n in zip(self.buckets, counts):
@@ -165,6 +168,10 @@ class Histogram(_Metric):
             out.append(f"{self.name}_sum{_labels_text(self.label_names, key)} {_number(total)}")
             out.append(f"{self.name}_count{_labels_text(self.label_names, key)} {count}")
         return out
+
+
+def _cumulative(counts: list[int]) -> list[int]:
+    return list(itertools.accumulate(counts))
 
 
 class Registry:

@@ -19,6 +19,7 @@ everything it accepted, then closes idle connections.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -303,6 +304,8 @@ class Engine:
         self.loop = loop
         self.connections: set[HttpConnection] = set()
         self.stopping = False
+        self._resolved: collections.deque[_Waiter] = collections.deque()
+        self._wake_scheduled = False
 
     def handle(self, conn: HttpConnection, head: _Head, body: bytes) -> None:
         """Answer one complete request (now, or when its batch is done)."""
@@ -357,6 +360,23 @@ class Engine:
         self.metrics.duration.observe(elapsed, code=code, method=method)
         conn.send(status, headers, body, head.keep_alive, head.method == "HEAD")
 
+    def resolved(self, waiter: "_Waiter") -> None:
+        """Hand a resolved waiter to the loop (any thread). A batch of N wakes the loop once, not N times:
+        the flag is cleared before the loop drains, so a waiter appended meanwhile is drained or re-wakes."""
+        self._resolved.append(waiter)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._answer_resolved)
+            except RuntimeError:  # the loop is closed: the process is exiting
+                pass
+
+    def _answer_resolved(self) -> None:
+        self._wake_scheduled = False
+        pop = self._resolved.popleft
+        while self._resolved:
+            pop()._answer()
+
     def busy(self) -> bool:
         """True while any accepted request is unanswered."""
         return self.runtime.inflight > 0 or any(c.busy for c in self.connections)
@@ -375,10 +395,7 @@ class _Waiter:
         future.add_done_callback(self._resolved)
 
     def _resolved(self, future: Future) -> None:  # on the batch worker's thread (or this one)
-        try:
-            self.engine.loop.call_soon_threadsafe(self._answer)
-        except RuntimeError:  # the loop is closed: the process is exiting
-            pass
+        self.engine.resolved(self)
 
     def _answer(self) -> None:
         if self.done:

@@ -25,6 +25,9 @@ from watchdog.metrics import WatchdogMetrics
 
 logger = logging.getLogger(__name__)
 
+# Most of an event loop's time that caller-run batches may take before requests go through the queue.
+INLINE_LOOP_SHARE = 0.1
+
 
 class Runtime:
     """Admits requests, queues them, and waits for the batch worker's answer."""
@@ -148,7 +151,11 @@ class Runtime:
         if not self.inline or effective_timeout(config, self.exec_model, self.arrival_rate(), 1) != 0.0:
             return False
         predicted = self.exec_model.predict(1)
-        return predicted is not None and 2 * predicted <= timeout and (limit is None or predicted <= limit)
+        if predicted is None or 2 * predicted > timeout:
+            return False
+        # A loop that runs the handler reads no other request meanwhile, so batches could never form: only
+        # while single runs would keep it nearly free (arrivals x run time small) does it run them itself.
+        return limit is None or (predicted <= limit and self.arrival_rate() * predicted <= INLINE_LOOP_SHARE)
 
     def drain(self, timeout: float) -> bool:
         """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""

@@ -12,6 +12,11 @@ batching), replicas = ceil(demand x (1 + headroom) / its throughput), at least o
 request rate and keeps scale.min = 1). Both plans leave the same headroom over each instance's throughput
 and every configuration of ours meets INFless's SLO rules, which is the "equal SLO attainment" here
 (by construction, not by simulated traffic).
+
+Bound ("at most"): the largest saving any plan could show on these profiles, from ``ideal_cost``: every
+function's demand served by its cheapest configuration per request in fractional instances. When it is
+below a target, no autoscaler meets that target on these profiles; only other hardware (a GPU, where
+batching gains are larger) or other models would.
 """
 
 from __future__ import annotations
@@ -67,6 +72,20 @@ def uniform_cost(predictor, model: str, rate: float, headroom: float, beta: floa
     return beta * 1.0 * max(1, math.ceil(rate * (1 + headroom) * t - 1e-9))
 
 
+def ideal_cost(predictor, function, config, shapes) -> float:
+    """A lower bound on any plan's weighted resources for one function: its demand (with the same
+    headroom) served entirely by its cheapest configuration per request, in fractional instances (no
+    rounding up, no keep-warm instance, perfect packing). ``uniform_cost / ideal_cost`` is therefore the
+    largest saving any autoscaler could show on these profiles."""
+    from autoscaler.candidates import enumerate_candidates
+
+    cands = enumerate_candidates(function.model, function.slo, function.memory, predictor, config.batch_sizes,
+                                 config.cpu_steps, config.gpu_steps, config.beta, shapes)
+    if not cands:
+        return float("inf")
+    return function.rate * (1 + config.headroom) * min(c.cost / c.r_max for c in cands)
+
+
 def _timed(snapshot, predictor, config, repeat: int):
     from autoscaler.decide import decide
 
@@ -92,18 +111,22 @@ def scale_rows(args, predictor) -> list[dict]:
             seconds, plan = _timed(snapshot, predictor, config, args.repeat if solver != "cbc" else 1)
             base = sum(uniform_cost(predictor, f.model, f.rate, config.headroom, config.beta)
                        for f in snapshot.functions)
+            shapes = sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes})
+            ideal = sum(ideal_cost(predictor, f, config, shapes) for f in snapshot.functions)
             rows.append({
                 "functions": n_f, "nodes": n_n, "solver": solver, "seconds": round(seconds, 4),
                 "status": plan.status, "placement": plan.placement, "cost": round(plan.cost, 3),
                 "bound": round(plan.bound, 3), "gap": None if plan.gap is None else round(plan.gap, 5),
                 "instances": sum(f.instances() for f in plan.functions),
                 "shortfall": round(sum(f.shortfall for f in plan.functions), 2),
-                "uniform_cost": round(base, 3), "saving": round(base / plan.cost, 2) if plan.cost else None})
+                "uniform_cost": round(base, 3), "saving": round(base / plan.cost, 2) if plan.cost else None,
+                "ideal_saving": round(base / ideal, 2) if ideal else None})
             r = rows[-1]
             gap = "-" if r["gap"] is None else f"{100 * r['gap']:.2f}%"
             print(f"{n_f:>5} x {n_n:<5} {solver:<7} {seconds * 1000:9.1f} ms  {r['status']:<10} "
                   f"{r['placement']:<9} cost {r['cost']:9.2f}  bound {r['bound']:9.2f}  "
-                  f"gap {gap:>7}  inst {r['instances']:6d}  uniform/ours {r['saving']}x", flush=True)
+                  f"gap {gap:>7}  inst {r['instances']:6d}  uniform/ours {r['saving']}x  "
+                  f"(at most {r['ideal_saving']}x)", flush=True)
     return rows
 
 
@@ -120,17 +143,20 @@ def example_rows(predictor) -> list[dict]:
         functions = tuple(FunctionState(m, slo, m, rate=rate, idle_seconds=0.0, memory=256 * 1024**2)
                           for m, slo in MODELS.items())
         plan = decide(Snapshot(0.0, functions, (Node("n", 512, 2048 * 1024**3),)), predictor, config, 0.0)
+        by_name = {f.name: f for f in functions}
         for fp in plan.functions:
             base = uniform_cost(predictor, fp.name, rate, config.headroom, config.beta)
+            ideal = ideal_cost(predictor, by_name[fp.name], config, [(512, 2048 * 1024**3, 0)])
             configs = ", ".join(f"{t.count}x{t.key}" for t in fp.targets)
             cands = enumerate_candidates(fp.name, MODELS[fp.name], 256 * 1024**2, predictor, config.batch_sizes,
                                          config.cpu_steps, config.gpu_steps, config.beta, [(512, 2048 * 1024**3, 0)])
             rows.append({"function": fp.name, "rate": rate, "uniform_cores": round(base / config.beta, 2),
                          "ours_cores": round(fp.cost / config.beta, 2),
-                         "saving": round(base / fp.cost, 2), "plan": configs, "candidates": len(cands)})
+                         "saving": round(base / fp.cost, 2), "ideal_saving": round(base / ideal, 2),
+                         "plan": configs, "candidates": len(cands)})
             r = rows[-1]
             print(f"{r['function']:<8} {rate:>8.0f}/s  uniform {r['uniform_cores']:7.1f} cores  ours "
-                  f"{r['ours_cores']:7.2f} cores  {r['saving']:5.2f}x  {configs}")
+                  f"{r['ours_cores']:7.2f} cores  {r['saving']:5.2f}x (at most {r['ideal_saving']:5.2f}x)  {configs}")
         total_base = sum(r["uniform_cores"] for r in rows[-4:])
         total_ours = sum(r["ours_cores"] for r in rows[-4:])
         print(f"{'all four':<8} {rate:>8.0f}/s  uniform {total_base:7.1f} cores  ours {total_ours:7.2f} cores  "

@@ -2,8 +2,11 @@
 
 For the four example functions and the zoo architectures (cop_profiler/zoo.py), in one fresh profile DB
 (so later models reuse earlier models' operators, as COP intends): profile operators (plus the per-model
-calibration), then time the whole model over the same grid with the same timing policy, and compare.
-Reports MAPE per model, seconds of operator profiling versus whole-model profiling, distinct operators.
+calibration), then time the whole model over the full grid with the same timing policy and retry rules,
+and compare on the full grid. Operators are timed at the grid's smallest and largest batch and in between
+only where interpolation misses (--tolerance); the whole model at every point.
+Reports MAPE per model, seconds of operator profiling versus whole-model profiling, distinct operators,
+operator points timed and left to interpolation.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import sys
 import tempfile
 import time
 
+from cop_profiler.cliargs import fraction
+from cop_profiler.sampling import SamplingRule
+from cop_profiler.timer import TimingPolicy
+
 HELP = "COP predictor accuracy (MAPE) and profiling cost versus whole-model profiling"
 
 EXAMPLES = {"mlp": "functions/mlp", "lstm": "functions/lstm", "textcnn": "functions/textcnn",
@@ -21,14 +28,21 @@ EXAMPLES = {"mlp": "functions/mlp", "lstm": "functions/lstm", "textcnn": "functi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--models, --batches, --threads, --estimator, --blocks, --db, --json."""
+    """--models, --batches, --threads, --estimator, --blocks, --tolerance, --no-calibrate, --db, --json."""
     parser.add_argument("--models", default="all",
                         help="comma-separated subset of mlp,lstm,textcnn,resnet,vgg,gru,transformer,mobilenet")
     parser.add_argument("--batches", default="1,2,4,8,16,32", help="batch sizes (default 1,2,4,8,16,32)")
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--estimator", choices=("median", "min"), default="median",
                         help="timing statistic for operators and whole models alike (default median)")
-    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per point (default 5)")
+    parser.add_argument("--blocks", type=int, default=TimingPolicy().blocks,
+                        help="timed blocks per point at least, operators and whole models alike (more while "
+                             f"noisy, up to 11; default {TimingPolicy().blocks})")
+    parser.add_argument("--tolerance", type=fraction, default=SamplingRule().tolerance,
+                        help="operators: leave a batch size to interpolation when interpolating from its "
+                             "neighbours predicted a timed middle size within this relative error (default "
+                             f"{SamplingRule().tolerance:g}; 0 times every batch size). The whole model is "
+                             "always timed over the full grid")
     parser.add_argument("--no-calibrate", action="store_true", help="pure operator sum (no whole-model factor)")
     parser.add_argument("--db", help="profile DB to use (default: a fresh temporary one)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
@@ -85,6 +99,7 @@ def _one(name, ref, db, config, batches, threads) -> dict:
     op_cost = report.operator_seconds + report.calibration_seconds
     return {"model": name, "ref": ref, "traced_with": report.traced_with, "nodes": report.nodes,
             "operators": report.operators, "new_operators": report.new_operators,
+            "points_timed": report.points, "points_interpolated": report.interpolated,
             "operator_profile_s": op_cost, "calibration_s": report.calibration_seconds,
             "whole_model_profile_s": whole,
             "factor": report.factors.get("cpu", {}).get(threads[0], (1.0, 0.0))[0],
@@ -101,13 +116,15 @@ def _mean(values: list[float]) -> float:
 
 def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
     by_threads = " ".join(f"{f't={c} %':>7}" for c in threads)
-    head = (f"{'model':<12} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'op prof s':>9} {'whole s':>8} "
+    head = (f"{'model':<12} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'timed':>5} {'intp':>4} "
+            f"{'op prof s':>9} {'whole s':>8} "
             f"{'f(t1)':>6} {'MAPE %':>7} {by_threads} {'max %':>6} {'noisy':>5}")
     print(head)
     print("-" * len(head))
     for r in rows:
         per = " ".join(f"{r['mape_by_threads'][c]:>7.1f}" for c in threads)
         print(f"{r['model']:<12} {r['traced_with']:<8} {r['nodes']:>5} {r['operators']:>4} {r['new_operators']:>4} "
+              f"{r['points_timed']:>5} {r['points_interpolated']:>4} "
               f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {r['factor']:>6.3f} "
               f"{r['mape_pct']:>7.1f} {per} {r['max_err_pct']:>6.1f} {r['noisy_measurements']:>5}")
     ops = sum(r["operator_profile_s"] for r in rows)
@@ -116,19 +133,20 @@ def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
     print(f"operator profiling {ops:.1f}s vs whole-model profiling {whole:.1f}s: "
           f"{whole / ops if ops else float('inf'):.2f}x cheaper; "
           f"models within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in rows)}/{len(rows)}; "
-          f"noisy = whole-model points still noisy after retries (IQR > 10% of median)")
+          f"ops = distinct operators, timed/intp = operator points timed / left to interpolation, "
+          f"noisy = whole-model points still noisy after retries (spread > 10% of median)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Profile, measure, compare, print."""
     from cop_profiler.db import ProfileDB
     from cop_profiler.profiler import ProfileConfig
-    from cop_profiler.timer import TimingPolicy
 
     batches = tuple(int(b) for b in args.batches.split(","))
     threads = tuple(int(c) for c in args.threads.split(","))
     policy = TimingPolicy(blocks=args.blocks, max_blocks=max(args.blocks, 11), estimator=args.estimator)
-    config = ProfileConfig(batches, threads, ("cpu",), policy, () if args.no_calibrate else (1, 8))
+    config = ProfileConfig(batches, threads, ("cpu",), policy, () if args.no_calibrate else (1, 8),
+                           sampling=SamplingRule(args.tolerance))
     refs = _refs(args.models)
     tmp = tempfile.TemporaryDirectory() if args.db is None else None
     path = args.db or os.path.join(tmp.name, "profiles.sqlite")

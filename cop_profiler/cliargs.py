@@ -21,6 +21,17 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def fraction(text: str) -> float:
+    """A number in [0, 1) (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number like 0.05") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1)")
+    return value
+
+
 def default_threads() -> tuple[int, ...]:
     """1..cores."""
     return tuple(range(1, cpu_count() + 1))

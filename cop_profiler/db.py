@@ -119,6 +119,13 @@ class ProfileDB:
                                (key, hardware, device, batch, threads, timing.seconds, timing.iqr,
                                 int(timing.noisy), time.time()))
 
+    def put_timings(self, key: str, hardware: str, device: str, timings: dict[tuple[int, int], Timing]) -> None:
+        """Store (or replace) one operator's measurements by (batch, threads), in one transaction."""
+        now = time.time()
+        rows = [(key, hardware, device, b, c, t.seconds, t.iqr, int(t.noisy), now) for (b, c), t in timings.items()]
+        with self._lock, self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
     def timings(self, keys: set[str], hardware: str, device: str) -> dict[str, dict[tuple[int, int], float]]:
         """Median seconds per (batch, threads) for each of ``keys`` on ``hardware``/``device``."""
         found: dict[str, dict[tuple[int, int], float]] = {}

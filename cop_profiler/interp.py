@@ -1,10 +1,12 @@
-"""Interpolation of one operator's timings over (batch, threads): log-log in batch, linear in threads.
+"""Interpolation of one operator's timings over (batch, threads): linear in batch and in threads.
 
-Torch-free. Latency grows roughly as a power of the batch size between profiled points, so batch is
-interpolated linearly in log(batch)/log(seconds); thread counts are few and interpolated linearly.
-Outside the profiled range the answer is extrapolated and says so: in batch along the last segment's
-log-log slope (clamped to [0, 1.5]), in threads by holding the nearest profiled thread count (no further
-speed-up is assumed, which errs on the slow side).
+Torch-free. An operator's latency is a fixed cost plus work per item, so between profiled batch sizes
+it is interpolated linearly in the batch size (exact for such affine costs, which log-log interpolation
+overestimates between points); this is also the rule the profiler checks before it leaves a batch size
+out (``sampling``). Thread counts are few and interpolated linearly. Outside the profiled range the answer
+is extrapolated and says so: in batch along the last segment's log-log slope (clamped to [0, 1.5]), in
+threads by holding the nearest profiled thread count (no further speed-up is assumed, which errs on the
+slow side).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class Estimate:
     extrapolated: bool
 
 
+def between(b0: float, t0: float, b1: float, t1: float, batch: float) -> float:
+    """Seconds at ``batch`` inside [b0, b1] from the profiled seconds at both ends (linear in batch)."""
+    return t0 + (t1 - t0) * (batch - b0) / (b1 - b0)
+
+
 def _batch_curve(points: list[tuple[int, float]], batch: float) -> Estimate:
     """Seconds at ``batch`` from sorted (batch, seconds) points."""
     sizes = [b for b, _ in points]
@@ -34,15 +41,14 @@ def _batch_curve(points: list[tuple[int, float]], batch: float) -> Estimate:
     i = bisect.bisect_left(sizes, batch)
     if i < len(sizes) and sizes[i] == batch:
         return Estimate(points[i][1], False)
-    outside = i == 0 or i == len(sizes)
-    lo = 0 if i == 0 else min(i - 1, len(sizes) - 2)
-    (b0, t0), (b1, t1) = points[lo], points[lo + 1]
+    if 0 < i < len(sizes):
+        (b0, t0), (b1, t1) = points[i - 1], points[i]
+        return Estimate(between(b0, t0, b1, t1, batch), False)
+    (b0, t0), (b1, t1) = points[:2] if i == 0 else points[-2:]
     t0, t1 = max(t0, 1e-12), max(t1, 1e-12)
-    slope = math.log(t1 / t0) / math.log(b1 / b0)
-    if outside:
-        slope = min(max(slope, 0.0), MAX_SLOPE)
+    slope = min(max(math.log(t1 / t0) / math.log(b1 / b0), 0.0), MAX_SLOPE)
     anchor_b, anchor_t = (b1, t1) if i == len(sizes) else (b0, t0)
-    return Estimate(anchor_t * (batch / anchor_b) ** slope, outside)
+    return Estimate(anchor_t * (batch / anchor_b) ** slope, True)
 
 
 class OpCurve:

@@ -3,7 +3,9 @@
 MODEL is a handler folder (functions/mlp: model.py with build_model() and example_input(batch_size)) or
 module:function returning an nn.Module or (model, example_input); a bare module takes --input-shape.
 Every distinct operator (type, parameters, per-item input shape) is timed over --batches x --threads
-(and the GPU where NVML and torch see one); operators already in the DB for this hardware are skipped.
+(and the GPU where NVML and torch see one): the smallest and largest batch always, the sizes between only
+where interpolation does not predict them within --tolerance; operators already in the DB for this
+hardware are skipped.
 The DB defaults to .faas-infer/profiles.sqlite under the current directory (--db to change it).
 """
 
@@ -12,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cop_profiler.cliargs import add_common, default_threads, fail, input_spec, int_list
+from cop_profiler.cliargs import add_common, default_threads, fail, fraction, input_spec, int_list
+from cop_profiler.sampling import SamplingRule
+from cop_profiler.timer import TimingPolicy
 
 HELP = "profile a torch model's operators (COP) into the profile DB"
 
@@ -26,7 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int_list, default=None, help="CPU thread counts (default 1..cores)")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
                         help="auto: CPU plus the GPU when one is usable; cpu: CPU only")
-    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per point; the median is kept")
+    parser.add_argument("--blocks", type=int, default=TimingPolicy().blocks,
+                        help="timed blocks per point at least (more while noisy, up to 11); the median is kept "
+                             f"(default {TimingPolicy().blocks})")
+    parser.add_argument("--tolerance", type=fraction, default=SamplingRule().tolerance,
+                        help="leave a batch size to interpolation when interpolating from its neighbours "
+                             "predicted a timed middle size within this relative error "
+                             f"(default {SamplingRule().tolerance:g}; 0 times every batch size)")
     parser.add_argument("--force", action="store_true", help="re-time operators already in the DB")
     parser.add_argument("--no-calibrate", action="store_true",
                         help="skip the whole-model calibration (factor 1: pure operator sum)")
@@ -53,8 +63,8 @@ def summary(report) -> str:
     """One paragraph about one profiled model."""
     how = "torch.fx" if report.traced_with == "fx" else "eager recording (torch.fx failed)"
     lines = [f"{report.model_ref}: traced with {how}: {report.nodes} calls, {report.operators} distinct operators",
-             f"  timed {report.new_operators} new operators ({report.points} points, {report.noisy} noisy) "
-             f"in {report.operator_seconds:.1f}s"]
+             f"  timed {report.new_operators} new operators ({report.points} points, {report.noisy} noisy; "
+             f"{report.interpolated} left to interpolation) in {report.operator_seconds:.1f}s"]
     if report.reused_operators:
         lines.append(f"  {report.reused_operators} of {report.operators} operators were already in the DB: "
                      "not timed again")
@@ -73,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from cop_profiler.modelref import load_model
     from cop_profiler.profiler import ProfileConfig, profile_model
     from cop_profiler.progress import Progress
-    from cop_profiler.timer import TimingPolicy
     from cop_profiler.tracer import trace
 
     devs, notice = devices(args.device)
@@ -81,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(notice, file=sys.stderr)
     policy = TimingPolicy(blocks=args.blocks, max_blocks=max(args.blocks, 11))
     config = ProfileConfig(args.batches, args.threads or default_threads(), devs, policy,
-                           () if args.no_calibrate else (1, 8), args.force)
+                           () if args.no_calibrate else (1, 8), args.force, sampling=SamplingRule(args.tolerance))
     try:
         with ProfileDB(args.db) as db:
             for ref in args.models:

@@ -1,10 +1,12 @@
 """Profiling: time every distinct operator not yet in the DB over batch x threads x device, store the graph.
 
 Operators already timed on this hardware are skipped (the report says how many), so a second model that
-shares operators costs only its new ones. Per hardware, the cost of a non-leaf module call is calibrated
-once. Per model and thread count, the whole model is timed at two cheap points (batch 1 and 8) and an affine
-correction measured = factor * composed + offset is stored: it absorbs what isolated timing misses
-(inter-operator cache effects, dispatch and thread-pool wake-ups between operators).
+shares operators costs only its new ones. Of the batch grid, each operator's smallest and largest sizes are
+timed, the sizes between only where interpolation does not predict them (``sampling``); an operator's
+inputs are made once, for its largest batch, and cut down for the smaller ones. Per hardware, the cost of a
+non-leaf module call is calibrated once. Per model, the whole model is timed at two cheap batch sizes (1 and
+8) at every thread count and one affine correction measured = factor * composed + offset is fitted to all
+of them: it absorbs what isolated timing misses (inter-operator cache effects, dispatch between operators).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
+from cop_profiler.sampling import SamplingRule, needed
 from cop_profiler.timer import Measurement, TimingPolicy, implausible, measure, quieter
-from cop_profiler.tracer import TracedModel
+from cop_profiler.tracer import OpInstance, TracedModel
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,12 @@ class ProfileConfig:
     calibration_batches: tuple[int, ...] = (1, 8)
     # Re-time operators even when the DB has them.
     force: bool = False
-    # Passes at the end that re-time points still noisy or implausibly slow with more threads, keeping
-    # the faster measurement: interference on a shared machine comes in bursts, a later try often misses it.
+    # Passes at the end of each round that re-time points still noisy or implausibly slow with more threads,
+    # keeping the faster measurement: interference on a shared machine comes in bursts, a later try often
+    # misses it.
     retries: int = 3
+    # Which batch sizes of the grid are timed and which left to interpolation (tolerance 0: all timed).
+    sampling: SamplingRule = SamplingRule()
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -88,6 +94,8 @@ class ProfileReport:
     # Calibration (factor, offset seconds) per device and thread count.
     factors: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Grid points of the new operators left to interpolation (see ``sampling``).
+    interpolated: int = 0
 
 
 def _hardware(device: str) -> str:
@@ -98,58 +106,107 @@ def _sync(device: str) -> Callable[[], None] | None:
     return torch.cuda.synchronize if device.startswith("cuda") else None
 
 
-def _todo(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str) -> dict[str, list]:
-    """Missing (threads, batch) points per operator key on ``device``."""
-    hw = _hardware(device)
-    have = {} if config.force else db.timings(set(traced.instances), hw, device)
+def _grid(inst: OpInstance, config: ProfileConfig, device: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(batches, threads) an operator is profiled over: one point for a view-like operator."""
     threads = config.threads if device == "cpu" else (1,)
+    return ((config.batches[0],), threads[:1]) if inst.spec.invariant else (config.batches, threads)
+
+
+def _next_points(traced: TracedModel, config: ProfileConfig, device: str,
+                 timed: dict[str, dict[tuple[int, int], float]]) -> dict[str, list[tuple[int, int]]]:
+    """(batch, threads) points to time next per operator key, given the timings so far (``sampling``)."""
     todo = {}
     for key, inst in traced.instances.items():
-        grid = [(threads[0], config.batches[0])] if inst.spec.invariant else [
-            (c, b) for c in threads for b in config.batches]
-        missing = [(c, b) for c, b in grid if (b, c) not in have.get(key, {})]
-        if missing:
-            todo[key] = missing
+        batches, threads = _grid(inst, config, device)
+        points = needed(batches, threads, timed.get(key, {}), config.sampling)
+        if points:
+            todo[key] = points
     return todo
 
 
-def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str,
-                 todo: dict[str, list], progress: ProgressFn, done: int, total: int) -> tuple[int, int]:
-    """Time the missing points (inputs built once per operator and batch), then retry the noisy ones."""
-    hw, kept = _hardware(device), {}
-    for attempt in range(1 + config.retries):
-        for key, points in todo.items():
-            inst = traced.instances[key]
-            for b in sorted({b for _, b in points}):
-                fn = inst.bind(b, device)
-                for c in sorted(c for c, pb in points if pb == b):
-                    torch.set_num_threads(c)
-                    with torch.inference_mode():
-                        m = measure(fn, config.policy, sync=_sync(device))
-                    old = kept.get((key, b, c))
-                    kept[(key, b, c)] = m = m if old is None else quieter(old, m)
-                    db.put_timing(key, hw, device, b, c, Timing(m.median, m.iqr, m.noisy))
-                    if attempt == 0:
-                        done += 1
-                    progress(done, total, f"{device} b={b} t={c} {inst.spec.name} {m.median * 1e3:.3f}ms"
+def _measure_op(inst: OpInstance, points: list[tuple[int, int]], config: ProfileConfig,
+                device: str) -> dict[tuple[int, int], Measurement]:
+    """Time one operator at ``points``; its inputs are made once, for the largest batch, and cut down."""
+    bind, found = inst.binder(max(b for b, _ in points), device), {}
+    for b in sorted({b for b, _ in points}, reverse=True):
+        fn = bind(b)
+        for c in sorted(c for pb, c in points if pb == b):
+            torch.set_num_threads(c)
+            with torch.inference_mode():
+                found[b, c] = measure(fn, config.policy, sync=_sync(device))
+    return found
+
+
+@dataclass
+class _Run:
+    """Bookkeeping of one device's timing run: what was measured, what is left to interpolation."""
+
+    # Best measurement so far per (key, batch, threads) timed in this run.
+    kept: dict[tuple[str, int, int], Measurement]
+    # Seconds per (batch, threads) per key: the DB's timings plus this run's.
+    timed: dict[str, dict[tuple[int, int], float]]
+    # Grid points each operator was missing at the start (the progress total counts them all).
+    missing: dict[str, int]
+    done: int = 0
+    interpolated: int = 0
+
+
+def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str, run: _Run,
+                 progress: ProgressFn, total: int) -> None:
+    """Time the operators round by round: each round the points ``sampling`` asks for, then retries of its
+    noisy or implausible ones (interference comes in bursts: a later try often misses it)."""
+    hw = _hardware(device)
+    todo = _next_points(traced, config, device, run.timed)
+    while todo:
+        this_round: set[tuple[str, int, int]] = set()
+        for attempt in range(1 + config.retries):
+            for key, points in todo.items():
+                inst = traced.instances[key]
+                for (b, c), m in _measure_op(inst, points, config, device).items():
+                    old = run.kept.get((key, b, c))
+                    run.kept[key, b, c] = m = m if old is None else quieter(old, m)
+                    run.timed.setdefault(key, {})[b, c] = m.median
+                    if (key, b, c) not in this_round:
+                        this_round.add((key, b, c))
+                        run.done += 1
+                    progress(run.done, total, f"{device} b={b} t={c} {inst.spec.name} {m.median * 1e3:.3f}ms"
                              + (f" (retry {attempt})" if attempt else ""))
-                del fn
-        todo = _retry_points(kept)
-        if not todo:
-            break
-    return done, sum(m.noisy for m in kept.values())
+            todo = _retry_points(run.kept, this_round)
+            if not todo:
+                break
+        for key in {k for k, _, _ in this_round}:
+            db.put_timings(key, hw, device, {(b, c): Timing(m.median, m.iqr, m.noisy)
+                                             for (k, b, c), m in run.kept.items() if k == key})
+        todo = _next_points(traced, config, device, run.timed)
+        _settle(traced, run, set(todo), {k for k, _, _ in this_round}, progress, total, device)
 
 
-def _retry_points(kept: dict[tuple[str, int, int], Measurement]) -> dict[str, list]:
-    """Points to time again: noisy ones, and those implausibly slow next to their neighbours."""
+def _settle(traced: TracedModel, run: _Run, pending: set[str], touched: set[str], progress: ProgressFn,
+            total: int, device: str) -> None:
+    """Count the grid points of finished operators that were left to interpolation as done."""
+    for key in touched - pending:
+        timed_here = sum(1 for k, _, _ in run.kept if k == key)
+        skipped = run.missing.get(key, 0) - timed_here
+        if skipped > 0:
+            run.done += skipped
+            run.interpolated += skipped
+            progress(run.done, total, f"{device} {traced.instances[key].spec.name}: "
+                     f"{skipped} point(s) left to interpolation")
+
+
+def _retry_points(kept: dict[tuple[str, int, int], Measurement],
+                  candidates: set[tuple[str, int, int]]) -> dict[str, list[tuple[int, int]]]:
+    """Of ``candidates``, the points to time again: noisy ones, and those implausibly slow next to the
+    operator's other points."""
     by_op: dict[str, dict[tuple[int, int], float]] = {}
     for (key, b, c), m in kept.items():
         by_op.setdefault(key, {})[(b, c)] = m.median
-    todo: dict[str, list] = {}
+    todo: dict[str, list[tuple[int, int]]] = {}
     for key, times in by_op.items():
         bad = implausible(times) | {(b, c) for b, c in times if kept[(key, b, c)].noisy}
         for b, c in sorted(bad):
-            todo.setdefault(key, []).append((c, b))
+            if (key, b, c) in candidates:
+                todo.setdefault(key, []).append((b, c))
     return todo
 
 
@@ -188,37 +245,50 @@ def measure_model(model: torch.nn.Module, example: Callable[[int], object], batc
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     """(factor, offset) of measured = factor * composed + offset, offset >= 0 (context only adds time).
 
-    Two distinct points give the line through the extremes; when its offset would be negative (or there is
-    one point) the factor alone is fitted (geometric mean of the ratios). The factor is clamped.
+    Least squares on relative residuals over all the (composed, measured) points; when the composed times
+    do not spread (one point) or the offset would be negative, the factor alone is fitted (geometric mean
+    of the ratios). The factor is clamped.
     """
     def clamp(f: float) -> float:
         return min(max(f, MIN_FACTOR), MAX_FACTOR)
 
     ratio_only = (clamp(math.exp(sum(math.log(m / c) for c, m in points) / len(points))), 0.0)
-    if len({c for c, _ in points}) < 2:
+    weights = [1.0 / (m * m) for _, m in points]
+    sw = sum(weights)
+    swc = sum(w * c for w, (c, _) in zip(weights, points))
+    swm = sum(w * m for w, (_, m) in zip(weights, points))
+    spread = sw * sum(w * c * c for w, (c, _) in zip(weights, points)) - swc * swc
+    if spread <= 1e-12 * swc * swc:
         return ratio_only
-    (c0, m0), (c1, m1) = min(points), max(points)
-    factor = clamp((m1 - m0) / (c1 - c0))
-    offset = sum(m - factor * c for c, m in points) / len(points)
+    factor = clamp((sw * sum(w * c * m for w, (c, m) in zip(weights, points)) - swc * swm) / spread)
+    offset = (swm - factor * swc) / sw
     return (factor, offset) if offset >= 0 else ratio_only
 
 
 def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB, model_ref: str,
                     config: ProfileConfig, device: str) -> dict[int, tuple[float, float]]:
-    """Fit and store, per thread count, (factor, offset) so that factor * composed + offset matches the model."""
+    """Fit (factor, offset) so that factor * composed + offset matches the model, and store it per thread count.
+
+    One fit over every thread count: how much slower an operator runs inside the model than alone (caches,
+    dispatch between operators) is the model's, not the thread count's, and fitting each thread count on its
+    own two points let their noise through (a 2-thread run of a recurrent model waits on a thread join per
+    time step, and is the noisiest of all).
+    """
     hw = _hardware(device)
     db.clear_calibrations(model_ref, hw, device)
     predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
     target = model if device == "cpu" else model.to(device)
-    fits = {}
-    for c in config.threads if device == "cpu" else (1,):
-        points = []
+    threads = config.threads if device == "cpu" else (1,)
+    points = []
+    for c in threads:
         for b in config.calibration_batches:
             measured = measure_model(target, example, b, c, config.policy, device, config.retries).median
             points.append((predictor.predict(b, c, device).seconds, measured))
-        fits[c] = _fit(points)
-        db.put_calibration(model_ref, hw, device, *fits[c], f"batches={list(config.calibration_batches)}", c)
-    return fits
+    fit = _fit(points)
+    detail = f"batches={list(config.calibration_batches)} threads={list(threads)}"
+    for c in threads:
+        db.put_calibration(model_ref, hw, device, *fit, detail, c)
+    return {c: fit for c in threads}
 
 
 def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB,
@@ -226,15 +296,16 @@ def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable
     """Time the model's missing operators, store its graph, calibrate it; restores torch's thread count."""
     saved_threads = torch.get_num_threads()
     db.put_model(model_ref, traced.graph)
-    todo = {d: _todo(traced, db, config, d) for d in config.devices}
-    total = sum(len(p) for t in todo.values() for p in t.values())
-    new = set().union(*(set(t) for t in todo.values())) if todo else set()
-    start, done, noisy = time.perf_counter(), 0, 0
+    runs = {d: _start_run(traced, db, config, d) for d in config.devices}
+    total = sum(sum(r.missing.values()) for r in runs.values())
+    new = set().union(*(set(r.missing) for r in runs.values()))
+    start, done = time.perf_counter(), 0
     try:
-        for device in config.devices:
+        for device, run in runs.items():
             calibrate_module_call(db, device, config.threads if device == "cpu" else (1,), config.policy)
-            done, n = _time_points(traced, db, config, device, todo[device], progress, done, total)
-            noisy += n
+            run.done = done
+            _time_points(traced, db, config, device, run, progress, total)
+            done = run.done
         op_seconds = time.perf_counter() - start
         factors = {}
         if config.calibration_batches:
@@ -244,6 +315,19 @@ def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable
         torch.set_num_threads(saved_threads)
     if total == 0:
         progress(1, 1, "all operators already profiled")
+    kept = [m for r in runs.values() for m in r.kept.values()]
     return ProfileReport(model_ref, traced.graph.traced_with, len(traced.graph.nodes), len(traced.instances),
-                         len(new), len(traced.instances) - len(new), total, noisy, op_seconds,
-                         time.perf_counter() - start - op_seconds, factors, traced.graph.notes)
+                         len(new), len(traced.instances) - len(new), len(kept), sum(m.noisy for m in kept),
+                         op_seconds, time.perf_counter() - start - op_seconds, factors, traced.graph.notes,
+                         sum(r.interpolated for r in runs.values()))
+
+
+def _start_run(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str) -> _Run:
+    """The DB's timings on this hardware (none with ``force``) and each operator's missing grid points."""
+    have = {} if config.force else db.timings(set(traced.instances), _hardware(device), device)
+    todo = _next_points(traced, config, device, have)
+    missing = {}
+    for key in todo:
+        batches, threads = _grid(traced.instances[key], config, device)
+        missing[key] = sum(1 for b in set(batches) for c in threads if (b, c) not in have.get(key, {}))
+    return _Run({}, {k: dict(v) for k, v in have.items()}, missing)

@@ -24,13 +24,19 @@ class TimingPolicy:
     warmup: int = 1
     # Each timed block runs enough calls to last at least this many seconds.
     min_block: float = 0.0003
-    # Timed blocks; the median of their per-call times is reported.
-    blocks: int = 5
+    # Timed blocks at least; the median of their per-call times is reported.
+    blocks: int = 3
     # While the blocks so far are noisy, more are timed, up to this many in all (adaptive, like
-    # torch.utils.benchmark's adaptive_autorange): short bursts of interference are outvoted.
+    # torch.utils.benchmark's adaptive_autorange): quiet calls stop at ``blocks``, short bursts of
+    # interference are outvoted.
     max_blocks: int = 11
-    # IQR/median above this marks the measurement noisy.
+    # Spread/median above this marks the measurement noisy (the spread is the IQR from five blocks on,
+    # the whole range below five, where quartiles would only be midpoints between extremes)...
     noise_threshold: float = 0.1
+    # ...unless the spread is below this many seconds per call: jitter of a few microseconds on the tiniest
+    # calls is dispatch and clock noise, far below anything a model's latency resolves, and timing such a
+    # call again or longer would not change a prediction.
+    noise_floor: float = 2e-6
     # Reported statistic: "median" of the block times, or "min" (timeit's advice on shared machines,
     # where interference from other processes only ever adds time).
     estimator: str = "median"
@@ -46,6 +52,8 @@ class TimingPolicy:
             raise ValueError(f"estimator={self.estimator!r}: must be median or min")
         if self.min_block < 0:
             raise ValueError(f"min_block={self.min_block}: must be >= 0")
+        if self.noise_floor < 0:
+            raise ValueError(f"noise_floor={self.noise_floor}: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class Measurement:
     calls_per_block: int
     # Timed blocks.
     blocks: int
-    # True when iqr / median exceeded the policy's threshold.
+    # True when the spread / median exceeded the policy's threshold (and the spread its noise floor).
     noisy: bool
 
 
@@ -71,9 +79,13 @@ def _iqr(values: list[float]) -> float:
     return q[2] - q[0]
 
 
+def _spread(values: list[float]) -> float:
+    return _iqr(values) if len(values) >= 5 else max(values) - min(values)
+
+
 def _noisy(per_call: list[float], policy: TimingPolicy) -> bool:
-    median = statistics.median(per_call)
-    return median > 0 and _iqr(per_call) / median > policy.noise_threshold
+    median, spread = statistics.median(per_call), _spread(per_call)
+    return median > 0 and spread / median > policy.noise_threshold and spread > policy.noise_floor
 
 
 def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
@@ -106,6 +118,9 @@ def measure(fn: Callable[[], Any], policy: TimingPolicy = TimingPolicy(),
 # a different kernel), never this much: a bigger jump means another process held one of our cores, and
 # the point is timed again.
 MAX_SLOWDOWN = 1.3
+# ...and never by more than this many seconds: waking a second thread costs microseconds, which on a
+# call of a few microseconds is well over MAX_SLOWDOWN and yet real; interference costs scheduler slices.
+SLOWDOWN_SLACK = 50e-6
 
 
 def quieter(a: Measurement, b: Measurement) -> Measurement:
@@ -114,11 +129,12 @@ def quieter(a: Measurement, b: Measurement) -> Measurement:
 
 
 def implausible(seconds: dict[tuple[int, int], float]) -> set[tuple[int, int]]:
-    """(batch, threads) points that interference probably slowed: more than MAX_SLOWDOWN x the time with
-    fewer threads at the same batch, or with a larger batch at the same thread count."""
+    """(batch, threads) points that interference probably slowed: more than MAX_SLOWDOWN x (and more than
+    SLOWDOWN_SLACK seconds over) the time with fewer threads at the same batch, or with a larger batch at
+    the same thread count."""
     suspects = set()
     for (b, c), t in seconds.items():
         for (b2, c2), t2 in seconds.items():
-            if t > MAX_SLOWDOWN * t2 and ((b2 == b and c2 < c) or (c2 == c and b2 > b)):
+            if t > MAX_SLOWDOWN * t2 and t - t2 > SLOWDOWN_SLACK and ((b2 == b and c2 < c) or (c2 == c and b2 > b)):
                 suspects.add((b, c))
     return suspects

@@ -18,7 +18,7 @@ from cop_profiler.errors import TraceError
 from cop_profiler.graph import OpGraph, OpNode
 from cop_profiler.opspec import OperatorSpec
 from cop_profiler.recorder import Call, record_eager, record_fx
-from cop_profiler.template import describe, instantiate, templatize, tensors_in
+from cop_profiler.template import cut, describe, instantiate, templatize, tensors_in
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +39,29 @@ class OpInstance:
 
     def bind(self, batch: int, device: str = "cpu") -> Callable[[], Any]:
         """A no-argument callable running the operator on fresh inputs for ``batch`` items."""
-        args, kwargs = instantiate(self.args, batch, device), instantiate(self.kwargs, batch, device)
-        if self.kind == "method":
-            name = self.target
-            return lambda: getattr(args[0], name)(*args[1:], **kwargs)
+        return self.binder(batch, device)(batch)
+
+    def binder(self, largest: int, device: str = "cpu") -> Callable[[int], Callable[[], Any]]:
+        """``batch -> callable`` for batches up to ``largest``: inputs (and a module's device copy) are made
+        once, for ``largest``, and cut down to each batch (views where the memory layout allows)."""
+        full_args, full_kwargs = instantiate(self.args, largest, device), instantiate(self.kwargs, largest, device)
         target = self.target
         if self.kind == "module" and device != "cpu":
             import copy
 
             target = copy.deepcopy(target).to(device)
-        return lambda: target(*args, **kwargs)
+
+        def bind(batch: int) -> Callable[[], Any]:
+            if batch > largest:
+                raise ValueError(f"batch={batch}: inputs were made for at most {largest}")
+            args = cut(self.args, full_args, batch, device)
+            kwargs = cut(self.kwargs, full_kwargs, batch, device)
+            if self.kind == "method":
+                name = self.target
+                return lambda: getattr(args[0], name)(*args[1:], **kwargs)
+            return lambda: target(*args, **kwargs)
+
+        return bind
 
 
 @dataclass(frozen=True)

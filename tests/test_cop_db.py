@@ -31,6 +31,12 @@ def test_timings_round_trip_and_stay_per_hardware_and_device(db):
     assert db.timings({"k1", "other"}, "cpuA x2", "cpu") == {"k1": {(4, 2): 0.02}}
 
 
+def test_one_operators_timings_are_stored_together(db):
+    db.put_timings("k2", "cpuA x2", "cpu", {(1, 1): Timing(0.001), (32, 2): Timing(0.02, 0.004, True)})
+    assert db.timings({"k2"}, "cpuA x2", "cpu") == {"k2": {(1, 1): 0.001, (32, 2): 0.02}}
+    assert db.noisy_count({"k2"}, "cpuA x2", "cpu") == 1
+
+
 def test_models_operators_overheads_calibrations_round_trip(db):
     spec = OperatorSpec.create("ReLU", "module:ReLU()|args=(T(float32,[-1, 4]))", invariant=False)
     graph = OpGraph((OpNode(0, spec.key, (), "relu"),), (spec,), 2)

@@ -1,4 +1,4 @@
-"""Interpolation of operator timings: exact points, log-log between batches, threads, extrapolation flags."""
+"""Interpolation of operator timings: exact points, linear between batches, threads, extrapolation flags."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ def test_profiled_points_are_exact():
     assert not curve.at(16, 2).extrapolated
 
 
-def test_batch_is_interpolated_in_log_log_space():
+def test_batch_is_interpolated_linearly_between_profiled_points():
     est = OpCurve(POINTS).at(2, 1)
-    assert est.seconds == pytest.approx(2.0)  # slope 1 between (1,1) and (4,4)
+    assert est.seconds == pytest.approx(2.0)  # on the line through (1,1) and (4,4)
     assert not est.extrapolated
-    assert OpCurve(POINTS).at(8, 1).seconds == pytest.approx(4.0 * 2 ** 0.5)  # slope 0.5 on (4,4)-(16,8)
+    assert OpCurve(POINTS).at(8, 1).seconds == pytest.approx(4.0 + 4.0 * 4 / 12)  # a third of (4,4)-(16,8)
+    affine = OpCurve({(1, 1): 1.5, (32, 1): 17.0})  # 1 + b/2: exact between far-apart points
+    assert affine.at(8, 1).seconds == pytest.approx(5.0)
 
 
 def test_beyond_the_largest_batch_is_extrapolated_along_the_last_slope():

@@ -10,6 +10,7 @@ from cop_profiler.db import ProfileDB
 from cop_profiler.hardware import cpu_id
 from cop_profiler.predictor import ModelPredictor
 from cop_profiler.profiler import ProfileConfig, measure_model, profile_model
+from cop_profiler.sampling import SamplingRule
 from cop_profiler.timer import TimingPolicy
 from cop_profiler.tracer import trace
 
@@ -54,6 +55,19 @@ def test_shared_operators_are_not_timed_again(tmp_path):
     assert calls[-1] == (3, 3)
 
 
+def test_batch_sizes_between_checked_ones_are_interpolated_not_timed(tmp_path):
+    model, path = mlp(), str(tmp_path / "p.sqlite")
+    config = ProfileConfig(batches=(1, 2, 4, 8, 16, 32), threads=(1,), policy=POLICY, calibration_batches=(),
+                           sampling=SamplingRule(tolerance=0.9))
+    with ProfileDB(path) as db:
+        report = profile_model(trace(model, example), model, example, db, "sparse", config)
+        again = profile_model(trace(model, example), model, example, db, "sparse", config)
+    assert report.interpolated > 0 and report.points + report.interpolated == 3 * 6
+    assert again.new_operators == 0 and again.points == 0  # what was left out is not missing
+    predictor = ModelPredictor.load(path, "sparse")
+    assert not any(predictor.predict(b, 1).extrapolated for b in (2, 3, 16, 32))
+
+
 def test_calibration_is_stored_and_bounded(tmp_path):
     model, path = mlp(64), str(tmp_path / "p.sqlite")
     config = ProfileConfig(batches=(1, 2), threads=(1,), policy=POLICY, calibration_batches=(1,))
@@ -86,3 +100,17 @@ def test_calibration_fit_is_affine_with_a_non_negative_offset():
     assert offset == 0.0 and factor == pytest.approx((0.8 * 1.5) ** 0.5)
     assert _fit([(1.0, 0.5), (2.0, 1.0)]) == (0.9, 0.0)
     assert _fit([(1.0, 9.0)]) == (1.6, 0.0)  # clamped
+    # Several thread counts' points in one fit: a point off the line pulls the fit, it does not own it.
+    line = [(1.0, 1.3), (8.0, 9.0), (0.5, 0.75), (4.0, 4.6)]
+    assert _fit(line) == pytest.approx((1.1, 0.2))
+    factor, offset = _fit(line[:-1] + [(4.0, 5.5)])
+    assert 1.1 < factor < 1.25 and 0.0 <= offset < 0.3
+
+
+def test_one_calibration_fits_every_thread_count(tmp_path):
+    model, path = mlp(64), str(tmp_path / "p.sqlite")
+    config = ProfileConfig(batches=(1, 4), threads=(1, 2), policy=POLICY, calibration_batches=(1, 4))
+    with ProfileDB(path) as db:
+        report = profile_model(trace(model, example), model, example, db, "both", config)
+        stored = db.calibrations("both", cpu_id(), "cpu")
+    assert set(stored) == {1, 2} and stored[1] == stored[2] == pytest.approx(report.factors["cpu"][1])

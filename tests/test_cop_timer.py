@@ -48,6 +48,21 @@ def test_noisy_measurements_take_more_blocks_until_quiet_or_capped():
     assert m.blocks == 7 and m.noisy
 
 
+def test_quiet_calls_stop_at_the_minimum_and_few_blocks_are_judged_by_their_range():
+    quiet = FakeClock([0.01, 0.01, 0.0105, 0.0095])
+    m = measure(quiet.work, TimingPolicy(warmup=1, min_block=0.0), clock=quiet)
+    assert m.blocks == 3 and not m.noisy
+    one_off = FakeClock([0.01, 0.01, 0.01, 0.013] + [0.01] * 10)  # the IQR of three would hide it
+    m = measure(one_off.work, TimingPolicy(warmup=1, min_block=0.0), clock=one_off)
+    assert m.blocks == 5 and m.median == pytest.approx(0.01) and not m.noisy
+
+
+def test_microsecond_jitter_is_not_noise():
+    tiny = FakeClock([2e-6, 2e-6, 3e-6, 2e-6])  # a 50% spread, but of one microsecond
+    m = measure(tiny.work, TimingPolicy(warmup=1, min_block=0.0), clock=tiny)
+    assert m.blocks == 3 and not m.noisy
+
+
 def test_min_estimator_reports_the_fastest_block():
     clock = FakeClock([0.02, 0.03, 0.01, 0.02])
     m = measure(clock.work, TimingPolicy(warmup=1, min_block=0.0, blocks=3, estimator="min"), clock=clock)
@@ -62,7 +77,8 @@ def test_sync_brackets_every_timed_span():
 
 
 def test_policy_is_validated():
-    for bad in ({"warmup": 0}, {"blocks": 0}, {"min_block": -1}, {"estimator": "mean"}, {"max_blocks": 2}):
+    for bad in ({"warmup": 0}, {"blocks": 0}, {"min_block": -1}, {"estimator": "mean"}, {"max_blocks": 2},
+                {"noise_floor": -1.0}):
         with pytest.raises(ValueError):
             TimingPolicy(**bad)
 
@@ -75,3 +91,4 @@ def test_retries_keep_the_faster_measurement_and_flag_thread_slowdowns():
     assert implausible({(1, 1): 1.0, (1, 2): 1.2, (1, 4): 3.0}) == {(1, 4)}  # 4 threads: 2.5x slower
     assert implausible({(1, 1): 2.0, (2, 1): 1.0, (4, 1): 2.1}) == {(1, 1)}  # batch 1 slower than batch 2
     assert implausible({(1, 1): 1.0}) == set()
+    assert implausible({(1, 1): 4e-6, (1, 2): 9e-6}) == set()  # waking a second thread: real, not interference

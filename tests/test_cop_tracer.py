@@ -8,6 +8,7 @@ from torch import nn
 
 from cop_profiler.errors import TraceError
 from cop_profiler.graph import compose
+from cop_profiler.template import cut, instantiate, tensors_in
 from cop_profiler.tracer import trace
 
 
@@ -99,6 +100,35 @@ def test_integer_inputs_and_permuted_layouts_survive():
     assert "perm=[0, 2, 1]" in conv.spec.signature
     emb = next(i for i in traced.instances.values() if i.spec.name == "Embedding")
     assert emb.bind(3)().shape == (3, 10, 6)
+
+
+def test_inputs_made_once_are_cut_to_each_batch_with_the_layout_of_fresh_ones():
+    class TimeMajor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.conv, self.rnn = nn.Embedding(50, 6), nn.Conv1d(6, 4, 3), nn.GRU(4, 5)
+
+        def forward(self, t):
+            x = self.conv(self.emb(t).transpose(1, 2))  # permuted input, batch outermost in memory
+            return self.rnn(x.permute(2, 0, 1).contiguous())[0]  # (time, batch, features): batch not outermost
+
+    traced = trace(TimeMajor(), lambda b: torch.randint(0, 50, (b, 10)))
+    conv = next(i for i in traced.instances.values() if i.spec.name == "Conv1d")
+    gru = next(i for i in traced.instances.values() if i.spec.name == "GRU")
+    assert conv.args[0].outer_batch_dim() == 0 and gru.args[0].outer_batch_dim() is None
+    for inst in (conv, gru):
+        largest = instantiate(inst.args, 8)
+        for b in (8, 3, 1):
+            (cut_x,), (fresh_x,) = cut(inst.args, largest, b), instantiate(inst.args, b)
+            assert cut_x.shape == fresh_x.shape and cut_x.stride() == fresh_x.stride()
+            shares = cut_x.untyped_storage().data_ptr() == largest[0].untyped_storage().data_ptr()
+            assert shares == (inst is conv)  # a view where the layout allows, else made afresh
+    for inst in traced.instances.values():
+        bind = inst.binder(8)
+        for b in (8, 3, 1):
+            assert [t.shape for t in tensors_in(bind(b)())] == [t.shape for t in tensors_in(inst.bind(b)())]
+    with pytest.raises(ValueError, match="at most 8"):
+        conv.binder(8)(9)
 
 
 def test_failures_are_reported_clearly():

@@ -293,7 +293,13 @@ def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db
 
 def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB,
                   model_ref: str, config: ProfileConfig, progress: ProgressFn = lambda *a: None) -> ProfileReport:
-    """Time the model's missing operators, store its graph, calibrate it; restores torch's thread count."""
+    """Time the model's missing operators, store its graph, calibrate it; restores torch's thread count.
+
+    Freed memory is kept in the process as the watchdog keeps it (``faas_infer.memory``), so operators
+    are timed under the allocator behaviour they will be served with."""
+    from faas_infer.memory import retain_freed_memory
+
+    retain_freed_memory()
     saved_threads = torch.get_num_threads()
     db.put_model(model_ref, traced.graph)
     runs = {d: _start_run(traced, db, config, d) for d in config.devices}

@@ -42,6 +42,10 @@ def make_queue(config: WatchdogConfig, metrics: WatchdogMetrics) -> tuple[BatchQ
 
 def build_runtime(config: WatchdogConfig) -> Runtime:
     """Load the handler, apply the CPU limit to torch if the handler uses it, and wire the runtime."""
+    if config.retain_freed_memory:
+        from faas_infer.memory import retain_freed_memory
+
+        retain_freed_memory()
     handler = load_handler(config.function_dir)
     torch = sys.modules.get("torch")
     threads = os.environ.get("OMP_NUM_THREADS")

@@ -63,6 +63,7 @@ class LocalBatchQueue:
         self._items: collections.deque[Pending] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._wanted = 1  # the batch size the taker waits for (``next_batch``'s max_size)
 
     def put(self, request: Request, deadline: float) -> "Future[Response]":
         """Queue ``request`` until ``deadline`` (this queue's clock)."""
@@ -71,7 +72,10 @@ class LocalBatchQueue:
             if self._closed:
                 raise QueueClosed("queue is closed")
             self._items.append(item)
-            self._cond.notify()
+            # A waiting taker needs waking only for a first item or a full batch: in between it sleeps
+            # until the oldest item's release time anyway (a wake per item costs a thread switch each).
+            if len(self._items) == 1 or len(self._items) >= self._wanted:
+                self._cond.notify()
         return item.future
 
     def requeue(self, items: list[Pending]) -> None:
@@ -84,6 +88,7 @@ class LocalBatchQueue:
         """Up to ``max_size`` items once full or once the oldest has waited ``timeout``."""
         idle_until = self.clock() + poll
         with self._cond:
+            self._wanted = max_size
             while True:
                 if self._closed and not self._items:
                     return []

@@ -116,3 +116,15 @@ def test_table_prior_interpolates_and_extrapolates():
     assert model.predict(4) == pytest.approx(0.005)
     model.observe(4, 0.001)
     assert model.predict(4) == pytest.approx(0.001)
+
+
+def test_a_size_seen_once_or_twice_is_predicted_from_the_well_seen_sizes():
+    model = ExecTimeModel()
+    for n, seconds in ((1, 0.001), (4, 0.002), (8, 0.003)):
+        for _ in range(10):
+            model.observe(n, seconds)
+    model.observe(32, 0.040)  # one slow batch during a burst
+    assert model.predict(32) == pytest.approx(0.00985, rel=0.01)  # the line through 1, 4, 8, not 40 ms
+    for _ in range(2):
+        model.observe(32, 0.012)
+    assert model.predict(32) == pytest.approx(0.012)  # seen three times: its own median

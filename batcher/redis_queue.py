@@ -154,7 +154,8 @@ class RedisBatchQueue:
         self._arrivals[int(wall)] += 1  # sent with the next heartbeat
         with self._outbox_ready:
             self._outbox.append((entry, data))
-            self._outbox_ready.notify()
+            if len(self._outbox) == 1:  # the sender takes everything that piled up: one wake per push
+                self._outbox_ready.notify()
         return entry.future
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:

@@ -176,6 +176,7 @@ class HttpConnection(asyncio.Protocol):
         self.started_at: float | None = None  # when the request being received began (read_timeout)
         self.last_active = time.monotonic()
         self.continued = False
+        self.paused = False  # reading paused while a pipelined backlog waits (see data_received)
 
     # asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -198,6 +199,11 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if not self.busy:
             self._next()
+        elif len(self.buf) > MAX_HEAD_BYTES + self.engine.config.max_request_bytes and not self.paused:
+            # A client pipelining faster than its answers come: stop reading until this one is answered,
+            # so the buffer stays bounded by one request.
+            self.paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
         if not self.busy:
@@ -275,6 +281,9 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(data if head_only else data + body)
         self.busy = False
         self.last_active = time.monotonic()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
         if not keep_alive or self.engine.stopping:
             self._close()
         elif self.buf:

@@ -141,3 +141,20 @@ def handle_batch(state, requests):
         sock.sendall(request("POST", "/", b"gone"))
         sock.close()
     assert requests.post(wd.url, data=b"stays", timeout=10).content == b"stays"
+
+
+def test_a_client_pipelining_far_ahead_is_throttled_and_every_request_still_answered(tmp_path, watchdogs):
+    slow = write_handler(str(tmp_path / "slow"), """
+import time
+def handle_batch(state, requests):
+    time.sleep(0.05)
+    return [r.body for r in requests]
+""")
+    wd = watchdogs(slow, max_batch_size=1, max_request_bytes="1Ki")
+    sock, buf = connect(wd), bytearray()
+    burst = b"".join(request("POST", "/", b"%04d" % i) for i in range(2000))  # ~150 KB ahead of its answers
+    sock.sendall(burst)
+    for i in (0, 1, 2):
+        assert read_response(sock, buf)[0::2] == (200, b"%04d" % i)
+    assert requests.post(wd.url, data=b"other client", timeout=10).content == b"other client"
+    sock.close()

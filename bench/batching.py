@@ -34,19 +34,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE.png", help="draw p99 latency versus offered rate to FILE.png")
 
 
-def in_process_limit(function: str, seconds: float = 1.0) -> tuple[float, int, float]:
-    """(best items/s, its batch size, single-request seconds) of the handler called directly."""
-    from batcher import Request
-    from bench.common import REPO, sample_body
+def _in_process_handler(function: str):
+    """The example's handler loaded in this process as the served instance runs it: freed memory kept,
+    one torch thread (one core for it, one for the load generator)."""
+    from bench.common import REPO
+    from faas_infer.memory import retain_freed_memory
     from watchdog.handler import load_handler
 
-    from faas_infer.memory import retain_freed_memory
-
-    retain_freed_memory()  # as the watchdog does, so the limit and the served instance compare
+    retain_freed_memory()
     handler = load_handler(os.path.join(REPO, "functions", function))
     import torch
 
-    torch.set_num_threads(1)  # as the served instance: one core for it, one for the load generator
+    torch.set_num_threads(1)
+    return handler
+
+
+def in_process_limit(function: str, handler, seconds: float = 1.0) -> tuple[float, int, float]:
+    """(best items/s, its batch size, single-request seconds) of the handler called directly."""
+    from batcher import Request
+    from bench.common import sample_body
+
     best, best_b, single = 0.0, 1, 0.0
     for b in (1, 2, 4, 8, 16, 32, 64):
         reqs = []
@@ -66,18 +73,13 @@ def in_process_limit(function: str, seconds: float = 1.0) -> tuple[float, int, f
     return best, best_b, single
 
 
-def in_process_paced(function: str, rate: float = 10.0, calls: int = 30) -> float:
+def in_process_paced(function: str, handler, rate: float = 10.0, calls: int = 30) -> float:
     """Median seconds of one request called in-process at ``rate`` calls per second, the pace of the
     low-load measurement: between calls the caches go cold, so a single request takes longer than back
     to back, and the watchdog's added latency is taken against this."""
     from batcher import Request
-    from bench.common import REPO, sample_body
-    from watchdog.handler import load_handler
+    from bench.common import sample_body
 
-    handler = load_handler(os.path.join(REPO, "functions", function))
-    import torch
-
-    torch.set_num_threads(1)
     body, ctype = sample_body(function)
     reqs = [Request(body=body, headers={"Content-Type": ctype})]
     times = []
@@ -216,8 +218,9 @@ def run(args: argparse.Namespace) -> int:
     for function in functions:
         slo = FUNCTIONS[function]
         progress(f"{function}: in-process limit")
-        limit, best_b, single = in_process_limit(function)
-        paced = in_process_paced(function)
+        handler = _in_process_handler(function)
+        limit, best_b, single = in_process_limit(function, handler)
+        paced = in_process_paced(function, handler)
         rows.append({"function": function, "mode": "in-process", "max_rps_at_slo": round(limit, 1),
                      "p50_ms": round(single * 1000, 2), "p99_ms": None, "errors": 0, "best_batch": best_b,
                      "low_load_p50_ms": round(paced * 1000, 2)})

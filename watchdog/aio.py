@@ -28,10 +28,10 @@ from concurrent.futures import Future
 from email.utils import formatdate
 from gunicorn.workers.base import Worker
 
-from batcher.errors import BatchError, DeadlineExceeded
+from batcher.errors import BatchError
 from batcher.request import Request, Response
-from watchdog.app import parse_x_timeout
-from watchdog.errors import RequestTimeout, status_of
+from watchdog.app import REASONS, parse_x_timeout
+from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -47,12 +47,6 @@ KEEPALIVE_SECONDS = 75.0
 # 0.9-2 ms for the LSTM and ResNet; the runtime also keeps such runs under 10% of the loop's time.
 INLINE_LIMIT_SECONDS = 0.05
 
-REASONS = {100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
-           302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-           404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
-           429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 _TEXT = "text/plain; charset=utf-8"
 # Headers the engine writes itself; a handler's own values for these are dropped.
 _OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "keep-alive"})
@@ -300,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.started_at is not None and now - self.started_at > read_timeout:
             self._fail(BadRequest(f"request not received within read_timeout={read_timeout:g}s", 408))
-            self.engine.runtime.metrics.requests.inc(code="408", method="unknown")
+            self.engine.runtime.answered(408, "unknown", now - self.started_at)
         elif self.started_at is None and (self.engine.stopping or now - self.last_active > KEEPALIVE_SECONDS):
             self._close()
 
@@ -311,7 +305,6 @@ class Engine:
     def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
         self.runtime = runtime
         self.config = runtime.config
-        self.metrics = runtime.metrics
         self.loop = loop
         self.connections: set[HttpConnection] = set()
         self.stopping = False
@@ -320,17 +313,8 @@ class Engine:
 
     def handle(self, conn: HttpConnection, head: _Head, body: bytes) -> None:
         """Answer one complete request (now, or when its batch is done)."""
-        if head.method == "GET" and head.path == "/_/health":
-            ok = self.runtime.lifecycle.healthy()
-            conn.send(200 if ok else 503, [("Content-Type", _TEXT)], b"OK" if ok else b"Not healthy",
-                      head.keep_alive, False)
-        elif head.method == "GET" and head.path == "/_/ready":
-            if not self.runtime.lifecycle.accepting:
-                status, text = 503, b"Not ready"
-            elif self.runtime.at_capacity():
-                status, text = 429, b"Concurrent request limit reached"
-            else:
-                status, text = 200, b"OK"
+        if head.method == "GET" and head.path in ("/_/health", "/_/ready"):
+            status, text = self.runtime.health() if head.path == "/_/health" else self.runtime.readiness()
             conn.send(status, [("Content-Type", _TEXT)], text, head.keep_alive, False)
         else:
             self._invoke(conn, head, body)
@@ -339,8 +323,7 @@ class Engine:
         started = time.perf_counter()
         runtime = self.runtime
         if not runtime.try_enter():
-            text = f"Concurrent request limit exceeded. Max concurrent requests: {self.config.max_inflight}\n"
-            self._finish(conn, head, started, 429, [("Content-Type", _TEXT)], text.encode())
+            self._error(conn, head, started, runtime.too_many())
             return
         try:
             request = Request(body=body, headers=head.headers, method=head.method, path=head.path, query=head.query)
@@ -357,18 +340,14 @@ class Engine:
         _Waiter(self, conn, head, started, pending, timeout)
 
     def _error(self, conn: HttpConnection, head: _Head, started: float, exc: BaseException) -> None:
-        status = status_of(exc)
-        if status >= 500 and status != 503:
-            self.metrics.failed.inc(code=str(status))
+        status = self.runtime.error_status(exc)
         self._finish(conn, head, started, status, [("Content-Type", _TEXT)], f"{exc}\n".encode())
 
     def _finish(self, conn: HttpConnection, head: _Head, started: float, status: int,
                 headers: list[tuple[str, str]], body: bytes) -> None:
         elapsed = time.perf_counter() - started
         headers.append(("X-Duration-Seconds", f"{elapsed:.6f}"))
-        code, method = str(status), head.method.lower()
-        self.metrics.requests.inc(code=code, method=method)
-        self.metrics.duration.observe(elapsed, code=code, method=method)
+        self.runtime.answered(status, head.method, elapsed)
         conn.send(status, headers, body, head.keep_alive, head.method == "HEAD")
 
     def resolved(self, waiter: "_Waiter") -> None:
@@ -429,11 +408,9 @@ class _Waiter:
         if self.done:
             return
         self.done = True
-        self.future.cancel()
+        error = self.engine.runtime.timed_out(self.future, timeout)
         self.engine.runtime.leave()
-        self.engine.metrics.refused.inc(reason="timeout")
-        self.engine._error(self.conn, self.head, self.started, DeadlineExceeded(
-            f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or X-Timeout)"))
+        self.engine._error(self.conn, self.head, self.started, error)
 
 
 class AsyncioWorker(Worker):

@@ -15,15 +15,20 @@ from typing import Callable, Iterable
 from batcher.errors import BatchError, PayloadTooLarge
 from batcher.request import Request
 from faas_infer.units import parse_duration
-from watchdog.errors import RequestTimeout, status_of
+from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
-_REASONS = {200: "OK", 400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large",
-            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
-            504: "Gateway Timeout"}
+# Reason phrases of the statuses the watchdog and handlers answer with (shared with ``watchdog.aio``).
+REASONS = {100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
+           302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
+           429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+           505: "HTTP Version Not Supported"}
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -33,31 +38,20 @@ class WatchdogApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.config = runtime.config
-        self.metrics = runtime.metrics
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/_/health" and environ["REQUEST_METHOD"] == "GET":
-            ok = self.runtime.lifecycle.healthy()
-            return _reply(start_response, 200 if ok else 503, b"OK" if ok else b"Not healthy")
+            return _reply(start_response, *self.runtime.health())
         if path == "/_/ready" and environ["REQUEST_METHOD"] == "GET":
-            return self._ready(start_response)
+            return _reply(start_response, *self.runtime.readiness())
         return self._invoke(environ, path, start_response)
-
-    def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
-        if not self.runtime.lifecycle.accepting:
-            return _reply(start_response, 503, b"Not ready")
-        if self.runtime.at_capacity():
-            return _reply(start_response, 429, b"Concurrent request limit reached")
-        return _reply(start_response, 200, b"OK")
 
     def _invoke(self, environ: dict, path: str, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         method = environ["REQUEST_METHOD"]
         if not self.runtime.try_enter():
-            status, headers, body = 429, [("Content-Type", _TEXT)], (
-                f"Concurrent request limit exceeded. Max concurrent requests: {self.config.max_inflight}\n"
-            ).encode()
+            status, headers, body = 429, [("Content-Type", _TEXT)], f"{self.runtime.too_many()}\n".encode()
         else:
             try:
                 status, headers, body = self._run(environ, method, path)
@@ -65,9 +59,7 @@ class WatchdogApp:
                 self.runtime.leave()
         elapsed = time.perf_counter() - started
         headers.append(("X-Duration-Seconds", f"{elapsed:.6f}"))
-        code, lower = str(status), method.lower()
-        self.metrics.requests.inc(code=code, method=lower)
-        self.metrics.duration.observe(elapsed, code=code, method=lower)
+        self.runtime.answered(status, method, elapsed)
         return _reply(start_response, status, body, headers)
 
     def _run(self, environ: dict, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -76,10 +68,7 @@ class WatchdogApp:
             timeout = self.runtime.request_timeout(parse_x_timeout(environ.get("HTTP_X_TIMEOUT")))
             result = self.runtime.submit(request, timeout)
         except (BatchError, RequestTimeout) as exc:
-            status = status_of(exc)
-            if status >= 500 and status != 503:
-                self.metrics.failed.inc(code=str(status))
-            return status, [("Content-Type", _TEXT)], f"{exc}\n".encode()
+            return self.runtime.error_status(exc), [("Content-Type", _TEXT)], f"{exc}\n".encode()
         return result.status, list(result.headers.items()), result.body
 
 
@@ -92,7 +81,7 @@ def _reply(start_response: StartResponse, status: int, body: bytes,
            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     headers = headers if headers is not None else [("Content-Type", _TEXT)]
     headers.append(("Content-Length", str(len(body))))
-    start_response(f"{status} {_REASONS.get(status, 'Unknown')}", headers)
+    start_response(f"{status} {REASONS.get(status, 'Unknown')}", headers)
     return [body]
 
 

@@ -19,6 +19,7 @@ from batcher.queue import BatchQueue, LocalBatchQueue, Pending, QueueClosed
 from batcher.request import Request, Response
 from batcher.worker import BatchWorker
 from watchdog.config import WatchdogConfig
+from watchdog.errors import TooManyRequests, status_of
 from watchdog.handler import LoadedHandler
 from watchdog.lifecycle import Lifecycle
 from watchdog.metrics import WatchdogMetrics
@@ -89,6 +90,43 @@ class Runtime:
         """Requests being handled now."""
         return self._inflight
 
+    def health(self) -> tuple[int, bytes]:
+        """``/_/health``: 200 while the lock file exists and work is accepted, else 503."""
+        return (200, b"OK") if self.lifecycle.healthy() else (503, b"Not healthy")
+
+    def readiness(self) -> tuple[int, bytes]:
+        """``/_/ready``: 503 while draining, 429 at ``max_inflight``, else 200."""
+        if not self.lifecycle.accepting:
+            return 503, b"Not ready"
+        if self.at_capacity():
+            return 429, b"Concurrent request limit reached"
+        return 200, b"OK"
+
+    def too_many(self) -> TooManyRequests:
+        """The 429 for a request over ``max_inflight``, in of-watchdog's wording."""
+        return TooManyRequests(f"Concurrent request limit exceeded. Max concurrent requests: "
+                               f"{self.config.max_inflight}")
+
+    def timed_out(self, pending: Future, timeout: float) -> DeadlineExceeded:
+        """Give up on a queued request whose ``timeout`` passed: cancel it (not run if not started), count
+        it, and return the 504 its caller gets."""
+        pending.cancel()
+        self.metrics.refused.inc(reason="timeout")
+        return _deadline_exceeded(timeout)
+
+    def error_status(self, exc: BaseException) -> int:
+        """The status an error is answered with, counting server-side failures (5xx except shedding)."""
+        status = status_of(exc)
+        if status >= 500 and status != 503:
+            self.metrics.failed.inc(code=str(status))
+        return status
+
+    def answered(self, status: int, method: str, seconds: float) -> None:
+        """Count one answered request in the of-watchdog metrics."""
+        code, lower = str(status), method.lower()
+        self.metrics.requests.inc(code=code, method=lower)
+        self.metrics.duration.observe(seconds, code=code, method=lower)
+
     def at_capacity(self) -> bool:
         """True when one more request would be refused with 429."""
         return bool(self.config.max_inflight) and self._inflight >= self.config.max_inflight
@@ -114,10 +152,7 @@ class Runtime:
         try:
             return pending.result(timeout=max(0.0, timeout))
         except FutureTimeout:
-            pending.cancel()
-            self.metrics.refused.inc(reason="timeout")
-            raise DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or "
-                                   f"X-Timeout)") from None
+            raise self.timed_out(pending, timeout) from None
 
     def begin(self, request: Request, timeout: float, inline_limit: float | None = None) -> "Response | Future":
         """Admit and queue ``request`` without waiting: its ``Response`` when it ran on the calling thread
@@ -138,8 +173,7 @@ class Runtime:
             item = Pending(request, now + timeout, now)
             if self.worker.try_run_inline([item]):
                 if self.clock() - now > timeout:
-                    raise DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or "
-                                           f"X-Timeout)")
+                    raise _deadline_exceeded(timeout)
                 return item.future.result(timeout=0)
         try:
             return self.queue.put(request, now + timeout)
@@ -177,3 +211,7 @@ class Runtime:
         m.batch_exec.observe(outcome.exec_seconds, batch_size=str(outcome.size))
         for item in items:
             m.queue_wait.observe(max(0.0, started - item.enqueued_at))
+
+
+def _deadline_exceeded(timeout: float) -> DeadlineExceeded:
+    return DeadlineExceeded(f"timeout of {timeout:g}s exceeded (exec_timeout, write_timeout or X-Timeout)")

@@ -6,12 +6,18 @@ of the two lists until its reply is sent (the reply and the claimed list's delet
 MULTI). Reaping an instance whose heartbeat stopped moves its claimed list back to the taking end of
 the queue, oldest first, in one Lua script that first re-checks the heartbeat, so two reapers never
 both move it. Every call here is one round trip, and taking shares its round trip with
-whatever else the caller queued on the pipeline.
+whatever else the caller queued on the pipeline: the take script runs by its SHA (``EVALSHA``), loaded
+once per connection to a server (``load``), because a redis-py ``Script`` on a pipeline checks the server
+with ``SCRIPT EXISTS`` first, a second round trip on every take. A server that lost its script cache (a
+restart) answers ``NOSCRIPT``; ``taken`` then loads it again and that take simply gets nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import redis
 
 from batcher import keys
 
@@ -54,7 +60,8 @@ class Claims:
         self.inst = inst
         self.queue = keys.queue(fn)
         self.claimed = keys.claimed(fn, inst)
-        self._take = client.register_script(_TAKE)
+        self._take_sha = hashlib.sha1(_TAKE.encode()).hexdigest()
+        self._client = client
         self._give_back = client.register_script(_GIVE_BACK)
         self._reap = client.register_script(_REAP)
 
@@ -65,18 +72,28 @@ class Claims:
             pipe.blmove(self.queue, self.claimed, max(wait, 0.001), "RIGHT", "LEFT")
         rest = min(most, MAX_TAKE) - (1 if wait > 0 else 0)
         if rest > 0:
-            self._take(keys=[self.queue, self.claimed], args=[rest], client=pipe)
+            pipe.evalsha(self._take_sha, 2, self.queue, self.claimed, rest)
 
-    @staticmethod
-    def taken(replies: list[Any], most: int, wait: float = 0.0) -> tuple[list[bytes], int | None]:
+    def load(self) -> None:
+        """Load the take script on the server (after connecting; again when it answers NOSCRIPT)."""
+        self._client.script_load(_TAKE)
+
+    def taken(self, replies: list[Any], most: int, wait: float = 0.0) -> tuple[list[bytes], int | None]:
         """The requests a ``take`` got, oldest first, and the queue length after (None when unknown);
-        ``replies`` are the last replies of the pipeline, ``most`` and ``wait`` as given to ``take``."""
+        ``replies`` are the last replies of the pipeline, run with ``execute(raise_on_error=False)``, ``most``
+        and ``wait`` as given to ``take``. Raises the first error other than a missing script."""
         got: list[bytes] = []
         left = None
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, redis.exceptions.NoScriptError):
+                raise reply
         rest = min(most, MAX_TAKE) - (1 if wait > 0 else 0)
         if rest > 0:
-            taken, left = replies[-1]
-            got = list(taken)
+            if isinstance(replies[-1], redis.exceptions.NoScriptError):
+                self.load()
+            else:
+                taken, left = replies[-1]
+                got = list(taken)
             replies = replies[:-1]
         if wait > 0 and replies[-1] is not None:
             got.insert(0, replies[-1])

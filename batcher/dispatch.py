@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -42,14 +43,25 @@ def take_runnable(items: list[Pending], now: float) -> list[Pending]:
     """Drop items whose caller gave up or whose deadline passed; answer the expired ones with 504."""
     runnable = []
     for item in items:
-        if not item.future.set_running_or_notify_cancel():
+        try:
+            if not item.future.set_running_or_notify_cancel():
+                continue
+        except RuntimeError:  # answered already (a duplicate delivered by another instance): not run again
             continue
         if item.deadline <= now:
-            item.future.set_exception(DeadlineExceeded(
-                f"deadline passed after {now - item.enqueued_at:.3f}s in the queue; not run"))
+            settle_error(item, DeadlineExceeded(f"deadline passed after {now - item.enqueued_at:.3f}s in the queue; "
+                                                "not run"))
             continue
         runnable.append(item)
     return runnable
+
+
+def settle_error(item: Pending, error: BatchError) -> None:
+    """Fail ``item`` unless it was answered meanwhile (a duplicate's reply from another instance)."""
+    try:
+        item.future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response | BatchError]:
@@ -101,14 +113,15 @@ def fan_out(items: list[Pending], results: list[Response | BatchError]) -> tuple
     ok = failed = 0
     size = str(len(items))
     for item, result in zip(items, results):
-        if item.future.done():
+        try:
+            if isinstance(result, Response):
+                item.future.set_result(replace(result, headers={**result.headers, "X-Batch-Size": size}))
+                ok += 1
+            else:
+                item.future.set_exception(result)
+                failed += 1
+        except InvalidStateError:  # answered meanwhile by another instance's reply (a duplicate run)
             continue
-        if isinstance(result, Response):
-            item.future.set_result(replace(result, headers={**result.headers, "X-Batch-Size": size}))
-            ok += 1
-        else:
-            item.future.set_exception(result)
-            failed += 1
     return ok, failed
 
 
@@ -123,8 +136,7 @@ def dispatch(handle: HandleBatch, items: list[Pending], now: float) -> BatchOutc
                                lambda seconds, clean: first.append((seconds, clean)))
     except BaseException as exc:  # never leave a waiter hanging, even on KeyboardInterrupt
         for item in runnable:
-            if not item.future.done():
-                item.future.set_exception(HandlerFailed(f"batch aborted: {exc!r}"))
+            settle_error(item, HandlerFailed(f"batch aborted: {exc!r}"))
         raise
     ok, failed = fan_out(runnable, results)
     seconds, clean = first[0] if first else (0.0, False)

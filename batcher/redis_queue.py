@@ -33,7 +33,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -48,7 +47,7 @@ from batcher.errors import PayloadTooLarge
 from batcher.policy import BatchConfig
 from batcher.queue import LocalBatchQueue, Pending, QueueClosed
 from batcher.remote_batch import RemoteBatches, Result, outcome, settle
-from batcher.request import Request, Response
+from batcher.request import Request, Response, new_id
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +84,10 @@ class RedisBatchQueue:
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1,
                                             retry=Retry(NoBackoff(), 0))
         self._claims = Claims(self._client, function, instance)
-        self._remote = RemoteBatches(self._client, self._claims, max_bytes, clock, self._resolve, self._lost)
+        self._remote = RemoteBatches(self._client, self._claims, max_bytes, clock, self._resolve, self._lost,
+                                     self._own_item)
         self._arrivals: collections.Counter[int] = collections.Counter()
+        self._ran_here = 0
         self._beats = 0
         self._local = LocalBatchQueue(clock)
         self._waiting: dict[str, _Waiting] = {}
@@ -146,7 +147,7 @@ class RedisBatchQueue:
         if not self._up:
             return self._local.put(request, deadline)
         now, wall = self.clock(), time.time()
-        token = uuid.uuid4().hex
+        token = new_id()
         entry = _Waiting(Future(), request, deadline, now)
         self._waiting[token] = entry
         entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
@@ -157,6 +158,20 @@ class RedisBatchQueue:
             if len(self._outbox) == 1:  # the sender takes everything that piled up: one wake per push
                 self._outbox_ready.notify()
         return entry.future
+
+    def may_run_here(self) -> bool:
+        """True when a request that just arrived may run at once on this idle instance without passing
+        through the shared queue: Redis is up and nothing waits in the queue (as of the last push, take or
+        beat), so an idle instance, this one, would take it next anyway. Only waiting for company or
+        waiting behind others is what the queue decides; nothing is lost by skipping it, since a request
+        runs in the process its caller is connected to (if that dies, so does the caller's connection)."""
+        return self._up and not self._closed and not self._remote.depth and not self._local.depth()
+
+    def ran_here(self) -> None:
+        """Count a request that ``may_run_here`` let run at once: an arrival and a served request, both sent
+        with the next heartbeat like the others."""
+        self._arrivals[int(time.time())] += 1
+        self._ran_here += 1
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
         """Local leftovers first; else up to ``max_size`` from the shared queue, released like the local one."""
@@ -194,6 +209,15 @@ class RedisBatchQueue:
         self._local.close()
 
     # -- replies, Redis loss and recovery -----------------------------------------------------
+
+    def _own_item(self, token: str) -> Pending | None:
+        """The caller's own waiter for a request this instance queued and took back, to run as it is; None for
+        other instances' requests and for ours that were answered, are running, or moved to the local queue
+        (those are decoded and run as copies whose answer ``_resolve`` drops if the caller has one)."""
+        entry = self._waiting.get(token)
+        if entry is None or entry.moved or entry.future.running() or entry.future.done():
+            return None
+        return Pending(entry.request, entry.deadline, entry.enqueued_at, entry.future)
 
     def _resolve(self, token: str, result: Result) -> None:
         entry = self._waiting.get(token)
@@ -251,8 +275,9 @@ class RedisBatchQueue:
     def _beat(self) -> None:
         self._facts.update(live_config.to_fields(self._config))
         arrivals, self._arrivals = self._arrivals, collections.Counter()
+        ran_here, self._ran_here = self._ran_here, 0
         result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), arrivals,
-                               time.time(), self.stale_after)
+                               time.time(), self.stale_after, served=ran_here)
         self._remote.depth = result.depth
         self._beats += 1
         if self._beats % 60 == 0:
@@ -268,6 +293,7 @@ class RedisBatchQueue:
     def _reconnect(self) -> None:
         self._client.connection_pool.disconnect()
         run_id = str(self._client.info("server").get("run_id", ""))
+        self._claims.load()
         moved = self._claims.give_back_own(self._client)
         recovering, self._run_id = bool(self._run_id), run_id
         self._beat()
@@ -291,8 +317,8 @@ class RedisBatchQueue:
         inner: list[Pending] = []
         with self._lock:
             for entry in entries:
-                if entry.moved or entry.future.done():
-                    continue
+                if entry.moved or entry.future.done() or entry.future.running():
+                    continue  # a running one is ours, in our batch worker: answered without Redis
                 entry.moved = True
                 item = Pending(entry.request, entry.deadline, entry.enqueued_at)
                 item.future.add_done_callback(lambda f, outer=entry.future: settle(outer, outcome(f)))

@@ -3,8 +3,9 @@
 ``take(b, t, poll)`` claims up to ``b`` requests (``batcher.claims``), blocking up to ``poll`` for the first,
 then waits for company until the oldest has waited ``t``. Redis checks blocking timeouts only ``hz``
 (default 10) times a second, so the last ``COARSE`` seconds of a wait are polled every ``FILL_POLL``.
-The batch comes back as ``Pending`` items whose futures the dispatcher resolves. An answer for a request
-that arrived at this instance resolves its caller's future at once; answers for other instances are
+The batch comes back as ``Pending`` items whose futures the dispatcher resolves; a request this instance
+queued itself comes back as the very item its caller waits on (``own``), so its answer needs no hand-over.
+An answer for any other request that arrived at this instance resolves its caller's future at once; answers for other instances are
 collected until the batch is complete, then pushed to their inboxes in one MULTI that also deletes the
 claimed list. A batch with only local callers defers that deletion (and its counters) to the pipeline of
 the next take, saving a round trip; until then a crash would re-run already answered requests, whose
@@ -39,6 +40,17 @@ INBOX_TTL = 60
 Result = Response | BatchError
 
 
+@dataclass(frozen=True)
+class _Taken:
+    """One request of a batch being taken: where its answer goes, and the item the batch worker runs."""
+
+    token: str
+    reply_to: str
+    item: Pending
+    # True when ``item`` is the waiter this instance queued (its future is the caller's own).
+    own: bool
+
+
 @dataclass
 class _OpenBatch:
     """A batch taken from the shared queue whose replies are collected until all are in."""
@@ -54,9 +66,10 @@ class RemoteBatches:
     """Takes batches for one instance and routes their answers (used by the batch worker's thread only)."""
 
     def __init__(self, client: Any, claims: Claims, max_bytes: int, clock: Callable[[], float],
-                 resolve: Callable[[str, Result], None], lost: Callable[[object], None]) -> None:
+                 resolve: Callable[[str, Result], None], lost: Callable[[object], None],
+                 own: Callable[[str], Pending | None] = lambda token: None) -> None:
         self.client, self.claims, self.max_bytes, self.clock = client, claims, max_bytes, clock
-        self.resolve, self.lost = resolve, lost
+        self.resolve, self.lost, self.own = resolve, lost, own
         # Requests waiting in the shared queue, as of the last take.
         self.depth = 0
         self._open: _OpenBatch | None = None
@@ -68,10 +81,10 @@ class RemoteBatches:
         raw = self._claim(max_size) or self._claim(max_size, wait=poll)
         if not raw:
             return []
-        envelopes = self._decode(raw)
-        release_at = min((e.enqueued_at for e in envelopes), default=time.time()) + timeout
+        taken = self._decode(raw)
+        release_at = min((t.item.enqueued_at for t in taken), default=self.clock()) + timeout
         while len(raw) < max_size:
-            left = release_at - time.time()
+            left = release_at - self.clock()
             if left <= 0:
                 break
             if left > COARSE:
@@ -80,8 +93,8 @@ class RemoteBatches:
                 time.sleep(min(FILL_POLL, left))
                 more = self._claim(max_size - len(raw))
             raw += more
-            envelopes += self._decode(more)
-        return self._open_batch(envelopes)
+            taken += self._decode(more)
+        return self._open_batch(taken)
 
     def release_now(self) -> None:
         """Send a deferred release (before leaving, so nothing answered is given back)."""
@@ -94,7 +107,7 @@ class RemoteBatches:
         pipe = self.client.pipeline(transaction=False)
         self._queue_release(pipe)
         self.claims.take(pipe, most, wait)
-        got, depth = Claims.taken(pipe.execute(), most, wait)
+        got, depth = self.claims.taken(pipe.execute(raise_on_error=False), most, wait)
         if depth is not None:
             self.depth = depth
         return got
@@ -106,37 +119,47 @@ class RemoteBatches:
             pipe.delete(self.claims.claimed)
             stats.record_served(pipe, self.claims.fn, self.claims.inst, served, expired)
 
-    def _decode(self, raw: list[bytes]) -> list[wire.Envelope]:
-        envelopes = []
+    def _decode(self, raw: list[bytes]) -> list[_Taken]:
+        """Our own requests come back as the waiter ``own`` still holds (nothing to decode or rebuild); the
+        others are decoded, their epoch times moved onto this queue's clock."""
+        taken, offset = [], None
         for data in raw:
+            token = wire.token_of(data)
+            item = self.own(token)
+            if item is not None:
+                taken.append(_Taken(token, self.claims.inst, item, True))
+                continue
             try:
-                envelopes.append(wire.decode_request(data))
+                env = wire.decode_request(data)
             except wire.WireError as exc:
                 logger.error("dropped a malformed message from %s: %s", self.claims.queue, exc)
-        return envelopes
+                continue
+            if offset is None:
+                offset = self.clock() - time.time()
+            item = Pending(env.request, env.deadline + offset, env.enqueued_at + offset)
+            taken.append(_Taken(env.token, env.reply_to, item, False))
+        return taken
 
-    def _open_batch(self, envelopes: list[wire.Envelope]) -> list[Pending]:
-        offset = self.clock() - time.time()
-        items = [Pending(env.request, env.deadline + offset, env.enqueued_at + offset) for env in envelopes]
-        batch = self._open = _OpenBatch(items, len(items))
-        for env, item in zip(envelopes, items):
-            item.future.add_done_callback(lambda f, e=env: self._answered(batch, e, f))
-        if not items:
+    def _open_batch(self, taken: list[_Taken]) -> list[Pending]:
+        batch = self._open = _OpenBatch([t.item for t in taken], len(taken))
+        for t in taken:
+            t.item.future.add_done_callback(lambda f, t=t: self._answered(batch, t, f))
+        if not taken:
             self._flush(batch)
-        return items
+        return batch.items
 
-    def _answered(self, batch: _OpenBatch, env: wire.Envelope, future: Future) -> None:
+    def _answered(self, batch: _OpenBatch, taken: _Taken, future: Future) -> None:
         result = outcome(future)
-        local = env.reply_to == self.claims.inst
-        if local:
-            self.resolve(env.token, result)
-        elif isinstance(result, Response) and len(result.body) > self.max_bytes:
+        local = taken.reply_to == self.claims.inst
+        if local and not taken.own:
+            self.resolve(taken.token, result)
+        elif not local and isinstance(result, Response) and len(result.body) > self.max_bytes:
             result = PayloadTooLarge(f"response body of {len(result.body)} bytes over max_request_bytes")
-        elif isinstance(result, Response):  # tells the caller which instance ran it
+        elif not local and isinstance(result, Response):  # tells the caller which instance ran it
             result = replace(result, headers={**result.headers, "X-Served-By": self.claims.inst})
         with batch.lock:
             if not local:
-                batch.replies.append((env.reply_to, wire.Reply(env.token, result, self.claims.inst)))
+                batch.replies.append((taken.reply_to, wire.Reply(taken.token, result, self.claims.inst)))
             batch.expired += int(getattr(result, "status", 200) == 504)
             batch.left -= 1
             done = batch.left == 0

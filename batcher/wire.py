@@ -2,7 +2,9 @@
 
 A queued request carries a token (its routing key, unique per submission), the instance to reply to, an
 absolute wall-clock deadline and its enqueue time (epoch seconds, so instances on one host or on
-NTP-synchronised hosts agree). A reply carries the token and either a response or an error's status and
+NTP-synchronised hosts agree). Its token comes first, on a line of its own, so the instance that queued a
+request recognises it when it takes it back (``token_of``) and runs the request it still holds without
+decoding the message. A reply carries the token and either a response or an error's status and
 message; the error is rebuilt as the ``BatchError`` subclass that owns that status.
 """
 
@@ -71,16 +73,27 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def encode_request(env: Envelope) -> bytes:
-    """An envelope as bytes for the queue."""
-    meta = {"t": env.token, "r": env.reply_to, "d": env.deadline, "e": env.enqueued_at, "q": env.request.to_wire()}
-    return pack(meta, env.request.body)
+    """An envelope as bytes for the queue: the token's line, then ``pack`` of the rest."""
+    if not env.token or not env.token.isascii() or not env.token.isalnum():
+        raise WireError(f"token {env.token!r}: must be ASCII letters and digits")
+    meta = {"r": env.reply_to, "d": env.deadline, "e": env.enqueued_at, "q": env.request.to_wire()}
+    return env.token.encode("ascii") + SEP + pack(meta, env.request.body)
+
+
+def token_of(data: bytes) -> str:
+    """The token of a queued request, read without decoding the rest ("" when there is none)."""
+    cut = data.find(SEP, 0, 128)
+    return data[:cut].decode("ascii", "replace") if cut > 0 else ""
 
 
 def decode_request(data: bytes) -> Envelope:
     """Inverse of ``encode_request``."""
-    meta, body = unpack(data)
+    cut = data.find(SEP, 0, 128)
+    if cut <= 0:
+        raise WireError("message has no token line")
+    meta, body = unpack(data[cut + 1:])
     try:
-        return Envelope(str(meta["t"]), str(meta["r"]), float(meta["d"]), float(meta["e"]),
+        return Envelope(data[:cut].decode("ascii"), str(meta["r"]), float(meta["d"]), float(meta["e"]),
                         Request.from_wire(meta["q"], body))
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"bad request envelope: {exc!r}") from None

@@ -124,3 +124,18 @@ def test_json_rejects_nan_in_requests_and_outputs():
         Request(body=b'{"features": [NaN, 1]}').json()
     with pytest.raises(HandlerFailed, match="not JSON-serialisable"):
         to_response({"score": float("nan")})
+
+
+def test_a_request_answered_meanwhile_elsewhere_is_skipped_and_costs_no_other():
+    done, running = Pending(Request(b"a"), float("inf"), 0.0), Pending(Request(b"b"), float("inf"), 0.0)
+    done.future.set_result(Response(b"from another instance"))
+    later = Pending(Request(b"c"), float("inf"), 0.0)
+
+    def handle(requests):
+        later.future.set_result(Response(b"duplicate's reply"))  # arrives while the batch runs
+        return [r.body for r in requests]
+
+    dispatch(handle, [done, running, later], 0.0)
+    assert done.future.result().body == b"from another instance"
+    assert running.future.result().body == b"b"
+    assert later.future.result().body == b"duplicate's reply"

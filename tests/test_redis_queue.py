@@ -157,3 +157,39 @@ def test_losing_redis_falls_back_to_local_and_returns_without_losing_requests(qu
         worker.stop(5)
     finally:
         server.stop()
+
+
+def test_requests_taken_back_by_their_own_instance_run_as_the_callers_waiters(queues, redis_client):
+    a, b = queues("a"), queues("b")
+    mine = [a.put(Request(body=b"a"), deadline()) for _ in range(2)]
+    theirs = b.put(Request(body=b"b"), deadline())
+    wait_until(lambda: redis_client.llen(keys.queue(FN)) == 3, 2, what="requests pushed")
+    items = a.next_batch(8, 0.0, 0.5)
+    assert len(items) == 3
+    assert [item.future for item in items[:2]] == mine  # no copy, no hand-over
+    assert items[2].future is not theirs
+    for item in items:
+        item.future.set_result(Response(item.request.body * 2))
+    assert [f.result(2).body for f in mine] == [b"aa", b"aa"] and theirs.result(5).body == b"bb"
+
+
+def test_a_server_that_lost_its_scripts_gets_them_again_and_loses_nothing(queues, redis_client):
+    a = queues("a")
+    worker = serve(a)
+    assert a.put(Request(body=b"1"), deadline()).result(5).body == b"11"
+    redis_client.script_flush()
+    futures = [a.put(Request(body=str(i).encode()), deadline()) for i in range(20)]
+    assert [f.result(5).body for f in futures] == [str(i).encode() * 2 for i in range(20)]
+    worker.stop(5)
+
+
+def test_requests_run_without_the_queue_are_counted_as_arrivals_and_served(queues, redis_client):
+    a = queues("a", beat_interval=0.05)
+    wait_until(a.may_run_here, 2, what="shared queue in use")
+    for _ in range(3):
+        a.ran_here()
+    wait_until(lambda: int(redis_client.hget(keys.instance(FN, "a"), "served") or 0) == 3, 2,
+               what="served counted with the heartbeat")
+    assert sum(int(v) for v in redis_client.hvals(keys.arrivals(FN))) == 3
+    a.put(Request(body=b"x"), deadline())  # nobody takes it: the queue is not empty any more
+    wait_until(lambda: not a.may_run_here(), 2, what="queue seen non-empty")

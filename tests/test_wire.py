@@ -15,6 +15,13 @@ def test_a_request_envelope_round_trips_with_binary_body():
     data = wire.encode_request(env)
     assert b"pickle" not in data and data.endswith(request.body)
     assert wire.decode_request(data) == env
+    assert wire.token_of(data) == "tok" and wire.token_of(b"no token line") == ""
+
+
+def test_tokens_are_plain_ascii_words():
+    for token in ("", "a b", "a\nb", "é"):
+        with pytest.raises(wire.WireError, match="token"):
+            wire.encode_request(wire.Envelope(token, "inst", 1.0, 1.0, Request(b"")))
 
 
 def test_replies_round_trip_and_errors_keep_their_status():
@@ -25,7 +32,8 @@ def test_replies_round_trip_and_errors_keep_their_status():
         assert (type(back), back.status, str(back)) == (type(error), error.status, "x")
 
 
-@pytest.mark.parametrize("data", [b"no newline", b"not json\nbody", b"[1]\nbody", b'{"t": "x"}\n'])
+@pytest.mark.parametrize("data", [b"no newline", b"tok\nnot json\nbody", b"tok\n[1]\nbody", b'tok\n{"r": "x"}\n',
+                                  b'\n{"r":"i","d":1,"e":1,"q":{"id":"x"}}\nbody'])
 def test_malformed_messages_raise_wire_error(data):
     with pytest.raises(wire.WireError):
         wire.decode_request(data)

@@ -29,7 +29,7 @@ from email.utils import formatdate
 from gunicorn.workers.base import Worker
 
 from batcher.errors import BatchError
-from batcher.request import Request, Response
+from batcher.request import Request, Response, call_id
 from watchdog.app import REASONS, parse_x_timeout
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
@@ -326,7 +326,8 @@ class Engine:
             self._error(conn, head, started, runtime.too_many())
             return
         try:
-            request = Request(body=body, headers=head.headers, method=head.method, path=head.path, query=head.query)
+            request = Request(body=body, headers=head.headers, method=head.method, path=head.path, query=head.query,
+                              id=call_id(head.headers))
             timeout = runtime.request_timeout(parse_x_timeout(head.headers.get("X-Timeout")))
             pending = runtime.begin(request, timeout, inline_limit=INLINE_LIMIT_SECONDS)
         except (BatchError, RequestTimeout) as exc:

@@ -13,7 +13,7 @@ import time
 from typing import Callable, Iterable
 
 from batcher.errors import BatchError, PayloadTooLarge
-from batcher.request import Request
+from batcher.request import Request, call_id
 from faas_infer.units import parse_duration
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
@@ -101,8 +101,9 @@ def _read_request(environ: dict, method: str, path: str, read_timeout: float, li
             sock.settimeout(None)
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is over max_request_bytes={limit}")
-    return Request(body=body, headers=_headers(environ), method=method, path=path,
-                   query=environ.get("QUERY_STRING", ""))
+    headers = _headers(environ)
+    return Request(body=body, headers=headers, method=method, path=path, query=environ.get("QUERY_STRING", ""),
+                   id=call_id(headers))
 
 
 def _chunked(environ: dict) -> bool:

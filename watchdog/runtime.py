@@ -52,9 +52,11 @@ class Runtime:
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._last_arrival = float("-inf")
-        # Callers may run a batch themselves when the instance is idle (in-process queue only: with the
-        # shared queue every request must pass through Redis so that any instance can take it).
-        self.inline = isinstance(queue, LocalBatchQueue)
+        # Callers may run a batch themselves when the instance is idle; with the shared queue only while it
+        # is empty (``may_run_here``: nobody else's request waits, this idle instance would take it next).
+        self._may_run_here: Callable[[], bool] | None = (
+            (lambda: True) if isinstance(queue, LocalBatchQueue) else getattr(queue, "may_run_here", None))
+        self._ran_here: Callable[[], None] = getattr(queue, "ran_here", lambda: None)
         m = self.metrics
         m.cold_start.set(handler.cold_start_seconds)
         m.in_flight.set_function(lambda: self._inflight)
@@ -172,6 +174,7 @@ class Runtime:
         if self._may_run_inline(config, timeout, inline_limit, gap):
             item = Pending(request, now + timeout, now)
             if self.worker.try_run_inline([item]):
+                self._ran_here()
                 if self.clock() - now > timeout:
                     raise _deadline_exceeded(timeout)
                 return item.future.result(timeout=0)
@@ -186,7 +189,7 @@ class Runtime:
         """Run on the caller's thread only when no wait is due and the handler is known to finish well
         within the request's timeout (a caller cannot abandon its own thread to answer 504 on time) and
         within ``limit`` (an event loop must not stall). ``gap`` is the time since the previous arrival."""
-        if not self.inline or effective_timeout(config, self.exec_model, self.arrival_rate(), 1) != 0.0:
+        if self._may_run_here is None or effective_timeout(config, self.exec_model, self.arrival_rate(), 1) != 0.0:
             return False
         predicted = self.exec_model.predict(1)
         if predicted is None or 2 * predicted > timeout:
@@ -195,8 +198,10 @@ class Runtime:
         # while single runs would keep it nearly free (arrivals x run time small) does it run them itself.
         # The rate is a 1 s average, slow to see a burst begin; the gap since the previous arrival sees it at
         # once (measured: without it a step from 10 to 840 req/s ran ~50 requests one by one, p99 43-80 ms).
-        return limit is None or (predicted <= limit and self.arrival_rate() * predicted <= INLINE_LOOP_SHARE
-                                 and gap * INLINE_LOOP_SHARE >= predicted)
+        if limit is not None and not (predicted <= limit and self.arrival_rate() * predicted <= INLINE_LOOP_SHARE
+                                      and gap * INLINE_LOOP_SHARE >= predicted):
+            return False
+        return self._may_run_here()
 
     def drain(self, timeout: float) -> bool:
         """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""

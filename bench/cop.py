@@ -60,20 +60,11 @@ def _refs(choice: str) -> dict[str, str]:
 
 
 def _whole_model(loaded, config, batches, threads) -> dict:
-    """Whole-model measurements over the grid; suspect points are re-measured in later passes, as operators are."""
-    from cop_profiler.profiler import measure_model
-    from cop_profiler.timer import implausible, quieter
+    """Whole-model measurements over the grid, by the rules the calibration runs follow (``measure_grid``:
+    the operators' rules for something holding all of the model's time)."""
+    from cop_profiler.profiler import measure_grid
 
-    kept: dict = {}
-    todo = [(b, c) for c in threads for b in batches]
-    for _ in range(1 + config.retries):
-        for b, c in todo:
-            m = measure_model(loaded.model, loaded.example_input, b, c, config.policy)
-            kept[b, c] = m if (b, c) not in kept else quieter(kept[b, c], m)
-        todo = sorted({p for p, m in kept.items() if m.noisy} | implausible({p: m.median for p, m in kept.items()}))
-        if not todo:
-            break
-    return kept
+    return measure_grid(loaded.model, loaded.example_input, [(b, c) for c in threads for b in batches], config)
 
 
 def _one(name, ref, db, config, batches, threads) -> dict:

@@ -21,6 +21,7 @@ import torch
 
 from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
+from cop_profiler.effort import EffortRule, shares
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
 from cop_profiler.sampling import SamplingRule, needed
@@ -60,6 +61,8 @@ class ProfileConfig:
     retries: int = 3
     # Which batch sizes of the grid are timed and which left to interpolation (tolerance 0: all timed).
     sampling: SamplingRule = SamplingRule()
+    # Which points are timed again, by their operator's share of the model's time (whole models: share 1).
+    effort: EffortRule = EffortRule()
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -147,6 +150,10 @@ class _Run:
     timed: dict[str, dict[tuple[int, int], float]]
     # Grid points each operator was missing at the start (the progress total counts them all).
     missing: dict[str, int]
+    # Calls per forward of each operator of the model.
+    calls: dict[str, int] = field(default_factory=dict)
+    # Times each (key, batch, threads) was measured in this run.
+    tries: dict[tuple[str, int, int], int] = field(default_factory=dict)
     done: int = 0
     interpolated: int = 0
 
@@ -165,13 +172,14 @@ def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, devi
                 for (b, c), m in _measure_op(inst, points, config, device).items():
                     old = run.kept.get((key, b, c))
                     run.kept[key, b, c] = m = m if old is None else quieter(old, m)
+                    run.tries[key, b, c] = run.tries.get((key, b, c), 0) + 1
                     run.timed.setdefault(key, {})[b, c] = m.median
                     if (key, b, c) not in this_round:
                         this_round.add((key, b, c))
                         run.done += 1
                     progress(run.done, total, f"{device} b={b} t={c} {inst.spec.name} {m.median * 1e3:.3f}ms"
                              + (f" (retry {attempt})" if attempt else ""))
-            todo = _retry_points(run.kept, this_round)
+            todo = _retry_points(run, this_round, config.effort)
             if not todo:
                 break
         for key in {k for k, _, _ in this_round}:
@@ -194,17 +202,21 @@ def _settle(traced: TracedModel, run: _Run, pending: set[str], touched: set[str]
                      f"{skipped} point(s) left to interpolation")
 
 
-def _retry_points(kept: dict[tuple[str, int, int], Measurement],
-                  candidates: set[tuple[str, int, int]]) -> dict[str, list[tuple[int, int]]]:
-    """Of ``candidates``, the points to time again: noisy ones, and those implausibly slow next to the
-    operator's other points."""
+def _retry_points(run: _Run, candidates: set[tuple[str, int, int]],
+                  effort: EffortRule) -> dict[str, list[tuple[int, int]]]:
+    """Of ``candidates``, the points to time again (``effort``): those of an operator with a large share of
+    the model's time not yet timed in enough passes, and noisy ones or ones implausibly slow next to the
+    operator's other points, unless the operator's share is tiny."""
     by_op: dict[str, dict[tuple[int, int], float]] = {}
-    for (key, b, c), m in kept.items():
+    for (key, b, c), m in run.kept.items():
         by_op.setdefault(key, {})[(b, c)] = m.median
+    share = shares(run.calls, run.timed) if run.calls else {}
     todo: dict[str, list[tuple[int, int]]] = {}
     for key, times in by_op.items():
-        bad = implausible(times) | {(b, c) for b, c in times if kept[(key, b, c)].noisy}
-        for b, c in sorted(bad):
+        s = share.get(key, 1.0)
+        bad = implausible(times) | {(b, c) for b, c in times if run.kept[(key, b, c)].noisy}
+        again = {p for p in times if run.tries.get((key, *p), 0) < effort.passes_for(s)}
+        for b, c in sorted(again | (bad if effort.retries(s) else set())):
             if (key, b, c) in candidates:
                 todo.setdefault(key, []).append((b, c))
     return todo
@@ -242,6 +254,26 @@ def measure_model(model: torch.nn.Module, example: Callable[[int], object], batc
     return m
 
 
+def measure_grid(model: torch.nn.Module, example: Callable[[int], object], points: list[tuple[int, int]],
+                 config: ProfileConfig, device: str = "cpu") -> dict[tuple[int, int], Measurement]:
+    """Whole-model latency at each (batch, threads) point, by the operators' rules with a share of 1: in
+    passes over all the points, ``config.effort.passes`` at least, then again where still noisy or
+    implausible (up to ``config.retries`` more), keeping the faster measurement of each point."""
+    target = model if device == "cpu" else model.to(device)
+    kept: dict[tuple[int, int], Measurement] = {}
+    todo = list(points)
+    for attempt in range(config.effort.passes + config.retries):
+        for b, c in todo:
+            m = measure_model(target, example, b, c, config.policy, device)
+            kept[b, c] = m if (b, c) not in kept else quieter(kept[b, c], m)
+        if attempt + 1 < config.effort.passes:
+            continue
+        todo = sorted({p for p, m in kept.items() if m.noisy} | implausible({p: m.median for p, m in kept.items()}))
+        if not todo:
+            break
+    return kept
+
+
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     """(factor, offset) of measured = factor * composed + offset, offset >= 0 (context only adds time).
 
@@ -277,14 +309,10 @@ def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db
     hw = _hardware(device)
     db.clear_calibrations(model_ref, hw, device)
     predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
-    target = model if device == "cpu" else model.to(device)
     threads = config.threads if device == "cpu" else (1,)
-    points = []
-    for c in threads:
-        for b in config.calibration_batches:
-            measured = measure_model(target, example, b, c, config.policy, device, config.retries).median
-            points.append((predictor.predict(b, c, device).seconds, measured))
-    fit = _fit(points)
+    measured = measure_grid(model, example, [(b, c) for c in threads for b in config.calibration_batches],
+                            config, device)
+    fit = _fit([(predictor.predict(b, c, device).seconds, m.median) for (b, c), m in measured.items()])
     detail = f"batches={list(config.calibration_batches)} threads={list(threads)}"
     for c in threads:
         db.put_calibration(model_ref, hw, device, *fit, detail, c)
@@ -336,4 +364,8 @@ def _start_run(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device
     for key in todo:
         batches, threads = _grid(traced.instances[key], config, device)
         missing[key] = sum(1 for b in set(batches) for c in threads if (b, c) not in have.get(key, {}))
-    return _Run({}, {k: dict(v) for k, v in have.items()}, missing)
+    calls: dict[str, int] = {}
+    for node in traced.graph.nodes:
+        if node.op is not None:
+            calls[node.op] = calls.get(node.op, 0) + 1
+    return _Run({}, {k: dict(v) for k, v in have.items()}, missing, calls)

@@ -114,3 +114,35 @@ def test_one_calibration_fits_every_thread_count(tmp_path):
         report = profile_model(trace(model, example), model, example, db, "both", config)
         stored = db.calibrations("both", cpu_id(), "cpu")
     assert set(stored) == {1, 2} and stored[1] == stored[2] == pytest.approx(report.factors["cpu"][1])
+
+
+def test_heavy_operators_get_a_second_pass_tiny_ones_no_retry():
+    from cop_profiler.effort import EffortRule
+    from cop_profiler.profiler import _retry_points, _Run
+    from cop_profiler.timer import Measurement
+
+    def m(seconds, noisy=False):
+        return Measurement(seconds, 0.0, 1, 3, noisy)
+
+    kept = {("big", 1, 1): m(1.0), ("big", 8, 1): m(4.0), ("tiny", 1, 1): m(0.001, True), ("tiny", 8, 1): m(0.002),
+            ("mid", 1, 1): m(0.1, True), ("mid", 8, 1): m(0.2)}
+    timed = {k: {(b, c): v.median for (key, b, c), v in kept.items() if key == k} for k in ("big", "tiny", "mid")}
+    run = _Run(dict(kept), timed, {}, {"big": 1, "tiny": 1, "mid": 1}, {p: 1 for p in kept})
+    todo = _retry_points(run, set(kept), EffortRule(passes=2, heavy_share=0.5, light_share=0.01))
+    assert todo == {"big": [(1, 1), (8, 1)], "mid": [(1, 1)]}
+    run.tries.update({("big", 1, 1): 2, ("big", 8, 1): 2})
+    assert _retry_points(run, set(kept), EffortRule(passes=2, heavy_share=0.5, light_share=0.01)) == {"mid": [(1, 1)]}
+
+
+def test_whole_model_grid_takes_the_passes_and_keeps_every_point():
+    from cop_profiler.effort import EffortRule
+    from cop_profiler.profiler import measure_grid
+
+    model, calls = mlp(64), []
+    model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    config = ProfileConfig(batches=(1, 4), threads=(1,), policy=TimingPolicy(warmup=1, min_block=0.0, blocks=1,
+                                                                            max_blocks=1),
+                           retries=0, effort=EffortRule(passes=2))
+    got = measure_grid(model, example, [(1, 1), (4, 1)], config)
+    assert set(got) == {(1, 1), (4, 1)}
+    assert calls.count(1) == calls.count(4) == 4  # two passes of (warm-up + one block) per point

@@ -99,6 +99,9 @@ class RedisBatchQueue:
         self._halt = threading.Event()
         self._outbox: list[tuple[_Waiting, bytes]] = []
         self._outbox_ready = threading.Condition()
+        self._sending = False
+        # Held by whoever pushes: a caller pushing itself (``_push_now``), or the sender.
+        self._direct = threading.Lock()
         self._threads = [threading.Thread(target=self._listen, name="redis-inbox", daemon=True),
                          threading.Thread(target=self._send, name="redis-sender", daemon=True),
                          threading.Thread(target=self._monitor, name="redis-monitor", daemon=True)]
@@ -153,6 +156,8 @@ class RedisBatchQueue:
         entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
         data = wire.encode_request(wire.Envelope(token, self.instance, deadline - now + wall, wall, request))
         self._arrivals[int(wall)] += 1  # sent with the next heartbeat
+        if self._remote.blocked and self._push_now(entry, data):
+            return entry.future
         with self._outbox_ready:
             self._outbox.append((entry, data))
             if len(self._outbox) == 1:  # the sender takes everything that piled up: one wake per push
@@ -224,6 +229,25 @@ class RedisBatchQueue:
         if entry is not None:
             settle(entry.future, result)
 
+    def _push_now(self, entry: _Waiting, data: bytes) -> bool:
+        """Push on the caller's thread (one round trip) when this instance's worker waits in Redis for work
+        and no other push is under way: the request reaches the worker without waiting for the sender
+        thread to wake (measured: 0.15-0.2 ms of an idle instance's 0.7 ms through Redis). False when the
+        sender should push it (another push is under way, so it keeps the queue's order)."""
+        if not self._direct.acquire(blocking=False):
+            return False
+        try:
+            with self._outbox_ready:
+                if self._outbox or self._sending:
+                    return False
+            self._remote.depth = int(self._client.lpush(self._claims.queue, data))
+        except redis.RedisError as exc:
+            self._lost(exc)
+            self._to_local([entry])
+        finally:
+            self._direct.release()
+        return True
+
     def _send(self) -> None:
         """Push queued requests, all that piled up since the last push in one LPUSH (one round trip)."""
         while not self._halt.is_set():
@@ -231,15 +255,19 @@ class RedisBatchQueue:
                 if not self._outbox:
                     self._outbox_ready.wait(LISTEN_BLOCK)
                 sending, self._outbox = self._outbox, []
+                self._sending = bool(sending)
             if not sending:
                 continue
             try:
-                if not self._up:
-                    raise redis.ConnectionError("Redis lost")
-                self._remote.depth = int(self._client.lpush(self._claims.queue, *(data for _, data in sending)))
+                with self._direct:  # after a push on a caller's thread that is under way: the queue's order
+                    if not self._up:
+                        raise redis.ConnectionError("Redis lost")
+                    self._remote.depth = int(self._client.lpush(self._claims.queue, *(data for _, data in sending)))
             except redis.RedisError as exc:
                 self._lost(exc)
                 self._to_local([entry for entry, _ in sending])
+            finally:
+                self._sending = False
 
     def _listen(self) -> None:
         inbox = keys.inbox(self.instance)

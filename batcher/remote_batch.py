@@ -72,6 +72,8 @@ class RemoteBatches:
         self.resolve, self.lost, self.own = resolve, lost, own
         # Requests waiting in the shared queue, as of the last take.
         self.depth = 0
+        # True while the batch worker blocks in Redis waiting for a request (the instance is idle).
+        self.blocked = False
         self._open: _OpenBatch | None = None
         self._release: tuple[int, int] | None = None
 
@@ -107,7 +109,12 @@ class RemoteBatches:
         pipe = self.client.pipeline(transaction=False)
         self._queue_release(pipe)
         self.claims.take(pipe, most, wait)
-        got, depth = self.claims.taken(pipe.execute(raise_on_error=False), most, wait)
+        self.blocked = wait > 0
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        finally:
+            self.blocked = False
+        got, depth = self.claims.taken(replies, most, wait)
         if depth is not None:
             self.depth = depth
         return got

@@ -61,6 +61,15 @@ class LoadResult:
         """Requests not answered 200 (errors, other codes, or never sent)."""
         return self.sent - self.ok
 
+    def merge(self, other: "LoadResult") -> None:
+        """Add ``other`` (another slice of the same measurement) to this one."""
+        self.duration += other.duration
+        self.latencies += other.latencies
+        for code, count in other.codes.items():
+            self.codes[code] = self.codes.get(code, 0) + count
+        self.errors += other.errors
+        self.client_overloaded += other.client_overloaded
+
     @property
     def throughput(self) -> float:
         return self.ok / self.duration if self.duration else 0.0
@@ -161,7 +170,8 @@ async def _open_loop(target: Target, rate: float, duration: float, max_connectio
 
 async def _closed_loop(target: Target, concurrency: int, duration: float, timeout: float) -> LoadResult:
     result = LoadResult(0.0, duration)
-    stop_at = time.perf_counter() + duration
+    started = time.perf_counter()
+    stop_at = started + duration
 
     async def client(k: int) -> None:
         idle: list[_Conn] = []
@@ -173,7 +183,9 @@ async def _closed_loop(target: Target, concurrency: int, duration: float, timeou
             conn.close()
 
     await asyncio.gather(*(client(k) for k in range(concurrency)))
-    result.offered_rate = result.sent / duration
+    # Until the last answer: requests still in flight at ``stop_at`` are counted, so is their time.
+    result.duration = time.perf_counter() - started
+    result.offered_rate = result.sent / result.duration
     return result
 
 
@@ -186,6 +198,23 @@ def open_loop(target: Target, rate: float, duration: float, max_connections: int
 def closed_loop(target: Target, concurrency: int, duration: float, timeout: float = 10.0) -> LoadResult:
     """``concurrency`` clients sending back to back for ``duration`` seconds."""
     return asyncio.run(_closed_loop(target, concurrency, duration, timeout))
+
+
+def interleaved(targets: Sequence[Target], concurrency: int, duration: float, slice_seconds: float = 0.5,
+                between: Callable[[int], None] | None = None) -> list[LoadResult]:
+    """Closed loop on each target in turn, ``slice_seconds`` at a time, until each had ``duration`` seconds;
+    one merged result per target. On a machine whose speed changes from one second to the next, targets
+    measured this way see the same conditions, so their ratio holds where back-to-back runs would not.
+    ``between(k)`` is called after every slice with the index of the target just measured."""
+    results = [LoadResult(0.0, 0.0) for _ in targets]
+    for _ in range(max(1, round(duration / slice_seconds))):
+        for k, target in enumerate(targets):
+            results[k].merge(closed_loop(target, concurrency, slice_seconds))
+            if between is not None:
+                between(k)
+    for result in results:
+        result.offered_rate = result.sent / result.duration if result.duration else 0.0
+    return results
 
 
 def summarize(result: LoadResult) -> dict[str, float]:

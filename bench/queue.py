@@ -1,10 +1,12 @@
 """Queue benchmark: the Redis batch queue against the in-process one, and how two instances share a queue.
 
-For each function (the no-op ``functions/echo`` and ``functions/mlp``), one watchdog is served with the
-in-process backend, then one with the Redis backend (a private redis-server on a free loopback port), in
-the same run, each measured (a) with one request at a time (closed loop, concurrency 1: the latency the
-backend adds) and (b) closed loop at ``--concurrency`` (throughput, with its p50/p99, and the CPU time
-per request spent by the watchdog and by redis-server, steadier than throughput on a shared machine).
+For each function (the no-op ``functions/echo`` and ``functions/mlp``), one watchdog with the in-process
+backend and one with the Redis backend (a private redis-server on a free loopback port) are served side
+by side and measured in alternating slices (0.25 s, then 0.5 s), so both see the same machine: this VM's
+speed changes by up to 2x from one second to the next, and back-to-back runs of one backend then the other
+differed by more than the backends do. Each is measured (a) with one request at a time (closed loop,
+concurrency 1: the latency the backend adds) and (b) closed loop at ``--concurrency`` (throughput, with
+its p50/p99, and the CPU time per request spent by the watchdog and by redis-server during its slices).
 Then two Redis instances with different ``max_batch_size`` serve the function from one queue while load
 goes to the first only; each one's share of the requests run is read from the queue statistics in Redis.
 
@@ -23,6 +25,7 @@ from bench.common import PrivateRedis, write_json
 HELP = "Redis shared batch queue vs in-process queue: added latency, throughput, share of work"
 
 BATCH = {"echo": 32, "mlp": 32}
+BACKENDS = ("local", "redis")
 COLUMNS = ("function", "backend", "p50_1_ms", "p99_1_ms", "rps", "p50_ms", "p99_ms", "cpu_us", "redis_cpu_us",
            "errors")
 SHARE_COLUMNS = ("function", "instance", "max_batch_size", "served", "share_pct", "rps", "errors")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     with PrivateRedis() as server:
         redis_url = server.url
         for function in args.functions.split(","):
-            pair = [measure(function, backend, server, args) for backend in ("local", "redis")]
+            pair = measure(function, server, args)
             rows += pair + [_compare(*pair)]
             shares += share(function, redis_url, (small, big), args)
     print_table(rows, COLUMNS)
@@ -68,30 +71,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(function: str, backend: str, server: PrivateRedis, args: argparse.Namespace) -> dict:
-    """One instance with ``backend``: latency at concurrency 1, then throughput at ``concurrency``, with the
-    CPU seconds per request that the watchdog and redis-server spent under that load."""
+def measure(function: str, server: PrivateRedis, args: argparse.Namespace) -> list[dict]:
+    """One instance per backend, served side by side and measured in alternating slices (so both see the
+    same machine): latency at concurrency 1, then throughput at ``concurrency`` with the CPU seconds per
+    request that each watchdog and redis-server spent during its own slices."""
     from bench.common import progress, serve
-    from bench.loadgen import closed_loop
+    from bench.loadgen import closed_loop, interleaved
 
-    env = _env(function, backend, server.url, f"{backend}-1", BATCH.get(function, 32), args.batch_timeout)
-    served = serve(os.path.join("functions", function), env)
+    served = [serve(os.path.join("functions", function),
+                    _env(function, backend, server.url, f"{backend}-1", BATCH.get(function, 32), args.batch_timeout))
+              for backend in BACKENDS]
     try:
-        target = _target(function, served.url)
-        closed_loop(target, 4, 1.0)  # warm up: first batches, torch kernels, connections
-        single = closed_loop(target, 1, args.duration)
-        cpu = _cpu_seconds(served.proc.pid), _cpu_seconds(server.proc.pid)
-        loaded = closed_loop(target, args.concurrency, args.duration)
-        answered = max(loaded.ok, 1)
-        cpu_us = [round((now - then) / answered * 1e6)
-                  for now, then in zip((_cpu_seconds(served.proc.pid), _cpu_seconds(server.proc.pid)), cpu)]
+        targets = [_target(function, s.url) for s in served]
+        for target in targets:
+            closed_loop(target, 4, 1.0)  # warm up: first batches, torch kernels, connections
+        single = interleaved(targets, 1, args.duration, slice_seconds=0.25)
+        cpu = [[0.0, 0.0] for _ in served]
+        last = [_cpu_seconds(s.proc.pid) for s in served] + [_cpu_seconds(server.proc.pid)]
+
+        def account(k: int) -> None:
+            now = [_cpu_seconds(s.proc.pid) for s in served] + [_cpu_seconds(server.proc.pid)]
+            cpu[k][0] += now[k] - last[k]
+            cpu[k][1] += now[-1] - last[-1]
+            last[:] = now
+
+        loaded = interleaved(targets, args.concurrency, args.duration, slice_seconds=0.5, between=account)
     finally:
-        served.stop()
-    progress(f"{function} {backend}: {single.percentile(50) * 1000:.2f} ms alone, {loaded.throughput:.0f} rps")
-    return {"function": function, "backend": backend, "p50_1_ms": _ms(single.percentile(50)),
-            "p99_1_ms": _ms(single.percentile(99)), "rps": round(loaded.throughput, 1),
-            "p50_ms": _ms(loaded.percentile(50)), "p99_ms": _ms(loaded.percentile(99)),
-            "cpu_us": cpu_us[0], "redis_cpu_us": cpu_us[1], "errors": single.failed + loaded.failed}
+        for s in served:
+            s.stop()
+    rows = []
+    for backend, one, many, (own, redis_cpu) in zip(BACKENDS, single, loaded, cpu):
+        answered = max(many.ok, 1)
+        progress(f"{function} {backend}: {one.percentile(50) * 1000:.2f} ms alone, {many.throughput:.0f} rps")
+        rows.append({"function": function, "backend": backend, "p50_1_ms": _ms(one.percentile(50)),
+                     "p99_1_ms": _ms(one.percentile(99)), "rps": round(many.throughput, 1),
+                     "p50_ms": _ms(many.percentile(50)), "p99_ms": _ms(many.percentile(99)),
+                     "cpu_us": round(own / answered * 1e6), "redis_cpu_us": round(redis_cpu / answered * 1e6),
+                     "errors": one.failed + many.failed})
+    return rows
 
 
 def share(function: str, redis_url: str, batches: tuple[int, int], args: argparse.Namespace) -> list[dict]:

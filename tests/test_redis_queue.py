@@ -162,6 +162,7 @@ def test_losing_redis_falls_back_to_local_and_returns_without_losing_requests(qu
 def test_requests_taken_back_by_their_own_instance_run_as_the_callers_waiters(queues, redis_client):
     a, b = queues("a"), queues("b")
     mine = [a.put(Request(body=b"a"), deadline()) for _ in range(2)]
+    wait_until(lambda: redis_client.llen(keys.queue(FN)) == 2, 2, what="requests pushed")
     theirs = b.put(Request(body=b"b"), deadline())
     wait_until(lambda: redis_client.llen(keys.queue(FN)) == 3, 2, what="requests pushed")
     items = a.next_batch(8, 0.0, 0.5)

@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 # Seconds one inbox pop blocks: bounds how long a leaving instance's listener lingers.
 LISTEN_BLOCK = 0.25
+# A request that finds the worker waiting in Redis is pushed on the caller's thread only when it is the first
+# for this many seconds: under load, the sender's one push for many requests keeps round trips off the HTTP
+# loop.
+PUSH_NOW_GAP = 0.002
 
 
 @dataclass
@@ -100,6 +104,7 @@ class RedisBatchQueue:
         self._outbox: list[tuple[_Waiting, bytes]] = []
         self._outbox_ready = threading.Condition()
         self._sending = False
+        self._last_put = float("-inf")
         # Held by whoever pushes: a caller pushing itself (``_push_now``), or the sender.
         self._direct = threading.Lock()
         self._threads = [threading.Thread(target=self._listen, name="redis-inbox", daemon=True),
@@ -156,7 +161,8 @@ class RedisBatchQueue:
         entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
         data = wire.encode_request(wire.Envelope(token, self.instance, deadline - now + wall, wall, request))
         self._arrivals[int(wall)] += 1  # sent with the next heartbeat
-        if self._remote.blocked and self._push_now(entry, data):
+        quiet, self._last_put = now - self._last_put >= PUSH_NOW_GAP, now
+        if quiet and self._remote.blocked and self._push_now(entry, data):
             return entry.future
         with self._outbox_ready:
             self._outbox.append((entry, data))
@@ -230,8 +236,8 @@ class RedisBatchQueue:
             settle(entry.future, result)
 
     def _push_now(self, entry: _Waiting, data: bytes) -> bool:
-        """Push on the caller's thread (one round trip) when this instance's worker waits in Redis for work
-        and no other push is under way: the request reaches the worker without waiting for the sender
+        """Push on the caller's thread (one round trip) when this instance's worker waits in Redis for work,
+        no request came in the last ``PUSH_NOW_GAP`` seconds, and no other push is under way: the request reaches the worker without waiting for the sender
         thread to wake (measured: 0.15-0.2 ms of an idle instance's 0.7 ms through Redis). False when the
         sender should push it (another push is under way, so it keeps the queue's order)."""
         if not self._direct.acquire(blocking=False):

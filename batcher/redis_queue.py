@@ -3,7 +3,9 @@
 Request path. ``put`` queues the request (``batcher.wire``: a JSON line and the raw body) with a token,
 this instance as the reply address and an absolute wall-clock deadline for the sender thread, which pushes
 everything that piled up on the left of ``fi:{fn}:queue`` in one LPUSH: HTTP threads never wait on Redis,
-and under load many requests share one round trip. Arrivals are counted in memory and sent with the next
+and under load many requests share one round trip. With the asyncio engine the event loop pushes the
+requests it parsed itself, one LPUSH per loop turn on a connection of its own (``use_loop``,
+``batcher.loop_push``), and the sender only covers the moments that connection is down. Arrivals are counted in memory and sent with the next
 heartbeat. The caller's future waits in ``_waiting`` under the token.
 Each instance's batch worker calls ``next_batch(b, t)`` with its own live config: it takes up to ``b``
 requests (``batcher.claims``: moved atomically onto its own claimed list), then waits for more until the
@@ -35,7 +37,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import redis
 from redis.backoff import NoBackoff
@@ -43,6 +45,8 @@ from redis.retry import Retry
 
 from batcher import keys, live_config, presence, stats, wire
 from batcher.claims import Claims
+if TYPE_CHECKING:
+    from batcher.loop_push import LoopPusher
 from batcher.errors import PayloadTooLarge
 from batcher.policy import BatchConfig
 from batcher.queue import LocalBatchQueue, Pending, QueueClosed
@@ -105,6 +109,8 @@ class RedisBatchQueue:
         self._outbox_ready = threading.Condition()
         self._sending = False
         self._last_put = float("-inf")
+        # Pushes from the asyncio engine's event loop (``use_loop``); None with other engines.
+        self._pusher: LoopPusher | None = None
         # Held by whoever pushes: a caller pushing itself (``_push_now``), or the sender.
         self._direct = threading.Lock()
         self._threads = [threading.Thread(target=self._listen, name="redis-inbox", daemon=True),
@@ -161,6 +167,9 @@ class RedisBatchQueue:
         entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
         data = wire.encode_request(wire.Envelope(token, self.instance, deadline - now + wall, wall, request))
         self._arrivals[int(wall)] += 1  # sent with the next heartbeat
+        pusher = self._pusher
+        if pusher is not None and pusher.push(data):
+            return entry.future
         quiet, self._last_put = now - self._last_put >= PUSH_NOW_GAP, now
         if quiet and self._remote.blocked and self._push_now(entry, data):
             return entry.future
@@ -169,6 +178,21 @@ class RedisBatchQueue:
             if len(self._outbox) == 1:  # the sender takes everything that piled up: one wake per push
                 self._outbox_ready.notify()
         return entry.future
+
+    def use_loop(self, loop: Any) -> None:
+        """Push from ``loop`` (an asyncio event loop; call this on its thread) when requests are put on it:
+        no thread hand-off per request (``batcher.loop_push``). Other threads keep using the sender."""
+        pool = self._client.connection_pool
+        try:
+            from batcher.loop_push import LoopPusher
+        except ImportError:  # hiredis missing: the sender thread pushes
+            return
+        if not LoopPusher.supports(pool.connection_kwargs, pool.connection_class):
+            return
+        self._pusher = LoopPusher(loop, pool.connection_kwargs, self._claims.queue,
+                                  lambda depth: setattr(self._remote, "depth", depth), self._lost)
+        if self._up:
+            self._pusher.open()
 
     def may_run_here(self) -> bool:
         """True when a request that just arrived may run at once on this idle instance without passing
@@ -333,6 +357,8 @@ class RedisBatchQueue:
         self._beat()
         with self._lock:
             self._up = True
+        if self._pusher is not None:
+            self._pusher.open()
         logger.log(logging.WARNING if recovering else logging.INFO, "shared queue %s in use%s",
                    self._claims.queue, f" again ({moved} claimed requests given back)" if recovering else "")
         self._notify(True)
@@ -344,6 +370,8 @@ class RedisBatchQueue:
             self._up = False
             entries = list(self._waiting.values())
         logger.error("Redis lost (%s): %d waiting requests move to the in-process queue", reason, len(entries))
+        if self._pusher is not None:
+            self._pusher.close()
         self._notify(False)
         self._to_local(entries)
 
@@ -384,5 +412,7 @@ class RedisBatchQueue:
             presence.leave(self._client, self._claims)
         except redis.RedisError as exc:
             logger.warning("could not deregister from Redis: %s", exc)
+        if self._pusher is not None:
+            self._pusher.close()
 
 

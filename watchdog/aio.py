@@ -430,6 +430,9 @@ class AsyncioWorker(Worker):
 
     async def _serve(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
         engine = Engine(runtime, loop)
+        use_loop = getattr(runtime.queue, "use_loop", None)
+        if use_loop is not None:  # the shared queue pushes from this loop, no thread hand-off per request
+            use_loop(loop)
         servers = []
         for listener in self.sockets:
             sock = getattr(listener, "sock", listener)

@@ -55,6 +55,8 @@ class BatchWorker:
         """Close the queue, finish what it holds, and stop; True when the thread ended in time."""
         self._stop.set()
         self.queue.close()
+        if self._thread.ident is None:  # never started (the process failed during boot)
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

@@ -8,12 +8,12 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
 import time
 from typing import Mapping
 
+from faas_infer.ports import free_port
 from provider.catalog import Catalog
 from provider.config import ProviderConfig
 from provider.cores import CoreAllocator, cores_for
@@ -219,9 +219,7 @@ class Runtime:
 
     def _free_port(self) -> int:
         while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            port = free_port()
             with self.lock:
                 if port not in self._ports:
                     self._ports.add(port)

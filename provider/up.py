@@ -16,6 +16,7 @@ from typing import Callable
 import psutil
 import requests
 
+from faas_infer.ports import free_port
 from faas_infer.stack import Stack
 from provider.server import graceful_seconds
 from provider.sidecars import Sidecar
@@ -72,15 +73,6 @@ def _killpg(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

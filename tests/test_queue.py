@@ -45,3 +45,11 @@ def test_close_hands_out_rest_and_refuses_new():
     assert q.next_batch(8, timeout=60) == []
     with pytest.raises(QueueClosed):
         q.put(Request(), 1e9)
+
+
+def test_a_worker_that_never_started_stops_at_once():
+    from batcher.policy import BatchConfig, ExecTimeModel
+    from batcher.worker import BatchWorker
+
+    worker = BatchWorker(LocalBatchQueue(), lambda requests: [], lambda: BatchConfig(4), ExecTimeModel())
+    assert worker.stop(1)

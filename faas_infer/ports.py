@@ -1,0 +1,42 @@
+"""Free loopback ports for processes started here (tests, benchmarks, ``faas-infer up``)."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+# Ports are drawn from the span just below the kernel's ephemeral range.
+SPAN = 16000
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; the usual default elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on, for another process to bind.
+
+    Drawn below the ephemeral range when possible: a port the kernel hands out (bind to port 0) is an
+    ephemeral one, and any outgoing connection on the machine may take it between the moment it is found
+    free and the moment the process it is meant for binds it (seen here as a watchdog failing to boot
+    with "Address already in use" while the tests made many connections).
+    """
+    low = ephemeral_range()[0]
+    first = max(1024, low - SPAN)
+    for _ in range(100):
+        port = random.randrange(first, low) if low > first else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,0 +1,27 @@
+"""Free ports for the processes we start: bindable, and away from the kernel's ephemeral range."""
+
+from __future__ import annotations
+
+import socket
+
+from faas_infer import ports
+from faas_infer.ports import ephemeral_range, free_port
+
+
+def test_free_ports_bind_and_stay_below_the_ephemeral_range():
+    low, _ = ephemeral_range()
+    for _ in range(20):
+        port = free_port()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        assert port < low or low <= 1025
+
+
+def test_a_port_something_listens_on_is_skipped(monkeypatch):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", free_port()))
+        held.listen()
+        taken = held.getsockname()[1]
+        draws = iter([taken, taken, taken + 1 if taken + 1 < ephemeral_range()[0] else taken - 1])
+        monkeypatch.setattr(ports.random, "randrange", lambda a, b: next(draws))
+        assert free_port() not in (taken, 0)

@@ -2,7 +2,9 @@
 request per call, as OpenFaaS does today), and (c) in-process at its best batch size with no HTTP.
 
 For (a) and (b) an open-loop Poisson load rises until p99 exceeds the function's SLO or any request fails;
-the last passing rate is bisected. The no-op function (functions/echo) gives the load generator's and
+the last passing rate is bisected. A rate counts as over only after ``--tries`` runs of it failed, and the
+in-process limit is measured before and after the served runs with the best kept: this VM's speed changes
+by up to 1.85x in stretches of seconds, and one run in a slow stretch used to decide a row. The no-op function (functions/echo) gives the load generator's and
 HTTP's own ceiling in the same run, two ways: closed-loop throughput (no latency bound) and, like the
 functions, the highest Poisson rate within the tightest SLO; both ratios are printed.
 
@@ -28,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated example functions to measure (default: all four)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per rate step (default 3)")
     parser.add_argument("--bisect", type=int, default=3, help="bisection steps after the first failure (default 3)")
+    parser.add_argument("--tries", type=int, default=2,
+                        help="runs of a rate before it counts as over the SLO, and measurements of the in-process "
+                             "limit (the best is kept); 2 outvotes one slow stretch of this shared machine "
+                             "(default 2; 1 measures each once)")
     parser.add_argument("--http-engine", choices=("asyncio", "gthread"), default="asyncio",
                         help="the watchdog's HTTP engine for every served run, no-op included (default asyncio)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
@@ -92,24 +98,36 @@ def in_process_paced(function: str, handler, rate: float = 10.0, calls: int = 30
     return times[len(times) // 2]
 
 
-def step(target, rate: float, duration: float, slo: float):
-    """Run one rate; returns (passed, result)."""
+def step(target, rate: float, duration: float, slo: float, tries: int = 2):
+    """Run one rate, again if it failed (up to ``tries`` runs); returns (passed, result, runs).
+
+    This machine's speed changes by up to 1.85x in stretches of seconds (bench cop's notes): one run in a
+    slow stretch would otherwise decide the whole bisection. A rate counts as sustained when any of its
+    runs held; the in-process limit it is compared with is likewise the best of its measurements.
+    """
     from bench.loadgen import open_loop
 
-    result = open_loop(target, rate, duration, seed=int(rate))
-    return result.failed == 0 and result.percentile(99) <= slo, result
+    for run in range(1, tries + 1):
+        result = open_loop(target, rate, duration, seed=int(rate) + run - 1)
+        if result.failed == 0 and result.percentile(99) <= slo:
+            return True, result, run
+    return False, result, tries
 
 
-def max_rate_at_slo(target, slo: float, start: float, duration: float, bisect: int, trace: list):
+def max_rate_at_slo(target, slo: float, start: float, duration: float, bisect: int, trace: list, tries: int = 2):
     """Rise by 1.5x until failure, then bisect; returns (rate, result at that rate)."""
     from bench.common import progress
 
-    best, best_result, rate, failed_at = 0.0, None, start, None
-    while failed_at is None and rate < 50_000:
-        ok, result = step(target, rate, duration, slo)
+    def attempt(rate: float):
+        ok, result, runs = step(target, rate, duration, slo, tries)
         trace.append((rate, result.percentile(99), ok))
         progress(f"{rate:8.1f} rps  p99 {result.percentile(99) * 1000:7.1f} ms  failed {result.failed}  "
-                 f"{'ok' if ok else 'over'}")
+                 f"{'ok' if ok else 'over'}{f' (run {runs})' if runs > 1 else ''}")
+        return ok, result
+
+    best, best_result, rate, failed_at = 0.0, None, start, None
+    while failed_at is None and rate < 50_000:
+        ok, result = attempt(rate)
         if ok:
             best, best_result, rate = rate, result, rate * 1.5
         else:
@@ -117,10 +135,7 @@ def max_rate_at_slo(target, slo: float, start: float, duration: float, bisect: i
     lo, hi = best, failed_at or rate
     for _ in range(bisect):
         mid = (lo + hi) / 2
-        ok, result = step(target, mid, duration, slo)
-        trace.append((mid, result.percentile(99), ok))
-        progress(f"{mid:8.1f} rps  p99 {result.percentile(99) * 1000:7.1f} ms  failed {result.failed}  "
-                 f"{'ok' if ok else 'over'}")
+        ok, result = attempt(mid)
         if ok:
             lo, best, best_result = mid, mid, result
         else:
@@ -152,7 +167,7 @@ def measure_served(function: str, mode: str, slo: float, start: float, args, tra
             row["low_load_exec_ms"] = round((after[0] - before[0]) / batches * 1000, 2) if batches else None
         progress(f"{function} {mode}: ramping from {start:.0f} rps (SLO {slo * 1000:.0f} ms)")
         trace: list = []
-        rate, result = max_rate_at_slo(target, slo, start, args.duration, args.bisect, trace)
+        rate, result = max_rate_at_slo(target, slo, start, args.duration, args.bisect, trace, args.tries)
         traces[(function, mode)] = trace
         row.update(max_rps_at_slo=round(rate, 1),
                    p50_ms=round(result.percentile(50) * 1000, 2) if result else None,
@@ -189,7 +204,8 @@ def noop_ceilings(args, slo: float, traces: dict) -> list[dict]:
                   "errors": result.failed}
         progress(f"echo: ramping from {0.3 * result.throughput:.0f} rps (SLO {slo * 1000:.0f} ms)")
         trace: list = []
-        rate, at_slo = max_rate_at_slo(target, slo, 0.3 * result.throughput, args.duration, args.bisect, trace)
+        rate, at_slo = max_rate_at_slo(target, slo, 0.3 * result.throughput, args.duration, args.bisect, trace,
+                                       args.tries)
         traces[("echo", "no-op")] = trace
         open_row = {"function": "echo", "mode": f"no-op at {slo * 1000:.0f} ms", "max_rps_at_slo": round(rate, 1),
                     "p50_ms": round(at_slo.percentile(50) * 1000, 2) if at_slo else None,
@@ -205,6 +221,9 @@ def run(args: argparse.Namespace) -> int:
     from bench.common import progress
     from bench.loadgen import print_table
 
+    if args.tries < 1:
+        print(f"--tries={args.tries}: must be >= 1")
+        return 2
     functions = [f for f in args.functions.split(",") if f]
     unknown = set(functions) - set(FUNCTIONS)
     if unknown:
@@ -221,13 +240,20 @@ def run(args: argparse.Namespace) -> int:
         handler = _in_process_handler(function)
         limit, best_b, single = in_process_limit(function, handler)
         paced = in_process_paced(function, handler)
-        rows.append({"function": function, "mode": "in-process", "max_rps_at_slo": round(limit, 1),
-                     "p50_ms": round(single * 1000, 2), "p99_ms": None, "errors": 0, "best_batch": best_b,
-                     "low_load_p50_ms": round(paced * 1000, 2)})
         start = max(20.0, 0.15 * min(limit, closed_ceiling))
         batched = measure_served(function, "batched", slo, start, args, traces)
         unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces)
-        rows += [batched, unbatched]
+        limits = [limit]
+        for _ in range(args.tries - 1):  # again after the served runs: the best the machine showed is the limit
+            progress(f"{function}: in-process limit again")
+            again = in_process_limit(function, handler)
+            limits.append(again[0])
+            if again[0] > limit:
+                limit, best_b, single = again
+        rows += [{"function": function, "mode": "in-process", "max_rps_at_slo": round(limit, 1),
+                  "p50_ms": round(single * 1000, 2), "p99_ms": None, "errors": 0, "best_batch": best_b,
+                  "low_load_p50_ms": round(paced * 1000, 2), "in_process_runs": [round(x, 1) for x in limits]},
+                 batched, unbatched]
         summary.append({"function": function, "slo_ms": slo * 1000,
                         "batched/unbatched": round(batched["max_rps_at_slo"] / max(unbatched["max_rps_at_slo"], 1e-9), 2),
                         "batched/min(in-process,no-op closed)":

@@ -5,11 +5,11 @@ then waits for company until the oldest has waited ``t``. Redis checks blocking 
 (default 10) times a second, so the last ``COARSE`` seconds of a wait are polled every ``FILL_POLL``.
 The batch comes back as ``Pending`` items whose futures the dispatcher resolves; a request this instance
 queued itself comes back as the very item its caller waits on (``own``), so its answer needs no hand-over.
-An answer for any other request that arrived at this instance resolves its caller's future at once; answers for other instances are
-collected until the batch is complete, then pushed to their inboxes in one MULTI that also deletes the
-claimed list. A batch with only local callers defers that deletion (and its counters) to the pipeline of
-the next take, saving a round trip; until then a crash would re-run already answered requests, whose
-second answer nobody waits for.
+An answer for any other request that arrived at this instance resolves its caller's future at once;
+answers for other instances are collected until the batch is complete, then pushed to their inboxes in one
+MULTI that also deletes the claimed list. A batch with only local callers defers that deletion (and its
+counters) to the pipeline of the next take, saving a round trip; until then a crash would re-run already
+answered requests, whose second answer nobody waits for.
 """
 
 from __future__ import annotations

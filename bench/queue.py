@@ -4,9 +4,11 @@ For each function (the no-op ``functions/echo`` and ``functions/mlp``), one watc
 backend and one with the Redis backend (a private redis-server on a free loopback port) are served side
 by side and measured in alternating slices (0.25 s, then 0.5 s), so both see the same machine: this VM's
 speed changes by up to 2x from one second to the next, and back-to-back runs of one backend then the other
-differed by more than the backends do. Each is measured (a) with one request at a time (closed loop,
-concurrency 1: the latency the backend adds) and (b) closed loop at ``--concurrency`` (throughput, with
-its p50/p99, and the CPU time per request spent by the watchdog and by redis-server during its slices).
+differed by more than the backends do. Each is measured (a) at 10 req/s (Poisson, one second of each in
+turn: the low load at which an idle instance runs a request at once, with either backend), (b) with one
+request at a time back to back (closed loop, concurrency 1: every request goes through the queue, the
+latency the backend adds) and (c) closed loop at ``--concurrency`` (throughput, with its p50/p99, and the
+CPU time per request spent by the watchdog and by redis-server during its slices).
 Then two Redis instances with different ``max_batch_size`` serve the function from one queue while load
 goes to the first only; each one's share of the requests run is read from the queue statistics in Redis.
 
@@ -26,7 +28,7 @@ HELP = "Redis shared batch queue vs in-process queue: added latency, throughput,
 
 BATCH = {"echo": 32, "mlp": 32}
 BACKENDS = ("local", "redis")
-COLUMNS = ("function", "backend", "p50_1_ms", "p99_1_ms", "rps", "p50_ms", "p99_ms", "cpu_us", "redis_cpu_us",
+COLUMNS = ("function", "backend", "p50_10rps_ms", "p50_1_ms", "p99_1_ms", "rps", "p50_ms", "p99_ms", "cpu_us", "redis_cpu_us",
            "errors")
 SHARE_COLUMNS = ("function", "instance", "max_batch_size", "served", "share_pct", "rps", "errors")
 
@@ -61,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     print_table(rows, COLUMNS)
     print()
     print_table(shares, SHARE_COLUMNS)
-    print("\np50_1/p99_1: latency at one request at a time; rps, p50, p99: closed loop at "
+    print("\np50_10rps: latency at 10 req/s (Poisson), where an idle instance runs a request at once when the "
+          "shared queue is empty; p50_1/p99_1: one request at a time back to back, every request through the "
+          "queue; rps, p50, p99: closed loop at "
           f"{args.concurrency} clients; cpu_us, redis_cpu_us: CPU microseconds per request of the watchdog and of "
           "redis-server under that load (steadier than rps on a shared machine). The last row of each function "
           "is redis - local (rps: redis / local).")
@@ -73,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
 
 def measure(function: str, server: PrivateRedis, args: argparse.Namespace) -> list[dict]:
     """One instance per backend, served side by side and measured in alternating slices (so both see the
-    same machine): latency at concurrency 1, then throughput at ``concurrency`` with the CPU seconds per
+    same machine): latency at 10 req/s and at concurrency 1, then throughput at ``concurrency`` with the CPU seconds per
     request that each watchdog and redis-server spent during its own slices."""
     from bench.common import progress, serve
-    from bench.loadgen import closed_loop, interleaved
+    from bench.loadgen import LoadResult, closed_loop, interleaved, open_loop
 
     served = [serve(os.path.join("functions", function),
                     _env(function, backend, server.url, f"{backend}-1", BATCH.get(function, 32), args.batch_timeout))
@@ -85,6 +89,10 @@ def measure(function: str, server: PrivateRedis, args: argparse.Namespace) -> li
         targets = [_target(function, s.url) for s in served]
         for target in targets:
             closed_loop(target, 4, 1.0)  # warm up: first batches, torch kernels, connections
+        paced = [LoadResult(10.0, 0.0) for _ in targets]
+        for _ in range(max(1, round(args.duration))):  # 10 req/s, one second of each in turn
+            for k, target in enumerate(targets):
+                paced[k].merge(open_loop(target, 10.0, 1.0, seed=k))
         single = interleaved(targets, 1, args.duration, slice_seconds=0.25)
         cpu = [[0.0, 0.0] for _ in served]
         last = [_cpu_seconds(s.proc.pid) for s in served] + [_cpu_seconds(server.proc.pid)]
@@ -100,14 +108,15 @@ def measure(function: str, server: PrivateRedis, args: argparse.Namespace) -> li
         for s in served:
             s.stop()
     rows = []
-    for backend, one, many, (own, redis_cpu) in zip(BACKENDS, single, loaded, cpu):
+    for backend, low, one, many, (own, redis_cpu) in zip(BACKENDS, paced, single, loaded, cpu):
         answered = max(many.ok, 1)
         progress(f"{function} {backend}: {one.percentile(50) * 1000:.2f} ms alone, {many.throughput:.0f} rps")
-        rows.append({"function": function, "backend": backend, "p50_1_ms": _ms(one.percentile(50)),
+        rows.append({"function": function, "backend": backend, "p50_10rps_ms": _ms(low.percentile(50)),
+                     "p50_1_ms": _ms(one.percentile(50)),
                      "p99_1_ms": _ms(one.percentile(99)), "rps": round(many.throughput, 1),
                      "p50_ms": _ms(many.percentile(50)), "p99_ms": _ms(many.percentile(99)),
                      "cpu_us": round(own / answered * 1e6), "redis_cpu_us": round(redis_cpu / answered * 1e6),
-                     "errors": one.failed + many.failed})
+                     "errors": low.failed + one.failed + many.failed})
     return rows
 
 
@@ -143,7 +152,7 @@ def share(function: str, redis_url: str, batches: tuple[int, int], args: argpars
 
 
 def _compare(local: dict, remote: dict) -> dict:
-    diff = {k: round(remote[k] - local[k], 2) for k in ("p50_1_ms", "p99_1_ms", "p50_ms", "p99_ms", "cpu_us",
+    diff = {k: round(remote[k] - local[k], 2) for k in ("p50_10rps_ms", "p50_1_ms", "p99_1_ms", "p50_ms", "p99_ms", "cpu_us",
                                                           "redis_cpu_us")}
     ratio = round(remote["rps"] / local["rps"], 3) if local["rps"] else 0.0
     return {"function": local["function"], "backend": "redis - local (rps: redis / local)", **diff, "rps": ratio,

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed
-from batcher.queue import Pending
+from batcher.queue import Pending, settle
 from batcher.request import Request, Response, to_response
 
 logger = logging.getLogger(__name__)
@@ -49,19 +48,11 @@ def take_runnable(items: list[Pending], now: float) -> list[Pending]:
         except RuntimeError:  # answered already (a duplicate delivered by another instance): not run again
             continue
         if item.deadline <= now:
-            settle_error(item, DeadlineExceeded(f"deadline passed after {now - item.enqueued_at:.3f}s in the queue; "
-                                                "not run"))
+            settle(item.future, DeadlineExceeded(f"deadline passed after {now - item.enqueued_at:.3f}s in the queue; "
+                                                 "not run"))
             continue
         runnable.append(item)
     return runnable
-
-
-def settle_error(item: Pending, error: BatchError) -> None:
-    """Fail ``item`` unless it was answered meanwhile (a duplicate's reply from another instance)."""
-    try:
-        item.future.set_exception(error)
-    except InvalidStateError:
-        pass
 
 
 def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response | BatchError]:
@@ -113,15 +104,11 @@ def fan_out(items: list[Pending], results: list[Response | BatchError]) -> tuple
     ok = failed = 0
     size = str(len(items))
     for item, result in zip(items, results):
-        try:
-            if isinstance(result, Response):
-                item.future.set_result(replace(result, headers={**result.headers, "X-Batch-Size": size}))
-                ok += 1
-            else:
-                item.future.set_exception(result)
-                failed += 1
-        except InvalidStateError:  # answered meanwhile by another instance's reply (a duplicate run)
-            continue
+        # A future answered meanwhile (another instance's reply to a duplicate run) is left as it is.
+        if isinstance(result, Response):
+            ok += settle(item.future, replace(result, headers={**result.headers, "X-Batch-Size": size}))
+        else:
+            failed += settle(item.future, result)
     return ok, failed
 
 
@@ -136,7 +123,7 @@ def dispatch(handle: HandleBatch, items: list[Pending], now: float) -> BatchOutc
                                lambda seconds, clean: first.append((seconds, clean)))
     except BaseException as exc:  # never leave a waiter hanging, even on KeyboardInterrupt
         for item in runnable:
-            settle_error(item, HandlerFailed(f"batch aborted: {exc!r}"))
+            settle(item.future, HandlerFailed(f"batch aborted: {exc!r}"))
         raise
     ok, failed = fan_out(runnable, results)
     seconds, clean = first[0] if first else (0.0, False)

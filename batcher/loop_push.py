@@ -44,7 +44,7 @@ class LoopPusher:
         self.loop, self.key = loop, key
         self.on_depth, self.on_error = on_depth, on_error
         self._connection = dict(connection)
-        self._thread = threading.get_ident() if _running_in(loop) else None
+        self._thread: int | None = None  # the loop's thread, known once ``open`` ran there
         self._protocol: _Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
@@ -53,7 +53,7 @@ class LoopPusher:
         self._outbox: list[bytes] = []
 
     @staticmethod
-    def supports(connection: Mapping[str, Any], connection_class: type) -> bool:
+    def supports(connection_class: type) -> bool:
         """True for a plain TCP or Unix-socket connection (TLS stays with the sender thread)."""
         return connection_class in (redis.Connection, redis.UnixDomainSocketConnection)
 
@@ -153,10 +153,3 @@ class LoopPusher:
         self._unanswered.clear()
         if transport is not None:
             transport.close()
-
-
-def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -32,6 +32,19 @@ class Pending:
     future: Future = field(default_factory=Future)
 
 
+def settle(future: Future, result: "Response | BaseException") -> bool:
+    """Resolve ``future`` with ``result`` (a response, or the exception to fail it with) unless it is done
+    already (a duplicate's reply from another instance, or a caller gone); True when this call resolved it."""
+    try:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        return False
+    return True
+
+
 class BatchQueue(Protocol):
     """What the watchdog needs from a queue backend."""
 
@@ -49,6 +62,12 @@ class BatchQueue(Protocol):
 
     def close(self) -> None:
         """Wake every blocked ``next_batch``; later ``put`` calls fail."""
+
+    def may_run_here(self) -> bool:
+        """True when a request that just arrived may run at once on this idle instance, skipping the queue."""
+
+    def ran_here(self) -> None:
+        """Count a request that ``may_run_here`` let run at once."""
 
 
 class QueueClosed(RuntimeError):
@@ -120,6 +139,13 @@ class LocalBatchQueue:
             return max(0.0, self.clock() - self._items[0].enqueued_at)
         except IndexError:
             return 0.0
+
+    def may_run_here(self) -> bool:
+        """True while open: whoever runs the batch checks that nothing waits and the worker is free."""
+        return not self._closed
+
+    def ran_here(self) -> None:
+        """Nothing to count: the instance's own metrics count every request."""
 
     def close(self) -> None:
         """Refuse new items and wake waiters; waiting items are still handed out."""

@@ -5,9 +5,8 @@ this instance as the reply address and an absolute wall-clock deadline for the s
 everything that piled up on the left of ``fi:{fn}:queue`` in one LPUSH: HTTP threads never wait on Redis,
 and under load many requests share one round trip. With the asyncio engine the event loop pushes the
 requests it parsed itself, one LPUSH per loop turn on a connection of its own (``use_loop``,
-``batcher.loop_push``), and the sender only covers the moments that connection is down. An idle instance
-(its worker waiting in Redis, no request for 2 ms) pushes on the caller's thread. Arrivals are counted in
-memory and sent with the next heartbeat. The caller's future waits in ``_waiting`` under the token.
+``batcher.loop_push``), and the sender only covers the moments that connection is down. Arrivals are
+counted in memory and sent with the next heartbeat. The caller's future waits in ``_waiting`` under the token.
 Each instance's batch worker calls ``next_batch(b, t)`` with its own live config: it takes up to ``b``
 requests (``batcher.claims``: moved atomically onto its own claimed list), then waits for more until the
 oldest has waited ``t``, so a fast instance with a large ``b`` naturally takes more. Answers for requests
@@ -50,18 +49,14 @@ if TYPE_CHECKING:
     from batcher.loop_push import LoopPusher
 from batcher.errors import PayloadTooLarge
 from batcher.policy import BatchConfig
-from batcher.queue import LocalBatchQueue, Pending, QueueClosed
-from batcher.remote_batch import RemoteBatches, Result, outcome, settle
+from batcher.queue import LocalBatchQueue, Pending, QueueClosed, settle
+from batcher.remote_batch import RemoteBatches, Result, outcome
 from batcher.request import Request, Response, new_id
 
 logger = logging.getLogger(__name__)
 
 # Seconds one inbox pop blocks: bounds how long a leaving instance's listener lingers.
 LISTEN_BLOCK = 0.25
-# A request that finds the worker waiting in Redis is pushed on the caller's thread only when it is the first
-# for this many seconds: under load, the sender's one push for many requests keeps round trips off the HTTP
-# loop.
-PUSH_NOW_GAP = 0.002
 
 
 @dataclass
@@ -108,12 +103,8 @@ class RedisBatchQueue:
         self._halt = threading.Event()
         self._outbox: list[tuple[_Waiting, bytes]] = []
         self._outbox_ready = threading.Condition()
-        self._sending = False
-        self._last_put = float("-inf")
         # Pushes from the asyncio engine's event loop (``use_loop``); None with other engines.
         self._pusher: LoopPusher | None = None
-        # Held by whoever pushes: a caller pushing itself (``_push_now``), or the sender.
-        self._direct = threading.Lock()
         self._threads = [threading.Thread(target=self._listen, name="redis-inbox", daemon=True),
                          threading.Thread(target=self._send, name="redis-sender", daemon=True),
                          threading.Thread(target=self._monitor, name="redis-monitor", daemon=True)]
@@ -171,9 +162,6 @@ class RedisBatchQueue:
         pusher = self._pusher
         if pusher is not None and pusher.push(data):
             return entry.future
-        quiet, self._last_put = now - self._last_put >= PUSH_NOW_GAP, now
-        if quiet and self._remote.blocked and self._push_now(entry, data):
-            return entry.future
         with self._outbox_ready:
             self._outbox.append((entry, data))
             if len(self._outbox) == 1:  # the sender takes everything that piled up: one wake per push
@@ -188,7 +176,7 @@ class RedisBatchQueue:
             from batcher.loop_push import LoopPusher
         except ImportError:  # hiredis missing: the sender thread pushes
             return
-        if not LoopPusher.supports(pool.connection_kwargs, pool.connection_class):
+        if not LoopPusher.supports(pool.connection_class):
             return
         self._pusher = LoopPusher(loop, pool.connection_kwargs, self._claims.queue,
                                   lambda depth: setattr(self._remote, "depth", depth), self._lost)
@@ -260,26 +248,6 @@ class RedisBatchQueue:
         if entry is not None:
             settle(entry.future, result)
 
-    def _push_now(self, entry: _Waiting, data: bytes) -> bool:
-        """Push on the caller's thread (one round trip) when this instance's worker waits in Redis for work,
-        no request came in the last ``PUSH_NOW_GAP`` seconds, and no other push is under way: the request
-        reaches the worker without waiting for the sender thread to wake (measured for a no-op handler:
-        0.8 vs 1.1 ms through Redis). False when the sender should push it (another push is under way, so
-        it keeps the queue's order)."""
-        if not self._direct.acquire(blocking=False):
-            return False
-        try:
-            with self._outbox_ready:
-                if self._outbox or self._sending:
-                    return False
-            self._remote.depth = int(self._client.lpush(self._claims.queue, data))
-        except redis.RedisError as exc:
-            self._lost(exc)
-            self._to_local([entry])
-        finally:
-            self._direct.release()
-        return True
-
     def _send(self) -> None:
         """Push queued requests, all that piled up since the last push in one LPUSH (one round trip)."""
         while not self._halt.is_set():
@@ -287,19 +255,15 @@ class RedisBatchQueue:
                 if not self._outbox:
                     self._outbox_ready.wait(LISTEN_BLOCK)
                 sending, self._outbox = self._outbox, []
-                self._sending = bool(sending)
             if not sending:
                 continue
             try:
-                with self._direct:  # after a push on a caller's thread that is under way: the queue's order
-                    if not self._up:
-                        raise redis.ConnectionError("Redis lost")
-                    self._remote.depth = int(self._client.lpush(self._claims.queue, *(data for _, data in sending)))
+                if not self._up:
+                    raise redis.ConnectionError("Redis lost")
+                self._remote.depth = int(self._client.lpush(self._claims.queue, *(data for _, data in sending)))
             except redis.RedisError as exc:
                 self._lost(exc)
                 self._to_local([entry for entry, _ in sending])
-            finally:
-                self._sending = False
 
     def _listen(self) -> None:
         inbox = keys.inbox(self.instance)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -26,7 +26,7 @@ import redis
 from batcher import keys, stats, wire
 from batcher.claims import Claims
 from batcher.errors import BatchError, HandlerFailed, PayloadTooLarge
-from batcher.queue import Pending
+from batcher.queue import Pending, settle
 from batcher.request import Response
 
 logger = logging.getLogger(__name__)
@@ -72,8 +72,6 @@ class RemoteBatches:
         self.resolve, self.lost, self.own = resolve, lost, own
         # Requests waiting in the shared queue, as of the last take.
         self.depth = 0
-        # True while the batch worker blocks in Redis waiting for a request (the instance is idle).
-        self.blocked = False
         self._open: _OpenBatch | None = None
         self._release: tuple[int, int] | None = None
 
@@ -111,12 +109,7 @@ class RemoteBatches:
         pipe = self.client.pipeline(transaction=False)
         self._queue_release(pipe)
         self.claims.take(pipe, most, wait)
-        self.blocked = wait > 0
-        try:
-            replies = pipe.execute(raise_on_error=False)
-        finally:
-            self.blocked = False
-        got, depth = self.claims.taken(replies, most, wait)
+        got, depth = self.claims.taken(pipe.execute(raise_on_error=False), most, wait)
         if depth is not None:
             self.depth = depth
         return got
@@ -214,13 +207,3 @@ def outcome(future: Future) -> Result:
         return future.result()
     return exc if isinstance(exc, BatchError) else HandlerFailed(f"{type(exc).__name__}: {exc}")
 
-
-def settle(future: Future, result: Result) -> None:
-    """Resolve ``future`` with ``result`` unless it is already done (a duplicate reply, or a caller gone)."""
-    try:
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass

@@ -17,9 +17,7 @@ import sys
 import tempfile
 import time
 
-from cop_profiler.cliargs import fraction
-from cop_profiler.sampling import SamplingRule
-from cop_profiler.timer import TimingPolicy
+from cop_profiler.cliargs import add_timing, sampling_rule, timing_policy
 
 HELP = "COP predictor accuracy (MAPE) and profiling cost versus whole-model profiling"
 
@@ -35,14 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--estimator", choices=("median", "min"), default="median",
                         help="timing statistic for operators and whole models alike (default median)")
-    parser.add_argument("--blocks", type=int, default=TimingPolicy().blocks,
-                        help="timed blocks per point at least, operators and whole models alike (more while "
-                             f"noisy, up to 11; default {TimingPolicy().blocks})")
-    parser.add_argument("--tolerance", type=fraction, default=SamplingRule().tolerance,
-                        help="operators: leave a batch size to interpolation when interpolating from its "
-                             "neighbours predicted a timed middle size within this relative error (default "
-                             f"{SamplingRule().tolerance:g}; 0 times every batch size). The whole model is "
-                             "always timed over the full grid")
+    add_timing(parser, " for operators and whole models alike",
+               ". The whole model is always timed over the full grid")
     parser.add_argument("--no-calibrate", action="store_true", help="pure operator sum (no whole-model factor)")
     parser.add_argument("--db", help="profile DB to use (default: a fresh temporary one)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
@@ -138,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
     batches = tuple(int(b) for b in args.batches.split(","))
     threads = tuple(int(c) for c in args.threads.split(","))
-    policy = TimingPolicy(blocks=args.blocks, max_blocks=max(args.blocks, 11), estimator=args.estimator)
+    policy = timing_policy(args, estimator=args.estimator)
     config = ProfileConfig(batches, threads, ("cpu",), policy, () if args.no_calibrate else (1, 8),
-                           sampling=SamplingRule(args.tolerance))
+                           sampling=sampling_rule(args))
     refs = _refs(args.models)
     tmp = tempfile.TemporaryDirectory() if args.db is None else None
     path = args.db or os.path.join(tmp.name, "profiles.sqlite")

@@ -200,16 +200,16 @@ def closed_loop(target: Target, concurrency: int, duration: float, timeout: floa
     return asyncio.run(_closed_loop(target, concurrency, duration, timeout))
 
 
-def interleaved(targets: Sequence[Target], concurrency: int, duration: float, slice_seconds: float = 0.5,
-                between: Callable[[int], None] | None = None) -> list[LoadResult]:
-    """Closed loop on each target in turn, ``slice_seconds`` at a time, until each had ``duration`` seconds;
-    one merged result per target. On a machine whose speed changes from one second to the next, targets
+def interleaved(targets: Sequence[Target], load: Callable[[Target, float], LoadResult], duration: float,
+                slice_seconds: float = 0.5, between: Callable[[int], None] | None = None) -> list[LoadResult]:
+    """``load(target, seconds)`` (e.g. a closed or open loop) on each target in turn, ``slice_seconds`` at a
+    time, until each had ``duration`` seconds; one merged result per target. On a machine whose speed changes from one second to the next, targets
     measured this way see the same conditions, so their ratio holds where back-to-back runs would not.
     ``between(k)`` is called after every slice with the index of the target just measured."""
     results = [LoadResult(0.0, 0.0) for _ in targets]
     for _ in range(max(1, round(duration / slice_seconds))):
         for k, target in enumerate(targets):
-            results[k].merge(closed_loop(target, concurrency, slice_seconds))
+            results[k].merge(load(target, slice_seconds))
             if between is not None:
                 between(k)
     for result in results:

@@ -80,7 +80,7 @@ def measure(function: str, server: PrivateRedis, args: argparse.Namespace) -> li
     same machine): latency at 10 req/s and at concurrency 1, then throughput at ``concurrency`` with the CPU seconds per
     request that each watchdog and redis-server spent during its own slices."""
     from bench.common import progress, serve
-    from bench.loadgen import LoadResult, closed_loop, interleaved, open_loop
+    from bench.loadgen import closed_loop, interleaved, open_loop
 
     served = [serve(os.path.join("functions", function),
                     _env(function, backend, server.url, f"{backend}-1", BATCH.get(function, 32), args.batch_timeout))
@@ -89,11 +89,8 @@ def measure(function: str, server: PrivateRedis, args: argparse.Namespace) -> li
         targets = [_target(function, s.url) for s in served]
         for target in targets:
             closed_loop(target, 4, 1.0)  # warm up: first batches, torch kernels, connections
-        paced = [LoadResult(10.0, 0.0) for _ in targets]
-        for _ in range(max(1, round(args.duration))):  # 10 req/s, one second of each in turn
-            for k, target in enumerate(targets):
-                paced[k].merge(open_loop(target, 10.0, 1.0, seed=k))
-        single = interleaved(targets, 1, args.duration, slice_seconds=0.25)
+        paced = interleaved(targets, lambda t, s: open_loop(t, 10.0, s), args.duration, slice_seconds=1.0)
+        single = interleaved(targets, lambda t, s: closed_loop(t, 1, s), args.duration, slice_seconds=0.25)
         cpu = [[0.0, 0.0] for _ in served]
         last = [_cpu_seconds(s.proc.pid) for s in served] + [_cpu_seconds(server.proc.pid)]
 
@@ -103,7 +100,8 @@ def measure(function: str, server: PrivateRedis, args: argparse.Namespace) -> li
             cpu[k][1] += now[-1] - last[-1]
             last[:] = now
 
-        loaded = interleaved(targets, args.concurrency, args.duration, slice_seconds=0.5, between=account)
+        loaded = interleaved(targets, lambda t, s: closed_loop(t, args.concurrency, s), args.duration,
+                             slice_seconds=0.5, between=account)
     finally:
         for s in served:
             s.stop()

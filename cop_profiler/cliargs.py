@@ -1,4 +1,4 @@
-"""Arguments shared by ``faas-infer profile`` and ``faas-infer predict`` (torch-free)."""
+"""Arguments shared by ``faas-infer profile``, ``faas-infer predict`` and ``bench cop`` (torch-free)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from cop_profiler.db import DEFAULT_DB_PATH
 from cop_profiler.errors import CopError
 from cop_profiler.hardware import cpu_count
 from cop_profiler.modelref import InputSpec, parse_shape
+from cop_profiler.sampling import SamplingRule
+from cop_profiler.timer import TimingPolicy
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -45,6 +47,29 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-dtype", default="float32", help="input dtype with --input-shape (default float32)")
     parser.add_argument("--input-high", type=int, default=2,
                         help="exclusive upper bound of integer inputs with --input-shape (default 2)")
+
+
+def add_timing(parser: argparse.ArgumentParser, scope: str = "", whole_model: str = "") -> None:
+    """--blocks and --tolerance (``timing_policy`` and ``sampling_rule`` read them back); ``scope`` says
+    what --blocks applies to, ``whole_model`` ends --tolerance's help."""
+    blocks, most, tolerance = TimingPolicy().blocks, TimingPolicy().max_blocks, SamplingRule().tolerance
+    parser.add_argument("--blocks", type=int, default=blocks,
+                        help=f"timed blocks per point at least{scope} (more while noisy, up to {most}); "
+                             f"default {blocks}")
+    parser.add_argument("--tolerance", type=fraction, default=tolerance,
+                        help="operators: leave a batch size to interpolation when interpolating from its "
+                             "neighbours predicted a timed middle size within this relative error "
+                             f"(default {tolerance:g}; 0 times every batch size){whole_model}")
+
+
+def timing_policy(args: argparse.Namespace, **fields: object) -> TimingPolicy:
+    """The TimingPolicy of --blocks (and ``fields``)."""
+    return TimingPolicy(blocks=args.blocks, max_blocks=max(args.blocks, TimingPolicy().max_blocks), **fields)
+
+
+def sampling_rule(args: argparse.Namespace) -> SamplingRule:
+    """The SamplingRule of --tolerance."""
+    return SamplingRule(args.tolerance)
 
 
 def input_spec(args: argparse.Namespace) -> InputSpec | None:

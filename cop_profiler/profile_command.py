@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cop_profiler.cliargs import add_common, default_threads, fail, fraction, input_spec, int_list
-from cop_profiler.sampling import SamplingRule
-from cop_profiler.timer import TimingPolicy
+from cop_profiler.cliargs import (add_common, add_timing, default_threads, fail, input_spec, int_list, sampling_rule,
+                                  timing_policy)
 
 HELP = "profile a torch model's operators (COP) into the profile DB"
 
@@ -30,13 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int_list, default=None, help="CPU thread counts (default 1..cores)")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
                         help="auto: CPU plus the GPU when one is usable; cpu: CPU only")
-    parser.add_argument("--blocks", type=int, default=TimingPolicy().blocks,
-                        help="timed blocks per point at least (more while noisy, up to 11); the median is kept "
-                             f"(default {TimingPolicy().blocks})")
-    parser.add_argument("--tolerance", type=fraction, default=SamplingRule().tolerance,
-                        help="leave a batch size to interpolation when interpolating from its neighbours "
-                             "predicted a timed middle size within this relative error "
-                             f"(default {SamplingRule().tolerance:g}; 0 times every batch size)")
+    add_timing(parser)
     parser.add_argument("--force", action="store_true", help="re-time operators already in the DB")
     parser.add_argument("--no-calibrate", action="store_true",
                         help="skip the whole-model calibration (factor 1: pure operator sum)")
@@ -88,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     devs, notice = devices(args.device)
     if notice:
         print(notice, file=sys.stderr)
-    policy = TimingPolicy(blocks=args.blocks, max_blocks=max(args.blocks, 11))
+    policy = timing_policy(args)
     config = ProfileConfig(args.batches, args.threads or default_threads(), devs, policy,
-                           () if args.no_calibrate else (1, 8), args.force, sampling=SamplingRule(args.tolerance))
+                           () if args.no_calibrate else (1, 8), args.force, sampling=sampling_rule(args))
     try:
         with ProfileDB(args.db) as db:
             for ref in args.models:

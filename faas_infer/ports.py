@@ -19,8 +19,9 @@ def ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on, for another process to bind.
+def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
+    """A TCP port on ``host`` that nothing listens on, for another process to bind: ``preferred`` when it
+    is free (0: any), else one drawn as below.
 
     Drawn below the ephemeral range when possible: a port the kernel hands out (bind to port 0) is an
     ephemeral one, and any outgoing connection on the machine may take it between the moment it is found
@@ -29,14 +30,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     low = ephemeral_range()[0]
     first = max(1024, low - SPAN)
-    for _ in range(100):
-        port = random.randrange(first, low) if low > first else 0
+    draws = [random.randrange(first, low) for _ in range(100)] if low > first else []
+    for port in ([preferred] if preferred else []) + draws + [0]:
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
             return s.getsockname()[1]
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    raise OSError(f"no free TCP port on {host}")

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,8 @@ from typing import Any, Iterable, Mapping
 
 import requests
 import yaml
+
+from faas_infer.ports import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +56,6 @@ def find_binary(binary: str | None = None) -> str:
     if found is None:
         raise PrometheusError(INSTALL_HINT)
     return found
-
-
-def pick_port(preferred: int = 0, bind: str = "127.0.0.1") -> int:
-    """``preferred`` when it is free on ``bind`` (0: any), else a free port chosen by the kernel."""
-    for port in ((preferred, 0) if preferred else (0,)):
-        with socket.socket() as s:
-            try:
-                s.bind((bind, port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise PrometheusError(f"no free port on {bind}")
 
 
 def render_config(jobs: Iterable[ScrapeJob], targets_dir: str, scrape_interval: float = 1.0) -> dict:
@@ -141,7 +130,7 @@ class Prometheus:
         """Start it and return once ``/-/ready`` answers 200; PrometheusError when it does not."""
         find_binary(self.binary)
         self.write_config()
-        self.port = pick_port(self.port, self.bind)
+        self.port = free_port(self.bind, self.port)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.run_dir)

@@ -52,8 +52,9 @@ def prometheus(python: str, run_dir: str, provider_url: str, port: int, autoscal
     """Prometheus scraping the provider, every replica and the autoscaler; None when it is not installed."""
     if shutil.which("prometheus") is None:
         return None
-    from ops.prometheus import pick_port, sidecar_argv
+    from faas_infer.ports import free_port
+    from ops.prometheus import sidecar_argv
 
-    port = pick_port(port)
+    port = free_port(preferred=port)
     return Sidecar("prometheus", sidecar_argv(python, run_dir, provider_url, port, autoscaler_target,
                                               secret_mount_path), url=f"http://127.0.0.1:{port}")

@@ -143,12 +143,12 @@ def _deploy(session: _Session, stack: Any, stop: threading.Event) -> dict:
 def _start_sidecars(session: _Session) -> list[str]:
     """Prometheus first (the autoscaler reads SLO attainment from it), then the autoscaler; returns the
     commands worth trying against this platform."""
-    from ops.prometheus import pick_port
+    from faas_infer.ports import free_port
     from provider import sidecars
 
     no_autoscaler = session.args.no_autoscaler
     secrets_path = session.secret_path if session.auth_on else ""
-    autoscaler_port = pick_port(8082)  # the port `faas-infer top` looks at by default
+    autoscaler_port = free_port(preferred=8082)  # the port `faas-infer top` looks at by default
     prometheus = sidecars.prometheus(sys.executable, session.run_dir, session.url, 9090,
                                      "" if no_autoscaler else f"127.0.0.1:{autoscaler_port}", secrets_path)
     if prometheus is not None:

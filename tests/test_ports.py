@@ -22,6 +22,13 @@ def test_a_port_something_listens_on_is_skipped(monkeypatch):
         held.bind(("127.0.0.1", free_port()))
         held.listen()
         taken = held.getsockname()[1]
-        draws = iter([taken, taken, taken + 1 if taken + 1 < ephemeral_range()[0] else taken - 1])
-        monkeypatch.setattr(ports.random, "randrange", lambda a, b: next(draws))
+        other = taken + 1 if taken + 1 < ephemeral_range()[0] else taken - 1
+        draws = iter([taken, taken])
+        monkeypatch.setattr(ports.random, "randrange", lambda a, b: next(draws, other))
         assert free_port() not in (taken, 0)
+        assert free_port(preferred=taken) not in (taken, 0)
+
+
+def test_a_preferred_port_is_taken_when_free():
+    port = free_port()
+    assert free_port(preferred=port) == port

@@ -15,7 +15,7 @@ from typing import Callable
 from batcher.dispatch import BatchOutcome
 from batcher.errors import DeadlineExceeded, Rejected
 from batcher.policy import BatchConfig, ExecTimeModel, RateMeter, admit, effective_timeout, table_prior
-from batcher.queue import BatchQueue, LocalBatchQueue, Pending, QueueClosed
+from batcher.queue import BatchQueue, Pending, QueueClosed
 from batcher.request import Request, Response
 from batcher.worker import BatchWorker
 from watchdog.config import WatchdogConfig
@@ -52,11 +52,6 @@ class Runtime:
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._last_arrival = float("-inf")
-        # Callers may run a batch themselves when the instance is idle; with the shared queue only while it
-        # is empty (``may_run_here``: nobody else's request waits, this idle instance would take it next).
-        self._may_run_here: Callable[[], bool] | None = (
-            (lambda: True) if isinstance(queue, LocalBatchQueue) else getattr(queue, "may_run_here", None))
-        self._ran_here: Callable[[], None] = getattr(queue, "ran_here", lambda: None)
         m = self.metrics
         m.cold_start.set(handler.cold_start_seconds)
         m.in_flight.set_function(lambda: self._inflight)
@@ -174,7 +169,7 @@ class Runtime:
         if self._may_run_inline(config, timeout, inline_limit, gap):
             item = Pending(request, now + timeout, now)
             if self.worker.try_run_inline([item]):
-                self._ran_here()
+                self.queue.ran_here()
                 if self.clock() - now > timeout:
                     raise _deadline_exceeded(timeout)
                 return item.future.result(timeout=0)
@@ -189,7 +184,7 @@ class Runtime:
         """Run on the caller's thread only when no wait is due and the handler is known to finish well
         within the request's timeout (a caller cannot abandon its own thread to answer 504 on time) and
         within ``limit`` (an event loop must not stall). ``gap`` is the time since the previous arrival."""
-        if self._may_run_here is None or effective_timeout(config, self.exec_model, self.arrival_rate(), 1) != 0.0:
+        if effective_timeout(config, self.exec_model, self.arrival_rate(), 1) != 0.0:
             return False
         predicted = self.exec_model.predict(1)
         if predicted is None or 2 * predicted > timeout:
@@ -201,7 +196,9 @@ class Runtime:
         if limit is not None and not (predicted <= limit and self.arrival_rate() * predicted <= INLINE_LOOP_SHARE
                                       and gap * INLINE_LOOP_SHARE >= predicted):
             return False
-        return self._may_run_here()
+        # The queue decides too: with the shared queue only while it is empty (nobody else's request waits,
+        # this idle instance would take it next).
+        return self.queue.may_run_here()
 
     def drain(self, timeout: float) -> bool:
         """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""

@@ -22,7 +22,7 @@ from helpers import REPO, free_port, wait_until, write_handler
 from provider_fixtures import ProviderProcess
 
 from ops import scrape
-from ops.prometheus import INSTALL_HINT, pick_port, sidecar_argv
+from ops.prometheus import INSTALL_HINT, sidecar_argv
 
 DASHBOARDS = sorted(glob.glob(os.path.join(REPO, "docker", "grafana", "dashboards", "*.json")))
 FN = "echo.openfaas-fn"
@@ -167,7 +167,7 @@ def stack(tmp_path, redis_server, redis_client):
         requests.post(provider.url + "/system/scale-function/echo", json={"serviceName": "echo", "replicas": 2},
                       timeout=10)
         provider.wait_ready("echo", 2, 60)
-        port = pick_port(0)
+        port = free_port()
         log = open(tmp_path / "prometheus-sidecar.log", "wb")
         argv = sidecar_argv(sys.executable, str(tmp_path), provider.url, port, exporter.target)
         sidecar = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

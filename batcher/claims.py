@@ -1,14 +1,14 @@
 """Taking requests from a function's shared queue, and giving back those a dead instance took.
 
 Requests are pushed on the left of ``fi:{fn}:queue`` and taken from the right. Taking moves them, in
-one atomic step, onto the taker's ``fi:{fn}:claimed:{inst}`` list, so a request is always in exactly one
-of the two lists until its reply is sent (the reply and the claimed list's deletion share one
-MULTI). Reaping an instance whose heartbeat stopped moves its claimed list back to the taking end of
+one atomic step, onto the left of the taker's ``fi:{fn}:claimed:{inst}`` list, so a request is always in
+exactly one of the two lists until its reply is sent (the reply and the removal of its batch from the
+right of the claimed list share one MULTI). Reaping an instance whose heartbeat stopped moves its claimed list back to the taking end of
 the queue, oldest first, in one Lua script that first re-checks the heartbeat, so two reapers never
-both move it. Every call here is one round trip, and taking shares its round trip with
-whatever else the caller queued on the pipeline: the take script runs by its SHA (``EVALSHA``), loaded
-once per connection to a server (``load``), because a redis-py ``Script`` on a pipeline checks the server
-with ``SCRIPT EXISTS`` first, a second round trip on every take. A server that lost its script cache (a
+both move it. Taking is a list of commands the caller sends with whatever else it has to say
+(``batcher.remote_batch`` writes them on a connection of its own and may read the replies later): the take
+script runs by its SHA (``EVALSHA``), loaded once per connection to a server (``load``), because a redis-py
+``Script`` checks the server with ``SCRIPT EXISTS`` first, a second round trip on every take. A server that lost its script cache (a
 restart) answers ``NOSCRIPT``; ``taken`` then loads it again and that take simply gets nothing.
 """
 
@@ -65,14 +65,21 @@ class Claims:
         self._give_back = client.register_script(_GIVE_BACK)
         self._reap = client.register_script(_REAP)
 
-    def take(self, pipe: Any, most: int, wait: float = 0.0) -> None:
-        """Queue on ``pipe``: block up to ``wait`` seconds for one request (when ``wait`` > 0), then take up to
-        ``most`` in all without blocking; ``taken(replies)`` reads the answer from ``pipe.execute()``."""
+    def take(self, most: int, wait: float = 0.0) -> list[tuple[Any, ...]]:
+        """The commands of a take: block up to ``wait`` seconds for one request (when ``wait`` > 0), then take
+        up to ``most`` in all without blocking; ``taken(replies)`` reads their replies."""
+        commands: list[tuple[Any, ...]] = []
         if wait > 0:
-            pipe.blmove(self.queue, self.claimed, max(wait, 0.001), "RIGHT", "LEFT")
+            commands.append(("BLMOVE", self.queue, self.claimed, "RIGHT", "LEFT", max(wait, 0.001)))
         rest = min(most, MAX_TAKE) - (1 if wait > 0 else 0)
         if rest > 0:
-            pipe.evalsha(self._take_sha, 2, self.queue, self.claimed, rest)
+            commands.append(("EVALSHA", self._take_sha, 2, self.queue, self.claimed, rest))
+        return commands
+
+    def release(self, count: int) -> tuple[Any, ...]:
+        """The command that drops the ``count`` oldest claimed requests (a batch answered): only those, since
+        a take sent ahead may already have claimed the next batch's on the other end of the list."""
+        return ("LTRIM", self.claimed, 0, -(count + 1))
 
     def load(self) -> None:
         """Load the take script on the server (after connecting; again when it answers NOSCRIPT)."""
@@ -80,8 +87,8 @@ class Claims:
 
     def taken(self, replies: list[Any], most: int, wait: float = 0.0) -> tuple[list[bytes], int | None]:
         """The requests a ``take`` got, oldest first, and the queue length after (None when unknown);
-        ``replies`` are the last replies of the pipeline, run with ``execute(raise_on_error=False)``, ``most``
-        and ``wait`` as given to ``take``. Raises the first error other than a missing script."""
+        ``replies`` end with the replies of ``take``'s commands (errors as exception objects), ``most`` and
+        ``wait`` as given to ``take``. Raises the first error other than a missing script."""
         got: list[bytes] = []
         left = None
         for reply in replies:

@@ -152,4 +152,7 @@ class LoopPusher:
         self._outbox = []
         self._unanswered.clear()
         if transport is not None:
-            transport.close()
+            try:
+                transport.close()
+            except RuntimeError:  # the loop is closed already (closing after it stopped): nothing to flush
+                pass

@@ -9,7 +9,8 @@ requests it parsed itself, one LPUSH per loop turn on a connection of its own (`
 counted in memory and sent with the next heartbeat. The caller's future waits in ``_waiting`` under the token.
 Each instance's batch worker calls ``next_batch(b, t)`` with its own live config: it takes up to ``b``
 requests (``batcher.claims``: moved atomically onto its own claimed list), then waits for more until the
-oldest has waited ``t``, so a fast instance with a large ``b`` naturally takes more. Answers for requests
+oldest has waited ``t``, so a fast instance with a large ``b`` naturally takes more (under load the next
+take is sent ahead while a batch runs). Answers for requests
 that arrived here resolve their futures at once; the others go to their instances' inboxes
 (``fi:inbox:{inst}``) in one MULTI that also releases the claim (``batcher.remote_batch``).
 One listener thread per instance pops its inbox and resolves the futures; a token resolves once, so a
@@ -97,6 +98,8 @@ class RedisBatchQueue:
         self._waiting: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
         self._up = False
+        # Connections to Redis made (``_reconnect``), and the one the batch worker last took under.
+        self._epoch = self._taking_epoch = 0
         self._run_id = ""
         self._config = base_config
         self._closed = self._retired = False
@@ -205,8 +208,11 @@ class RedisBatchQueue:
         if self._closed and not self._waiting:
             self.leave()
             return []
+        if self._taking_epoch != self._epoch:  # Redis came back: what this instance had claimed went back
+            self._taking_epoch = self._epoch
+            self._remote.forget()
         try:
-            return self._remote.take(max_size, timeout, poll)
+            return self._remote.take(max_size, timeout, poll, ahead=not self._closed)
         except redis.RedisError as exc:
             self._lost(exc)
             return []
@@ -322,6 +328,7 @@ class RedisBatchQueue:
         recovering, self._run_id = bool(self._run_id), run_id
         self._beat()
         with self._lock:
+            self._epoch += 1
             self._up = True
         if self._pusher is not None:
             self._pusher.open()

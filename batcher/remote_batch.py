@@ -7,9 +7,17 @@ The batch comes back as ``Pending`` items whose futures the dispatcher resolves;
 queued itself comes back as the very item its caller waits on (``own``), so its answer needs no hand-over.
 An answer for any other request that arrived at this instance resolves its caller's future at once;
 answers for other instances are collected until the batch is complete, then pushed to their inboxes in one
-MULTI that also deletes the claimed list. A batch with only local callers defers that deletion (and its
-counters) to the pipeline of the next take, saving a round trip; until then a crash would re-run already
+MULTI that also removes the batch from the claimed list. A batch with only local callers defers that removal
+(and its counters) to the next take's write, saving a round trip; until then a crash would re-run already
 answered requests, whose second answer nobody waits for.
+
+Taking ahead. The claims travel on a connection of their own (``_Link``), whose replies can be read later.
+When a full batch is taken and the queue still holds another, the next take is written at once and its
+replies are read when the batch is done: under load the worker finds its next batch waiting instead of
+stopping for a round trip, which on a busy machine cost milliseconds per batch (redis-server and the
+worker both wait for a core). Nothing changes for a peer: a queue holding a full batch after a take has no
+idle instance blocked on it. The claimed list then holds two batches; a batch's removal takes only its own
+requests off the old end (``Claims.release``).
 """
 
 from __future__ import annotations
@@ -57,9 +65,57 @@ class _OpenBatch:
 
     items: list[Pending]
     left: int
+    # Requests claimed for it, malformed ones dropped included: its share of the claimed list.
+    claimed: int
     replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
     expired: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Link:
+    """One connection of the client's pool for the batch worker's claims. Commands are written at once and
+    their replies read when wanted, so a take can travel while a batch runs. A failure drops the connection
+    (the next ``send`` opens another) and raises ``redis.RedisError``."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.unread = 0
+        self._conn: Any = None
+
+    def send(self, commands: list[tuple[Any, ...]]) -> None:
+        """Write ``commands`` in one go; their replies wait for ``receive``."""
+        if not commands:
+            return
+        try:
+            if self._conn is None:
+                self._conn = self.pool.get_connection()
+            self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+        except BaseException:
+            self.drop()
+            raise
+        self.unread += len(commands)
+
+    def receive(self) -> list[Any]:
+        """The replies of everything sent and not read yet, in order; an error reply as its exception."""
+        replies: list[Any] = []
+        try:
+            while self.unread:
+                try:
+                    replies.append(self._conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+                self.unread -= 1
+        except BaseException:
+            self.drop()
+            raise
+        return replies
+
+    def drop(self) -> None:
+        """Close the connection and forget unread replies."""
+        conn, self._conn, self.unread = self._conn, None, 0
+        if conn is not None:
+            conn.disconnect()
+            self.pool.release(conn)
 
 
 class RemoteBatches:
@@ -72,15 +128,28 @@ class RemoteBatches:
         self.resolve, self.lost, self.own = resolve, lost, own
         # Requests waiting in the shared queue, as of the last take.
         self.depth = 0
+        self._link = _Link(client.connection_pool)
         self._open: _OpenBatch | None = None
-        self._release: tuple[int, int] | None = None
+        # Finished batches whose removal from the claimed list (and counters) goes with the next write:
+        # (requests claimed, served, expired).
+        self._release: tuple[int, int, int] | None = None
+        # ``most`` of a take sent ahead whose replies are unread, else None.
+        self._ahead: int | None = None
 
-    def take(self, max_size: int, timeout: float, poll: float) -> list[Pending]:
-        """Up to ``max_size`` requests, once full or once the oldest has waited ``timeout``; [] after ``poll``."""
+    def take(self, max_size: int, timeout: float, poll: float, ahead: bool = True) -> list[Pending]:
+        """Up to ``max_size`` requests, once full or once the oldest has waited ``timeout``; [] after ``poll``.
+        With ``ahead``, a full batch taken while the instance is saturated (the queue held another full batch
+        after the last take, or the take sent ahead came back full) sends the next take at once, so its
+        requests are here when this batch is done. A peer loses nothing: while one is idle, blocked on the
+        queue, the queue never holds a full batch and takes sent ahead come back short, which ends it."""
         self._finish_open()
-        # One round trip: BLMOVE returns at once when the queue holds anything, and the take script in the
-        # same pipeline takes the rest (a non-blocking try first cost a second round trip on an idle queue).
-        raw = self._claim(max_size, wait=poll)
+        raw = self._collect_ahead(max_size)
+        # Saturated: the queue held a full batch after the last take, or the take sent ahead came back full.
+        busy = len(raw) >= max_size or self.depth >= max_size
+        if not raw:
+            # One round trip: BLMOVE returns at once when the queue holds anything, and the take script in
+            # the same write takes the rest (a non-blocking try first cost a second round trip when idle).
+            raw = self._claim(max_size, wait=poll)
         if not raw:
             return []
         taken = self._decode(raw)
@@ -96,30 +165,52 @@ class RemoteBatches:
                 more = self._claim(max_size - len(raw))
             raw += more
             taken += self._decode(more)
-        return self._open_batch(taken)
+        if ahead and len(raw) >= max_size and (busy or self.depth >= max_size):
+            self._link.send(self._release_commands() + self.claims.take(max_size))
+            self._ahead = max_size
+        return self._open_batch(taken, len(raw))
 
     def release_now(self) -> None:
-        """Send a deferred release (before leaving, so nothing answered is given back)."""
-        if self._release is not None:
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_release(pipe)
-            pipe.execute()
+        """Send a deferred release and read a take sent ahead (before leaving, which gives back the rest)."""
+        self._collect_ahead(None)
+        self._link.send(self._release_commands())
+        self._link.receive()
+        self._link.drop()
+
+    def forget(self) -> None:
+        """Drop the connection's state after Redis came back: what was claimed went back to the queue."""
+        self._link.drop()
+        self._ahead = self._release = None
 
     def _claim(self, most: int, wait: float = 0.0) -> list[bytes]:
-        pipe = self.client.pipeline(transaction=False)
-        self._queue_release(pipe)
-        self.claims.take(pipe, most, wait)
-        got, depth = self.claims.taken(pipe.execute(raise_on_error=False), most, wait)
+        self._link.send(self._release_commands() + self.claims.take(most, wait))
+        got, depth = self.claims.taken(self._link.receive(), most, wait)
         if depth is not None:
             self.depth = depth
         return got
 
-    def _queue_release(self, pipe: Any) -> None:
-        if self._release is not None:
-            served, expired = self._release
-            self._release = None
-            pipe.delete(self.claims.claimed)
-            stats.record_served(pipe, self.claims.fn, self.claims.inst, served, expired)
+    def _collect_ahead(self, most: int | None) -> list[bytes]:
+        """The requests of the take sent ahead (none when none was sent); past ``most`` (the live config
+        shrank meanwhile), the newest go back to the taking end of the queue, oldest nearest it."""
+        sent, self._ahead = self._ahead, None
+        if sent is None:
+            return []
+        got, depth = self.claims.taken(self._link.receive(), sent)
+        if depth is not None:
+            self.depth = depth
+        extra = len(got) - (len(got) if most is None else most)
+        if extra > 0:
+            self._link.send([("LMOVE", self.claims.claimed, self.claims.queue, "LEFT", "RIGHT")] * extra)
+            self._link.receive()
+            got = got[:-extra]
+        return got
+
+    def _release_commands(self) -> list[tuple[Any, ...]]:
+        if self._release is None:
+            return []
+        claimed, served, expired = self._release
+        self._release = None
+        return [self.claims.release(claimed), *stats.served_commands(self.claims.fn, self.claims.inst, served, expired)]
 
     def _decode(self, raw: list[bytes]) -> list[_Taken]:
         """Our own requests come back as the waiter ``own`` still holds (nothing to decode or rebuild); the
@@ -142,8 +233,8 @@ class RemoteBatches:
             taken.append(_Taken(env.token, env.reply_to, item, False))
         return taken
 
-    def _open_batch(self, taken: list[_Taken]) -> list[Pending]:
-        batch = self._open = _OpenBatch([t.item for t in taken], len(taken))
+    def _open_batch(self, taken: list[_Taken], claimed: int) -> list[Pending]:
+        batch = self._open = _OpenBatch([t.item for t in taken], len(taken), claimed)
         for t in taken:
             t.item.future.add_done_callback(lambda f, t=t: self._answered(batch, t, f))
         if not taken:
@@ -173,8 +264,9 @@ class RemoteBatches:
         if self._open is batch:
             self._open = None
         served = len(batch.items) - batch.expired
-        if not batch.replies:
-            self._release = (served, batch.expired)
+        if not batch.replies:  # added to any earlier release not sent yet: batches are claimed oldest first
+            claimed, done, expired = self._release or (0, 0, 0)
+            self._release = (claimed + batch.claimed, done + served, expired + batch.expired)
             return
         try:
             pipe = self.client.pipeline(transaction=True)
@@ -182,7 +274,7 @@ class RemoteBatches:
                 pipe.lpush(keys.inbox(reply_to), wire.encode_reply(reply))
             for inbox in {keys.inbox(r) for r, _ in batch.replies}:
                 pipe.expire(inbox, INBOX_TTL)
-            pipe.delete(self.claims.claimed)
+            pipe.execute_command(*self.claims.release(batch.claimed))
             stats.record_served(pipe, self.claims.fn, self.claims.inst, served, batch.expired)
             pipe.execute()
         except redis.RedisError as exc:

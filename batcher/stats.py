@@ -82,11 +82,18 @@ def record_heartbeat(pipe: Any, fn: str, inst: str, now: float, facts: Mapping[s
 
 def record_served(pipe: Any, fn: str, inst: str, served: int, expired: int = 0) -> None:
     """Count requests ``inst`` answered (``expired`` of them with 504, not run)."""
+    for command in served_commands(fn, inst, served, expired):
+        pipe.execute_command(*command)
+
+
+def served_commands(fn: str, inst: str, served: int, expired: int = 0) -> list[tuple[Any, ...]]:
+    """The commands of ``record_served``, for a caller that writes commands itself."""
+    commands: list[tuple[Any, ...]] = []
     if served:
-        pipe.hincrby(keys.stats(fn), "served", served)
-        pipe.hincrby(keys.instance(fn, inst), "served", served)
+        commands += [("HINCRBY", keys.stats(fn), "served", served), ("HINCRBY", keys.instance(fn, inst), "served", served)]
     if expired:
-        pipe.hincrby(keys.stats(fn), "expired", expired)
+        commands.append(("HINCRBY", keys.stats(fn), "expired", expired))
+    return commands
 
 
 def trim_arrivals(client: Any, fn: str, now: float, keep: int = ARRIVALS_KEEP) -> int:

@@ -194,3 +194,76 @@ def test_requests_run_without_the_queue_are_counted_as_arrivals_and_served(queue
     assert sum(int(v) for v in redis_client.hvals(keys.arrivals(FN))) == 3
     a.put(Request(body=b"x"), deadline())  # nobody takes it: the queue is not empty any more
     wait_until(lambda: not a.may_run_here(), 2, what="queue seen non-empty")
+
+
+def _answer(items) -> None:
+    for item in items:
+        item.future.set_result(Response(item.request.body * 2))
+
+
+def _queued(b: RedisBatchQueue, redis_client, n: int) -> list:
+    """``n`` requests put on ``b`` (which runs nothing), once all are in the shared queue."""
+    futures = [b.put(Request(body=str(i).encode()), deadline()) for i in range(n)]
+    wait_until(lambda: redis_client.llen(keys.queue(FN)) == n, 2, what="requests pushed")
+    return futures
+
+
+def test_a_saturated_instance_takes_its_next_batch_ahead_and_releases_only_the_batch_it_ran(queues, redis_client):
+    a, b = queues("a"), queues("b")
+    futures = _queued(b, redis_client, 12)
+    first = a.next_batch(4, 0.0, 0.5)  # 8 more wait: the next 4 are claimed at once, while this batch runs
+    assert [i.request.body for i in first] == [b"0", b"1", b"2", b"3"]
+    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 8, 2, what="the take sent ahead")
+    assert redis_client.llen(keys.queue(FN)) == 4
+    _answer(first)
+    second = a.next_batch(4, 0.0, 0.5)
+    assert [i.request.body for i in second] == [b"4", b"5", b"6", b"7"]
+    _answer(second)
+    third = a.next_batch(4, 0.0, 0.5)
+    assert [i.request.body for i in third] == [b"8", b"9", b"10", b"11"]
+    _answer(third)
+    assert a.next_batch(4, 0.0, 0.05) == []  # the deferred releases went with this take
+    assert redis_client.llen(keys.claimed(FN, "a")) == 0
+    assert [f.result(5).body for f in futures] == [str(i).encode() * 2 for i in range(12)]
+    wait_until(lambda: int(redis_client.hget(keys.stats(FN), "served") or 0) == 12, 2, what="served counted")
+
+
+def test_no_take_is_sent_ahead_while_the_queue_holds_less_than_a_batch(queues, redis_client):
+    a, b = queues("a"), queues("b")
+    _queued(b, redis_client, 6)
+    assert len(a.next_batch(4, 0.0, 0.5)) == 4
+    assert redis_client.llen(keys.claimed(FN, "a")) == 4 and redis_client.llen(keys.queue(FN)) == 2
+
+
+def test_a_batch_size_lowered_meanwhile_gives_the_surplus_taken_ahead_back_in_order(queues, redis_client):
+    a, b = queues("a"), queues("b")
+    futures = _queued(b, redis_client, 12)
+    first = a.next_batch(4, 0.0, 0.5)
+    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 8, 2, what="the take sent ahead")
+    _answer(first)
+    smaller = a.next_batch(2, 0.0, 0.5)
+    assert [i.request.body for i in smaller] == [b"4", b"5"]
+    # 6 and 7 went back, oldest nearest the taking end, and were taken ahead again (still saturated)
+    wait_until(lambda: [wire.decode_request(m).request.body for m in reversed(redis_client.lrange(keys.queue(FN), 0, -1))]
+               == [b"8", b"9", b"10", b"11"], 2, what="the queue's order")
+    _answer(smaller)
+    following = a.next_batch(2, 0.0, 0.5)
+    assert [i.request.body for i in following] == [b"6", b"7"]
+    _answer(following)
+    worker = serve(a)
+    assert [f.result(5).body for f in futures] == [str(i).encode() * 2 for i in range(12)]
+    worker.stop(5)
+
+
+def test_leaving_with_a_take_sent_ahead_gives_its_requests_back_to_be_run_elsewhere(queues, redis_client):
+    a, b = queues("a"), queues("b")
+    futures = _queued(b, redis_client, 12)
+    first = a.next_batch(4, 0.0, 0.5)
+    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 8, 2, what="the take sent ahead")
+    _answer(first)
+    a.close()
+    assert a.next_batch(4, 0.0, 0.05) == []  # nothing of a's own waits: it leaves
+    assert redis_client.llen(keys.claimed(FN, "a")) == 0 and redis_client.llen(keys.queue(FN)) == 8
+    worker = serve(b)
+    assert [f.result(5).body for f in futures] == [str(i).encode() * 2 for i in range(12)]
+    worker.stop(5)

@@ -35,6 +35,8 @@ class WatchdogMetrics:
         self.latency_slo = r.gauge("faas_infer_latency_slo_seconds", "Live latency SLO (0 when unset)")
         self.predicted_exec = r.gauge("faas_infer_predicted_exec_seconds",
                                       "Fitted execution seconds of a full batch")
+        self.gc_frozen = r.gauge("faas_infer_gc_frozen_objects",
+                                 "Objects alive after load() that the cyclic garbage collector skips")
         self.redis_up = r.gauge("redis_up", "1 while the shared Redis queue is in use, 0 when degraded to local")
 
 

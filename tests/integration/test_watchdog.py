@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import http.client
 import os
+import re
 import signal
 import time
 
@@ -69,6 +70,9 @@ def test_batches_form_under_concurrent_load(watchdogs, handler_dir):
     assert 'http_requests_total{code="200",method="post"} 64' in metrics
     assert "faas_infer_batch_size_bucket" in metrics and "faas_infer_cold_start_seconds" in metrics
     assert "faas_infer_queue_wait_seconds_count 64" in metrics
+    # what load() left alive is frozen out of the cyclic GC's full collections (a watchdog and flask at least)
+    frozen = re.search(r"^faas_infer_gc_frozen_objects (\S+)$", metrics, re.M)
+    assert frozen and float(frozen.group(1)) > 10_000
 
 
 def test_request_reaches_handler_with_method_path_query_headers(watchdogs, handler_dir):

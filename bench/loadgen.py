@@ -44,6 +44,9 @@ class LoadResult:
     offered_rate: float
     duration: float
     latencies: list[float] = field(default_factory=list)
+    # Per answered request, how late the generator itself began sending it (its timers wake up to a
+    # millisecond late, and its loop may be busy): part of ``latencies``, no part of the server's time.
+    late: list[float] = field(default_factory=list)
     codes: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     client_overloaded: int = 0
@@ -65,6 +68,7 @@ class LoadResult:
         """Add ``other`` (another slice of the same measurement) to this one."""
         self.duration += other.duration
         self.latencies += other.latencies
+        self.late += other.late
         for code, count in other.codes.items():
             self.codes[code] = self.codes.get(code, 0) + count
         self.errors += other.errors
@@ -76,10 +80,19 @@ class LoadResult:
 
     def percentile(self, q: float) -> float:
         """Latency percentile ``q`` in [0, 100] of answered requests, seconds (inf when none)."""
-        if not self.latencies:
-            return float("inf")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+        return _percentile(self.latencies, q)
+
+    def served_percentile(self, q: float) -> float:
+        """Like ``percentile``, counted from when the generator began sending each request rather than from
+        when it was due: what the server and the network took, without the generator's own lateness."""
+        return _percentile([total - late for total, late in zip(self.latencies, self.late)], q)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("inf")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 class _Conn:
@@ -124,12 +137,15 @@ async def _connect(url: str) -> _Conn:
 
 async def _one(target: Target, i: int, scheduled: float, idle: list[_Conn], result: LoadResult,
                timeout: float) -> None:
+    began = time.perf_counter()
     conn = idle.pop() if idle else None
     try:
         if conn is None:
             conn = await _connect(target.url)
         status, keep_alive = await asyncio.wait_for(conn.roundtrip(target.request_bytes(i)), timeout)
-        result.latencies.append(time.perf_counter() - scheduled) if status == 200 else None
+        if status == 200:
+            result.latencies.append(time.perf_counter() - scheduled)
+            result.late.append(began - scheduled)
         result.codes[status] = result.codes.get(status, 0) + 1
         if keep_alive:
             idle.append(conn)

@@ -208,12 +208,18 @@ def _queued(b: RedisBatchQueue, redis_client, n: int) -> list:
     return futures
 
 
-def test_a_saturated_instance_takes_its_next_batch_ahead_and_releases_only_the_batch_it_ran(queues, redis_client):
+def _saturated(queues, redis_client):
+    """Instance a with a batch of 4 taken from 12 queued by b (which runs nothing), and the next 4 taken ahead."""
     a, b = queues("a"), queues("b")
     futures = _queued(b, redis_client, 12)
     first = a.next_batch(4, 0.0, 0.5)  # 8 more wait: the next 4 are claimed at once, while this batch runs
-    assert [i.request.body for i in first] == [b"0", b"1", b"2", b"3"]
     wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 8, 2, what="the take sent ahead")
+    return a, b, futures, first
+
+
+def test_a_saturated_instance_takes_its_next_batch_ahead_and_releases_only_the_batch_it_ran(queues, redis_client):
+    a, _, futures, first = _saturated(queues, redis_client)
+    assert [i.request.body for i in first] == [b"0", b"1", b"2", b"3"]
     assert redis_client.llen(keys.queue(FN)) == 4
     _answer(first)
     second = a.next_batch(4, 0.0, 0.5)
@@ -236,10 +242,7 @@ def test_no_take_is_sent_ahead_while_the_queue_holds_less_than_a_batch(queues, r
 
 
 def test_a_batch_size_lowered_meanwhile_gives_the_surplus_taken_ahead_back_in_order(queues, redis_client):
-    a, b = queues("a"), queues("b")
-    futures = _queued(b, redis_client, 12)
-    first = a.next_batch(4, 0.0, 0.5)
-    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 8, 2, what="the take sent ahead")
+    a, _, futures, first = _saturated(queues, redis_client)
     _answer(first)
     smaller = a.next_batch(2, 0.0, 0.5)
     assert [i.request.body for i in smaller] == [b"4", b"5"]
@@ -256,10 +259,7 @@ def test_a_batch_size_lowered_meanwhile_gives_the_surplus_taken_ahead_back_in_or
 
 
 def test_leaving_with_a_take_sent_ahead_gives_its_requests_back_to_be_run_elsewhere(queues, redis_client):
-    a, b = queues("a"), queues("b")
-    futures = _queued(b, redis_client, 12)
-    first = a.next_batch(4, 0.0, 0.5)
-    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 8, 2, what="the take sent ahead")
+    a, b, futures, first = _saturated(queues, redis_client)
     _answer(first)
     a.close()
     assert a.next_batch(4, 0.0, 0.05) == []  # nothing of a's own waits: it leaves

@@ -3,13 +3,14 @@
 Requests are pushed on the left of ``fi:{fn}:queue`` and taken from the right. Taking moves them, in
 one atomic step, onto the left of the taker's ``fi:{fn}:claimed:{inst}`` list, so a request is always in
 exactly one of the two lists until its reply is sent (the reply and the removal of its batch from the
-right of the claimed list share one MULTI). Reaping an instance whose heartbeat stopped moves its claimed list back to the taking end of
-the queue, oldest first, in one Lua script that first re-checks the heartbeat, so two reapers never
-both move it. Taking is a list of commands the caller sends with whatever else it has to say
-(``batcher.remote_batch`` writes them on a connection of its own and may read the replies later): the take
-script runs by its SHA (``EVALSHA``), loaded once per connection to a server (``load``), because a redis-py
-``Script`` checks the server with ``SCRIPT EXISTS`` first, a second round trip on every take. A server that lost its script cache (a
-restart) answers ``NOSCRIPT``; ``taken`` then loads it again and that take simply gets nothing.
+right of the claimed list share one MULTI). Reaping an instance whose heartbeat stopped moves its claimed
+list back to the taking end of the queue, oldest first, in one Lua script that first re-checks the
+heartbeat, so two reapers never both move it. Taking is a list of commands the caller sends with whatever
+else it has to say (``batcher.remote_batch`` writes them on a connection of its own and may read the
+replies later): the take script runs by its SHA (``EVALSHA``), loaded once per connection to a server
+(``load``), because a redis-py ``Script`` checks the server with ``SCRIPT EXISTS`` first, a second round
+trip on every take. A server that lost its script cache (a restart) answers ``NOSCRIPT``; ``taken`` then
+loads it again and that take simply gets nothing.
 """
 
 from __future__ import annotations

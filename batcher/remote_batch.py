@@ -12,11 +12,10 @@ MULTI that also removes the batch from the claimed list. A batch with only local
 answered requests, whose second answer nobody waits for.
 
 Taking ahead. The claims travel on a connection of their own (``_Link``), whose replies can be read later.
-When a full batch is taken and the queue still holds another, the next take is written at once and its
+When a full batch is taken while the instance is saturated, the next take is written at once and its
 replies are read when the batch is done: under load the worker finds its next batch waiting instead of
 stopping for a round trip, which on a busy machine cost milliseconds per batch (redis-server and the
-worker both wait for a core). Nothing changes for a peer: a queue holding a full batch after a take has no
-idle instance blocked on it. The claimed list then holds two batches; a batch's removal takes only its own
+worker both wait for a core). The claimed list then holds two batches; a batch's removal takes only its own
 requests off the old end (``Claims.release``).
 """
 
@@ -138,14 +137,13 @@ class RemoteBatches:
 
     def take(self, max_size: int, timeout: float, poll: float, ahead: bool = True) -> list[Pending]:
         """Up to ``max_size`` requests, once full or once the oldest has waited ``timeout``; [] after ``poll``.
-        With ``ahead``, a full batch taken while the instance is saturated (the queue held another full batch
-        after the last take, or the take sent ahead came back full) sends the next take at once, so its
-        requests are here when this batch is done. A peer loses nothing: while one is idle, blocked on the
-        queue, the queue never holds a full batch and takes sent ahead come back short, which ends it."""
+        With ``ahead``, a full batch taken while the instance is saturated (the take sent ahead came back
+        full, or the queue still holds a full batch) sends the next take at once, so its requests are here
+        when this batch is done. A peer loses nothing: while one is idle, blocked on the queue, the queue
+        never holds a full batch and takes sent ahead come back short, which ends it."""
         self._finish_open()
         raw = self._collect_ahead(max_size)
-        # Saturated: the queue held a full batch after the last take, or the take sent ahead came back full.
-        busy = len(raw) >= max_size or self.depth >= max_size
+        came_full = len(raw) >= max_size
         if not raw:
             # One round trip: BLMOVE returns at once when the queue holds anything, and the take script in
             # the same write takes the rest (a non-blocking try first cost a second round trip when idle).
@@ -165,7 +163,7 @@ class RemoteBatches:
                 more = self._claim(max_size - len(raw))
             raw += more
             taken += self._decode(more)
-        if ahead and len(raw) >= max_size and (busy or self.depth >= max_size):
+        if ahead and len(raw) >= max_size and (came_full or self.depth >= max_size):
             self._link.send(self._release_commands() + self.claims.take(max_size))
             self._ahead = max_size
         return self._open_batch(taken, len(raw))
@@ -198,11 +196,11 @@ class RemoteBatches:
         got, depth = self.claims.taken(self._link.receive(), sent)
         if depth is not None:
             self.depth = depth
-        extra = len(got) - (len(got) if most is None else most)
-        if extra > 0:
-            self._link.send([("LMOVE", self.claims.claimed, self.claims.queue, "LEFT", "RIGHT")] * extra)
+        if most is not None and len(got) > most:
+            back = ("LMOVE", self.claims.claimed, self.claims.queue, "LEFT", "RIGHT")
+            self._link.send([back] * (len(got) - most))
             self._link.receive()
-            got = got[:-extra]
+            got = got[:most]
         return got
 
     def _release_commands(self) -> list[tuple[Any, ...]]:

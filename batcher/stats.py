@@ -90,7 +90,8 @@ def served_commands(fn: str, inst: str, served: int, expired: int = 0) -> list[t
     """The commands of ``record_served``, for a caller that writes commands itself."""
     commands: list[tuple[Any, ...]] = []
     if served:
-        commands += [("HINCRBY", keys.stats(fn), "served", served), ("HINCRBY", keys.instance(fn, inst), "served", served)]
+        commands += [("HINCRBY", keys.stats(fn), "served", served),
+                     ("HINCRBY", keys.instance(fn, inst), "served", served)]
     if expired:
         commands.append(("HINCRBY", keys.stats(fn), "expired", expired))
     return commands

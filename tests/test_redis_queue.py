@@ -247,8 +247,10 @@ def test_a_batch_size_lowered_meanwhile_gives_the_surplus_taken_ahead_back_in_or
     smaller = a.next_batch(2, 0.0, 0.5)
     assert [i.request.body for i in smaller] == [b"4", b"5"]
     # 6 and 7 went back, oldest nearest the taking end, and were taken ahead again (still saturated)
-    wait_until(lambda: [wire.decode_request(m).request.body for m in reversed(redis_client.lrange(keys.queue(FN), 0, -1))]
-               == [b"8", b"9", b"10", b"11"], 2, what="the queue's order")
+    def queued_bodies():
+        return [wire.decode_request(m).request.body for m in reversed(redis_client.lrange(keys.queue(FN), 0, -1))]
+
+    wait_until(lambda: queued_bodies() == [b"8", b"9", b"10", b"11"], 2, what="the queue's order")
     _answer(smaller)
     following = a.next_batch(2, 0.0, 0.5)
     assert [i.request.body for i in following] == [b"6", b"7"]

@@ -8,6 +8,10 @@ by up to 1.85x in stretches of seconds, and one run in a slow stretch used to de
 HTTP's own ceiling in the same run, two ways: closed-loop throughput (no latency bound) and, like the
 functions, the highest Poisson rate within the tightest SLO; both ratios are printed.
 
+The batched instance is served at the batch size that gives the in-process limit (``--max-batch-size best``):
+the highest items/s among the batch sizes whose call takes at most half the SLO (INFless's rule for b > 1,
+the one the autoscaler plans with), so the served and in-process figures compare at one batch size.
+
 On a 2-core machine the served instance gets one core (cpu_limit=1, so one torch thread) and the load
 generator the other; the in-process limit is measured with one torch thread too, so the three compare.
 """
@@ -21,7 +25,9 @@ import time
 HELP = "batched vs unbatched vs in-process throughput at the SLO for the example functions"
 
 FUNCTIONS = {"mlp": 0.050, "lstm": 0.100, "textcnn": 0.100, "resnet": 0.200}
+# max_batch_size of each example in stack.yml (--max-batch-size stack).
 BATCH = {"mlp": 32, "lstm": 32, "textcnn": 16, "resnet": 4}
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,10 +40,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs of a rate before it counts as over the SLO, and measurements of the in-process "
                              "limit (the best is kept); 2 outvotes one slow stretch of this shared machine "
                              "(default 2; 1 measures each once)")
+    parser.add_argument("--max-batch-size", default="best", type=_batch_choice,
+                        help="max_batch_size of the batched instance: 'best' (default) the batch size of the in-process "
+                             "limit (the most items/s among 1..64 with a call within half the SLO), 'stack' the "
+                             "value in stack.yml, or a number for every function")
     parser.add_argument("--http-engine", choices=("asyncio", "gthread"), default="asyncio",
                         help="the watchdog's HTTP engine for every served run, no-op included (default asyncio)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="draw p99 latency versus offered rate to FILE.png")
+
+
+def _batch_choice(value: str) -> str:
+    if value in ("best", "stack") or (value.isdigit() and int(value) >= 1):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: must be 'best', 'stack' or an integer >= 1")
+
+
+def served_batch(choice: str, function: str, best_b: int) -> int:
+    """max_batch_size of the batched instance for ``--max-batch-size`` ``choice``."""
+    if choice == "best":
+        return best_b
+    return BATCH.get(function, 8) if choice == "stack" else int(choice)
 
 
 def _in_process_handler(function: str):
@@ -55,13 +78,14 @@ def _in_process_handler(function: str):
     return handler
 
 
-def in_process_limit(function: str, handler, seconds: float = 1.0) -> tuple[float, int, float]:
-    """(best items/s, its batch size, single-request seconds) of the handler called directly."""
+def in_process_limit(function: str, handler, slo: float, seconds: float = 1.0) -> tuple[float, int, float]:
+    """(best items/s, its batch size, single-request seconds) of the handler called directly; batch sizes
+    whose call takes more than half of ``slo`` do not count (b = 1 always does)."""
     from batcher import Request
     from bench.common import sample_body
 
     best, best_b, single = 0.0, 1, 0.0
-    for b in (1, 2, 4, 8, 16, 32, 64):
+    for b in BATCH_SIZES:
         reqs = []
         for i in range(b):
             body, ctype = sample_body(function, i)
@@ -74,7 +98,7 @@ def in_process_limit(function: str, handler, seconds: float = 1.0) -> tuple[floa
         per_call = (time.perf_counter() - start) / n
         if b == 1:
             single = per_call
-        if b / per_call > best:
+        if b / per_call > best and (b == 1 or per_call <= slo / 2):
             best, best_b = b / per_call, b
     return best, best_b, single
 
@@ -143,12 +167,11 @@ def max_rate_at_slo(target, slo: float, start: float, duration: float, bisect: i
     return best, best_result
 
 
-def measure_served(function: str, mode: str, slo: float, start: float, args, traces: dict) -> dict:
-    """Serve ``function`` in ``mode`` and find its highest rate within the SLO."""
+def measure_served(function: str, mode: str, slo: float, start: float, args, traces: dict, batch: int = 1) -> dict:
+    """Serve ``function`` in ``mode`` at ``max_batch_size=batch`` and find its highest rate within the SLO."""
     from bench.common import progress, sample_body, serve
     from bench.loadgen import Target, closed_loop, open_loop
 
-    batch = BATCH.get(function, 8) if mode == "batched" else 1
     env = {"max_batch_size": str(batch), "latency_slo": f"{slo}", "exec_timeout": "10s", "cpu_limit": "1",
            "http_engine": args.http_engine}
     served = serve(os.path.join("functions", function), env)
@@ -156,7 +179,7 @@ def measure_served(function: str, mode: str, slo: float, start: float, args, tra
         body, ctype = sample_body(function)
         target = Target(served.url + "/", body, headers=(("Content-Type", ctype),))
         closed_loop(target, 8, 1.0)  # warm up the model and the execution-time fit
-        row = {"function": function, "mode": mode}
+        row = {"function": function, "mode": mode, "max_batch_size": batch}
         if mode == "batched":
             time.sleep(3.0)  # let the arrival-rate estimate forget the warm-up burst
             before = _exec_totals(served.metrics_url)
@@ -166,7 +189,7 @@ def measure_served(function: str, mode: str, slo: float, start: float, args, tra
             row["low_load_p50_ms"] = round(low.served_percentile(50) * 1000, 2)
             batches = after[1] - before[1]
             row["low_load_exec_ms"] = round((after[0] - before[0]) / batches * 1000, 2) if batches else None
-        progress(f"{function} {mode}: ramping from {start:.0f} rps (SLO {slo * 1000:.0f} ms)")
+        progress(f"{function} {mode} (max_batch_size={batch}): ramping from {start:.0f} rps (SLO {slo * 1000:.0f} ms)")
         trace: list = []
         rate, result = max_rate_at_slo(target, slo, start, args.duration, args.bisect, trace, args.tries)
         traces[(function, mode)] = trace
@@ -239,15 +262,16 @@ def run(args: argparse.Namespace) -> int:
         slo = FUNCTIONS[function]
         progress(f"{function}: in-process limit")
         handler = _in_process_handler(function)
-        limit, best_b, single = in_process_limit(function, handler)
+        limit, best_b, single = in_process_limit(function, handler, slo)
         paced = in_process_paced(function, handler)
         start = max(20.0, 0.15 * min(limit, closed_ceiling))
-        batched = measure_served(function, "batched", slo, start, args, traces)
+        batched = measure_served(function, "batched", slo, start, args, traces,
+                                 served_batch(args.max_batch_size, function, best_b))
         unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces)
         limits = [limit]
         for _ in range(args.tries - 1):  # again after the served runs: the best the machine showed is the limit
             progress(f"{function}: in-process limit again")
-            again = in_process_limit(function, handler)
+            again = in_process_limit(function, handler, slo)
             limits.append(again[0])
             if again[0] > limit:
                 limit, best_b, single = again
@@ -265,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
                         "watchdog_p50_ms_low_load": round(batched["low_load_p50_ms"]
                                                           - (batched["low_load_exec_ms"] or 0), 2)})
     print()
-    print_table(rows, ["function", "mode", "max_rps_at_slo", "p50_ms", "p99_ms", "errors", "best_batch",
+    print_table(rows, ["function", "mode", "max_rps_at_slo", "p50_ms", "p99_ms", "errors", "best_batch", "max_batch_size",
                        "low_load_p50_ms", "low_load_exec_ms"])
     print()
     print_table(summary, ["function", "slo_ms", "batched/unbatched", "batched/min(in-process,no-op closed)",

@@ -54,7 +54,7 @@ def test_shrinkwrapped_function_is_served_by_the_bundled_runtime(tmp_path, watch
     r = requests.post(wd.url, json={"features": [0.5] * 8}, timeout=30)
     assert r.status_code == 200 and set(r.json()) == {"class", "score"}
     bad = requests.post(wd.url, json={"features": [1, 2]}, timeout=30)
-    assert bad.status_code == 400 and "must hold 8 numbers" in bad.text
+    assert bad.status_code == 400 and "must be a list of 8 numbers" in bad.text
     assert "runtime" in subprocess.run(
         [sys.executable, "-c", "import watchdog, sys; print(watchdog.__file__)"],
         env={**os.environ, "PYTHONPATH": str(build / "runtime")}, cwd=build, capture_output=True,

@@ -2,9 +2,9 @@
 
 import torch
 
-from batcher.handlers import map_valid
+from batcher.handlers import join_rows, map_valid
 
-from .model import build_model, tokens_from
+from .model import SEQ_LEN, build_model, tokens_from
 
 
 def load():
@@ -16,8 +16,8 @@ def handle_batch(model, requests):
     """Classify every valid request in one forward pass."""
     def run(rows):
         with torch.inference_mode():
-            probs = model(torch.stack(rows)).softmax(dim=1)
-        score, cls = probs.max(dim=1)
-        return [{"class": int(c), "score": round(float(s), 6)} for c, s in zip(cls, score)]
+            x = torch.frombuffer(join_rows(rows), dtype=torch.long).view(len(rows), SEQ_LEN)
+            score, cls = model(x).softmax(dim=1).max(dim=1)
+        return [{"class": c, "score": round(s, 6)} for c, s in zip(cls.tolist(), score.tolist())]
 
     return map_valid(requests, lambda r: tokens_from(r.json()), run)

@@ -33,17 +33,16 @@ def example_input(batch_size: int) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch_size, SEQ_LEN))
 
 
-def tokens_from(doc) -> torch.Tensor:
-    """Token ids from {"tokens": [ints]} or {"text": str} (hashed words), padded or cut to SEQ_LEN."""
+def tokens_from(doc):
+    """Token ids (int64 ``array``) from {"tokens": [ints]} or {"text": str} (hashed words), padded or cut
+    to SEQ_LEN."""
     from batcher import BadInput
+    from batcher.handlers import int_row
 
     if isinstance(doc, dict) and isinstance(doc.get("text"), str):
         ids = [sum(map(ord, w)) % (VOCAB - 1) + 1 for w in doc["text"].lower().split()]
-    elif isinstance(doc, dict) and isinstance(doc.get("tokens"), list):
+    elif isinstance(doc, dict) and "tokens" in doc:
         ids = doc["tokens"]
-        if not all(isinstance(t, int) and 0 <= t < VOCAB for t in ids):
-            raise BadInput(f"'tokens' must be integers in [0, {VOCAB})")
     else:
         raise BadInput('expected {"tokens": [int, ...]} or {"text": "..."}')
-    ids = (list(ids) + [0] * SEQ_LEN)[:SEQ_LEN]
-    return torch.tensor(ids, dtype=torch.long)
+    return int_row(ids, SEQ_LEN, "tokens", 0, VOCAB)

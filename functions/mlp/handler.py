@@ -2,8 +2,7 @@
 
 import torch
 
-from batcher.handlers import map_valid, require
-from batcher import BadInput
+from batcher.handlers import float_row, join_rows, map_valid, require
 
 from .model import FEATURES, build_model
 
@@ -14,21 +13,15 @@ def load():
 
 
 def parse(request):
-    features = require(request.json(), "features", list)
-    if len(features) != FEATURES:
-        raise BadInput(f"'features' must hold {FEATURES} numbers, got {len(features)}")
-    try:
-        return torch.tensor(features, dtype=torch.float32)
-    except (TypeError, ValueError):
-        raise BadInput("'features' must hold only numbers") from None
+    return float_row(require(request.json(), "features", list), FEATURES, "features")
 
 
 def handle_batch(model, requests):
     """Classify every valid request in one forward pass."""
     def run(rows):
         with torch.inference_mode():
-            probs = model(torch.stack(rows)).softmax(dim=1)
-        score, cls = probs.max(dim=1)
-        return [{"class": int(c), "score": round(float(s), 6)} for c, s in zip(cls, score)]
+            x = torch.frombuffer(join_rows(rows), dtype=torch.float32).view(len(rows), FEATURES)
+            score, cls = model(x).softmax(dim=1).max(dim=1)
+        return [{"class": c, "score": round(s, 6)} for c, s in zip(cls.tolist(), score.tolist())]
 
     return map_valid(requests, parse, run)

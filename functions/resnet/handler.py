@@ -33,8 +33,7 @@ def handle_batch(model, requests):
     """Classify every valid image in one forward pass."""
     def run(images):
         with torch.inference_mode():
-            probs = model(torch.stack(images)).softmax(dim=1)
-        score, cls = probs.max(dim=1)
-        return [{"class": int(c), "score": round(float(s), 6)} for c, s in zip(cls, score)]
+            score, cls = model(torch.stack(images)).softmax(dim=1).max(dim=1)
+        return [{"class": c, "score": round(s, 6)} for c, s in zip(cls.tolist(), score.tolist())]
 
     return map_valid(requests, parse, run)

@@ -3,7 +3,7 @@
 import torch
 
 from batcher import BadInput
-from batcher.handlers import map_valid
+from batcher.handlers import int_row, join_rows, map_valid
 
 from .model import SEQ_LEN, VOCAB, build_model
 
@@ -17,21 +17,19 @@ def parse(request):
     doc = request.json()
     if isinstance(doc, dict) and isinstance(doc.get("text"), str):
         ids = [sum(map(ord, w)) % (VOCAB - 1) + 1 for w in doc["text"].lower().split()]
-    elif isinstance(doc, dict) and isinstance(doc.get("tokens"), list):
+    elif isinstance(doc, dict) and "tokens" in doc:
         ids = doc["tokens"]
-        if not all(isinstance(t, int) and 0 <= t < VOCAB for t in ids):
-            raise BadInput(f"'tokens' must be integers in [0, {VOCAB})")
     else:
         raise BadInput('expected {"tokens": [int, ...]} or {"text": "..."}')
-    return torch.tensor((list(ids) + [0] * SEQ_LEN)[:SEQ_LEN], dtype=torch.long)
+    return int_row(ids, SEQ_LEN, "tokens", 0, VOCAB)
 
 
 def handle_batch(model, requests):
     """Classify every valid request in one forward pass."""
     def run(rows):
         with torch.inference_mode():
-            probs = model(torch.stack(rows)).softmax(dim=1)
-        score, cls = probs.max(dim=1)
-        return [{"class": int(c), "score": round(float(s), 6)} for c, s in zip(cls, score)]
+            x = torch.frombuffer(join_rows(rows), dtype=torch.long).view(len(rows), SEQ_LEN)
+            score, cls = model(x).softmax(dim=1).max(dim=1)
+        return [{"class": c, "score": round(s, 6)} for c, s in zip(cls.tolist(), score.tolist())]
 
     return map_valid(requests, parse, run)

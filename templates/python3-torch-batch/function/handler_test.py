@@ -25,5 +25,5 @@ def test_one_output_per_request_in_order():
 def test_bad_input_fails_only_its_request():
     model = handler.load()
     outputs = handler.handle_batch(model, [request({"features": [1] * 8}), request({"features": [1]})])
-    assert isinstance(outputs[1], BadInput) and "must hold 8 numbers" in str(outputs[1])
+    assert isinstance(outputs[1], BadInput) and "must be a list of 8 numbers" in str(outputs[1])
     assert isinstance(outputs[0], dict)

@@ -1,0 +1,79 @@
+"""batcher.handlers: map_valid's isolation and the typed rows (float_row, int_row, join_rows)."""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+
+import pytest
+
+from batcher import BadInput, Request
+from batcher.handlers import float_row, int_row, join_rows, map_valid, require
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_float_row_is_float32_in_order():
+    row = float_row([0.5, -1, 2.25], 3, "features")
+    assert row.typecode == "f" and list(row) == [0.5, -1.0, 2.25]
+
+
+@pytest.mark.parametrize("values, message", [
+    ([1.0, 2.0], "'features' must be a list of 3 numbers, got 2"),
+    ("abc", "'features' must be a list of 3 numbers, got str"),
+    ([1.0, "x", 2.0], "'features' must hold only numbers"),
+    ([1.0, None, 2.0], "'features' must hold only numbers"),
+    ([1.0, 1e39, 2.0], "'features' holds a number out of float32 range"),
+    ([1.0, 10 ** 400, 2.0], "'features' must hold only numbers"),
+])
+def test_float_row_names_the_problem(values, message):
+    with pytest.raises(BadInput) as err:
+        float_row(values, 3, "features")
+    assert str(err.value) == message
+
+
+def test_int_row_pads_and_cuts():
+    assert list(int_row([3, 4], 4, "tokens", 0, 10)) == [3, 4, 0, 0]
+    assert list(int_row([1, 2, 3, 4, 5], 3, "tokens", 0, 10)) == [1, 2, 3]
+    assert int_row([], 2, "tokens", 0, 10, pad=7).tolist() == [7, 7]
+
+
+@pytest.mark.parametrize("values", [[1, 10], [-1], [1.0], [True], "12", None, [2 ** 70]])
+def test_int_row_refuses_what_is_not_an_id(values):
+    with pytest.raises(BadInput, match=r"'tokens' must be a list of integers in \[0, 10\)"):
+        int_row(values, 4, "tokens", 0, 10)
+
+
+def test_join_rows_is_one_writable_buffer():
+    rows = [array.array("f", [1, 2]), array.array("f", [3, 4])]
+    joined = join_rows(rows)
+    assert joined.tolist() == [1, 2, 3, 4] and joined.typecode == "f"
+    memoryview(joined)[0] = 9.0  # writable, so torch.frombuffer shares it without a warning
+    assert rows[0][0] == 1  # the rows themselves are untouched
+
+
+def test_map_valid_fails_only_bad_requests():
+    def parse(request):
+        return float_row(require(request.json(), "x", list), 2, "x")
+
+    requests = [Request(body=json.dumps({"x": [1, 2]}).encode()), Request(body=b'{"x": [1]}'),
+                Request(body=json.dumps({"x": [3, 4]}).encode())]
+    out = map_valid(requests, parse, lambda rows: [sum(join_rows(rows)[2 * i:2 * i + 2]) for i in range(len(rows))])
+    assert out[0] == 3.0 and out[2] == 7.0
+    assert isinstance(out[1], BadInput) and "got 1" in str(out[1])
+
+
+def test_example_handlers_batch_like_one_at_a_time():
+    """The examples' batched path (one tensor per batch) gives each request the answer it gets alone."""
+    from bench.common import sample_body
+    from watchdog.handler import load_handler
+
+    for name in ("mlp", "lstm", "textcnn"):
+        handler = load_handler(os.path.join(REPO, "functions", name))
+        requests = [Request(body=sample_body(name, i)[0], headers={"Content-Type": "application/json"})
+                    for i in range(5)]
+        together = handler.handle(requests)
+        alone = [handler.handle([r])[0] for r in requests]
+        for a, b in zip(together, alone):
+            assert a["class"] == b["class"] and a["score"] == pytest.approx(b["score"], abs=1e-5), name

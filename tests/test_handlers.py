@@ -9,7 +9,7 @@ import os
 import pytest
 
 from batcher import BadInput, Request
-from batcher.handlers import float_row, int_row, join_rows, map_valid, require
+from batcher.handlers import float_bytes, float_row, int_row, join_rows, map_valid, require
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,6 +31,14 @@ def test_float_row_names_the_problem(values, message):
     with pytest.raises(BadInput) as err:
         float_row(values, 3, "features")
     assert str(err.value) == message
+
+
+def test_float_bytes_reads_little_endian_float32():
+    assert float_bytes(array.array("f", [1.5, -2.0]).tobytes(), 2).tolist() == [1.5, -2.0]
+    with pytest.raises(BadInput, match=r"raw body must be 2 little-endian float32 values \(8 bytes\), got 7 bytes"):
+        float_bytes(b"\0" * 7, 2)
+    with pytest.raises(BadInput, match="raw body holds NaN or infinity"):
+        float_bytes(array.array("f", [1.0, float("nan")]).tobytes(), 2)
 
 
 def test_int_row_pads_and_cuts():
@@ -77,3 +85,16 @@ def test_example_handlers_batch_like_one_at_a_time():
         alone = [handler.handle([r])[0] for r in requests]
         for a, b in zip(together, alone):
             assert a["class"] == b["class"] and a["score"] == pytest.approx(b["score"], abs=1e-5), name
+
+
+def test_mlp_answers_raw_float32_as_it_answers_json():
+    from watchdog.handler import load_handler
+
+    handler = load_handler(os.path.join(REPO, "functions", "mlp"))
+    features = [((i * 37) % 100) / 50 - 1 for i in range(256)]
+    as_json = Request(body=json.dumps({"features": features}).encode(), headers={"Content-Type": "application/json"})
+    raw = Request(body=array.array("f", features).tobytes(), headers={"Content-Type": "application/octet-stream"})
+    short = Request(body=b"\0" * 12, headers={"Content-Type": "application/octet-stream"})
+    out = handler.handle([as_json, raw, short])
+    assert out[0]["class"] == out[1]["class"] and out[0]["score"] == pytest.approx(out[1]["score"], abs=1e-6)
+    assert isinstance(out[2], BadInput) and "got 12 bytes" in str(out[2])

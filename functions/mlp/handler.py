@@ -1,8 +1,9 @@
-"""MLP classifier. Input: {"features": [256 numbers]}. Output: {"class": int, "score": float}."""
+"""MLP classifier. Input: {"features": [256 numbers]}, or the 256 numbers as raw little-endian float32 (1,024
+bytes, Content-Type application/octet-stream). Output: {"class": int, "score": float}."""
 
 import torch
 
-from batcher.handlers import float_row, join_rows, map_valid, require
+from batcher.handlers import float_bytes, float_row, join_rows, map_valid, require
 
 from .model import FEATURES, build_model
 
@@ -13,6 +14,8 @@ def load():
 
 
 def parse(request):
+    if (request.header("Content-Type") or "").startswith("application/octet-stream"):
+        return float_bytes(request.body, FEATURES)
     return float_row(require(request.json(), "features", list), FEATURES, "features")
 
 

@@ -216,3 +216,25 @@ def test_torch_threads_follow_the_cpu_limit(watchdogs, tmp_path):
     assert requests.post(one.url, data=b"", timeout=30).json() == {"threads": 1}
     many = watchdogs(folder, cpu_limit="64")
     assert requests.post(many.url, data=b"", timeout=30).json()["threads"] == len(os.sched_getaffinity(0))
+
+
+def test_mlp_example_takes_raw_float32_and_json_alike(watchdogs):
+    """The MLP example over real HTTP: a raw float32 body and the same numbers as JSON get one answer; a
+    raw body of the wrong size is a 400 naming the sizes, and its batch-mates are answered."""
+    import array
+    import json as _json
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    wd = watchdogs(os.path.join(repo, "functions", "mlp"), max_batch_size=8, cpu_limit=1)
+    features = [((i * 13) % 50) / 25 - 1 for i in range(256)]
+    raw = array.array("f", features).tobytes()
+    with cf.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda body_type: requests.post(wd.url, data=body_type[0], timeout=30,
+                                                                 headers={"Content-Type": body_type[1]}),
+                                [(raw, "application/octet-stream"), (_json.dumps({"features": features}),
+                                 "application/json"), (raw[:-4], "application/octet-stream")] * 2))
+    for i in range(0, 6, 3):
+        by_raw, by_json, short = answers[i:i + 3]
+        assert by_raw.status_code == 200 and by_json.status_code == 200
+        assert by_raw.json()["class"] == by_json.json()["class"]
+        assert short.status_code == 400 and "got 1020 bytes" in short.text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed
@@ -106,7 +106,7 @@ def fan_out(items: list[Pending], results: list[Response | BatchError]) -> tuple
     for item, result in zip(items, results):
         # A future answered meanwhile (another instance's reply to a duplicate run) is left as it is.
         if isinstance(result, Response):
-            ok += settle(item.future, replace(result, headers={**result.headers, "X-Batch-Size": size}))
+            ok += settle(item.future, Response(result.body, result.status, {**result.headers, "X-Batch-Size": size}))
         else:
             failed += settle(item.future, result)
     return ok, failed

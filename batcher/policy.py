@@ -71,7 +71,21 @@ class ExecTimeModel:
         self._lock = threading.Lock()
         self._medians: dict[int, float] = {}
         self._fit: tuple[float, float] | None = None
-        self.prior = prior
+        # Predictions made since the last observation, by batch size: admission asks for the same few sizes
+        # with every request, and between two batches the answer cannot change.
+        self._predicted: dict[int, float | None] = {}
+        self._prior = prior
+
+    @property
+    def prior(self) -> Callable[[int], float] | None:
+        """Seconds by batch size used until batches have been seen (None: nothing is known until then)."""
+        return self._prior
+
+    @prior.setter
+    def prior(self, prior: Callable[[int], float] | None) -> None:
+        with self._lock:
+            self._prior = prior
+            self._predicted = {}
 
     def observe(self, n: int, seconds: float) -> None:
         """Record that a batch of ``n`` took ``seconds``."""
@@ -81,21 +95,32 @@ class ExecTimeModel:
             ordered = sorted(recent)
             self._medians[n] = ordered[len(ordered) // 2]
             self._fit = None
+            self._predicted = {}
 
     def predict(self, n: int) -> float | None:
         """Predicted seconds for a batch of ``n``; None when there is neither data nor a prior."""
+        try:
+            return self._predicted[n]
+        except KeyError:
+            pass
         with self._lock:
-            if n in self._medians and (len(self._recent[n]) >= self._min_samples or len(self._medians) < 2):
-                return self._medians[n]
-            fit = self._linear_fit()
-            if fit is not None:
-                a, b = fit
-                return max(a * n + b, 0.0)
-            if self._medians:
-                # One size seen: scale up proportionally (an upper bound), never below the seen time.
-                size, seconds = next(iter(self._medians.items()))
-                return seconds * max(1.0, n / size)
-        return self.prior(n) if self.prior is not None else None
+            predicted = self._predicted  # replaced, not cleared, by ``observe``: a late store here is dropped
+            predicted[n] = value = self._predict(n)
+        return value
+
+    def _predict(self, n: int) -> float | None:
+        """``predict`` without the memo (called under the lock)."""
+        if n in self._medians and (len(self._recent[n]) >= self._min_samples or len(self._medians) < 2):
+            return self._medians[n]
+        fit = self._linear_fit()
+        if fit is not None:
+            a, b = fit
+            return max(a * n + b, 0.0)
+        if self._medians:
+            # One size seen: scale up proportionally (an upper bound), never below the seen time.
+            size, seconds = next(iter(self._medians.items()))
+            return seconds * max(1.0, n / size)
+        return self._prior(n) if self._prior is not None else None
 
     def sizes(self) -> dict[int, float]:
         """Median seconds per observed batch size."""
@@ -145,11 +170,12 @@ class RateMeter:
         self._last: float | None = None
         self._lock = threading.Lock()
 
-    def add(self, now: float, count: int = 1) -> None:
-        """Record ``count`` arrivals at ``now``."""
+    def add(self, now: float, count: int = 1) -> float:
+        """Record ``count`` arrivals at ``now``; returns the rate as of ``now``, these arrivals included."""
         with self._lock:
-            self._rate = self._decayed(now) + count / self.tau
+            self._rate = rate = self._decayed(now) + count / self.tau
             self._last = now
+        return rate
 
     def rate(self, now: float) -> float:
         """Arrivals per second as of ``now``."""

@@ -5,9 +5,10 @@ then waits for company until the oldest has waited ``t``. Redis checks blocking 
 (default 10) times a second, so the last ``COARSE`` seconds of a wait are polled every ``FILL_POLL``.
 The batch comes back as ``Pending`` items whose futures the dispatcher resolves; a request this instance
 queued itself comes back as the very item its caller waits on (``own``), so its answer needs no hand-over.
-An answer for any other request that arrived at this instance resolves its caller's future at once;
-answers for other instances are collected until the batch is complete, then pushed to their inboxes in one
-MULTI that also removes the batch from the claimed list. A batch with only local callers defers that removal
+The other answers are routed in one pass when the worker comes back for its next batch (the batch has run
+by then; no callback per request): one for another request that arrived at this instance resolves its
+caller's future, and those for other instances are pushed to their inboxes in one MULTI that also removes
+the batch from the claimed list. A batch with only local callers defers that removal
 (and its counters) to the next take's write, saving a round trip; until then a crash would re-run already
 answered requests, whose second answer nobody waits for.
 
@@ -22,10 +23,9 @@ requests off the old end (``Claims.release``).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
@@ -60,15 +60,11 @@ class _Taken:
 
 @dataclass
 class _OpenBatch:
-    """A batch taken from the shared queue whose replies are collected until all are in."""
+    """The batch taken last: its answers are routed when the next take begins (the batch has run by then)."""
 
-    items: list[Pending]
-    left: int
+    taken: list[_Taken]
     # Requests claimed for it, malformed ones dropped included: its share of the claimed list.
     claimed: int
-    replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
-    expired: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Link:
@@ -169,7 +165,9 @@ class RemoteBatches:
         return self._open_batch(taken, len(raw))
 
     def release_now(self) -> None:
-        """Send a deferred release and read a take sent ahead (before leaving, which gives back the rest)."""
+        """Route the last batch's answers, send a deferred release and read a take sent ahead (before
+        leaving, which gives back the rest)."""
+        self._finish_open()
         self._collect_ahead(None)
         self._link.send(self._release_commands())
         self._link.receive()
@@ -177,6 +175,7 @@ class RemoteBatches:
 
     def forget(self) -> None:
         """Drop the connection's state after Redis came back: what was claimed went back to the queue."""
+        self._finish_open(release=False)
         self._link.drop()
         self._ahead = self._release = None
 
@@ -232,60 +231,63 @@ class RemoteBatches:
         return taken
 
     def _open_batch(self, taken: list[_Taken], claimed: int) -> list[Pending]:
-        batch = self._open = _OpenBatch([t.item for t in taken], len(taken), claimed)
-        for t in taken:
-            t.item.future.add_done_callback(lambda f, t=t: self._answered(batch, t, f))
+        self._open = _OpenBatch(taken, claimed)
         if not taken:
-            self._flush(batch)
-        return batch.items
+            self._finish_open()
+        return [t.item for t in taken]
 
-    def _answered(self, batch: _OpenBatch, taken: _Taken, future: Future) -> None:
-        result = outcome(future)
-        local = taken.reply_to == self.claims.inst
-        if local and not taken.own:
-            self.resolve(taken.token, result)
-        elif not local and isinstance(result, Response) and len(result.body) > self.max_bytes:
-            result = PayloadTooLarge(f"response body of {len(result.body)} bytes over max_request_bytes")
-        elif not local and isinstance(result, Response):  # tells the caller which instance ran it
-            result = replace(result, headers={**result.headers, "X-Served-By": self.claims.inst})
-        with batch.lock:
-            if not local:
-                batch.replies.append((taken.reply_to, wire.Reply(taken.token, result, self.claims.inst)))
-            batch.expired += int(getattr(result, "status", 200) == 504)
-            batch.left -= 1
-            done = batch.left == 0
-        if done:
-            self._flush(batch)
+    def _finish_open(self, release: bool = True) -> None:
+        """Route the answers of the batch taken last, in one pass once it has run (the batch worker takes
+        its next batch only after answering every request of this one): our own callers' futures are
+        resolved already, copies of our requests resolve their callers, and other instances' answers go to
+        their inboxes. Then the batch is released (see ``_flush``); with ``release`` False (Redis came back
+        and what was claimed went back to the queue) nothing is written to Redis."""
+        batch, self._open = self._open, None
+        if batch is None:
+            return
+        replies: list[tuple[str, wire.Reply]] = []
+        expired = unanswered = 0
+        inst = self.claims.inst
+        for t in batch.taken:
+            future = t.item.future
+            if not future.done():  # never expected: dispatch answers every request it is given
+                unanswered += 1
+                settle(future, HandlerFailed("the batch ended without an answer for this request"))
+            result = outcome(future)
+            expired += getattr(result, "status", 200) == 504
+            if t.reply_to == inst:
+                if not t.own:
+                    self.resolve(t.token, result)
+                continue
+            if isinstance(result, Response):
+                if len(result.body) > self.max_bytes:
+                    result = PayloadTooLarge(f"response body of {len(result.body)} bytes over max_request_bytes")
+                else:  # tells the caller which instance ran it
+                    result = Response(result.body, result.status, {**result.headers, "X-Served-By": inst})
+            replies.append((t.reply_to, wire.Reply(t.token, result, inst)))
+        if unanswered:
+            logger.error("a batch ended with %d requests unanswered; failed them", unanswered)
+        if release:
+            self._flush(batch.claimed, len(batch.taken) - expired, expired, replies)
 
-    def _flush(self, batch: _OpenBatch) -> None:
-        """Release a finished batch: at once (one MULTI) when other instances wait for replies, else later."""
-        if self._open is batch:
-            self._open = None
-        served = len(batch.items) - batch.expired
-        if not batch.replies:  # added to any earlier release not sent yet: batches are claimed oldest first
-            claimed, done, expired = self._release or (0, 0, 0)
-            self._release = (claimed + batch.claimed, done + served, expired + batch.expired)
+    def _flush(self, claimed: int, served: int, expired: int, replies: list[tuple[str, wire.Reply]]) -> None:
+        """Release a finished batch: at once (one MULTI) when other instances wait for replies, else with
+        the next write (added to any earlier release not sent yet: batches are claimed oldest first)."""
+        if not replies:
+            before = self._release or (0, 0, 0)
+            self._release = (before[0] + claimed, before[1] + served, before[2] + expired)
             return
         try:
             pipe = self.client.pipeline(transaction=True)
-            for reply_to, reply in batch.replies:
+            for reply_to, reply in replies:
                 pipe.lpush(keys.inbox(reply_to), wire.encode_reply(reply))
-            for inbox in {keys.inbox(r) for r, _ in batch.replies}:
+            for inbox in {keys.inbox(r) for r, _ in replies}:
                 pipe.expire(inbox, INBOX_TTL)
-            pipe.execute_command(*self.claims.release(batch.claimed))
-            stats.record_served(pipe, self.claims.fn, self.claims.inst, served, batch.expired)
+            pipe.execute_command(*self.claims.release(claimed))
+            stats.record_served(pipe, self.claims.fn, self.claims.inst, served, expired)
             pipe.execute()
         except redis.RedisError as exc:
             self.lost(exc)
-
-    def _finish_open(self) -> None:
-        """Answer anything a previous batch left unanswered (never expected: dispatch answers all)."""
-        batch = self._open
-        if batch is None:
-            return
-        logger.error("a batch ended with %d requests unanswered; failing them", batch.left)
-        for item in batch.items:
-            settle(item.future, HandlerFailed("the batch ended without an answer for this request"))
 
 
 def outcome(future: Future) -> Result:

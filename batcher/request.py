@@ -73,7 +73,10 @@ class Request:
         from batcher.errors import BadInput
 
         try:
-            return json.loads(self.body, parse_constant=_reject_constant)
+            body = self.body
+            if isinstance(body, (bytes, bytearray)):
+                body = body.decode(json.detect_encoding(body), "surrogatepass")
+            return _DECODER.decode(body)
         except _NonFinite as exc:
             raise BadInput(f"request body is not valid JSON: {exc} is not a JSON number") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -121,7 +124,7 @@ def to_response(value: Any) -> Response:
     if isinstance(value, str):
         return Response(value.encode("utf-8"), 200, {"Content-Type": "text/plain; charset=utf-8"})
     try:
-        body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        body = _ENCODER.encode(value).encode("utf-8")
     except (TypeError, ValueError) as exc:
         from batcher.errors import HandlerFailed
 
@@ -135,3 +138,9 @@ class _NonFinite(ValueError):
 
 def _reject_constant(name: str) -> None:
     raise _NonFinite(name)
+
+
+# One of each per process: ``json.loads``/``json.dumps`` with keyword arguments build a new decoder or encoder
+# (and its scanner) on every call, a few microseconds a request in the batch worker.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)

@@ -19,6 +19,8 @@ from batcher.request import Request, Response
 
 SEP = b"\n"
 _ERRORS: dict[int, type[BatchError]] = {400: BadInput, 413: PayloadTooLarge, 503: Rejected, 504: DeadlineExceeded}
+# One encoder for every message (``json.dumps`` with ``separators`` builds a new one per call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 class WireError(ValueError):
@@ -55,7 +57,7 @@ class Reply:
 
 def pack(meta: dict[str, Any], body: bytes) -> bytes:
     """``meta`` as one JSON line, then ``body`` untouched."""
-    return json.dumps(meta, separators=(",", ":")).encode("utf-8") + SEP + body
+    return b"".join((_COMPACT.encode(meta).encode("utf-8"), SEP, body))
 
 
 def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -77,7 +79,7 @@ def encode_request(env: Envelope) -> bytes:
     if not env.token or not env.token.isascii() or not env.token.isalnum():
         raise WireError(f"token {env.token!r}: must be ASCII letters and digits")
     meta = {"r": env.reply_to, "d": env.deadline, "e": env.enqueued_at, "q": env.request.to_wire()}
-    return env.token.encode("ascii") + SEP + pack(meta, env.request.body)
+    return b"".join((env.token.encode("ascii"), SEP, _COMPACT.encode(meta).encode("utf-8"), SEP, env.request.body))
 
 
 def token_of(data: bytes) -> str:

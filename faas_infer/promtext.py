@@ -20,6 +20,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Prometheus' default buckets, as the gateway and of-watchdog use them.
 DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Label sets whose series key each metric remembers (beyond them keys are built on every call).
+MAX_CACHED_LABEL_SETS = 256
 
 
 def _escape(value: str) -> str:
@@ -50,8 +52,24 @@ class _Metric:
         self.label_names = tuple(labels)
         self._lock = threading.Lock()
         self._values: dict[tuple[str, ...], object] = {}
+        # Label sets already seen, as given (names and values in call order) -> the series key: most calls
+        # repeat a few label sets (code and method of a request), and this look-up is all they then cost.
+        self._keys: dict[tuple[tuple[str, object], ...], tuple[str, ...]] = {}
 
     def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
+        given = tuple(labels.items())
+        try:
+            key = self._keys.get(given)
+        except TypeError:  # an unhashable value: no caching, converted with str() as always
+            return self._new_key(labels)
+        if key is None:
+            key = self._new_key(labels)
+            # Only text values are remembered: 1 and True are equal keys of a dict, "1" and "True" are not.
+            if len(self._keys) < MAX_CACHED_LABEL_SETS and all(type(v) is str for _, v in given):
+                self._keys[given] = key
+        return key
+
+    def _new_key(self, labels: dict[str, str]) -> tuple[str, ...]:
         if tuple(labels) == self.label_names:  # labels given in declared order: the common, fast case
             return tuple(labels.values()) if all(type(v) is str for v in labels.values()) else \
                 tuple(str(v) for v in labels.values())
@@ -137,15 +155,25 @@ class Histogram(_Metric):
 
     def observe(self, value: float, **labels: str) -> None:
         """Record one observation in the series named by ``labels``."""
+        self.observe_many((value,), **labels)
+
+    def observe_many(self, values: Iterable[float], **labels: str) -> None:
+        """Record each of ``values`` in the series named by ``labels`` (one lock for all of them)."""
         key = self._key(labels)
+        buckets, where = self.buckets, bisect.bisect_left
         with self._lock:
             state = self._values.get(key)
             if state is None:
-                state = self._values[key] = [[0] * (len(self.buckets) + 1), 0.0, 0]
-            # Counted in the one bucket it falls in (the last slot is +Inf); made cumulative when read.
-            state[0][bisect.bisect_left(self.buckets, value)] += 1  # type: ignore[index]
-            state[1] += value  # type: ignore[index]
-            state[2] += 1  # type: ignore[index]
+                state = self._values[key] = [[0] * (len(buckets) + 1), 0.0, 0]
+            counts = state[0]
+            total = n = 0
+            for value in values:
+                # Counted in the one bucket it falls in (the last slot is +Inf); made cumulative when read.
+                counts[where(buckets, value)] += 1  # type: ignore[index]
+                total += value
+                n += 1
+            state[1] += total  # type: ignore[index]
+            state[2] += n  # type: ignore[index]
 
     def snapshot(self, **labels: str) -> tuple[tuple[int, ...], float, int]:
         """(cumulative bucket counts, sum, count) of one series."""

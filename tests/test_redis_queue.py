@@ -171,7 +171,10 @@ def test_requests_taken_back_by_their_own_instance_run_as_the_callers_waiters(qu
     assert items[2].future is not theirs
     for item in items:
         item.future.set_result(Response(item.request.body * 2))
-    assert [f.result(2).body for f in mine] == [b"aa", b"aa"] and theirs.result(5).body == b"bb"
+    assert [f.result(2).body for f in mine] == [b"aa", b"aa"]  # the callers' own futures: answered at once
+    assert not theirs.done()  # b's answer is routed when a's worker comes back for its next batch
+    assert a.next_batch(8, 0.0, 0.05) == []
+    assert theirs.result(5).body == b"bb"
 
 
 def test_a_server_that_lost_its_scripts_gets_them_again_and_loses_nothing(queues, redis_client):

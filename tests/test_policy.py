@@ -128,3 +128,21 @@ def test_a_size_seen_once_or_twice_is_predicted_from_the_well_seen_sizes():
     for _ in range(2):
         model.observe(32, 0.012)
     assert model.predict(32) == pytest.approx(0.012)  # seen three times: its own median
+
+
+def test_predictions_are_remembered_only_until_the_next_batch_or_prior():
+    model = ExecTimeModel(prior=lambda n: 0.001 * n)
+    assert model.predict(8) == 0.008 and model.predict(8) == 0.008
+    model.prior = lambda n: 0.002 * n  # a new prior is used at once
+    assert model.predict(8) == 0.016
+    model.observe(8, 0.5)  # a batch replaces what was predicted before it
+    assert model.predict(8) == 0.5
+    for _ in range(3):
+        model.observe(8, 0.1)
+    assert model.predict(8) == 0.1
+
+
+def test_rate_meter_add_returns_the_rate_with_the_arrival_counted():
+    meter = RateMeter(tau=1.0)
+    assert meter.add(10.0) == 1.0
+    assert abs(meter.add(10.0) - 2.0) < 1e-12 and abs(meter.rate(10.0) - 2.0) < 1e-12

@@ -57,3 +57,20 @@ def test_remove_forgets_a_series():
     g.set(1, fn="b")
     g.remove(fn="a")
     assert 'replicas{fn="a"}' not in r.render() and 'replicas{fn="b"} 1' in r.render()
+
+
+def test_label_sets_given_as_numbers_or_bools_are_never_confused():
+    registry = Registry()
+    counter = registry.counter("calls_total", "calls", ["code"])
+    for value in ("1", 1, True, "True", 1, "1"):
+        counter.inc(code=value)
+    assert counter.value(code="1") == 4 and counter.value(code="True") == 2
+
+
+def test_observe_many_counts_each_value_once():
+    registry = Registry()
+    hist = registry.histogram("wait_seconds", "wait", buckets=(0.01, 0.1))
+    hist.observe_many([0.001, 0.05, 0.5])
+    hist.observe_many([])
+    hist.observe(0.002)
+    assert hist.snapshot() == ((2, 3), 0.553, 4)

@@ -106,7 +106,7 @@ def fan_out(items: list[Pending], results: list[Response | BatchError]) -> tuple
     for item, result in zip(items, results):
         # A future answered meanwhile (another instance's reply to a duplicate run) is left as it is.
         if isinstance(result, Response):
-            ok += settle(item.future, Response(result.body, result.status, {**result.headers, "X-Batch-Size": size}))
+            ok += settle(item.future, result.with_header("X-Batch-Size", size))
         else:
             failed += settle(item.future, result)
     return ok, failed

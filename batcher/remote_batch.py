@@ -263,7 +263,7 @@ class RemoteBatches:
                 if len(result.body) > self.max_bytes:
                     result = PayloadTooLarge(f"response body of {len(result.body)} bytes over max_request_bytes")
                 else:  # tells the caller which instance ran it
-                    result = Response(result.body, result.status, {**result.headers, "X-Served-By": inst})
+                    result = result.with_header("X-Served-By", inst)
             replies.append((t.reply_to, wire.Reply(t.token, result, inst)))
         if unanswered:
             logger.error("a batch ended with %d requests unanswered; failed them", unanswered)

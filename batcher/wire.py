@@ -79,7 +79,7 @@ def encode_request(env: Envelope) -> bytes:
     if not env.token or not env.token.isascii() or not env.token.isalnum():
         raise WireError(f"token {env.token!r}: must be ASCII letters and digits")
     meta = {"r": env.reply_to, "d": env.deadline, "e": env.enqueued_at, "q": env.request.to_wire()}
-    return b"".join((env.token.encode("ascii"), SEP, _COMPACT.encode(meta).encode("utf-8"), SEP, env.request.body))
+    return env.token.encode("ascii") + SEP + pack(meta, env.request.body)
 
 
 def token_of(data: bytes) -> str:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import random
 import socket
+import threading
 
 # Ports are drawn from the span just below the kernel's ephemeral range.
 SPAN = 16000
+# Ports handed out recently by this process: not handed out again, since the process each was meant for
+# may not have bound it yet (seen: one watchdog given the same port for HTTP and metrics).
+_HANDED: collections.deque[int] = collections.deque(maxlen=512)
+_LOCK = threading.Lock()
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -21,7 +27,7 @@ def ephemeral_range() -> tuple[int, int]:
 
 def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
     """A TCP port on ``host`` that nothing listens on, for another process to bind: ``preferred`` when it
-    is free (0: any), else one drawn as below.
+    is free (0: any), else one drawn as below and not handed out by this process recently.
 
     Drawn below the ephemeral range when possible: a port the kernel hands out (bind to port 0) is an
     ephemeral one, and any outgoing connection on the machine may take it between the moment it is found
@@ -31,11 +37,18 @@ def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
     low = ephemeral_range()[0]
     first = max(1024, low - SPAN)
     draws = [random.randrange(first, low) for _ in range(100)] if low > first else []
-    for port in ([preferred] if preferred else []) + draws + [0]:
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
+    with _LOCK:
+        for port in ([preferred] if preferred else []) + draws + [0, 0, 0]:
+            if port in _HANDED and port != preferred:
                 continue
-            return s.getsockname()[1]
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                found = s.getsockname()[1]
+            if found in _HANDED and found != preferred:
+                continue
+            _HANDED.append(found)
+            return found
     raise OSError(f"no free TCP port on {host}")

@@ -32,3 +32,10 @@ def test_a_port_something_listens_on_is_skipped(monkeypatch):
 def test_a_preferred_port_is_taken_when_free():
     port = free_port()
     assert free_port(preferred=port) == port
+
+
+def test_a_port_is_not_handed_out_twice_before_it_is_bound(monkeypatch):
+    first = free_port()
+    monkeypatch.setattr(ports.random, "randrange", lambda a, b: first)  # every draw repeats the first port
+    second = free_port()
+    assert second not in (first, 0)

@@ -59,14 +59,15 @@ def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response 
     """One handler call: a response or an error per request, or raise if the call failed as a whole."""
     outputs = handle(requests)
     if outputs is None or isinstance(outputs, (str, bytes, dict)) or not hasattr(outputs, "__len__"):
-        raise _ContractBroken(f"handle_batch must return a list with one response per request, "
-                              f"got {type(outputs).__name__}")
+        raise BatchAborted(HandlerFailed(f"handle_batch must return a list with one response per request, "
+                                         f"got {type(outputs).__name__}"))
     if len(outputs) != len(requests):
-        raise _ContractBroken(f"handle_batch returned {len(outputs)} responses for {len(requests)} requests")
+        raise BatchAborted(HandlerFailed(f"handle_batch returned {len(outputs)} responses for {len(requests)} "
+                                         "requests"))
     results: list[Response | BatchError] = []
     for output in outputs:
         if isinstance(output, BaseException):
-            results.append(_as_batch_error(output))
+            results.append(as_batch_error(output))
             continue
         try:
             results.append(to_response(output))
@@ -81,17 +82,17 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
     start = time.perf_counter()
     try:
         results = call_handler(handle, requests)
-    except _ContractBroken as exc:
+    except BatchAborted as exc:
         if on_first_call:
             on_first_call(time.perf_counter() - start, False)
-        return [HandlerFailed(str(exc))] * len(requests)
+        return [exc.error] * len(requests)
     except Exception as exc:  # noqa: BLE001 - a user handler may raise anything
         if on_first_call:
             on_first_call(time.perf_counter() - start, False)
         if len(requests) == 1:
             if not isinstance(exc, BadInput):
                 logger.warning("handler failed on request %s: %r", requests[0].id, exc)
-            return [_as_batch_error(exc)]
+            return [as_batch_error(exc)]
         mid = len(requests) // 2
         return run_isolated(handle, requests[:mid]) + run_isolated(handle, requests[mid:])
     if on_first_call:
@@ -130,11 +131,17 @@ def dispatch(handle: HandleBatch, items: list[Pending], now: float) -> BatchOutc
     return BatchOutcome(len(runnable), seconds, ok, failed, clean)
 
 
-class _ContractBroken(Exception):
-    """The handler's answer has the wrong shape: the whole batch fails, no bisection."""
+class BatchAborted(Exception):
+    """The whole batch fails with ``error``, no bisection: the handler's answer has the wrong shape, or
+    the process running it died or hung (trying halves would only repeat that)."""
+
+    def __init__(self, error: BatchError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-def _as_batch_error(exc: BaseException) -> BatchError:
+def as_batch_error(exc: BaseException) -> BatchError:
+    """The error a request is answered with when the handler raised ``exc`` (or returned it in its place)."""
     if isinstance(exc, BatchError):
         return exc
     if isinstance(exc, BadInput):

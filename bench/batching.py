@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "value in stack.yml, or a number for every function")
     parser.add_argument("--http-engine", choices=("asyncio", "gthread"), default="asyncio",
                         help="the watchdog's HTTP engine for every served run, no-op included (default asyncio)")
+    parser.add_argument("--handler-process", choices=("off", "on", "both"), default="off",
+                        help="run the served handler in a child process (handler_process=true): 'on' for the "
+                             "batched and unbatched runs, 'both' adds a batched run with it beside the in-process "
+                             "one, so the two compare in one run (default off; the no-op stays in-process)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="draw p99 latency versus offered rate to FILE.png")
 
@@ -167,20 +171,22 @@ def max_rate_at_slo(target, slo: float, start: float, duration: float, bisect: i
     return best, best_result
 
 
-def measure_served(function: str, mode: str, slo: float, start: float, args, traces: dict, batch: int = 1) -> dict:
-    """Serve ``function`` in ``mode`` at ``max_batch_size=batch`` and find its highest rate within the SLO."""
+def measure_served(function: str, mode: str, slo: float, start: float, args, traces: dict, batch: int = 1,
+                   child: bool = False) -> dict:
+    """Serve ``function`` in ``mode`` at ``max_batch_size=batch`` (the handler in a child process when
+    ``child``) and find its highest rate within the SLO."""
     from bench.common import progress, sample_body, serve
     from bench.loadgen import Target, closed_loop, open_loop
 
     env = {"max_batch_size": str(batch), "latency_slo": f"{slo}", "exec_timeout": "10s", "cpu_limit": "1",
-           "http_engine": args.http_engine}
+           "http_engine": args.http_engine, "handler_process": "true" if child else "false"}
     served = serve(os.path.join("functions", function), env)
     try:
         body, ctype = sample_body(function)
         target = Target(served.url + "/", body, headers=(("Content-Type", ctype),))
         closed_loop(target, 8, 1.0)  # warm up the model and the execution-time fit
         row = {"function": function, "mode": mode, "max_batch_size": batch}
-        if mode == "batched":
+        if mode.startswith("batched"):
             time.sleep(3.0)  # let the arrival-rate estimate forget the warm-up burst
             before = _exec_totals(served.metrics_url)
             low = open_loop(target, 10, max(4.0, args.duration), seed=1)
@@ -265,9 +271,14 @@ def run(args: argparse.Namespace) -> int:
         limit, best_b, single = in_process_limit(function, handler, slo)
         paced = in_process_paced(function, handler)
         start = max(20.0, 0.15 * min(limit, closed_ceiling))
+        on = args.handler_process == "on"
         batched = measure_served(function, "batched", slo, start, args, traces,
-                                 served_batch(args.max_batch_size, function, best_b))
-        unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces)
+                                 served_batch(args.max_batch_size, function, best_b), child=on)
+        extra = []
+        if args.handler_process == "both":
+            extra.append(measure_served(function, "batched, handler process", slo, start, args, traces,
+                                        served_batch(args.max_batch_size, function, best_b), child=True))
+        unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces, child=on)
         limits = [limit]
         for _ in range(args.tries - 1):  # again after the served runs: the best the machine showed is the limit
             progress(f"{function}: in-process limit again")
@@ -278,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
         rows += [{"function": function, "mode": "in-process", "max_rps_at_slo": round(limit, 1),
                   "p50_ms": round(single * 1000, 2), "p99_ms": None, "errors": 0, "best_batch": best_b,
                   "low_load_p50_ms": round(paced * 1000, 2), "in_process_runs": [round(x, 1) for x in limits]},
-                 batched, unbatched]
+                 batched, *extra, unbatched]
         summary.append({"function": function, "slo_ms": slo * 1000,
                         "batched/unbatched": round(batched["max_rps_at_slo"] / max(unbatched["max_rps_at_slo"], 1e-9), 2),
                         "batched/min(in-process,no-op closed)":
@@ -288,12 +299,16 @@ def run(args: argparse.Namespace) -> int:
                         "added_p50_ms_low_load": round(batched["low_load_p50_ms"] - paced * 1000, 2),
                         "watchdog_p50_ms_low_load": round(batched["low_load_p50_ms"]
                                                           - (batched["low_load_exec_ms"] or 0), 2)})
+        if extra:
+            summary[-1]["handler process/in-process (batched)"] = round(
+                extra[0]["max_rps_at_slo"] / max(batched["max_rps_at_slo"], 1e-9), 2)
     print()
     print_table(rows, ["function", "mode", "max_rps_at_slo", "p50_ms", "p99_ms", "errors", "best_batch", "max_batch_size",
                        "low_load_p50_ms", "low_load_exec_ms"])
     print()
     print_table(summary, ["function", "slo_ms", "batched/unbatched", "batched/min(in-process,no-op closed)",
-                          "batched/min(in-process,no-op at SLO)", "added_p50_ms_low_load", "watchdog_p50_ms_low_load"])
+                          "batched/min(in-process,no-op at SLO)", "added_p50_ms_low_load", "watchdog_p50_ms_low_load"]
+                + (["handler process/in-process (batched)"] if args.handler_process == "both" else []))
     print("\nadded_p50: low-load p50 over HTTP (10 req/s, counted from when the load generator sent each request, "
           "not when it was due: its own timers wake up about 1 ms late at this pace) minus the handler's p50 "
           "in-process at the same pace;"
@@ -317,7 +332,7 @@ def _plot(traces: dict, path: str) -> None:
     names = sorted({f for f, _ in traces if f != "echo"})
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for mode, style in (("batched", "o-"), ("unbatched", "s--")):
+        for mode, style in (("batched", "o-"), ("batched, handler process", "^-."), ("unbatched", "s--")):
             points = sorted(traces.get((name, mode), []))
             if points:
                 ax.plot([p[0] for p in points], [min(p[1], 10) * 1000 for p in points], style, label=mode)

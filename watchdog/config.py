@@ -77,6 +77,9 @@ class WatchdogConfig:
     # Keep freed memory in the process (glibc mallopt) instead of faulting activations in on every batch;
     # measured +25% ResNet throughput here. The process stays at its peak working set.
     retain_freed_memory: bool = True
+    # Run the handler in a child process: a crash or a batch past exec_timeout costs that batch only (a new
+    # child is started), and parsing and the model no longer share the HTTP loop's interpreter lock.
+    handler_process: bool = False
     # Predicted execution seconds by batch size ("1:0.002,8:0.006"), used until batches are measured;
     # the autoscaler sets it from the COP predictor when it deploys a variant.
     exec_prior: tuple[tuple[int, float], ...] = ()
@@ -169,5 +172,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "http_threads": _int, "max_request_bytes": parse_memory, "memory_limit": parse_memory,
     "read_timeout": parse_duration, "write_timeout": parse_duration, "exec_timeout": parse_duration,
     "healthcheck_interval": parse_duration, "batch_timeout": parse_duration, "latency_slo": parse_duration,
-    "suppress_lock": _bool, "retain_freed_memory": _bool, "cpu_limit": parse_cpu, "exec_prior": _points,
+    "suppress_lock": _bool, "retain_freed_memory": _bool, "handler_process": _bool, "cpu_limit": parse_cpu, "exec_prior": _points,
 }

@@ -34,8 +34,10 @@ class LoadedHandler:
     handle: Callable[[list[Request]], list[Any]]
     # Seconds that import plus load() took: the instance's cold start.
     cold_start_seconds: float
-    # The imported module.
-    module: ModuleType
+    # The imported module (None when the handler runs in a child process).
+    module: ModuleType | None
+    # Ends what runs the handler (the child process), after the last batch; None when nothing needs it.
+    close: Callable[[], None] | None = None
 
 
 def load_handler(function_dir: str) -> LoadedHandler:

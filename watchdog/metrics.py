@@ -37,6 +37,8 @@ class WatchdogMetrics:
                                       "Fitted execution seconds of a full batch")
         self.gc_frozen = r.gauge("faas_infer_gc_frozen_objects",
                                  "Objects alive after load() that the cyclic garbage collector skips")
+        self.handler_restarts = r.counter("faas_infer_handler_restarts_total",
+                                          "Handler processes started again (handler_process=true)", ("reason",))
         self.redis_up = r.gauge("redis_up", "1 while the shared Redis queue is in use, 0 when degraded to local")
 
 

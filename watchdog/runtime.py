@@ -205,6 +205,8 @@ class Runtime:
         """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""
         self.lifecycle.begin_drain()
         done = self.worker.stop(timeout)
+        if self.handler.close is not None:
+            self.handler.close()
         self.lifecycle.drained.set()
         return done
 

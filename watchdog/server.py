@@ -23,7 +23,8 @@ from gunicorn.app.base import BaseApplication
 
 from batcher.queue import BatchQueue, LocalBatchQueue
 from watchdog.config import WatchdogConfig
-from watchdog.handler import load_handler
+from watchdog.handler import LoadedHandler, load_handler
+from watchdog.handler_process import HandlerProcess
 from watchdog.metrics import MetricsServer, WatchdogMetrics
 from watchdog.runtime import Runtime
 
@@ -42,17 +43,23 @@ def make_queue(config: WatchdogConfig, metrics: WatchdogMetrics) -> tuple[BatchQ
 
 
 def build_runtime(config: WatchdogConfig) -> Runtime:
-    """Load the handler, apply the CPU limit to torch if the handler uses it, and wire the runtime."""
-    if config.retain_freed_memory:
-        from faas_infer.memory import retain_freed_memory
-
-        retain_freed_memory()
-    handler = load_handler(config.function_dir)
-    torch = sys.modules.get("torch")
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if torch is not None and threads:
-        torch.set_num_threads(int(threads))
+    """Load the handler (here, or in a child process with ``handler_process``), apply the CPU limit to
+    torch if the handler uses it, and wire the runtime."""
     metrics = WatchdogMetrics()
+    if config.handler_process:
+        child = HandlerProcess(config.function_dir, config.exec_timeout, retain_freed_memory=config.retain_freed_memory,
+                               on_restart=lambda reason: metrics.handler_restarts.inc(reason=reason)).start()
+        handler = LoadedHandler(child.handle, child.cold_start_seconds, None, close=child.close)
+    else:
+        if config.retain_freed_memory:
+            from faas_infer.memory import retain_freed_memory
+
+            retain_freed_memory()
+        handler = load_handler(config.function_dir)
+        torch = sys.modules.get("torch")
+        threads = os.environ.get("OMP_NUM_THREADS")
+        if torch is not None and threads:
+            torch.set_num_threads(int(threads))
     queue, live_config = make_queue(config, metrics)
     runtime = Runtime(config, handler, queue, metrics, batch_config=live_config)
     if hasattr(queue, "watch_exec"):

@@ -1,0 +1,198 @@
+"""The handler in a child process: results as in-process, failures isolated, crashes and hangs survived."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from batcher import BadInput, Request, Response
+from batcher.dispatch import BatchAborted, run_isolated
+from batcher.errors import DeadlineExceeded, HandlerFailed
+from helpers import REPO, wait_until, write_handler
+from watchdog.handler_process import HandlerProcess, HandlerProcessError
+
+HANDLER = """
+import os, signal, time
+from batcher import BadInput, Response
+
+def load():
+    if os.environ.get("FAIL_LOAD"):
+        raise RuntimeError("weights file missing")
+    return {"pid": os.getpid()}
+
+def handle_batch(state, requests):
+    bodies = [r.body for r in requests]
+    if b"segv" in bodies:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if b"hang" in bodies:
+        time.sleep(60)
+    if b"bad" in bodies:
+        raise BadInput("body 'bad' is not acceptable")
+    if b"boom" in bodies:
+        raise RuntimeError("model exploded")
+    if b"few" in bodies:
+        return ["only one"]
+    if b"dict" in bodies:
+        return {"not": "a list"}
+    out = []
+    for r in requests:
+        if r.body == b"json":
+            out.append({"pid": state["pid"], "n": len(requests), "method": r.method, "path": r.path,
+                        "query": r.query, "x": r.header("x-test"), "id": r.id})
+        elif r.body == b"bytes":
+            out.append(b"\\x00\\x01")
+        elif r.body == b"own":
+            out.append(Response(b"made", 201, {"X-Own": "1", "Content-Type": "text/x-own"}))
+        elif r.body == b"mine":
+            out.append(BadInput("only this one is bad"))
+        elif r.body == b"nan":
+            out.append(object())
+        else:
+            out.append("echo " + r.body.decode())
+    return out
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return write_handler(str(tmp_path / "fn"), HANDLER)
+
+
+@pytest.fixture
+def child(folder):
+    restarts: list[str] = []
+    proc = HandlerProcess(folder, exec_timeout=2.0, on_restart=restarts.append).start()
+    proc.restarts = restarts
+    yield proc
+    proc.close()
+
+
+def req(body: bytes, **kw) -> Request:
+    return Request(body=body, **kw)
+
+
+def test_outputs_and_request_fields_cross_as_they_would_in_process(child):
+    out = child.handle([req(b"json", method="PUT", path="/p", query="a=1", headers={"X-Test": "yes"}, id="abc"),
+                        req(b"bytes"), req(b"own"), req(b"text")])
+    first = json.loads(out[0].body)
+    assert first == {"pid": child.pid, "n": 4, "method": "PUT", "path": "/p", "query": "a=1", "x": "yes", "id": "abc"}
+    assert out[0].headers["Content-Type"] == "application/json"
+    assert (out[1].body, out[1].headers["Content-Type"]) == (b"\x00\x01", "application/octet-stream")
+    assert (out[2].status, out[2].body, out[2].headers["X-Own"]) == (201, b"made", "1")
+    assert out[3].body == b"echo text"
+    assert child.pid != os.getpid() and child.cold_start_seconds > 0
+
+
+def test_errors_in_a_requests_place_and_unserialisable_outputs_fail_alone(child):
+    out = child.handle([req(b"a"), req(b"mine"), req(b"nan")])
+    assert isinstance(out[0], Response)
+    assert isinstance(out[1], BadInput) and "only this one is bad" in str(out[1])
+    assert isinstance(out[2], HandlerFailed) and "not JSON-serialisable" in str(out[2])
+
+
+def test_a_raising_batch_is_bisected_so_only_bad_inputs_fail(child):
+    results = run_isolated(child.handle, [req(b"a"), req(b"bad"), req(b"c"), req(b"boom"), req(b"e")])
+    assert [type(r).__name__ for r in results] == ["Response", "BadInput", "Response", "HandlerFailed", "Response"]
+    assert "body 'bad' is not acceptable" in str(results[1])
+    assert "handler raised RuntimeError: model exploded" in str(results[3])
+    assert child.restarts == []
+
+
+def test_contract_breaches_fail_the_whole_batch_with_the_reason(child):
+    few = run_isolated(child.handle, [req(b"few"), req(b"b"), req(b"c")])
+    assert all(isinstance(r, HandlerFailed) for r in few) and "returned 1 responses for 3 requests" in str(few[0])
+    not_list = run_isolated(child.handle, [req(b"dict"), req(b"b")])
+    assert all("must return a list" in str(r) and "got dict" in str(r) for r in not_list)
+
+
+def test_a_crash_costs_only_its_batch_and_a_new_child_serves_on(child):
+    first = child.pid
+    with pytest.raises(BatchAborted) as info:
+        child.handle([req(b"segv"), req(b"x")])
+    assert isinstance(info.value.error, HandlerFailed)
+    assert "died of signal SIGSEGV running a batch of 2" in str(info.value) and "a new one was started" in str(info.value)
+    assert child.restarts == ["crash"] and child.pid != first
+    assert child.handle([req(b"after")])[0].body == b"echo after"
+    # through the dispatcher the crashed batch is not bisected (each half would crash again)
+    results = run_isolated(child.handle, [req(b"segv"), req(b"y"), req(b"z")])
+    assert all(isinstance(r, HandlerFailed) for r in results) and child.restarts == ["crash", "crash"]
+
+
+def test_a_batch_past_exec_timeout_is_killed_and_answered_504(child):
+    first = child.pid
+    started = time.monotonic()
+    with pytest.raises(BatchAborted) as info:
+        child.handle([req(b"hang")])
+    assert time.monotonic() - started < 30
+    assert isinstance(info.value.error, DeadlineExceeded) and info.value.error.status == 504
+    assert "ran past exec_timeout=2s" in str(info.value) and f"pid {first}" in str(info.value)
+    assert child.restarts == ["timeout"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(first, 0)
+    assert child.handle([req(b"after")])[0].body == b"echo after"
+
+
+def test_a_failing_load_is_reported_with_its_cause(folder, monkeypatch):
+    monkeypatch.setenv("FAIL_LOAD", "1")
+    with pytest.raises(HandlerProcessError, match="load failed: RuntimeError: weights file missing"):
+        HandlerProcess(folder).start()
+
+
+def test_a_missing_handler_names_the_path(tmp_path):
+    with pytest.raises(HandlerProcessError, match="no handler at .*handler.py"):
+        HandlerProcess(str(tmp_path)).start()
+
+
+def test_the_child_ignores_sigint_and_sigterm_and_exits_when_closed(folder):
+    proc = HandlerProcess(folder).start()
+    pid = proc.pid
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.2)
+    assert proc.handle([req(b"still")])[0].body == b"echo still"
+    proc.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(BatchAborted, match="stopped"):
+        proc.handle([req(b"late")])
+
+
+def test_the_child_exits_when_the_watchdog_is_killed(folder, tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from watchdog.handler_process import HandlerProcess\n"
+        f"p = HandlerProcess({folder!r}).start()\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        pid = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(10)
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return _zombie(pid)
+
+        wait_until(gone, 10, what="the orphaned handler process to exit")
+    finally:
+        parent.kill()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True

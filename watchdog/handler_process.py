@@ -1,0 +1,344 @@
+"""The user's handler in a child process (``handler_process=true``).
+
+In the watchdog's own process a handler shares one interpreter lock with the HTTP loop, and a crash in
+native code (a segfault in an extension) or a call that never returns takes the whole instance with it.
+In a child process a crash costs the batch that was running (500, naming the signal), a batch that runs
+past ``exec_timeout`` costs that batch (504; the child is killed), and either way a new child is started
+and the instance serves on. The child ignores SIGINT and SIGTERM: the watchdog drains first, then closes
+the socket, and the child exits on end of file (also when the watchdog itself was killed).
+
+The two talk over a Unix socket pair, bytes and JSON only. A frame is a 4-byte big-endian length, then:
+    to the child    batch    u32 count, then per request: u32 length, ``wire.pack(request.to_wire(), body)``
+    to the watchdog ready    b"H" + JSON {"pid", "load_seconds"}, once ``load()`` returned
+                    failed   b"F" + message, when import or ``load()`` raised (the child then exits)
+                    outputs  b"R" + u32 count, then per output: u32 length, b"r" + ``wire.pack(meta, body)``
+                             for a response or b"e" + JSON {"status", "message"} for an error
+                    raised   b"X" + JSON {"status", "message", "whole"}: the call raised (``whole``: the
+                             answer broke the contract, so the batch fails without bisection)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from batcher.dispatch import BatchAborted, as_batch_error
+from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed
+from batcher.request import Request, Response, to_response
+from batcher.wire import error_for, pack, unpack
+from watchdog.errors import HandlerNotFound
+
+logger = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!I")
+# How long a child has to exit after its socket closes before it is killed.
+STOP_SECONDS = 5.0
+
+
+class HandlerProcessError(HandlerNotFound):
+    """The child could not import the handler or run ``load()``; the message is the child's."""
+
+
+class HandlerProcess:
+    """Runs batches in a child process; starts a new child after a crash or a hang."""
+
+    def __init__(self, function_dir: str, exec_timeout: float = 0.0, start_timeout: float = 300.0,
+                 retain_freed_memory: bool = False,
+                 on_restart: Callable[[str], None] | None = None) -> None:
+        self.function_dir = os.path.abspath(function_dir)
+        # Longest call before the child is killed (0: wait as long as it takes).
+        self.exec_timeout = exec_timeout
+        self.start_timeout = start_timeout
+        self.retain_freed_memory = retain_freed_memory
+        self.on_restart = on_restart
+        self.cold_start_seconds = 0.0
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid (None before start)."""
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> "HandlerProcess":
+        """Start the child and wait until ``load()`` returned; raises ``HandlerProcessError`` otherwise."""
+        started = time.perf_counter()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        args = [sys.executable, "-m", "watchdog.handler_process", str(theirs.fileno()), self.function_dir,
+                "1" if self.retain_freed_memory else "0"]
+        try:
+            self._proc = subprocess.Popen(args, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self._sock = ours
+        try:
+            kind, payload = _split(_recv_frame(ours, time.monotonic() + self.start_timeout))
+        except (EOFError, OSError, TimeoutError) as exc:
+            code = self._reap(kill=True)
+            raise HandlerProcessError(f"the handler process (pid {self._proc.pid}) ended before load() returned: "
+                                      f"{_describe(code) if code is not None else exc}") from None
+        if kind != b"H":
+            self._reap(kill=True)
+            raise HandlerProcessError(payload.decode("utf-8", "replace"))
+        hello = json.loads(payload)
+        self.cold_start_seconds = time.perf_counter() - started
+        logger.info("handler process %d ready: load() %.2fs, cold start %.2fs", hello["pid"],
+                    hello["load_seconds"], self.cold_start_seconds)
+        return self
+
+    def handle(self, requests: list[Request]) -> list[Response | BatchError]:
+        """One ``handle_batch`` call in the child: a response or an error per output, as the handler gave
+        them. Raises what the handler raised (``BadInput`` or ``HandlerFailed``, so the batch is bisected),
+        or ``BatchAborted`` when the child died or ran past ``exec_timeout`` (a new child is started)."""
+        with self._lock:
+            if self._closed:
+                raise BatchAborted(HandlerFailed("the handler process is stopped (the instance is shutting down)"))
+            if self._sock is None:  # the last start failed: try again for this batch
+                started = self._replace("start")
+                if self._sock is None:
+                    raise BatchAborted(HandlerFailed(f"the handler process is not running: {started}"))
+            assert self._sock is not None and self._proc is not None
+            deadline = time.monotonic() + self.exec_timeout if self.exec_timeout > 0 else None
+            try:
+                self._sock.settimeout(None)
+                _send_frame(self._sock, _encode_batch(requests))
+                kind, payload = _split(_recv_frame(self._sock, deadline))
+            except TimeoutError:
+                pid = self._proc.pid
+                raise BatchAborted(DeadlineExceeded(
+                    f"handle_batch ran past exec_timeout={self.exec_timeout:g}s on a batch of {len(requests)}: "
+                    f"the handler process (pid {pid}) was killed; {self._replace('timeout')}")) from None
+            except (EOFError, OSError):
+                pid, code = self._proc.pid, self._reap(kill=True)
+                raise BatchAborted(HandlerFailed(
+                    f"the handler process (pid {pid}) died {_describe(code)} running a batch of {len(requests)}; "
+                    f"{self._replace('crash')}")) from None
+        if kind == b"R":
+            return _decode_outputs(payload)
+        if kind == b"X":
+            raised = json.loads(payload)
+            error = error_for(int(raised["status"]), str(raised["message"]))
+            if raised.get("whole"):
+                raise BatchAborted(error)
+            raise error
+        raise BatchAborted(HandlerFailed(f"the handler process sent an unknown frame {kind!r}"))
+
+    def close(self) -> None:
+        """Close the socket (the child exits at end of file) and wait for it; kill it if it lingers."""
+        with self._lock:
+            self._closed = True
+            self._reap(kill=False)
+
+    def _replace(self, reason: str) -> str:
+        """End the child and start a new one; says how that went, for the failed batch's message."""
+        self._reap(kill=True)
+        if self.on_restart is not None:
+            self.on_restart(reason)
+        logger.error("starting a new handler process (%s)", reason)
+        try:
+            self.start()
+        except HandlerProcessError as exc:
+            self._sock = None  # the next batch tries again
+            logger.error("the new handler process failed: %s", exc)
+            return f"no new one could be started: {exc}"
+        return "a new one was started"
+
+    def _reap(self, kill: bool) -> int | None:
+        """Close our end and end the child; its exit status (None if it was never started)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        proc = self._proc
+        if proc is None:
+            return None
+        if kill:
+            proc.kill()
+        try:
+            return proc.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(STOP_SECONDS)
+
+
+def _describe(code: int | None) -> str:
+    if code is None:
+        return "(still running)"
+    if code < 0:
+        try:
+            return f"of signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"of signal {-code}"
+    return f"with exit status {code}"
+
+
+# --- framing, shared by both ends ---------------------------------------------------------------------------
+
+def _send_frame(sock: socket.socket, payload: bytes) -> None:
+    sock.sendall(_LEN.pack(len(payload)) + payload)
+
+
+def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+        try:
+            n = sock.recv_into(view[got:], size - got)
+        except socket.timeout:
+            raise TimeoutError from None
+        if not n:
+            raise EOFError("the other end closed the socket")
+        got += n
+    return bytes(buf)
+
+
+def _recv_frame(sock: socket.socket, deadline: float | None = None) -> bytes:
+    """One frame's payload; ``TimeoutError`` past ``deadline`` (monotonic), ``EOFError`` when closed."""
+    (size,) = _LEN.unpack(_recv_exact(sock, 4, deadline))
+    return _recv_exact(sock, size, deadline)
+
+
+def _split(frame: bytes) -> tuple[bytes, bytes]:
+    return frame[:1], frame[1:]
+
+
+def _join(parts: list[bytes]) -> bytes:
+    out = [_LEN.pack(len(parts))]
+    for part in parts:
+        out.append(_LEN.pack(len(part)))
+        out.append(part)
+    return b"".join(out)
+
+
+def _parts(data: bytes | memoryview) -> list[bytes]:
+    view = memoryview(data)
+    (count,) = _LEN.unpack_from(view, 0)
+    offset, parts = 4, []
+    for _ in range(count):
+        (size,) = _LEN.unpack_from(view, offset)
+        parts.append(bytes(view[offset + 4:offset + 4 + size]))
+        offset += 4 + size
+    return parts
+
+
+def _encode_batch(requests: list[Request]) -> bytes:
+    return _join([pack(r.to_wire(), r.body) for r in requests])
+
+
+def _decode_batch(data: bytes) -> list[Request]:
+    out = []
+    for part in _parts(data):
+        meta, body = unpack(part)
+        out.append(Request.from_wire(meta, body))
+    return out
+
+
+def _encode_outputs(outputs: list[Any]) -> bytes:
+    parts = []
+    for output in outputs:
+        try:
+            result: Response | BatchError = as_batch_error(output) if isinstance(output, BaseException) \
+                else to_response(output)
+        except BatchError as exc:  # not JSON-serialisable
+            result = exc
+        if isinstance(result, Response):
+            parts.append(b"r" + pack(result.to_wire(), result.body))
+        else:
+            parts.append(b"e" + json.dumps({"status": result.status, "message": str(result)}).encode())
+    return b"R" + _join(parts)
+
+
+def _decode_outputs(data: bytes) -> list[Response | BatchError]:
+    out: list[Response | BatchError] = []
+    for part in _parts(data):
+        if part[:1] == b"r":
+            meta, body = unpack(part[1:])
+            out.append(Response.from_wire(meta, body))
+        else:
+            err = json.loads(part[1:])
+            out.append(error_for(int(err["status"]), str(err["message"])))
+    return out
+
+
+# --- the child ---------------------------------------------------------------------------------------------
+
+def _serve(sock: socket.socket, function_dir: str, retain_freed_memory: bool) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the watchdog drains first, then closes the socket
+    started = time.perf_counter()
+    try:
+        if retain_freed_memory:
+            from faas_infer.memory import retain_freed_memory as retain
+
+            retain()
+        from watchdog.handler import load_handler
+
+        handler = load_handler(function_dir)
+        torch = sys.modules.get("torch")
+        threads = os.environ.get("OMP_NUM_THREADS")
+        if torch is not None and threads:
+            torch.set_num_threads(int(threads))
+    except Exception as exc:  # noqa: BLE001 - reported to the watchdog, which fails the start with it
+        message = str(exc) if isinstance(exc, HandlerNotFound) else f"load failed: {type(exc).__name__}: {exc}"
+        _send_frame(sock, b"F" + message.encode("utf-8", "replace"))
+        return 1
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what load() made lives as long as the process (see watchdog.server.freeze_loaded)
+    _send_frame(sock, b"H" + json.dumps({"pid": os.getpid(),
+                                         "load_seconds": time.perf_counter() - started}).encode())
+    while True:
+        try:
+            requests = _decode_batch(_recv_frame(sock))
+        except EOFError:
+            return 0
+        _send_frame(sock, _run(handler.handle, requests))
+
+
+def _run(handle: Callable[[list[Request]], Any], requests: list[Request]) -> bytes:
+    try:
+        outputs = handle(requests)
+    except Exception as exc:  # noqa: BLE001 - a user handler may raise anything; the watchdog bisects
+        if not isinstance(exc, BadInput):
+            logger.debug("handle_batch raised on a batch of %d", len(requests), exc_info=True)
+        error = as_batch_error(exc)
+        return b"X" + json.dumps({"status": error.status, "message": str(error), "whole": False}).encode()
+    if outputs is None or isinstance(outputs, (str, bytes, dict)) or not hasattr(outputs, "__len__"):
+        message = f"handle_batch must return a list with one response per request, got {type(outputs).__name__}"
+        return b"X" + json.dumps({"status": 500, "message": message, "whole": True}).encode()
+    return _encode_outputs(list(outputs))
+
+
+def main(argv: list[str]) -> int:
+    """Child entry: ``python -m watchdog.handler_process FD FUNCTION_DIR RETAIN_FREED_MEMORY``."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=int(argv[0]))
+    try:
+        return _serve(sock, argv[1], argv[2] == "1")
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the watchdog went away mid-batch
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

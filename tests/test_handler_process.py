@@ -116,9 +116,10 @@ def test_a_crash_costs_only_its_batch_and_a_new_child_serves_on(child):
     with pytest.raises(BatchAborted) as info:
         child.handle([req(b"segv"), req(b"x")])
     assert isinstance(info.value.error, HandlerFailed)
-    assert "died of signal SIGSEGV running a batch of 2" in str(info.value) and "a new one was started" in str(info.value)
-    assert child.restarts == ["crash"] and child.pid != first
-    assert child.handle([req(b"after")])[0].body == b"echo after"
+    assert "died of signal SIGSEGV running a batch of 2" in str(info.value)
+    assert "a new one is being started" in str(info.value) and child.restarts == ["crash"]
+    assert child.handle([req(b"after")])[0].body == b"echo after"  # waits for the new child's load()
+    assert child.pid != first
     # through the dispatcher the crashed batch is not bisected (each half would crash again)
     results = run_isolated(child.handle, [req(b"segv"), req(b"y"), req(b"z")])
     assert all(isinstance(r, HandlerFailed) for r in results) and child.restarts == ["crash", "crash"]
@@ -196,3 +197,19 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_child_that_cannot_be_started_again_fails_batches_until_it_can(folder, monkeypatch):
+    restarts: list[str] = []
+    proc = HandlerProcess(folder, on_restart=restarts.append).start()
+    try:
+        monkeypatch.setenv("FAIL_LOAD", "1")  # the next child inherits it: its load() raises
+        with pytest.raises(BatchAborted, match="SIGSEGV"):
+            proc.handle([req(b"segv")])
+        with pytest.raises(BatchAborted, match="could not be started: load failed: RuntimeError: weights file"):
+            proc.handle([req(b"x")])
+        monkeypatch.delenv("FAIL_LOAD")
+        assert proc.handle([req(b"y")])[0].body == b"echo y"
+        assert restarts == ["crash"]
+    finally:
+        proc.close()

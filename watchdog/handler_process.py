@@ -108,25 +108,26 @@ class HandlerProcess:
             if self._closed:
                 raise BatchAborted(HandlerFailed("the handler process is stopped (the instance is shutting down)"))
             if self._sock is None:  # the last start failed: try again for this batch
-                started = self._replace("start")
-                if self._sock is None:
-                    raise BatchAborted(HandlerFailed(f"the handler process is not running: {started}"))
+                failed = self._start_logged()
+                if failed:
+                    raise BatchAborted(HandlerFailed(f"the handler process could not be started: {failed}"))
             assert self._sock is not None and self._proc is not None
+            pid = self._proc.pid
             deadline = time.monotonic() + self.exec_timeout if self.exec_timeout > 0 else None
             try:
                 self._sock.settimeout(None)
                 _send_frame(self._sock, _encode_batch(requests))
                 kind, payload = _split(_recv_frame(self._sock, deadline))
             except TimeoutError:
-                pid = self._proc.pid
+                self._lost("timeout")
                 raise BatchAborted(DeadlineExceeded(
                     f"handle_batch ran past exec_timeout={self.exec_timeout:g}s on a batch of {len(requests)}: "
-                    f"the handler process (pid {pid}) was killed; {self._replace('timeout')}")) from None
+                    f"the handler process (pid {pid}) was killed; a new one is being started")) from None
             except (EOFError, OSError):
-                pid, code = self._proc.pid, self._reap(kill=True)
+                code = self._lost("crash")
                 raise BatchAborted(HandlerFailed(
                     f"the handler process (pid {pid}) died {_describe(code)} running a batch of {len(requests)}; "
-                    f"{self._replace('crash')}")) from None
+                    "a new one is being started")) from None
         if kind == b"R":
             return _decode_outputs(payload)
         if kind == b"X":
@@ -143,19 +144,30 @@ class HandlerProcess:
             self._closed = True
             self._reap(kill=False)
 
-    def _replace(self, reason: str) -> str:
-        """End the child and start a new one; says how that went, for the failed batch's message."""
-        self._reap(kill=True)
+    def _lost(self, reason: str) -> int | None:
+        """The child crashed or was killed: count it, and start a new one in the background, so the failed
+        batch is answered now rather than after the next ``load()``. Returns the old child's exit status."""
+        code = self._reap(kill=True)
         if self.on_restart is not None:
             self.on_restart(reason)
-        logger.error("starting a new handler process (%s)", reason)
+        logger.error("handler process lost (%s, %s); starting a new one", reason, _describe(code))
+        threading.Thread(target=self._restart, name="handler-restart", daemon=True).start()
+        return code
+
+    def _restart(self) -> None:
+        with self._lock:  # the next batch waits here until the new child is ready
+            if self._sock is None and not self._closed:
+                self._start_logged()
+
+    def _start_logged(self) -> str:
+        """Start a child; "" when it is ready, else why not (logged; the next batch tries again)."""
         try:
             self.start()
         except HandlerProcessError as exc:
-            self._sock = None  # the next batch tries again
+            self._sock = None
             logger.error("the new handler process failed: %s", exc)
-            return f"no new one could be started: {exc}"
-        return "a new one was started"
+            return str(exc)
+        return ""
 
     def _reap(self, kill: bool) -> int | None:
         """Close our end and end the child; its exit status (None if it was never started)."""

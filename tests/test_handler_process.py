@@ -53,6 +53,8 @@ def handle_batch(state, requests):
             out.append(BadInput("only this one is bad"))
         elif r.body == b"nan":
             out.append(object())
+        elif r.body == b"strbody":
+            out.append(Response("a str, not bytes", 200, {}))
         else:
             out.append("echo " + r.body.decode())
     return out
@@ -90,10 +92,12 @@ def test_outputs_and_request_fields_cross_as_they_would_in_process(child):
 
 
 def test_errors_in_a_requests_place_and_unserialisable_outputs_fail_alone(child):
-    out = child.handle([req(b"a"), req(b"mine"), req(b"nan")])
-    assert isinstance(out[0], Response)
+    out = child.handle([req(b"a"), req(b"mine"), req(b"nan"), req(b"strbody"), req(b"z")])
+    assert isinstance(out[0], Response) and out[4].body == b"echo z"
     assert isinstance(out[1], BadInput) and "only this one is bad" in str(out[1])
     assert isinstance(out[2], HandlerFailed) and "not JSON-serialisable" in str(out[2])
+    assert isinstance(out[3], HandlerFailed) and "cannot be sent: TypeError" in str(out[3])
+    assert child.restarts == []
 
 
 def test_a_raising_batch_is_bisected_so_only_bad_inputs_fail(child):
@@ -118,8 +122,9 @@ def test_a_crash_costs_only_its_batch_and_a_new_child_serves_on(child):
     assert isinstance(info.value.error, HandlerFailed)
     assert "died of signal SIGSEGV running a batch of 2" in str(info.value)
     assert "a new one is being started" in str(info.value) and child.restarts == ["crash"]
+    assert not child.ready()  # the HTTP loop must not run a batch itself while the new child loads
     assert child.handle([req(b"after")])[0].body == b"echo after"  # waits for the new child's load()
-    assert child.pid != first
+    assert child.pid != first and child.ready()
     # through the dispatcher the crashed batch is not bisected (each half would crash again)
     results = run_isolated(child.handle, [req(b"segv"), req(b"y"), req(b"z")])
     assert all(isinstance(r, HandlerFailed) for r in results) and child.restarts == ["crash", "crash"]
@@ -158,20 +163,30 @@ def test_the_child_ignores_sigint_and_sigterm_and_exits_when_closed(folder):
     time.sleep(0.2)
     assert proc.handle([req(b"still")])[0].body == b"echo still"
     proc.close()
+    assert proc.exit_code == 0  # it left at end of file, not killed after STOP_SECONDS
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     with pytest.raises(BatchAborted, match="stopped"):
         proc.handle([req(b"late")])
 
 
-def test_the_child_exits_when_the_watchdog_is_killed(folder, tmp_path):
+def test_a_child_that_died_between_batches_is_replaced_before_the_next_one(child):
+    first = child.pid
+    os.kill(first, signal.SIGKILL)
+    os.waitid(os.P_PID, first, os.WEXITED | os.WNOWAIT)  # until it can be reaped (all its threads gone)
+    assert child.handle([req(b"next")])[0].body == b"echo next"  # this batch never ran in the dead child
+    assert child.pid != first and child.restarts == ["crash"]
+
+
+def test_the_child_exits_when_the_watchdog_is_killed_mid_batch(folder, tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
         "import sys, time\n"
+        "from batcher import Request\n"
         "from watchdog.handler_process import HandlerProcess\n"
         f"p = HandlerProcess({folder!r}).start()\n"
         "print(p.pid, flush=True)\n"
-        "time.sleep(60)\n")
+        "p.handle([Request(body=b'hang')])\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": REPO})
     try:

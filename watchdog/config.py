@@ -172,5 +172,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "http_threads": _int, "max_request_bytes": parse_memory, "memory_limit": parse_memory,
     "read_timeout": parse_duration, "write_timeout": parse_duration, "exec_timeout": parse_duration,
     "healthcheck_interval": parse_duration, "batch_timeout": parse_duration, "latency_slo": parse_duration,
-    "suppress_lock": _bool, "retain_freed_memory": _bool, "handler_process": _bool, "cpu_limit": parse_cpu, "exec_prior": _points,
+    "suppress_lock": _bool, "retain_freed_memory": _bool, "handler_process": _bool, "cpu_limit": parse_cpu,
+    "exec_prior": _points,
 }

@@ -38,6 +38,8 @@ class LoadedHandler:
     module: ModuleType | None
     # Ends what runs the handler (the child process), after the last batch; None when nothing needs it.
     close: Callable[[], None] | None = None
+    # False while a call would wait for the handler to load (a new child process); None: always ready.
+    ready: Callable[[], bool] | None = None
 
 
 def load_handler(function_dir: str) -> LoadedHandler:

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 _LEN = struct.Struct("!I")
 # How long a child has to exit after its socket closes before it is killed.
 STOP_SECONDS = 5.0
+# How often a child checks that the watchdog that started it is still there.
+PARENT_POLL_SECONDS = 0.5
 
 
 class HandlerProcessError(HandlerNotFound):
@@ -51,25 +53,33 @@ class HandlerProcessError(HandlerNotFound):
 class HandlerProcess:
     """Runs batches in a child process; starts a new child after a crash or a hang."""
 
-    def __init__(self, function_dir: str, exec_timeout: float = 0.0, start_timeout: float = 300.0,
+    def __init__(self, function_dir: str, exec_timeout: float = 0.0, start_timeout: float | None = None,
                  retain_freed_memory: bool = False,
                  on_restart: Callable[[str], None] | None = None) -> None:
         self.function_dir = os.path.abspath(function_dir)
         # Longest call before the child is killed (0: wait as long as it takes).
         self.exec_timeout = exec_timeout
+        # Longest wait for load() (None: as long as it takes, as in-process; a child that dies is noticed).
         self.start_timeout = start_timeout
         self.retain_freed_memory = retain_freed_memory
         self.on_restart = on_restart
         self.cold_start_seconds = 0.0
+        # Exit status of the last child that ended (None while one runs).
+        self.exit_code: int | None = None
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._restarting = False
 
     @property
     def pid(self) -> int | None:
         """The child's pid (None before start)."""
         return self._proc.pid if self._proc else None
+
+    def ready(self) -> bool:
+        """True when a child is up and no new one is loading (a batch would not wait for ``load()``)."""
+        return self._sock is not None and not self._restarting and not self._closed
 
     def start(self) -> "HandlerProcess":
         """Start the child and wait until ``load()`` returned; raises ``HandlerProcessError`` otherwise."""
@@ -79,15 +89,23 @@ class HandlerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         args = [sys.executable, "-m", "watchdog.handler_process", str(theirs.fileno()), self.function_dir,
-                "1" if self.retain_freed_memory else "0"]
+                "1" if self.retain_freed_memory else "0", str(os.getpid())]
         try:
             self._proc = subprocess.Popen(args, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            raise HandlerProcessError(f"cannot start the handler process: {exc}") from None
         finally:
             theirs.close()
-        self._sock = ours
+        self._sock, self.exit_code = ours, None
+        deadline = time.monotonic() + self.start_timeout if self.start_timeout else None
         try:
-            kind, payload = _split(_recv_frame(ours, time.monotonic() + self.start_timeout))
-        except (EOFError, OSError, TimeoutError) as exc:
+            kind, payload = _split(_recv_frame(ours, deadline))
+        except TimeoutError:
+            self._reap(kill=True)
+            raise HandlerProcessError(f"load() did not return within {self.start_timeout:g}s; the handler process "
+                                      "was killed") from None
+        except (EOFError, OSError) as exc:
             code = self._reap(kill=True)
             raise HandlerProcessError(f"the handler process (pid {self._proc.pid}) ended before load() returned: "
                                       f"{_describe(code) if code is not None else exc}") from None
@@ -107,7 +125,13 @@ class HandlerProcess:
         with self._lock:
             if self._closed:
                 raise BatchAborted(HandlerFailed("the handler process is stopped (the instance is shutting down)"))
-            if self._sock is None:  # the last start failed: try again for this batch
+            if self._proc is not None and self._sock is not None and self._proc.poll() is not None:
+                # it died between batches (killed for memory, say): this batch has not run, so start anew
+                logger.error("handler process %d died %s while idle", self._proc.pid, _describe(self._proc.poll()))
+                self._reap(kill=True)
+                if self.on_restart is not None:
+                    self.on_restart("crash")
+            if self._sock is None:  # the last start failed, or the child died idle: start one for this batch
                 failed = self._start_logged()
                 if failed:
                     raise BatchAborted(HandlerFailed(f"the handler process could not be started: {failed}"))
@@ -139,10 +163,17 @@ class HandlerProcess:
         raise BatchAborted(HandlerFailed(f"the handler process sent an unknown frame {kind!r}"))
 
     def close(self) -> None:
-        """Close the socket (the child exits at end of file) and wait for it; kill it if it lingers."""
-        with self._lock:
-            self._closed = True
-            self._reap(kill=False)
+        """Close the socket (the child exits at end of file) and wait for it; kill it if it lingers. A
+        batch or a ``load()`` still running after ``STOP_SECONDS`` is not waited for: the child is killed."""
+        self._closed = True
+        if self._lock.acquire(timeout=STOP_SECONDS):
+            try:
+                self._reap(kill=False)
+            finally:
+                self._lock.release()
+        elif self._proc is not None:
+            logger.error("handler process %d still busy at shutdown: killed", self._proc.pid)
+            self._proc.kill()
 
     def _lost(self, reason: str) -> int | None:
         """The child crashed or was killed: count it, and start a new one in the background, so the failed
@@ -151,13 +182,15 @@ class HandlerProcess:
         if self.on_restart is not None:
             self.on_restart(reason)
         logger.error("handler process lost (%s, %s); starting a new one", reason, _describe(code))
+        self._restarting = True
         threading.Thread(target=self._restart, name="handler-restart", daemon=True).start()
         return code
 
     def _restart(self) -> None:
-        with self._lock:  # the next batch waits here until the new child is ready
+        with self._lock:  # the next batch waits here until the new child is ready (or starts it itself)
             if self._sock is None and not self._closed:
                 self._start_logged()
+            self._restarting = False
 
     def _start_logged(self) -> str:
         """Start a child; "" when it is ready, else why not (logged; the next batch tries again)."""
@@ -167,10 +200,13 @@ class HandlerProcess:
             self._sock = None
             logger.error("the new handler process failed: %s", exc)
             return str(exc)
+        finally:
+            self._restarting = False  # whichever thread started it, nothing is loading now
         return ""
 
     def _reap(self, kill: bool) -> int | None:
-        """Close our end and end the child; its exit status (None if it was never started)."""
+        """Close our end and end the child; its exit status (None if it was never started, or if it could
+        not be reaped: a process stuck in the kernel is left to exit when it can)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -180,10 +216,15 @@ class HandlerProcess:
         if kill:
             proc.kill()
         try:
-            return proc.wait(STOP_SECONDS)
+            self.exit_code = proc.wait(STOP_SECONDS)
         except subprocess.TimeoutExpired:
             proc.kill()
-            return proc.wait(STOP_SECONDS)
+            try:
+                self.exit_code = proc.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                logger.error("handler process %d did not exit after SIGKILL", proc.pid)
+                return None
+        return self.exit_code
 
 
 def _describe(code: int | None) -> str:
@@ -265,18 +306,25 @@ def _decode_batch(data: bytes) -> list[Request]:
 
 
 def _encode_outputs(outputs: list[Any]) -> bytes:
-    parts = []
-    for output in outputs:
-        try:
-            result: Response | BatchError = as_batch_error(output) if isinstance(output, BaseException) \
-                else to_response(output)
-        except BatchError as exc:  # not JSON-serialisable
-            result = exc
+    return b"R" + _join([_encode_output(output) for output in outputs])
+
+
+def _encode_output(output: Any) -> bytes:
+    """One output as it crosses; one that cannot be sent fails its own request only."""
+    try:
+        result: Response | BatchError = as_batch_error(output) if isinstance(output, BaseException) \
+            else to_response(output)
         if isinstance(result, Response):
-            parts.append(b"r" + pack(result.to_wire(), result.body))
-        else:
-            parts.append(b"e" + json.dumps({"status": result.status, "message": str(result)}).encode())
-    return b"R" + _join(parts)
+            return b"r" + pack(result.to_wire(), bytes(result.body))
+        return _error_part(result.status, str(result))
+    except BatchError as exc:  # not JSON-serialisable
+        return _error_part(exc.status, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a str body, a header that is not text, a __str__ that raises
+        return _error_part(500, f"handler returned an output that cannot be sent: {type(exc).__name__}: {exc}")
+
+
+def _error_part(status: int, message: str) -> bytes:
+    return b"e" + json.dumps({"status": status, "message": message}).encode()
 
 
 def _decode_outputs(data: bytes) -> list[Response | BatchError]:
@@ -293,9 +341,10 @@ def _decode_outputs(data: bytes) -> list[Response | BatchError]:
 
 # --- the child ---------------------------------------------------------------------------------------------
 
-def _serve(sock: socket.socket, function_dir: str, retain_freed_memory: bool) -> int:
+def _serve(sock: socket.socket, function_dir: str, retain_freed_memory: bool, parent: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the watchdog drains first, then closes the socket
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     started = time.perf_counter()
     try:
         if retain_freed_memory:
@@ -341,13 +390,22 @@ def _run(handle: Callable[[list[Request]], Any], requests: list[Request]) -> byt
     return _encode_outputs(list(outputs))
 
 
+def _exit_with(parent: int) -> None:
+    """End this process once the watchdog is gone, even in the middle of a batch (end of file on the
+    socket is seen only between batches). The parent is the watchdog process, not the thread that started
+    us, so ``PR_SET_PDEATHSIG`` (which follows the thread) would not do."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(0)
+
+
 def main(argv: list[str]) -> int:
-    """Child entry: ``python -m watchdog.handler_process FD FUNCTION_DIR RETAIN_FREED_MEMORY``."""
+    """Child entry: ``python -m watchdog.handler_process FD FUNCTION_DIR RETAIN_FREED_MEMORY PARENT_PID``."""
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=int(argv[0]))
     try:
-        return _serve(sock, argv[1], argv[2] == "1")
+        return _serve(sock, argv[1], argv[2] == "1", int(argv[3]))
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the watchdog went away mid-batch
 

@@ -187,6 +187,8 @@ class Runtime:
         ``rate`` the arrival rate with this request counted."""
         if effective_timeout(config, self.exec_model, rate, 1) != 0.0:
             return False
+        if self.handler.ready is not None and not self.handler.ready():
+            return False  # a new handler process is loading: the loop must not wait for it
         predicted = self.exec_model.predict(1)
         if predicted is None or 2 * predicted > timeout:
             return False

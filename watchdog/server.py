@@ -49,7 +49,8 @@ def build_runtime(config: WatchdogConfig) -> Runtime:
     if config.handler_process:
         child = HandlerProcess(config.function_dir, config.exec_timeout, retain_freed_memory=config.retain_freed_memory,
                                on_restart=lambda reason: metrics.handler_restarts.inc(reason=reason)).start()
-        handler = LoadedHandler(child.handle, child.cold_start_seconds, None, close=child.close)
+        handler = LoadedHandler(child.handle, child.cold_start_seconds, None, close=child.close,
+                                ready=child.ready)
     else:
         if config.retain_freed_memory:
             from faas_infer.memory import retain_freed_memory

@@ -65,6 +65,15 @@ def test_load_sent_to_one_instance_is_executed_by_both(watchdogs, handler_dir, r
     assert served["big"] > served["small"] > 0
 
 
+def test_an_instance_with_its_handler_in_a_child_process_shares_the_queue(watchdogs, handler_dir, redis_server):
+    small = start(watchdogs, handler_dir, redis_server.url, "small", 2)
+    child = start(watchdogs, handler_dir, redis_server.url, "child", 16, handler_process="true")
+    results = load(small.url, 120, 32)
+    assert [code for code, _ in results] == [200] * 120
+    assert [doc["body"] for _, doc in results] == [f"req-{i}" for i in range(120)]
+    assert {doc["inst"] for _, doc in results} == {"small", "child"}
+
+
 def test_kill_9_under_load_loses_no_request_and_the_dead_instance_expires(
         watchdogs, handler_dir, redis_server, redis_client):
     survivor = start(watchdogs, handler_dir, redis_server.url, "survivor", 4, sleep=0.1)

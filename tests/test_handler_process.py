@@ -13,8 +13,9 @@ import pytest
 
 from batcher import BadInput, Request, Response
 from batcher.dispatch import BatchAborted, run_isolated
-from batcher.errors import DeadlineExceeded, HandlerFailed
+from batcher.errors import DeadlineExceeded, HandlerFailed, Rejected
 from helpers import REPO, wait_until, write_handler
+from watchdog import handler_process
 from watchdog.handler_process import HandlerProcess, HandlerProcessError
 
 HANDLER = """
@@ -214,16 +215,21 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_a_child_that_cannot_be_started_again_fails_batches_until_it_can(folder, monkeypatch):
+def test_a_child_that_cannot_be_started_again_is_retried_and_batches_meanwhile_get_503(folder, monkeypatch):
+    monkeypatch.setattr(handler_process, "RETRY_FIRST_SECONDS", 0.2)
     restarts: list[str] = []
     proc = HandlerProcess(folder, on_restart=restarts.append).start()
     try:
         monkeypatch.setenv("FAIL_LOAD", "1")  # the next child inherits it: its load() raises
         with pytest.raises(BatchAborted, match="SIGSEGV"):
             proc.handle([req(b"segv")])
-        with pytest.raises(BatchAborted, match="could not be started: load failed: RuntimeError: weights file"):
+        with pytest.raises(BatchAborted) as refused:
             proc.handle([req(b"x")])
-        monkeypatch.delenv("FAIL_LOAD")
+        assert isinstance(refused.value.error, Rejected) and refused.value.error.status == 503
+        assert "not running: load failed: RuntimeError: weights file missing" in str(refused.value)
+        assert not proc.ready()
+        monkeypatch.delenv("FAIL_LOAD")  # the next attempt, in the background, succeeds
+        wait_until(proc.ready, 20, what="a new child after load() works again")
         assert proc.handle([req(b"y")])[0].body == b"echo y"
         assert restarts == ["crash"]
     finally:

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable
 
 from batcher.dispatch import BatchAborted, as_batch_error
-from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed
+from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed, Rejected
 from batcher.request import Request, Response, to_response
 from batcher.wire import error_for, pack, unpack
 from watchdog.errors import HandlerNotFound
@@ -44,6 +44,9 @@ _LEN = struct.Struct("!I")
 STOP_SECONDS = 5.0
 # How often a child checks that the watchdog that started it is still there.
 PARENT_POLL_SECONDS = 0.5
+# Waits between attempts to start a child whose load() failed: doubling from the first to the last.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 
 
 class HandlerProcessError(HandlerNotFound):
@@ -71,6 +74,8 @@ class HandlerProcess:
         self._lock = threading.Lock()
         self._closed = False
         self._restarting = False
+        # Why the last start failed ("" after a good one): batches meanwhile are refused with it.
+        self._start_failure = ""
 
     @property
     def pid(self) -> int | None:
@@ -121,7 +126,8 @@ class HandlerProcess:
     def handle(self, requests: list[Request]) -> list[Response | BatchError]:
         """One ``handle_batch`` call in the child: a response or an error per output, as the handler gave
         them. Raises what the handler raised (``BadInput`` or ``HandlerFailed``, so the batch is bisected),
-        or ``BatchAborted`` when the child died or ran past ``exec_timeout`` (a new child is started)."""
+        or ``BatchAborted`` when the child died or ran past ``exec_timeout`` (a new child is started), or
+        with a 503 while no child can be started (attempts go on in the background)."""
         with self._lock:
             if self._closed:
                 raise BatchAborted(HandlerFailed("the handler process is stopped (the instance is shutting down)"))
@@ -131,10 +137,11 @@ class HandlerProcess:
                 self._reap(kill=True)
                 if self.on_restart is not None:
                     self.on_restart("crash")
-            if self._sock is None:  # the last start failed, or the child died idle: start one for this batch
-                failed = self._start_logged()
-                if failed:
-                    raise BatchAborted(HandlerFailed(f"the handler process could not be started: {failed}"))
+            if self._sock is None and not self._start_failure:
+                self._start_logged()  # a start is due and none has failed yet: this batch waits for it
+            if self._sock is None:  # between two attempts to start one: refuse at once
+                raise BatchAborted(Rejected(f"the handler process is not running: "
+                                            f"{self._start_failure or 'it is starting'}; it is being started again"))
             assert self._sock is not None and self._proc is not None
             pid = self._proc.pid
             deadline = time.monotonic() + self.exec_timeout if self.exec_timeout > 0 else None
@@ -187,21 +194,31 @@ class HandlerProcess:
         return code
 
     def _restart(self) -> None:
-        with self._lock:  # the next batch waits here until the new child is ready (or starts it itself)
-            if self._sock is None and not self._closed:
-                self._start_logged()
-            self._restarting = False
+        """Start a child, retrying with a doubling wait while ``load()`` fails; batches meanwhile wait for
+        a start in progress (they queue on the lock) but are refused between attempts."""
+        wait = RETRY_FIRST_SECONDS
+        while True:
+            with self._lock:  # done once a child is up (started here or by a batch), or at shutdown
+                if self._sock is not None or self._closed or not self._start_logged():
+                    self._restarting = False
+                    return
+            time.sleep(wait)
+            wait = min(2 * wait, RETRY_MAX_SECONDS)
 
     def _start_logged(self) -> str:
-        """Start a child; "" when it is ready, else why not (logged; the next batch tries again)."""
+        """Start a child; "" when it is ready, else why not (logged, and kept for refused batches)."""
         try:
             self.start()
         except HandlerProcessError as exc:
             self._sock = None
+            self._start_failure = str(exc)
             logger.error("the new handler process failed: %s", exc)
+            if not self._restarting and not self._closed:  # keep trying in the background
+                self._restarting = True
+                threading.Thread(target=self._restart, name="handler-restart", daemon=True).start()
             return str(exc)
-        finally:
-            self._restarting = False  # whichever thread started it, nothing is loading now
+        self._start_failure = ""
+        self._restarting = False  # whichever thread started it, nothing is loading now
         return ""
 
     def _reap(self, kill: bool) -> int | None:

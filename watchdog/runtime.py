@@ -92,9 +92,12 @@ class Runtime:
         return (200, b"OK") if self.lifecycle.healthy() else (503, b"Not healthy")
 
     def readiness(self) -> tuple[int, bytes]:
-        """``/_/ready``: 503 while draining, 429 at ``max_inflight``, else 200."""
+        """``/_/ready``: 503 while draining or while the handler process is (re)starting, 429 at
+        ``max_inflight``, else 200."""
         if not self.lifecycle.accepting:
             return 503, b"Not ready"
+        if self.handler.ready is not None and not self.handler.ready():
+            return 503, b"Not ready: the handler process is starting"
         if self.at_capacity():
             return 429, b"Concurrent request limit reached"
         return 200, b"OK"

@@ -64,6 +64,7 @@ def test_batches_run_in_a_child_process_and_a_segfault_costs_only_its_batch(watc
     after = requests.post(wd.url, data=b"after", timeout=30)
     assert after.status_code == 200 and after.json()["pid"] != first_pid
     assert restarts(wd, "crash") == 1
+    assert requests.get(wd.url + "/_/ready", timeout=5).status_code == 200
     assert "faas_infer_cold_start_seconds" in requests.get(wd.metrics_url, timeout=5).text
 
 

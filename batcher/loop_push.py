@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 from typing import Any, Callable, Mapping
 
 import hiredis
@@ -40,16 +41,18 @@ class LoopPusher:
     """LPUSHes to ``key`` from ``loop``, coalesced per loop turn; thread-safe ``open`` and ``close``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, connection: Mapping[str, Any], key: str,
-                 on_depth: Callable[[int], None], on_error: Callable[[object], None]) -> None:
-        self.loop, self.key = loop, key
+                 on_depth: Callable[[int, float], None], on_error: Callable[[object], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.loop, self.key, self.clock = loop, key, clock
         self.on_depth, self.on_error = on_depth, on_error
         self._connection = dict(connection)
         self._thread: int | None = None  # the loop's thread, known once ``open`` ran there
         self._protocol: _Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
-        # Per command written and not answered yet: how many requests it pushed (0 for AUTH and SELECT).
-        self._unanswered: collections.deque[int] = collections.deque()
+        # Per command written and not answered yet: how many requests it pushed (0 for AUTH and SELECT) and
+        # when it was written (``on_depth`` gets both the list's length and that time).
+        self._unanswered: collections.deque[tuple[int, float]] = collections.deque()
         self._outbox: list[bytes] = []
 
     @staticmethod
@@ -118,26 +121,26 @@ class LoopPusher:
             setup.append(("SELECT", int(c["db"])))
         for command in setup:
             transport.write(hiredis.pack_command(command))
-            self._unanswered.append(0)
+            self._unanswered.append((0, 0.0))
 
     def _flush(self) -> None:
         items, self._outbox = self._outbox, []
         if not items or self._transport is None:
             return
+        self._unanswered.append((len(items), self.clock()))
         self._transport.write(hiredis.pack_command(("LPUSH", self.key, *items)))
-        self._unanswered.append(len(items))
 
     def _received(self, protocol: _Protocol, data: bytes) -> None:
         if protocol is not self._protocol:
             return
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
-            pushed = self._unanswered.popleft() if self._unanswered else 0
+            pushed, written_at = self._unanswered.popleft() if self._unanswered else (0, 0.0)
             if isinstance(reply, hiredis.ReplyError):
                 self._fail(f"Redis answered a push with an error: {reply}")
                 return
             if pushed and isinstance(reply, int):
-                self.on_depth(reply)
+                self.on_depth(reply, written_at)
 
     def _gone(self, protocol: _Protocol, exc: Exception | None) -> None:
         if protocol is self._protocol:

@@ -181,8 +181,8 @@ class RedisBatchQueue:
             return
         if not LoopPusher.supports(pool.connection_class):
             return
-        self._pusher = LoopPusher(loop, pool.connection_kwargs, self._claims.queue,
-                                  lambda depth: setattr(self._remote, "depth", depth), self._lost)
+        self._pusher = LoopPusher(loop, pool.connection_kwargs, self._claims.queue, self._remote.note_depth,
+                                  self._lost, self.clock)
         if self._up:
             self._pusher.open()
 
@@ -266,7 +266,9 @@ class RedisBatchQueue:
             try:
                 if not self._up:
                     raise redis.ConnectionError("Redis lost")
-                self._remote.depth = int(self._client.lpush(self._claims.queue, *(data for _, data in sending)))
+                pushed_at = self.clock()
+                depth = int(self._client.lpush(self._claims.queue, *(data for _, data in sending)))
+                self._remote.note_depth(depth, pushed_at)
             except redis.RedisError as exc:
                 self._lost(exc)
                 self._to_local([entry for entry, _ in sending])
@@ -308,7 +310,7 @@ class RedisBatchQueue:
         ran_here, self._ran_here = self._ran_here, 0
         result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), arrivals,
                                time.time(), self.stale_after, served=ran_here)
-        self._remote.depth = result.depth
+        self._remote.note_depth(result.depth)
         self._beats += 1
         if self._beats % 60 == 0:
             stats.trim_arrivals(self._client, self.function, time.time())

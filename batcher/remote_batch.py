@@ -121,8 +121,10 @@ class RemoteBatches:
                  own: Callable[[str], Pending | None] = lambda token: None) -> None:
         self.client, self.claims, self.max_bytes, self.clock = client, claims, max_bytes, clock
         self.resolve, self.lost, self.own = resolve, lost, own
-        # Requests waiting in the shared queue, as of the last take.
+        # Requests waiting in the shared queue, as of the newest reading (see ``note_depth``).
         self.depth = 0
+        # When the last reading other than a push's reply arrived (a take's or a beat's).
+        self._read_at = float("-inf")
         self._link = _Link(client.connection_pool)
         self._open: _OpenBatch | None = None
         # Finished batches whose removal from the claimed list (and counters) goes with the next write:
@@ -164,6 +166,18 @@ class RemoteBatches:
             self._ahead = max_size
         return self._open_batch(taken, len(raw))
 
+    def note_depth(self, depth: int, pushed_at: float | None = None) -> None:
+        """Record the shared queue's length as a reply gave it: a take's or a beat's (``pushed_at`` None),
+        or an LPUSH's, written at ``pushed_at``. Replies on different connections arrive in no set order: a
+        push written before a take's reply arrived may have run before that take (whose smaller figure
+        then stands), so its length counts only when written after the last other reading arrived. Else an
+        idle instance could read a request it had already taken as still queued, and refuse the next one."""
+        if pushed_at is None:
+            self._read_at = self.clock()
+        elif pushed_at < self._read_at:
+            return
+        self.depth = depth
+
     def release_now(self) -> None:
         """Route the last batch's answers, send a deferred release and read a take sent ahead (before
         leaving, which gives back the rest)."""
@@ -183,7 +197,7 @@ class RemoteBatches:
         self._link.send(self._release_commands() + self.claims.take(most, wait))
         got, depth = self.claims.taken(self._link.receive(), most, wait)
         if depth is not None:
-            self.depth = depth
+            self.note_depth(depth)
         return got
 
     def _collect_ahead(self, most: int | None) -> list[bytes]:
@@ -194,7 +208,7 @@ class RemoteBatches:
             return []
         got, depth = self.claims.taken(self._link.receive(), sent)
         if depth is not None:
-            self.depth = depth
+            self.note_depth(depth)
         if most is not None and len(got) > most:
             back = ("LMOVE", self.claims.claimed, self.claims.queue, "LEFT", "RIGHT")
             self._link.send([back] * (len(got) - most))

@@ -272,3 +272,18 @@ def test_leaving_with_a_take_sent_ahead_gives_its_requests_back_to_be_run_elsewh
     worker = serve(b)
     assert [f.result(5).body for f in futures] == [str(i).encode() * 2 for i in range(12)]
     worker.stop(5)
+
+
+def test_a_push_written_before_a_take_came_back_does_not_overwrite_its_depth(queues):
+    now = [10.0]
+    queue = queues("a", clock=lambda: now[0], beat_interval=3600)  # one beat at start (read at 10.0), no more
+    remote = queue._remote
+    now[0] = 100.0
+    remote.note_depth(1, pushed_at=99.0)  # a push's reply: the queue held 1 after it
+    assert queue.depth() == 1
+    remote.note_depth(0)  # a take's reply, read at 100.0: it took that request, the queue is empty
+    remote.note_depth(1, pushed_at=99.5)  # the same push's reply arriving late (written before 100.0)
+    assert queue.depth() == 0
+    now[0] = 101.0
+    remote.note_depth(3, pushed_at=100.5)  # written after the take's reply came back: newer, it counts
+    assert queue.depth() == 3

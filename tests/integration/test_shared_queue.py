@@ -74,6 +74,26 @@ def test_an_instance_with_its_handler_in_a_child_process_shares_the_queue(watchd
     assert {doc["inst"] for _, doc in results} == {"small", "child"}
 
 
+def test_an_idle_instance_after_a_slow_batch_still_admits_the_next_request(watchdogs, tmp_path, redis_server):
+    # Every other call takes longer than the SLO. A request's push reply (queue length 1) could arrive after
+    # the take that emptied the queue had been read, so the idle instance saw one request still queued,
+    # predicted two slow batches and refused the next request (seen here before the fix in 1 of 9 tries).
+    folder = write_handler(str(tmp_path / "slow-odd"), """
+        import time
+        calls = [0]
+
+        def handle_batch(state, requests):
+            calls[0] += 1
+            if calls[0] % 2:
+                time.sleep(0.13)
+            return [{"call": calls[0]} for _ in requests]
+    """)
+    wd = watchdogs(folder, batch_backend="redis", redis_url=redis_server.url, function_name="slow-odd",
+                   instance_id="one", latency_slo="50ms", max_batch_size=8)
+    answers = [requests.post(wd.url, data=b"{}", timeout=10) for _ in range(30)]
+    assert [(r.status_code, r.text.strip()) for r in answers] == [(200, f'{{"call":{i}}}') for i in range(1, 31)]
+
+
 def test_kill_9_under_load_loses_no_request_and_the_dead_instance_expires(
         watchdogs, handler_dir, redis_server, redis_client):
     survivor = start(watchdogs, handler_dir, redis_server.url, "survivor", 4, sleep=0.1)

@@ -188,7 +188,7 @@ class RedisBatchQueue:
 
     def may_run_here(self) -> bool:
         """True when a request that just arrived may run at once on this idle instance without passing
-        through the shared queue: Redis is up and nothing waits in the queue (as of the last push, take or
+        through the shared queue: Redis is up and nothing waits in the queue (as of the newest push, take or
         beat), so an idle instance, this one, would take it next anyway. Only waiting for company or
         waiting behind others is what the queue decides; nothing is lost by skipping it, since a request
         runs in the process its caller is connected to (if that dies, so does the caller's connection)."""

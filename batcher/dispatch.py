@@ -58,9 +58,9 @@ def take_runnable(items: list[Pending], now: float) -> list[Pending]:
 def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response | BatchError]:
     """One handler call: a response or an error per request, or raise if the call failed as a whole."""
     outputs = handle(requests)
-    if outputs is None or isinstance(outputs, (str, bytes, dict)) or not hasattr(outputs, "__len__"):
-        raise BatchAborted(HandlerFailed(f"handle_batch must return a list with one response per request, "
-                                         f"got {type(outputs).__name__}"))
+    breach = shape_error(outputs)
+    if breach:
+        raise BatchAborted(HandlerFailed(breach))
     if len(outputs) != len(requests):
         raise BatchAborted(HandlerFailed(f"handle_batch returned {len(outputs)} responses for {len(requests)} "
                                          "requests"))
@@ -74,6 +74,13 @@ def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response 
         except BatchError as exc:
             results.append(exc)
     return results
+
+
+def shape_error(outputs: Any) -> str:
+    """Why ``outputs`` is not a list of responses a handler may return ("" when it is one)."""
+    if outputs is None or isinstance(outputs, (str, bytes, dict)) or not hasattr(outputs, "__len__"):
+        return f"handle_batch must return a list with one response per request, got {type(outputs).__name__}"
+    return ""
 
 
 def run_isolated(handle: HandleBatch, requests: list[Request],

@@ -10,6 +10,7 @@ call, as classic OpenFaaS Python handlers) is served with batches of one call ea
 
 from __future__ import annotations
 
+import gc
 import importlib.machinery
 import importlib.util
 import inspect
@@ -64,6 +65,33 @@ def load_handler(function_dir: str) -> LoadedHandler:
     else:
         raise HandlerNotFound(f"{path} defines neither handle_batch(state, requests) nor handle(request)")
     return LoadedHandler(handle, time.perf_counter() - started, module)
+
+
+def load_here(function_dir: str, retain_freed_memory: bool) -> LoadedHandler:
+    """Load the handler in this process as an instance runs it: freed memory kept when asked (before the
+    model allocates), then torch's intra-op threads set from ``OMP_NUM_THREADS`` (which ``__main__`` derives
+    from the CPU limit) if the handler imported torch. The watchdog and its handler process both use this."""
+    if retain_freed_memory:
+        from faas_infer.memory import retain_freed_memory as retain
+
+        retain()
+    handler = load_handler(function_dir)
+    torch = sys.modules.get("torch")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if torch is not None and threads:
+        torch.set_num_threads(int(threads))
+    return handler
+
+
+def freeze_loaded_objects() -> int:
+    """Move every object alive once the handler is loaded (torch, the model, the watchdog) out of reach of
+    the cyclic garbage collector (``gc.freeze``); returns how many. They live as long as the process, yet
+    every full collection walked them all: hundreds of thousands of objects, tens of milliseconds with the
+    GIL held, so under load the requests in flight all waited. Measured with the MLP example at 96 clients
+    (Redis backend, one run): p99 164 -> 58 ms, 2,677 -> 2,908 req/s."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _import(folder: str) -> ModuleType:

@@ -31,11 +31,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from batcher.dispatch import BatchAborted, as_batch_error
+from batcher.dispatch import BatchAborted, as_batch_error, shape_error
 from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed, Rejected
 from batcher.request import Request, Response, to_response
 from batcher.wire import error_for, pack, unpack
 from watchdog.errors import HandlerNotFound
+from watchdog.handler import freeze_loaded_objects, load_here
 
 logger = logging.getLogger(__name__)
 
@@ -333,15 +334,16 @@ def _encode_output(output: Any) -> bytes:
             else to_response(output)
         if isinstance(result, Response):
             return b"r" + pack(result.to_wire(), bytes(result.body))
-        return _error_part(result.status, str(result))
+        return b"e" + _error_json(result)
     except BatchError as exc:  # not JSON-serialisable
-        return _error_part(exc.status, str(exc))
+        return b"e" + _error_json(exc)
     except Exception as exc:  # noqa: BLE001 - a str body, a header that is not text, a __str__ that raises
-        return _error_part(500, f"handler returned an output that cannot be sent: {type(exc).__name__}: {exc}")
+        return b"e" + _error_json(HandlerFailed(f"handler returned an output that cannot be sent: "
+                                                f"{type(exc).__name__}: {exc}"))
 
 
-def _error_part(status: int, message: str) -> bytes:
-    return b"e" + json.dumps({"status": status, "message": message}).encode()
+def _error_json(error: BatchError, **extra: Any) -> bytes:
+    return json.dumps({"status": error.status, "message": str(error), **extra}).encode()
 
 
 def _decode_outputs(data: bytes) -> list[Response | BatchError]:
@@ -364,25 +366,12 @@ def _serve(sock: socket.socket, function_dir: str, retain_freed_memory: bool, pa
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     started = time.perf_counter()
     try:
-        if retain_freed_memory:
-            from faas_infer.memory import retain_freed_memory as retain
-
-            retain()
-        from watchdog.handler import load_handler
-
-        handler = load_handler(function_dir)
-        torch = sys.modules.get("torch")
-        threads = os.environ.get("OMP_NUM_THREADS")
-        if torch is not None and threads:
-            torch.set_num_threads(int(threads))
+        handler = load_here(function_dir, retain_freed_memory)
     except Exception as exc:  # noqa: BLE001 - reported to the watchdog, which fails the start with it
         message = str(exc) if isinstance(exc, HandlerNotFound) else f"load failed: {type(exc).__name__}: {exc}"
         _send_frame(sock, b"F" + message.encode("utf-8", "replace"))
         return 1
-    import gc
-
-    gc.collect()
-    gc.freeze()  # what load() made lives as long as the process (see watchdog.server.freeze_loaded)
+    freeze_loaded_objects()
     _send_frame(sock, b"H" + json.dumps({"pid": os.getpid(),
                                          "load_seconds": time.perf_counter() - started}).encode())
     while True:
@@ -399,11 +388,10 @@ def _run(handle: Callable[[list[Request]], Any], requests: list[Request]) -> byt
     except Exception as exc:  # noqa: BLE001 - a user handler may raise anything; the watchdog bisects
         if not isinstance(exc, BadInput):
             logger.debug("handle_batch raised on a batch of %d", len(requests), exc_info=True)
-        error = as_batch_error(exc)
-        return b"X" + json.dumps({"status": error.status, "message": str(error), "whole": False}).encode()
-    if outputs is None or isinstance(outputs, (str, bytes, dict)) or not hasattr(outputs, "__len__"):
-        message = f"handle_batch must return a list with one response per request, got {type(outputs).__name__}"
-        return b"X" + json.dumps({"status": 500, "message": message, "whole": True}).encode()
+        return b"X" + _error_json(as_batch_error(exc), whole=False)
+    breach = shape_error(outputs)
+    if breach:
+        return b"X" + _error_json(HandlerFailed(breach), whole=True)
     return _encode_outputs(list(outputs))
 
 

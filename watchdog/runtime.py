@@ -96,7 +96,7 @@ class Runtime:
         ``max_inflight``, else 200."""
         if not self.lifecycle.accepting:
             return 503, b"Not ready"
-        if self.handler.ready is not None and not self.handler.ready():
+        if self._handler_loading():
             return 503, b"Not ready: the handler process is starting"
         if self.at_capacity():
             return 429, b"Concurrent request limit reached"
@@ -190,8 +190,8 @@ class Runtime:
         ``rate`` the arrival rate with this request counted."""
         if effective_timeout(config, self.exec_model, rate, 1) != 0.0:
             return False
-        if self.handler.ready is not None and not self.handler.ready():
-            return False  # a new handler process is loading: the loop must not wait for it
+        if self._handler_loading():
+            return False  # the loop must not wait for it
         predicted = self.exec_model.predict(1)
         if predicted is None or 2 * predicted > timeout:
             return False
@@ -205,6 +205,10 @@ class Runtime:
         # The queue decides too: with the shared queue only while it is empty (nobody else's request waits,
         # this idle instance would take it next).
         return self.queue.may_run_here()
+
+    def _handler_loading(self) -> bool:
+        """True while a call would wait for the handler to load (a new handler process)."""
+        return self.handler.ready is not None and not self.handler.ready()
 
     def drain(self, timeout: float) -> bool:
         """Stop accepting, finish everything queued, stop the worker; True when done within ``timeout``."""

@@ -216,11 +216,13 @@ def effective_timeout(config: BatchConfig, exec_model: ExecTimeModel, arrival_ra
 
 
 def admit(queue_depth: int, busy_remaining: float, config: BatchConfig, exec_model: ExecTimeModel,
-          max_queue: int, arrival_rate: float | None = None) -> Admission:
+          max_queue: int, arrival_rate: float | None = None, share: float = 1.0) -> Admission:
     """Decide whether a new request, behind ``queue_depth`` others, can finish within the SLO.
 
     ``busy_remaining`` is the predicted time left of the batch running now (0 when idle). The request
     runs after ``queue_depth // b`` full batches; if its batch is the first it may also wait the timeout.
+    ``share`` (<= 1) is how much of the SLO the prediction may fill: less while recent requests ran late
+    (``batcher.headroom``).
     """
     if queue_depth >= max_queue:
         return Admission(False, None, f"queue full: {queue_depth} requests waiting (max_queue={max_queue})")
@@ -237,8 +239,10 @@ def admit(queue_depth: int, busy_remaining: float, config: BatchConfig, exec_mod
     fills_now = queue_depth + 1 >= b
     wait = 0.0 if ahead_batches or busy_remaining or fills_now else effective_timeout(config, exec_model, arrival_rate)
     predicted = busy_remaining + ahead_batches * t_full + wait + own
-    if predicted > config.latency_slo:
+    if predicted > share * config.latency_slo:
+        bound = "" if share >= 1 else f"{share:.0%} of "
+        late = "" if share >= 1 else "; recent requests ran past the SLO"
         return Admission(False, predicted,
-                         f"predicted latency {predicted * 1000:.1f}ms exceeds latency_slo "
-                         f"{config.latency_slo * 1000:.0f}ms ({queue_depth} requests queued)")
+                         f"predicted latency {predicted * 1000:.1f}ms exceeds {bound}latency_slo "
+                         f"{config.latency_slo * 1000:.0f}ms ({queue_depth} requests queued{late})")
     return Admission(True, predicted)

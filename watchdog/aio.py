@@ -394,7 +394,7 @@ class _Waiter:
         # collector, they were about 13 objects a request, and each full collection under load walked
         # 24,000-69,000 of them, holding the interpreter lock 7-29 ms while nothing else ran.
         future, self.future = self.future, None
-        if self.done or future is None:
+        if self.done:
             return
         self.done = True
         self.timer.cancel()  # a cancelled handle lets go of the method it would have called

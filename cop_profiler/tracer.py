@@ -18,6 +18,7 @@ from cop_profiler.errors import TraceError
 from cop_profiler.graph import OpGraph, OpNode
 from cop_profiler.opspec import OperatorSpec
 from cop_profiler.recorder import Call, record_eager, record_fx
+from cop_profiler.reuse import copies
 from cop_profiler.template import cut, describe, instantiate, templatize, tensors_in
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class OpInstance:
     # Templates of its positional and keyword arguments.
     args: tuple
     kwargs: dict
+    # Copies of a module's weights the timing rotates through (``reuse``): 1 times the module as it is.
+    copies: int = 1
 
     def bind(self, batch: int, device: str = "cpu") -> Callable[[], Any]:
         """A no-argument callable running the operator on fresh inputs for ``batch`` items."""
@@ -43,13 +46,17 @@ class OpInstance:
 
     def binder(self, largest: int, device: str = "cpu") -> Callable[[int], Callable[[], Any]]:
         """``batch -> callable`` for batches up to ``largest``: inputs (and a module's device copy) are made
-        once, for ``largest``, and cut down to each batch (views where the memory layout allows)."""
+        once, for ``largest``, and cut down to each batch (views where the memory layout allows). A module
+        with ``copies`` > 1 is called on its copies in turn."""
         full_args, full_kwargs = instantiate(self.args, largest, device), instantiate(self.kwargs, largest, device)
         target = self.target
-        if self.kind == "module" and device != "cpu":
+        if self.kind == "module" and (device != "cpu" or self.copies > 1):
             import copy
+            import itertools
 
-            target = copy.deepcopy(target).to(device)
+            made = [copy.deepcopy(target).to(device) for _ in range(self.copies)]
+            turn = itertools.cycle(made)
+            target = made[0] if len(made) == 1 else (lambda *a, **k: next(turn)(*a, **k))
 
         def bind(batch: int) -> Callable[[], Any]:
             if batch > largest:
@@ -110,14 +117,33 @@ def _is_free(call: Call) -> bool:
     return call.label == "getitem" and call.args and isinstance(call.args[0], (tuple, list))
 
 
-def _instance(c2: Call, c3: Call) -> OpInstance:
+_SPARSE = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+
+
+def _weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers that a forward pass reads whole (not embedding tables)."""
+    seen, total = set(), 0
+    for sub in module.modules():
+        if isinstance(sub, _SPARSE):
+            seen.update(id(t) for t in sub.parameters(recurse=False))
+            continue
+        for t in (*sub.parameters(recurse=False), *sub.buffers(recurse=False)):
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def _instance(c2: Call, c3: Call, model_bytes: int) -> OpInstance:
     args, kwargs = templatize(c2.args, c3.args), templatize(c2.kwargs, c3.kwargs)
+    n = 1
     if c3.kind == "module":
         args, kwargs = tuple(args), dict(kwargs)
+        n = copies(model_bytes, _weight_bytes(c3.target))
     name, target = _target_text(c3)
-    signature = f"{target}|args={describe(args)}|kwargs={describe(kwargs)}"
+    signature = f"{target}|args={describe(args)}|kwargs={describe(kwargs)}" + (f"|copies={n}" if n > 1 else "")
     spec = OperatorSpec.create(name, signature, invariant=_is_view(c3))
-    return OpInstance(spec, c3.kind, c3.target, tuple(args), dict(kwargs))
+    return OpInstance(spec, c3.kind, c3.target, tuple(args), dict(kwargs), n)
 
 
 def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> tuple[list, list, int, str, list]:
@@ -147,12 +173,12 @@ def trace(model: torch.nn.Module, example_input: Callable[[int], object]) -> Tra
     if [c.label for c in calls2] != [c.label for c in calls3]:
         raise TraceError(f"the model runs different operators at batch 2 ({len(calls2)} calls) and batch 3 "
                          f"({len(calls3)} calls): its control flow depends on the batch size")
-    nodes, instances = [], {}
+    nodes, instances, model_bytes = [], {}, _weight_bytes(model)
     for i, (c2, c3) in enumerate(zip(calls2, calls3)):
         op = None
         if not _is_free(c3):
             try:
-                inst = _instance(c2, c3)
+                inst = _instance(c2, c3, model_bytes)
             except TraceError as exc:
                 raise TraceError(f"operator {i} ({c3.label}): {exc}") from exc
             instances.setdefault(inst.spec.key, inst)

@@ -1,0 +1,75 @@
+"""Rotating copies of an operator's weights so they are as cold as inside the model (cop_profiler.reuse)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cop_profiler.reuse import MAX_BYTES, MAX_COPIES, MIN_BYTES, copies
+from cop_profiler.tracer import trace
+
+MIB = 1024 * 1024
+
+
+def test_copies_reproduce_the_models_weight_bytes_between_two_uses():
+    assert copies(13 * MIB, 4 * MIB) == 3  # 3 x 4 MiB: nearest to the model's 13 MiB
+    assert copies(13 * MIB, 1 * MIB) == 13
+    assert copies(4 * MIB, 4 * MIB) == 1  # the operator is the model: timed as it is
+    assert copies(5 * MIB, 4 * MIB) == 1
+
+
+def test_small_weights_are_timed_hot_and_copies_are_bounded():
+    assert copies(100 * MIB, MIN_BYTES - 1) == 1
+    assert copies(100 * MIB, MIN_BYTES) == MAX_COPIES
+    assert copies(10_000 * MIB, 64 * MIB) == MAX_BYTES // (64 * MIB)
+
+
+class Wide(nn.Module):
+    """Three 1024x1024 linear layers (4 MiB of weights each) and an embedding that does not count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50_000, 64)  # 12 MiB, read a row at a time
+        self.proj = nn.Linear(64, 1024)
+        self.fc = nn.ModuleList(nn.Linear(1024, 1024) for _ in range(3))
+
+    def forward(self, ids):
+        x = self.proj(self.emb(ids).mean(dim=1))
+        for layer in self.fc:
+            x = torch.relu(layer(x))
+        return x
+
+
+def ids(b):
+    return torch.randint(0, 50_000, (b, 4))
+
+
+def test_tracer_gives_weighty_modules_copies_and_says_so_in_the_signature():
+    traced = trace(Wide(), ids)
+    by_name = {}
+    for inst in traced.instances.values():
+        by_name.setdefault(inst.spec.name, []).append(inst)
+    big = [i for i in by_name["Linear"] if "in_features=1024" in i.spec.signature]
+    assert len(big) == 1 and big[0].copies == 3 and big[0].spec.signature.endswith("|copies=3")
+    # The model reads 12.27 MiB whole (the embedding's 12 MiB are left out): 3 x 4.004 MiB, and 48 x the
+    # 0.254 MiB of the 64 -> 1024 layer.
+    small = [i for i in by_name["Linear"] if "in_features=64" in i.spec.signature]
+    assert len(small) == 1 and small[0].copies == 48
+    assert by_name["Embedding"][0].copies == 1
+
+
+def test_small_models_keep_their_signatures():
+    traced = trace(nn.Sequential(nn.Linear(8, 8), nn.ReLU()), lambda b: torch.randn(b, 8))
+    assert all(i.copies == 1 and "copies=" not in i.spec.signature for i in traced.instances.values())
+
+
+def test_a_bound_operator_runs_its_copies_in_turn_with_the_same_result():
+    traced = trace(Wide(), ids)
+    inst = next(i for i in traced.instances.values() if i.copies == 3)
+    seen = []
+    inst.target.register_forward_pre_hook(lambda module, args: seen.append(id(module)))
+    fn = inst.bind(2)
+    outs = [fn() for _ in range(6)]
+    assert len(set(seen)) == 3 and seen[:3] == seen[3:]  # three distinct copies, in turn
+    assert id(inst.target) not in seen  # the model's own module is left alone
+    assert all(torch.equal(outs[0], o) for o in outs)

@@ -146,3 +146,47 @@ def test_whole_model_grid_takes_the_passes_and_keeps_every_point():
     got = measure_grid(model, example, [(1, 1), (4, 1)], config)
     assert set(got) == {(1, 1), (4, 1)}
     assert calls.count(1) == calls.count(4) == 4  # two passes of (warm-up + one block) per point
+
+
+def test_calibration_passes_are_split_around_the_operator_timing(tmp_path):
+    from cop_profiler.effort import EffortRule
+    from cop_profiler.profiler import first_calibration_pass
+
+    model, calls = mlp(64), []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    policy = TimingPolicy(warmup=1, min_block=0.0, blocks=1, max_blocks=1)
+    config = ProfileConfig(batches=(1, 2), threads=(1,), policy=policy, calibration_batches=(1, 2), retries=0,
+                           effort=EffortRule(passes=2))
+    first = first_calibration_pass(model, example, config, "cpu")
+    assert set(first) == {(1, 1), (2, 1)} and calls.count(1) == calls.count(2) == 2  # one pass: warm-up + block
+    hook.remove()
+    # The whole model runs before any operator is timed and after all of them: one pass each.
+    traced, events = trace(model, example), []
+    model.register_forward_pre_hook(lambda module, args: events.append("M"))
+    for layer in model:
+        layer.register_forward_pre_hook(lambda module, args: events.append("o"))
+    with ProfileDB(str(tmp_path / "p.sqlite")) as db:
+        report = profile_model(traced, model, example, db, "split", config)
+    runs = "".join(events).replace("Mooo", "M")  # a whole-model run calls its three layers
+    assert runs.startswith("MMMMo") and runs.endswith("oMMMM") and runs.count("M") == 8
+    assert report.calibration_seconds > 0
+    # Single-pass effort, or a GPU (the model's modules are the CPU operators'), gets no early pass.
+    single = ProfileConfig(batches=(1,), threads=(1,), policy=policy, effort=EffortRule(passes=1))
+    assert first_calibration_pass(model, example, single, "cpu") is None
+    assert first_calibration_pass(model, example, config, "cuda") is None
+
+
+def test_an_earlier_pass_counts_as_the_first_and_the_faster_is_kept():
+    from cop_profiler.effort import EffortRule
+    from cop_profiler.profiler import measure_grid
+    from cop_profiler.timer import Measurement
+
+    model, calls = mlp(64), []
+    model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    config = ProfileConfig(batches=(1,), threads=(1,), policy=TimingPolicy(warmup=1, min_block=0.0, blocks=1,
+                                                                           max_blocks=1),
+                           retries=0, effort=EffortRule(passes=2))
+    slow, fast = Measurement(10.0, 0.0, 1, 1, False), Measurement(1e-12, 0.0, 1, 1, False)
+    assert measure_grid(model, example, [(1, 1)], config, earlier={(1, 1): slow})[1, 1].median < 10.0
+    assert len(calls) == 2  # one more pass (warm-up + one block), not two
+    assert measure_grid(model, example, [(1, 1)], config, earlier={(1, 1): fast})[1, 1] is fast

@@ -5,8 +5,8 @@ For the four example functions and the zoo architectures (cop_profiler/zoo.py), 
 calibration), then time the whole model over the full grid with the same timing policy and retry rules,
 and compare on the full grid. Operators are timed at the grid's two smallest batches and its largest, and in between
 only where interpolation misses (--tolerance); the whole model at every point.
-Reports MAPE per model (and of the operators' sum before the calibration), seconds of operator profiling versus whole-model profiling, distinct operators,
-operator points timed and left to interpolation.
+Reports MAPE per model (and of the operators' sum before the calibration), seconds of operator profiling
+versus whole-model profiling, distinct operators, operator points timed and left to interpolation.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def _one(name, ref, db, config, batches, threads) -> dict:
             "points_timed": report.points, "points_interpolated": report.interpolated,
             "operator_profile_s": op_cost, "calibration_s": report.calibration_seconds,
             "whole_model_profile_s": whole,
-            "factor": report.factors.get("cpu", {}).get(threads[0], (1.0, 0.0))[0],
-            "calibration": {c: {"factor": f, "offset_ms": 1e3 * o} for c, (f, o) in report.factors.get("cpu", {}).items()},
+            "factor": fits.get(threads[0], (1.0, 0.0))[0],
+            "calibration": {c: {"factor": f, "offset_ms": 1e3 * o} for c, (f, o) in fits.items()},
             "mape_pct": 100 * sum(errors) / len(errors), "max_err_pct": 100 * max(errors),
             "uncalibrated_mape_pct": 100 * sum(raw_errors) / len(raw_errors),
             "mape_by_threads": {c: 100 * _mean([e for e, p in zip(errors, points) if p["threads"] == c])

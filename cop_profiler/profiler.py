@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -316,8 +316,7 @@ def first_calibration_pass(model: torch.nn.Module, example: Callable[[int], obje
     its MAPE to 16%."""
     if not config.calibration_batches or config.effort.passes < 2 or device != "cpu":
         return None
-    one = ProfileConfig(config.batches, config.threads, config.devices, config.policy, config.calibration_batches,
-                        retries=0, effort=EffortRule(1, config.effort.heavy_share, config.effort.light_share))
+    one = replace(config, retries=0, effort=replace(config.effort, passes=1))
     return measure_grid(model, example, _calibration_points(config, device), one, device)
 
 

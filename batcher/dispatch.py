@@ -55,8 +55,10 @@ def take_runnable(items: list[Pending], now: float) -> list[Pending]:
     return runnable
 
 
-def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response | BatchError]:
-    """One handler call: a response or an error per request, or raise if the call failed as a whole."""
+def call_handler(handle: HandleBatch, requests: list[Request]) -> tuple[list[Response | BatchError], float | None]:
+    """One handler call: a response or an error per request, or raise if the call failed as a whole; and
+    the call's own seconds when the handler's runner knows them better than the caller's clock (an
+    ``exec_seconds`` attribute on the outputs: a child process that ran batches sent before this one)."""
     outputs = handle(requests)
     breach = shape_error(outputs)
     if breach:
@@ -73,7 +75,7 @@ def call_handler(handle: HandleBatch, requests: list[Request]) -> list[Response 
             results.append(to_response(output))
         except BatchError as exc:
             results.append(exc)
-    return results
+    return results, getattr(outputs, "exec_seconds", None)
 
 
 def shape_error(outputs: Any) -> str:
@@ -88,7 +90,7 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
     """Results for ``requests``; when the handler raises, bisect until the failing requests stand alone."""
     start = time.perf_counter()
     try:
-        results = call_handler(handle, requests)
+        results, own_seconds = call_handler(handle, requests)
     except BatchAborted as exc:
         if on_first_call:
             on_first_call(time.perf_counter() - start, False)
@@ -103,7 +105,7 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
         mid = len(requests) // 2
         return run_isolated(handle, requests[:mid]) + run_isolated(handle, requests[mid:])
     if on_first_call:
-        on_first_call(time.perf_counter() - start, True)
+        on_first_call(time.perf_counter() - start if own_seconds is None else own_seconds, True)
     return results
 
 

@@ -46,10 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "value in stack.yml, or a number for every function")
     parser.add_argument("--http-engine", choices=("asyncio", "gthread"), default="asyncio",
                         help="the watchdog's HTTP engine for every served run, no-op included (default asyncio)")
-    parser.add_argument("--handler-process", choices=("off", "on", "both"), default="off",
-                        help="run the served handler in a child process (handler_process=true): 'on' for the "
-                             "batched and unbatched runs, 'both' adds a batched run with it beside the in-process "
-                             "one, so the two compare in one run (default off; the no-op stays in-process)")
+    parser.add_argument("--handler-process", choices=("stack", "off", "on", "both"), default="stack",
+                        help="where the batched instance runs the handler: 'stack' (default) as each function's "
+                             "handler_process in stack.yml says (a child process for the MLP), 'off' in the "
+                             "watchdog's process, 'on' in a child process (the unbatched run too), 'both' a "
+                             "batched run each way, the second as an extra row, so the two compare in one run. "
+                             "The no-op and, except with 'on', the unbatched run keep the handler in-process")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="draw p99 latency versus offered rate to FILE.png")
 
@@ -65,6 +67,16 @@ def served_batch(choice: str, function: str, best_b: int) -> int:
     if choice == "best":
         return best_b
     return BATCH.get(function, 8) if choice == "stack" else int(choice)
+
+
+def stack_child(function: str) -> bool:
+    """The function's ``handler_process`` in stack.yml."""
+    import yaml
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stack.yml")) as f:
+        stack = yaml.safe_load(f)
+    env = (stack.get("functions", {}).get(function) or {}).get("environment") or {}
+    return str(env.get("handler_process", "false")).lower() in ("1", "true", "yes", "on")
 
 
 def _in_process_handler(function: str):
@@ -185,7 +197,7 @@ def measure_served(function: str, mode: str, slo: float, start: float, args, tra
         body, ctype = sample_body(function)
         target = Target(served.url + "/", body, headers=(("Content-Type", ctype),))
         closed_loop(target, 8, 1.0)  # warm up the model and the execution-time fit
-        row = {"function": function, "mode": mode, "max_batch_size": batch}
+        row = {"function": function, "mode": mode, "max_batch_size": batch, "handler_process": child}
         if mode.startswith("batched"):
             time.sleep(3.0)  # let the arrival-rate estimate forget the warm-up burst
             before = _exec_totals(served.metrics_url)
@@ -272,12 +284,13 @@ def run(args: argparse.Namespace) -> int:
         paced = in_process_paced(function, handler)
         start = max(20.0, 0.15 * min(limit, closed_ceiling))
         on = args.handler_process == "on"
-        batched = measure_served(function, "batched", slo, start, args, traces,
-                                 served_batch(args.max_batch_size, function, best_b), child=on)
+        child = on or (args.handler_process in ("stack", "both") and stack_child(function))
+        served_b = served_batch(args.max_batch_size, function, best_b)
+        batched = measure_served(function, "batched", slo, start, args, traces, served_b, child=child)
         extra = []
         if args.handler_process == "both":
-            extra.append(measure_served(function, "batched, handler process", slo, start, args, traces,
-                                        served_batch(args.max_batch_size, function, best_b), child=True))
+            extra.append(measure_served(function, "batched, handler in-process" if child else "batched, handler process",
+                                        slo, start, args, traces, served_b, child=not child))
         unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces, child=on)
         limits = [limit]
         for _ in range(args.tries - 1):  # again after the served runs: the best the machine showed is the limit
@@ -299,14 +312,16 @@ def run(args: argparse.Namespace) -> int:
                         "added_p50_ms_low_load": round(batched["low_load_p50_ms"] - paced * 1000, 2),
                         "watchdog_p50_ms_low_load": round(batched["low_load_p50_ms"]
                                                           - (batched["low_load_exec_ms"] or 0), 2)})
+        summary[-1]["handler"] = "child process" if child else "in-process"
         if extra:
+            pair = (batched, extra[0]) if child else (extra[0], batched)
             summary[-1]["handler process/in-process (batched)"] = round(
-                extra[0]["max_rps_at_slo"] / max(batched["max_rps_at_slo"], 1e-9), 2)
+                pair[0]["max_rps_at_slo"] / max(pair[1]["max_rps_at_slo"], 1e-9), 2)
     print()
     print_table(rows, ["function", "mode", "max_rps_at_slo", "p50_ms", "p99_ms", "errors", "best_batch", "max_batch_size",
                        "low_load_p50_ms", "low_load_exec_ms"])
     print()
-    print_table(summary, ["function", "slo_ms", "batched/unbatched", "batched/min(in-process,no-op closed)",
+    print_table(summary, ["function", "slo_ms", "handler", "batched/unbatched", "batched/min(in-process,no-op closed)",
                           "batched/min(in-process,no-op at SLO)", "added_p50_ms_low_load", "watchdog_p50_ms_low_load"]
                 + (["handler process/in-process (batched)"] if args.handler_process == "both" else []))
     print("\nadded_p50: low-load p50 over HTTP (10 req/s, counted from when the load generator sent each request, "
@@ -332,7 +347,8 @@ def _plot(traces: dict, path: str) -> None:
     names = sorted({f for f, _ in traces if f != "echo"})
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for mode, style in (("batched", "o-"), ("batched, handler process", "^-."), ("unbatched", "s--")):
+        for mode, style in (("batched", "o-"), ("batched, handler process", "^-."),
+                            ("batched, handler in-process", "v-."), ("unbatched", "s--")):
             points = sorted(traces.get((name, mode), []))
             if points:
                 ax.plot([p[0] for p in points], [min(p[1], 10) * 1000 for p in points], style, label=mode)

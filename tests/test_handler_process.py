@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -29,6 +30,11 @@ def load():
 
 def handle_batch(state, requests):
     bodies = [r.body for r in requests]
+    if b"slow" in bodies:
+        time.sleep(0.6)
+    if b"slowsegv" in bodies:
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGSEGV)
     if b"segv" in bodies:
         os.kill(os.getpid(), signal.SIGSEGV)
     if b"hang" in bodies:
@@ -143,6 +149,73 @@ def test_a_batch_past_exec_timeout_is_killed_and_answered_504(child):
     with pytest.raises(ProcessLookupError):
         os.kill(first, 0)
     assert child.handle([req(b"after")])[0].body == b"echo after"
+
+
+def _in_thread(call):
+    """Run ``call`` on a thread; the box gets its "out" or its "exc"."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["out"] = call()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            box["exc"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _two_in_flight(child, first, second):
+    """Send ``first``, then ``second`` while the child runs it; both threads and their boxes."""
+    a = _in_thread(lambda: child.handle(first))
+    wait_until(lambda: len(child._sent) == 1, what="the first batch sent")
+    b = _in_thread(lambda: child.handle(second))
+    wait_until(lambda: len(child._sent) == 2, what="the second batch sent while the first runs")
+    for thread, _ in (a, b):
+        thread.join(30)
+    return a[1], b[1]
+
+
+def test_the_next_batch_is_sent_while_one_runs_and_each_gets_its_own_answer_and_time(child):
+    first, second = _two_in_flight(child, [req(b"slow"), req(b"a")], [req(b"b")])
+    assert [r.body for r in first["out"]] == [b"echo slow", b"echo a"] and second["out"][0].body == b"echo b"
+    # the second waited in the child's socket for about 0.6 s; that wait is not its execution time
+    assert first["out"].exec_seconds >= 0.6 and second["out"].exec_seconds < 0.3
+    assert child.restarts == [] and not child._sent
+
+
+def test_a_crash_fails_its_batch_only_and_the_batch_sent_behind_it_runs_on_the_new_child(child):
+    first = child.pid
+    crashed, behind = _two_in_flight(child, [req(b"slowsegv")], [req(b"b"), req(b"c")])
+    assert isinstance(crashed["exc"], BatchAborted) and "died of signal SIGSEGV running a batch of 1" in str(crashed["exc"])
+    assert [r.body for r in behind["out"]] == [b"echo b", b"echo c"]  # it never started in the dead child
+    assert child.pid != first and child.restarts == ["crash"]
+
+
+def test_a_hung_batch_is_killed_and_the_batch_sent_behind_it_runs_on_the_new_child(child):
+    hung, behind = _two_in_flight(child, [req(b"hang")], [req(b"b")])
+    assert isinstance(hung["exc"], BatchAborted) and hung["exc"].error.status == 504
+    assert behind["out"][0].body == b"echo b" and child.restarts == ["timeout"]
+
+
+def test_exec_timeout_counts_from_when_the_child_could_start_the_batch(folder):
+    proc = HandlerProcess(folder, exec_timeout=1.0).start()
+    try:
+        # each runs 0.6 s: the second is answered 1.2 s after it was sent, yet 0.6 s after it could start
+        first, second = _two_in_flight(proc, [req(b"slow")], [req(b"slow")])
+        assert first["out"][0].body == second["out"][0].body == b"echo slow"
+    finally:
+        proc.close()
+
+
+def test_closing_answers_the_batches_in_flight_first(folder):
+    proc = HandlerProcess(folder).start()
+    running = _in_thread(lambda: proc.handle([req(b"slow")]))
+    wait_until(lambda: len(proc._sent) == 1)
+    proc.close()
+    running[0].join(10)
+    assert running[1]["out"][0].body == b"echo slow" and proc.exit_code == 0
 
 
 def test_a_failing_load_is_reported_with_its_cause(folder, monkeypatch):

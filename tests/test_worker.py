@@ -48,3 +48,38 @@ def test_caller_declines_when_work_is_queued_or_running_or_stopped():
     release.set()
     worker.stop(5)
     assert not worker.try_run_inline([Pending(Request(), 1e18, 0.0)])  # stopped
+
+
+def test_a_pipelined_worker_sends_a_full_batch_while_one_is_in_flight_and_one_at_a_time_otherwise():
+    for depth, most in ((2, 2), (1, 1)):
+        running, most_seen, lock, release = [0], [0], threading.Lock(), threading.Event()
+
+        def handle(reqs):
+            with lock:
+                running[0] += 1
+                most_seen[0] = max(most_seen[0], running[0])
+            release.wait(0.5)
+            with lock:
+                running[0] -= 1
+            return [r.body for r in reqs]
+
+        queue = LocalBatchQueue()
+        worker = BatchWorker(queue, handle, lambda: BatchConfig(2, 0.01), ExecTimeModel(), poll=0.05, depth=depth)
+        worker.start()
+        futures = [queue.put(Request(body=b"%d" % i), 1e18) for i in range(6)]
+        assert [f.result(10).body for f in futures] == [b"%d" % i for i in range(6)]
+        assert worker.stop(5) and most_seen[0] == most
+
+
+def test_busy_remaining_counts_the_batches_in_flight_one_after_another():
+    now = [100.0]
+    model = ExecTimeModel()
+    for _ in range(3):
+        model.observe(4, 0.010)
+    worker = BatchWorker(LocalBatchQueue(), lambda reqs: [], lambda: BatchConfig(4), model, clock=lambda: now[0],
+                         depth=2)
+    assert worker.busy_remaining() == 0
+    worker._busy.update({1: (100.0, 4), 2: (100.004, 4)})
+    now[0] = 100.005
+    assert abs(worker.busy_remaining() - 0.015) < 1e-9  # 2 x 10 ms from the oldest's start, 5 ms gone
+    assert not worker.try_run_inline([Pending(Request(), 1e18, 0.0)])  # never beside a batch in flight

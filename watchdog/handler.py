@@ -41,6 +41,9 @@ class LoadedHandler:
     close: Callable[[], None] | None = None
     # False while a call would wait for the handler to load (a new child process); None: always ready.
     ready: Callable[[], bool] | None = None
+    # Batches that may be handed to ``handle`` at once (from as many threads): more than 1 where the
+    # handler runs elsewhere and queues what it is sent (a child process), so it never waits for the next.
+    depth: int = 1
 
 
 def load_handler(function_dir: str) -> LoadedHandler:

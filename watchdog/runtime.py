@@ -50,7 +50,8 @@ class Runtime:
         self._static_config = config.batch_config()
         self.batch_config = batch_config or (lambda: self._static_config)
         self.worker = BatchWorker(queue, handler.handle, self.batch_config, self.exec_model,
-                                  self._on_batch, clock, arrival_rate=self.arrival_rate)
+                                  self._on_batch, clock, arrival_rate=self.arrival_rate,
+                                  depth=handler.depth)
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._last_arrival = float("-inf")

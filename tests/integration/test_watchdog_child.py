@@ -68,6 +68,18 @@ def test_batches_run_in_a_child_process_and_a_segfault_costs_only_its_batch(watc
     assert "faas_infer_cold_start_seconds" in requests.get(wd.metrics_url, timeout=5).text
 
 
+def test_under_load_a_segfault_costs_its_batch_only_while_batches_are_pipelined(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, handler_process="true", max_batch_size=4, batch_timeout="20ms")
+    bodies = [f"r{i}".encode() for i in range(40)]
+    bodies[13] = b"segv"
+    responses = post_many(wd.url, bodies)
+    failed = [i for i, r in enumerate(responses) if r.status_code != 200]
+    assert 13 in failed and len(failed) <= 4  # one batch, not the one written behind it
+    assert all(responses[i].status_code == 500 and "SIGSEGV" in responses[i].text for i in failed)
+    assert all(responses[i].json()["echo"] == f"r{i}" for i in range(40) if i not in failed)
+    assert restarts(wd, "crash") == 1
+
+
 def test_a_hung_batch_is_answered_504_and_the_instance_serves_on(watchdogs, handler_dir):
     wd = watchdogs(handler_dir, handler_process="true", max_batch_size=1, exec_timeout="1s")
     hung = requests.post(wd.url, data=b"hang", timeout=30)

@@ -54,8 +54,9 @@ def _refs(choice: str) -> dict[str, str]:
 def _whole_model(loaded, config, batches, threads) -> dict:
     """Whole-model measurements over the grid, by the rules the calibration runs follow (``measure_grid``:
     the operators' rules for something holding all of the model's time)."""
-    from cop_profiler.profiler import measure_grid
+    from cop_profiler.profiler import measure_grid, warm_weights
 
+    warm_weights(loaded.model, loaded.example_input, config, "cpu")
     return measure_grid(loaded.model, loaded.example_input, [(b, c) for c in threads for b in batches], config)
 
 

@@ -168,7 +168,8 @@ def test_calibration_passes_are_split_around_the_operator_timing(tmp_path):
     with ProfileDB(str(tmp_path / "p.sqlite")) as db:
         report = profile_model(traced, model, example, db, "split", config)
     runs = "".join(events).replace("Mooo", "M")  # a whole-model run calls its three layers
-    assert runs.startswith("MMMMo") and runs.endswith("oMMMM") and runs.count("M") == 8
+    # one untimed call first (``warm_weights``), then the first pass, the operators, the second pass
+    assert runs.startswith("MMMMMo") and runs.endswith("oMMMM") and runs.count("M") == 9
     assert report.calibration_seconds > 0
     # Single-pass effort, or a GPU (the model's modules are the CPU operators'), gets no early pass.
     single = ProfileConfig(batches=(1,), threads=(1,), policy=policy, effort=EffortRule(passes=1))
@@ -190,3 +191,18 @@ def test_an_earlier_pass_counts_as_the_first_and_the_faster_is_kept():
     assert measure_grid(model, example, [(1, 1)], config, earlier={(1, 1): slow})[1, 1].median < 10.0
     assert len(calls) == 2  # one more pass (warm-up + one block), not two
     assert measure_grid(model, example, [(1, 1)], config, earlier={(1, 1): fast})[1, 1] is fast
+
+
+def test_the_model_and_each_operator_are_first_called_at_the_largest_batch_with_the_most_threads():
+    from cop_profiler.profiler import _measure_op, warm_weights
+
+    model, seen = mlp(64), []
+    model.register_forward_pre_hook(lambda module, args: seen.append((args[0].shape[0], torch.get_num_threads())))
+    policy = TimingPolicy(warmup=1, min_block=0.0, blocks=1, max_blocks=1)
+    config = ProfileConfig(batches=(1, 2, 4), threads=(1, 2), policy=policy)
+    warm_weights(model, example, config, "cpu")
+    assert seen == [(4, 2)]
+    traced = trace(model, example)
+    first = next(iter(traced.instances.values()))
+    found = _measure_op(first, [(b, c) for b in (1, 2, 4) for c in (1, 2)], config, "cpu")
+    assert list(found)[0] == (4, 2) and len(found) == 6

@@ -218,6 +218,36 @@ def test_closing_answers_the_batches_in_flight_first(folder):
     assert running[1]["out"][0].body == b"echo slow" and proc.exit_code == 0
 
 
+def test_answers_never_cross_batches_under_concurrent_callers_and_crashes(child):
+    # Three callers for two slots, a crash now and then: every request gets its own answer or its own
+    # batch's crash, never another batch's answer, and nothing hangs.
+    def caller(k):
+        got = []
+        for i in range(12):
+            bodies = [f"{k}-{i}-{j}".encode() for j in range(3)]
+            if i % 5 == 4 and k == 0:
+                bodies[1] = b"segv"
+            try:
+                got.append((bodies, [r.body for r in child.handle([req(b) for b in bodies])]))
+            except BatchAborted as exc:
+                got.append((bodies, exc))
+        return got
+
+    threads = [_in_thread(lambda k=k: caller(k)) for k in range(3)]
+    for thread, _ in threads:
+        thread.join(60)
+    crashes = 0
+    for thread, box in threads:
+        assert not thread.is_alive() and "exc" not in box
+        for bodies, answer in box["out"]:
+            if isinstance(answer, BatchAborted):
+                assert b"segv" in bodies and "SIGSEGV" in str(answer)
+                crashes += 1
+            else:
+                assert answer == [b"echo " + b for b in bodies]
+    assert crashes == 2 and child.restarts == ["crash", "crash"] and not child._sent
+
+
 def test_a_failing_load_is_reported_with_its_cause(folder, monkeypatch):
     monkeypatch.setenv("FAIL_LOAD", "1")
     with pytest.raises(HandlerProcessError, match="load failed: RuntimeError: weights file missing"):

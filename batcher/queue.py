@@ -93,8 +93,10 @@ class LocalBatchQueue:
             self._items.append(item)
             # A waiting taker needs waking only for a first item or a full batch: in between it sleeps
             # until the oldest item's release time anyway (a wake per item costs a thread switch each).
+            # Every taker is woken: with two (a pipelined worker), the one that may take it now must not
+            # sleep on while the other, told to wait for the batch in flight, holds the wake-up.
             if len(self._items) == 1 or len(self._items) >= self._wanted:
-                self._cond.notify()
+                self._cond.notify_all()
         return item.future
 
     def requeue(self, items: list[Pending]) -> None:
@@ -103,8 +105,10 @@ class LocalBatchQueue:
             self._items.extendleft(reversed(items))
             self._cond.notify()
 
-    def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
-        """Up to ``max_size`` items once full or once the oldest has waited ``timeout``."""
+    def next_batch(self, max_size: int, timeout: float, poll: float = 0.5,
+                   not_before: float | None = None) -> list[Pending]:
+        """Up to ``max_size`` items once full or once the oldest has waited ``timeout`` (and, when given, not
+        before the time ``not_before`` on this queue's clock unless full)."""
         idle_until = self.clock() + poll
         with self._cond:
             self._wanted = max_size
@@ -114,6 +118,8 @@ class LocalBatchQueue:
                 now = self.clock()
                 if self._items:
                     release_at = self._items[0].enqueued_at + timeout
+                    if not_before is not None:
+                        release_at = max(release_at, not_before)
                     if len(self._items) >= max_size or now >= release_at or self._closed:
                         return [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
                     self._cond.wait(release_at - now)

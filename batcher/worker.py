@@ -3,8 +3,9 @@
 One thread (``depth=1``) runs one batch at a time. A handler that runs elsewhere and queues what it is
 sent (a child process, ``handler_process``) is given ``depth`` threads: while one waits for the batch in
 flight, the next takes its batch and sends it, so the runner finds it waiting. The next batch is not taken
-early, though: it is released when full, or when the batch in flight is predicted to end within
+early, though: it is released when full, or when the batches in flight are predicted to end within
 ``PIPELINE_LEAD_SECONDS`` (and no earlier than the usual timeout), so it holds what arrives meanwhile.
+A pipelined worker needs a queue whose ``next_batch`` takes ``not_before`` (``LocalBatchQueue``).
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ class BatchWorker:
         self.arrival_rate = arrival_rate
         self.depth = depth
         self._stop = threading.Event()
-        # (started, size) of each batch in flight, by the thread dispatching it.
+        # (started, size) of each batch in flight, by the thread dispatching it; a batch behind another
+        # counts as started when the one before it ended (the runner takes them one after another).
         self._busy: dict[int, tuple[float, int]] = {}
+        self._busy_lock = threading.Lock()
         # At most ``depth`` batches at a time, whether worker threads or a caller (``try_run_inline``) run them.
         self._exec_slots = threading.Semaphore(depth)
         self._threads = [threading.Thread(target=self._run, name=f"batch-worker-{k}", daemon=True)
@@ -63,7 +66,8 @@ class BatchWorker:
     def busy_remaining(self) -> float:
         """Predicted seconds until the batches in flight are done (0 when idle): they run one after another,
         from when the oldest started."""
-        busy = list(self._busy.values())
+        with self._busy_lock:
+            busy = list(self._busy.values())
         if not busy:
             return 0.0
         predicted = sum(self.exec_model.predict(size) or 0.0 for _, size in busy)
@@ -85,9 +89,12 @@ class BatchWorker:
             try:
                 config = self.config()
                 timeout = effective_timeout(config, self.exec_model, self.arrival_rate(), self.queue.depth())
-                if self._busy:  # pipelined: release when full, or shortly before the batch in flight ends
-                    timeout = max(timeout, self.queue.oldest_wait() + self.busy_remaining() - PIPELINE_LEAD_SECONDS)
-                items = self.queue.next_batch(config.max_batch_size, timeout, self.poll)
+                if self.depth > 1 and self._busy:  # pipelined: when full, or shortly before the runner is free
+                    not_before = self.clock() + self.busy_remaining() - PIPELINE_LEAD_SECONDS
+                    items = self.queue.next_batch(config.max_batch_size, timeout, self.poll,  # type: ignore[call-arg]
+                                                  not_before=not_before)
+                else:
+                    items = self.queue.next_batch(config.max_batch_size, timeout, self.poll)
             except Exception:  # noqa: BLE001 - the worker must survive a failing backend
                 logger.exception("taking a batch failed")
                 if self._stop.wait(self.poll):
@@ -105,12 +112,18 @@ class BatchWorker:
         At low load this saves the two thread hand-offs (caller -> worker -> caller) that dominate an idle
         instance's added latency; under load it declines and the caller queues as usual.
         """
-        if self._stop.is_set() or self.queue.depth() or self._busy or not self._exec_slots.acquire(blocking=False):
+        if self._stop.is_set() or self.queue.depth() or self._busy:
             return False
+        held = 0  # every slot: a worker thread that took a batch meanwhile has one, and then this declines
+        while held < self.depth and self._exec_slots.acquire(blocking=False):
+            held += 1
         try:
+            if held < self.depth:
+                return False
             self._dispatch(items)
         finally:
-            self._exec_slots.release()
+            for _ in range(held):
+                self._exec_slots.release()
         return True
 
     def _run_batch(self, items: list[Pending]) -> None:
@@ -119,14 +132,19 @@ class BatchWorker:
 
     def _dispatch(self, items: list[Pending]) -> None:
         started, me = self.clock(), threading.get_ident()
-        self._busy[me] = (started, len(items))
+        with self._busy_lock:
+            self._busy[me] = (started, len(items))
         try:
             outcome = dispatch(self.handle, items, started)
         except Exception:  # noqa: BLE001 - dispatch already answered every waiter
             logger.exception("batch of %d failed outside the handler", len(items))
             return
         finally:
-            del self._busy[me]
+            with self._busy_lock:
+                del self._busy[me]
+                now = self.clock()
+                for other, (since, size) in self._busy.items():  # the batch behind starts now
+                    self._busy[other] = (max(since, now), size)
         if outcome is None:
             return
         if outcome.clean:

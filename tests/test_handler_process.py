@@ -248,6 +248,39 @@ def test_answers_never_cross_batches_under_concurrent_callers_and_crashes(child)
     assert crashes == 2 and child.restarts == ["crash", "crash"] and not child._sent
 
 
+def test_an_exec_timeout_longer_than_poll_can_wait_is_kept_in_steps(folder):
+    proc = HandlerProcess(folder, exec_timeout=10_000_000.0).start()  # ~116 days: past poll()'s int of ms
+    try:
+        assert proc.handle([req(b"x")])[0].body == b"echo x"
+    finally:
+        proc.close()
+
+
+def test_an_unexpected_error_reading_an_answer_costs_that_batch_only(child, monkeypatch):
+    real, calls = handler_process._recv_frame, []
+
+    def broken_once(sock, deadline=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("no room for the answer")
+        return real(sock, deadline)
+
+    monkeypatch.setattr(handler_process, "_recv_frame", broken_once)
+    with pytest.raises(BatchAborted, match=r"reading the handler process's answer .*\(MemoryError"):
+        child.handle([req(b"a")])
+    assert not child._sent  # nothing left waiting behind it: the next batch runs on a new child
+    assert child.handle([req(b"b")])[0].body == b"echo b" and child.restarts == ["crash"]
+
+
+def test_a_start_that_fails_outside_load_is_reported(folder, monkeypatch):
+    def no_sockets(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(handler_process.socket, "socketpair", no_sockets)
+    with pytest.raises(HandlerProcessError, match="cannot start the handler process: .*Too many open files"):
+        HandlerProcess(folder).start()
+
+
 def test_a_failing_load_is_reported_with_its_cause(folder, monkeypatch):
     monkeypatch.setenv("FAIL_LOAD", "1")
     with pytest.raises(HandlerProcessError, match="load failed: RuntimeError: weights file missing"):

@@ -53,3 +53,33 @@ def test_a_worker_that_never_started_stops_at_once():
 
     worker = BatchWorker(LocalBatchQueue(), lambda requests: [], lambda: BatchConfig(4), ExecTimeModel())
     assert worker.stop(1)
+
+
+def test_a_taker_held_back_by_not_before_does_not_keep_the_item_from_a_free_one():
+    # A pipelined worker's second taker waits for the batch in flight (not_before); when a first request
+    # comes, the taker that may take it now must get it, whichever of the two was waiting first.
+    queue, got = LocalBatchQueue(), {}
+    held = threading.Thread(target=lambda: got.update(held=queue.next_batch(4, 0.0, 5.0,
+                                                                            not_before=time.monotonic() + 60)))
+    held.start()
+    time.sleep(0.05)  # the held-back taker waits first
+    free = threading.Thread(target=lambda: got.update(free=queue.next_batch(4, 0.0, 5.0)))
+    free.start()
+    time.sleep(0.05)
+    queue.put(Request(body=b"x"), 1e18)
+    free.join(5)
+    assert [p.request.body for p in got["free"]] == [b"x"]
+    queue.close()
+    held.join(5)
+    assert got["held"] == []
+
+
+def test_not_before_holds_a_batch_until_then_unless_it_is_full():
+    queue = LocalBatchQueue()
+    queue.put(Request(body=b"a"), 1e18)
+    start = time.monotonic()
+    assert len(queue.next_batch(2, 0.0, 5.0, not_before=start + 0.3)) == 1  # its timeout passed long before
+    assert time.monotonic() - start >= 0.3
+    queue.put(Request(body=b"b"), 1e18)
+    queue.put(Request(body=b"c"), 1e18)
+    assert len(queue.next_batch(2, 0.0, 5.0, not_before=time.monotonic() + 60)) == 2  # full: at once

@@ -7,6 +7,7 @@ from batcher.policy import BatchConfig, ExecTimeModel
 from batcher.queue import LocalBatchQueue, Pending
 from batcher.request import Request
 from batcher.worker import BatchWorker
+from helpers import wait_until
 
 
 def make_worker(handle, max_batch_size=4):
@@ -72,14 +73,32 @@ def test_a_pipelined_worker_sends_a_full_batch_while_one_is_in_flight_and_one_at
 
 
 def test_busy_remaining_counts_the_batches_in_flight_one_after_another():
-    now = [100.0]
+    now, gates, entered = [100.0], {b"a": threading.Event(), b"b": threading.Event()}, []
     model = ExecTimeModel()
     for _ in range(3):
-        model.observe(4, 0.010)
-    worker = BatchWorker(LocalBatchQueue(), lambda reqs: [], lambda: BatchConfig(4), model, clock=lambda: now[0],
-                         depth=2)
+        model.observe(1, 0.010)
+
+    def handle(reqs):
+        entered.append(reqs[0].body)
+        gates[reqs[0].body].wait(10)
+        return [r.body for r in reqs]
+
+    worker = BatchWorker(LocalBatchQueue(), handle, lambda: BatchConfig(1), model, clock=lambda: now[0], depth=2)
     assert worker.busy_remaining() == 0
-    worker._busy.update({1: (100.0, 4), 2: (100.004, 4)})
-    now[0] = 100.005
-    assert abs(worker.busy_remaining() - 0.015) < 1e-9  # 2 x 10 ms from the oldest's start, 5 ms gone
+    first = threading.Thread(target=worker._run_batch, args=([Pending(Request(body=b"a"), 1e18, 100.0)],))
+    first.start()
+    wait_until(lambda: entered == [b"a"])
+    now[0] = 100.002
+    second = threading.Thread(target=worker._run_batch, args=([Pending(Request(body=b"b"), 1e18, 100.0)],))
+    second.start()
+    wait_until(lambda: entered == [b"a", b"b"])
+    now[0] = 100.009
+    assert abs(worker.busy_remaining() - 0.011) < 1e-9  # 2 x 10 ms from the first's start, 9 ms gone
     assert not worker.try_run_inline([Pending(Request(), 1e18, 0.0)])  # never beside a batch in flight
+    now[0] = 100.010
+    gates[b"a"].set()
+    first.join(5)
+    assert abs(worker.busy_remaining() - 0.010) < 1e-9  # the second starts when the first ends
+    gates[b"b"].set()
+    second.join(5)
+    assert worker.busy_remaining() == 0

@@ -138,7 +138,10 @@ class HandlerProcess:
     def start(self) -> "HandlerProcess":
         """Start the child and wait until ``load()`` returned; raises ``HandlerProcessError`` otherwise."""
         started = time.perf_counter()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise HandlerProcessError(f"cannot start the handler process: {exc}") from None
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -152,7 +155,11 @@ class HandlerProcess:
         finally:
             theirs.close()
         self._sock, self.exit_code = ours, None
-        self._rsock = ours.dup()
+        try:
+            self._rsock = ours.dup()
+        except OSError as exc:
+            self._reap(kill=True)
+            raise HandlerProcessError(f"cannot start the handler process: {exc}") from None
         self._children += 1
         deadline = time.monotonic() + self.start_timeout if self.start_timeout else None
         try:
@@ -253,6 +260,11 @@ class HandlerProcess:
             raise BatchAborted(HandlerFailed(
                 f"the handler process (pid {pid}) died {_describe(code)} running a batch of {sent.size}; "
                 "a new one is being started")) from None
+        except BaseException as exc:  # the stream is lost mid-frame: so is the child, or every later batch waits
+            self._lose(sent, "crash")
+            raise BatchAborted(HandlerFailed(
+                f"reading the handler process's answer to a batch of {sent.size} failed "
+                f"({type(exc).__name__}: {exc}); a new one is being started")) from None
         done = time.perf_counter()
         with self._cond:
             self._sent.popleft()
@@ -290,11 +302,11 @@ class HandlerProcess:
         """Close the socket (the child exits at end of file) and wait for it; kill it if it lingers. A
         batch or a ``load()`` still running after ``STOP_SECONDS`` is not waited for: the child is killed."""
         deadline = time.monotonic() + STOP_SECONDS
+        self._closed = True  # first: a start failing meanwhile must not schedule another
         if not self._lock.acquire(timeout=STOP_SECONDS):  # a start (load()) in progress
             if self._proc is not None:
                 logger.error("handler process %d still loading at shutdown: killed", self._proc.pid)
                 self._proc.kill()
-            self._closed = True
             return
         try:
             self._closed = True
@@ -334,8 +346,8 @@ class HandlerProcess:
         """Start a child; "" when it is ready, else why not (logged, and kept for refused batches)."""
         try:
             self.start()
-        except HandlerProcessError as exc:
-            self._sock = None
+        except Exception as exc:  # noqa: BLE001 - HandlerProcessError, or anything else start() let through
+            self._reap(kill=True)
             self._start_failure = str(exc)
             logger.error("the new handler process failed: %s", exc)
             if not self._restarting and not self._closed:  # keep trying in the background
@@ -390,14 +402,18 @@ def _send_frame(sock: socket.socket, payload: bytes) -> None:
 
 
 def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+    """``size`` bytes; ``TimeoutError`` if none came by ``deadline`` (monotonic). The deadline applies to
+    the first byte only: the other end writes a frame whole, once it has it."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
     while got < size:
         # A deadline is kept with poll, not socket timeouts: a timeout makes the descriptor non-blocking,
         # and the watchdog's writing descriptor shares that flag (same socket, ``dup``).
-        if deadline is not None and not _readable(sock, deadline - time.monotonic()):
-            raise TimeoutError
+        if deadline is not None and got == 0:
+            while not _readable(sock, deadline - time.monotonic()):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
         n = sock.recv_into(view[got:], size - got)
         if not n:
             raise EOFError("the other end closed the socket")
@@ -405,19 +421,22 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes
     return bytes(buf)
 
 
+# poll() takes milliseconds as a C int: longer waits are made of several.
+_MAX_POLL_MS = 2**31 - 1
+
+
 def _readable(sock: socket.socket, seconds: float) -> bool:
-    """True once ``sock`` has data (or its end), False after ``seconds``."""
-    if seconds <= 0:
-        return False
+    """True once ``sock`` has data (or its end), False after ``seconds`` (at most ~24 days a call)."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    return bool(poller.poll(max(1, math.ceil(seconds * 1000))))
+    return bool(poller.poll(min(_MAX_POLL_MS, max(0, math.ceil(seconds * 1000)))))
 
 
 def _recv_frame(sock: socket.socket, deadline: float | None = None) -> bytes:
-    """One frame's payload; ``TimeoutError`` past ``deadline`` (monotonic), ``EOFError`` when closed."""
+    """One frame's payload; ``TimeoutError`` when it has not begun by ``deadline`` (monotonic), ``EOFError``
+    when closed. A frame that began in time is read whole, however long it is."""
     (size,) = _LEN.unpack(_recv_exact(sock, 4, deadline))
-    return _recv_exact(sock, size, deadline)
+    return _recv_exact(sock, size, None)
 
 
 def _split(frame: bytes) -> tuple[bytes, bytes]:

@@ -74,7 +74,7 @@ class BatchWorker:
         return max(0.0, predicted - (self.clock() - min(started for started, _ in busy)))
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Close the queue, finish what it holds, and stop; True when the thread ended in time."""
+        """Close the queue, finish what it holds, and stop; True when every thread ended in time."""
         self._stop.set()
         self.queue.close()
         deadline = None if timeout is None else self.clock() + timeout

@@ -97,6 +97,7 @@ class RedisBatchQueue:
         self._local = LocalBatchQueue(clock)
         self._waiting: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
+        self._take_lock = threading.Lock()
         self._up = False
         # Connections to Redis made (``_reconnect``), and the one the batch worker last took under.
         self._epoch = self._taking_epoch = 0
@@ -200,22 +201,41 @@ class RedisBatchQueue:
         self._arrivals[int(time.time())] += 1
         self._ran_here += 1
 
-    def next_batch(self, max_size: int, timeout: float, poll: float = 0.5) -> list[Pending]:
-        """Local leftovers first; else up to ``max_size`` from the shared queue, released like the local one."""
+    def next_batch(self, max_size: int, timeout: float, poll: float = 0.5,
+                   not_before: float | None = None) -> list[Pending]:
+        """Local leftovers first; else up to ``max_size`` from the shared queue, released like the local one
+        (and, when given, not before ``not_before`` on this queue's clock unless full). Takes from the
+        shared queue are made one at a time (a pipelined worker has two takers)."""
         if self._local.depth() or not self._up:
             idle = not self._up and not self._closed
-            return self._local.next_batch(max_size, timeout if idle else 0.0, poll if idle else 0.0)
-        if self._closed and not self._waiting:
-            self.leave()
-            return []
-        if self._taking_epoch != self._epoch:  # Redis came back: what this instance had claimed went back
-            self._taking_epoch = self._epoch
-            self._remote.forget()
-        try:
-            return self._remote.take(max_size, timeout, poll, ahead=not self._closed)
-        except redis.RedisError as exc:
-            self._lost(exc)
-            return []
+            return self._local.next_batch(max_size, timeout if idle else 0.0, poll if idle else 0.0,
+                                          not_before=not_before if idle else None)
+        with self._take_lock:
+            if self._closed and not self._waiting:
+                self._remote.finish_done()
+                if self._remote.open_batches():  # another worker thread's batch still runs: it leaves
+                    time.sleep(min(poll, 0.01))
+                    return []
+                if not self._retired:
+                    self.leave()
+                return []
+            if self._taking_epoch != self._epoch:  # Redis came back: what this instance had claimed went back
+                self._taking_epoch = self._epoch
+                self._remote.forget()
+            try:
+                return self._remote.take(max_size, timeout, poll, ahead=not self._closed, not_before=not_before)
+            except redis.RedisError as exc:
+                self._lost(exc)
+                return []
+
+    def batch_done(self) -> None:
+        """A batch taken from here was answered: route its answers now, not at the next take (which, with
+        a pipelined worker, may be blocked waiting for requests meanwhile)."""
+        if self._up:
+            try:
+                self._remote.finish_done()
+            except redis.RedisError as exc:
+                self._lost(exc)
 
     def depth(self) -> int:
         """Requests waiting in the shared queue (last known) plus local ones; when closing, ours unanswered."""

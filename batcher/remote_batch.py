@@ -12,6 +12,12 @@ the batch from the claimed list. A batch with only local callers defers that rem
 (and its counters) to the next take's write, saving a round trip; until then a crash would re-run already
 answered requests, whose second answer nobody waits for.
 
+Pipelined workers. A batch worker with two threads (a handler in a child process) has a second batch
+taken while the first runs: takes are serialised (the queue's lock), batches stay open in the order they
+were taken, and each is finished (answers routed, released) once all of its requests are answered, by
+``finish_done`` right after its dispatch or at the next take, oldest first, so the claimed list is always
+trimmed from the batches it holds longest.
+
 Taking ahead. The claims travel on a connection of their own (``_Link``), whose replies can be read later.
 When a full batch is taken while the instance is saturated, the next take is written at once and its
 replies are read when the batch is done: under load the worker finds its next batch waiting instead of
@@ -22,7 +28,9 @@ requests off the old end (``Claims.release``).
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -60,11 +68,16 @@ class _Taken:
 
 @dataclass
 class _OpenBatch:
-    """The batch taken last: its answers are routed when the next take begins (the batch has run by then)."""
+    """A batch taken and not finished: its answers are routed once every one of its requests is answered."""
 
     taken: list[_Taken]
     # Requests claimed for it, malformed ones dropped included: its share of the claimed list.
     claimed: int
+    # False when Redis came back meanwhile: what it claimed went back to the queue, nothing is released.
+    release: bool = True
+
+    def answered(self) -> bool:
+        return all(t.item.future.done() for t in self.taken)
 
 
 class _Link:
@@ -114,7 +127,8 @@ class _Link:
 
 
 class RemoteBatches:
-    """Takes batches for one instance and routes their answers (used by the batch worker's thread only)."""
+    """Takes batches for one instance and routes their answers. ``take`` is called by one thread at a time
+    (the queue serialises takes); ``finish_done`` by any."""
 
     def __init__(self, client: Any, claims: Claims, max_bytes: int, clock: Callable[[], float],
                  resolve: Callable[[str, Result], None], lost: Callable[[object], None],
@@ -126,20 +140,26 @@ class RemoteBatches:
         # When the last reading other than a push's reply arrived (a take's or a beat's).
         self._read_at = float("-inf")
         self._link = _Link(client.connection_pool)
-        self._open: _OpenBatch | None = None
+        # Batches taken and not finished, oldest first.
+        self._opened: collections.deque[_OpenBatch] = collections.deque()
         # Finished batches whose removal from the claimed list (and counters) goes with the next write:
         # (requests claimed, served, expired).
         self._release: tuple[int, int, int] | None = None
+        # Guards ``_opened`` and ``_release``: batches are finished by the thread that ran them, while
+        # another may be taking.
+        self._state = threading.RLock()
         # ``most`` of a take sent ahead whose replies are unread, else None.
         self._ahead: int | None = None
 
-    def take(self, max_size: int, timeout: float, poll: float, ahead: bool = True) -> list[Pending]:
+    def take(self, max_size: int, timeout: float, poll: float, ahead: bool = True,
+             not_before: float | None = None) -> list[Pending]:
         """Up to ``max_size`` requests, once full or once the oldest has waited ``timeout``; [] after ``poll``.
         With ``ahead``, a full batch taken while the instance is saturated (the take sent ahead came back
         full, or the queue still holds a full batch) sends the next take at once, so its requests are here
         when this batch is done. A peer loses nothing: while one is idle, blocked on the queue, the queue
-        never holds a full batch and takes sent ahead come back short, which ends it."""
-        self._finish_open()
+        never holds a full batch and takes sent ahead come back short, which ends it. ``not_before`` (this
+        queue's clock): a batch that is not full is not released before then."""
+        self.finish_done()
         raw = self._collect_ahead(max_size)
         came_full = len(raw) >= max_size
         if not raw:
@@ -150,6 +170,8 @@ class RemoteBatches:
             return []
         taken = self._decode(raw)
         release_at = min((t.item.enqueued_at for t in taken), default=self.clock()) + timeout
+        if not_before is not None:
+            release_at = max(release_at, not_before)
         while len(raw) < max_size:
             left = release_at - self.clock()
             if left <= 0:
@@ -179,9 +201,9 @@ class RemoteBatches:
         self.depth = depth
 
     def release_now(self) -> None:
-        """Route the last batch's answers, send a deferred release and read a take sent ahead (before
+        """Route the last batches' answers, send a deferred release and read a take sent ahead (before
         leaving, which gives back the rest)."""
-        self._finish_open()
+        self._finish_open(everything=True)
         self._collect_ahead(None)
         self._link.send(self._release_commands())
         self._link.receive()
@@ -189,9 +211,13 @@ class RemoteBatches:
 
     def forget(self) -> None:
         """Drop the connection's state after Redis came back: what was claimed went back to the queue."""
-        self._finish_open(release=False)
+        with self._state:
+            for batch in self._opened:
+                batch.release = False
+            self.finish_done()
+            self._release = None
         self._link.drop()
-        self._ahead = self._release = None
+        self._ahead = None
 
     def _claim(self, most: int, wait: float = 0.0) -> list[bytes]:
         self._link.send(self._release_commands() + self.claims.take(most, wait))
@@ -217,10 +243,11 @@ class RemoteBatches:
         return got
 
     def _release_commands(self) -> list[tuple[Any, ...]]:
-        if self._release is None:
-            return []
-        claimed, served, expired = self._release
-        self._release = None
+        with self._state:
+            if self._release is None:
+                return []
+            claimed, served, expired = self._release
+            self._release = None
         return [self.claims.release(claimed), *stats.served_commands(self.claims.fn, self.claims.inst, served, expired)]
 
     def _decode(self, raw: list[bytes]) -> list[_Taken]:
@@ -245,20 +272,33 @@ class RemoteBatches:
         return taken
 
     def _open_batch(self, taken: list[_Taken], claimed: int) -> list[Pending]:
-        self._open = _OpenBatch(taken, claimed)
+        with self._state:
+            self._opened.append(_OpenBatch(taken, claimed))
         if not taken:
-            self._finish_open()
+            self.finish_done()
         return [t.item for t in taken]
 
-    def _finish_open(self, release: bool = True) -> None:
-        """Route the answers of the batch taken last, in one pass once it has run (the batch worker takes
-        its next batch only after answering every request of this one): our own callers' futures are
-        resolved already, copies of our requests resolve their callers, and other instances' answers go to
-        their inboxes. Then the batch is released (see ``_flush``); with ``release`` False (Redis came back
-        and what was claimed went back to the queue) nothing is written to Redis."""
-        batch, self._open = self._open, None
-        if batch is None:
-            return
+    def open_batches(self) -> int:
+        """Batches taken and not finished yet."""
+        with self._state:
+            return len(self._opened)
+
+    def finish_done(self) -> None:
+        """Finish the open batches whose requests are all answered, oldest first, stopping at the first
+        that is still running (the claimed list is trimmed from its oldest end)."""
+        self._finish_open(everything=False)
+
+    def _finish_open(self, everything: bool) -> None:
+        """Finish open batches, oldest first: the answered ones, or with ``everything`` all of them (a batch
+        left unanswered, never expected, has its requests failed)."""
+        with self._state:
+            while self._opened and (everything or self._opened[0].answered()):
+                self._finish(self._opened.popleft())
+
+    def _finish(self, batch: _OpenBatch) -> None:
+        """Route one batch's answers: our own callers' futures are resolved already, copies of our requests
+        resolve their callers, and other instances' answers go to their inboxes. Then the batch is released
+        (see ``_flush``), unless Redis came back meanwhile and what was claimed went back to the queue."""
         replies: list[tuple[str, wire.Reply]] = []
         expired = unanswered = 0
         inst = self.claims.inst
@@ -281,7 +321,7 @@ class RemoteBatches:
             replies.append((t.reply_to, wire.Reply(t.token, result, inst)))
         if unanswered:
             logger.error("a batch ended with %d requests unanswered; failed them", unanswered)
-        if release:
+        if batch.release:
             self._flush(batch.claimed, len(batch.taken) - expired, expired, replies)
 
     def _flush(self, claimed: int, served: int, expired: int, replies: list[tuple[str, wire.Reply]]) -> None:

@@ -5,7 +5,8 @@ sent (a child process, ``handler_process``) is given ``depth`` threads: while on
 flight, the next takes its batch and sends it, so the runner finds it waiting. The next batch is not taken
 early, though: it is released when full, or when the batches in flight are predicted to end within
 ``PIPELINE_LEAD_SECONDS`` (and no earlier than the usual timeout), so it holds what arrives meanwhile.
-A pipelined worker needs a queue whose ``next_batch`` takes ``not_before`` (``LocalBatchQueue``).
+A pipelined worker needs a queue whose ``next_batch`` takes ``not_before`` (both backends do); a queue
+with ``batch_done`` is told as soon as a batch is answered.
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ class BatchWorker:
                 now = self.clock()
                 for other, (since, size) in self._busy.items():  # the batch behind starts now
                     self._busy[other] = (max(since, now), size)
+            done = getattr(self.queue, "batch_done", None)
+            if done is not None:  # a shared queue routes the batch's answers to other instances now
+                try:
+                    done()
+                except Exception:  # noqa: BLE001 - answering must never stop batching
+                    logger.exception("routing a batch's answers failed")
         if outcome is None:
             return
         if outcome.clean:

@@ -287,3 +287,41 @@ def test_a_push_written_before_a_take_came_back_does_not_overwrite_its_depth(que
     now[0] = 101.0
     remote.note_depth(3, pushed_at=100.5)  # written after the take's reply came back: newer, it counts
     assert queue.depth() == 3
+
+
+def test_pipelined_batches_are_answered_and_released_oldest_first(queues, redis_client):
+    # A pipelined worker holds two batches at once; the second may be answered first (a bisected first
+    # batch runs its halves after it), yet the claimed list is trimmed only from the batch held longest.
+    a, b = queues("a"), queues("b")
+    futures = _queued(b, redis_client, 8)
+    first = a.next_batch(4, 0.0, 0.5, not_before=None)
+    second = a.next_batch(4, 0.0, 0.5)
+    assert redis_client.llen(keys.claimed(FN, "a")) == 8
+    _answer(second)
+    a.batch_done()
+    assert redis_client.llen(keys.claimed(FN, "a")) == 8  # the first still runs: nothing released
+    assert not any(f.done() for f in futures)  # answers for b wait with their batch
+    _answer(first)
+    a.batch_done()
+    assert [f.result(5).body for f in futures] == [str(i).encode() * 2 for i in range(8)]
+    assert redis_client.llen(keys.claimed(FN, "a")) == 0
+
+
+def test_a_pipelined_worker_on_the_shared_queue_answers_everything_and_releases_its_claims(queues,
+                                                                                           redis_client):
+    import threading
+
+    a, b = queues("a"), queues("b")
+    futures = _queued(b, redis_client, 40)
+    gate = threading.Event()
+
+    def handle(requests):
+        gate.wait(5)
+        return [Response(r.body * 2) for r in requests]
+
+    worker = BatchWorker(a, handle, a.live_config, ExecTimeModel(), poll=0.05, depth=2).start()
+    wait_until(lambda: a._remote.open_batches() == 2, 5, what="two batches in flight")
+    gate.set()
+    assert [f.result(10).body for f in futures] == [str(i).encode() * 2 for i in range(40)]
+    assert worker.stop(5)
+    assert redis_client.llen(keys.claimed(FN, "a")) == 0

@@ -48,7 +48,7 @@ def build_runtime(config: WatchdogConfig) -> Runtime:
         child = HandlerProcess(config.function_dir, config.exec_timeout, retain_freed_memory=config.retain_freed_memory,
                                on_restart=lambda reason: metrics.handler_restarts.inc(reason=reason)).start()
         handler = LoadedHandler(child.handle, child.cold_start_seconds, None, close=child.close,
-                                ready=child.ready, depth=child.depth if config.batch_backend == "local" else 1)
+                                ready=child.ready, depth=child.depth)
     else:
         handler = load_here(config.function_dir, config.retain_freed_memory)
     queue, live_config = make_queue(config, metrics)

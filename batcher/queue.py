@@ -106,9 +106,9 @@ class LocalBatchQueue:
             self._cond.notify()
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5,
-                   not_before: float | None = None) -> list[Pending]:
+                   not_before: Callable[[], float | None] | None = None) -> list[Pending]:
         """Up to ``max_size`` items once full or once the oldest has waited ``timeout`` (and, when given, not
-        before the time ``not_before`` on this queue's clock unless full)."""
+        before the time ``not_before()`` on this queue's clock unless full; read again on every wake)."""
         idle_until = self.clock() + poll
         with self._cond:
             self._wanted = max_size
@@ -118,8 +118,9 @@ class LocalBatchQueue:
                 now = self.clock()
                 if self._items:
                     release_at = self._items[0].enqueued_at + timeout
-                    if not_before is not None:
-                        release_at = max(release_at, not_before)
+                    at = None if not_before is None else not_before()
+                    if at is not None:
+                        release_at = max(release_at, at)
                     if len(self._items) >= max_size or now >= release_at or self._closed:
                         return [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
                     self._cond.wait(release_at - now)

@@ -77,7 +77,8 @@ class RedisBatchQueue:
     def __init__(self, url: str, function: str, instance: str, base_config: BatchConfig, *,
                  max_bytes: int = 16 * 1024 * 1024, facts: Mapping[str, str] | None = None,
                  on_redis_state: Callable[[bool], None] | None = None, beat_interval: float = 0.5,
-                 stale_after: float = stats.STALE_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
+                 stale_after: float = stats.STALE_AFTER, clock: Callable[[], float] = time.monotonic,
+                 socket_timeout: float = 5.0) -> None:
         self.function, self.instance = function, instance
         self.base_config = base_config
         self.max_bytes, self.beat_interval, self.stale_after = max_bytes, beat_interval, stale_after
@@ -86,21 +87,21 @@ class RedisBatchQueue:
         self._facts = {"host": socket.gethostname(), "pid": str(os.getpid()),
                        "started_at": repr(time.time()), **(facts or {})}
         self._on_state = on_redis_state
-        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1,
+        self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=1,
                                             retry=Retry(NoBackoff(), 0))
         self._claims = Claims(self._client, function, instance)
         self._remote = RemoteBatches(self._client, self._claims, max_bytes, clock, self._resolve, self._lost,
-                                     self._own_item)
+                                     self._own_item, max_block=socket_timeout / 2)
         self._arrivals: collections.Counter[int] = collections.Counter()
         self._ran_here = 0
         self._beats = 0
         self._local = LocalBatchQueue(clock)
         self._waiting: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
-        self._take_lock = threading.Lock()
+        # Held by a take from the shared queue and by a reconnection, so no take spans one (its claims
+        # would be half given back), and by leaving. Reentrant: a take that finds the queue drained leaves.
+        self._take_lock = threading.RLock()
         self._up = False
-        # Connections to Redis made (``_reconnect``), and the one the batch worker last took under.
-        self._epoch = self._taking_epoch = 0
         self._run_id = ""
         self._config = base_config
         self._closed = self._retired = False
@@ -202,15 +203,17 @@ class RedisBatchQueue:
         self._ran_here += 1
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5,
-                   not_before: float | None = None) -> list[Pending]:
+                   not_before: Callable[[], float | None] | None = None) -> list[Pending]:
         """Local leftovers first; else up to ``max_size`` from the shared queue, released like the local one
-        (and, when given, not before ``not_before`` on this queue's clock unless full). Takes from the
+        (and, when given, not before ``not_before()`` on this queue's clock unless full). Takes from the
         shared queue are made one at a time (a pipelined worker has two takers)."""
         if self._local.depth() or not self._up:
             idle = not self._up and not self._closed
             return self._local.next_batch(max_size, timeout if idle else 0.0, poll if idle else 0.0,
                                           not_before=not_before if idle else None)
         with self._take_lock:
+            if not self._up:  # lost while waiting for the lock
+                return []
             if self._closed and not self._waiting:
                 self._remote.finish_done()
                 if self._remote.open_batches():  # another worker thread's batch still runs: it leaves
@@ -219,18 +222,18 @@ class RedisBatchQueue:
                 if not self._retired:
                     self.leave()
                 return []
-            if self._taking_epoch != self._epoch:  # Redis came back: what this instance had claimed went back
-                self._taking_epoch = self._epoch
-                self._remote.forget()
+            held = None if not_before is None else lambda: None if self._closed or not self._up else not_before()
             try:
-                return self._remote.take(max_size, timeout, poll, ahead=not self._closed, not_before=not_before)
+                return self._remote.take(max_size, timeout, poll, ahead=not self._closed, not_before=held)
             except redis.RedisError as exc:
                 self._lost(exc)
                 return []
 
     def batch_done(self) -> None:
         """A batch taken from here was answered: route its answers now, not at the next take (which, with
-        a pipelined worker, may be blocked waiting for requests meanwhile)."""
+        a pipelined worker, may be blocked waiting for requests meanwhile), and wake a take held back
+        until this batch was predicted to end."""
+        self._remote.wake()
         if self._up:
             try:
                 self._remote.finish_done()
@@ -257,6 +260,7 @@ class RedisBatchQueue:
         """Refuse new requests; keep working until every request of ours is answered, then leave."""
         self._closed = True
         self._local.close()
+        self._remote.wake()
 
     # -- replies, Redis loss and recovery -----------------------------------------------------
 
@@ -343,15 +347,20 @@ class RedisBatchQueue:
             self._lost(f"Redis restarted (run_id {self._run_id} -> {result.run_id})")
 
     def _reconnect(self) -> None:
-        self._client.connection_pool.disconnect()
-        run_id = str(self._client.info("server").get("run_id", ""))
-        self._claims.load()
-        moved = self._claims.give_back_own(self._client)
-        recovering, self._run_id = bool(self._run_id), run_id
-        self._beat()
-        with self._lock:
-            self._epoch += 1
-            self._up = True
+        """Connect again, give back what this instance had claimed and forget its batches' claims (their
+        answers are still sent), with no take in progress (``_take_lock``)."""
+        with self._take_lock:
+            if self._retired:  # left while this waited for the lock
+                return
+            self._client.connection_pool.disconnect()
+            run_id = str(self._client.info("server").get("run_id", ""))
+            self._claims.load()
+            moved = self._claims.give_back_own(self._client)
+            self._remote.forget()
+            recovering, self._run_id = bool(self._run_id), run_id
+            self._beat()
+            with self._lock:
+                self._up = True
         if self._pusher is not None:
             self._pusher.open()
         logger.log(logging.WARNING if recovering else logging.INFO, "shared queue %s in use%s",
@@ -364,6 +373,7 @@ class RedisBatchQueue:
                 return
             self._up = False
             entries = list(self._waiting.values())
+        self._remote.wake()
         logger.error("Redis lost (%s): %d waiting requests move to the in-process queue", reason, len(entries))
         if self._pusher is not None:
             self._pusher.close()
@@ -401,12 +411,16 @@ class RedisBatchQueue:
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(2 * LISTEN_BLOCK)
-        try:
+        with self._take_lock:  # after any take in progress
             if self._up:
-                self._remote.release_now()
-            presence.leave(self._client, self._claims)
-        except redis.RedisError as exc:
-            logger.warning("could not deregister from Redis: %s", exc)
+                try:
+                    self._remote.release_now()
+                except redis.RedisError as exc:  # what stays claimed is given back when this instance is reaped
+                    logger.warning("could not release this instance's last batches: %s", exc)
+            try:
+                presence.leave(self._client, self._claims)
+            except redis.RedisError as exc:
+                logger.warning("could not deregister from Redis: %s", exc)
         if self._pusher is not None:
             self._pusher.close()
 

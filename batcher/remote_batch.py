@@ -18,6 +18,11 @@ were taken, and each is finished (answers routed, released) once all of its requ
 ``finish_done`` right after its dispatch or at the next take, oldest first, so the claimed list is always
 trimmed from the batches it holds longest.
 
+A take held back (``not_before``: the batch in flight is predicted to end later than this batch's
+timeout) claims nothing more meanwhile: it waits in this process, woken (``wake``) when a batch ends, when
+Redis is lost or when the queue closes, and re-reads ``not_before``, so a runner that came free early is
+never kept waiting by a stale prediction. Then it takes what has arrived and fills as usual.
+
 Taking ahead. The claims travel on a connection of their own (``_Link``), whose replies can be read later.
 When a full batch is taken while the instance is saturated, the next take is written at once and its
 replies are read when the batch is done: under load the worker finds its next batch waiting instead of
@@ -49,6 +54,9 @@ logger = logging.getLogger(__name__)
 # Waits longer than this block in Redis; shorter ones (and the end of longer ones) are polled.
 COARSE = 0.11
 FILL_POLL = 0.001
+# The longest one blocking command waits in Redis, well inside the client's socket timeout (5 s): a longer
+# wait is made of several, so no wait for company, however long its batch timeout, reads as Redis lost.
+MAX_BLOCK = 1.0
 # Seconds an inbox keeps replies nobody collects (its instance died).
 INBOX_TTL = 60
 
@@ -73,7 +81,8 @@ class _OpenBatch:
     taken: list[_Taken]
     # Requests claimed for it, malformed ones dropped included: its share of the claimed list.
     claimed: int
-    # False when Redis came back meanwhile: what it claimed went back to the queue, nothing is released.
+    # False when Redis came back meanwhile: what it claimed went back to the queue, so nothing is trimmed
+    # from the claimed list (its answers are still sent: a token resolves once).
     release: bool = True
 
     def answered(self) -> bool:
@@ -132,8 +141,10 @@ class RemoteBatches:
 
     def __init__(self, client: Any, claims: Claims, max_bytes: int, clock: Callable[[], float],
                  resolve: Callable[[str, Result], None], lost: Callable[[object], None],
-                 own: Callable[[str], Pending | None] = lambda token: None) -> None:
+                 own: Callable[[str], Pending | None] = lambda token: None, max_block: float = MAX_BLOCK) -> None:
         self.client, self.claims, self.max_bytes, self.clock = client, claims, max_bytes, clock
+        # The longest one blocking command waits: at most MAX_BLOCK, and within the client's socket timeout.
+        self.max_block = min(MAX_BLOCK, max_block)
         self.resolve, self.lost, self.own = resolve, lost, own
         # Requests waiting in the shared queue, as of the newest reading (see ``note_depth``).
         self.depth = 0
@@ -150,34 +161,39 @@ class RemoteBatches:
         self._state = threading.RLock()
         # ``most`` of a take sent ahead whose replies are unread, else None.
         self._ahead: int | None = None
+        # Set when a take held back by ``not_before`` should look again (``wake``).
+        self._wake = threading.Event()
 
     def take(self, max_size: int, timeout: float, poll: float, ahead: bool = True,
-             not_before: float | None = None) -> list[Pending]:
+             not_before: Callable[[], float | None] | None = None) -> list[Pending]:
         """Up to ``max_size`` requests, once full or once the oldest has waited ``timeout``; [] after ``poll``.
         With ``ahead``, a full batch taken while the instance is saturated (the take sent ahead came back
         full, or the queue still holds a full batch) sends the next take at once, so its requests are here
         when this batch is done. A peer loses nothing: while one is idle, blocked on the queue, the queue
-        never holds a full batch and takes sent ahead come back short, which ends it. ``not_before`` (this
-        queue's clock): a batch that is not full is not released before then."""
+        never holds a full batch and takes sent ahead come back short, which ends it. ``not_before()`` (this
+        queue's clock, None for no bound, read again whenever the take is woken): a batch that is not full
+        is not released before then."""
         self.finish_done()
         raw = self._collect_ahead(max_size)
         came_full = len(raw) >= max_size
         if not raw:
             # One round trip: BLMOVE returns at once when the queue holds anything, and the take script in
             # the same write takes the rest (a non-blocking try first cost a second round trip when idle).
-            raw = self._claim(max_size, wait=poll)
+            raw = self._claim(max_size, wait=min(poll, self.max_block))
         if not raw:
             return []
         taken = self._decode(raw)
+        if len(raw) < max_size and not_before is not None and self._hold(not_before):
+            more = self._claim(max_size - len(raw))  # what arrived while held
+            raw += more
+            taken += self._decode(more)
         release_at = min((t.item.enqueued_at for t in taken), default=self.clock()) + timeout
-        if not_before is not None:
-            release_at = max(release_at, not_before)
         while len(raw) < max_size:
             left = release_at - self.clock()
             if left <= 0:
                 break
             if left > COARSE:
-                more = self._claim(max_size - len(raw), wait=left - COARSE)
+                more = self._claim(max_size - len(raw), wait=min(left - COARSE, self.max_block))
             else:
                 time.sleep(min(FILL_POLL, left))
                 more = self._claim(max_size - len(raw))
@@ -187,6 +203,23 @@ class RemoteBatches:
             self._link.send(self._release_commands() + self.claims.take(max_size))
             self._ahead = max_size
         return self._open_batch(taken, len(raw))
+
+    def _hold(self, not_before: Callable[[], float | None]) -> bool:
+        """Wait until ``not_before()`` has passed, reading it again whenever woken; True if it waited."""
+        waited = False
+        while True:
+            self._wake.clear()  # before reading: a wake from here on ends the wait below at once
+            at = not_before()
+            left = float("-inf") if at is None else at - self.clock()
+            if left <= 0:
+                return waited
+            self._wake.wait(min(left, self.max_block))
+            waited = True
+
+    def wake(self) -> None:
+        """Make a take held back by ``not_before`` read it again now (a batch ended, Redis was lost, the
+        queue closed)."""
+        self._wake.set()
 
     def note_depth(self, depth: int, pushed_at: float | None = None) -> None:
         """Record the shared queue's length as a reply gave it: a take's or a beat's (``pushed_at`` None),
@@ -321,12 +354,15 @@ class RemoteBatches:
             replies.append((t.reply_to, wire.Reply(t.token, result, inst)))
         if unanswered:
             logger.error("a batch ended with %d requests unanswered; failed them", unanswered)
-        if batch.release:
-            self._flush(batch.claimed, len(batch.taken) - expired, expired, replies)
+        self._flush(batch.claimed if batch.release else None, len(batch.taken) - expired, expired, replies)
 
-    def _flush(self, claimed: int, served: int, expired: int, replies: list[tuple[str, wire.Reply]]) -> None:
+    def _flush(self, claimed: int | None, served: int, expired: int, replies: list[tuple[str, wire.Reply]]) -> None:
         """Release a finished batch: at once (one MULTI) when other instances wait for replies, else with
-        the next write (added to any earlier release not sent yet: batches are claimed oldest first)."""
+        the next write (added to any earlier release not sent yet: batches are claimed oldest first).
+        ``claimed`` None: Redis came back since the batch was taken and its claims went back to the queue,
+        so only its replies are sent (they may still be first), with nothing trimmed or counted."""
+        if claimed is None and not replies:
+            return
         if not replies:
             before = self._release or (0, 0, 0)
             self._release = (before[0] + claimed, before[1] + served, before[2] + expired)
@@ -337,8 +373,9 @@ class RemoteBatches:
                 pipe.lpush(keys.inbox(reply_to), wire.encode_reply(reply))
             for inbox in {keys.inbox(r) for r, _ in replies}:
                 pipe.expire(inbox, INBOX_TTL)
-            pipe.execute_command(*self.claims.release(claimed))
-            stats.record_served(pipe, self.claims.fn, self.claims.inst, served, expired)
+            if claimed is not None:
+                pipe.execute_command(*self.claims.release(claimed))
+                stats.record_served(pipe, self.claims.fn, self.claims.inst, served, expired)
             pipe.execute()
         except redis.RedisError as exc:
             self.lost(exc)

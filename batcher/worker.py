@@ -5,8 +5,10 @@ sent (a child process, ``handler_process``) is given ``depth`` threads: while on
 flight, the next takes its batch and sends it, so the runner finds it waiting. The next batch is not taken
 early, though: it is released when full, or when the batches in flight are predicted to end within
 ``PIPELINE_LEAD_SECONDS`` (and no earlier than the usual timeout), so it holds what arrives meanwhile.
-A pipelined worker needs a queue whose ``next_batch`` takes ``not_before`` (both backends do); a queue
-with ``batch_done`` is told as soon as a batch is answered.
+A pipelined worker needs a queue whose ``next_batch`` takes ``not_before``, a function it reads again
+whenever it wakes (both backends do; the shared queue claims nothing more while held, so requests stay
+there for any instance that is free). A queue with ``batch_done`` is told as soon as a batch is answered;
+the shared queue then routes its answers and wakes a take held behind it.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ class BatchWorker:
         predicted = sum(self.exec_model.predict(size) or 0.0 for _, size in busy)
         return max(0.0, predicted - (self.clock() - min(started for started, _ in busy)))
 
+    def _not_before(self) -> float | None:
+        """For a pipelined taker: when the batches in flight are predicted to end, less the lead it needs;
+        None when none is in flight. Queues read it again when woken, so a batch that ended early (it
+        makes this None) releases the one held behind it."""
+        if not self._busy:
+            return None
+        return self.clock() + self.busy_remaining() - PIPELINE_LEAD_SECONDS
+
     def stop(self, timeout: float | None = None) -> bool:
         """Close the queue, finish what it holds, and stop; True when every thread ended in time."""
         self._stop.set()
@@ -90,10 +100,9 @@ class BatchWorker:
             try:
                 config = self.config()
                 timeout = effective_timeout(config, self.exec_model, self.arrival_rate(), self.queue.depth())
-                if self.depth > 1 and self._busy:  # pipelined: when full, or shortly before the runner is free
-                    not_before = self.clock() + self.busy_remaining() - PIPELINE_LEAD_SECONDS
+                if self.depth > 1:  # pipelined: when full, or shortly before the runner is free
                     items = self.queue.next_batch(config.max_batch_size, timeout, self.poll,  # type: ignore[call-arg]
-                                                  not_before=not_before)
+                                                  not_before=self._not_before)
                 else:
                     items = self.queue.next_batch(config.max_batch_size, timeout, self.poll)
             except Exception:  # noqa: BLE001 - the worker must survive a failing backend
@@ -121,7 +130,7 @@ class BatchWorker:
         try:
             if held < self.depth:
                 return False
-            self._dispatch(items)
+            self._dispatch(items, queued=False)
         finally:
             for _ in range(held):
                 self._exec_slots.release()
@@ -131,7 +140,7 @@ class BatchWorker:
         with self._exec_slots:
             self._dispatch(items)
 
-    def _dispatch(self, items: list[Pending]) -> None:
+    def _dispatch(self, items: list[Pending], queued: bool = True) -> None:
         started, me = self.clock(), threading.get_ident()
         with self._busy_lock:
             self._busy[me] = (started, len(items))
@@ -146,7 +155,7 @@ class BatchWorker:
                 now = self.clock()
                 for other, (since, size) in self._busy.items():  # the batch behind starts now
                     self._busy[other] = (max(since, now), size)
-            done = getattr(self.queue, "batch_done", None)
+            done = getattr(self.queue, "batch_done", None) if queued else None
             if done is not None:  # a shared queue routes the batch's answers to other instances now
                 try:
                     done()

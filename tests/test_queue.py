@@ -60,7 +60,7 @@ def test_a_taker_held_back_by_not_before_does_not_keep_the_item_from_a_free_one(
     # comes, the taker that may take it now must get it, whichever of the two was waiting first.
     queue, got = LocalBatchQueue(), {}
     held = threading.Thread(target=lambda: got.update(held=queue.next_batch(4, 0.0, 5.0,
-                                                                            not_before=time.monotonic() + 60)))
+                                                                            not_before=lambda: time.monotonic() + 60)))
     held.start()
     time.sleep(0.05)  # the held-back taker waits first
     free = threading.Thread(target=lambda: got.update(free=queue.next_batch(4, 0.0, 5.0)))
@@ -78,8 +78,8 @@ def test_not_before_holds_a_batch_until_then_unless_it_is_full():
     queue = LocalBatchQueue()
     queue.put(Request(body=b"a"), 1e18)
     start = time.monotonic()
-    assert len(queue.next_batch(2, 0.0, 5.0, not_before=start + 0.3)) == 1  # its timeout passed long before
+    assert len(queue.next_batch(2, 0.0, 5.0, not_before=lambda: start + 0.3)) == 1  # its timeout passed long before
     assert time.monotonic() - start >= 0.3
     queue.put(Request(body=b"b"), 1e18)
     queue.put(Request(body=b"c"), 1e18)
-    assert len(queue.next_batch(2, 0.0, 5.0, not_before=time.monotonic() + 60)) == 2  # full: at once
+    assert len(queue.next_batch(2, 0.0, 5.0, not_before=lambda: time.monotonic() + 60)) == 2  # full: at once

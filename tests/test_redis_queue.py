@@ -325,3 +325,87 @@ def test_a_pipelined_worker_on_the_shared_queue_answers_everything_and_releases_
     assert [f.result(10).body for f in futures] == [str(i).encode() * 2 for i in range(40)]
     assert worker.stop(5)
     assert redis_client.llen(keys.claimed(FN, "a")) == 0
+
+
+def _take_in_thread(queue: RedisBatchQueue, max_size: int, timeout: float, not_before=None):
+    """Start ``queue.next_batch`` on a thread; returns (thread, {"items": ...} once it returned)."""
+    import threading
+
+    got: dict = {}
+    thread = threading.Thread(target=lambda: got.update(items=queue.next_batch(max_size, timeout, 0.5,
+                                                                               not_before=not_before)))
+    thread.start()
+    return thread, got
+
+
+def test_a_wait_for_company_longer_than_the_socket_timeout_is_made_of_shorter_ones(queues, redis_client):
+    # A batch timeout (or a held-back take) past the client's socket timeout must not read as Redis lost:
+    # that would move every waiting request to the local queue and run the claimed ones twice.
+    states: list[bool] = []
+    a, b = queues("a", socket_timeout=0.6, on_redis_state=states.append), queues("b")
+    future = _queued(b, redis_client, 1)[0]
+    items = a.next_batch(4, 1.5, 0.5)
+    assert [i.request.body for i in items] == [b"0"]
+    assert states == [True] and a.up
+    _answer(items)
+    a.batch_done()
+    assert future.result(5).body == b"00"
+
+
+def test_a_held_back_take_claims_nothing_more_and_is_released_when_the_batch_ahead_ends(queues, redis_client):
+    # A pipelined taker waits until the batch in flight is predicted to end. It must leave what arrives
+    # meanwhile in the shared queue (for any free instance), and a batch that ends early must release it
+    # at once, not when the stale prediction says.
+    a, b = queues("a"), queues("b")
+    ahead = {"until": time.monotonic() + 60}  # the batch in flight, predicted to run another minute
+    first = _queued(b, redis_client, 1)
+    thread, got = _take_in_thread(a, 4, 0.0, not_before=lambda: ahead["until"])
+    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 1, 2, what="the first request claimed")
+    more = [b.put(Request(body=b"m"), deadline()) for _ in range(2)]
+    wait_until(lambda: redis_client.llen(keys.queue(FN)) == 2, 2, what="more requests pushed")
+    time.sleep(0.3)
+    assert redis_client.llen(keys.queue(FN)) == 2 and "items" not in got  # held: nothing more claimed
+    ahead["until"] = None  # the batch in flight ended early
+    a.batch_done()
+    thread.join(5)
+    assert [i.request.body for i in got["items"]] == [b"0", b"m", b"m"]
+    _answer(got["items"])
+    a.batch_done()
+    assert [f.result(5).body for f in first + more] == [b"00", b"mm", b"mm"]
+    assert redis_client.llen(keys.claimed(FN, "a")) == 0
+
+
+def test_a_batch_taken_before_redis_came_back_still_sends_its_answers_and_trims_nothing(queues, redis_client):
+    # Reconnecting gives back what the instance had claimed (another instance may run it again) and never
+    # happens in the middle of a take. The batch already taken still runs here: its answers must reach
+    # their callers, while the claimed list, now holding only claims made after, is left alone.
+    states: list[bool] = []
+    a, b = queues("a", on_redis_state=states.append, beat_interval=0.1), queues("b")
+    futures = _queued(b, redis_client, 2)
+    thread, got = _take_in_thread(a, 4, 0.0, not_before=lambda: time.monotonic() + 60)
+    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 2, 2, what="the batch claimed")
+    a._lost("a test's simulated loss")
+    thread.join(5)  # woken by the loss: the held take returns what it claimed
+    assert [i.request.body for i in got["items"]] == [b"0", b"1"]
+    wait_until(lambda: states[-2:] == [False, True], 5, what="reconnected")
+    assert redis_client.llen(keys.claimed(FN, "a")) == 0 and redis_client.llen(keys.queue(FN)) == 2  # given back
+    for item in got["items"]:
+        item.future.set_result(Response(b"ran before the loss"))
+    a.batch_done()
+    assert [f.result(5).body for f in futures] == [b"ran before the loss"] * 2
+    worker = serve(a)  # the copies given back run again; their second answers are dropped
+    wait_until(lambda: redis_client.llen(keys.queue(FN)) == 0 and redis_client.llen(keys.claimed(FN, "a")) == 0,
+               5, what="the copies run")
+    assert worker.stop(5)
+
+
+def test_leaving_deregisters_even_when_releasing_the_last_batches_fails(queues, redis_client):
+    a = queues("a")
+    wait_until(lambda: redis_client.zscore(keys.instances(FN), "a") is not None, 2, what="heartbeat")
+
+    def fail() -> None:
+        raise redis.ConnectionError("a test's failing release")
+
+    a._remote.release_now = fail
+    a.leave()
+    assert redis_client.zscore(keys.instances(FN), "a") is None

@@ -129,6 +129,11 @@ class LocalBatchQueue:
                 else:
                     self._cond.wait(idle_until - now)
 
+    def wake(self) -> None:
+        """Make waiting takers re-read their ``not_before`` now (a batch in flight ended)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def drain(self) -> list[Pending]:
         """Take every waiting item out (for a backend switching queues)."""
         with self._cond:

@@ -222,23 +222,31 @@ class RedisBatchQueue:
                 if not self._retired:
                     self.leave()
                 return []
-            held = None if not_before is None else lambda: None if self._closed or not self._up else not_before()
+            def stopping() -> bool:
+                return self._closed or not self._up
+
+            held = None if not_before is None else lambda: None if stopping() else not_before()
             try:
-                return self._remote.take(max_size, timeout, poll, ahead=not self._closed, not_before=held)
+                return self._remote.take(max_size, timeout, poll, ahead=not self._closed, not_before=held,
+                                         stop=stopping)
             except redis.RedisError as exc:
                 self._lost(exc)
                 return []
 
     def batch_done(self) -> None:
         """A batch taken from here was answered: route its answers now, not at the next take (which, with
-        a pipelined worker, may be blocked waiting for requests meanwhile), and wake a take held back
-        until this batch was predicted to end."""
-        self._remote.wake()
+        a pipelined worker, may be blocked waiting for requests meanwhile)."""
         if self._up:
             try:
                 self._remote.finish_done()
             except redis.RedisError as exc:
                 self._lost(exc)
+
+    def wake(self) -> None:
+        """A batch ended (maybe earlier than predicted): a take held back by ``not_before``, from the shared
+        queue or the local one, reads it again now."""
+        self._remote.wake()
+        self._local.wake()
 
     def depth(self) -> int:
         """Requests waiting in the shared queue (last known) plus local ones; when closing, ours unanswered."""

@@ -18,10 +18,13 @@ were taken, and each is finished (answers routed, released) once all of its requ
 ``finish_done`` right after its dispatch or at the next take, oldest first, so the claimed list is always
 trimmed from the batches it holds longest.
 
-A take held back (``not_before``: the batch in flight is predicted to end later than this batch's
-timeout) claims nothing more meanwhile: it waits in this process, woken (``wake``) when a batch ends, when
-Redis is lost or when the queue closes, and re-reads ``not_before``, so a runner that came free early is
-never kept waiting by a stale prediction. Then it takes what has arrived and fills as usual.
+A take held back (``not_before``: until shortly before the batch in flight is predicted to end) claims
+nothing meanwhile, so what is queued stays there for any instance that is free: it waits in this process,
+woken (``wake``) when a batch ends, when Redis is lost or when the queue closes, and re-reads
+``not_before``, so a runner that came free early is never kept waiting by a stale prediction. A full
+batch waiting in the queue (as last read) ends the hold too. Then it claims what is there and fills as
+usual, and stops filling once ``stop()`` says the queue is closing or Redis is lost (a claim already
+waiting in Redis still returns what it took).
 
 Taking ahead. The claims travel on a connection of their own (``_Link``), whose replies can be read later.
 When a full batch is taken while the instance is saturated, the next take is written at once and its
@@ -165,32 +168,35 @@ class RemoteBatches:
         self._wake = threading.Event()
 
     def take(self, max_size: int, timeout: float, poll: float, ahead: bool = True,
-             not_before: Callable[[], float | None] | None = None) -> list[Pending]:
+             not_before: Callable[[], float | None] | None = None,
+             stop: Callable[[], bool] = lambda: False) -> list[Pending]:
         """Up to ``max_size`` requests, once full or once the oldest has waited ``timeout``; [] after ``poll``.
         With ``ahead``, a full batch taken while the instance is saturated (the take sent ahead came back
         full, or the queue still holds a full batch) sends the next take at once, so its requests are here
         when this batch is done. A peer loses nothing: while one is idle, blocked on the queue, the queue
         never holds a full batch and takes sent ahead come back short, which ends it. ``not_before()`` (this
-        queue's clock, None for no bound, read again whenever the take is woken): a batch that is not full
-        is not released before then."""
+        queue's clock, None for no bound, read again whenever the take is woken): nothing is claimed before
+        then unless a full batch waits. ``stop()`` true: no more waiting for company."""
         self.finish_done()
         raw = self._collect_ahead(max_size)
         came_full = len(raw) >= max_size
         if not raw:
+            if not_before is not None:
+                self._hold(not_before, max_size)
             # One round trip: BLMOVE returns at once when the queue holds anything, and the take script in
             # the same write takes the rest (a non-blocking try first cost a second round trip when idle).
             raw = self._claim(max_size, wait=min(poll, self.max_block))
         if not raw:
             return []
         taken = self._decode(raw)
-        if len(raw) < max_size and not_before is not None and self._hold(not_before):
-            more = self._claim(max_size - len(raw))  # what arrived while held
+        if len(raw) < max_size and not_before is not None and self._hold(not_before, max_size):
+            more = self._claim(max_size - len(raw))  # a short take sent ahead: what arrived while held
             raw += more
             taken += self._decode(more)
         release_at = min((t.item.enqueued_at for t in taken), default=self.clock()) + timeout
         while len(raw) < max_size:
             left = release_at - self.clock()
-            if left <= 0:
+            if left <= 0 or stop():
                 break
             if left > COARSE:
                 more = self._claim(max_size - len(raw), wait=min(left - COARSE, self.max_block))
@@ -204,14 +210,15 @@ class RemoteBatches:
             self._ahead = max_size
         return self._open_batch(taken, len(raw))
 
-    def _hold(self, not_before: Callable[[], float | None]) -> bool:
-        """Wait until ``not_before()`` has passed, reading it again whenever woken; True if it waited."""
+    def _hold(self, not_before: Callable[[], float | None], max_size: int) -> bool:
+        """Wait until ``not_before()`` has passed or a full batch waits in the queue, reading both again
+        whenever woken; True if it waited."""
         waited = False
         while True:
             self._wake.clear()  # before reading: a wake from here on ends the wait below at once
             at = not_before()
             left = float("-inf") if at is None else at - self.clock()
-            if left <= 0:
+            if left <= 0 or self.depth >= max_size:
                 return waited
             self._wake.wait(min(left, self.max_block))
             waited = True

@@ -6,9 +6,10 @@ flight, the next takes its batch and sends it, so the runner finds it waiting. T
 early, though: it is released when full, or when the batches in flight are predicted to end within
 ``PIPELINE_LEAD_SECONDS`` (and no earlier than the usual timeout), so it holds what arrives meanwhile.
 A pipelined worker needs a queue whose ``next_batch`` takes ``not_before``, a function it reads again
-whenever it wakes (both backends do; the shared queue claims nothing more while held, so requests stay
-there for any instance that is free). A queue with ``batch_done`` is told as soon as a batch is answered;
-the shared queue then routes its answers and wakes a take held behind it.
+whenever it wakes (both backends do; the shared queue claims nothing while held, so requests stay
+there for any instance that is free). A queue with ``batch_done`` is told as soon as a batch it gave is
+answered (the shared queue then routes its answers), and one with ``wake`` after every batch, inline ones
+included, so a taker held behind it reads ``not_before`` again.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ class BatchWorker:
         self.arrival_rate = arrival_rate
         self.depth = depth
         self._stop = threading.Event()
-        # (started, size) of each batch in flight, by the thread dispatching it; a batch behind another
+        # (started, items) of each batch in flight, by the thread dispatching it; a batch behind another
         # counts as started when the one before it ended (the runner takes them one after another).
-        self._busy: dict[int, tuple[float, int]] = {}
+        self._busy: dict[int, tuple[float, list[Pending]]] = {}
         self._busy_lock = threading.Lock()
         # At most ``depth`` batches at a time, whether worker threads or a caller (``try_run_inline``) run them.
         self._exec_slots = threading.Semaphore(depth)
@@ -69,8 +70,7 @@ class BatchWorker:
     def busy_remaining(self) -> float:
         """Predicted seconds until the batches in flight are done (0 when idle): they run one after another,
         from when the oldest started."""
-        with self._busy_lock:
-            busy = list(self._busy.values())
+        busy = self._in_flight()
         if not busy:
             return 0.0
         predicted = sum(self.exec_model.predict(size) or 0.0 for _, size in busy)
@@ -80,9 +80,17 @@ class BatchWorker:
         """For a pipelined taker: when the batches in flight are predicted to end, less the lead it needs;
         None when none is in flight. Queues read it again when woken, so a batch that ended early (it
         makes this None) releases the one held behind it."""
-        if not self._busy:
+        if not self._in_flight():
             return None
         return self.clock() + self.busy_remaining() - PIPELINE_LEAD_SECONDS
+
+    def _in_flight(self) -> list[tuple[float, int]]:
+        """(started, size) of the batches not answered yet. A batch whose every request has its answer no
+        longer counts, though its thread has not yet cleared it: its callers may already be sending their
+        next request, which must not be refused for a batch that is over."""
+        with self._busy_lock:
+            busy = list(self._busy.values())
+        return [(started, len(items)) for started, items in busy if not all(i.future.done() for i in items)]
 
     def stop(self, timeout: float | None = None) -> bool:
         """Close the queue, finish what it holds, and stop; True when every thread ended in time."""
@@ -143,7 +151,7 @@ class BatchWorker:
     def _dispatch(self, items: list[Pending], queued: bool = True) -> None:
         started, me = self.clock(), threading.get_ident()
         with self._busy_lock:
-            self._busy[me] = (started, len(items))
+            self._busy[me] = (started, items)
         try:
             outcome = dispatch(self.handle, items, started)
         except Exception:  # noqa: BLE001 - dispatch already answered every waiter
@@ -153,14 +161,17 @@ class BatchWorker:
             with self._busy_lock:
                 del self._busy[me]
                 now = self.clock()
-                for other, (since, size) in self._busy.items():  # the batch behind starts now
-                    self._busy[other] = (max(since, now), size)
+                for other, (since, held) in self._busy.items():  # the batch behind starts now
+                    self._busy[other] = (max(since, now), held)
             done = getattr(self.queue, "batch_done", None) if queued else None
-            if done is not None:  # a shared queue routes the batch's answers to other instances now
-                try:
+            wake = getattr(self.queue, "wake", None)
+            try:
+                if done is not None:  # a shared queue routes the batch's answers to other instances now
                     done()
-                except Exception:  # noqa: BLE001 - answering must never stop batching
-                    logger.exception("routing a batch's answers failed")
+                if wake is not None:  # a taker held until this batch was predicted to end looks again
+                    wake()
+            except Exception:  # noqa: BLE001 - answering must never stop batching
+                logger.exception("routing a batch's answers failed")
         if outcome is None:
             return
         if outcome.clean:

@@ -352,27 +352,42 @@ def test_a_wait_for_company_longer_than_the_socket_timeout_is_made_of_shorter_on
     assert future.result(5).body == b"00"
 
 
-def test_a_held_back_take_claims_nothing_more_and_is_released_when_the_batch_ahead_ends(queues, redis_client):
-    # A pipelined taker waits until the batch in flight is predicted to end. It must leave what arrives
-    # meanwhile in the shared queue (for any free instance), and a batch that ends early must release it
-    # at once, not when the stale prediction says.
+def test_a_held_back_take_leaves_the_queue_to_an_idle_peer_and_is_released_when_the_batch_ahead_ends(
+        queues, redis_client):
+    # A pipelined taker waits until the batch in flight is predicted to end. Meanwhile it claims nothing, so
+    # an idle peer runs what is queued; and a batch that ends early releases it at once, not when the stale
+    # prediction says.
     a, b = queues("a"), queues("b")
     ahead = {"until": time.monotonic() + 60}  # the batch in flight, predicted to run another minute
-    first = _queued(b, redis_client, 1)
     thread, got = _take_in_thread(a, 4, 0.0, not_before=lambda: ahead["until"])
-    wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 1, 2, what="the first request claimed")
+    first = _queued(b, redis_client, 2)
+    time.sleep(0.3)
+    assert redis_client.llen(keys.claimed(FN, "a")) == 0 and "items" not in got  # held: nothing claimed
+    peer = b.next_batch(4, 0.0, 0.5)  # an idle instance takes them
+    assert [i.request.body for i in peer] == [b"0", b"1"]
+    _answer(peer)
+    b.batch_done()
     more = [b.put(Request(body=b"m"), deadline()) for _ in range(2)]
     wait_until(lambda: redis_client.llen(keys.queue(FN)) == 2, 2, what="more requests pushed")
-    time.sleep(0.3)
-    assert redis_client.llen(keys.queue(FN)) == 2 and "items" not in got  # held: nothing more claimed
     ahead["until"] = None  # the batch in flight ended early
-    a.batch_done()
+    a.wake()
     thread.join(5)
-    assert [i.request.body for i in got["items"]] == [b"0", b"m", b"m"]
+    assert [i.request.body for i in got["items"]] == [b"m", b"m"]
     _answer(got["items"])
     a.batch_done()
-    assert [f.result(5).body for f in first + more] == [b"00", b"mm", b"mm"]
+    assert [f.result(5).body for f in first + more] == [b"00", b"11", b"mm", b"mm"]
     assert redis_client.llen(keys.claimed(FN, "a")) == 0
+
+
+def test_a_full_batch_in_the_queue_ends_a_hold(queues, redis_client):
+    a, b = queues("a"), queues("b")
+    futures = _queued(b, redis_client, 4)
+    a._remote.note_depth(4)  # as the next beat would read it
+    items = a.next_batch(4, 0.0, 0.5, not_before=lambda: time.monotonic() + 60)
+    assert [i.request.body for i in items] == [b"0", b"1", b"2", b"3"]
+    _answer(items)
+    a.batch_done()
+    assert [f.result(5).body for f in futures] == [str(i).encode() * 2 for i in range(4)]
 
 
 def test_a_batch_taken_before_redis_came_back_still_sends_its_answers_and_trims_nothing(queues, redis_client):
@@ -382,10 +397,10 @@ def test_a_batch_taken_before_redis_came_back_still_sends_its_answers_and_trims_
     states: list[bool] = []
     a, b = queues("a", on_redis_state=states.append, beat_interval=0.1), queues("b")
     futures = _queued(b, redis_client, 2)
-    thread, got = _take_in_thread(a, 4, 0.0, not_before=lambda: time.monotonic() + 60)
+    thread, got = _take_in_thread(a, 4, 30.0)  # claims both, then waits for company
     wait_until(lambda: redis_client.llen(keys.claimed(FN, "a")) == 2, 2, what="the batch claimed")
     a._lost("a test's simulated loss")
-    thread.join(5)  # woken by the loss: the held take returns what it claimed
+    thread.join(5)  # a take stops waiting for company once Redis is lost
     assert [i.request.body for i in got["items"]] == [b"0", b"1"]
     wait_until(lambda: states[-2:] == [False, True], 5, what="reconnected")
     assert redis_client.llen(keys.claimed(FN, "a")) == 0 and redis_client.llen(keys.queue(FN)) == 2  # given back

@@ -102,3 +102,41 @@ def test_busy_remaining_counts_the_batches_in_flight_one_after_another():
     gates[b"b"].set()
     second.join(5)
     assert worker.busy_remaining() == 0
+
+
+def test_a_batch_run_by_its_caller_that_ends_early_releases_the_taker_held_behind_it():
+    # A pipelined taker holds what is queued until the batch in flight is predicted to end (here, in a
+    # minute); when that batch, run by its caller, ends at once, the queued request must go now.
+    gate, ran = threading.Event(), []
+
+    def handle(reqs):
+        ran.append(reqs[0].body)
+        if reqs[0].body == b"inline":
+            gate.wait(10)
+        return [r.body for r in reqs]
+
+    queue = LocalBatchQueue()
+    worker = BatchWorker(queue, handle, lambda: BatchConfig(4, 0.0), ExecTimeModel(prior=lambda n: 60.0),
+                         poll=0.05, depth=2).start()
+    inline = threading.Thread(target=worker.try_run_inline, args=([Pending(Request(body=b"inline"), 1e18, 0.0)],))
+    inline.start()
+    wait_until(lambda: ran == [b"inline"])
+    queued = queue.put(Request(body=b"queued"), 1e18)
+    time.sleep(0.2)
+    assert not queued.done()  # held behind the batch in flight
+    gate.set()
+    inline.join(5)
+    assert queued.result(5).body == b"queued"
+    assert worker.stop(5)
+
+
+def test_a_batch_whose_requests_are_all_answered_no_longer_counts_as_in_flight():
+    # Its callers may send their next request before its thread has cleared it; admission must not
+    # refuse that request for a batch that is over.
+    model = ExecTimeModel(prior=lambda n: 0.5)
+    worker = BatchWorker(LocalBatchQueue(), lambda reqs: [r.body for r in reqs], lambda: BatchConfig(4), model)
+    item = Pending(Request(body=b"x"), 1e18, 0.0)
+    worker._busy[1] = (time.monotonic(), [item])  # what _dispatch records while the batch runs
+    assert worker.busy_remaining() > 0.4
+    item.future.set_result(b"x")
+    assert worker.busy_remaining() == 0 and worker._not_before() is None

@@ -222,16 +222,16 @@ class RedisBatchQueue:
                 if not self._retired:
                     self.leave()
                 return []
-            def stopping() -> bool:
-                return self._closed or not self._up
-
-            held = None if not_before is None else lambda: None if stopping() else not_before()
             try:
-                return self._remote.take(max_size, timeout, poll, ahead=not self._closed, not_before=held,
-                                         stop=stopping)
+                return self._remote.take(max_size, timeout, poll, ahead=not self._closed, not_before=not_before,
+                                         stop=self._stopping)
             except redis.RedisError as exc:
                 self._lost(exc)
                 return []
+
+    def _stopping(self) -> bool:
+        """A take waits no more: the queue is closing or Redis is lost."""
+        return self._closed or not self._up
 
     def batch_done(self) -> None:
         """A batch taken from here was answered: route its answers now, not at the next take (which, with

@@ -182,14 +182,14 @@ class RemoteBatches:
         came_full = len(raw) >= max_size
         if not raw:
             if not_before is not None:
-                self._hold(not_before, max_size)
+                self._hold(not_before, max_size, stop)
             # One round trip: BLMOVE returns at once when the queue holds anything, and the take script in
             # the same write takes the rest (a non-blocking try first cost a second round trip when idle).
             raw = self._claim(max_size, wait=min(poll, self.max_block))
         if not raw:
             return []
         taken = self._decode(raw)
-        if len(raw) < max_size and not_before is not None and self._hold(not_before, max_size):
+        if len(raw) < max_size and not_before is not None and self._hold(not_before, max_size, stop):
             more = self._claim(max_size - len(raw))  # a short take sent ahead: what arrived while held
             raw += more
             taken += self._decode(more)
@@ -210,15 +210,15 @@ class RemoteBatches:
             self._ahead = max_size
         return self._open_batch(taken, len(raw))
 
-    def _hold(self, not_before: Callable[[], float | None], max_size: int) -> bool:
-        """Wait until ``not_before()`` has passed or a full batch waits in the queue, reading both again
-        whenever woken; True if it waited."""
+    def _hold(self, not_before: Callable[[], float | None], max_size: int, stop: Callable[[], bool]) -> bool:
+        """Wait until ``not_before()`` has passed, a full batch waits in the queue or ``stop()``, reading
+        them again whenever woken; True if it waited."""
         waited = False
         while True:
             self._wake.clear()  # before reading: a wake from here on ends the wait below at once
             at = not_before()
             left = float("-inf") if at is None else at - self.clock()
-            if left <= 0 or self.depth >= max_size:
+            if left <= 0 or self.depth >= max_size or stop():
                 return waited
             self._wake.wait(min(left, self.max_block))
             waited = True

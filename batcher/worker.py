@@ -70,7 +70,9 @@ class BatchWorker:
     def busy_remaining(self) -> float:
         """Predicted seconds until the batches in flight are done (0 when idle): they run one after another,
         from when the oldest started."""
-        busy = self._in_flight()
+        return self._remaining(self._in_flight())
+
+    def _remaining(self, busy: list[tuple[float, int]]) -> float:
         if not busy:
             return 0.0
         predicted = sum(self.exec_model.predict(size) or 0.0 for _, size in busy)
@@ -80,9 +82,10 @@ class BatchWorker:
         """For a pipelined taker: when the batches in flight are predicted to end, less the lead it needs;
         None when none is in flight. Queues read it again when woken, so a batch that ended early (it
         makes this None) releases the one held behind it."""
-        if not self._in_flight():
+        busy = self._in_flight()
+        if not busy:
             return None
-        return self.clock() + self.busy_remaining() - PIPELINE_LEAD_SECONDS
+        return self.clock() + self._remaining(busy) - PIPELINE_LEAD_SECONDS
 
     def _in_flight(self) -> list[tuple[float, int]]:
         """(started, size) of the batches not answered yet. A batch whose every request has its answer no

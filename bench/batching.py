@@ -70,13 +70,13 @@ def served_batch(choice: str, function: str, best_b: int) -> int:
 
 
 def stack_child(function: str) -> bool:
-    """The function's ``handler_process`` in stack.yml."""
-    import yaml
+    """The function's ``handler_process`` in stack.yml, read as the watchdog reads its environment."""
+    from bench.common import REPO
+    from faas_infer.stack import load_stack
+    from watchdog.config import WatchdogConfig
 
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stack.yml")) as f:
-        stack = yaml.safe_load(f)
-    env = (stack.get("functions", {}).get(function) or {}).get("environment") or {}
-    return str(env.get("handler_process", "false")).lower() in ("1", "true", "yes", "on")
+    spec = load_stack(os.path.join(REPO, "stack.yml"), os.environ).functions.get(function)
+    return spec is not None and WatchdogConfig.from_env(spec.environment).handler_process
 
 
 def _in_process_handler(function: str):
@@ -289,8 +289,8 @@ def run(args: argparse.Namespace) -> int:
         batched = measure_served(function, "batched", slo, start, args, traces, served_b, child=child)
         extra = []
         if args.handler_process == "both":
-            extra.append(measure_served(function, "batched, handler in-process" if child else "batched, handler process",
-                                        slo, start, args, traces, served_b, child=not child))
+            other = "batched, handler in-process" if child else "batched, handler process"
+            extra.append(measure_served(function, other, slo, start, args, traces, served_b, child=not child))
         unbatched = measure_served(function, "unbatched", slo, max(10.0, start / 3), args, traces, child=on)
         limits = [limit]
         for _ in range(args.tries - 1):  # again after the served runs: the best the machine showed is the limit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -309,8 +310,6 @@ def test_pipelined_batches_are_answered_and_released_oldest_first(queues, redis_
 
 def test_a_pipelined_worker_on_the_shared_queue_answers_everything_and_releases_its_claims(queues,
                                                                                            redis_client):
-    import threading
-
     a, b = queues("a"), queues("b")
     futures = _queued(b, redis_client, 40)
     gate = threading.Event()
@@ -329,8 +328,6 @@ def test_a_pipelined_worker_on_the_shared_queue_answers_everything_and_releases_
 
 def _take_in_thread(queue: RedisBatchQueue, max_size: int, timeout: float, not_before=None):
     """Start ``queue.next_batch`` on a thread; returns (thread, {"items": ...} once it returned)."""
-    import threading
-
     got: dict = {}
     thread = threading.Thread(target=lambda: got.update(items=queue.next_batch(max_size, timeout, 0.5,
                                                                                not_before=not_before)))

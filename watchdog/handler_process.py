@@ -309,7 +309,6 @@ class HandlerProcess:
                 self._proc.kill()
             return
         try:
-            self._closed = True
             self._cond.notify_all()  # callers waiting to send give up
             while self._sent and time.monotonic() < deadline:
                 self._cond.wait(deadline - time.monotonic())

@@ -1,41 +1,47 @@
-"""act: turn a plan into the few OpenFaaS calls that differ from what runs, then write live batch configs.
+"""act: turn a plan into the few OpenFaaS calls that differ from what runs.
 
 ``changes`` is pure (plan + snapshot -> list of Change, each with its reason); ``apply`` sends them:
-deploys first, then scale-ups, then scale-downs and deletes, so capacity is added before it is taken away.
-Removed variants drain through the watchdog's SIGTERM order, so requests in flight are answered; queued
-requests stay in the shared Redis queue for the remaining instances.
+deploys first, then updates and scale-ups, then scale-downs and deletes, so capacity is added before it
+is taken away. A running variant whose spec no longer matches its parent's (a new image, environment or
+annotations, a changed SLO) is updated in place (PUT). Variants whose parent is gone or unmanaged are
+deleted. A variant younger than ``min_variant_age`` is not deleted for the plan's sake (it was started for
+a reason a tick ago, and removing it before it serves only churns). Removed variants drain through the
+watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the shared Redis
+queue for the remaining instances.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Mapping
 
 from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
 from autoscaler.plan import Plan
-from autoscaler.snapshot import Snapshot
+from autoscaler.snapshot import Snapshot, Variant
 from autoscaler.variants import shards, variant_name, variant_spec
 
 logger = logging.getLogger(__name__)
 
-ORDER = {"deploy": 0, "scale-up": 1, "scale-down": 2, "delete": 3}
+ORDER = {"deploy": 0, "update": 1, "scale-up": 2, "scale-down": 3, "delete": 4}
+# Environment a variant gets that changes from tick to tick without being worth a restart (the execution
+# time prior is only a starting point; the instance measures its own).
+_VOLATILE_ENV = ("exec_prior",)
 
 
 @dataclass(frozen=True)
 class Change:
     """One API call to make."""
 
-    # "deploy", "scale-up", "scale-down" or "delete".
+    # "deploy", "update", "scale-up", "scale-down" or "delete".
     kind: str
     fn: str
     name: str
     replicas: int = 0
-    # The FunctionDeployment for deploy.
+    # The FunctionDeployment for deploy and update.
     spec: dict[str, Any] = field(default_factory=dict, compare=False)
-    # Live batch config {max_batch_size, batch_timeout, latency_slo} for the variant's instances.
-    batch: dict[str, str] = field(default_factory=dict, compare=False)
     reason: str = ""
 
 
@@ -45,7 +51,7 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
         return []
     states = {f.name: f for f in snapshot.functions}
     multi_node = len(snapshot.nodes) > 1
-    out: list[Change] = []
+    out = [Change("delete", o.parent, o.variant.name, reason=o.reason) for o in snapshot.orphans]
     for fp in plan.functions:
         fs = states.get(fp.name)
         if fs is None or fp.unchanged:
@@ -57,22 +63,58 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
                 wanted[variant_name(fp.name, t.key, t.node, shard)] = (n, t.candidate, t.node)
         for name, (n, candidate, node) in sorted(wanted.items()):
             current = running.get(name)
+            spec = variant_spec(fs.spec, name, fp.name, candidate, node, fs.slo, multi_node) if candidate else None
             if current is None:
-                if candidate is None:
-                    continue
-                spec = variant_spec(fs.spec, name, fp.name, candidate, node, fs.slo, multi_node)
-                batch = {"max_batch_size": str(candidate.batch), "batch_timeout": f"{candidate.timeout:.6f}",
-                         "latency_slo": f"{fs.slo:.6f}"}
-                out.append(Change("deploy", fp.name, name, n, spec, batch, fp.reason))
-            elif current.replicas != n:
+                if spec is not None:
+                    out.append(Change("deploy", fp.name, name, n, spec, fp.reason))
+                continue
+            stale = _stale(current, spec) if spec is not None else ""
+            if stale:
+                out.append(Change("update", fp.name, name, n, spec, f"{stale} changed"))
+            if current.replicas != n:
                 out.append(Change("scale-up" if n > current.replicas else "scale-down", fp.name, name, n,
                                   reason=fp.reason))
         for name in sorted(set(running) - set(wanted)):
+            age = _age(running[name], snapshot.taken_epoch)
+            if age is not None and age < config.min_variant_age:
+                logger.debug("keeping %s for now: %.0fs old (min_variant_age=%gs)", name, age, config.min_variant_age)
+                continue
             out.append(Change("delete", fp.name, name, reason=fp.reason))
     return sorted(out, key=lambda c: ORDER[c.kind])
 
 
-def apply(plan_changes: list[Change], client: OpenFaaSClient, redis: Any = None) -> list[tuple[Change, str]]:
+def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
+    """What of ``spec`` the running variant does not have ("" when nothing): its image, process, or any
+    environment variable or annotation ``spec`` sets (others the platform adds are ignored)."""
+    status = running.status
+    if not status:
+        return ""
+    what = []
+    for key in ("image", "envProcess"):
+        if spec.get(key) and status.get(key) != spec.get(key):
+            what.append(key)
+    for key in ("envVars", "annotations"):
+        have = status.get(key) or {}
+        if not isinstance(have, Mapping):
+            continue
+        diff = sorted(k for k, v in (spec.get(key) or {}).items() if k not in _VOLATILE_ENV and have.get(k) != v)
+        if diff:
+            what.append(f"{key} {', '.join(diff)}")
+    return "; ".join(what)
+
+
+def _age(v: Variant, now_epoch: float) -> float | None:
+    """Seconds since the variant was created (its ``createdAt``), or None when unknown."""
+    created = v.status.get("createdAt")
+    if not created or not now_epoch:
+        return None
+    try:
+        return now_epoch - datetime.fromisoformat(str(created)).timestamp()
+    except ValueError:
+        return None
+
+
+def apply(plan_changes: list[Change], client: OpenFaaSClient) -> list[tuple[Change, str]]:
     """Send the changes in order; returns (change, "ok" or the error) for each. Never raises."""
     results = []
     for change in plan_changes:
@@ -81,6 +123,8 @@ def apply(plan_changes: list[Change], client: OpenFaaSClient, redis: Any = None)
                 client.deploy(change.spec)
                 if change.replicas != 1:
                     client.scale(change.name, change.replicas)
+            elif change.kind == "update":
+                client.update(change.spec)
             elif change.kind in ("scale-up", "scale-down"):
                 client.scale(change.name, change.replicas)
             else:
@@ -91,28 +135,4 @@ def apply(plan_changes: list[Change], client: OpenFaaSClient, redis: Any = None)
         except OpenFaaSError as exc:
             logger.error("%s %s failed: %s", change.kind, change.name, exc)
             results.append((change, str(exc)))
-    if redis is not None:
-        write_live_configs(plan_changes, redis)
     return results
-
-
-def write_live_configs(plan_changes: list[Change], redis: Any) -> None:
-    """Write each deployed variant's batch config where its instances read it live.
-
-    Instance ids of a variant are ``<variant>-<suffix>`` on the local provider; the config is also
-    written under the variant's own name for platforms whose instance ids are not known in advance.
-    """
-    from batcher import keys
-
-    try:
-        pipe = redis.pipeline(transaction=False)
-        for change in plan_changes:
-            if change.kind == "deploy" and change.batch:
-                pipe.hset(keys.config(change.fn, change.name), mapping=change.batch)
-                for inst in redis.zrange(keys.instances(change.fn), 0, -1):
-                    inst = inst.decode() if isinstance(inst, bytes) else str(inst)
-                    if inst.startswith(change.name + "-"):
-                        pipe.hset(keys.config(change.fn, inst), mapping=change.batch)
-        pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - the env vars carry the same config; live values are a refinement
-        logger.error("writing live batch configs: %s", exc)

@@ -66,6 +66,13 @@ class AutoscalerConfig:
     ilp_max_variables: int = 6000
     # Largest exact placement program (instance groups x nodes); larger clusters are packed best-fit.
     placement_ilp_max_vars: int = 400
+    # Configurations running now are priced this much lower in the selection (0.1: 10%), so a plan replaces
+    # them only for a real saving, not for a few percent of noise in the measured execution times (which
+    # otherwise swapped b1 for b2 and back every few ticks at a steady demand).
+    switch_margin: float = 0.1
+    # A variant younger than this (by its createdAt) is not removed for the plan's sake: it was started for
+    # a reason a tick ago, and removing it before it has served only churns. Orphans go at once.
+    min_variant_age: float = 30.0
     # Fewest instances of any function (the function's com.openfaas.scale.min label overrides it).
     min_instances: int = 0
     # Most instances of any function (com.openfaas.scale.max overrides it).
@@ -106,10 +113,12 @@ class AutoscalerConfig:
         _rule(self.solver in ("highs", "cbc", "greedy"), "solver", self.solver, "must be highs, cbc or greedy")
         _rule(self.solver_time_limit > 0, "solver_time_limit", self.solver_time_limit, "must be > 0")
         _rule(self.mip_gap >= 0, "mip_gap", self.mip_gap, "must be >= 0")
+        _rule(0 <= self.switch_margin < 1, "switch_margin", self.switch_margin, "must be in [0, 1)")
         _rule(self.min_instances >= 0, "min_instances", self.min_instances, "must be >= 0")
         _rule(self.max_instances >= max(1, self.min_instances), "max_instances", self.max_instances,
               "must be >= 1 and >= min_instances")
         _rule(self.scale_down_delay >= 0, "scale_down_delay", self.scale_down_delay, "must be >= 0")
+        _rule(self.min_variant_age >= 0, "min_variant_age", self.min_variant_age, "must be >= 0")
         _rule(self.max_step_up >= 1, "max_step_up", self.max_step_up, "must be >= 1")
         _rule(self.max_step_down >= 1, "max_step_down", self.max_step_down, "must be >= 1")
         _rule(self.keep_warm >= 0, "keep_warm", self.keep_warm, "must be >= 0")
@@ -134,8 +143,8 @@ def _rule(ok: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{key}={value}: {rule}")
 
 
-_FLOATS = ("beta", "headroom", "solver_time_limit", "mip_gap")
-_DURATIONS = ("interval", "drain_seconds", "scale_down_delay", "keep_warm_window", "rate_window",
+_FLOATS = ("beta", "headroom", "solver_time_limit", "mip_gap", "switch_margin")
+_DURATIONS = ("interval", "drain_seconds", "scale_down_delay", "min_variant_age", "keep_warm_window", "rate_window",
               "heartbeat_timeout", "max_snapshot_age")
 _INTS = ("ilp_max_variables", "placement_ilp_max_vars", "min_instances", "max_instances", "max_step_up", "max_step_down",
          "keep_warm", "max_replicas_per_variant", "metrics_port")

@@ -15,8 +15,10 @@ Its cost, weighted resources, does not depend on which node an instance lands on
    (``placement_ilp_max_vars``); best-fit decreasing otherwise, which is what a large cluster of
    fractional-core instances on whole nodes needs: instances are small against nodes, so packing loses
    little, and it runs in milliseconds at 10k instances on 1,000 nodes.
-3. *Guard rails* (``guards``): demand held over ``scale_down_delay``, instance bounds with keep-warm, step
-   limits, and additions deferred where the stepped plan would overfill a node.
+3. *Guard rails* (``guards``): demand and measured execution times held over ``scale_down_delay`` (the
+   highest of each), running instances priced ``switch_margin`` lower (a configuration is swapped only for
+   a real saving), instance bounds with keep-warm, step limits, and additions deferred where the stepped
+   plan would overfill a node; ``act`` leaves variants younger than ``min_variant_age`` in place.
 
 When the solver fails or runs out of time without an answer, the greedy selection (cost per useful
 throughput, fragment-penalised) is used and the plan says so. Why not decompose further: per-function
@@ -30,7 +32,7 @@ from collections import defaultdict
 from autoscaler.candidates import Candidate, config_key, enumerate_candidates
 from autoscaler.config import AutoscalerConfig
 from autoscaler.greedy import pack_best_fit, select_greedy
-from autoscaler.guards import held_demand, instance_bounds, limit_steps
+from autoscaler.guards import held_demand, held_measurements, instance_bounds, limit_steps
 from autoscaler.ilp import Group, solve_placement, solve_selection
 from autoscaler.plan import FunctionPlan, GuardMemory, Plan, Target
 from autoscaler.predictor import Corrected, ExecPredictor
@@ -53,12 +55,15 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         return Plan.invalid(f"snapshot is {now - snapshot.taken_at:.0f}s old (max_snapshot_age="
                             f"{config.max_snapshot_age:g}s)", now, memory)
     history = dict(memory.demand_history)
+    timings = dict(memory.measured_history)
     fixed: Usage = defaultdict(lambda: [0.0, 0.0, 0.0])
     kept: list[FunctionPlan] = []
     demands: list[FunctionDemand] = []
     context: dict[str, tuple[FunctionState, float, float, dict[tuple[str, str], int]]] = {}
     shapes = sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes})
     default_node = snapshot.nodes[0].name if len(snapshot.nodes) == 1 else ""
+    for orphan in snapshot.orphans:  # until act deletes them
+        _use(fixed, orphan.variant.node or default_node, orphan.variant, orphan.variant.replicas)
     for fs in snapshot.functions:
         for v in fs.variants:
             if v.pinned:
@@ -70,30 +75,31 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         raw = fs.rate + fs.queue_depth / config.drain_seconds
         history[fs.name], held = held_demand(history.get(fs.name, ()), now, raw, config.scale_down_delay)
         model = fs.model or fs.name
-        pred = Corrected(predictor, {model: fs.measured}) if fs.measured else predictor
+        timings[fs.name], measured = held_measurements(timings.get(fs.name, ()), now, fs.measured,
+                                                       config.scale_down_delay)
+        pred = Corrected(predictor, {model: measured}) if measured else predictor
         cands = enumerate_candidates(model, fs.slo, fs.memory, pred, config.batch_sizes, config.cpu_steps,
                                      config.gpu_steps, config.beta, shapes)
         if not cands:
-            kept.append(_unchanged(fs, f"no configuration meets latency_slo={fs.slo:g}s"))
+            kept.append(_unchanged(fs, _infeasible(fs, model, pred, config)))
             _use_all(fixed, fs, default_node)
             continue
         pinned_cap, pinned_n = 0.0, 0
         for v in fs.variants:
             if v.pinned:
-                t = pred.exec_seconds(model, v.batch, v.cpu, v.gpu)
-                pinned_cap += v.replicas * (v.batch / t if t else 0.0)
+                pinned_cap += v.replicas * _useful_rate(pred, model, v, fs.slo, config.batch_sizes)
                 pinned_n += v.replicas
         low, high = instance_bounds(fs, config)
         variant_demand = max(0.0, held - pinned_cap / (1.0 + config.headroom))
         current = _current(fs, default_node)
         demands.append(FunctionDemand(fs.name, tuple(cands), variant_demand, max(0, low - pinned_n),
-                                      max(0, high - pinned_n), frozenset(k for k, _ in current)))
+                                      max(0, high - pinned_n), _running_counts(current)))
         context[fs.name] = (fs, held, pinned_cap, current)
     nodes = [(n.name, n.cpu - fixed[n.name][0], n.gpus - fixed[n.name][1], n.memory - fixed[n.name][2])
              for n in snapshot.nodes]
     problem = SelectionProblem(tuple(demands), sum(max(0.0, n[1]) for n in nodes),
                                sum(max(0.0, n[2]) for n in nodes), sum(max(0.0, n[3]) for n in nodes),
-                               config.headroom)
+                               config.headroom, config.switch_margin)
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
     plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config)
@@ -101,7 +107,36 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     cost = sum(p.cost for p in plans if not p.unchanged)
     return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
                 selection.solver, selection.status, placement, cost, bound,
-                GuardMemory({k: v for k, v in history.items()}))
+                GuardMemory(dict(history), timings))
+
+
+def _running_counts(current: dict[tuple[str, str], int]) -> tuple[tuple[str, int], ...]:
+    """Instances running per configuration key, over all nodes."""
+    counts: dict[str, int] = defaultdict(int)
+    for (key, _), n in current.items():
+        counts[key] += n
+    return tuple(sorted(counts.items()))
+
+
+def _useful_rate(pred, model: str, v: Variant, slo: float, batch_sizes: tuple[int, ...]) -> float:
+    """Requests per second a pinned instance serves within the SLO: at its own batch size when that batch
+    meets INFless's rule (t <= SLO/2, or SLO for b = 1), else at the largest smaller batch that does (its
+    admission keeps its batches that small under load); 0 when none does or nothing is known."""
+    best = 0.0
+    for b in sorted({v.batch, *(b for b in batch_sizes if b < v.batch)}):
+        t = pred.exec_seconds(model, b, v.cpu, v.gpu)
+        if t and t <= (slo / 2 if b > 1 else slo):
+            best = max(best, b / t)
+    return best
+
+
+def _infeasible(fs: FunctionState, model: str, pred, config: AutoscalerConfig) -> str:
+    """Why a function has no candidate: nothing known of its model, or an SLO no configuration meets."""
+    known = any(pred.exec_seconds(model, min(config.batch_sizes), c, 0.0) for c in config.cpu_steps)
+    if not known:
+        return (f"no execution time known for model {model} (no COP profile, no measured batches yet): "
+                "profile it with faas-infer profile, or let its instances run")
+    return f"no configuration meets latency_slo={fs.slo:g}s"
 
 
 def _select(problem: SelectionProblem, config: AutoscalerConfig) -> Selection:

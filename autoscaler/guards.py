@@ -1,5 +1,6 @@
-"""Guard rails, pure and clock-free: held demand (scale-down delay), instance bounds (min, max, keep-warm)
-and step limits. Each is a named config field of ``AutoscalerConfig`` with a test on a synthetic clock.
+"""Guard rails, pure and clock-free: held demand and held execution times (scale-down delay), instance
+bounds (min, max, keep-warm) and step limits. Each is a named config field of ``AutoscalerConfig`` with a
+test on a synthetic clock.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from autoscaler.config import AutoscalerConfig
-from autoscaler.snapshot import FunctionState
+from autoscaler.snapshot import FunctionState, Measurement
 
 
 def held_demand(history: tuple[tuple[float, float], ...], now: float, demand: float,
@@ -18,6 +19,22 @@ def held_demand(history: tuple[tuple[float, float], ...], now: float, demand: fl
     """
     kept = tuple((t, d) for t, d in history if now - t < delay and t <= now) + ((now, demand),)
     return kept, max(d for _, d in kept)
+
+
+def held_measurements(history: tuple[tuple[float, tuple[Measurement, ...]], ...], now: float,
+                      measured: tuple[Measurement, ...], delay: float
+                      ) -> tuple[tuple[tuple[float, tuple[Measurement, ...]], ...], tuple[Measurement, ...]]:
+    """Add ``measured`` at ``now``; return the history within ``delay`` and, per (batch, cpu, gpu), the
+    slowest time in it: capacity priced from measured times falls at once when they rise and comes back
+    only after ``delay`` seconds of faster ones, like demand, so a few percent of noise in one instance's
+    timings does not add an instance one tick and remove it the next."""
+    kept = tuple((t, m) for t, m in history if now - t < delay and t <= now) + ((now, measured),)
+    slowest: dict[tuple[int, float, float], float] = {}
+    for _, ms in kept:
+        for m in ms:
+            key = (m.batch, m.cpu, m.gpu)
+            slowest[key] = max(slowest.get(key, 0.0), m.seconds)
+    return kept, tuple(Measurement(b, c, g, s) for (b, c, g), s in sorted(slowest.items()))
 
 
 def instance_bounds(fs: FunctionState, config: AutoscalerConfig) -> tuple[int, int]:

@@ -23,10 +23,6 @@ from dataclasses import dataclass
 
 from autoscaler.selection import Selection, SelectionProblem, selection_cost
 
-# Equal-cost ties go to the configuration already running (relative discount on its cost).
-STICKY_DISCOUNT = 1e-3
-
-
 @dataclass(frozen=True)
 class Group:
     """Identical instances to place: one function's configuration, with its per-instance resources."""
@@ -91,14 +87,18 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
         for j, c in enumerate(f.candidates):
             upper = max(f.min_count, math.ceil(cover / c.r_max - 1e-9))
             if c.r_min > 0:
-                upper = min(upper, math.floor(f.demand / c.r_min + 1e-9))
+                upper = min(upper, math.floor(problem.fill_limit(f) / c.r_min + 1e-9))
             upper = min(upper, f.max_count)
             if upper <= 0:
                 continue
             var = prob.add_variable(f"n_{i}_{j}", 0, upper, cat=pulp.LpInteger)
             variables[(i, c.key)] = var
-            sticky = 1.0 - STICKY_DISCOUNT if c.key in f.current else 1.0
-            objective[var] = c.cost * sticky
+            objective[var] = c.cost
+            running = min(dict(f.current).get(c.key, 0), upper)
+            if running and problem.stickiness:  # the running instances of this configuration cost less
+                kept = prob.add_variable(f"kept_{i}_{j}", 0, running)  # min(n, running) at the optimum
+                objective[kept] = -c.cost * problem.stickiness
+                prob += kept - var <= 0, f"kept_{i}_{j}"
             covered[var] = c.r_max
             if c.r_min > 0:
                 filled[var] = c.r_min
@@ -113,7 +113,7 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
             objective[short] = problem.penalty(f)
             prob += pulp.LpAffineExpression({**covered, short: 1.0}) >= cover, f"cover_{tag}"
         if filled:
-            prob += pulp.LpAffineExpression(filled) <= f.demand, f"fill_{tag}"
+            prob += pulp.LpAffineExpression(filled) <= problem.fill_limit(f), f"fill_{tag}"
         if counted:
             if f.min_count > 0:
                 prob += pulp.LpAffineExpression(counted) >= f.min_count, f"min_{tag}"
@@ -145,9 +145,10 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
             shortfall[f.name] = problem.cover(f) - served
     cost = selection_cost(problem, counts)
     bound = _dual_bound(prob)
-    # The solver's bound is on the sticky, penalised objective: only a lower bound when it is below cost.
+    # The solver's bound is on the sticky, penalised objective. Running configurations are only ever
+    # discounted, so it is below every plan's true cost too; it bounds the optimum when nothing is short.
     bound = min(bound, cost) if bound is not None and not shortfall else 0.0
-    return Selection(counts, status, cost, shortfall, max(bound * (1 - STICKY_DISCOUNT), 0.0), solver)
+    return Selection(counts, status, cost, shortfall, max(bound, 0.0), solver)
 
 
 def solve_placement(groups: list[Group], nodes: list[tuple[str, float, float, float]], solver: str = "highs",

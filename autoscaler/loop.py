@@ -24,6 +24,21 @@ from autoscaler.predictor import Chain, CopPredictor, ExecPredictor, TablePredic
 
 logger = logging.getLogger(__name__)
 
+# Seconds a Redis read may take before the tick goes on without that function's statistics (one such
+# wait per tick: observe skips Redis for the rest of the tick after a timeout).
+REDIS_TIMEOUT = 2.0
+
+
+def redis_client(url: str) -> Any:
+    """The autoscaler's Redis client: each read bounded by REDIS_TIMEOUT and not retried (redis-py retries
+    a timed-out read three times with back-off by default: 9 s for one read of a Redis that hangs)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+                                retry=Retry(NoBackoff(), 0))
+
 
 def build_predictor(config: AutoscalerConfig) -> ExecPredictor:
     """COP predictions when a profile DB is configured, then the built-in example table."""
@@ -44,9 +59,7 @@ class Autoscaler:
         self.client = client or OpenFaaSClient(config.gateway_url, read_auth(config.secret_mount_path),
                                                config.namespace)
         if redis is None and config.redis_url:
-            import redis as redis_lib
-
-            redis = redis_lib.Redis.from_url(config.redis_url, socket_timeout=5)
+            redis = redis_client(config.redis_url)
         self.redis = redis
         self.predictor = predictor or build_predictor(config)
         if nodes is None:
@@ -55,11 +68,18 @@ class Autoscaler:
         self.memory = GuardMemory()
         # The snapshot of the latest tick (``faas-infer plan`` prints what runs now from it).
         self.last_snapshot = None
+        # Why each function was last left as it runs (logged at INFO when it changes, not every tick).
+        self._left: dict[str, str] = {}
+        if not self.redis:
+            logger.warning("no Redis: the autoscaler sees no arrivals and no queue, so it changes nothing; "
+                           "variants also need the shared queue to receive requests (set redis_url)")
 
     def tick(self, now: float, dry_run: bool = False) -> tuple[Plan, list[Change]]:
         """One cycle at ``now`` (monotonic seconds); with ``dry_run`` nothing is changed."""
+        started = time.perf_counter()
         snapshot = self.observer.snapshot(now, time.time())
         self.last_snapshot = snapshot
+        now += time.perf_counter() - started  # decide judges the snapshot's age by the time it is decided
         if isinstance(self.predictor, Chain):
             for p in self.predictor.predictors:
                 if isinstance(p, CopPredictor):
@@ -77,9 +97,14 @@ class Autoscaler:
         self.memory = plan.memory
         todo = changes(plan, snapshot, self.config)
         for fp in plan.functions:
+            said = self._left.pop(fp.name, None)
+            if fp.unchanged:
+                self._left[fp.name] = fp.reason
+                if fp.reason != said:
+                    logger.info("%s left as it runs: %s", fp.name, fp.reason)
             logger.debug("%s: %s", fp.name, fp.reason)
         if todo and not dry_run:
-            apply(todo, self.client, self.redis)
+            apply(todo, self.client)
         return plan, todo
 
 

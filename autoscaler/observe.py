@@ -1,7 +1,8 @@
 """observe: read the OpenFaaS API, Redis (batcher.stats) and the node inventory into a frozen Snapshot.
 
 Failures never raise: a backend that cannot be read is logged at ERROR and named in ``problems``; a
-function without data gets ``rate=None`` (decide then leaves it as it runs).
+function without data gets ``rate=None`` (decide then leaves it as it runs). Variants whose parent is gone
+(or no longer carries the SLO annotation) are listed as ``orphans`` for act to remove.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
-from autoscaler.snapshot import FunctionState, Measurement, Node, Snapshot
+from autoscaler.snapshot import FunctionState, Measurement, Node, Orphan, Snapshot
 from autoscaler.variants import memory_of, parse_parent, parse_variant, slo_of
 from faas_infer.stack import ANNOTATION_MODEL, LABEL_PARENT
 
@@ -25,6 +26,13 @@ def _int_label(labels: dict, key: str) -> int | None:
         return None
 
 
+def _unreachable(exc: Exception) -> bool:
+    """True when Redis itself did not answer (as opposed to one function's data being unreadable)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
+
+
 class Observer:
     """Builds snapshots; remembers when each function last had traffic (for keep-warm)."""
 
@@ -35,6 +43,9 @@ class Observer:
         self.redis = redis
         self.nodes = nodes
         self._last_traffic: dict[str, float] = {}
+        # The error of this tick's first failed Redis read (the others are skipped: a Redis that does not
+        # answer would otherwise cost a socket timeout per function, one after another).
+        self._redis_failed: Exception | None = None
 
     def snapshot(self, now: float, epoch: float) -> Snapshot:
         """Everything decide needs, as of ``now`` (loop clock) and ``epoch`` (wall clock, for Redis times)."""
@@ -50,38 +61,53 @@ class Observer:
             logger.error("OpenFaaS API: %s", exc)
             return Snapshot(now, (), nodes, tuple(problems + [f"openfaas: {exc}"]))
         default_node = nodes[0].name if len(nodes) == 1 else ""
+        managed = {str(st["name"]) for st in statuses
+                   if LABEL_PARENT not in (st.get("labels") or {}) and slo_of(st) is not None}
+        names = {str(st["name"]) for st in statuses}
         variants: dict[str, list] = {}
+        orphans = []
         for status in statuses:
             v = parse_variant(status, self.config.default_memory)
-            if v is not None:
-                variants.setdefault(status["labels"][LABEL_PARENT], []).append(v)
-        functions = []
-        for status in statuses:
-            labels = status.get("labels") or {}
-            slo = slo_of(status)
-            if LABEL_PARENT in labels or slo is None:
+            if v is None:
                 continue
+            parent = status["labels"][LABEL_PARENT]
+            if parent in managed:
+                variants.setdefault(parent, []).append(v)
+            else:
+                why = "no longer carries the latency SLO annotation" if parent in names else "is gone"
+                orphans.append(Orphan(v, parent, f"its parent {parent} {why}"))
+        functions = []
+        self._redis_failed = None
+        for status in statuses:
             name = str(status["name"])
+            if name not in managed:
+                continue
+            labels = status.get("labels") or {}
             parent = parse_parent(status, self.config.default_memory, default_node)
             rate, depth, measured, live, idle = self._queue(name, epoch, problems)
             functions.append(FunctionState(
-                name, slo, (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate, depth, idle,
-                memory_of(status, self.config.default_memory), _int_label(labels, "com.openfaas.scale.min"),
-                _int_label(labels, "com.openfaas.scale.max"), (parent, *variants.get(name, ())), measured, live,
-                dict(status)))
-        return Snapshot(now, tuple(functions), nodes, tuple(problems))
+                name, slo_of(status) or 0.0, (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate,
+                depth, idle, memory_of(status, self.config.default_memory),
+                _int_label(labels, "com.openfaas.scale.min"), _int_label(labels, "com.openfaas.scale.max"),
+                (parent, *variants.get(name, ())), measured, live, dict(status)))
+        return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
     def _queue(self, fn: str, epoch: float, problems: list[str]):
         if self.redis is None:
             return None, 0, (), 0, None
         from batcher import stats
 
+        if self._redis_failed is not None:  # one unanswered read per tick, not one per function
+            problems.append(f"redis {fn}: skipped ({self._redis_failed})")
+            return None, 0, (), 0, None
         try:
             window = max(1, int(self.config.rate_window))
             s = stats.read_function_stats(self.redis, fn, epoch, self.config.heartbeat_timeout, (window,))
         except Exception as exc:  # noqa: BLE001 - a failing Redis must not stop the loop
             logger.error("redis stats of %s: %s", fn, exc)
             problems.append(f"redis {fn}: {exc}")
+            if _unreachable(exc):
+                self._redis_failed = exc
             return None, 0, (), 0, None
         rate = s.arrival_rate.get(window, 0.0)
         if rate > 0 or s.depth > 0:
@@ -93,6 +119,9 @@ class Observer:
                 cpu = float(inst.facts.get("cpu_limit") or 1.0)
             except ValueError:
                 cpu = 1.0
-            gpu = float(inst.facts.get("gpu_share") or 0.0) if inst.facts.get("gpu_share") else 0.0
+            try:
+                gpu = float(inst.facts.get("gpu_share") or 0.0)
+            except ValueError:
+                gpu = 0.0
             measured.extend(Measurement(b, cpu, gpu, t) for b, t in inst.exec_seconds.items() if t > 0)
         return rate, s.depth, tuple(measured), len(s.instances), None if last is None else epoch - last

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from autoscaler.candidates import Candidate
+from autoscaler.snapshot import Measurement
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class GuardMemory:
 
     # {function: ((time, demand), ...)} within the scale-down delay.
     demand_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    # {function: ((time, measured execution times), ...)} within the scale-down delay.
+    measured_history: Mapping[str, tuple[tuple[float, tuple[Measurement, ...]], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ take a ``SelectionProblem`` and answer a ``Selection``; ``lower_bound`` is a pro
 Per function f with candidates k (instances n_fk, integer):
     minimise   sum cost_k n_fk  +  penalty * shortfall_f
     cover_f:   sum r_max_k n_fk + shortfall_f >= demand_f * (1 + headroom)
-    fill_f:    sum r_min_k n_fk <= demand_f                  (INFless: every instance kept busy enough)
+    fill_f:    sum r_min_k n_fk <= demand_f                  (INFless: every instance kept busy enough;
+                                                             x (1 + stickiness) while instances run)
     count_f:   min_f <= sum n_fk <= max_f
     pool:      sum cpu_k n_fk <= CPU, likewise GPU and memory
 """
@@ -31,8 +32,10 @@ class FunctionDemand:
     demand: float
     min_count: int = 0
     max_count: int = 64
-    # Candidate keys running now, made marginally cheaper so equal-cost choices do not churn.
-    current: frozenset[str] = frozenset()
+    # Instances running now per candidate key ((key, count), ...): up to that many of a configuration are
+    # priced ``SelectionProblem.stickiness`` lower, so that noise does not churn (and an extra instance of
+    # a running configuration costs what a new one of another does).
+    current: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,18 @@ class SelectionProblem:
     gpu: float
     memory: float
     headroom: float = 0.2
+    # Relative discount on the cost of configurations running now (``AutoscalerConfig.switch_margin``).
+    stickiness: float = 1e-3
 
     def cover(self, f: FunctionDemand) -> float:
         """Capacity (requests per second) the function should get."""
         return f.demand * (1.0 + self.headroom)
+
+    def fill_limit(self, f: FunctionDemand) -> float:
+        """The most the instances' ``r_min`` may add up to: the demand, and ``stickiness`` more while the
+        function runs instances (hysteresis: instances kept a little underfilled are not swapped for
+        others at every few percent of noise in their measured times)."""
+        return f.demand * (1.0 + self.stickiness) if f.current else f.demand
 
     def penalty(self, f: FunctionDemand) -> float:
         """Price of one unserved request per second: far above serving it with the worst candidate."""

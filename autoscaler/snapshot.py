@@ -46,6 +46,10 @@ class Variant:
     replicas: int = 1
     # True for the user's own deployment (the front door): counted as capacity, never changed.
     pinned: bool = False
+    # Replicas the provider reports ready (availableReplicas); a variant still starting is not removed.
+    ready: int = 0
+    # Its FunctionStatus as read from the API (image, envVars...): act compares it with what it should be.
+    status: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class FunctionState:
     slo: float
     # Model reference for the predictor (com.faas-infer.model), e.g. functions/resnet.
     model: str = ""
-    # Requests per second arriving (Redis arrivals, else Prometheus); None when unknown.
+    # Requests per second arriving at the function's instances, refused ones included (Redis arrivals);
+    # None when unknown.
     rate: float | None = None
     # Requests waiting in the shared queue.
     queue_depth: int = 0
@@ -98,3 +103,19 @@ class Snapshot:
     nodes: tuple[Node, ...]
     # What could not be read, for the log and for the plan's reason.
     problems: tuple[str, ...] = ()
+    # Variants whose parent is gone or no longer carries the SLO annotation; they hold resources until act
+    # deletes them.
+    orphans: tuple["Orphan", ...] = ()
+    # Wall-clock seconds at ``taken_at`` (ages of variants from their createdAt); 0 when unknown.
+    taken_epoch: float = 0.0
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A variant left without a managed parent."""
+
+    variant: Variant
+    # The parent's name (its com.faas-infer.parent label).
+    parent: str
+    # Why it counts as an orphan, in a few words.
+    reason: str

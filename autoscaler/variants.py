@@ -1,8 +1,10 @@
 """Variants, pure: their names, their FunctionDeployment built from the parent's, and parsing them back.
 
 A variant is ``<fn>-<config key>-<node>-<shard>`` (e.g. ``resnet-b4-c500-g0-host1-0``): the parent's
-image and spec with its own batch config (envVars ``max_batch_size``, ``batch_timeout``, ``latency_slo``,
-``cpu_limit``, ``function_name=<fn>`` so it pulls from the parent's queue), limits (cpu, memory,
+image and spec with its own batch config (envVars ``max_batch_size``, ``latency_slo``, ``exec_prior``,
+``cpu_limit``, ``gpu_share``, ``function_name=<fn>`` so it pulls from the parent's queue; no
+``batch_timeout``, so the watchdog derives its wait from the SLO, the load and the batch running, as it does
+for the parent, instead of always waiting ``SLO - t_exec`` for a batch to fill), limits (cpu, memory,
 ``nvidia.com/gpu``), a node constraint, and labels linking it to the parent and recording its
 configuration. A group of more instances than ``max_replicas_per_variant`` is split into shards.
 """
@@ -24,6 +26,9 @@ LABEL_CPU = "com.faas-infer.cpu"
 LABEL_GPU = "com.faas-infer.gpu"
 # Labels of the parent a variant must not copy (the platform would scale the variant by them).
 _NOT_COPIED = ("com.openfaas.scale.",)
+# Environment of the parent a variant must not inherit: a batch timeout set for the parent's batch size (an
+# explicit timeout also turns off the watchdog's adaptive wait), and settings the variant sets itself.
+_NOT_INHERITED = ("batch_timeout", "gpu_share", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
 
 
 def slug(text: str, limit: int = 20) -> str:
@@ -45,10 +50,9 @@ def shards(count: int, per_variant: int) -> list[int]:
 def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, node: str, slo: float,
                  multi_node: bool) -> dict[str, Any]:
     """The FunctionDeployment of a variant of ``parent`` (a FunctionStatus or FunctionDeployment dict)."""
-    env = dict(parent.get("envVars") or {})
-    env.update({"max_batch_size": str(c.batch), "batch_timeout": f"{c.timeout:.6f}",
-                "latency_slo": f"{slo:.6f}", "cpu_limit": f"{c.cpu:g}", "function_name": fn,
-                "exec_prior": f"{c.batch}:{c.t_exec:.6f}"})
+    env = {k: v for k, v in (parent.get("envVars") or {}).items() if k not in _NOT_INHERITED}
+    env.update({"max_batch_size": str(c.batch), "latency_slo": f"{slo:.6f}", "cpu_limit": f"{c.cpu:g}",
+                "function_name": fn, "exec_prior": f"{c.batch}:{c.t_exec:.6f}"})
     if c.gpu:
         env["gpu_share"] = f"{c.gpu:g}"
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(round(c.gpu * 100)))
@@ -79,7 +83,8 @@ def parse_variant(status: Mapping[str, Any], default_memory: int) -> Variant | N
     try:
         return Variant(str(status["name"]), int(labels[LABEL_BATCH]), float(labels[LABEL_CPU]),
                        float(labels.get(LABEL_GPU, 0)), memory_of(status, default_memory), labels.get(LABEL_NODE, ""),
-                       int(status.get("replicas", 0) or 0))
+                       int(status.get("replicas", 0) or 0), ready=int(status.get("availableReplicas", 0) or 0),
+                       status=dict(status))
     except (KeyError, ValueError):
         return None
 

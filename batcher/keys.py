@@ -5,15 +5,15 @@ use their parent's name, so all instances of a function share one queue). Values
 
     fi:{fn}:queue                   list  queued requests, pushed left, taken right (the shared batch queue)
     fi:{fn}:claimed:{inst}          list  requests taken by ``inst`` and not yet answered (reclaimed if it dies)
-    fi:{fn}:arrivals                hash  {epoch second -> requests arrived}, trimmed to a few minutes
+    fi:{fn}:arrivals                hash  {epoch second -> requests arrived, refused ones included}, trimmed
+                                          to a few minutes
     fi:{fn}:instances               zset  {instance -> last heartbeat, epoch seconds}
     fi:{fn}:instance:{inst}         hash  instance facts (host, port, pid, cpu, memory, started_at, live batch
                                           config, served count); expires unless refreshed by heartbeats
-    fi:{fn}:config:{inst}           hash  live batch config written by the autoscaler
-                                          {max_batch_size, batch_timeout, latency_slo}
+    fi:{fn}:config:{inst}           hash  live batch config {max_batch_size, batch_timeout, latency_slo},
+                                          set by an operator (read with every heartbeat)
     fi:{fn}:exec:{inst}             hash  {batch size -> smoothed execution seconds}
-    fi:{fn}:stats                   hash  counters: served, expired, reclaimed (refusals are per instance,
-                                          in its metrics)
+    fi:{fn}:stats                   hash  counters: served, expired, reclaimed, refused
     fi:inbox:{inst}                 list  responses for requests that arrived at instance ``inst``
     fi:functions                    set   names of functions that have used the shared queue
 """

@@ -69,6 +69,10 @@ class BatchQueue(Protocol):
     def ran_here(self) -> None:
         """Count a request that ``may_run_here`` let run at once."""
 
+    def refused(self) -> None:
+        """Count a request the instance refused (429 or 503) as an arrival all the same: demand the
+        autoscaler must see, which the queue itself never does."""
+
 
 class QueueClosed(RuntimeError):
     """``put`` on a closed queue."""
@@ -158,6 +162,9 @@ class LocalBatchQueue:
 
     def ran_here(self) -> None:
         """Nothing to count: the instance's own metrics count every request."""
+
+    def refused(self) -> None:
+        """Nothing to count: the instance's metrics count refusals (faas_infer_requests_refused_total)."""
 
     def close(self) -> None:
         """Refuse new items and wake waiters; waiting items are still handed out."""

@@ -94,6 +94,7 @@ class RedisBatchQueue:
                                      self._own_item, max_block=socket_timeout / 2)
         self._arrivals: collections.Counter[int] = collections.Counter()
         self._ran_here = 0
+        self._refused = 0
         self._beats = 0
         self._local = LocalBatchQueue(clock)
         self._waiting: dict[str, _Waiting] = {}
@@ -118,7 +119,7 @@ class RedisBatchQueue:
     def from_config(cls, config: Any, on_redis_state: Callable[[bool], None] | None = None) -> "RedisBatchQueue":
         """A started queue for a ``WatchdogConfig`` (redis_url, function_name, instance_id, limits)."""
         facts = {"port": str(config.port), "cpu_limit": str(config.cpu_limit or ""),
-                 "memory_limit": str(config.memory_limit or "")}
+                 "memory_limit": str(config.memory_limit or ""), "gpu_share": f"{config.gpu_share:g}"}
         return cls(config.redis_url, config.function_name, config.instance_id, config.batch_config(),
                    max_bytes=config.max_request_bytes, facts=facts, on_redis_state=on_redis_state).start()
 
@@ -201,6 +202,12 @@ class RedisBatchQueue:
         with the next heartbeat like the others."""
         self._arrivals[int(time.time())] += 1
         self._ran_here += 1
+
+    def refused(self) -> None:
+        """Count a refused request: an arrival (the function's demand, which the autoscaler reads from the
+        arrivals) and a refusal (``fi:{fn}:stats`` refused), both sent with the next heartbeat."""
+        self._arrivals[int(time.time())] += 1
+        self._refused += 1
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5,
                    not_before: Callable[[], float | None] | None = None) -> list[Pending]:
@@ -340,8 +347,9 @@ class RedisBatchQueue:
         self._facts.update(live_config.to_fields(self._config))
         arrivals, self._arrivals = self._arrivals, collections.Counter()
         ran_here, self._ran_here = self._ran_here, 0
+        refused, self._refused = self._refused, 0
         result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), arrivals,
-                               time.time(), self.stale_after, served=ran_here)
+                               time.time(), self.stale_after, served=ran_here, refused=refused)
         self._remote.note_depth(result.depth)
         self._beats += 1
         if self._beats % 60 == 0:

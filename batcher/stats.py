@@ -22,7 +22,7 @@ STALE_AFTER = 3.0
 ARRIVALS_KEEP = 300
 # Windows (seconds) over which arrival rates are reported.
 WINDOWS = (1, 10, 60)
-COUNTERS = ("served", "expired", "reclaimed")
+COUNTERS = ("served", "expired", "reclaimed", "refused")
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,12 @@ class FunctionStats:
     depth: int
     # Requests taken by an instance and not yet answered (running, or about to be reclaimed).
     claimed: int
-    # Arrivals per second over each window in ``WINDOWS`` (last full seconds), keyed by window seconds.
+    # Arrivals per second over each window in ``WINDOWS`` (last full seconds), keyed by window seconds:
+    # every request that reached an instance, the ones it refused (429, 503) included.
     arrival_rate: Mapping[int, float]
     # Live instances, ordered by id.
     instances: tuple[InstanceStats, ...]
-    # Function counters: served, expired, reclaimed.
+    # Function counters: served, expired, reclaimed, refused.
     counters: Mapping[str, int]
 
 
@@ -95,6 +96,11 @@ def served_commands(fn: str, inst: str, served: int, expired: int = 0) -> list[t
     if expired:
         commands.append(("HINCRBY", keys.stats(fn), "expired", expired))
     return commands
+
+
+def record_refused(pipe: Any, fn: str, refused: int) -> None:
+    """Count requests the function's instances refused (429 or 503; their arrivals are counted too)."""
+    pipe.hincrby(keys.stats(fn), "refused", refused)
 
 
 def trim_arrivals(client: Any, fn: str, now: float, keep: int = ARRIVALS_KEEP) -> int:

@@ -146,7 +146,9 @@ def _start_sidecars(session: _Session) -> list[str]:
     from faas_infer.ports import free_port
     from provider import sidecars
 
-    no_autoscaler = session.args.no_autoscaler
+    # Without Redis there is nothing to scale: the autoscaler reads arrivals from it, and its variants take
+    # their requests from the shared queue.
+    no_autoscaler = session.args.no_autoscaler or not session.redis_url
     secrets_path = session.secret_path if session.auth_on else ""
     autoscaler_port = free_port(preferred=8082)  # the port `faas-infer top` looks at by default
     prometheus = sidecars.prometheus(sys.executable, session.run_dir, session.url, 9090,
@@ -164,7 +166,9 @@ def _start_sidecars(session: _Session) -> list[str]:
         session.lines.append(("autoscaler", f"running (pid {child.proc.pid}, metrics {autoscaler.url}, "
                                             f"log {child.log_path})"))
     else:
-        session.lines.append(("autoscaler", "disabled (--no-autoscaler)" if no_autoscaler else "not available"))
+        why = ("--no-autoscaler" if session.args.no_autoscaler
+               else "no Redis: nothing to observe or share a queue through")
+        session.lines.append(("autoscaler", f"disabled ({why})" if no_autoscaler else "not available"))
     top = f"faas-infer top --gateway {session.url}" + (f" --prometheus {prometheus.url}" if prometheus else "")
     plan = f"faas-infer plan --gateway {session.url}" + \
         (f" --redis-url {session.redis_url}" if session.redis_url else "") + \

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from autoscaler.act import changes
 from autoscaler.config import AutoscalerConfig
 from autoscaler.decide import decide
-from autoscaler.snapshot import Node, Variant
+from autoscaler.snapshot import Node, Orphan, Variant
 from autoscaler.variants import parse_variant, shards, variant_name
 from autoscaler_fakes import GiB, LinearPredictor, fn, snapshot
 
-PARENT = {"name": "f", "image": "img:1", "envProcess": "python index.py", "envVars": {"A": "1", "max_batch_size": "8"},
+PARENT = {"name": "f", "image": "img:1", "envProcess": "python index.py",
+          "envVars": {"A": "1", "max_batch_size": "8", "batch_timeout": "20ms"},
           "labels": {"com.openfaas.scale.min": "1", "team": "x"}, "annotations": {"com.faas-infer.latency_slo": "100ms"},
           "limits": {"memory": "256Mi", "cpu": "1"}}
 
@@ -28,7 +32,9 @@ def test_new_instances_are_deployed_as_linked_variants():
     assert spec["image"] == "img:1" and spec["envProcess"] == "python index.py"
     assert spec["labels"]["com.faas-infer.parent"] == "f" and "com.openfaas.scale.min" not in spec["labels"]
     assert spec["envVars"]["function_name"] == "f" and spec["envVars"]["A"] == "1"
-    assert float(spec["envVars"]["batch_timeout"]) < float(spec["envVars"]["latency_slo"])
+    # The watchdog derives the wait from the SLO and the load: the parent's timeout is for its batch size
+    assert "batch_timeout" not in spec["envVars"] and float(spec["envVars"]["latency_slo"]) == 0.1
+    assert spec["envVars"]["exec_prior"].startswith(f"{spec['envVars']['max_batch_size']}:")
     assert spec["limits"]["cpu"].endswith("m") and spec["constraints"] == []  # one node: no constraint
     status = {"name": spec["service"], "labels": spec["labels"], "limits": spec["limits"], "replicas": 1}
     v = parse_variant(status, 1)
@@ -43,8 +49,8 @@ def test_only_differences_are_sent_and_capacity_comes_first():
     stale = Variant("f-b64-c4000-g0-n1-0", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1)
     plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=(keep, stale)))
     todo = changes(plan, snap, cfg)
-    assert [c.kind for c in todo] == sorted((c.kind for c in todo), key=["deploy", "scale-up", "scale-down",
-                                                                        "delete"].index)
+    assert [c.kind for c in todo] == sorted((c.kind for c in todo), key=["deploy", "update", "scale-up",
+                                                                        "scale-down", "delete"].index)
     assert ("delete", stale.name) in [(c.kind, c.name) for c in todo]
     assert keep.name not in [c.name for c in todo if c.kind == "deploy"]
 
@@ -64,3 +70,56 @@ def test_node_constraints_on_clusters_and_nothing_for_invalid_plans():
     assert all(any("kubernetes.io/hostname" in x for x in c.spec["constraints"]) for c in changes(plan, snap, cfg))
     plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT), nodes=())
     assert changes(plan, snap, cfg) == []
+
+
+def running_as_planned(parent=PARENT, created_ago: float = 3600.0, **kw):
+    """The plan for ``parent`` carried out: its variants running with the specs act deployed, as the API
+    lists them (``created_ago`` seconds old)."""
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=parent), **kw)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - created_ago))
+    running = []
+    for c in changes(plan, snap, cfg):
+        status = {**c.spec, "name": c.name, "replicas": c.replicas, "availableReplicas": c.replicas,
+                  "createdAt": created}
+        running.append(parse_variant(status, 256 * 1024**2))
+    return tuple(running)
+
+
+def test_variants_follow_their_parents_image_environment_and_slo():
+    running = running_as_planned()
+    assert running and all(v is not None for v in running)
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=running))
+    assert changes(plan, snap, cfg) == []  # as deployed: nothing to do
+    for parent, what in (({**PARENT, "image": "img:2"}, "image"),
+                         ({**PARENT, "envVars": {**PARENT["envVars"], "A": "2"}}, "envVars A"),
+                         ({**PARENT, "annotations": {**PARENT["annotations"], "x": "y"}}, "annotations x")):
+        plan, snap, cfg = plan_for(fn("f", 500.0, spec=parent, variants=running))
+        todo = changes(plan, snap, cfg)
+        assert {c.kind for c in todo} == {"update"} and len(todo) == len(running), todo
+        assert all(what in c.reason for c in todo) and todo[0].spec["image"] == parent["image"]
+    plan, snap, cfg = plan_for(fn("f", 500.0, slo=0.08, spec=PARENT, variants=running))
+    assert any(c.kind == "update" and "latency_slo" in c.reason for c in changes(plan, snap, cfg))
+
+
+def test_a_new_execution_time_prior_alone_restarts_nothing():
+    running = running_as_planned()
+    moved = tuple(dataclasses.replace(v, status={**v.status, "envVars": {**v.status["envVars"], "exec_prior": "1:9"}})
+                  for v in running)
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=moved))
+    assert changes(plan, snap, cfg) == []
+
+
+def test_a_young_variant_is_kept_until_min_variant_age_and_orphans_go_at_once():
+    young = running_as_planned(created_ago=5.0)
+    plan, snap, cfg = plan_for(fn("f", 0.0, spec=PARENT, variants=young), keep_warm=0)  # nothing wanted
+    snap = dataclasses.replace(snap, taken_epoch=time.time())
+    assert [c.kind for c in changes(plan, snap, cfg)] == []
+    old = running_as_planned(created_ago=60.0)
+    plan, snap, cfg = plan_for(fn("f", 0.0, spec=PARENT, variants=old), keep_warm=0)
+    snap = dataclasses.replace(snap, taken_epoch=time.time())
+    assert {c.kind for c in changes(plan, snap, cfg)} == {"delete"}
+    orphan = Orphan(dataclasses.replace(young[0], name="gone-b1-c500-g0-n1-0"), "gone", "its parent gone is gone")
+    plan, snap, cfg = plan_for(fn("f", 0.0, spec=PARENT, variants=young), keep_warm=0)
+    snap = dataclasses.replace(snap, taken_epoch=time.time(), orphans=(orphan,))
+    assert [(c.kind, c.name, c.fn, c.reason) for c in changes(plan, snap, cfg)] == [
+        ("delete", orphan.variant.name, "gone", "its parent gone is gone")]  # young as it is, not kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -10,7 +11,8 @@ import autoscaler.decide as decide_module
 from autoscaler.config import AutoscalerConfig
 from autoscaler.decide import decide
 from autoscaler.selection import Selection
-from autoscaler.snapshot import Measurement, Node, Variant
+from autoscaler.candidates import config_key
+from autoscaler.snapshot import Measurement, Node, Orphan, Variant
 from autoscaler_fakes import GiB, LinearPredictor, fn, snapshot
 
 PREDICTOR = LinearPredictor(scale={"slow": 4.0})
@@ -142,3 +144,51 @@ def test_current_configuration_is_kept_when_nothing_changes():
     second = decide(again, PREDICTOR, config(), 1.0, first.memory)
     for a, b in zip(first.functions, second.functions):
         assert sorted((t.key, t.node, t.count) for t in a.targets) == sorted((t.key, t.node, t.count) for t in b.targets)
+
+
+def churn(cfg, ticks: int = 10, wobble: float = 0.05) -> list[int]:
+    """Instances started or stopped per tick when a parent's measured time alternates by +-``wobble``
+    at a steady demand (noise, as seen live), carrying out each plan exactly."""
+    parent = Variant("f", 8, 1.0, 0.0, 256 * 1024**2, "n1", 1, pinned=True)
+    running, memory, out = (), None, []
+    for i in range(ticks):
+        factor = 1 + wobble if i % 2 else 1 - wobble
+        measured = (Measurement(8, 1.0, 0.0, factor * PREDICTOR.exec_seconds("f", 8, 1.0, 0.0)),)
+        snap = snapshot([fn("f", 1000.0, variants=(parent, *running), measured=measured)],
+                        (Node("n1", 8, 16 * GiB),), taken_at=5.0 * i)
+        plan = decide(snap, PREDICTOR, cfg, 5.0 * i, memory)
+        memory = plan.memory
+        targets = {(t.key, t.node): t for t in plan.function("f").targets}
+        before = {(config_key(v.batch, v.cpu, v.gpu), v.node) for v in running for _ in range(v.replicas)}
+        out.append(sum(abs(t.count - sum(1 for v in running if (config_key(v.batch, v.cpu, v.gpu), v.node) == k))
+                       for k, t in targets.items()) + sum(1 for k in before if k not in targets))
+        running = tuple(Variant(f"f-{t.key}-{k}", t.candidate.batch, t.candidate.cpu, t.candidate.gpu,
+                                t.candidate.memory, t.node, 1) for t in targets.values() for k in range(t.count))
+    return out
+
+
+def test_noise_in_measured_times_does_not_swap_configurations_back_and_forth():
+    steady = churn(config())
+    assert sum(steady[2:]) == 0, steady  # after the first slower reading is held, nothing moves
+    assert sum(churn(config(switch_margin=0.0, scale_down_delay=0.0))[2:]) > 0  # without the guards it churns
+
+
+def test_orphaned_variants_hold_their_resources_until_removed():
+    node = Node("n1", 2, 16 * GiB)
+    orphan = Orphan(Variant("gone-b1-c1000-g0-n1-0", 1, 1.5, 0.0, 256 * 1024**2, "n1", 1), "gone", "gone")
+    free = decide(snapshot([fn("m", 400.0)], (node,)), PREDICTOR, config(), 0.0)
+    held = decide(dataclasses.replace(snapshot([fn("m", 400.0)], (node,)), orphans=(orphan,)), PREDICTOR, config(), 0.0)
+    used = lambda plan: sum(t.count * t.candidate.cpu for t in plan.function("m").targets)  # noqa: E731
+    assert used(free) > 0.5 and used(held) <= 0.5 + 1e-9
+
+
+def test_a_pinned_parent_counts_only_at_a_batch_size_that_meets_the_slo():
+    slow = Variant("m", 64, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)  # 68 ms a batch of 64 > SLO/2
+    plan = decide(snapshot([fn("m", 0.0, variants=(slow,))]), PREDICTOR, config(keep_warm=0), 0.0)
+    assert plan.function("m").capacity == pytest.approx(32 / PREDICTOR.exec_seconds("m", 32, 1.0, 0.0))
+
+
+def test_a_model_without_any_timing_says_so():
+    plan = decide(snapshot([fn("unknown", 10.0)]), PREDICTOR, config(), 0.0)  # the predictor knows nothing
+    x = plan.function("unknown")
+    assert x.unchanged and "no execution time known for model unknown" in x.reason

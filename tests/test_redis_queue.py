@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from batcher import keys, wire
+from batcher import keys, stats, wire
 from batcher.errors import DeadlineExceeded, PayloadTooLarge
 from batcher.policy import BatchConfig, ExecTimeModel
 from batcher.redis_queue import RedisBatchQueue
@@ -198,6 +198,17 @@ def test_requests_run_without_the_queue_are_counted_as_arrivals_and_served(queue
     assert sum(int(v) for v in redis_client.hvals(keys.arrivals(FN))) == 3
     a.put(Request(body=b"x"), deadline())  # nobody takes it: the queue is not empty any more
     wait_until(lambda: not a.may_run_here(), 2, what="queue seen non-empty")
+
+
+def test_refused_requests_are_counted_as_arrivals_and_refusals(queues, redis_client):
+    a = queues("a", beat_interval=0.05)
+    wait_until(lambda: a.up, 2, what="shared queue in use")
+    for _ in range(4):
+        a.refused()
+    a.put(Request(body=b"x"), deadline())
+    wait_until(lambda: stats.read_function_stats(redis_client, FN, time.time() + 1).counters["refused"] == 4, 2,
+               what="refusals counted with the heartbeat")
+    assert sum(int(v) for v in redis_client.hvals(keys.arrivals(FN))) == 5  # the autoscaler's demand
 
 
 def _answer(items) -> None:

@@ -80,6 +80,9 @@ class WatchdogConfig:
     # Run the handler in a child process: a crash or a batch past exec_timeout costs that batch only (a new
     # child is started), and parsing and the model no longer share the HTTP loop's interpreter lock.
     handler_process: bool = False
+    # Share of a GPU this instance was given (0: CPU only); reported with the instance so the autoscaler
+    # files its measured times under the right configuration. The autoscaler sets it on GPU variants.
+    gpu_share: float = 0.0
     # Predicted execution seconds by batch size ("1:0.002,8:0.006"), used until batches are measured;
     # the autoscaler sets it from the COP predictor when it deploys a variant.
     exec_prior: tuple[tuple[int, float], ...] = ()
@@ -100,6 +103,7 @@ class WatchdogConfig:
               "must be set when batch_backend=redis")
         _rule(self.latency_slo is None or self.latency_slo > 0, "latency_slo", self.latency_slo, "must be > 0")
         _rule(self.cpu_limit is None or self.cpu_limit > 0, "cpu_limit", self.cpu_limit, "must be > 0")
+        _rule(0 <= self.gpu_share <= 1, "gpu_share", self.gpu_share, "must be in [0, 1]")
         _rule(self.http_engine in ("asyncio", "gthread"), "http_engine", self.http_engine,
               "must be 'asyncio' or 'gthread'")
         _rule(self.http_threads >= 0, "http_threads", self.http_threads, "must be >= 0 (0 derives it)")
@@ -160,6 +164,13 @@ def _points(text: str) -> tuple[tuple[int, float], ...]:
     return tuple(points)
 
 
+def _float(text: str) -> float:
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise ValueError("must be a number") from None
+
+
 def _int(text: str) -> int:
     try:
         return int(str(text).strip())
@@ -173,5 +184,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "read_timeout": parse_duration, "write_timeout": parse_duration, "exec_timeout": parse_duration,
     "healthcheck_interval": parse_duration, "batch_timeout": parse_duration, "latency_slo": parse_duration,
     "suppress_lock": _bool, "retain_freed_memory": _bool, "handler_process": _bool, "cpu_limit": parse_cpu,
-    "exec_prior": _points,
+    "exec_prior": _points, "gpu_share": _float,
 }

@@ -107,7 +107,9 @@ class Runtime:
         return 200, b"OK"
 
     def too_many(self) -> TooManyRequests:
-        """The 429 for a request over ``max_inflight``, in of-watchdog's wording."""
+        """The 429 for a request over ``max_inflight``, in of-watchdog's wording (counted as an arrival
+        refused, for the autoscaler's demand)."""
+        self.queue.refused()
         return TooManyRequests(f"Concurrent request limit exceeded. Max concurrent requests: "
                                f"{self.config.max_inflight}")
 
@@ -171,6 +173,7 @@ class Runtime:
         if not decision.admitted:
             reason = "queue_full" if decision.predicted is None else "slo"
             self.metrics.refused.inc(reason=reason)
+            self.queue.refused()
             raise Rejected(f"request refused: {decision.reason}")
         now = self.clock()
         if self._may_run_inline(config, timeout, inline_limit, gap, rate):

@@ -48,7 +48,8 @@ def test_rising_then_falling_load(tmp_path, redis_server, redis_client):
         provider.wait_ready("f", 1)
         config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, scale_down_delay=20,
                                   rate_window=3, keep_warm=0, headroom=2.0, cpu_steps=(0.5,),
-                                  batch_sizes=(1, 4, 16), max_replicas_per_variant=1)
+                                  batch_sizes=(1, 4, 16), max_replicas_per_variant=1,
+                                  min_variant_age=0)  # the control clock is synthetic, createdAt is not
         scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),))
         codes: list[int] = []
         errors: list[str] = []

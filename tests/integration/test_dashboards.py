@@ -223,6 +223,11 @@ def test_every_panel_returns_data_and_top_shows_it(stack):
                              + "\n".join(l for l in shown if "bucket" not in l)) from None
     assert stack["exporter"].errors == []
 
+    # The autoscaler's SLO attainment query runs on this Prometheus: every call here is a fast 200.
+    from autoscaler.attainment import read_attainment
+
+    assert read_attainment(prom, {"echo": 10.0, "absent": 1.0}) == {"echo": pytest.approx(1.0)}
+
     # faas-infer top, straight from the endpoints and through Prometheus.
     for source in (["--gateway", stack["provider"].url, "--autoscaler",
                     f"http://{stack['exporter'].target}/metrics"], ["--prometheus", prom]):

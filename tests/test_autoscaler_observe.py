@@ -1,0 +1,95 @@
+"""observe: FunctionStatus lists (as the API answers them) and a real Redis into snapshots."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from autoscaler.config import AutoscalerConfig
+from autoscaler.loop import Autoscaler, redis_client
+from autoscaler.observe import Observer
+from autoscaler.snapshot import Node
+from batcher import stats
+
+NODES = (Node("n1", 4, 8 * 1024**3),)
+SLO = {"com.faas-infer.latency_slo": "100ms"}
+
+
+class Listing:
+    """The OpenFaaS API's function list, as data (observe only reads it)."""
+
+    def __init__(self, statuses: list[dict]) -> None:
+        self.statuses = statuses
+
+    def list_functions(self) -> list[dict]:
+        return self.statuses
+
+
+def variant(name: str, parent: str) -> dict:
+    return {"name": name, "replicas": 1, "labels": {"com.faas-infer.parent": parent, "com.faas-infer.batch": "4",
+                                                    "com.faas-infer.cpu": "0.5", "com.faas-infer.gpu": "0"}}
+
+
+def test_variants_of_a_gone_or_unmanaged_parent_are_orphans(redis_client):
+    listing = Listing([{"name": "f", "annotations": SLO}, {"name": "plain"}, variant("f-b4-c500-g0-0", "f"),
+                       variant("gone-b4-c500-g0-0", "gone"), variant("plain-b4-c500-g0-0", "plain")])
+    snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, time.time())
+    assert [f.name for f in snap.functions] == ["f"]
+    assert [v.name for v in snap.functions[0].variants if not v.pinned] == ["f-b4-c500-g0-0"]
+    assert {(o.variant.name, o.parent, o.reason) for o in snap.orphans} == {
+        ("gone-b4-c500-g0-0", "gone", "its parent gone is gone"),
+        ("plain-b4-c500-g0-0", "plain", "its parent plain no longer carries the latency SLO annotation")}
+
+
+def test_measured_times_of_gpu_instances_are_filed_under_their_share(redis_client):
+    now = time.time()
+    pipe = redis_client.pipeline()
+    stats.record_heartbeat(pipe, "f", "a", now, {"cpu_limit": "1", "gpu_share": "0.5"}, {8: 0.002})
+    pipe.execute()
+    snap = Observer(AutoscalerConfig(), Listing([{"name": "f", "annotations": SLO}]), redis_client,
+                    lambda: NODES).snapshot(0.0, now)
+    assert [(m.batch, m.cpu, m.gpu) for m in snap.functions[0].measured] == [(8, 1.0, 0.5)]
+
+
+def silent_server() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener that accepts connections and never answers (a Redis that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+    threading.Thread(target=accept, daemon=True).start()
+    return server, held
+
+
+def test_a_redis_that_does_not_answer_costs_one_timeout_per_tick_not_one_per_function():
+    server, held = silent_server()
+    try:
+        port = server.getsockname()[1]
+        client = redis_client(f"redis://127.0.0.1:{port}/0")
+        listing = Listing([{"name": f"f{i}", "annotations": SLO} for i in range(6)])
+        snap = Observer(AutoscalerConfig(), listing, client, lambda: NODES).snapshot(0.0, time.time())
+        assert all(f.rate is None for f in snap.functions) and len(snap.problems) == 6
+        assert sum("skipped" in p for p in snap.problems) == 5  # one read waited for, the others skipped
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+def test_a_snapshot_that_took_too_long_to_read_yields_no_decision(redis_client):
+    def slow_nodes():
+        time.sleep(0.3)
+        return NODES
+    scaler = Autoscaler(AutoscalerConfig(max_snapshot_age=0.1, metrics_port=0),
+                        client=Listing([{"name": "f", "annotations": SLO}]), redis=redis_client,
+                        predictor=None, nodes=slow_nodes)
+    plan, todo = scaler.tick(1000.0, dry_run=True)
+    assert not plan.valid and "old" in plan.reason and todo == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import threading
 import time
 from datetime import datetime
 from typing import Iterator
@@ -14,7 +15,8 @@ from flask import Request, Response, stream_with_context
 
 from faas_infer import __version__
 from faas_infer.promtext import CONTENT_TYPE
-from provider.errors import BadRequest, NotFound
+from provider.errors import BadRequest, NotFound, TooManyRequests
+from provider.logstore import HEARTBEAT_SECONDS
 from provider.metrics import GatewayMetrics
 from provider.runtime import Runtime
 from provider.types import DeleteFunctionRequest, FunctionDeployment, ScaleServiceRequest, gateway_info, provider_info
@@ -44,6 +46,7 @@ class SystemApi:
     def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self._follows = threading.BoundedSemaphore(runtime.config.follow_limit)
 
     def list_functions(self, request: Request) -> Response:
         """GET /system/functions"""
@@ -101,13 +104,26 @@ class SystemApi:
             since = _since(request.args.get("since"))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        lines = self.runtime.logs.read(name, tail, since, _flag(request.args.get("follow")),
-                                       request.args.get("instance", ""))
-        return Response(stream_with_context(_ndjson(lines)), 200, content_type="application/x-ndjson")
+        follow = _flag(request.args.get("follow"))
+        if follow and not self._follows.acquire(blocking=False):
+            limit = self.runtime.config.follow_limit
+            raise TooManyRequests(f"too many log follows open (max_follows={limit}): close one or retry later")
+        # A follower gets a blank line after each quiet second: writing it to a client that has gone fails,
+        # which ends the stream and frees its thread (ndjson readers skip blank lines).
+        lines = self.runtime.logs.read(name, tail, since, follow, request.args.get("instance", ""),
+                                       alive=lambda: not self.runtime.stopping,
+                                       heartbeat=HEARTBEAT_SECONDS if follow else 0.0)
+        response = Response(stream_with_context(_ndjson(lines)), 200, content_type="application/x-ndjson")
+        if follow:
+            response.call_on_close(_once(self._follows.release))
+        return response
 
     def healthz(self, request: Request) -> Response:
-        """GET /healthz"""
-        return Response("OK", 200, content_type="text/plain; charset=utf-8")
+        """GET /healthz (with X-Faas-Infer-Token when the config has a healthz_token)"""
+        response = Response("OK", 200, content_type="text/plain; charset=utf-8")
+        if self.runtime.config.healthz_token:
+            response.headers["X-Faas-Infer-Token"] = self.runtime.config.healthz_token
+        return response
 
     def metrics_text(self, request: Request) -> Response:
         """GET /metrics: the gateway metrics."""
@@ -139,4 +155,14 @@ def _since(value: str | None) -> datetime | None:
 def _ndjson(lines) -> Iterator[bytes]:
     yield b""  # sends the headers now: a follower with nothing to read yet knows the stream is open
     for message in lines:
-        yield message.to_json().encode()
+        yield b"\n" if message is None else message.to_json().encode()
+
+
+def _once(release):
+    done = threading.Event()
+
+    def call() -> None:
+        if not done.is_set():
+            done.set()
+            release()
+    return call

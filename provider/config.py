@@ -46,6 +46,9 @@ class ProviderConfig:
     drain_interval: float = 0.5
     # Seconds between health checks of ready replicas.
     health_interval: float = 1.0
+    # A replica that fails every health check for this long after being marked unhealthy is killed and
+    # restarted (a Kubernetes liveness probe): a hung process must not hold its slot forever.
+    liveness_timeout: float = 30.0
     # Seconds between memory (RSS) checks of every replica.
     memory_interval: float = 0.25
     # Most replicas one function may have; larger scale requests are clamped to it.
@@ -58,6 +61,15 @@ class ProviderConfig:
     threads: int = 128
     # Lines of log kept in memory per function.
     log_lines: int = 10000
+    # Most ``/system/logs?follow=1`` streams at once (each holds an HTTP thread, so never more than half the
+    # threads); more are answered 429.
+    max_follows: int = 32
+    # Seconds a deleted function's logs stay readable before their buffer and open file are dropped
+    # (the file stays on disk).
+    log_retention: float = 60.0
+    # Sent back by /healthz in X-Faas-Infer-Token when set: lets the process that started the provider tell
+    # it from another server already answering on the port.
+    healthz_token: str = ""
     # Process to watch: when it exits, the provider stops everything (0: none).
     parent_pid: int = 0
     # Python that runs ``-m watchdog`` for each replica.
@@ -69,12 +81,19 @@ class ProviderConfig:
               "must be auto, true or false")
         _rule(self.max_replicas >= 1, "max_replicas", self.max_replicas, "must be >= 1")
         _rule(self.threads >= 4, "threads", self.threads, "must be >= 4")
+        _rule(self.max_follows >= 1, "max_follows", self.max_follows, "must be >= 1")
+        _rule(self.log_retention >= 0, "log_retention", self.log_retention, "must be >= 0")
         for key in ("ready_timeout", "cold_start_timeout", "health_interval", "memory_interval",
-                    "restart_backoff", "restart_backoff_max"):
+                    "restart_backoff", "restart_backoff_max", "liveness_timeout"):
             _rule(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
         if self.auth_enabled:
             _rule(bool(self.secret_mount_path), "secret_mount_path", self.secret_mount_path,
                   "must name the folder with basic-auth-user and basic-auth-password when basic auth is on")
+
+    @property
+    def follow_limit(self) -> int:
+        """Log follows allowed at once: max_follows, leaving at least half the threads to everything else."""
+        return min(self.max_follows, self.threads // 2)
 
     @property
     def auth_enabled(self) -> bool:
@@ -121,9 +140,10 @@ def _bool_text(text: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "port": int, "max_replicas": int, "threads": int, "log_lines": int, "parent_pid": int,
+    "port": int, "max_replicas": int, "threads": int, "log_lines": int, "parent_pid": int, "max_follows": int,
     "basic_auth": _bool_text, "ready_timeout": parse_duration, "cold_start_timeout": parse_duration,
     "drain_interval": parse_duration, "health_interval": parse_duration, "memory_interval": parse_duration,
     "restart_backoff": parse_duration, "restart_backoff_max": parse_duration,
+    "liveness_timeout": parse_duration, "log_retention": parse_duration,
     "stack_file": os.path.abspath, "run_dir": os.path.abspath, "secret_mount_path": os.path.abspath,
 }

@@ -5,6 +5,7 @@
     ├── Unauthorized       401  basic auth on and missing or wrong credentials
     ├── NotFound           404  no such function
     ├── Conflict           409  POST of a function that already exists
+    ├── TooManyRequests    429  too many log follows open at once
     └── Unavailable        503  no ready replica for an invocation
 """
 
@@ -39,6 +40,12 @@ class Conflict(ProviderError):
     """The function already exists."""
 
     status = 409
+
+
+class TooManyRequests(ProviderError):
+    """A bounded resource (log follows) is all in use; the client may retry later."""
+
+    status = 429
 
 
 class Unavailable(ProviderError):

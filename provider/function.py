@@ -40,12 +40,14 @@ class Limits:
         return cls(cpu if cpu else None, memory if memory else None)
 
 
-def min_replicas(spec: FunctionDeployment) -> int:
-    """Replicas on deploy and after a scale from zero: label com.openfaas.scale.min (default 1, at least 1)."""
+def min_replicas(spec: FunctionDeployment, max_replicas: int) -> int:
+    """Replicas on deploy and after a scale from zero: label com.openfaas.scale.min (default 1), kept within
+    1..``max_replicas`` as the scale API keeps its requests."""
     try:
-        return max(1, int(spec.labels.get(LABEL_SCALE_MIN, "1")))
+        wanted = int(spec.labels.get(LABEL_SCALE_MIN, "1"))
     except ValueError:
-        return 1
+        wanted = 1
+    return min(max(1, wanted), max_replicas)
 
 
 def queue_name(spec: FunctionDeployment) -> str:

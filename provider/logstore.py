@@ -1,7 +1,9 @@
 """Function logs: every line a replica writes (and the provider's events about it), kept per function.
 
 Lines are held in a bounded buffer per function and appended to ``<run_dir>/logs/<name>.log``; readers
-get them as ``LogMessage`` records, optionally following new lines as they arrive.
+get them as ``LogMessage`` records, optionally following new lines as they arrive. A follower that waits
+gets a ``None`` about once a ``heartbeat``, so the HTTP layer can write something and learn that its client
+has gone. A deleted function's buffer and open file are dropped a grace period after it is retired.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 from datetime import datetime, timezone
 from typing import IO, Iterator
 
 from provider.types import LogMessage
 
 PROVIDER_INSTANCE = "provider"
+HEARTBEAT_SECONDS = 1.0
 
 
 class LogStore:
@@ -27,6 +31,7 @@ class LogStore:
         self._cond = threading.Condition()
         self._lines: dict[str, collections.deque[tuple[int, LogMessage]]] = {}
         self._files: dict[str, IO[str]] = {}
+        self._retiring: dict[str, float] = {}  # name -> monotonic time its buffer and file are dropped
         self._seq = 0
         self.closed = False
         if folder:
@@ -55,24 +60,62 @@ class LogStore:
             return bool(self._lines.get(name))
 
     def read(self, name: str, tail: int = -1, since: datetime | None = None, follow: bool = False,
-             instance: str = "", alive=lambda: True) -> Iterator[LogMessage]:
-        """Kept lines (the last ``tail`` when >= 0, those after ``since``), then new ones while ``follow``."""
+             instance: str = "", alive=lambda: True,
+             heartbeat: float = 0.0) -> Iterator[LogMessage | None]:
+        """Kept lines (the last ``tail`` when >= 0, those after ``since``), then new ones while ``follow``;
+        with ``heartbeat`` > 0 a follower also gets ``None`` after each ``heartbeat`` seconds without a line.
+        A follow ends when ``alive()`` turns false, at shutdown, or when ``name``'s logs are dropped."""
         with self._cond:
-            everything = list(self._lines.get(name, ()))
+            buffer = self._lines.get(name)
+            everything = list(buffer or ())
         last = everything[-1][0] if everything else 0
         kept = [(s, m) for s, m in everything if _wanted(m, since, instance)]
         if tail >= 0:
             kept = kept[len(kept) - tail:] if tail else []
         for _, message in kept:
             yield message
+        quiet_since = time.monotonic()
         while follow and alive() and not self.closed:
             with self._cond:
-                self._cond.wait(0.5)
-                fresh = [(s, m) for s, m in self._lines.get(name, ()) if s > last]
+                self._cond.wait(min(0.5, heartbeat) if heartbeat > 0 else 0.5)
+                current = self._lines.get(name)
+                if buffer is not None and current is not buffer:
+                    return  # forgotten (deleted and past its retention)
+                buffer = current
+                fresh = [(s, m) for s, m in (current or ()) if s > last]
             for seq, message in fresh:
                 last = seq
                 if _wanted(message, since, instance):
+                    quiet_since = time.monotonic()
                     yield message
+            if heartbeat > 0 and time.monotonic() - quiet_since >= heartbeat:
+                quiet_since = time.monotonic()
+                yield None
+
+    def retire(self, name: str, grace: float, now: float) -> None:
+        """``name`` was deleted: drop its buffer and close its file at ``now + grace`` unless ``keep`` comes first."""
+        with self._cond:
+            if name in self._lines or name in self._files:
+                self._retiring[name] = now + grace
+
+    def keep(self, name: str) -> None:
+        """``name`` is deployed again: its logs are no longer due to be dropped."""
+        with self._cond:
+            self._retiring.pop(name, None)
+
+    def sweep(self, now: float) -> list[str]:
+        """Drop the retired functions whose grace period is over; returns their names."""
+        with self._cond:
+            due = [name for name, at in self._retiring.items() if at <= now]
+            for name in due:
+                del self._retiring[name]
+                self._lines.pop(name, None)
+                out = self._files.pop(name, None)
+                if out is not None:
+                    out.close()
+            if due:
+                self._cond.notify_all()  # their followers end
+            return due
 
     def end_follows(self) -> None:
         """Wake followers and end their streams (shutdown); lines are still recorded."""

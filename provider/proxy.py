@@ -2,7 +2,9 @@
 
 As faas-provider's proxy: method, sub-path, query, headers and body go through (chunked bodies arrive
 decoded), ``X-Forwarded-Host``/``-For`` are added when missing, and the watchdog's status, headers and body
-come back. Connections to replicas are pooled and kept alive. A request that cannot reach any replica in
+come back. As the gateway does, every request gets ``X-Call-Id`` (the caller's, else a new uuid4) and
+``X-Start-Time`` (unix nanoseconds when the provider took it), sent to the replica and set on every answer.
+Connections to replicas are pooled and kept alive. A request that cannot reach any replica in
 ``cold_start_timeout`` gets 503 ``No endpoints available for: NAME.``
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from http import HTTPStatus
 from typing import Callable, Iterable
 
@@ -22,6 +25,7 @@ from provider.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
+TRACE_HEADERS = frozenset(("x-call-id", "x-start-time"))
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"))
 
@@ -64,6 +68,8 @@ class Proxy:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         """Serve one ``/function/...`` request."""
         started = time.perf_counter()
+        trace = (("X-Call-Id", environ.get("HTTP_X_CALL_ID") or str(uuid.uuid4())),
+                 ("X-Start-Time", str(time.time_ns())))
         segment, _, _ = environ.get("PATH_INFO", "")[len("/function/"):].partition("/")
         name, namespace = split_name(segment, self.runtime.config.namespace)
         self.metrics.on_start(name)
@@ -72,18 +78,20 @@ class Proxy:
             status, headers, body = _no_endpoints(name)
         else:
             self.runtime.count_invocation(name)
-            status, headers, body = self._forward(fn, environ)
+            status, headers, body = self._forward(fn, environ, trace)
         self.metrics.on_done(name, status, time.perf_counter() - started)
+        headers = [(k, v) for k, v in headers if k.lower() not in TRACE_HEADERS] + list(trace)
         headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {_reason(status)}", headers)
         return [body]
 
-    def _forward(self, fn: FunctionState, environ: dict) -> Answer:
+    def _forward(self, fn: FunctionState, environ: dict, trace: tuple[tuple[str, str], ...]) -> Answer:
         try:
             body = environ["wsgi.input"].read()
         except Exception as exc:  # noqa: BLE001 - a client that breaks off mid-body
             return _error(400, f"cannot read the request body: {exc}\n")
-        headers = _request_headers(environ)
+        headers = {k: v for k, v in _request_headers(environ).items() if k.lower() not in TRACE_HEADERS}
+        headers.update(trace)
         target = _target(environ)
         timeout = urllib3.Timeout(connect=2.0, read=write_timeout(fn.spec) + 10)
         method = environ["REQUEST_METHOD"]

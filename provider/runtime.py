@@ -77,8 +77,10 @@ class Runtime:
                 raise Conflict(f"function {name} already exists in namespace {namespace}")
             function_dir = self.catalog.resolve(spec)
             if existing is None:
-                fn = FunctionState(spec, function_dir, limits, self.lock, desired=min_replicas(spec))
+                fn = FunctionState(spec, function_dir, limits, self.lock,
+                                   desired=min_replicas(spec, self.config.max_replicas))
                 self.functions[name] = fn
+                self.logs.keep(name)
                 self.logs.event(name, f"deployed {spec.image} from {function_dir} with {fn.desired} replica(s)")
             else:
                 existing.spec, existing.function_dir, existing.limits = spec, function_dir, limits
@@ -162,7 +164,7 @@ class Runtime:
                 if replica is not None:
                     return replica
                 if fn.desired == 0:
-                    fn.desired = min_replicas(fn.spec)
+                    fn.desired = min_replicas(fn.spec, self.config.max_replicas)
                     self.logs.event(fn.name, f"scale from zero to {fn.desired} replica(s) for a request")
                     self.supervisor.wake.set()
                 left = deadline - time.monotonic()
@@ -178,11 +180,14 @@ class Runtime:
         with self.lock:
             return list(self.functions.values()) + list(self.retired)
 
-    def forget(self, fn: FunctionState) -> None:
-        """Drop a deleted function whose replicas are all gone."""
+    def forget(self, fn: FunctionState, now: float | None = None) -> None:
+        """Drop a deleted function whose replicas are all gone; its logs go ``log_retention`` later unless the
+        name is deployed again."""
         with self.lock:
             if fn in self.retired:
                 self.retired.remove(fn)
+            if fn.name not in self.functions and all(r.name != fn.name for r in self.retired):
+                self.logs.retire(fn.name, self.config.log_retention, time.monotonic() if now is None else now)
 
     def notify(self) -> None:
         """Wake request threads waiting for a replica, and the supervisor."""

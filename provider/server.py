@@ -2,6 +2,8 @@
 
 Shutdown order on SIGTERM, SIGINT or SIGQUIT (or when ``parent_pid`` exits): stop waiting for replicas and
 end log follows, stop accepting, finish the requests in flight, then drain and stop every replica.
+A worker that dies otherwise (killed, out of memory) takes the whole provider down with exit code 1, after
+killing the replicas it left in the run dir: a fresh worker would serve an empty runtime.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.errors import HaltServer
 
 from provider.auth import Credentials
 from provider.catalog import Catalog
@@ -41,6 +44,7 @@ class ProviderApplication(BaseApplication):
             "timeout": 0, "graceful_timeout": SHUTDOWN_SECONDS, "keepalive": 75, "backlog": 2048,
             "accesslog": None, "loglevel": "warning", "proc_name": "faas-infer-provider",
             "post_worker_init": _post_worker_init, "worker_exit": _worker_exit,
+            "child_exit": _child_exit,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -95,9 +99,22 @@ def _worker_exit(server: Any, worker: Any) -> None:
         runtime.shutdown(SHUTDOWN_SECONDS - 5)
 
 
+def _child_exit(server: Any, worker: Any) -> None:
+    """In the arbiter, when the worker has exited: unless we are stopping, halt (exit 1) instead of letting
+    gunicorn start a worker with no functions, and kill the replicas the dead one leaves behind."""
+    if not server.LISTENERS:  # stopping: gunicorn closes its sockets before it stops the worker
+        return
+    from provider.up import sweep_replicas
+
+    run_dir = _STATE.get("run_dir") or ""
+    swept = sweep_replicas(run_dir) if run_dir else 0
+    raise HaltServer(f"worker (pid {worker.pid}) died: provider stopping, {swept} replica(s) killed", 1)
+
+
 def serve(config: ProviderConfig) -> None:
     """Run until signalled."""
     _STATE["parent_pid"] = config.parent_pid
+    _STATE["run_dir"] = config.run_dir
     ProviderApplication(config).run()
 
 

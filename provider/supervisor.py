@@ -2,8 +2,10 @@
 
 One thread does every start and stop, so process management never races. Each tick, per function:
 reap exited processes (a crash is logged, counted and restarted with backoff), enforce the memory limit,
-health-check, start or drain replicas to reach the desired count (an update replaces the old generation
-only once the new one is ready), and move draining replicas on to SIGTERM and, if overdue, SIGKILL.
+health-check (a replica failing every check for ``liveness_timeout`` after turning unhealthy is killed, and so
+restarted, as by a Kubernetes liveness probe), start or drain replicas to reach the desired count (an update
+replaces the old generation only once the new one is ready), and move draining replicas on to SIGTERM and,
+if overdue, SIGKILL.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Supervisor:
         busy = False
         for fn in self.runtime.all_functions():
             busy |= self._reconcile(fn, now, check_memory)
+        self.runtime.logs.sweep(now)
         return busy
 
     def _reconcile(self, fn: FunctionState, now: float, check_memory: bool) -> bool:
@@ -79,7 +82,7 @@ class Supervisor:
         if changed:
             self.runtime.notify()
         if fn.deleted and not fn.replicas:
-            self.runtime.forget(fn)
+            self.runtime.forget(fn, now)
         return any(r.state not in (State.READY, State.UNHEALTHY) for r in fn.replicas) or changed
 
     def _reap(self, fn: FunctionState, now: float) -> bool:
@@ -147,7 +150,20 @@ class Supervisor:
                     self.runtime.logs.event(fn.name, f"replica {replica.instance_id} failed "
                                                      f"{HEALTH_FAILURES} health checks: not routed to")
                     return True
+                if replica.state is State.UNHEALTHY and replica.health_failures >= 2 * HEALTH_FAILURES and \
+                        now - replica.state_since >= self.config.liveness_timeout:
+                    self._kill_hung(fn, replica, now)
+                    return True
         return False
+
+    def _kill_hung(self, fn: FunctionState, replica: Replica, now: float) -> None:
+        """Kill a replica that stayed unhealthy: the crash path restarts it (SIGKILL ends a stopped one too)."""
+        replica.fault = (f"killed: failed {replica.health_failures} health checks in a row, unhealthy for "
+                         f"{now - replica.state_since:.0f}s (liveness_timeout={self.config.liveness_timeout:g}s)")
+        replica.set_state(State.KILLED)
+        replica.kill()
+        self.runtime.logs.event(fn.name, f"replica {replica.instance_id} {replica.fault}")
+        logger.warning("function %s: replica %s %s", fn.name, replica.instance_id, replica.fault)
 
     def _scale(self, fn: FunctionState, now: float) -> bool:
         with fn.lock:

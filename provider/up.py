@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,14 +115,18 @@ class Platform:
         return f"redis://127.0.0.1:{port}/0"
 
     def start_provider(self, flags: dict[str, str], url: str) -> Child:
-        """``python -m provider`` with ``flags``; returns once /healthz answers."""
+        """``python -m provider`` with ``flags``; returns once its /healthz answers with the token we gave it
+        (so never on another server that holds the port)."""
+        ensure_port_free(flags.get("bind_address", "127.0.0.1"), int(flags["port"]))
+        token = secrets.token_hex(8)
+        flags = dict(flags, healthz_token=token)
         argv = [sys.executable, "-m", "provider"]
         for key, value in flags.items():
             argv += ["--" + key.replace("_", "-"), str(value)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([_repo()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         child = self.spawn("provider", argv, env, stop_seconds=graceful_seconds())
-        _wait(lambda: requests.get(url + "/healthz", timeout=1).status_code == 200, 30, child, "the provider")
+        _wait(lambda: answers_as(url, token), 30, child, "the provider")
         return child
 
     def start_sidecar(self, sidecar: Sidecar) -> Child:
@@ -141,6 +147,24 @@ class Platform:
     def first_dead(self) -> Child | None:
         """A child that exited on its own, if any."""
         return next((c for c in self.children if not c.alive()), None)
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """``UpError`` naming the port when something already listens on it (checked as gunicorn binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UpError(f"port {port} on {host} is already in use ({exc.strerror}): stop what serves it "
+                          f"or pass --port") from None
+
+
+def answers_as(url: str, token: str) -> bool:
+    """Whether the provider at ``url`` answers /healthz with ``token`` (its healthz_token)."""
+    response = requests.get(url + "/healthz", timeout=1)
+    return response.status_code == 200 and response.headers.get("X-Faas-Infer-Token") == token
 
 
 def sweep_replicas(run_dir: str) -> int:

@@ -114,7 +114,7 @@ def test_watchdog_settings_follow_spec_and_env_wins():
                               annotations={"com.faas-infer.latency_slo": "100ms"},
                               labels={"com.faas-infer.parent": "resnet", "com.openfaas.scale.min": "2"})
     settings = watchdog_settings(spec, Limits.of(spec), "/h", "redis://127.0.0.1:1/0", 0.5)
-    assert settings["function_name"] == "resnet" == queue_name(spec) and min_replicas(spec) == 2
+    assert settings["function_name"] == "resnet" == queue_name(spec) and min_replicas(spec, 32) == 2
     assert settings["cpu_limit"] == "500m" and settings["memory_limit"] == str(256 * 2**20)
     assert settings["latency_slo"] == "100ms" and settings["batch_backend"] == "redis"
     env = replica_env({"port": "1", "PATH": "/bin", "TMPDIR": "/x"}, {"latency_slo": "1s"}, {"port": "2"})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+import uuid
 
 import pytest
 import requests
@@ -52,12 +54,43 @@ def check(url: str, exchange: dict) -> None:
         assert body == body_bytes(expected), what
         assert headers.get("content-type") == content_type, what
         assert "x-duration-seconds" in headers or status == 503, what
+        check_trace(request, headers, what)
     else:
         assert body == body_bytes(expected), f"{what}: {body!r}"
         if expected["status"] >= 400:
             assert headers["content-type"] == "text/plain; charset=utf-8"
         if expected["status"] == 202:
             assert "content-type" not in headers and headers["content-length"] == "0"
+
+
+def check_trace(request: dict, headers: dict[str, str], what: str) -> None:
+    """X-Call-Id is the caller's or a fresh uuid4; X-Start-Time is unix nanoseconds, as the gateway sends."""
+    sent = {k.lower(): v for k, v in request["headers"].items()}
+    call_id = headers.get("x-call-id", "")
+    if sent.get("x-call-id"):
+        assert call_id == sent["x-call-id"], what
+    else:
+        assert uuid.UUID(call_id).version == 4, what
+    start = headers.get("x-start-time", "")
+    assert start.isdigit() and abs(int(start) - time.time_ns()) < 120 * 10**9, f"{what}: {start!r}"
+
+
+def test_client_to_gateway_invocations_get_the_gateways_headers(provider):
+    """Every header a client saw from the real gateway on invocations (values that differ per call excepted),
+    including on the 503 for an unknown function."""
+    url = provider.url
+    check(url, fixture("gateway-to-provider/deploy-post.json")[0])
+    settle(url)
+    ignored = {"date", "server", "connection", "x-served-by"}
+    for step in ("invoke-json", "invoke-binary", "invoke-namespaced-path-query", "invoke-unknown"):
+        for exchange in fixture(f"client-to-gateway/{step}.json"):
+            request, expected = exchange["request"], exchange["response"]
+            status, headers, body = send(url, request)
+            assert status == expected["status"] and body == body_bytes(expected), step
+            missing = {k.lower() for k in expected["headers"]} - ignored - set(headers)
+            assert not missing, f"{step}: {sorted(missing)}"  # ours may add some (X-Batch-Size)
+            assert len(headers["x-start-time"]) == len(expected["headers"]["X-Start-Time"]), step
+            check_trace(request, headers, step)
 
 
 def test_faas_cli_session(provider):

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import uuid
 
 import psutil
 import pytest
@@ -54,6 +55,22 @@ def test_deploy_invoke_passes_everything_through(provider, inspect_dir):
     status = provider.status("fn")
     assert status["invocationCount"] == 1 and status["replicas"] == 1
     assert status["faasInfer"]["instances"][0]["cores"] == seen["affinity"]
+
+
+def test_invocations_carry_call_id_and_start_time(provider, inspect_dir):
+    provider.deploy("fn", inspect_dir)
+    provider.wait_ready("fn", 1)
+    answer = invoke(provider.url, "fn", headers={"X-Call-Id": "abc-123"})
+    seen = answer.json()["headers"]
+    assert answer.headers["X-Call-Id"] == seen["X-Call-Id"] == "abc-123"
+    assert answer.headers["X-Start-Time"] == seen["X-Start-Time"] and seen["X-Start-Time"].isdigit()
+    fresh = invoke(provider.url, "fn")
+    assert uuid.UUID(fresh.headers["X-Call-Id"]).version == 4
+    assert fresh.json()["headers"]["X-Call-Id"] == fresh.headers["X-Call-Id"]
+    assert int(fresh.headers["X-Start-Time"]) >= int(answer.headers["X-Start-Time"])
+    missing = invoke(provider.url, "nope", headers={"X-Call-Id": "xyz"})
+    assert missing.status_code == 503 and missing.headers["X-Call-Id"] == "xyz"
+    assert missing.headers["X-Start-Time"].isdigit()
 
 
 def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
@@ -128,6 +145,27 @@ def test_crashed_replica_is_restarted_and_reported(provider, inspect_dir):
     assert any(e["instance"] == "provider" and "crashed" in e["text"] for e in events)
 
 
+def test_hung_replica_is_killed_and_replaced(tmp_path, inspect_dir):
+    provider = ProviderProcess(str(tmp_path), {"liveness_timeout": "2"}).start()
+    try:
+        provider.deploy("fn", inspect_dir)
+        first = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]
+        os.killpg(first["pid"], signal.SIGSTOP)  # alive but answers nothing, like a deadlock
+        wait_until(lambda: provider.status("fn")["faasInfer"].get("restarts") == 1, 60, what="hung replica killed")
+        status = provider.wait_ready("fn", 1)
+        assert status["faasInfer"]["instances"][0]["instance"] != first["instance"]
+        last_exit = status["faasInfer"]["lastExit"]
+        assert "health checks" in last_exit and first["instance"] in last_exit
+        assert invoke(provider.url, "fn").status_code == 200
+        wait_until(lambda: not psutil.pid_exists(first["pid"]), 10, what="hung replica to be gone")
+    finally:
+        try:
+            os.killpg(first["pid"], signal.SIGCONT)
+        except (ProcessLookupError, PermissionError, NameError):
+            pass
+        assert provider.stop() == 0
+
+
 def test_memory_limit_is_enforced(provider, inspect_dir):
     provider.deploy("fn", inspect_dir, limits={"memory": "200Mi"})
     first = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]
@@ -152,7 +190,23 @@ def test_scale_from_zero_waits_for_a_cold_start_and_logs_follow(provider, inspec
     lines = follow.iter_lines(chunk_size=1)
     texts = []
     while not any("scale from zero" in t for t in texts):
-        texts.append(json.loads(next(lines))["text"])
+        line = next(lines)
+        if line:  # blank lines are the follow's heartbeat
+            texts.append(json.loads(line)["text"])
     follow.close()
     missing = requests.get(provider.url + "/system/logs", params={"name": "nope"}, timeout=5)
     assert missing.status_code == 404
+
+
+def test_a_dead_worker_stops_the_provider_and_its_replicas(tmp_path, inspect_dir):
+    provider = ProviderProcess(str(tmp_path)).start()
+    try:
+        provider.deploy("fn", inspect_dir)
+        replica = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]["pid"]
+        (worker,) = psutil.Process(provider.proc.pid).children()
+        worker.kill()
+        assert provider.proc.wait(30) == 1  # not a fresh worker serving an empty runtime
+        wait_until(lambda: not psutil.pid_exists(replica) or psutil.Process(replica).status() == psutil.STATUS_ZOMBIE,
+                   10, what="the orphaned replica to be killed")
+    finally:
+        provider.stop()

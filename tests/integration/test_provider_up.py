@@ -3,11 +3,13 @@ process stopped with none left behind."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import psutil
 import pytest
@@ -80,3 +82,57 @@ def test_up_reports_a_bad_stack_file(tmp_path):
     result = subprocess.run([sys.executable, "-m", "faas_infer.cli", "up", "-f", str(tmp_path / "missing.yml")],
                             env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "cannot read stack file" in result.stderr
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Another server on the port: answers 200 to everything and notes what it was sent."""
+
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        _Impostor.seen.append(f"{self.command} {self.path}")
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def impostor():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Impostor.seen = []
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_up_refuses_a_port_in_use_and_deploys_nothing_there(tmp_path, impostor):
+    write_handler(str(tmp_path / "echo"), ECHO)
+    (tmp_path / "stack.yml").write_text("version: 1.0\nfunctions:\n  echo:\n    handler: ./echo\n    image: t/echo:1\n")
+    port = impostor.server_address[1]
+    result = subprocess.run([sys.executable, "-m", "faas_infer.cli", "up", "-f", str(tmp_path / "stack.yml"),
+                             "--port", str(port), "--no-redis", "--no-autoscaler"], cwd=str(tmp_path),
+                            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and f"port {port} on 127.0.0.1 is already in use" in errors[0], result.stderr
+    assert not [s for s in _Impostor.seen if "/system/functions" in s]
+
+
+def test_readiness_needs_the_providers_own_token(tmp_path, impostor):
+    from provider.up import answers_as
+    from provider_fixtures import ProviderProcess
+
+    assert not answers_as(f"http://127.0.0.1:{impostor.server_address[1]}", "t0ken")
+    provider = ProviderProcess(str(tmp_path), {"healthz_token": "t0ken"}).start()
+    try:
+        assert answers_as(provider.url, "t0ken") and not answers_as(provider.url, "other")
+    finally:
+        assert provider.stop() == 0

@@ -1,0 +1,99 @@
+"""``/system/logs`` against a real provider: a follow whose client has gone frees its thread, and the number
+of follows open at once is capped (429 beyond it), so abandoned follows cannot hang the API; a deleted
+function's log file is closed after ``log_retention``."""
+
+from __future__ import annotations
+
+import socket
+
+import psutil
+import pytest
+import requests
+
+from provider_fixtures import INSPECT, ProviderProcess
+from helpers import wait_until, write_handler
+
+MAX_FOLLOWS = 4
+
+
+@pytest.fixture
+def provider(tmp_path):
+    flags = {"threads": "8", "max_follows": str(MAX_FOLLOWS), "log_retention": "0.5"}
+    proc = ProviderProcess(str(tmp_path), flags).start()
+    proc.handler = write_handler(str(tmp_path / "inspect"), INSPECT)
+    proc.deploy("quiet", proc.handler)
+    proc.wait_ready("quiet", 1)
+    yield proc
+    assert proc.stop() == 0
+
+
+def open_follow(port: int) -> socket.socket:
+    """A raw follow of the quiet function; returns once the answer's headers arrived."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /system/logs?name=quiet&follow=1&tail=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed before the headers"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def test_abandoned_follows_free_their_threads(provider):
+    for _ in range(3):  # rounds of max_follows clients that go away without reading to the end
+        socks: list[socket.socket] = []
+        wait_until(lambda: open_all(provider.port, socks), 15, interval=0.5,
+                   what=f"{MAX_FOLLOWS} follow slots to be free again")
+        for sock in socks:
+            sock.close()
+    assert requests.get(provider.url + "/system/functions", timeout=10).status_code == 200
+    assert requests.post(provider.url + "/function/quiet", data=b"x", timeout=10).status_code == 200
+
+
+def open_all(port: int, socks: list[socket.socket]) -> bool:
+    """Open max_follows follows into ``socks``; on a 429 close them all and say False."""
+    try:
+        while len(socks) < MAX_FOLLOWS:
+            socks.append(open_follow(port))
+        return True
+    except AssertionError:
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        return False
+
+
+def test_follows_beyond_the_cap_get_429_and_idle_ones_get_heartbeats(provider):
+    socks = [open_follow(provider.port) for _ in range(MAX_FOLLOWS)]
+    try:
+        over = requests.get(provider.url + "/system/logs", params={"name": "quiet", "follow": "1"}, timeout=10)
+        assert over.status_code == 429 and f"max_follows={MAX_FOLLOWS}" in over.text
+        # A quiet follow still gets a blank line now and then (chunk "1\r\n\n\r\n").
+        socks[0].settimeout(10)
+        assert b"\n" in socks[0].recv(4096)
+        # Others still answer while every follow slot is taken.
+        assert requests.get(provider.url + "/healthz", timeout=10).status_code == 200
+        plain = requests.get(provider.url + "/system/logs", params={"name": "quiet", "tail": "5"}, timeout=10)
+        assert plain.status_code == 200
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def open_logs(provider) -> list[str]:
+    """Log files the provider's worker holds open."""
+    (worker,) = psutil.Process(provider.proc.pid).children()
+    return [f.path for f in worker.open_files() if "/logs/" in f.path]
+
+
+def test_deleted_functions_close_their_log_files(provider):
+    for i in range(4):  # as the autoscaler does with its variants
+        assert provider.deploy(f"v-{i}", provider.handler).status_code == 202
+        assert requests.delete(provider.url + "/system/functions", json={"functionName": f"v-{i}"},
+                               timeout=10).status_code == 202
+    wait_until(lambda: not [p for p in open_logs(provider) if "/v-" in p], 30, interval=0.5,
+               what="the deleted functions' log files to be closed")
+    assert [p for p in open_logs(provider) if p.endswith("/quiet.log")]
+    missing = requests.get(provider.url + "/system/logs", params={"name": "v-0"}, timeout=10)
+    assert missing.status_code == 404

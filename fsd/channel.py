@@ -5,6 +5,11 @@ schedule which blocks to expect, so payloads are raw float32 bytes with no indic
 an ``Endpoint`` per (job, rank); an endpoint sends lists of messages (a backend may pack them into few
 wire requests) and receives the blocks of one layer before a deadline, buffering early arrivals.
 Every endpoint meters what it does in the backend's billable units, for the cost model.
+
+An endpoint opened with the job's deadline bounds every backend request by the time left before it, and
+sends nothing once it has passed. When the coordinator gives up on a job it ``abort``s it: every rank
+still waiting for that job's messages raises ``JobAborted`` instead of waiting out the deadline, so the
+worker is free for the next job.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ class Endpoint(Protocol):
 
     def receive(self, layer: int, sources: Collection[int], deadline: float) -> dict[int, bytes]:
         """The blocks of ``layer`` from every rank in ``sources``; ``ChannelTimeout`` after ``deadline``
-        (a ``time.monotonic()`` value) naming what is missing."""
+        (a ``time.monotonic()`` value) naming what is missing, ``JobAborted`` once the job is aborted."""
 
     def usage(self) -> Usage:
         """What this endpoint did so far."""
@@ -103,8 +108,12 @@ class Channel(Protocol):
     # "redis" or "s3": the name used in config and in the cost model's price table.
     kind: str
 
-    def endpoint(self, job: str, rank: int) -> Endpoint:
-        """The endpoint of ``rank`` (COORDINATOR for the coordinator) in ``job``."""
+    def endpoint(self, job: str, rank: int, deadline: float | None = None) -> Endpoint:
+        """The endpoint of ``rank`` (COORDINATOR for the coordinator) in ``job``; with a ``deadline``
+        (``time.monotonic()``), no request outlives it."""
+
+    def abort(self, job: str, ranks: Collection[int], reason: str) -> None:
+        """Tell every rank of ``ranks`` still working on ``job`` to stop (the marker expires by itself)."""
 
     def purge(self, job: str, ranks: Collection[int]) -> Usage:
         """Remove whatever ``job`` left behind; returns the requests that took."""
@@ -120,3 +129,9 @@ def missing_text(layer: int, missing: Collection[int], me: int) -> str:
     names = ", ".join("coordinator" if r == COORDINATOR else f"rank {r}" for r in sorted(missing))
     who = "coordinator" if me == COORDINATOR else f"rank {me}"
     return f"{who}: no layer-{layer} activations from {names} before the deadline (worker dead or message lost)"
+
+
+def aborted_text(job: str, me: int, reason: str) -> str:
+    """The message of the ``JobAborted`` a waiting rank raises."""
+    who = "coordinator" if me == COORDINATOR else f"rank {me}"
+    return f"{who}: job {job} was aborted by the coordinator ({reason})"

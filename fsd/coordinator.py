@@ -3,6 +3,9 @@
 Failure is bounded: the coordinator waits for outputs in short slices and checks the invocations between
 them, so a worker that answers an error or cannot be reached fails the job at once, and a silent one
 (dead mid-job, lost message) fails it when the job's timeout is up, naming the ranks that sent nothing.
+
+Nothing is invoked before the input is checked and sent, and a failed job is aborted on the channel, so
+workers drop it at once instead of waiting out its deadline while the next job queues behind it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from fsd.channel import Channel, Message, Usage
 from fsd.cost import Cost, Prices, run_cost, usage_sum
-from fsd.errors import ChannelTimeout, WorkerFailed
+from fsd.errors import ChannelTimeout, FsdError, WorkerFailed
 from fsd.invoke import HTTP_GRACE, Invoker
 from fsd.partition import COORDINATOR
 from fsd.schedule import CoordinatorPlan
@@ -73,20 +76,27 @@ class Coordinator:
         self.prices, self.memory = prices or Prices(), memory or Memory()
 
     def run(self, x: np.ndarray) -> RunResult:
-        """Infer a (batch, neurons) input; ``WorkerFailed`` or ``ChannelTimeout`` within the timeout."""
+        """Infer a (batch, neurons) input; ``WorkerFailed`` or ``ChannelTimeout`` within the timeout, a
+        ``FsdError`` before any worker is invoked when ``x`` is not (batch, neurons) finite numbers."""
         start = time.monotonic()
-        job, batch = uuid.uuid4().hex, int(x.shape[0])
+        deadline, expires = start + self.timeout, time.time() + self.timeout
+        xt = self._inputs(x)
+        job, batch = uuid.uuid4().hex, int(xt.shape[1])
         ranks = list(range(self.plan.workers))
-        endpoint = self.channel.endpoint(job, COORDINATOR)
-        futures = [self.invoker.submit(JobSpec(job, r, batch, self.timeout)) for r in ranks]
+        endpoint = self.channel.endpoint(job, COORDINATOR, deadline)
+        futures: list[Future] = []
         try:
-            xt = np.ascontiguousarray(x.T, dtype=np.float32)
             endpoint.send([Message(r, 1, COORDINATOR, xt[cols].tobytes())
                            for r, cols in enumerate(self.plan.scatter) if len(cols)])
-            outputs = self._gather(endpoint, futures, batch, start + self.timeout)
-            reports = self._reports(futures, start + self.timeout + HTTP_GRACE)
-        except BaseException:
-            threading.Thread(target=self._purge_later, args=(job, futures), daemon=True).start()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ChannelTimeout(f"coordinator: sending the inputs of job {job} took the whole timeout")
+            futures = [self.invoker.submit(JobSpec(job, r, batch, left, expires)) for r in ranks]
+            outputs = self._gather(endpoint, futures, batch, deadline)
+            reports = self._reports(futures, deadline + HTTP_GRACE)
+        except BaseException as exc:
+            threading.Thread(target=self._clean_up, args=(job, futures, f"{type(exc).__name__}: {exc}"[:300]),
+                             daemon=True).start()
             raise
         purge = self.channel.purge(job, ranks + [COORDINATOR])
         seconds = time.monotonic() - start
@@ -99,6 +109,19 @@ class Coordinator:
                     job, len(ranks), self.channel.kind, batch, seconds, usage.messages, usage.bytes,
                     cost.per_example_usd)
         return result
+
+    def _inputs(self, x: np.ndarray) -> np.ndarray:
+        """``x`` transposed to a contiguous (neurons, batch) float32 array, else a ``FsdError``."""
+        try:
+            with np.errstate(over="ignore"):  # a number beyond float32 becomes inf, refused below
+                x = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise FsdError(f"inputs must be numbers: {exc}") from None
+        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != self.plan.neurons:
+            raise FsdError(f"inputs must be (batch >= 1, {self.plan.neurons}) numbers, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise FsdError("inputs hold NaN or infinity (or a number beyond float32)")
+        return np.ascontiguousarray(x.T)
 
     def _gather(self, endpoint, futures: list[Future], batch: int, deadline: float) -> np.ndarray:
         outputs = np.zeros((self.plan.neurons, batch), dtype=np.float32)
@@ -127,7 +150,13 @@ class Coordinator:
             raise WorkerFailed(f"ranks {late} sent their outputs but their invocations did not return in time")
         return [f.result() for f in futures]
 
-    def _purge_later(self, job: str, futures: list[Future]) -> None:
+    def _clean_up(self, job: str, futures: list[Future], reason: str) -> None:
+        """After a failed job: abort it so that its workers stop now, wait for them, delete what is left."""
+        if futures:
+            try:
+                self.channel.abort(job, list(range(self.plan.workers)), reason)
+            except Exception:  # noqa: BLE001 - best effort; the workers stop at the job's deadline anyway
+                logger.exception("fsd job %s: cannot abort it", job)
         wait(futures, timeout=self.timeout + HTTP_GRACE)
         try:
             self.channel.purge(job, list(range(self.plan.workers)) + [COORDINATOR])

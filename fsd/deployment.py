@@ -12,18 +12,23 @@ from fsd.redis_channel import RedisQueueChannel
 from fsd.schedule import WorkerProgram, coordinator_plan, worker_program
 from fsd.sigv4 import Credentials
 
+# Seconds a Redis request may take before the channel gives up on a Redis that stopped answering.
+REDIS_REQUEST_TIMEOUT = 2.0
+
 
 def make_channel(config: FsdConfig) -> Channel:
-    """The channel the config names; the S3 bucket is created when missing."""
+    """The channel the config names; the S3 bucket is created when missing. No backend request takes
+    longer than FSD_TIMEOUT (Redis: at most ``REDIS_REQUEST_TIMEOUT`` either)."""
     if config.channel == "redis":
         return RedisQueueChannel.from_url(config.redis_url, max_message_bytes=config.max_message_bytes,
-                                          ttl=int(config.timeout) + 60)
+                                          ttl=int(config.timeout) + 60,
+                                          request_timeout=min(REDIS_REQUEST_TIMEOUT, config.timeout))
     from fsd.s3_channel import S3Channel
     from fsd.s3_client import S3Client
 
     creds = (Credentials(config.s3_access_key, config.s3_secret_key, config.s3_region)
              if config.s3_access_key else None)
-    client = S3Client(config.s3_endpoint, creds)
+    client = S3Client(config.s3_endpoint, creds, timeout=config.timeout)
     client.create_bucket(config.s3_bucket)
     return S3Channel(client, config.s3_bucket)
 

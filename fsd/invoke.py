@@ -70,7 +70,7 @@ class LocalInvoker:
         if program is None:
             raise WorkerFailed(f"rank {spec.rank}: no such worker")
         try:
-            return run_worker(program, self.channel.endpoint(spec.job, spec.rank), spec)
+            return run_worker(program, self.channel, spec)
         except FsdError as exc:
             text = str(exc)
             raise WorkerFailed(text if text.startswith(f"rank {spec.rank}:") else f"rank {spec.rank}: {text}") from None

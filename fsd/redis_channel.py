@@ -6,6 +6,12 @@ inboxes in one pipelined round trip, and a receiver blocks on its inbox (BLPOP, 
 more like an SQS batch receive). Requests are metered in SQS's billing unit, one per 64 KiB of payload.
 Frames are bytes: a 4-byte big-endian header length, a JSON header, the payload. Inboxes expire after
 ``ttl`` seconds so a failed job leaves nothing behind for long.
+
+Aborting a job pushes an abort frame (header ``{"abort": reason}``) to every rank's inbox: a rank blocked
+on its inbox wakes at once, and one that starts the job later finds the frame first thing, at no cost to
+healthy jobs. Every request is bounded by the client's socket timeout (``request_timeout``, set explicitly
+by ``from_url`` and kept below FSD_TIMEOUT), a BLPOP slice by half of it, and redis-py's retries are off
+(a retried RPUSH or LPOP would duplicate or lose frames).
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import time
 from typing import Collection, Sequence
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from fsd.channel import Message, Meter, Usage, missing_text, rank_name
-from fsd.errors import ChannelError, ChannelTimeout
+from fsd.channel import Message, Meter, Usage, aborted_text, missing_text, rank_name
+from fsd.errors import ChannelError, ChannelTimeout, JobAborted
 
 PREFIX = "fsd"
 BILLING_CHUNK = 64 * 1024
@@ -42,10 +50,18 @@ def frames(message: Message, max_bytes: int) -> list[bytes]:
     return out
 
 
+def abort_frame(reason: str) -> bytes:
+    """The frame that tells an inbox's rank its job was aborted."""
+    header = json.dumps({"abort": reason}).encode()
+    return _LEN.pack(len(header)) + header
+
+
 def parse_frame(frame: bytes) -> tuple[int, int, int, int, bytes]:
-    """(layer, src, index, count, payload) of a frame."""
+    """(layer, src, index, count, payload) of a frame; ``JobAborted`` (without a rank) for an abort frame."""
     (size,) = _LEN.unpack_from(frame)
     header = json.loads(frame[4:4 + size])
+    if "abort" in header:
+        raise JobAborted(str(header["abort"]))
     return int(header["l"]), int(header["s"]), int(header["i"]), int(header["n"]), frame[4 + size:]
 
 
@@ -59,19 +75,35 @@ class RedisQueueChannel:
 
     kind = "redis"
 
-    def __init__(self, client: redis.Redis, max_message_bytes: int = 256 * 1024, ttl: int = 300) -> None:
+    def __init__(self, client: redis.Redis, max_message_bytes: int = 256 * 1024, ttl: int = 300,
+                 request_timeout: float = 2.0) -> None:
         self.client = client
         self.max_message_bytes = max_message_bytes
         self.ttl = ttl
+        # The client's socket timeout: the longest a request to a Redis that stopped answering takes.
+        self.request_timeout = request_timeout
 
     @classmethod
-    def from_url(cls, url: str, **kwargs) -> "RedisQueueChannel":
-        """A channel on the Redis at ``url``."""
-        return cls(redis.Redis.from_url(url), **kwargs)
+    def from_url(cls, url: str, request_timeout: float = 2.0, **kwargs) -> "RedisQueueChannel":
+        """A channel on the Redis at ``url``; no request to it takes longer than ``request_timeout``."""
+        client = redis.Redis.from_url(url, socket_timeout=request_timeout, socket_connect_timeout=request_timeout,
+                                      retry=Retry(NoBackoff(), 0))
+        return cls(client, request_timeout=request_timeout, **kwargs)
 
-    def endpoint(self, job: str, rank: int) -> "RedisEndpoint":
-        """The inbox endpoint of ``rank`` in ``job``."""
-        return RedisEndpoint(self, job, rank)
+    def endpoint(self, job: str, rank: int, deadline: float | None = None) -> "RedisEndpoint":
+        """The inbox endpoint of ``rank`` in ``job``; it sends nothing after ``deadline``."""
+        return RedisEndpoint(self, job, rank, deadline)
+
+    def abort(self, job: str, ranks: Collection[int], reason: str) -> None:
+        """Push an abort frame to the inbox of every rank in ``ranks``."""
+        pipe = self.client.pipeline(transaction=False)
+        for rank in ranks:
+            pipe.rpush(inbox_key(job, rank), abort_frame(reason))
+            pipe.expire(inbox_key(job, rank), self.ttl)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise ChannelError(f"redis: cannot abort job {job}: {exc}") from None
 
     def purge(self, job: str, ranks: Collection[int]) -> Usage:
         """Delete the job's inboxes."""
@@ -85,8 +117,8 @@ class RedisQueueChannel:
 class RedisEndpoint:
     """Sends by pipelined RPUSH, receives by BLPOP on its own inbox."""
 
-    def __init__(self, channel: RedisQueueChannel, job: str, rank: int) -> None:
-        self.channel, self.job, self.rank = channel, job, rank
+    def __init__(self, channel: RedisQueueChannel, job: str, rank: int, deadline: float | None = None) -> None:
+        self.channel, self.job, self.rank, self.deadline = channel, job, rank, deadline
         self.meter = Meter()
         self._parts: dict[tuple[int, int], list[bytes | None]] = {}
 
@@ -94,6 +126,9 @@ class RedisEndpoint:
         """Push every message's frames to its destination's inbox in one round trip."""
         if not messages:
             return
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise ChannelTimeout(f"rank {rank_name(self.rank)}: job {self.job} passed its deadline before "
+                                 f"layer-{messages[0].layer} activations could be sent")
         pipe = self.channel.client.pipeline(transaction=False)
         keys = set()
         for message in messages:
@@ -124,7 +159,7 @@ class RedisEndpoint:
             if remaining <= 0:
                 missing = [s for s, v in done.items() if v is None]
                 raise ChannelTimeout(missing_text(layer, missing, self.rank))
-            self._pop(key, min(remaining, 1.0))
+            self._pop(key, min(remaining, 1.0, self.channel.request_timeout / 2))
 
     def _pop(self, key: str, timeout: float) -> None:
         try:
@@ -136,7 +171,10 @@ class RedisEndpoint:
             raise ChannelError(f"redis: rank {self.rank} cannot receive in job {self.job}: {exc}") from None
         self.meter.request("receive", billed(sum(len(f) for f in batch)))
         for frame in batch:
-            l, s, i, n, payload = parse_frame(frame)
+            try:
+                l, s, i, n, payload = parse_frame(frame)
+            except JobAborted as exc:
+                raise JobAborted(aborted_text(self.job, self.rank, str(exc))) from None
             parts = self._parts.setdefault((l, s), [None] * n)
             parts[i] = payload
 

@@ -3,6 +3,11 @@
 As in FSD-Inference's S3 channel, a sender PUTs each packed block as an object named
 ``<prefix><job>/<layer>/<src>-<dst>`` and the receiver polls GET on the names it expects (a miss is a 404
 that is still billed) with a short backoff. The coordinator LISTs and DELETEs the job's objects at the end.
+
+Aborting a job PUTs ``<prefix><job>/abort``; a rank that has waited ``abort_check`` seconds without getting
+all it needs GETs it between polls (one GET per ``abort_check``, so healthy jobs pay next to nothing), and
+the clean-up's LIST + DELETE removes it with the rest. With a deadline, every request is bounded by the time
+left before it.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import Collection, Sequence
 
-from fsd.channel import Message, Meter, Usage, missing_text, rank_name
-from fsd.errors import ChannelTimeout
+from fsd.channel import Message, Meter, Usage, aborted_text, missing_text, rank_name
+from fsd.errors import ChannelTimeout, JobAborted
 from fsd.s3_client import S3Client
 
 
@@ -20,19 +25,30 @@ def object_key(prefix: str, job: str, layer: int, src: int, dst: int) -> str:
     return f"{prefix}{job}/{layer}/{rank_name(src)}-{rank_name(dst)}"
 
 
+def abort_key(prefix: str, job: str) -> str:
+    """Name of the object that marks ``job`` aborted (its body is the reason)."""
+    return f"{prefix}{job}/abort"
+
+
 class S3Channel:
     """Blocks as objects in one bucket."""
 
     kind = "s3"
 
     def __init__(self, client: S3Client, bucket: str, prefix: str = "fsd/", poll_start: float = 0.002,
-                 poll_max: float = 0.05) -> None:
+                 poll_max: float = 0.05, abort_check: float = 0.25) -> None:
         self.client, self.bucket, self.prefix = client, bucket, prefix
         self.poll_start, self.poll_max = poll_start, poll_max
+        # Seconds a rank waits between looks at the job's abort marker.
+        self.abort_check = abort_check
 
-    def endpoint(self, job: str, rank: int) -> "S3Endpoint":
-        """The endpoint of ``rank`` in ``job``."""
-        return S3Endpoint(self, job, rank)
+    def endpoint(self, job: str, rank: int, deadline: float | None = None) -> "S3Endpoint":
+        """The endpoint of ``rank`` in ``job``; no request outlives ``deadline``."""
+        return S3Endpoint(self, job, rank, deadline)
+
+    def abort(self, job: str, ranks: Collection[int], reason: str) -> None:
+        """PUT the job's abort marker (one for every rank)."""
+        self.client.put(self.bucket, abort_key(self.prefix, job), reason.encode())
 
     def purge(self, job: str, ranks: Collection[int]) -> Usage:
         """LIST the job's objects and DELETE each."""
@@ -45,10 +61,15 @@ class S3Channel:
 class S3Endpoint:
     """PUT to send, polling GET to receive."""
 
-    def __init__(self, channel: S3Channel, job: str, rank: int) -> None:
-        self.channel, self.job, self.rank = channel, job, rank
+    def __init__(self, channel: S3Channel, job: str, rank: int, deadline: float | None = None) -> None:
+        self.channel, self.job, self.rank, self.deadline = channel, job, rank, deadline
         self.meter = Meter()
         self._got: dict[tuple[int, int], bytes] = {}
+        self._abort_checked = time.monotonic()
+
+    def _left(self) -> float | None:
+        """Seconds a request may take: the time left before the deadline (None: the client's own limit)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     def _key(self, layer: int, src: int, dst: int) -> str:
         return object_key(self.channel.prefix, self.job, layer, src, dst)
@@ -56,7 +77,7 @@ class S3Endpoint:
     def send(self, messages: Sequence[Message]) -> None:
         """PUT one object per message."""
         for m in messages:
-            self.channel.client.put(self.channel.bucket, self._key(m.layer, m.src, m.dst), m.data)
+            self.channel.client.put(self.channel.bucket, self._key(m.layer, m.src, m.dst), m.data, self._left())
             self.meter.request("put")
             self.meter.sent(1, len(m.data))
 
@@ -64,9 +85,13 @@ class S3Endpoint:
         """GET every expected object, polling the missing ones until ``deadline``."""
         wanted = set(sources)
         wait = self.channel.poll_start
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
         while True:
             for src in sorted(s for s in wanted if (layer, s) not in self._got):
-                data = self.channel.client.get(self.channel.bucket, self._key(layer, src, self.rank))
+                if time.monotonic() >= deadline:
+                    break  # no time left for a request: name what is missing instead
+                data = self.channel.client.get(self.channel.bucket, self._key(layer, src, self.rank), self._left())
                 self.meter.request("get")
                 if data is not None:
                     self._got[(layer, src)] = data
@@ -75,8 +100,18 @@ class S3Endpoint:
             if time.monotonic() >= deadline:
                 raise ChannelTimeout(missing_text(layer, {s for s in wanted if (layer, s) not in self._got},
                                                   self.rank))
+            self._check_abort()
             time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             wait = min(wait * 2, self.channel.poll_max)
+
+    def _check_abort(self) -> None:
+        if time.monotonic() - self._abort_checked < self.channel.abort_check:
+            return
+        self._abort_checked = time.monotonic()
+        reason = self.channel.client.get(self.channel.bucket, abort_key(self.channel.prefix, self.job), self._left())
+        self.meter.request("get")
+        if reason is not None:
+            raise JobAborted(aborted_text(self.job, self.rank, reason.decode(errors="replace")))
 
     def usage(self) -> Usage:
         """What this endpoint did so far."""

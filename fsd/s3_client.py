@@ -1,6 +1,8 @@
 """A small S3 client over ``requests``: path-style PUT/GET/DELETE/LIST object, SigV4-signed when given keys.
 
 Enough for the object-storage channel against AWS S3, MinIO or the local test server (``fsd.s3_server``).
+Every request is bounded by the client's ``timeout`` (connect, and each read), or by a shorter one the
+caller passes (the time left before a job's deadline).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from fsd.errors import ChannelError
+from fsd.errors import ChannelError, ChannelTimeout
 from fsd.sigv4 import Credentials, authorization
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -30,8 +32,11 @@ class S3Client:
         self._host = urlsplit(self.endpoint).netloc
 
     def _request(self, method: str, path: str, query: list[tuple[str, str]] | None = None,
-                 body: bytes = b"", ok: tuple[int, ...] = (200,)) -> requests.Response:
+                 body: bytes = b"", ok: tuple[int, ...] = (200,), timeout: float | None = None) -> requests.Response:
         query = query or []
+        timeout = self.timeout if timeout is None else min(self.timeout, timeout)
+        if timeout <= 0:
+            raise ChannelTimeout(f"s3 {method} {path}: no time left before the deadline")
         headers: dict[str, str] = {}
         if self.credentials is not None:
             amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -44,7 +49,9 @@ class S3Client:
         params = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in query)
         try:
             response = self.session.request(method, url + ("?" + params if params else ""), data=body,
-                                            headers=headers, timeout=self.timeout)
+                                            headers=headers, timeout=timeout)
+        except requests.Timeout:
+            raise ChannelTimeout(f"s3 {method} {path}: no answer within {timeout:.3g}s") from None
         except requests.RequestException as exc:
             raise ChannelError(f"s3 {method} {path}: {exc}") from None
         if response.status_code not in ok:
@@ -55,13 +62,13 @@ class S3Client:
         """Create ``bucket``; fine if it exists and is ours."""
         self._request("PUT", f"/{bucket}", ok=(200, 409))
 
-    def put(self, bucket: str, key: str, data: bytes) -> None:
+    def put(self, bucket: str, key: str, data: bytes, timeout: float | None = None) -> None:
         """Store ``data`` at ``key``."""
-        self._request("PUT", f"/{bucket}/{key}", body=data)
+        self._request("PUT", f"/{bucket}/{key}", body=data, timeout=timeout)
 
-    def get(self, bucket: str, key: str) -> bytes | None:
+    def get(self, bucket: str, key: str, timeout: float | None = None) -> bytes | None:
         """The object at ``key``, or None when there is none (404)."""
-        response = self._request("GET", f"/{bucket}/{key}", ok=(200, 404))
+        response = self._request("GET", f"/{bucket}/{key}", ok=(200, 404), timeout=timeout)
         return response.content if response.status_code == 200 else None
 
     def delete(self, bucket: str, key: str) -> None:

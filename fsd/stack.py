@@ -4,7 +4,10 @@ A function annotated ``com.faas-infer.partitioned: "workers=4,channel=redis,part
 is the coordinator clients call. ``expand_partitioned`` fills in its ``FSD_*`` settings (keeping any the
 stack sets) and adds ``<name>-worker-<r>`` for r in 0..W-1: the worker handler (annotation
 ``com.faas-infer.worker_handler``, else ``fsd-worker`` beside the coordinator's handler folder) with the
-same ``FSD_*`` environment plus ``FSD_RANK``. Pure: the caller passes the gateway and Redis it deploys to.
+same ``FSD_*`` environment plus ``FSD_RANK``. The coordinator is pinned to one replica
+(``com.openfaas.scale.max: "1"``, the autoscaler's upper bound), since two coordinators sharing the workers
+make each other's jobs wait and fail; a ``com.openfaas.scale.min`` above 1 on it is refused. Pure: the
+caller passes the gateway and Redis it deploys to.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from faas_infer.stack import Stack, StackError, StackFunction
 ANNOTATION = "com.faas-infer.partitioned"
 WORKER_HANDLER = "com.faas-infer.worker_handler"
 HANDLER = "com.faas-infer.handler"
+SCALE_MIN, SCALE_MAX = "com.openfaas.scale.min", "com.openfaas.scale.max"
 _KEYS = {"workers": "FSD_WORKERS", "channel": "FSD_CHANNEL", "partitioner": "FSD_PARTITIONER"}
 
 
@@ -52,6 +56,9 @@ def expand_partitioned(stack: Stack, gateway_url: str, redis_url: str = "") -> S
 
 def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackFunction, list[StackFunction]]:
     settings = parse_annotation(fn.name, fn.annotations[ANNOTATION])
+    if fn.labels.get(SCALE_MIN, "1").strip() not in ("0", "1"):
+        raise StackError(f"function {fn.name}: {SCALE_MIN}={fn.labels[SCALE_MIN]!r}: a partitioned model's "
+                         "coordinator runs as one replica (0 or 1)")
     worker_function = fn.environment.get("FSD_WORKER_FUNCTION", f"{fn.name}-worker")
     env = {**settings, "FSD_GATEWAY": gateway_url, "FSD_WORKER_FUNCTION": worker_function, **fn.environment}
     if env.get("FSD_CHANNEL", "redis") == "redis" and redis_url:
@@ -65,4 +72,4 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
                        annotations={HANDLER: handler, "com.faas-infer.partition_of": fn.name},
                        labels={k: v for k, v in fn.labels.items() if not k.startswith("com.openfaas.scale")})
                for rank in range(int(settings["FSD_WORKERS"]))]
-    return replace(fn, environment=env), workers
+    return replace(fn, environment=env, labels={**fn.labels, SCALE_MAX: "1"}), workers

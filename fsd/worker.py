@@ -1,16 +1,23 @@
-"""A worker's run of one job: receive inputs, compute its rows layer by layer, exchange, send outputs."""
+"""A worker's run of one job: receive inputs, compute its rows layer by layer, exchange, send outputs.
+
+A job carries an absolute deadline (``expires``, epoch seconds) as well as its length, so a job that
+waited behind another one in the worker's queue gets only the time its coordinator still waits for it,
+and one already over is refused at once. The worker also caps the job at its own FSD_TIMEOUT: one
+invocation cannot hold the worker longer than any job of the deployment may take.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from fsd.channel import Endpoint, Message, Usage
-from fsd.errors import FsdError
+from fsd.channel import Channel, Message, Usage
+from fsd.errors import FsdError, JobAborted
 from fsd.model import activate, matmul
 from fsd.schedule import WorkerProgram
 
@@ -25,24 +32,42 @@ class JobSpec:
     rank: int
     # Samples in the batch.
     batch: int
-    # Seconds the whole job may take; every wait ends by then.
+    # Seconds the job may still take when the worker is invoked (HTTP timeouts are derived from it).
     timeout: float
+    # Epoch seconds (``time.time()``) at which the coordinator stops waiting; every wait ends by then.
+    expires: float
 
     def to_json(self) -> bytes:
         """The invocation body."""
         return json.dumps({"job": self.job, "rank": self.rank, "batch": self.batch,
-                           "timeout": self.timeout}).encode()
+                           "timeout": self.timeout, "expires": self.expires}).encode()
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "JobSpec":
+    def from_json(cls, doc: Any) -> "JobSpec":
         """Parse an invocation body; a ``FsdError`` naming the bad field."""
+        if not isinstance(doc, Mapping):
+            raise FsdError(f"bad job spec: expected a JSON object, got {type(doc).__name__}")
         try:
-            spec = cls(str(doc["job"]), int(doc["rank"]), int(doc["batch"]), float(doc["timeout"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            spec = cls(str(doc["job"]), int(doc["rank"]), int(doc["batch"]), float(doc["timeout"]),
+                       float(doc["expires"]))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise FsdError(f"bad job spec {dict(doc)!r}: {type(exc).__name__}: {exc}") from None
-        if spec.batch < 1 or spec.timeout <= 0:
-            raise FsdError(f"bad job spec: batch={spec.batch} must be >= 1, timeout={spec.timeout} must be > 0")
+        if spec.batch < 1:
+            raise FsdError(f"bad job spec: batch={spec.batch} must be >= 1")
+        if not math.isfinite(spec.timeout) or spec.timeout <= 0:
+            raise FsdError(f"bad job spec: timeout={spec.timeout} must be a finite number > 0")
+        if not math.isfinite(spec.expires):
+            raise FsdError(f"bad job spec: expires={spec.expires} must be a finite epoch time")
         return spec
+
+    def deadline(self, max_timeout: float, now: float, clock: float) -> float:
+        """The ``time.monotonic()`` value (``clock`` is its reading at epoch ``now``) by which this rank
+        stops: the earliest of ``expires``, ``timeout`` and ``max_timeout`` seconds from now; a
+        ``JobAborted`` when that is already past."""
+        left = min(self.expires - now, self.timeout, max_timeout)
+        if left <= 0:
+            raise JobAborted(f"rank {self.rank}: job {self.job} expired {-left:.3f}s before this rank started it")
+        return clock + left
 
 
 @dataclass(frozen=True)
@@ -70,12 +95,14 @@ class WorkerReport:
                    float(doc["wait_seconds"]), Usage.from_json(doc.get("usage") or {}))
 
 
-def run_worker(program: WorkerProgram, endpoint: Endpoint, spec: JobSpec) -> WorkerReport:
-    """Run ``program`` for one job; every wait ends by the job's deadline (``ChannelTimeout`` then)."""
+def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_timeout: float = math.inf) -> WorkerReport:
+    """Run ``program`` for one job; every wait ends by the job's deadline, capped at ``max_timeout`` seconds
+    (``ChannelTimeout`` then), or as soon as the coordinator aborts the job (``JobAborted``)."""
     if spec.rank != program.rank:
         raise FsdError(f"job {spec.job} invoked rank {spec.rank} on the worker of rank {program.rank}")
     start = time.monotonic()
-    deadline = start + spec.timeout
+    deadline = spec.deadline(max_timeout, time.time(), start)
+    endpoint = channel.endpoint(spec.job, spec.rank, deadline)
     compute = wait = 0.0
     previous = np.zeros((0, spec.batch), dtype=np.float32)
     for step in program.steps:

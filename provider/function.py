@@ -18,6 +18,7 @@ from provider.replica import ACTIVE, Replica, State
 from provider.types import FunctionDeployment
 
 LABEL_SCALE_MIN = "com.openfaas.scale.min"
+LABEL_SCALE_MAX = "com.openfaas.scale.max"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,17 @@ def min_replicas(spec: FunctionDeployment, max_replicas: int) -> int:
         wanted = int(spec.labels.get(LABEL_SCALE_MIN, "1"))
     except ValueError:
         wanted = 1
-    return min(max(1, wanted), max_replicas)
+    return min(max(1, wanted), most_replicas(spec, max_replicas))
+
+
+def most_replicas(spec: FunctionDeployment, max_replicas: int) -> int:
+    """The most replicas the function may run: label com.openfaas.scale.max (when a number >= 1) within the
+    provider's ``max_replicas`` (an FSD coordinator, say, must run alone)."""
+    try:
+        label = int(spec.labels.get(LABEL_SCALE_MAX, max_replicas))
+    except ValueError:
+        label = max_replicas
+    return max(1, min(label, max_replicas))
 
 
 def queue_name(spec: FunctionDeployment) -> str:

@@ -18,7 +18,7 @@ from provider.catalog import Catalog
 from provider.config import ProviderConfig
 from provider.cores import CoreAllocator, cores_for
 from provider.errors import BadRequest, Conflict, NotFound
-from provider.function import FunctionState, Limits, min_replicas, watchdog_settings
+from provider.function import FunctionState, Limits, min_replicas, most_replicas, watchdog_settings
 from provider.logstore import LogStore
 from provider.replica import LaunchSpec, Replica, State, launch, replica_env
 from provider.supervisor import Supervisor
@@ -102,10 +102,10 @@ class Runtime:
         self.notify()
 
     def scale(self, name: str, namespace: str, replicas: int) -> None:
-        """Set the desired replicas (clamped to max_replicas)."""
+        """Set the desired replicas (clamped to the function's com.openfaas.scale.max and max_replicas)."""
         fn = self.get(name, namespace)
         with self.lock:
-            target = min(replicas, self.config.max_replicas)
+            target = min(replicas, most_replicas(fn.spec, self.config.max_replicas))
             if target != fn.desired:
                 self.logs.event(name, f"scaled from {fn.desired} to {target} replica(s)")
             fn.desired = target

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
+from concurrent.futures import wait
 
 import numpy as np
 import pytest
 
 from fsd.channel import Message
 from fsd.coordinator import Coordinator
-from fsd.errors import ChannelTimeout, FsdError, WorkerFailed
+from fsd.errors import ChannelTimeout, FsdError, JobAborted, WorkerFailed
 from fsd.invoke import LocalInvoker
 from fsd.model import ModelSpec, forward, generate, inputs
 from fsd.partition import partition, traffic
@@ -18,7 +20,7 @@ from fsd.s3_channel import S3Channel
 from fsd.s3_client import S3Client
 from fsd.s3_server import S3Server
 from fsd.schedule import coordinator_plan, worker_program
-from fsd.worker import JobSpec
+from fsd.worker import JobSpec, run_worker
 
 SPEC = ModelSpec(neurons=192, layers=5, seed=4, weight_jitter=0.5)
 MODEL = generate(SPEC)
@@ -69,8 +71,8 @@ class _Dropping:
     def __init__(self, inner, rank, layer):
         self.inner, self.rank, self.layer, self.kind = inner, rank, layer, inner.kind
 
-    def endpoint(self, job, rank):
-        endpoint = self.inner.endpoint(job, rank)
+    def endpoint(self, job, rank, deadline=None):
+        endpoint = self.inner.endpoint(job, rank, deadline)
         if rank == self.rank:
             send = endpoint.send
             endpoint.send = lambda ms: send([m for m in ms if m.layer != self.layer])
@@ -78,6 +80,9 @@ class _Dropping:
 
     def purge(self, job, ranks):
         return self.inner.purge(job, ranks)
+
+    def abort(self, job, ranks, reason):
+        self.inner.abort(job, ranks, reason)
 
 
 def test_lost_message_gives_a_clear_error_within_the_timeout(redis_server, redis_client):
@@ -107,11 +112,97 @@ def test_redis_receive_names_what_is_missing(redis_server, redis_client):
 
 
 def test_job_spec_round_trip_and_rules():
-    spec = JobSpec("abc", 2, 4, 3.0)
-    import json
-
+    spec = JobSpec("abc", 2, 4, 3.0, 1.7e9)
     assert JobSpec.from_json(json.loads(spec.to_json())) == spec
     with pytest.raises(FsdError, match="bad job spec"):
         JobSpec.from_json({"job": "x"})
     with pytest.raises(FsdError, match="batch=0 must be >= 1"):
-        JobSpec.from_json({"job": "x", "rank": 0, "batch": 0, "timeout": 1})
+        JobSpec.from_json({"job": "x", "rank": 0, "batch": 0, "timeout": 1, "expires": 1.7e9})
+
+
+@pytest.mark.parametrize("body", ["null", "[1]", "[]", '"job"', "3"])
+def test_job_spec_must_be_an_object(body):
+    with pytest.raises(FsdError, match="bad job spec: expected a JSON object"):
+        JobSpec.from_json(json.loads(body))
+
+
+@pytest.mark.parametrize("field, value", [("timeout", "NaN"), ("timeout", "Infinity"), ("timeout", "0"),
+                                          ("expires", "NaN"), ("expires", "-Infinity")])
+def test_job_spec_refuses_non_finite_times(field, value):
+    doc = {"job": "x", "rank": 0, "batch": 1, "timeout": 1, "expires": 1.7e9}
+    doc[field] = json.loads(value)
+    with pytest.raises(FsdError, match=f"{field}=.* must be a finite"):
+        JobSpec.from_json(doc)
+
+
+def test_worker_caps_the_job_at_its_own_timeout(redis_server, redis_client):
+    program = worker_program(MODEL, partition(MODEL, 2, "connectivity"), 0)
+    channel = RedisQueueChannel.from_url(redis_server.url)
+    spec = JobSpec("pinned", 0, 1, 1e9, time.time() + 1e9)  # nobody ever sends this job's inputs
+    started = time.monotonic()
+    with pytest.raises(ChannelTimeout, match="rank 0: no layer-1 activations from coordinator"):
+        run_worker(program, channel, spec, max_timeout=0.5)
+    assert time.monotonic() - started < 5  # the worker's 0.5 s, not the invocation's 1e9 s
+
+
+def test_worker_refuses_a_job_already_expired(redis_server, redis_client):
+    program = worker_program(MODEL, partition(MODEL, 2, "connectivity"), 1)
+    channel = RedisQueueChannel.from_url(redis_server.url)
+    with pytest.raises(JobAborted, match="rank 1: job late expired .* before this rank started it"):
+        run_worker(program, channel, JobSpec("late", 1, 1, 5.0, time.time() - 1))
+    assert not redis_client.keys("fsd:*")  # refused before touching the channel
+
+
+class _Recording:
+    """An invoker that keeps every spec and future it was asked for."""
+
+    def __init__(self, inner):
+        self.inner, self.specs, self.futures = inner, [], []
+
+    def submit(self, spec):
+        self.specs.append(spec)
+        self.futures.append(self.inner.submit(spec))
+        return self.futures[-1]
+
+
+@pytest.mark.parametrize("bad", [X[:, :-1], X[None], np.full((1, SPEC.neurons), np.nan, dtype=np.float32),
+                                 np.full((1, SPEC.neurons), 1e39), np.empty((0, SPEC.neurons))])
+def test_bad_input_fails_before_any_worker_is_invoked(redis_server, redis_client, bad):
+    coordinator, _ = _coordinator(RedisQueueChannel.from_url(redis_server.url), 2)
+    recording = coordinator.invoker = _Recording(coordinator.invoker)
+    with pytest.raises(FsdError, match="inputs"):
+        coordinator.run(bad)
+    assert recording.specs == [] and not redis_client.keys("fsd:*")
+    np.testing.assert_allclose(coordinator.run(X).outputs, EXPECTED, rtol=1e-5, atol=1e-6)
+
+
+def test_job_spec_carries_the_coordinators_deadline(redis_server, redis_client):
+    coordinator, _ = _coordinator(RedisQueueChannel.from_url(redis_server.url), 2, timeout=5.0)
+    recording = coordinator.invoker = _Recording(coordinator.invoker)
+    before = time.time()
+    coordinator.run(X)
+    assert [s.rank for s in recording.specs] == [0, 1]
+    assert all(before < s.expires <= time.time() + 5.0 and 0 < s.timeout <= 5.0 for s in recording.specs)
+
+
+@pytest.mark.parametrize("kind", ["redis", "s3"])
+def test_a_failed_job_is_aborted_so_its_workers_stop_at_once(request, kind):
+    if kind == "redis":
+        request.getfixturevalue("redis_client")
+        channel = RedisQueueChannel.from_url(request.getfixturevalue("redis_server").url)
+    else:
+        channel = request.getfixturevalue("s3_channel")
+    parts = partition(MODEL, 3, "connectivity")
+    programs = {r: worker_program(MODEL, parts, r) for r in range(3)}
+    programs[1] = worker_program(MODEL, parts, 0)  # rank 1 fails at once; ranks 0 and 2 wait for its messages
+    coordinator, _ = _coordinator(channel, 3, timeout=30.0, programs=programs)
+    recording = coordinator.invoker = _Recording(coordinator.invoker)
+    with pytest.raises(WorkerFailed, match="rank 1: job .* invoked rank 1"):
+        coordinator.run(X)
+    wait(recording.futures, timeout=10)
+    assert all(f.done() for f in recording.futures)  # well before the job's 30 s
+    aborted = [f.exception() for r, f in enumerate(recording.futures) if r != 1]
+    assert all(isinstance(e, WorkerFailed) and "was aborted by the coordinator" in str(e) for e in aborted), aborted
+    coordinator.invoker = recording.inner
+    coordinator.invoker.programs[1] = worker_program(MODEL, parts, 1)
+    np.testing.assert_allclose(coordinator.run(X).outputs, EXPECTED, rtol=1e-5, atol=1e-6)

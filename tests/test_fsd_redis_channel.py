@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from fsd.channel import Message
+from fsd.errors import ChannelError, ChannelTimeout, JobAborted
 from fsd.partition import COORDINATOR
 from fsd.redis_channel import RedisQueueChannel, billed, frames, inbox_key, parse_frame
+from helpers import RedisServer, free_port
 
 
 def test_frames_split_and_reassemble():
@@ -33,3 +39,47 @@ def test_blocks_arrive_out_of_order_and_are_buffered(redis_server, redis_client)
     channel.endpoint("j", COORDINATOR).send([Message(COORDINATOR, 9, 1, b"z")])
     assert channel.purge("j", [0, 1, 2, COORDINATOR]).requests == {"delete": 4}
     assert not redis_client.keys("fsd:*")
+
+
+def test_abort_wakes_a_waiting_rank_and_stops_a_late_one(redis_server, redis_client):
+    channel = RedisQueueChannel.from_url(redis_server.url)
+    waiting = channel.endpoint("j", 0)
+    with ThreadPoolExecutor(1) as pool:
+        blocked = pool.submit(waiting.receive, 3, [1], time.monotonic() + 30)
+        time.sleep(0.2)
+        started = time.monotonic()
+        channel.abort("j", [0, 1], "WorkerFailed: rank 2 died")
+        with pytest.raises(JobAborted, match=r"rank 0: job j was aborted by the coordinator \(WorkerFailed: rank 2"):
+            blocked.result(timeout=10)
+    assert time.monotonic() - started < 5  # not the 30 s deadline
+    assert redis_client.ttl(inbox_key("j", 1)) > 0  # the marker expires if nobody reads it
+    with pytest.raises(JobAborted, match="rank 1: job j was aborted"):  # a rank that starts after the abort
+        channel.endpoint("j", 1).receive(1, [COORDINATOR], time.monotonic() + 30)
+
+
+def test_no_send_after_the_endpoints_deadline(redis_server, redis_client):
+    channel = RedisQueueChannel.from_url(redis_server.url)
+    with pytest.raises(ChannelTimeout, match="rank 0: job j passed its deadline before layer-2"):
+        channel.endpoint("j", 0, time.monotonic() - 0.01).send([Message(1, 2, 0, b"x")])
+    assert not redis_client.keys("fsd:*")
+
+
+@pytest.fixture
+def frozen_redis():
+    """A private redis-server that stops answering (SIGSTOP) once the test has connected."""
+    server = RedisServer(free_port()).start()
+    yield server
+    server.proc.send_signal(signal.SIGCONT)
+    server.stop()
+
+
+def test_a_redis_that_stops_answering_fails_requests_within_the_request_timeout(frozen_redis):
+    channel = RedisQueueChannel.from_url(frozen_redis.url, request_timeout=0.5)
+    channel.endpoint("j", 0).send([Message(1, 2, 0, b"x")])  # connected and healthy
+    frozen_redis.proc.send_signal(signal.SIGSTOP)
+    for attempt in (lambda: channel.endpoint("j", 0).send([Message(1, 2, 0, b"x")]),
+                    lambda: channel.endpoint("j", 1).receive(3, [0], time.monotonic() + 1.0)):
+        started = time.monotonic()
+        with pytest.raises(ChannelError, match="redis: rank"):
+            attempt()
+        assert time.monotonic() - started < 4  # 0.5 s a request, no retries (redis-py's default: 5 s, 3 retries)

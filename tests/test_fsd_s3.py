@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from fsd.channel import Message
-from fsd.errors import ChannelError, ChannelTimeout
+from fsd.errors import ChannelError, ChannelTimeout, JobAborted
 from fsd.s3_channel import S3Channel
 from fsd.s3_client import S3Client
 from fsd.s3_server import S3Server
@@ -80,3 +82,43 @@ def test_s3_channel_round_trip_and_timeout():
         assert client.list("fsd")[0] == []
     finally:
         server.stop()
+
+
+def test_s3_abort_stops_a_waiting_rank():
+    server = S3Server().start()
+    try:
+        client = S3Client(server.url)
+        client.create_bucket("fsd")
+        channel = S3Channel(client, "fsd", abort_check=0.1)
+        with ThreadPoolExecutor(1) as pool:
+            blocked = pool.submit(channel.endpoint("j", 0).receive, 2, [1], time.monotonic() + 30)
+            time.sleep(0.2)
+            started = time.monotonic()
+            channel.abort("j", [0, 1], "ChannelTimeout: lost")
+            with pytest.raises(JobAborted, match=r"rank 0: job j was aborted by the coordinator \(ChannelTimeout"):
+                blocked.result(timeout=10)
+        assert time.monotonic() - started < 5  # not the 30 s deadline
+        assert channel.purge("j", [0, 1]).requests == {"list": 1, "delete": 1}  # the marker goes with the job
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def silent_endpoint():
+    """The URL of a loopback socket that accepts connections and never answers (a hung object store)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_requests_to_a_silent_store_end_at_the_deadline(silent_endpoint):
+    channel = S3Channel(S3Client(silent_endpoint), "fsd")  # the client's own limit: 10 s a request
+    for attempt in (lambda e: e.send([Message(1, 2, 0, b"x")]), lambda e: e.receive(2, [1], time.monotonic() + 30)):
+        started = time.monotonic()
+        with pytest.raises(ChannelTimeout, match="s3 (PUT|GET) /fsd/fsd/j/2/"):
+            attempt(channel.endpoint("j", 0, time.monotonic() + 0.5))
+        assert time.monotonic() - started < 4  # the job's 0.5 s left, not 10 s
+    with pytest.raises(ChannelTimeout, match="no time left before the deadline"):
+        channel.endpoint("j", 0, time.monotonic() - 1).send([Message(1, 2, 0, b"x")])

@@ -1,5 +1,7 @@
 """Expanding com.faas-infer.partitioned into a coordinator and its workers."""
 
+from dataclasses import replace
+
 import pytest
 
 from faas_infer.stack import Stack, StackError, StackFunction
@@ -41,3 +43,13 @@ def test_stack_settings_win_over_defaults():
 def test_bad_annotations_name_the_problem(annotation, message):
     with pytest.raises(StackError, match=message):
         expand_partitioned(stack_with(annotation), "http://gw")
+
+
+def test_the_coordinator_is_pinned_to_one_replica():
+    out = expand_partitioned(stack_with("workers=2"), "http://gw")
+    assert out.functions["sparse"].labels == {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"}
+    assert "com.openfaas.scale.max" not in out.functions["sparse-worker-0"].labels
+    fn = stack_with("workers=2").functions["sparse"]
+    many = Stack("http://gw", {"sparse": replace(fn, labels={"com.openfaas.scale.min": "2"})})
+    with pytest.raises(StackError, match="com.openfaas.scale.min='2': a partitioned model's coordinator runs as one"):
+        expand_partitioned(many, "http://gw")

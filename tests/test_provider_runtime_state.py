@@ -37,6 +37,15 @@ def test_scale_min_is_clamped_to_max_replicas(runtime, tmp_path):
     assert fn.desired == 4
 
 
+def test_scale_max_bounds_the_scale_api_and_scale_min(runtime, tmp_path):
+    runtime.deploy(spec(tmp_path, "one", **{"com.openfaas.scale.max": "1", "com.openfaas.scale.min": "3"}),
+                   update=False)
+    fn = runtime.get("one")
+    assert fn.desired == 1
+    runtime.scale("one", "", 5)
+    assert fn.desired == 1  # an FSD coordinator, say, runs alone whatever a client asks
+
+
 def test_a_forgotten_function_drops_its_logs_after_retention(runtime, tmp_path):
     runtime.deploy(spec(tmp_path), update=False)
     runtime.delete("fn", "")

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from batcher import BadInput
-from batcher.handlers import map_valid
+from batcher.handlers import float_row, map_valid
 from fsd.config import FsdConfig
 from fsd.deployment import build_coordinator
 from fsd.errors import FsdError
@@ -29,16 +29,12 @@ def _parse(spec, request):
     if not isinstance(doc, dict):
         raise BadInput('expected a JSON object with "input" or "sample"')
     if "sample" in doc:
-        if not isinstance(doc["sample"], int) or doc["sample"] < 0:
-            raise BadInput('"sample" must be a whole number >= 0')
+        if type(doc["sample"]) is not int or not 0 <= doc["sample"] < 2 ** 63:
+            raise BadInput('"sample" must be a whole number in [0, 2**63)')
         return inputs(spec, 1, seed=doc["sample"])[0]
-    values = doc.get("input")
-    if not isinstance(values, list) or len(values) != spec.neurons:
-        raise BadInput(f'"input" must be a list of {spec.neurons} numbers')
-    try:
-        return np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise BadInput('"input" must hold only numbers') from None
+    if "input" not in doc:
+        raise BadInput('expected a JSON object with "input" or "sample"')
+    return np.frombuffer(float_row(doc["input"], spec.neurons, "input"), dtype=np.float32)
 
 
 def handle_batch(state, requests):

@@ -1,8 +1,9 @@
 """FSD-Inference worker of rank FSD_RANK: holds its shard of the partitioned model and runs jobs.
 
-Input (from the coordinator): {"job", "rank", "batch", "timeout"}. Output: the rank's report (timing and
-channel usage). Activations travel over the channel, not in the request. Jobs of one batch run
-concurrently so that no job waits behind another. Configuration: FSD_* variables (fsd/README.md).
+Input (from the coordinator): {"job", "rank", "batch", "timeout", "expires"}. Output: the rank's report
+(timing and channel usage). Activations travel over the channel, not in the request. Jobs of one batch run
+concurrently so that no job waits behind another; none runs longer than this worker's own FSD_TIMEOUT.
+A malformed body answers 400. Configuration: FSD_* variables (fsd/README.md).
 """
 
 import json
@@ -21,17 +22,18 @@ def load():
     config = FsdConfig.from_env(os.environ)
     if config.rank < 0:
         raise ConfigError("FSD_RANK='': must be set to the worker's rank 0..FSD_WORKERS-1")
-    return build_worker(config)
+    program, channel = build_worker(config)
+    return program, channel, config.timeout
 
 
 def _job(state, request):
-    program, channel = state
+    program, channel, max_timeout = state
     try:
         spec = JobSpec.from_json(json.loads(request.body))
     except (ValueError, FsdError) as exc:
         return BadInput(f"bad job: {exc}")
     try:
-        return run_worker(program, channel.endpoint(spec.job, spec.rank), spec).to_json()
+        return run_worker(program, channel, spec, max_timeout).to_json()
     except FsdError as exc:
         return exc
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -100,3 +102,48 @@ def test_dead_worker_fails_the_request_within_the_timeout(watchdogs, redis_serve
     assert "rank 1" in answer.text and "unreachable" in answer.text, answer.text
     assert elapsed < 4 + 3 + 2  # FSD_TIMEOUT + HTTP grace + slack: a bound, never a hang
     _stop_all([coordinator, workers[0]])
+
+
+def test_bad_requests_answer_400_and_leave_the_deployment_healthy(watchdogs, redis_server, redis_client):
+    coordinator, workers = _deploy(watchdogs, {"FSD_CHANNEL": "redis", "FSD_REDIS_URL": redis_server.url})
+    n = ModelSpec.parse(MODEL).neurons
+    for body in [json.dumps({"input": [[1]] * n}), json.dumps({"input": [None] * n}), json.dumps({"input": [1] * 3}),
+                 '{"input": [1e39' + ",0" * (n - 1) + "]}", '{"input": [NaN' + ",0" * (n - 1) + "]}",
+                 json.dumps({"sample": -1}), json.dumps({"sample": True}), json.dumps({"nothing": 1}), "null"]:
+        answer = requests.post(coordinator.url, data=body, timeout=30)
+        assert answer.status_code == 400, (body[:40], answer.status_code, answer.text)
+        assert re.search(r"input|sample|JSON", answer.text), answer.text  # says what was wrong
+    for body in ["null", "[1]", "[]", '{"job": "j", "rank": 0, "batch": 1, "timeout": NaN, "expires": 1e10}',
+                 '{"job": "j", "rank": 0, "batch": 1, "timeout": 1, "expires": Infinity}']:
+        answer = requests.post(workers[0].url, data=body, timeout=30)
+        assert answer.status_code == 400 and "bad job spec" in answer.text, (body, answer.status_code, answer.text)
+    _check_outputs(coordinator)
+    _stop_all([coordinator, *workers])
+
+
+def test_one_invocation_cannot_hold_a_worker_past_its_own_timeout(watchdogs, redis_server, redis_client):
+    coordinator, workers = _deploy(watchdogs, {"FSD_CHANNEL": "redis", "FSD_REDIS_URL": redis_server.url})
+    pinned = {"job": "pinned", "rank": 0, "batch": 1, "timeout": 1e9, "expires": time.time() + 1e9}
+    started = time.monotonic()
+    answer = requests.post(workers[0].url, json=pinned, timeout=30)  # nobody sends this job anything
+    assert answer.status_code == 500 and "before the deadline" in answer.text, answer.text
+    assert time.monotonic() - started < 4 + 6  # the worker's FSD_TIMEOUT + slack, not 1e9 s
+    _check_outputs(coordinator)
+    _stop_all([coordinator, *workers])
+
+
+def test_a_failed_job_does_not_delay_the_next_one(watchdogs, redis_server, redis_client):
+    coordinator, workers = _deploy(watchdogs, {"FSD_CHANNEL": "redis", "FSD_REDIS_URL": redis_server.url})
+    assert requests.post(coordinator.url, json={"sample": 0}, timeout=30).status_code == 200
+    workers[1].signal(signal.SIGSTOP)  # rank 1 hangs: the job fails at FSD_TIMEOUT, rank 0 is left waiting
+    try:
+        failed = requests.post(coordinator.url, json={"sample": 1}, timeout=30)
+        assert failed.status_code == 500, failed.text
+    finally:
+        workers[1].signal(signal.SIGCONT)  # rank 1 now finds the dead job in its queue, already expired
+    started = time.monotonic()
+    _check_outputs(coordinator, samples=(2,))
+    # Rank 0 dropped the dead job when it was aborted, rank 1 refused it as expired: the next job runs at
+    # once instead of queueing behind a dead one for a fresh FSD_TIMEOUT (4 s).
+    assert time.monotonic() - started < 3.5
+    _stop_all([coordinator, *workers])

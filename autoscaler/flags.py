@@ -24,7 +24,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         group.add_argument(*spellings, dest=name, default=None, metavar=name.upper(),
-                           help=f"{docs.get(name, name)} (default: ${name}, else {shown!r})")
+                           help=f"{docs.get(name, name)} (default: ${name}, else {shown!r})".replace("%", "%%"))
 
 
 def config_from_args(args: argparse.Namespace) -> AutoscalerConfig:

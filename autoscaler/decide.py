@@ -27,6 +27,8 @@ selection would be exact only while pooled capacity does not bind; the program h
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import defaultdict
 
 from autoscaler.candidates import Candidate, config_key, enumerate_candidates
@@ -40,6 +42,15 @@ from autoscaler.selection import FunctionDemand, Selection, SelectionProblem, lo
 from autoscaler.snapshot import FunctionState, Snapshot, Variant
 
 Usage = dict[str, list[float]]  # node -> [cpu, gpu, memory] in use
+
+# Refusals above this share of the arrivals (and 1/s) mean the function's instances are saturated.
+SATURATED_SHARE = 0.01
+# The capacity factor never goes below this (a stalled instance must not price every configuration at 0).
+MIN_FACTOR = 0.05
+# Share of the way a capacity factor moves toward each new saturated reading.
+FACTOR_STEP = 0.5
+# Seconds over which a capacity factor learnt under saturation recovers toward 1 (e-folding time).
+FACTOR_RECOVERY_SECONDS = 600.0
 
 
 def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfig, now: float,
@@ -56,6 +67,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                             f"{config.max_snapshot_age:g}s)", now, memory)
     history = dict(memory.demand_history)
     timings = dict(memory.measured_history)
+    factors = dict(memory.capacity_factors)
     fixed: Usage = defaultdict(lambda: [0.0, 0.0, 0.0])
     kept: list[FunctionPlan] = []
     demands: list[FunctionDemand] = []
@@ -89,6 +101,11 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
             if v.pinned:
                 pinned_cap += v.replicas * _useful_rate(pred, model, v, fs.slo, config.batch_sizes)
                 pinned_n += v.replicas
+        factors[fs.name] = factor = _capacity_factor(fs, pinned_cap, cands, pred, model,
+                                                     memory.capacity_factors.get(fs.name), now)
+        if factor[0] < 1.0:
+            pinned_cap *= factor[0]
+            cands = [dataclasses.replace(c, r_max=c.r_max * factor[0]) for c in cands]
         low, high = instance_bounds(fs, config)
         variant_demand = max(0.0, held - pinned_cap / (1.0 + config.headroom))
         current = _current(fs, default_node)
@@ -102,12 +119,40 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                                config.headroom, config.switch_margin)
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
-    plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config)
+    plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors)
     bound = max(lower_bound(problem), selection.bound)
     cost = sum(p.cost for p in plans if not p.unchanged)
     return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
                 selection.solver, selection.status, placement, cost, bound,
-                GuardMemory(dict(history), timings))
+                GuardMemory(dict(history), timings, factors))
+
+
+def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate], pred, model: str,
+                     before: tuple[float, float] | None, now: float) -> tuple[float, float]:
+    """(factor, time): how much of the modelled capacity the function's instances really serve.
+
+    The model prices an instance by its handler's batch time alone; what the instance does around it (HTTP,
+    parsing, the queue) also costs, and on a busy host far more (measured here: an MLP instance modelled at
+    1,880 requests/s refused requests at 770). Instances that refuse requests are saturated, so what they
+    admit is their real capacity: the factor is admitted / modelled while they refuse (more than 1% of the
+    arrivals, and 1/s), counting only instances ready to serve, and every configuration's capacity is scaled
+    by it. Each reading moves it ``FACTOR_STEP`` of the way (readings are noisy while instances come and
+    go). Once they stop refusing it is kept, recovering toward 1 over ``FACTOR_RECOVERY_SECONDS`` (the host
+    may have got quieter)."""
+    rate, refused = fs.rate or 0.0, fs.refused_rate
+    factor, at = before if before is not None else (1.0, now)
+    if rate > 0 and refused > max(1.0, SATURATED_SHARE * rate):
+        by_key = {c.key: c for c in cands}
+        modelled = pinned_cap
+        for v in fs.variants:
+            if not v.pinned:  # only instances ready to serve: one still starting admits nothing yet
+                c = by_key.get(config_key(v.batch, v.cpu, v.gpu))
+                t = pred.exec_seconds(model, v.batch, v.cpu, v.gpu)
+                modelled += min(v.ready, v.replicas) * (c.r_max if c else (v.batch / t if t else 0.0))
+        if modelled > 0:
+            seen = min(1.0, max(MIN_FACTOR, (rate - refused) / modelled))
+            return factor + FACTOR_STEP * (seen - factor), now  # one noisy tick moves it part of the way
+    return 1.0 - (1.0 - factor) * math.exp(-max(0.0, now - at) / FACTOR_RECOVERY_SECONDS), now
 
 
 def _running_counts(current: dict[tuple[str, str], int]) -> tuple[tuple[str, int], ...]:
@@ -173,7 +218,7 @@ def _place(problem, selection, context, nodes, config):
     return placed, unplaced, "best-fit"
 
 
-def _guarded(problem, selection, placed, unplaced, context, nodes, config) -> list[FunctionPlan]:
+def _guarded(problem, selection, placed, unplaced, context, nodes, config, factors) -> list[FunctionPlan]:
     free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
     stepped_all: dict[str, dict[tuple[str, str], int]] = {}
     by_fn: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
@@ -211,13 +256,16 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config) -> li
         cost = sum(t.count * (by_key[t.key].cost if t.key in by_key else _variant_cost(fs, t.key, config))
                    for t in targets)
         shortfall = max(0.0, held * (1 + config.headroom) - capacity)
-        reason = _reason(selection, held, capacity, unplaced, f.name, shortfall)
+        reason = _reason(selection, held, capacity, unplaced, f.name, shortfall, factors.get(f.name))
         plans.append(FunctionPlan(f.name, held, capacity, cost, targets, shortfall, reason))
     return plans
 
 
-def _reason(selection: Selection, held: float, capacity: float, unplaced, fn: str, shortfall: float) -> str:
+def _reason(selection: Selection, held: float, capacity: float, unplaced, fn: str, shortfall: float,
+            factor: tuple[float, float] | None = None) -> str:
     parts = [f"demand {held:.1f}/s, capacity {capacity:.1f}/s ({selection.status})"]
+    if factor is not None and factor[0] < 0.995:
+        parts.append(f"capacity x{factor[0]:.2f} of the model's (its instances refused requests)")
     lost = sum(n for (f, _), n in unplaced.items() if f == fn)
     if lost:
         parts.append(f"{lost} instances found no node")

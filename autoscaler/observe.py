@@ -84,22 +84,22 @@ class Observer:
                 continue
             labels = status.get("labels") or {}
             parent = parse_parent(status, self.config.default_memory, default_node)
-            rate, depth, measured, live, idle = self._queue(name, epoch, problems)
+            rate, depth, measured, live, idle, refused = self._queue(name, epoch, problems)
             functions.append(FunctionState(
                 name, slo_of(status) or 0.0, (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate,
                 depth, idle, memory_of(status, self.config.default_memory),
                 _int_label(labels, "com.openfaas.scale.min"), _int_label(labels, "com.openfaas.scale.max"),
-                (parent, *variants.get(name, ())), measured, live, dict(status)))
+                (parent, *variants.get(name, ())), measured, live, dict(status), refused))
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
     def _queue(self, fn: str, epoch: float, problems: list[str]):
         if self.redis is None:
-            return None, 0, (), 0, None
+            return None, 0, (), 0, None, 0.0
         from batcher import stats
 
         if self._redis_failed is not None:  # one unanswered read per tick, not one per function
             problems.append(f"redis {fn}: skipped ({self._redis_failed})")
-            return None, 0, (), 0, None
+            return None, 0, (), 0, None, 0.0
         try:
             window = max(1, int(self.config.rate_window))
             s = stats.read_function_stats(self.redis, fn, epoch, self.config.heartbeat_timeout, (window,))
@@ -108,7 +108,7 @@ class Observer:
             problems.append(f"redis {fn}: {exc}")
             if _unreachable(exc):
                 self._redis_failed = exc
-            return None, 0, (), 0, None
+            return None, 0, (), 0, None, 0.0
         rate = s.arrival_rate.get(window, 0.0)
         if rate > 0 or s.depth > 0:
             self._last_traffic[fn] = epoch
@@ -124,4 +124,5 @@ class Observer:
             except ValueError:
                 gpu = 0.0
             measured.extend(Measurement(b, cpu, gpu, t) for b, t in inst.exec_seconds.items() if t > 0)
-        return rate, s.depth, tuple(measured), len(s.instances), None if last is None else epoch - last
+        return (rate, s.depth, tuple(measured), len(s.instances), None if last is None else epoch - last,
+                s.refusal_rate.get(window, 0.0))

@@ -55,6 +55,8 @@ class GuardMemory:
     demand_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     # {function: ((time, measured execution times), ...)} within the scale-down delay.
     measured_history: Mapping[str, tuple[tuple[float, tuple[Measurement, ...]], ...]] = field(default_factory=dict)
+    # {function: (share of the modelled capacity its instances really serve, when it was last set)}.
+    capacity_factors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,8 @@ class FunctionState:
     live_instances: int = 0
     # The parent's FunctionDeployment as read from the API, the template for its variants.
     spec: Mapping[str, object] = field(default_factory=dict)
+    # Requests per second refused (429, 503) by its instances: the part of ``rate`` they could not take.
+    refused_rate: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,8 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> V
     except ValueError:
         cpu = 1.0
     return Variant(str(status["name"]), batch, cpu, 0.0, memory_of(status, default_memory), node,
-                   int(status.get("replicas", 0) or 0), pinned=True)
+                   int(status.get("replicas", 0) or 0), pinned=True,
+                   ready=int(status.get("availableReplicas", 0) or 0))
 
 
 def memory_of(status: Mapping[str, Any], default: int) -> int:

@@ -7,6 +7,7 @@ use their parent's name, so all instances of a function share one queue). Values
     fi:{fn}:claimed:{inst}          list  requests taken by ``inst`` and not yet answered (reclaimed if it dies)
     fi:{fn}:arrivals                hash  {epoch second -> requests arrived, refused ones included}, trimmed
                                           to a few minutes
+    fi:{fn}:refused                 hash  {epoch second -> requests refused (429, 503)}, trimmed likewise
     fi:{fn}:instances               zset  {instance -> last heartbeat, epoch seconds}
     fi:{fn}:instance:{inst}         hash  instance facts (host, port, pid, cpu, memory, started_at, live batch
                                           config, served count); expires unless refreshed by heartbeats
@@ -37,6 +38,11 @@ def queue(fn: str) -> str:
 def arrivals(fn: str) -> str:
     """Per-second arrival counts of the function."""
     return f"{PREFIX}:{_check(fn, 'function')}:arrivals"
+
+
+def refused(fn: str) -> str:
+    """Per-second counts of the function's refused requests."""
+    return f"{PREFIX}:{_check(fn, 'function')}:refused"
 
 
 def claimed(fn: str, inst: str) -> str:

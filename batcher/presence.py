@@ -34,9 +34,10 @@ class Beat:
 
 def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Mapping[int, float],
          arrivals: Mapping[int, int], now: float, stale_after: float = stats.STALE_AFTER, served: int = 0,
-         refused: int = 0) -> Beat:
+         refused: Mapping[int, int] | None = None) -> Beat:
     """Heartbeat (with the arrivals counted since the last one, by epoch second, refused ones included;
-    ``served``: requests run without passing through the queue; ``refused``: requests refused), then reap
+    ``served``: requests run without passing through the queue; ``refused``: requests refused, by epoch
+    second), then reap
     every peer that stopped beating; two round trips, more only when reaping."""
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=False)
@@ -44,8 +45,8 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
     for second, count in arrivals.items():
         stats.record_arrival(pipe, fn, second, count)
     stats.record_served(pipe, fn, inst, served)
-    if refused:
-        stats.record_refused(pipe, fn, refused)
+    for second, count in (refused or {}).items():
+        stats.record_refused(pipe, fn, second, count)
     pipe.hgetall(keys.config(fn, inst))
     pipe.llen(keys.queue(fn))
     pipe.zrangebyscore(keys.instances(fn), "-inf", now - stale_after)

@@ -94,7 +94,7 @@ class RedisBatchQueue:
                                      self._own_item, max_block=socket_timeout / 2)
         self._arrivals: collections.Counter[int] = collections.Counter()
         self._ran_here = 0
-        self._refused = 0
+        self._refused: collections.Counter[int] = collections.Counter()
         self._beats = 0
         self._local = LocalBatchQueue(clock)
         self._waiting: dict[str, _Waiting] = {}
@@ -205,9 +205,10 @@ class RedisBatchQueue:
 
     def refused(self) -> None:
         """Count a refused request: an arrival (the function's demand, which the autoscaler reads from the
-        arrivals) and a refusal (``fi:{fn}:stats`` refused), both sent with the next heartbeat."""
-        self._arrivals[int(time.time())] += 1
-        self._refused += 1
+        arrivals) and a refusal (``fi:{fn}:refused``, by second), both sent with the next heartbeat."""
+        second = int(time.time())
+        self._arrivals[second] += 1
+        self._refused[second] += 1
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5,
                    not_before: Callable[[], float | None] | None = None) -> list[Pending]:
@@ -347,7 +348,7 @@ class RedisBatchQueue:
         self._facts.update(live_config.to_fields(self._config))
         arrivals, self._arrivals = self._arrivals, collections.Counter()
         ran_here, self._ran_here = self._ran_here, 0
-        refused, self._refused = self._refused, 0
+        refused, self._refused = self._refused, collections.Counter()
         result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), arrivals,
                                time.time(), self.stale_after, served=ran_here, refused=refused)
         self._remote.note_depth(result.depth)

@@ -62,6 +62,8 @@ class FunctionStats:
     instances: tuple[InstanceStats, ...]
     # Function counters: served, expired, reclaimed, refused.
     counters: Mapping[str, int]
+    # Refusals per second over each window, as ``arrival_rate`` (the refused part of the arrivals).
+    refusal_rate: Mapping[int, float] = field(default_factory=dict)
 
 
 def record_arrival(pipe: Any, fn: str, now: float, count: int = 1) -> None:
@@ -98,15 +100,20 @@ def served_commands(fn: str, inst: str, served: int, expired: int = 0) -> list[t
     return commands
 
 
-def record_refused(pipe: Any, fn: str, refused: int) -> None:
-    """Count requests the function's instances refused (429 or 503; their arrivals are counted too)."""
-    pipe.hincrby(keys.stats(fn), "refused", refused)
+def record_refused(pipe: Any, fn: str, now: float, count: int = 1) -> None:
+    """Count ``count`` requests refused (429 or 503) in the epoch second of ``now`` (their arrivals are
+    counted too), and in the function's counters."""
+    pipe.hincrby(keys.refused(fn), str(int(now)), count)
+    pipe.hincrby(keys.stats(fn), "refused", count)
 
 
 def trim_arrivals(client: Any, fn: str, now: float, keep: int = ARRIVALS_KEEP) -> int:
     """Drop arrival counts older than ``keep`` seconds; returns how many were dropped."""
-    old = [f for f in client.hkeys(keys.arrivals(fn)) if int(f) < int(now) - keep]
-    return client.hdel(keys.arrivals(fn), *old) if old else 0
+    dropped = 0
+    for key in (keys.arrivals(fn), keys.refused(fn)):
+        old = [f for f in client.hkeys(key) if int(f) < int(now) - keep]
+        dropped += client.hdel(key, *old) if old else 0
+    return dropped
 
 
 def arrival_rates(counts: Mapping[int, int], now: float, windows: tuple[int, ...] = WINDOWS) -> dict[int, float]:
@@ -128,7 +135,8 @@ def read_function_stats(client: Any, fn: str, now: float, stale_after: float = S
     pipe.zrangebyscore(keys.instances(fn), now - stale_after, "+inf", withscores=True)
     pipe.hgetall(keys.arrivals(fn))
     pipe.hgetall(keys.stats(fn))
-    depth, beats, arrivals, counters = pipe.execute()
+    pipe.hgetall(keys.refused(fn))
+    depth, beats, arrivals, counters, refused = pipe.execute()
     live = sorted((_text(inst), float(score)) for inst, score in beats)
     pipe = client.pipeline(transaction=False)
     for inst, _ in live:
@@ -141,7 +149,8 @@ def read_function_stats(client: Any, fn: str, now: float, stale_after: float = S
     counts = {int(k): int(v) for k, v in arrivals.items()}
     return FunctionStats(fn, now, int(depth), sum(int(n) for n in replies[2::3]),
                          arrival_rates(counts, now, windows), instances,
-                         {name: int(counters.get(name.encode(), 0)) for name in COUNTERS})
+                         {name: int(counters.get(name.encode(), 0)) for name in COUNTERS},
+                         arrival_rates({int(k): int(v) for k, v in refused.items()}, now, windows))
 
 
 def _instance(inst: str, beat: float, facts: Mapping[bytes, bytes], exec_raw: Mapping[bytes, bytes]) -> InstanceStats:

@@ -192,3 +192,27 @@ def test_a_model_without_any_timing_says_so():
     plan = decide(snapshot([fn("unknown", 10.0)]), PREDICTOR, config(), 0.0)  # the predictor knows nothing
     x = plan.function("unknown")
     assert x.unchanged and "no execution time known for model unknown" in x.reason
+
+
+def test_instances_that_refuse_requests_are_priced_by_what_they_admit():
+    parent = Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)  # modelled: 8 / 12 ms = 667/s
+    calm = decide(snapshot([fn("m", 500.0, variants=(parent,))]), PREDICTOR, config(), 0.0)
+    assert calm.function("m").instances() == 0  # the model says the parent suffices
+    busy = decide(snapshot([fn("m", 500.0, variants=(parent,), refused_rate=200.0)]), PREDICTOR, config(), 0.0)
+    plan = busy.function("m")
+    assert plan.instances() > 0 and "capacity x0.7" in plan.reason  # admits 300 of 667: half way to 0.45
+    later = decide(snapshot([fn("m", 500.0, variants=(parent,))], taken_at=5.0), PREDICTOR, config(), 5.0,
+                   busy.memory)
+    assert later.function("m").cost == pytest.approx(plan.cost)  # learnt: not undone when refusals stop
+    much_later = decide(snapshot([fn("m", 500.0, variants=(parent,))], taken_at=10_000.0), PREDICTOR,
+                        config(scale_down_delay=0.0), 10_000.0, later.memory)
+    assert much_later.function("m").instances() == 0  # recovered toward the model after a long quiet time
+
+
+def test_an_instance_still_starting_does_not_lower_what_the_others_are_judged_to_serve():
+    parent = Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)
+    starting = Variant("m-b8-c1000-g0-a-0", 8, 1.0, 0.0, 256 * 1024**2, "a", 1, ready=0)
+    alone = decide(snapshot([fn("m", 500.0, variants=(parent,), refused_rate=200.0)]), PREDICTOR, config(), 0.0)
+    both = decide(snapshot([fn("m", 500.0, variants=(parent, starting), refused_rate=200.0)]), PREDICTOR,
+                  config(), 0.0)
+    assert both.memory.capacity_factors["m"][0] == pytest.approx(alone.memory.capacity_factors["m"][0])

@@ -209,6 +209,9 @@ def test_refused_requests_are_counted_as_arrivals_and_refusals(queues, redis_cli
     wait_until(lambda: stats.read_function_stats(redis_client, FN, time.time() + 1).counters["refused"] == 4, 2,
                what="refusals counted with the heartbeat")
     assert sum(int(v) for v in redis_client.hvals(keys.arrivals(FN))) == 5  # the autoscaler's demand
+    assert sum(int(v) for v in redis_client.hvals(keys.refused(FN))) == 4  # and the part refused, by second
+    rates = stats.read_function_stats(redis_client, FN, time.time() + 1, windows=(60,))
+    assert rates.refusal_rate[60] == 4 / 60 and rates.arrival_rate[60] == 5 / 60
 
 
 def _answer(items) -> None:

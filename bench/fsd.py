@@ -49,13 +49,14 @@ def _start_s3() -> tuple[subprocess.Popen, str]:
     return s3, f"http://127.0.0.1:{port}"
 
 
-def _channel(kind: str, redis_url: str, s3_url: str):
+def _channel(kind: str, redis_url: str, s3_url: str, workers: int = 1):
+    """The channel of ``kind``, shared by up to ``workers`` worker threads (and the coordinator)."""
     from fsd.redis_channel import RedisQueueChannel
     from fsd.s3_channel import S3Channel
     from fsd.s3_client import S3Client
 
     if kind == "redis":
-        return RedisQueueChannel.from_url(redis_url)
+        return RedisQueueChannel.from_url(redis_url, users=workers)
     client = S3Client(s3_url)
     client.create_bucket("fsd")
     return S3Channel(client, "fsd")
@@ -160,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     s3, s3_url = _start_s3()
     try:
         with PrivateRedis() as server:
-            rows += _sweep(args, model, x, expected, {c: _channel(c, server.url, s3_url)
+            most = max(int(v) for v in args.workers.split(","))
+            rows += _sweep(args, model, x, expected, {c: _channel(c, server.url, s3_url, most)
                                                       for c in args.channels.split(",")})
     finally:
         s3.terminate()

@@ -118,6 +118,10 @@ class Channel(Protocol):
     def purge(self, job: str, ranks: Collection[int]) -> Usage:
         """Remove whatever ``job`` left behind; returns the requests that took."""
 
+    def sweep(self, before: float) -> Usage:
+        """Remove what every job that expired before ``before`` (epoch seconds) left behind, whoever ran it
+        (a coordinator that died mid-job cannot purge); returns the requests that took."""
+
 
 def rank_name(rank: int) -> str:
     """``"c"`` for the coordinator, else the rank's number."""

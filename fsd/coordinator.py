@@ -11,6 +11,7 @@ workers drop it at once instead of waiting out its deadline while the next job q
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -81,7 +82,7 @@ class Coordinator:
         start = time.monotonic()
         deadline, expires = start + self.timeout, time.time() + self.timeout
         xt = self._inputs(x)
-        job, batch = uuid.uuid4().hex, int(xt.shape[1])
+        job, batch = job_id(expires), int(xt.shape[1])
         ranks = list(range(self.plan.workers))
         endpoint = self.channel.endpoint(job, COORDINATOR, deadline)
         futures: list[Future] = []
@@ -162,6 +163,11 @@ class Coordinator:
             self.channel.purge(job, list(range(self.plan.workers)) + [COORDINATOR])
         except Exception:  # noqa: BLE001 - best effort after a failed job; Redis keys expire anyway
             logger.exception("fsd job %s: clean-up after failure failed", job)
+
+
+def job_id(expires: float) -> str:
+    """A fresh job id that starts with the job's expiry, so a later sweep knows when its leftovers are stale."""
+    return f"{math.ceil(expires)}-{uuid.uuid4().hex}"
 
 
 def _raise_failed(futures: list[Future]) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from fsd.channel import Channel
 from fsd.config import FsdConfig
 from fsd.coordinator import Coordinator
+from fsd.errors import ChannelError
 from fsd.invoke import HttpInvoker, Invoker
 from fsd.model import SparseModel, generate
 from fsd.partition import Partition, partition
@@ -14,6 +18,10 @@ from fsd.sigv4 import Credentials
 
 # Seconds a Redis request may take before the channel gives up on a Redis that stopped answering.
 REDIS_REQUEST_TIMEOUT = 2.0
+# Seconds past a job's expiry before a starting coordinator sweeps its leftovers (covers clock skew).
+SWEEP_GRACE = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 def make_channel(config: FsdConfig) -> Channel:
@@ -48,6 +56,11 @@ def build_worker(config: FsdConfig) -> tuple[WorkerProgram, Channel]:
 def build_coordinator(config: FsdConfig, invoker: Invoker | None = None) -> tuple[Coordinator, SparseModel]:
     """A coordinator invoking the workers over HTTP (or ``invoker``), and the model (for its inputs)."""
     model, parts = model_and_partition(config)
-    coordinator = Coordinator(coordinator_plan(model, parts), make_channel(config),
+    channel = make_channel(config)
+    try:  # a coordinator starting after one died mid-job removes what that one's jobs left
+        channel.sweep(time.time() - SWEEP_GRACE)
+    except ChannelError:
+        logger.exception("fsd: cannot sweep the leftovers of expired jobs")
+    coordinator = Coordinator(coordinator_plan(model, parts), channel,
                               invoker or HttpInvoker(config.urls()), config.timeout, config.prices, config.memory)
     return coordinator, model

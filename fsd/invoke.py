@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Mapping, Protocol, Sequence
 
@@ -24,16 +25,29 @@ class Invoker(Protocol):
 
 
 class HttpInvoker:
-    """POSTs the job spec to each rank's function URL, concurrently."""
+    """POSTs the job spec to each rank's function URL, concurrently, each call on a thread of its own.
+
+    No pool: a call that hangs (a blackholed connection) holds its thread until the job's timeout plus
+    ``HTTP_GRACE``, long after its job has failed, and must not hold up the next job's calls.
+    """
 
     def __init__(self, urls: Sequence[str], session: requests.Session | None = None) -> None:
         self.urls = list(urls)
         self.session = session or requests.Session()
-        self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.urls)), thread_name_prefix="fsd-invoke")
 
     def submit(self, spec: JobSpec) -> "Future[WorkerReport]":
         """Invoke ``spec.rank``'s URL."""
-        return self.pool.submit(self._call, spec)
+        future: Future[WorkerReport] = Future()
+        threading.Thread(target=self._run, args=(future, spec), name=f"fsd-invoke-{spec.rank}", daemon=True).start()
+        return future
+
+    def _run(self, future: "Future[WorkerReport]", spec: JobSpec) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(self._call(spec))
+        except BaseException as exc:  # noqa: BLE001 - the future carries it to the coordinator
+            future.set_exception(exc)
 
     def _call(self, spec: JobSpec) -> WorkerReport:
         url = self.urls[spec.rank]

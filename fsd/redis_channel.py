@@ -31,6 +31,8 @@ from fsd.errors import ChannelError, ChannelTimeout, JobAborted
 
 PREFIX = "fsd"
 BILLING_CHUNK = 64 * 1024
+# Connections beyond one per user: the coordinator, an abort and a clean-up running alongside.
+_SPARE_CONNECTIONS = 8
 _LEN = struct.Struct(">I")
 
 
@@ -84,10 +86,13 @@ class RedisQueueChannel:
         self.request_timeout = request_timeout
 
     @classmethod
-    def from_url(cls, url: str, request_timeout: float = 2.0, **kwargs) -> "RedisQueueChannel":
-        """A channel on the Redis at ``url``; no request to it takes longer than ``request_timeout``."""
+    def from_url(cls, url: str, request_timeout: float = 2.0, users: int = 0, **kwargs) -> "RedisQueueChannel":
+        """A channel on the Redis at ``url``; no request to it takes longer than ``request_timeout``. The
+        client's connection pool holds ``users`` threads' connections (0: redis-py's default, 100), each
+        rank blocking on its inbox holds one: the in-process bench's W workers share this one client."""
+        pool = {"max_connections": users + _SPARE_CONNECTIONS} if users else {}
         client = redis.Redis.from_url(url, socket_timeout=request_timeout, socket_connect_timeout=request_timeout,
-                                      retry=Retry(NoBackoff(), 0))
+                                      retry=Retry(NoBackoff(), 0), **pool)
         return cls(client, request_timeout=request_timeout, **kwargs)
 
     def endpoint(self, job: str, rank: int, deadline: float | None = None) -> "RedisEndpoint":
@@ -104,6 +109,10 @@ class RedisQueueChannel:
             pipe.execute()
         except redis.RedisError as exc:
             raise ChannelError(f"redis: cannot abort job {job}: {exc}") from None
+
+    def sweep(self, before: float) -> Usage:
+        """Nothing to do: the inboxes of jobs whose coordinator died expire by themselves (``ttl``)."""
+        return Usage()
 
     def purge(self, job: str, ranks: Collection[int]) -> Usage:
         """Delete the job's inboxes."""

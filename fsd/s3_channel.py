@@ -2,7 +2,12 @@
 
 As in FSD-Inference's S3 channel, a sender PUTs each packed block as an object named
 ``<prefix><job>/<layer>/<src>-<dst>`` and the receiver polls GET on the names it expects (a miss is a 404
-that is still billed) with a short backoff. The coordinator LISTs and DELETEs the job's objects at the end.
+that is still billed) with a short backoff, then DELETEs what it read: a job whose messages all arrived
+leaves nothing, whoever dies afterwards. The coordinator LISTs and DELETEs what is left at the end of a job
+(after a failure: blocks nobody read). What a coordinator that died mid-job leaves (its ranks' outputs,
+or blocks its failed ranks never read) is swept by the next coordinator to start: job ids begin with the
+job's expiry (epoch seconds), so ``sweep`` deletes the jobs that expired, whoever ran them. A bucket
+lifecycle rule on the prefix is the backstop (fsd/README.md).
 
 Aborting a job PUTs ``<prefix><job>/abort``; a rank that has waited ``abort_check`` seconds without getting
 all it needs GETs it between polls (one GET per ``abort_check``, so healthy jobs pay next to nothing), and
@@ -23,6 +28,12 @@ from fsd.s3_client import S3Client
 def object_key(prefix: str, job: str, layer: int, src: int, dst: int) -> str:
     """Name of one block's object."""
     return f"{prefix}{job}/{layer}/{rank_name(src)}-{rank_name(dst)}"
+
+
+def job_expiry(job: str) -> float | None:
+    """The expiry (epoch seconds) a job id starts with (``<expires>-<uuid>``), None for other names."""
+    head, sep, _ = job.partition("-")
+    return float(head) if sep and head.isdigit() else None
 
 
 def abort_key(prefix: str, job: str) -> str:
@@ -56,6 +67,15 @@ class S3Channel:
         for key in keys:
             self.client.delete(self.bucket, key)
         return Usage(requests={"list": lists, "delete": len(keys)})
+
+    def sweep(self, before: float) -> Usage:
+        """DELETE the objects of every job that expired before ``before`` (epoch seconds): what jobs whose
+        coordinator died left behind. Objects not named like a job's are left alone."""
+        keys, lists = self.client.list(self.bucket, self.prefix)
+        stale = [k for k in keys if (job_expiry(k[len(self.prefix):].split("/", 1)[0]) or before) < before]
+        for key in stale:
+            self.client.delete(self.bucket, key)
+        return Usage(requests={"list": lists, "delete": len(stale)})
 
 
 class S3Endpoint:
@@ -91,10 +111,13 @@ class S3Endpoint:
             for src in sorted(s for s in wanted if (layer, s) not in self._got):
                 if time.monotonic() >= deadline:
                     break  # no time left for a request: name what is missing instead
-                data = self.channel.client.get(self.channel.bucket, self._key(layer, src, self.rank), self._left())
+                key = self._key(layer, src, self.rank)
+                data = self.channel.client.get(self.channel.bucket, key, self._left())
                 self.meter.request("get")
                 if data is not None:
                     self._got[(layer, src)] = data
+                    self.channel.client.delete(self.channel.bucket, key, self._left())
+                    self.meter.request("delete")
             if all((layer, s) in self._got for s in wanted):
                 return {s: self._got.pop((layer, s)) for s in wanted}
             if time.monotonic() >= deadline:

@@ -71,9 +71,9 @@ class S3Client:
         response = self._request("GET", f"/{bucket}/{key}", ok=(200, 404), timeout=timeout)
         return response.content if response.status_code == 200 else None
 
-    def delete(self, bucket: str, key: str) -> None:
+    def delete(self, bucket: str, key: str, timeout: float | None = None) -> None:
         """Delete ``key`` (no error when absent)."""
-        self._request("DELETE", f"/{bucket}/{key}", ok=(200, 204, 404))
+        self._request("DELETE", f"/{bucket}/{key}", ok=(200, 204, 404), timeout=timeout)
 
     def list(self, bucket: str, prefix: str = "") -> tuple[list[str], int]:
         """(every key under ``prefix``, LIST requests it took), following continuation tokens."""

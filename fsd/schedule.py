@@ -4,6 +4,8 @@ For layer l, worker p computes its rows of ``W[l-1]`` over a local buffer: its o
 first, then one block per source rank in ascending rank order, each block holding the source's values
 that p's rows read, in ascending neuron order. Both sides derive the same blocks, so messages carry
 values only. The coordinator's plan scatters input blocks for layer 1 and gathers every rank's last layer.
+No block is ever empty: a rank that owns none of the values a peer needs sends it nothing, and the peer
+does not wait for it.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def _step(model: SparseModel, partition: Partition, rank: int, l: int) -> Step:
 
 def _sends(model: SparseModel, partition: Partition, rank: int, l: int,
            rows: np.ndarray) -> tuple[tuple[int, np.ndarray], ...]:
-    if l == len(model.layers):
-        return ((COORDINATOR, np.arange(len(rows))),)
+    if l == len(model.layers):  # a rank owning no output neuron sends the coordinator nothing
+        return ((COORDINATOR, np.arange(len(rows))),) if len(rows) else ()
     nxt = model.layers[l]
     consumer = np.repeat(partition.owners[l + 1], np.diff(nxt.indptr))
     mine = (partition.owners[l][nxt.indices] == rank) & (consumer != rank)

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from fsd.channel import Message
-from fsd.coordinator import Coordinator
+from fsd.config import FsdConfig
+from fsd.coordinator import Coordinator, job_id
+from fsd.deployment import build_coordinator
 from fsd.errors import ChannelTimeout, FsdError, JobAborted, WorkerFailed
 from fsd.invoke import LocalInvoker
 from fsd.model import ModelSpec, forward, generate, inputs
-from fsd.partition import partition, traffic
+from fsd.partition import COORDINATOR, Partition, partition, traffic
 from fsd.redis_channel import RedisQueueChannel
 from fsd.s3_channel import S3Channel
 from fsd.s3_client import S3Client
@@ -206,3 +208,62 @@ def test_a_failed_job_is_aborted_so_its_workers_stop_at_once(request, kind):
     coordinator.invoker = recording.inner
     coordinator.invoker.programs[1] = worker_program(MODEL, parts, 1)
     np.testing.assert_allclose(coordinator.run(X).outputs, EXPECTED, rtol=1e-5, atol=1e-6)
+
+
+def test_a_job_whose_coordinator_died_leaves_nothing_once_a_coordinator_starts(s3_channel):
+    """The coordinator sends the inputs, invokes the workers and dies: the ranks delete what they read, and
+    the next coordinator to start sweeps the outputs nobody gathered once the job has expired."""
+    parts = partition(MODEL, 2, "connectivity")
+    plan = coordinator_plan(MODEL, parts)
+    invoker = LocalInvoker({r: worker_program(MODEL, parts, r) for r in range(2)}, s3_channel)
+    expires = time.time() + 5
+    job = f"{int(time.time()) - 120}-dead"  # named as if it had expired two minutes ago: sweepable at once
+    xt = np.ascontiguousarray(X.T)
+    s3_channel.endpoint(job, COORDINATOR).send([Message(r, 1, COORDINATOR, xt[c].tobytes())
+                                               for r, c in enumerate(plan.scatter)])
+    futures = [invoker.submit(JobSpec(job, r, len(X), 5.0, expires)) for r in range(2)]
+    assert all(f.result(timeout=30).rank == r for r, f in enumerate(futures))
+    left = s3_channel.client.list("fsd")[0]
+    assert sorted(left) == [f"fsd/{job}/{MODEL.spec.layers + 1}/{r}-c" for r in range(2)]  # the outputs only
+    server = s3_channel.client.endpoint
+    config = FsdConfig.from_env({"FSD_WORKERS": "2", "FSD_CHANNEL": "s3", "FSD_S3_ENDPOINT": server,
+                                 "FSD_MODEL": "neurons=64,layers=2", "FSD_WORKER_URLS": "http://127.0.0.1:1,http://127.0.0.1:1"})
+    build_coordinator(config)
+    assert s3_channel.client.list("fsd")[0] == []
+
+
+def test_job_ids_start_with_their_expiry():
+    job = job_id(1.7e9 + 0.5)
+    assert job.startswith("1700000001-") and job != job_id(1.7e9 + 0.5)
+
+
+def test_a_rank_owning_no_output_sends_nothing_and_is_not_waited_for(redis_server, redis_client):
+    base = partition(MODEL, 3, "connectivity")
+    last = base.owners[-1].copy()
+    last[last == 2] = 0  # rank 2 computes no output neuron (it still works in earlier layers)
+    parts = Partition(3, base.owners[:-1] + (last,), "by hand")
+    programs = {r: worker_program(MODEL, parts, r) for r in range(3)}
+    assert programs[2].steps[-1].sends == () and all(len(b) for p in programs.values()
+                                                     for s in p.steps for _, b in s.sends)
+    channel = RedisQueueChannel.from_url(redis_server.url)
+    coordinator = Coordinator(coordinator_plan(MODEL, parts), channel, LocalInvoker(programs, channel), 5.0)
+    result = coordinator.run(X)
+    np.testing.assert_allclose(result.outputs, EXPECTED, rtol=1e-5, atol=1e-6)
+    exchanged = sum(1 for p in programs.values() for s in p.steps for d, _ in s.sends if d != COORDINATOR)
+    assert result.exchange.messages == exchanged
+    assert result.workers[2].usage.messages == sum(len(s.sends) for s in programs[2].steps)
+    scattered = sum(1 for c in coordinator.plan.scatter if len(c))
+    assert result.usage.messages == scattered + exchanged + 2  # two ranks gather outputs, not three
+
+
+def test_more_than_a_hundred_in_process_workers_share_one_redis_client(redis_server, redis_client):
+    from bench.fsd import _channel
+
+    spec = ModelSpec(neurons=128, layers=2, seed=2)
+    model = generate(spec)
+    channel = _channel("redis", redis_server.url, "", workers=120)
+    parts = partition(model, 120, "connectivity")
+    programs = {r: worker_program(model, parts, r) for r in range(120)}
+    coordinator = Coordinator(coordinator_plan(model, parts), channel, LocalInvoker(programs, channel), 30.0)
+    x = inputs(spec, 2)
+    np.testing.assert_allclose(coordinator.run(x).outputs, forward(model, x), rtol=1e-5, atol=1e-6)

@@ -77,8 +77,9 @@ def test_s3_channel_round_trip_and_timeout():
         assert receiver.receive(2, [0], time.monotonic() + 1) == {0: b"abcd"}
         with pytest.raises(ChannelTimeout, match="rank 1: no layer-3 activations from rank 0"):
             receiver.receive(3, [0], time.monotonic() + 0.1)
-        assert receiver.usage().requests["get"] >= 2
-        assert channel.purge("j", [0, 1, 2]).requests == {"list": 1, "delete": 2}
+        assert receiver.usage().requests["get"] >= 2 and receiver.usage().requests["delete"] == 1
+        assert client.list("fsd")[0] == ["fsd/j/2/0-2"]  # rank 1 deleted what it read; rank 2 read nothing
+        assert channel.purge("j", [0, 1, 2]).requests == {"list": 1, "delete": 1}
         assert client.list("fsd")[0] == []
     finally:
         server.stop()
@@ -122,3 +123,17 @@ def test_requests_to_a_silent_store_end_at_the_deadline(silent_endpoint):
         assert time.monotonic() - started < 4  # the job's 0.5 s left, not 10 s
     with pytest.raises(ChannelTimeout, match="no time left before the deadline"):
         channel.endpoint("j", 0, time.monotonic() - 1).send([Message(1, 2, 0, b"x")])
+
+
+def test_sweep_deletes_the_jobs_that_expired_and_nothing_else():
+    server = S3Server().start()
+    try:
+        client = S3Client(server.url)
+        client.create_bucket("fsd")
+        channel = S3Channel(client, "fsd")
+        for job in ("1000-old", "2000-live", "j"):
+            channel.endpoint(job, 0).send([Message(1, 2, 0, b"x")])
+        assert channel.sweep(1500.0).requests == {"list": 1, "delete": 1}
+        assert client.list("fsd")[0] == ["fsd/2000-live/2/0-1", "fsd/j/2/0-1"]
+    finally:
+        server.stop()

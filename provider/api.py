@@ -15,10 +15,10 @@ from flask import Request, Response, stream_with_context
 
 from faas_infer import __version__
 from faas_infer.promtext import CONTENT_TYPE
-from provider.errors import BadRequest, NotFound, TooManyRequests
+from provider.errors import BadRequest, NotFound, NotImplementedByProvider, TooManyRequests
 from provider.logstore import HEARTBEAT_SECONDS
 from provider.metrics import GatewayMetrics
-from provider.runtime import Runtime
+from provider.runtime import SECRETS_UNSUPPORTED, Runtime
 from provider.types import DeleteFunctionRequest, FunctionDeployment, ScaleServiceRequest, gateway_info, provider_info
 
 SHA = "faas-infer"
@@ -81,11 +81,16 @@ class SystemApi:
         return _accepted()
 
     def info(self, request: Request) -> Response:
-        """GET /system/info: ProviderInfo for a gateway in front of us (it adds X-Forwarded-Host), the
-        gateway's own shape for faas-cli and everything else talking to us directly."""
-        if request.headers.get("X-Forwarded-Host"):
+        """GET /system/info: faas-provider's ProviderInfo for an OpenFaaS gateway in front of us, the gateway's
+        own shape (which faas-cli needs) for everyone else; see ``info_shape``."""
+        if info_shape(self.runtime.config.info_shape, request.headers.get("X-Forwarded-For", "")) == "provider":
             return _json(provider_info(__version__, SHA))
         return _json(gateway_info(__version__, SHA, platform.machine()))
+
+    def secrets(self, request: Request) -> Response:
+        """/system/secrets (any method): 501, secrets are not supported."""
+        raise NotImplementedByProvider(f"{SECRETS_UNSUPPORTED}: a function reads its settings from envVars "
+                                       f"(stack.yml environment or environment_file)")
 
     def namespaces(self, request: Request) -> Response:
         """GET /system/namespaces"""
@@ -101,6 +106,7 @@ class SystemApi:
             raise NotFound(f"function {name} not found in namespace {self.runtime.config.namespace}")
         try:
             tail = int(request.args.get("tail") or -1)
+            tail = tail if tail > 0 else -1  # faas-provider: a tail of 0 or less means every line
             since = _since(request.args.get("since"))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
@@ -140,6 +146,17 @@ class SystemApi:
         result = [{"metric": {"function_name": name}, "value": [now, f"{value:g}"]}
                   for name, value in sorted(self.metrics.invocations_by_function().items())]
         return _json({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+def info_shape(setting: str, forwarded_for: str) -> str:
+    """Which /system/info shape to answer: ``setting`` when "gateway" or "provider"; for "auto", "provider"
+    only when X-Forwarded-For carries a port. The OpenFaaS gateway forwards /system/info with its client's
+    address as Go's RemoteAddr (``127.0.0.1:45102``); reverse proxies (nginx, Caddy, Traefik, HAProxy, Envoy)
+    write bare addresses, so faas-cli behind one still gets the shape it parses."""
+    if setting != "auto":
+        return setting
+    last = forwarded_for.split(",")[-1].strip()
+    return "provider" if re.fullmatch(r"(\[[0-9A-Fa-f:.%\w]+\]|[0-9.]+):\d+", last) else "gateway"
 
 
 def _since(value: str | None) -> datetime | None:

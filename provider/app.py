@@ -11,6 +11,7 @@ from provider.auth import REALM, Credentials, protected
 from provider.errors import ProviderError
 from provider.metrics import GatewayMetrics
 from provider.proxy import Proxy, plain_error
+from provider.queueworker import QueueWorker
 from provider.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,12 @@ ROUTES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("GET",), "/system/info", "info"),
     (("GET",), "/system/namespaces", "namespaces"),
     (("GET",), "/system/logs", "logs"),
+    (tuple(ALL_METHODS), "/system/secrets", "secrets"),  # 501: not supported
     (("GET",), "/healthz", "healthz"),
     (("GET",), "/metrics", "metrics_text"),
     (("GET",), "/api/v1/query", "prometheus_query"),
     (tuple(ALL_METHODS), "/function/<name[.namespace]>[/path]", "invoke"),  # served by Proxy, before Flask
+    (tuple(ALL_METHODS), "/async-function/<name[.namespace]>[/path]", "enqueue"),  # QueueWorker, before Flask
 )
 
 
@@ -40,7 +43,8 @@ def create_app(runtime: Runtime, metrics: GatewayMetrics, credentials: Credentia
     app = Flask("provider")
     api = SystemApi(runtime, metrics)
     proxy = Proxy(runtime, metrics)
-    app.extensions["faas_infer"] = {"runtime": runtime, "metrics": metrics}
+    queue_worker = QueueWorker(runtime, metrics, proxy)
+    app.extensions["faas_infer"] = {"runtime": runtime, "metrics": metrics, "queue_worker": queue_worker}
     metrics.watch_replicas(lambda: [(fn.name, fn.desired) for fn in runtime.list()])
 
     def view(handler_name: str):
@@ -48,7 +52,7 @@ def create_app(runtime: Runtime, metrics: GatewayMetrics, credentials: Credentia
         return lambda **kwargs: handler(request, **kwargs)
 
     for methods, rule, handler_name in ROUTES:
-        if handler_name == "invoke":
+        if handler_name in ("invoke", "enqueue"):
             continue
         app.add_url_rule(rule, f"{handler_name}:{rule}", view(handler_name), methods=list(methods),
                          provide_automatic_options=False, strict_slashes=False)
@@ -76,8 +80,11 @@ def create_app(runtime: Runtime, metrics: GatewayMetrics, credentials: Credentia
 
     def dispatch(environ: dict, start_response):
         # Invocations are the hot path: no auth (as OpenFaaS), no Flask routing or request objects.
-        if environ.get("PATH_INFO", "").startswith("/function/"):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/function/"):
             return proxy(environ, start_response)
+        if path.startswith("/async-function/"):
+            return queue_worker(environ, start_response)
         return flask_wsgi(environ, start_response)
 
     app.wsgi_app = dispatch

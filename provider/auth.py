@@ -32,11 +32,13 @@ class Credentials:
         return cls(user, password)
 
     def accepts(self, authorization: str | None) -> bool:
-        """Whether an ``Authorization`` header carries these credentials (Basic only)."""
-        if not authorization or not authorization.startswith("Basic "):
+        """Whether an ``Authorization`` header carries these credentials (Basic only; the scheme is matched
+        case-insensitively, as Go's ``Request.BasicAuth``)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "basic":
             return False
         try:
-            user, _, password = base64.b64decode(authorization[6:].strip(), validate=True).decode().partition(":")
+            user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
         return hmac.compare_digest(user.encode(), self.user.encode()) & \

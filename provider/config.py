@@ -67,6 +67,16 @@ class ProviderConfig:
     # Seconds a deleted function's logs stay readable before their buffer and open file are dropped
     # (the file stays on disk).
     log_retention: float = 60.0
+    # Threads running /async-function calls in the background (OpenFaaS: the queue-worker's max_inflight).
+    async_workers: int = 4
+    # Async calls accepted but not yet running; more are answered 429.
+    max_async_queue: int = 1024
+    # Longest time one X-Callback-Url POST may take; a failed callback is logged and not retried.
+    callback_timeout: float = 10.0
+    # Shape of /system/info: "gateway" (the gateway's, what faas-cli parses), "provider" (faas-provider's
+    # ProviderInfo, what an OpenFaaS gateway in front reads), "auto" (ProviderInfo only for a request
+    # forwarded by the OpenFaaS gateway: its X-Forwarded-For carries the client's port).
+    info_shape: str = "auto"
     # Sent back by /healthz in X-Faas-Infer-Token when set: lets the process that started the provider tell
     # it from another server already answering on the port.
     healthz_token: str = ""
@@ -82,9 +92,13 @@ class ProviderConfig:
         _rule(self.max_replicas >= 1, "max_replicas", self.max_replicas, "must be >= 1")
         _rule(self.threads >= 4, "threads", self.threads, "must be >= 4")
         _rule(self.max_follows >= 1, "max_follows", self.max_follows, "must be >= 1")
+        _rule(self.async_workers >= 1, "async_workers", self.async_workers, "must be >= 1")
+        _rule(self.max_async_queue >= 1, "max_async_queue", self.max_async_queue, "must be >= 1")
+        _rule(self.info_shape in ("auto", "gateway", "provider"), "info_shape", self.info_shape,
+              "must be auto, gateway or provider")
         _rule(self.log_retention >= 0, "log_retention", self.log_retention, "must be >= 0")
         for key in ("ready_timeout", "cold_start_timeout", "health_interval", "memory_interval",
-                    "restart_backoff", "restart_backoff_max", "liveness_timeout"):
+                    "restart_backoff", "restart_backoff_max", "liveness_timeout", "callback_timeout"):
             _rule(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
         if self.auth_enabled:
             _rule(bool(self.secret_mount_path), "secret_mount_path", self.secret_mount_path,
@@ -140,7 +154,8 @@ def _bool_text(text: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "port": int, "max_replicas": int, "threads": int, "log_lines": int, "parent_pid": int, "max_follows": int,
+    "port": int, "max_replicas": int, "async_workers": int, "max_async_queue": int,
+    "callback_timeout": parse_duration, "threads": int, "log_lines": int, "parent_pid": int, "max_follows": int,
     "basic_auth": _bool_text, "ready_timeout": parse_duration, "cold_start_timeout": parse_duration,
     "drain_interval": parse_duration, "health_interval": parse_duration, "memory_interval": parse_duration,
     "restart_backoff": parse_duration, "restart_backoff_max": parse_duration,

@@ -5,7 +5,8 @@
     ├── Unauthorized       401  basic auth on and missing or wrong credentials
     ├── NotFound           404  no such function
     ├── Conflict           409  POST of a function that already exists
-    ├── TooManyRequests    429  too many log follows open at once
+    ├── TooManyRequests    429  too many log follows open at once, async queue full
+    ├── NotImplementedByProvider 501  an OpenFaaS feature this provider does not offer (secrets)
     └── Unavailable        503  no ready replica for an invocation
 """
 
@@ -43,9 +44,15 @@ class Conflict(ProviderError):
 
 
 class TooManyRequests(ProviderError):
-    """A bounded resource (log follows) is all in use; the client may retry later."""
+    """A bounded resource (log follows, the async queue) is all in use; the client may retry later."""
 
     status = 429
+
+
+class NotImplementedByProvider(ProviderError):
+    """An OpenFaaS feature this provider does not offer."""
+
+    status = 501
 
 
 class Unavailable(ProviderError):

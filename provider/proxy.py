@@ -48,14 +48,16 @@ def plain_error(status: int, text: str, headers: dict[str, str] | None = None) -
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
 
-def _error(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()) -> Answer:
+def error_answer(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()) -> Answer:
+    """A text answer shaped like Go's http.Error, as (status, headers, body)."""
     body = text.encode()
     return status, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"),
                     *extra], body
 
 
-def _no_endpoints(name: str) -> Answer:
-    return _error(503, f"No endpoints available for: {name}.", (("X-Openfaas-Internal", "proxy"),))
+def no_endpoints(name: str) -> Answer:
+    """faas-provider's 503 for a function with no replica to take a request."""
+    return error_answer(503, f"No endpoints available for: {name}.", (("X-Openfaas-Internal", "proxy"),))
 
 
 class Proxy:
@@ -68,37 +70,32 @@ class Proxy:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         """Serve one ``/function/...`` request."""
         started = time.perf_counter()
-        trace = (("X-Call-Id", environ.get("HTTP_X_CALL_ID") or str(uuid.uuid4())),
-                 ("X-Start-Time", str(time.time_ns())))
-        segment, _, _ = environ.get("PATH_INFO", "")[len("/function/"):].partition("/")
-        name, namespace = split_name(segment, self.runtime.config.namespace)
+        trace = new_trace(environ)
+        name, namespace = split_name(function_segment(environ), self.runtime.config.namespace)
         self.metrics.on_start(name)
         fn = self.runtime.find(name) if namespace == self.runtime.config.namespace else None
         if fn is None:
-            status, headers, body = _no_endpoints(name)
+            status, headers, body = no_endpoints(name)
         else:
             self.runtime.count_invocation(name)
-            status, headers, body = self._forward(fn, environ, trace)
+            try:
+                request_body = environ["wsgi.input"].read()
+            except Exception as exc:  # noqa: BLE001 - a client that breaks off mid-body
+                status, headers, body = error_answer(400, f"cannot read the request body: {exc}\n")
+            else:
+                status, headers, body = self.forward(fn, environ["REQUEST_METHOD"], target_of(environ),
+                                                     forward_headers(environ, trace), request_body)
         self.metrics.on_done(name, status, time.perf_counter() - started)
-        headers = [(k, v) for k, v in headers if k.lower() not in TRACE_HEADERS] + list(trace)
-        headers.append(("Content-Length", str(len(body))))
-        start_response(f"{status} {_reason(status)}", headers)
-        return [body]
+        return respond(start_response, status, headers, body, trace)
 
-    def _forward(self, fn: FunctionState, environ: dict, trace: tuple[tuple[str, str], ...]) -> Answer:
-        try:
-            body = environ["wsgi.input"].read()
-        except Exception as exc:  # noqa: BLE001 - a client that breaks off mid-body
-            return _error(400, f"cannot read the request body: {exc}\n")
-        headers = {k: v for k, v in _request_headers(environ).items() if k.lower() not in TRACE_HEADERS}
-        headers.update(trace)
-        target = _target(environ)
+    def forward(self, fn: FunctionState, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+        """Send one request to the least busy ready replica of ``fn`` (waiting for one up to
+        ``cold_start_timeout``); the watchdog's answer, or the provider's 503/500."""
         timeout = urllib3.Timeout(connect=2.0, read=write_timeout(fn.spec) + 10)
-        method = environ["REQUEST_METHOD"]
         for _ in range(3):
             replica = self.runtime.acquire(fn, self.runtime.config.cold_start_timeout)
             if replica is None:
-                return _no_endpoints(fn.name)
+                return no_endpoints(fn.name)
             try:
                 upstream = replica.pool.urlopen(method, target, body=body, headers=headers, retries=False,
                                                 redirect=False, timeout=timeout, preload_content=True,
@@ -109,12 +106,39 @@ class Proxy:
                 continue
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 logger.warning("function %s: replica %s failed: %s", fn.name, replica.instance_id, exc)
-                return _error(500, f"Can't reach service for: {fn.name}.\n")
+                return error_answer(500, f"Can't reach service for: {fn.name}.\n")
             finally:
                 replica.release()
             return upstream.status, [(k, v) for k, v in upstream.headers.items()
                                      if k.lower() not in HOP_BY_HOP], upstream.data
-        return _no_endpoints(fn.name)
+        return no_endpoints(fn.name)
+
+
+def new_trace(environ: dict) -> tuple[tuple[str, str], ...]:
+    """X-Call-Id (the caller's, else a new uuid4) and X-Start-Time (now, unix nanoseconds)."""
+    return (("X-Call-Id", environ.get("HTTP_X_CALL_ID") or str(uuid.uuid4())), ("X-Start-Time", str(time.time_ns())))
+
+
+def function_segment(environ: dict) -> str:
+    """``name[.namespace]`` from ``/function/...`` or ``/async-function/...``."""
+    path = environ.get("PATH_INFO", "")
+    return path[path.index("function/") + len("function/"):].partition("/")[0]
+
+
+def forward_headers(environ: dict, trace: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """The headers a replica gets: the client's end-to-end ones, X-Forwarded-*, and the trace."""
+    headers = {k: v for k, v in _request_headers(environ).items() if k.lower() not in TRACE_HEADERS}
+    headers.update(trace)
+    return headers
+
+
+def respond(start_response: Callable, status: int, headers: list[tuple[str, str]], body: bytes,
+            trace: tuple[tuple[str, str], ...]) -> list[bytes]:
+    """Start the WSGI answer with the trace headers and a Content-Length."""
+    headers = [(k, v) for k, v in headers if k.lower() not in TRACE_HEADERS] + list(trace)
+    headers.append(("Content-Length", str(len(body))))
+    start_response(f"{status} {_reason(status)}", headers)
+    return [body]
 
 
 def _request_headers(environ: dict) -> dict[str, str]:
@@ -137,12 +161,14 @@ def _request_headers(environ: dict) -> dict[str, str]:
     return headers
 
 
-def _target(environ: dict) -> str:
-    """The sub-path as sent (percent-encoding kept, from gunicorn's RAW_URI) and the query."""
+def target_of(environ: dict) -> str:
+    """The replica's request target: the sub-path as sent (percent-encoding kept, from gunicorn's RAW_URI)
+    and the query."""
+    prefix = "/async-function/" if environ.get("PATH_INFO", "").startswith("/async-function/") else "/function/"
     raw = environ.get("RAW_URI", "").split("?", 1)[0]
-    if not raw.startswith("/function/"):
+    if not raw.startswith(prefix):
         raw = environ.get("PATH_INFO", "")
-    slash = raw.find("/", len("/function/"))
+    slash = raw.find("/", len(prefix))
     target = raw[slash:] if slash >= 0 else "/"
     query = environ.get("QUERY_STRING", "")
     return f"{target}?{query}" if query else target

@@ -213,3 +213,9 @@ def replica_env(base: Mapping[str, str], env_vars: Mapping[str, str], settings: 
     paths = [REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != REPO]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """Refuse (``ConfigError`` naming key, value and rule) an environment the watchdog would refuse at start;
+    the ports ``launch`` adds are stood in for."""
+    WatchdogConfig.from_env({**env, "port": "1", "metrics_port": "2"})

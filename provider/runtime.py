@@ -20,11 +20,14 @@ from provider.cores import CoreAllocator, cores_for
 from provider.errors import BadRequest, Conflict, NotFound
 from provider.function import FunctionState, Limits, min_replicas, most_replicas, watchdog_settings
 from provider.logstore import LogStore
-from provider.replica import LaunchSpec, Replica, State, launch, replica_env
+from provider.replica import LaunchSpec, Replica, State, check_env, launch, replica_env
 from provider.supervisor import Supervisor
 from provider.types import FunctionDeployment, FunctionStatus, FunctionUsage
+from watchdog.config import ConfigError as WatchdogConfigError
 
 logger = logging.getLogger(__name__)
+
+SECRETS_UNSUPPORTED = "secrets are not supported by the local provider"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -67,6 +70,9 @@ class Runtime:
         if not _NAME.match(name) or len(name) > 63:
             raise BadRequest(f"service name {name!r} is not valid: use lowercase letters, digits and '-' "
                              f"(at most 63), starting and ending with a letter or digit")
+        if spec.secrets:
+            raise BadRequest(f"{SECRETS_UNSUPPORTED}: remove secrets {list(spec.secrets)} from {name} and pass "
+                             f"the values in envVars (or environment_file in stack.yml)")
         spec = dataclasses.replace(spec, namespace=namespace)
         limits = Limits.of(spec)
         with self.lock:
@@ -76,6 +82,7 @@ class Runtime:
             if not update and existing is not None:
                 raise Conflict(f"function {name} already exists in namespace {namespace}")
             function_dir = self.catalog.resolve(spec)
+            self._check_env(spec, limits, function_dir)
             if existing is None:
                 fn = FunctionState(spec, function_dir, limits, self.lock,
                                    desired=min_replicas(spec, self.config.max_replicas))
@@ -88,6 +95,16 @@ class Runtime:
                 existing.crash_streak, existing.next_start_at = 0, 0.0
                 self.logs.event(name, f"updated to {spec.image} (generation {existing.generation})")
         self.notify()
+
+    def _check_env(self, spec: FunctionDeployment, limits: Limits, function_dir: str) -> None:
+        """``BadRequest`` naming the key when the replicas' watchdog would refuse its environment (it would
+        crash-loop): checked on the environment a replica gets, provider settings included."""
+        settings = watchdog_settings(spec, limits, function_dir, self.redis_url, self.config.drain_interval)
+        settings.update({"instance_id": f"{spec.service}-check", "TMPDIR": self.run_dir})
+        try:
+            check_env(replica_env(self.base_env, spec.envVars, settings))
+        except WatchdogConfigError as exc:
+            raise BadRequest(f"envVars of {spec.service}: {exc}") from None
 
     def delete(self, name: str, namespace: str) -> None:
         """Remove a function; its replicas drain and stop."""

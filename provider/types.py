@@ -35,7 +35,7 @@ class FunctionDeployment:
     envVars: Mapping[str, str] = field(default_factory=dict)
     # Placement constraints; kept and reported, one machine ignores them.
     constraints: tuple[str, ...] = ()
-    # Secret names; kept and reported.
+    # Secret names; a deploy naming any is refused (secrets are not supported by the local provider).
     secrets: tuple[str, ...] = ()
     # Labels (com.openfaas.scale.min/max, com.faas-infer.parent, ...).
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -54,17 +54,17 @@ class FunctionDeployment:
     def from_json(cls, body: bytes) -> "FunctionDeployment":
         """Parse and validate a request body; ``BadRequest`` names what is wrong."""
         doc = _object(body)
-        service, image = doc.get("service"), doc.get("image")
-        if not isinstance(service, str) or not service:
+        service, image = _str(doc, "service"), _str(doc, "image")
+        if not service:
             raise BadRequest("service is required")
-        if not isinstance(image, str) or not image:
+        if not image:
             raise BadRequest(f"image is required for service {service}")
         return cls(
             service=service, image=image, namespace=_str(doc, "namespace"), envProcess=_str(doc, "envProcess"),
             envVars=_strmap(doc, "envVars"), constraints=_strlist(doc, "constraints"),
             secrets=_strlist(doc, "secrets"), labels=_strmap(doc, "labels"),
             annotations=_strmap(doc, "annotations"), limits=_strmap(doc, "limits"),
-            requests=_strmap(doc, "requests"), readOnlyRootFilesystem=bool(doc.get("readOnlyRootFilesystem")),
+            requests=_strmap(doc, "requests"), readOnlyRootFilesystem=_bool(doc, "readOnlyRootFilesystem"),
             extra={k: v for k, v in doc.items() if k not in _DEPLOYMENT_KEYS})
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,19 +227,34 @@ def _object(body: bytes) -> dict[str, Any]:
 
 
 def _str(doc: Mapping[str, Any], key: str) -> str:
-    value = doc.get(key) or ""
+    value = doc.get(key)
+    if value is None:
+        return ""
     if not isinstance(value, str):
-        raise BadRequest(f"{key} must be a string")
+        raise BadRequest(f"{key} must be a string, got {_kind(value)}")
+    return value
+
+
+def _bool(doc: Mapping[str, Any], key: str) -> bool:
+    value = doc.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false, got {_kind(value)}")
     return value
 
 
 def _strmap(doc: Mapping[str, Any], key: str) -> dict[str, str]:
+    # As Go's decoder into map[string]string: null values become "", anything but a string is refused.
     value = doc.get(key)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadRequest(f"{key} must be an object of strings")
-    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+        raise BadRequest(f"{key} must be an object of strings, got {_kind(value)}")
+    for k, v in value.items():
+        if v is not None and not isinstance(v, str):
+            raise BadRequest(f"{key}.{k} must be a string, got {_kind(v)}")
+    return {k: v or "" for k, v in value.items()}
 
 
 def _strlist(doc: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -247,5 +262,19 @@ def _strlist(doc: Mapping[str, Any], key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise BadRequest(f"{key} must be a list of strings")
-    return tuple(str(v) for v in value)
+        raise BadRequest(f"{key} must be a list of strings, got {_kind(value)}")
+    for i, v in enumerate(value):
+        if v is not None and not isinstance(v, str):
+            raise BadRequest(f"{key}[{i}] must be a string, got {_kind(v)}")
+    return tuple(v or "" for v in value)
+
+
+def _kind(value: Any) -> str:
+    """How Go's decoder names a JSON value's type, with the value when short (``string "false"``)."""
+    if isinstance(value, bool):
+        return f"bool {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {json.dumps(value)}" if len(value) <= 40 else "a string"
+    return "an object" if isinstance(value, dict) else "an array"

@@ -3,11 +3,15 @@ for, and what happens to a deleted function's logs."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import pytest
 
 from helpers import write_handler
 from provider.catalog import Catalog
 from provider.config import ProviderConfig
+from provider.errors import BadRequest
 from provider.function import min_replicas
 from provider.runtime import Runtime
 from provider.types import FunctionDeployment
@@ -62,3 +66,34 @@ def test_a_function_deployed_again_keeps_its_logs(runtime, tmp_path):
     runtime.deploy(spec(tmp_path), update=False)  # same name back while the old replicas drain
     runtime.forget(old, now=0.0)
     assert runtime.logs.sweep(1000.0) == [] and runtime.logs.has("fn")
+
+
+@pytest.mark.parametrize("env_vars, named", [
+    ({"max_batch_size": "zero"}, "max_batch_size='zero': must be an integer"),
+    ({"max_batch_size": "0"}, "max_batch_size=0: must be >= 1"),
+    ({"write_timeout": "soon"}, "write_timeout='soon'"),
+    ({"batch_backend": "redis"}, "redis_url=: must be set when batch_backend=redis"),
+])
+def test_deploy_refuses_envvars_the_watchdog_would_refuse(runtime, tmp_path, env_vars, named):
+    """Checked on the environment a replica gets, so a deploy cannot leave a crash-looping function."""
+    bad = dataclasses.replace(spec(tmp_path), envVars=env_vars)
+    with pytest.raises(BadRequest, match=f"envVars of fn: {re.escape(named)}"):
+        runtime.deploy(bad, update=False)
+    assert runtime.find("fn") is None
+    runtime.deploy(spec(tmp_path), update=False)
+    with pytest.raises(BadRequest, match="max_batch_size"):  # an update is refused the same way
+        runtime.deploy(dataclasses.replace(spec(tmp_path), envVars={"max_batch_size": "-1"}), update=True)
+    assert runtime.find("fn").generation == 1
+
+
+def test_provider_settings_win_over_envvars_they_replace(runtime, tmp_path):
+    """cpu_limit comes from limits.cpu when set, so a junk envVars value there does not matter."""
+    ok = dataclasses.replace(spec(tmp_path), envVars={"cpu_limit": "junk", "max_inflight": "4"},
+                             limits={"cpu": "1"})
+    runtime.deploy(ok, update=False)
+    assert runtime.find("fn") is not None
+
+
+def test_deploy_naming_secrets_is_refused(runtime, tmp_path):
+    with pytest.raises(BadRequest, match="secrets are not supported by the local provider: remove secrets"):
+        runtime.deploy(dataclasses.replace(spec(tmp_path), secrets=("api-key",)), update=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime, timezone
 
 import pytest
 
 from faas_infer.stack import load_stack
+from provider.api import info_shape
 from provider.auth import Credentials, protected, write_secrets
 from provider.catalog import Catalog
 from provider.config import ConfigError, ProviderConfig
@@ -135,3 +137,51 @@ def test_split_name_and_log_store(tmp_path):
     assert list(line) == ["name", "namespace", "instance", "timestamp", "text"]
     logs.close()
     assert (tmp_path / "fn.log").read_text().count("\n") == 5
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("readOnlyRootFilesystem", "false", 'readOnlyRootFilesystem must be true or false, got string "false"'),
+    ("envVars", {"A": {"nested": 1}}, "envVars.A must be a string, got an object"),
+    ("envVars", {"A": 1}, "envVars.A must be a string, got number 1"),
+    ("constraints", [{"node": "x"}], "constraints[0] must be a string, got an object"),
+    ("labels", {"com.openfaas.scale.min": 2}, "labels.com.openfaas.scale.min must be a string"),
+    ("limits", {"memory": 128}, "limits.memory must be a string"),
+    ("secrets", "one", "secrets must be a list of strings, got string"),
+    ("namespace", False, "namespace must be a string, got bool false"),
+    ("envProcess", ["python"], "envProcess must be a string, got an array"),
+])
+def test_deployment_fields_are_typed_as_gos_decoder_types_them(field, value, named):
+    """What Go's decoder refuses with 400 is refused here too, naming the field (no silent str())."""
+    body = json.dumps({"service": "a", "image": "x", field: value}).encode()
+    with pytest.raises(BadRequest, match=re.escape(named)):
+        FunctionDeployment.from_json(body)
+
+
+def test_deployment_nulls_decode_as_go_zero_values():
+    spec = FunctionDeployment.from_json(b'{"service":"a","image":"x","namespace":null,"envVars":{"A":null},'
+                                        b'"constraints":null,"readOnlyRootFilesystem":null}')
+    assert spec.namespace == "" and dict(spec.envVars) == {"A": ""} and spec.constraints == ()
+    assert FunctionDeployment.from_json(b'{"service":"a","image":"x","readOnlyRootFilesystem":true}'
+                                        ).readOnlyRootFilesystem is True
+
+
+def test_basic_scheme_is_case_insensitive(tmp_path):
+    write_secrets(str(tmp_path), "admin", "pw")
+    creds = Credentials.read(str(tmp_path))
+    token = base64.b64encode(b"admin:pw").decode()
+    assert all(creds.accepts(f"{scheme} {token}") for scheme in ("Basic", "basic", "BASIC", "bAsIc"))
+    assert not creds.accepts(f"Bearer {token}") and not creds.accepts(f"Basicx {token}")
+
+
+@pytest.mark.parametrize("setting, forwarded_for, shape", [
+    ("auto", "", "gateway"),  # faas-cli directly
+    ("auto", "127.0.0.1:45102", "provider"),  # the OpenFaaS gateway (Go RemoteAddr)
+    ("auto", "[::1]:45102", "provider"),
+    ("auto", "203.0.113.7", "gateway"),  # nginx, Caddy, Traefik: bare addresses
+    ("auto", "203.0.113.7, 10.0.0.2", "gateway"),
+    ("auto", "2001:db8::1", "gateway"),
+    ("gateway", "127.0.0.1:45102", "gateway"),
+    ("provider", "", "provider"),
+])
+def test_info_shape(setting, forwarded_for, shape):
+    assert info_shape(setting, forwarded_for) == shape

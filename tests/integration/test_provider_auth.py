@@ -3,6 +3,8 @@ clients (empty ``Bearer`` included) accepted with auth off."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import requests
 
@@ -63,3 +65,15 @@ def test_auth_off_ignores_empty_bearer(tmp_path):
         assert status == 200
     finally:
         assert proc.stop() == 0
+
+
+def test_basic_scheme_is_matched_case_insensitively(secured):
+    """Go's Request.BasicAuth compares the scheme case-insensitively: "basic" works as "Basic" does."""
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    for scheme in ("basic", "BASIC", "Basic"):
+        answer = requests.get(secured.url + "/system/functions", headers={"Authorization": f"{scheme} {token}"},
+                              timeout=5)
+        assert answer.status_code == 200, scheme
+    wrong = base64.b64encode(f"{USER}:nope".encode()).decode()
+    assert requests.get(secured.url + "/system/functions", headers={"Authorization": f"basic {wrong}"},
+                        timeout=5).status_code == 401

@@ -4,8 +4,8 @@
 deploys first, then updates and scale-ups, then scale-downs and deletes, so capacity is added before it
 is taken away. A running variant whose spec no longer matches its parent's (a new image, environment or
 annotations, a changed SLO) is updated in place (PUT). Variants whose parent is gone or unmanaged are
-deleted. A variant younger than ``min_variant_age`` is not deleted for the plan's sake (it was started for
-a reason a tick ago, and removing it before it serves only churns). Removed variants drain through the
+deleted (decide keeps variants younger than ``min_variant_age`` in its plans). Removed variants drain
+through the
 watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the shared Redis
 queue for the remaining instances.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Mapping
 
 from autoscaler.config import AutoscalerConfig
@@ -75,10 +74,6 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
                 out.append(Change("scale-up" if n > current.replicas else "scale-down", fp.name, name, n,
                                   reason=fp.reason))
         for name in sorted(set(running) - set(wanted)):
-            age = _age(running[name], snapshot.taken_epoch)
-            if age is not None and age < config.min_variant_age:
-                logger.debug("keeping %s for now: %.0fs old (min_variant_age=%gs)", name, age, config.min_variant_age)
-                continue
             out.append(Change("delete", fp.name, name, reason=fp.reason))
     return sorted(out, key=lambda c: ORDER[c.kind])
 
@@ -101,17 +96,6 @@ def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
         if diff:
             what.append(f"{key} {', '.join(diff)}")
     return "; ".join(what)
-
-
-def _age(v: Variant, now_epoch: float) -> float | None:
-    """Seconds since the variant was created (its ``createdAt``), or None when unknown."""
-    created = v.status.get("createdAt")
-    if not created or not now_epoch:
-        return None
-    try:
-        return now_epoch - datetime.fromisoformat(str(created)).timestamp()
-    except ValueError:
-        return None
 
 
 def apply(plan_changes: list[Change], client: OpenFaaSClient) -> list[tuple[Change, str]]:

@@ -40,6 +40,7 @@ from autoscaler.plan import FunctionPlan, GuardMemory, Plan, Target
 from autoscaler.predictor import Corrected, ExecPredictor
 from autoscaler.selection import FunctionDemand, Selection, SelectionProblem, lower_bound
 from autoscaler.snapshot import FunctionState, Snapshot, Variant
+from autoscaler.variants import variant_age
 
 Usage = dict[str, list[float]]  # node -> [cpu, gpu, memory] in use
 
@@ -119,7 +120,8 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                                config.headroom, config.switch_margin)
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
-    plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors)
+    plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
+                            snapshot.taken_epoch)
     bound = max(lower_bound(problem), selection.bound)
     cost = sum(p.cost for p in plans if not p.unchanged)
     return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
@@ -218,8 +220,21 @@ def _place(problem, selection, context, nodes, config):
     return placed, unplaced, "best-fit"
 
 
-def _guarded(problem, selection, placed, unplaced, context, nodes, config, factors) -> list[FunctionPlan]:
+def _young(fs: FunctionState, config: AutoscalerConfig, epoch: float,
+           default_node: str) -> dict[tuple[str, str], int]:
+    """Instances per (configuration, node) of variants younger than ``min_variant_age`` (by createdAt)."""
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for v in fs.variants:
+        age = variant_age(v, epoch)
+        if not v.pinned and age is not None and age < config.min_variant_age:
+            out[(config_key(v.batch, v.cpu, v.gpu), v.node or default_node)] += v.replicas
+    return out
+
+
+def _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
+             epoch: float) -> list[FunctionPlan]:
     free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
+    default_node = nodes[0][0] if len(nodes) == 1 else ""
     stepped_all: dict[str, dict[tuple[str, str], int]] = {}
     by_fn: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
     for (fn, key), where in placed.items():
@@ -231,6 +246,8 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
         by_key = {c.key: c for c in f.candidates}
         stepped, _, _ = limit_steps(current, target, config.max_step_up, config.max_step_down,
                                     rank_up=lambda k: by_key[k[0]].r_max if k[0] in by_key else 0.0)
+        for group, n in _young(fs, config, epoch, default_node).items():  # kept, their resources counted
+            stepped[group] = max(stepped.get(group, 0), n)
         stepped_all[f.name] = stepped
         for (key, node), n in stepped.items():
             if node in free:

@@ -12,6 +12,7 @@ configuration. A group of more instances than ``max_replicas_per_variant`` is sp
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, Mapping
 
 from autoscaler.candidates import Candidate
@@ -104,6 +105,17 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> V
     return Variant(str(status["name"]), batch, cpu, 0.0, memory_of(status, default_memory), node,
                    int(status.get("replicas", 0) or 0), pinned=True,
                    ready=int(status.get("availableReplicas", 0) or 0))
+
+
+def variant_age(v: Variant, now_epoch: float) -> float | None:
+    """Seconds since the variant was created (its FunctionStatus ``createdAt``), or None when unknown."""
+    created = v.status.get("createdAt")
+    if not created or not now_epoch:
+        return None
+    try:
+        return now_epoch - datetime.fromisoformat(str(created)).timestamp()
+    except ValueError:
+        return None
 
 
 def memory_of(status: Mapping[str, Any], default: int) -> int:

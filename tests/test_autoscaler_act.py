@@ -110,16 +110,17 @@ def test_a_new_execution_time_prior_alone_restarts_nothing():
 
 
 def test_a_young_variant_is_kept_until_min_variant_age_and_orphans_go_at_once():
+    def changes_at(variants, orphans=()):
+        cfg = AutoscalerConfig(max_step_up=100, max_step_down=100, keep_warm=0)
+        snap = dataclasses.replace(snapshot([fn("f", 0.0, spec=PARENT, variants=variants)], (Node("n1", 8, 16 * GiB),)),
+                                   taken_epoch=time.time(), orphans=orphans)
+        plan = decide(snap, LinearPredictor(), cfg, 0.0)  # no demand: nothing wanted
+        return plan, changes(plan, snap, cfg)
+
     young = running_as_planned(created_ago=5.0)
-    plan, snap, cfg = plan_for(fn("f", 0.0, spec=PARENT, variants=young), keep_warm=0)  # nothing wanted
-    snap = dataclasses.replace(snap, taken_epoch=time.time())
-    assert [c.kind for c in changes(plan, snap, cfg)] == []
-    old = running_as_planned(created_ago=60.0)
-    plan, snap, cfg = plan_for(fn("f", 0.0, spec=PARENT, variants=old), keep_warm=0)
-    snap = dataclasses.replace(snap, taken_epoch=time.time())
-    assert {c.kind for c in changes(plan, snap, cfg)} == {"delete"}
+    plan, todo = changes_at(young)
+    assert todo == [] and plan.function("f").instances() == len(young)  # kept, and counted as running
+    assert {c.kind for c in changes_at(running_as_planned(created_ago=60.0))[1]} == {"delete"}
     orphan = Orphan(dataclasses.replace(young[0], name="gone-b1-c500-g0-n1-0"), "gone", "its parent gone is gone")
-    plan, snap, cfg = plan_for(fn("f", 0.0, spec=PARENT, variants=young), keep_warm=0)
-    snap = dataclasses.replace(snap, taken_epoch=time.time(), orphans=(orphan,))
-    assert [(c.kind, c.name, c.fn, c.reason) for c in changes(plan, snap, cfg)] == [
+    assert [(c.kind, c.name, c.fn, c.reason) for c in changes_at(young, (orphan,))[1]] == [
         ("delete", orphan.variant.name, "gone", "its parent gone is gone")]  # young as it is, not kept

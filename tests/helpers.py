@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -127,3 +129,16 @@ def write_handler(folder: str, source: str) -> str:
     with open(os.path.join(folder, "handler.py"), "w") as f:
         f.write(textwrap.dedent(source))
     return folder
+
+
+@contextlib.contextmanager
+def silent_listener():
+    """A loopback port that accepts connections and never answers (a hung peer: Redis, S3, a worker);
+    yields its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 from autoscaler.config import AutoscalerConfig
@@ -11,6 +9,7 @@ from autoscaler.loop import Autoscaler, redis_client
 from autoscaler.observe import Observer
 from autoscaler.snapshot import Node
 from batcher import stats
+from helpers import silent_listener
 
 NODES = (Node("n1", 4, 8 * 1024**3),)
 SLO = {"com.faas-infer.latency_slo": "100ms"}
@@ -52,36 +51,13 @@ def test_measured_times_of_gpu_instances_are_filed_under_their_share(redis_clien
     assert [(m.batch, m.cpu, m.gpu) for m in snap.functions[0].measured] == [(8, 1.0, 0.5)]
 
 
-def silent_server() -> tuple[socket.socket, list[socket.socket]]:
-    """A listener that accepts connections and never answers (a Redis that hangs)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-    threading.Thread(target=accept, daemon=True).start()
-    return server, held
-
-
 def test_a_redis_that_does_not_answer_costs_one_timeout_per_tick_not_one_per_function():
-    server, held = silent_server()
-    try:
-        port = server.getsockname()[1]
+    with silent_listener() as port:
         client = redis_client(f"redis://127.0.0.1:{port}/0")
         listing = Listing([{"name": f"f{i}", "annotations": SLO} for i in range(6)])
         snap = Observer(AutoscalerConfig(), listing, client, lambda: NODES).snapshot(0.0, time.time())
         assert all(f.rate is None for f in snap.functions) and len(snap.problems) == 6
         assert sum("skipped" in p for p in snap.problems) == 5  # one read waited for, the others skipped
-    finally:
-        server.close()
-        for conn in held:
-            conn.close()
 
 
 def test_a_snapshot_that_took_too_long_to_read_yields_no_decision(redis_client):

@@ -10,16 +10,15 @@ import pytest
 from fsd.errors import WorkerFailed
 from fsd.invoke import HttpInvoker
 from fsd.worker import JobSpec
+from helpers import silent_listener
 
 
 @pytest.fixture
 def silent_url():
     """The URL of a loopback socket that accepts connections and never answers (a blackholed worker)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    listener.close()  # resets the hung connections, so their threads end now
+    with silent_listener() as port:
+        yield f"http://127.0.0.1:{port}"
+    # closing it resets the hung connections, so their threads end now
 
 
 def _closed_url() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +13,7 @@ from fsd.s3_channel import S3Channel
 from fsd.s3_client import S3Client
 from fsd.s3_server import S3Server
 from fsd.sigv4 import EMPTY_SHA256, Credentials, authorization
+from helpers import silent_listener
 
 SUITE = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1", "service")
 HEADERS = {"Host": "example.amazonaws.com", "X-Amz-Date": "20150830T123600Z"}
@@ -107,11 +107,8 @@ def test_s3_abort_stops_a_waiting_rank():
 @pytest.fixture
 def silent_endpoint():
     """The URL of a loopback socket that accepts connections and never answers (a hung object store)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    listener.close()
+    with silent_listener() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_requests_to_a_silent_store_end_at_the_deadline(silent_endpoint):

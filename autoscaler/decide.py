@@ -48,6 +48,12 @@ Usage = dict[str, list[float]]  # node -> [cpu, gpu, memory] in use
 SATURATED_SHARE = 0.01
 # The capacity factor never goes below this (a stalled instance must not price every configuration at 0).
 MIN_FACTOR = 0.05
+# Refusals are read as saturation only while the instances admit at least this share of the capacity the
+# factor allows (below it they are bursts at low load: 20/s admitted of a modelled 667/s once drove the
+# factor to its floor)...
+LOADED_SHARE = 0.25
+# ...and the factor does not recover while they admit this share or more (no evidence of spare capacity).
+BUSY_SHARE = 0.6
 # Share of the way a capacity factor moves toward each new saturated reading.
 FACTOR_STEP = 0.5
 # Seconds over which a capacity factor learnt under saturation recovers toward 1 (e-folding time).
@@ -135,25 +141,29 @@ def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate
 
     The model prices an instance by its handler's batch time alone; what the instance does around it (HTTP,
     parsing, the queue) also costs, and on a busy host far more (measured here: an MLP instance modelled at
-    1,880 requests/s refused requests at 770). Instances that refuse requests are saturated, so what they
-    admit is their real capacity: the factor is admitted / modelled while they refuse (more than 1% of the
-    arrivals, and 1/s), counting only instances ready to serve, and every configuration's capacity is scaled
-    by it. Each reading moves it ``FACTOR_STEP`` of the way (readings are noisy while instances come and
-    go). Once they stop refusing it is kept, recovering toward 1 over ``FACTOR_RECOVERY_SECONDS`` (the host
-    may have got quieter)."""
+    1,880 requests/s refused requests at 770). Instances that refuse requests while they admit at least
+    ``LOADED_SHARE`` of what the factor says they serve are saturated, so what they admit is their real
+    capacity: the reading is admitted / modelled (ready instances only), and each moves the factor
+    ``FACTOR_STEP`` of the way (readings are noisy while instances come and go). Refusals at lower load are
+    bursts (a queue that overflowed), which say nothing about capacity. The factor recovers toward 1 over
+    ``FACTOR_RECOVERY_SECONDS`` only while the instances run below ``BUSY_SHARE`` of what it allows: spare
+    capacity is the only evidence that they serve more, and recovering without it removed an instance,
+    saw refusals and added it back every 90 s at a steady load."""
     rate, refused = fs.rate or 0.0, fs.refused_rate
     factor, at = before if before is not None else (1.0, now)
-    if rate > 0 and refused > max(1.0, SATURATED_SHARE * rate):
-        by_key = {c.key: c for c in cands}
-        modelled = pinned_cap
-        for v in fs.variants:
-            if not v.pinned:  # only instances ready to serve: one still starting admits nothing yet
-                c = by_key.get(config_key(v.batch, v.cpu, v.gpu))
-                t = pred.exec_seconds(model, v.batch, v.cpu, v.gpu)
-                modelled += min(v.ready, v.replicas) * (c.r_max if c else (v.batch / t if t else 0.0))
-        if modelled > 0:
-            seen = min(1.0, max(MIN_FACTOR, (rate - refused) / modelled))
-            return factor + FACTOR_STEP * (seen - factor), now  # one noisy tick moves it part of the way
+    by_key = {c.key: c for c in cands}
+    modelled = pinned_cap
+    for v in fs.variants:
+        if not v.pinned:  # only instances ready to serve: one still starting admits nothing yet
+            c = by_key.get(config_key(v.batch, v.cpu, v.gpu))
+            t = pred.exec_seconds(model, v.batch, v.cpu, v.gpu)
+            modelled += min(v.ready, v.replicas) * (c.r_max if c else (v.batch / t if t else 0.0))
+    admitted = max(0.0, rate - refused)
+    if modelled > 0 and refused > max(1.0, SATURATED_SHARE * rate) and admitted >= LOADED_SHARE * factor * modelled:
+        seen = min(1.0, max(MIN_FACTOR, admitted / modelled))
+        return factor + FACTOR_STEP * (seen - factor), now
+    if modelled > 0 and admitted >= BUSY_SHARE * factor * modelled:
+        return factor, now  # as busy as the factor allows: no evidence that they serve more
     return 1.0 - (1.0 - factor) * math.exp(-max(0.0, now - at) / FACTOR_RECOVERY_SECONDS), now
 
 

@@ -204,9 +204,18 @@ def test_instances_that_refuse_requests_are_priced_by_what_they_admit():
     later = decide(snapshot([fn("m", 500.0, variants=(parent,))], taken_at=5.0), PREDICTOR, config(), 5.0,
                    busy.memory)
     assert later.function("m").cost == pytest.approx(plan.cost)  # learnt: not undone when refusals stop
-    much_later = decide(snapshot([fn("m", 500.0, variants=(parent,))], taken_at=10_000.0), PREDICTOR,
-                        config(scale_down_delay=0.0), 10_000.0, later.memory)
-    assert much_later.function("m").instances() == 0  # recovered toward the model after a long quiet time
+    loaded = decide(snapshot([fn("m", 500.0, variants=(parent,))], taken_at=10_000.0), PREDICTOR,
+                    config(scale_down_delay=0.0), 10_000.0, later.memory)
+    assert loaded.function("m").cost == pytest.approx(plan.cost)  # busy: no evidence of spare capacity
+    quiet = decide(snapshot([fn("m", 100.0, variants=(parent,))], taken_at=20_000.0), PREDICTOR,
+                   config(scale_down_delay=0.0), 20_000.0, loaded.memory)
+    assert quiet.memory.capacity_factors["m"][0] > 0.99  # spare capacity: recovered toward the model
+
+
+def test_refusals_in_a_burst_at_low_load_teach_nothing():
+    parent = Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)  # modelled 667/s
+    burst = decide(snapshot([fn("m", 20.0, variants=(parent,), refused_rate=5.0)]), PREDICTOR, config(), 0.0)
+    assert burst.memory.capacity_factors["m"][0] == 1.0
 
 
 def test_an_instance_still_starting_does_not_lower_what_the_others_are_judged_to_serve():

@@ -15,6 +15,9 @@ from fsd.worker import JobSpec, WorkerReport, run_worker
 
 # Extra seconds an HTTP invocation may take beyond the job's own timeout (connection, queueing).
 HTTP_GRACE = 3.0
+# Calls to one rank left unanswered at once before a new job fails at once instead of opening another
+# connection: a rank that hangs must not cost a thread and a socket per job for a whole timeout each.
+MAX_OUTSTANDING = 4
 
 
 class Invoker(Protocol):
@@ -28,26 +31,44 @@ class HttpInvoker:
     """POSTs the job spec to each rank's function URL, concurrently, each call on a thread of its own.
 
     No pool: a call that hangs (a blackholed connection) holds its thread until the job's timeout plus
-    ``HTTP_GRACE``, long after its job has failed, and must not hold up the next job's calls.
+    ``HTTP_GRACE``, long after its job has failed, and must not hold up the next job's calls. Past
+    ``MAX_OUTSTANDING`` unanswered calls to one rank, a new job's call to it fails at once.
     """
 
-    def __init__(self, urls: Sequence[str], session: requests.Session | None = None) -> None:
+    def __init__(self, urls: Sequence[str], session: requests.Session | None = None,
+                 max_outstanding: int = MAX_OUTSTANDING) -> None:
         self.urls = list(urls)
         self.session = session or requests.Session()
+        self.max_outstanding = max_outstanding
+        self._outstanding = [0] * len(self.urls)
+        self._lock = threading.Lock()
 
     def submit(self, spec: JobSpec) -> "Future[WorkerReport]":
-        """Invoke ``spec.rank``'s URL."""
+        """Invoke ``spec.rank``'s URL (a failed future at once when too many calls to it are unanswered)."""
         future: Future[WorkerReport] = Future()
+        with self._lock:
+            busy = self._outstanding[spec.rank]
+            if busy < self.max_outstanding:
+                self._outstanding[spec.rank] += 1
+        if busy >= self.max_outstanding:
+            future.set_exception(WorkerFailed(
+                f"rank {spec.rank} at {self.urls[spec.rank]}: {busy} calls still unanswered (hung?): "
+                f"not invoked again until one ends"))
+            return future
         threading.Thread(target=self._run, args=(future, spec), name=f"fsd-invoke-{spec.rank}", daemon=True).start()
         return future
 
     def _run(self, future: "Future[WorkerReport]", spec: JobSpec) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
         try:
-            future.set_result(self._call(spec))
-        except BaseException as exc:  # noqa: BLE001 - the future carries it to the coordinator
-            future.set_exception(exc)
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(self._call(spec))
+            except BaseException as exc:  # noqa: BLE001 - the future carries it to the coordinator
+                future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._outstanding[spec.rank] -= 1
 
     def _call(self, spec: JobSpec) -> WorkerReport:
         url = self.urls[spec.rank]

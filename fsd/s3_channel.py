@@ -17,12 +17,16 @@ left before it.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from typing import Collection, Sequence
 
 from fsd.channel import Message, Meter, Usage, aborted_text, missing_text, rank_name
-from fsd.errors import ChannelTimeout, JobAborted
+from fsd.errors import ChannelError, ChannelTimeout, JobAborted
 from fsd.s3_client import S3Client
+
+logger = logging.getLogger(__name__)
 
 
 def object_key(prefix: str, job: str, layer: int, src: int, dst: int) -> str:
@@ -30,10 +34,14 @@ def object_key(prefix: str, job: str, layer: int, src: int, dst: int) -> str:
     return f"{prefix}{job}/{layer}/{rank_name(src)}-{rank_name(dst)}"
 
 
+_JOB_ID = re.compile(r"^(\d{9,11})-[0-9a-f]{32}$")
+
+
 def job_expiry(job: str) -> float | None:
-    """The expiry (epoch seconds) a job id starts with (``<expires>-<uuid>``), None for other names."""
-    head, sep, _ = job.partition("-")
-    return float(head) if sep and head.isdigit() else None
+    """The expiry (epoch seconds) a job id starts with (``<expires>-<uuid4 hex>``), None for other names
+    (so nothing else under the prefix is ever swept)."""
+    match = _JOB_ID.match(job)
+    return float(match.group(1)) if match else None
 
 
 def abort_key(prefix: str, job: str) -> str:
@@ -116,8 +124,7 @@ class S3Endpoint:
                 self.meter.request("get")
                 if data is not None:
                     self._got[(layer, src)] = data
-                    self.channel.client.delete(self.channel.bucket, key, self._left())
-                    self.meter.request("delete")
+                    self._forget(key)
             if all((layer, s) in self._got for s in wanted):
                 return {s: self._got.pop((layer, s)) for s in wanted}
             if time.monotonic() >= deadline:
@@ -126,6 +133,19 @@ class S3Endpoint:
             self._check_abort()
             time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             wait = min(wait * 2, self.channel.poll_max)
+
+    def _forget(self, key: str) -> None:
+        """Delete an object this rank has read, best effort: the block is in hand, so a failed delete (a
+        503 SlowDown, no time left) must not fail the job; the coordinator's purge, the sweep and the
+        bucket's lifecycle rule remove what is left."""
+        left = self._left()
+        if left is not None and left <= 0:
+            return
+        try:
+            self.channel.client.delete(self.channel.bucket, key, left)
+            self.meter.request("delete")
+        except (ChannelError, ChannelTimeout) as exc:
+            logger.debug("could not delete %s after reading it: %s", key, exc)
 
     def _check_abort(self) -> None:
         if time.monotonic() - self._abort_checked < self.channel.abort_check:

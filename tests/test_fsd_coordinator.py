@@ -217,7 +217,7 @@ def test_a_job_whose_coordinator_died_leaves_nothing_once_a_coordinator_starts(s
     plan = coordinator_plan(MODEL, parts)
     invoker = LocalInvoker({r: worker_program(MODEL, parts, r) for r in range(2)}, s3_channel)
     expires = time.time() + 5
-    job = f"{int(time.time()) - 120}-dead"  # named as if it had expired two minutes ago: sweepable at once
+    job = f"{int(time.time()) - 120}-{'d' * 32}"  # as if it had expired two minutes ago: sweepable at once
     xt = np.ascontiguousarray(X.T)
     s3_channel.endpoint(job, COORDINATOR).send([Message(r, 1, COORDINATOR, xt[c].tobytes())
                                                for r, c in enumerate(plan.scatter)])

@@ -37,3 +37,12 @@ def test_hung_calls_do_not_delay_the_next_jobs_calls(silent_url):
         nxt.result(timeout=30)
     assert time.monotonic() - started < 10  # at once, not after the hung calls' 23 s
     assert not any(f.done() for f in hung)
+
+
+def test_a_hung_rank_costs_a_bounded_number_of_threads(silent_url):
+    invoker = HttpInvoker([silent_url], max_outstanding=2)
+    hung = [invoker.submit(JobSpec(f"dead{k}", 0, 1, 20.0, time.time() + 20)) for k in range(2)]
+    refused = invoker.submit(JobSpec("next", 0, 1, 20.0, time.time() + 20))
+    with pytest.raises(WorkerFailed, match="rank 0 at .*: 2 calls still unanswered"):
+        refused.result(timeout=1)
+    assert not any(f.done() for f in hung)

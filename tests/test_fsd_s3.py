@@ -128,9 +128,29 @@ def test_sweep_deletes_the_jobs_that_expired_and_nothing_else():
         client = S3Client(server.url)
         client.create_bucket("fsd")
         channel = S3Channel(client, "fsd")
-        for job in ("1000-old", "2000-live", "j"):
+        old, live = f"1000000000-{'a' * 32}", f"2000000000-{'b' * 32}"
+        for job in (old, live, "j", "1000000000-backup"):
             channel.endpoint(job, 0).send([Message(1, 2, 0, b"x")])
-        assert channel.sweep(1500.0).requests == {"list": 1, "delete": 1}
-        assert client.list("fsd")[0] == ["fsd/2000-live/2/0-1", "fsd/j/2/0-1"]
+        assert channel.sweep(1_500_000_000.0).requests == {"list": 1, "delete": 1}
+        assert client.list("fsd")[0] == ["fsd/1000000000-backup/2/0-1", f"fsd/{live}/2/0-1", "fsd/j/2/0-1"]
+    finally:
+        server.stop()
+
+
+class SlowDownOnDelete(S3Client):
+    """An S3 client whose DELETEs answer 503 SlowDown, as S3 does now and then."""
+
+    def delete(self, bucket, key, timeout=None):
+        raise ChannelError(f"s3 DELETE /{bucket}/{key}: HTTP 503 SlowDown")
+
+
+def test_a_block_in_hand_is_not_lost_to_a_failed_delete():
+    server = S3Server().start()
+    try:
+        client = SlowDownOnDelete(server.url)
+        client.create_bucket("fsd")
+        channel = S3Channel(client, "fsd")
+        channel.endpoint("j", 0).send([Message(1, 2, 0, b"x")])
+        assert channel.endpoint("j", 1).receive(2, [0], time.monotonic() + 5) == {0: b"x"}
     finally:
         server.stop()

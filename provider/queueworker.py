@@ -6,21 +6,24 @@ bounded in-memory queue (``max_async_queue``; beyond it 429). ``async_workers`` 
 order and send each through the same path as ``/function`` (``Proxy.forward``). When the request had an
 ``X-Callback-Url`` (http or https only), the function's answer is POSTed to it as the queue-worker posts it:
 the function's headers and body, plus ``X-Call-Id``, ``X-Function-Status``, ``X-Function-Name`` and
-``X-Duration-Seconds``. A callback that fails is logged once and not retried. Calls still queued when
-the provider stops are dropped (logged), as a queue-worker without a persistent queue would.
+``X-Duration-Seconds``. Callbacks are made by threads of their own (as many, with a queue as long), so a
+slow receiver never holds up invocations, and each is cut off ``callback_timeout`` after it starts, however
+slowly the receiver trickles bytes. A callback that fails, or finds its queue full, is logged once and not
+retried. Calls still queued when the provider stops are dropped (logged), as a queue-worker without a
+persistent queue would.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
-
-import urllib3
 
 from provider.metrics import GatewayMetrics
 from provider.proxy import (HOP_BY_HOP, TRACE_HEADERS, Answer, Proxy, error_answer, forward_headers,
@@ -69,7 +72,7 @@ class QueueWorker:
         self.metrics = metrics
         self.proxy = proxy
         self.calls: queue.Queue[AsyncCall] = queue.Queue(runtime.config.max_async_queue)
-        self._http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(runtime.config.callback_timeout))
+        self.callbacks: queue.Queue[tuple[AsyncCall, Answer, float]] = queue.Queue(runtime.config.max_async_queue)
         self._workers: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
@@ -109,8 +112,10 @@ class QueueWorker:
 
     def _start_workers(self) -> None:
         with self._start_lock:
-            while len(self._workers) < self.runtime.config.async_workers:
-                worker = threading.Thread(target=self._work, name=f"async-{len(self._workers)}", daemon=True)
+            while len(self._workers) < 2 * self.runtime.config.async_workers:
+                n = len(self._workers)
+                run, kind = (self._work, "async") if n % 2 == 0 else (self._call_backs, "callback")
+                worker = threading.Thread(target=run, name=f"{kind}-{n // 2}", daemon=True)
                 worker.start()
                 self._workers.append(worker)
 
@@ -139,8 +144,20 @@ class QueueWorker:
         self.metrics.on_done(call.name, answer[0], seconds)
         logger.debug("async call %s of %s answered %d in %.3fs", call.call_id, call.name, answer[0], seconds)
         if call.callback_url:
-            self.call_back(call, answer, seconds)
+            try:
+                self.callbacks.put_nowait((call, answer, seconds))
+            except queue.Full:
+                logger.warning("async call %s of %s: callback to %s dropped: %d callbacks waiting", call.call_id,
+                               call.name, call.callback_url, self.callbacks.qsize())
         return answer
+
+    def _call_backs(self) -> None:
+        while True:
+            call, answer, seconds = self.callbacks.get()
+            try:
+                self.call_back(call, answer, seconds)
+            except Exception:  # the thread must survive any one callback
+                logger.exception("async call %s of %s: callback failed", call.call_id, call.name)
 
     def call_back(self, call: AsyncCall, answer: Answer, seconds: float) -> None:
         """POST the function's answer to the call's X-Callback-Url once; a failure is logged."""
@@ -150,11 +167,40 @@ class QueueWorker:
         headers.update({"X-Call-Id": call.call_id, "X-Function-Status": str(status),
                         "X-Function-Name": call.name, "X-Duration-Seconds": f"{seconds:f}"})
         try:
-            reply = self._http.request("POST", call.callback_url, body=body, headers=headers, redirect=False)
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            status = post(call.callback_url, body, headers, self.runtime.config.callback_timeout)
+        except (http.client.HTTPException, OSError, ValueError) as exc:
             logger.warning("async call %s of %s: callback to %s failed: %s", call.call_id, call.name,
-                           call.callback_url, exc)
+                           call.callback_url, exc or type(exc).__name__)
             return
-        if reply.status >= 300:
+        if status >= 300:
             logger.warning("async call %s of %s: callback to %s answered %d", call.call_id, call.name,
-                           call.callback_url, reply.status)
+                           call.callback_url, status)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], limit: float) -> int:
+    """POST ``body`` to ``url`` and return the status, cut off ``limit`` seconds after the start whatever the
+    receiver does (a socket timeout bounds each read only: a byte every few seconds would hold it forever)."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname, parts.port, timeout=limit)
+    timer = threading.Timer(limit, _cut, args=(conn,))
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
+                     headers=headers)
+        reply = conn.getresponse()
+        reply.read(64 * 1024)
+        return reply.status
+    finally:
+        timer.cancel()
+        conn.close()
+
+
+def _cut(conn: http.client.HTTPConnection) -> None:
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

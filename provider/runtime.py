@@ -91,6 +91,7 @@ class Runtime:
                 self.logs.event(name, f"deployed {spec.image} from {function_dir} with {fn.desired} replica(s)")
             else:
                 existing.spec, existing.function_dir, existing.limits = spec, function_dir, limits
+                existing.desired = min(existing.desired, most_replicas(spec, self.config.max_replicas))
                 existing.generation += 1
                 existing.crash_streak, existing.next_start_at = 0, 0.0
                 self.logs.event(name, f"updated to {spec.image} (generation {existing.generation})")

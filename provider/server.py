@@ -8,10 +8,13 @@ killing the replicas it left in the run dir: a fresh worker would serve an empty
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from typing import Any
@@ -44,7 +47,7 @@ class ProviderApplication(BaseApplication):
             "timeout": 0, "graceful_timeout": SHUTDOWN_SECONDS, "keepalive": 75, "backlog": 2048,
             "accesslog": None, "loglevel": "warning", "proc_name": "faas-infer-provider",
             "post_worker_init": _post_worker_init, "worker_exit": _worker_exit,
-            "child_exit": _child_exit,
+            "child_exit": _child_exit, "on_reload": _on_reload,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -99,6 +102,11 @@ def _worker_exit(server: Any, worker: Any) -> None:
         runtime.shutdown(SHUTDOWN_SECONDS - 5)
 
 
+def _on_reload(server: Any) -> None:
+    """SIGHUP: a new worker would start with no functions, so the provider stops instead (exit 0)."""
+    raise HaltServer("SIGHUP: reloading is not supported (a new worker would run no function): stopping", 0)
+
+
 def _child_exit(server: Any, worker: Any) -> None:
     """In the arbiter, when the worker has exited: unless we are stopping, halt (exit 1) instead of letting
     gunicorn start a worker with no functions, and kill the replicas the dead one leaves behind."""
@@ -112,10 +120,18 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def serve(config: ProviderConfig) -> None:
-    """Run until signalled."""
+    """Run until signalled. Without a run dir, a temporary one is made here, before the worker starts, so
+    that the arbiter can find (and kill) the replicas of a worker that died, and removes it at the end."""
+    own = "" if config.run_dir else tempfile.mkdtemp(prefix="faas-infer-")
+    if own:
+        config = dataclasses.replace(config, run_dir=own)
     _STATE["parent_pid"] = config.parent_pid
     _STATE["run_dir"] = config.run_dir
-    ProviderApplication(config).run()
+    try:
+        ProviderApplication(config).run()
+    finally:
+        if own:
+            shutil.rmtree(own, ignore_errors=True)
 
 
 def graceful_seconds() -> int:

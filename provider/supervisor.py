@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 2.0
 HEALTH_FAILURES = 3
+# Seconds past a busy replica's write_timeout before it counts as hung (its requests are over by then).
+LIVENESS_GRACE = 10.0
 STABLE_SECONDS = 10.0
 
 
@@ -151,10 +153,18 @@ class Supervisor:
                                                      f"{HEALTH_FAILURES} health checks: not routed to")
                     return True
                 if replica.state is State.UNHEALTHY and replica.health_failures >= 2 * HEALTH_FAILURES and \
-                        now - replica.state_since >= self.config.liveness_timeout:
+                        now - replica.state_since >= self._liveness_timeout(fn, replica):
                     self._kill_hung(fn, replica, now)
                     return True
         return False
+
+    def _liveness_timeout(self, fn: FunctionState, replica: Replica) -> float:
+        """How long a replica may stay unhealthy before it is killed: ``liveness_timeout``, or while it has
+        requests in flight, until they are past the function's write_timeout (a handler holding the GIL
+        in a long call stops the watchdog answering health checks, and is busy, not hung)."""
+        if replica.outstanding:
+            return max(self.config.liveness_timeout, write_timeout(fn.spec) + LIVENESS_GRACE)
+        return self.config.liveness_timeout
 
     def _kill_hung(self, fn: FunctionState, replica: Replica, now: float) -> None:
         """Kill a replica that stayed unhealthy: the crash path restarts it (SIGKILL ends a stopped one too)."""

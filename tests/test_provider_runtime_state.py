@@ -50,6 +50,13 @@ def test_scale_max_bounds_the_scale_api_and_scale_min(runtime, tmp_path):
     assert fn.desired == 1  # an FSD coordinator, say, runs alone whatever a client asks
 
 
+def test_an_update_lowering_scale_max_lowers_the_replicas(runtime, tmp_path):
+    runtime.deploy(spec(tmp_path, "f", **{"com.openfaas.scale.max": "4"}), update=False)
+    runtime.scale("f", "", 3)
+    runtime.deploy(spec(tmp_path, "f", **{"com.openfaas.scale.max": "1"}), update=True)
+    assert runtime.get("f").desired == 1
+
+
 def test_a_forgotten_function_drops_its_logs_after_retention(runtime, tmp_path):
     runtime.deploy(spec(tmp_path), update=False)
     runtime.delete("fn", "")

@@ -41,6 +41,8 @@ INSPECT = """
             time.sleep(5)
         if request.body.startswith(b"sleep"):
             time.sleep(float(request.body.split()[1]))
+        if request.body.startswith(b"spin"):  # one C call holding the GIL: health checks go unanswered
+            sum(range(int(float(request.body.split()[1]) * 4e7)))
         seen = {"method": request.method, "path": request.path, "query": request.query,
                 "headers": dict(request.headers), "body": request.body.decode(errors="replace"),
                 "env": {k: os.environ.get(k, "") for k in ("GREETING", "function_name", "latency_slo",

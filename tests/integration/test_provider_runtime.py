@@ -166,6 +166,33 @@ def test_hung_replica_is_killed_and_replaced(tmp_path, inspect_dir):
         assert provider.stop() == 0
 
 
+def test_a_replica_busy_in_a_long_call_is_not_killed_as_hung(tmp_path, inspect_dir):
+    provider = ProviderProcess(str(tmp_path), {"liveness_timeout": "1"}).start()
+    try:
+        provider.deploy("fn", inspect_dir)
+        provider.wait_ready("fn", 1)
+        # holds the GIL for about 20 s (a billion-step sum): its health checks fail, it turns unhealthy, and
+        # stays so past liveness_timeout, but a request is in flight within write_timeout: busy, not hung
+        answer = requests.post(f"{provider.url}/function/fn", data=b"spin 25", timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert not provider.status("fn")["faasInfer"].get("restarts")
+    finally:
+        assert provider.stop() == 0
+
+
+def test_sighup_stops_the_provider_cleanly(tmp_path, inspect_dir):
+    provider = ProviderProcess(str(tmp_path)).start()
+    try:
+        provider.deploy("fn", inspect_dir)
+        replica = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]["pid"]
+        provider.proc.send_signal(signal.SIGHUP)  # a reload would start a worker with no function
+        assert provider.proc.wait(60) == 0
+        wait_until(lambda: not psutil.pid_exists(replica) or psutil.Process(replica).status() == psutil.STATUS_ZOMBIE,
+                   10, what="the replica to be stopped")
+    finally:
+        provider.stop()
+
+
 def test_memory_limit_is_enforced(provider, inspect_dir):
     provider.deploy("fn", inspect_dir, limits={"memory": "200Mi"})
     first = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]

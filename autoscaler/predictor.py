@@ -96,6 +96,13 @@ class TablePredictor:
         return t1 * ((1.0 - parallel) + parallel / cpu)
 
 
+def _upper_quartile(values: list[float]) -> float:
+    """The 75th percentile (the median of one or two values)."""
+    if len(values) < 3:
+        return statistics.median(values)
+    return statistics.quantiles(values, n=4, method="inclusive")[2]
+
+
 def _interpolate(points: list[tuple[int, float]], batch: int) -> float:
     sizes = [b for b, _ in points]
     i = bisect.bisect_left(sizes, batch)
@@ -170,7 +177,10 @@ class Chain:
 
 
 class Corrected:
-    """A predictor rescaled by measured execution times (per model: median of measured / predicted)."""
+    """A predictor rescaled by measured execution times (per model: the upper quartile of measured /
+    predicted). An upper quartile, not the median: configurations that have run carry their own (often
+    contended) measurements, and an untried one priced at the median ratio looked better than the running
+    ones until it ran, so the autoscaler swapped configuration every 30-40 s under overload."""
 
     def __init__(self, base: ExecPredictor, measured: Mapping[str, Iterable[Measurement]]) -> None:
         self.base = base
@@ -185,7 +195,7 @@ class Corrected:
                 predicted = self.base.exec_seconds(model, m.batch, m.cpu, m.gpu)
                 if predicted and m.seconds > 0:
                     ratios.append(m.seconds / predicted)
-            ratio = statistics.median(ratios) if ratios else 1.0
+            ratio = _upper_quartile(ratios) if ratios else 1.0
             self._ratio[model] = min(MAX_CORRECTION, max(1.0 / MAX_CORRECTION, ratio))
         return self._ratio[model]
 

@@ -38,6 +38,16 @@ def test_corrected_uses_measurements():
     assert Corrected(TABLE, {}).exec_seconds("m", 4, 1, 0) == pytest.approx(0.020)
 
 
+def test_an_untried_configuration_is_priced_at_the_upper_quartile_of_the_measured_slowdowns():
+    table_time = TABLE.exec_seconds("m", 4, 1, 0)
+    measured = {"m": tuple(Measurement(4, c, 0.0, r * TABLE.exec_seconds("m", 4, c, 0))
+                           for c, r in ((0.5, 1.0), (1.0, 1.0), (2.0, 1.0), (4.0, 2.0)))}
+    corrected = Corrected(TABLE, measured)
+    assert corrected.ratio("m") == pytest.approx(1.25)  # not the median's 1.0: untried ones look no better
+    assert corrected.exec_seconds("m", 16, 1, 0) == pytest.approx(1.25 * TABLE.exec_seconds("m", 16, 1, 0))
+    assert corrected.exec_seconds("m", 4, 1, 0) == pytest.approx(table_time)  # measured: as measured
+
+
 def test_measurements_alone_predict_without_a_prior():
     corrected = Corrected(TablePredictor({}), {"x": (Measurement(2, 1, 0, 0.01), Measurement(8, 1, 0, 0.03))})
     assert corrected.exec_seconds("x", 4, 1, 0) == pytest.approx(0.01 + 0.02 / 3)

@@ -5,9 +5,8 @@ deploys first, then updates and scale-ups, then scale-downs and deletes, so capa
 is taken away. A running variant whose spec no longer matches its parent's (a new image, environment or
 annotations, a changed SLO) is updated in place (PUT). Variants whose parent is gone or unmanaged are
 deleted (decide keeps variants younger than ``min_variant_age`` in its plans). Removed variants drain
-through the
-watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the shared Redis
-queue for the remaining instances.
+through the watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the
+shared Redis queue for the remaining instances.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Its cost, weighted resources, does not depend on which node an instance lands on
 3. *Guard rails* (``guards``): demand and measured execution times held over ``scale_down_delay`` (the
    highest of each), running instances priced ``switch_margin`` lower (a configuration is swapped only for
    a real saving), instance bounds with keep-warm, step limits, and additions deferred where the stepped
-   plan would overfill a node; ``act`` leaves variants younger than ``min_variant_age`` in place.
+   plan would overfill a node, and variants younger than ``min_variant_age`` kept (their resources counted).
 
 When the solver fails or runs out of time without an answer, the greedy selection (cost per useful
 throughput, fragment-penalised) is used and the plan says so. Why not decompose further: per-function
@@ -127,7 +127,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
     plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
-                            snapshot.taken_epoch)
+                            snapshot.taken_epoch, default_node)
     bound = max(lower_bound(problem), selection.bound)
     cost = sum(p.cost for p in plans if not p.unchanged)
     return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
@@ -159,7 +159,8 @@ def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate
             t = pred.exec_seconds(model, v.batch, v.cpu, v.gpu)
             modelled += min(v.ready, v.replicas) * (c.r_max if c else (v.batch / t if t else 0.0))
     admitted = max(0.0, rate - refused)
-    if modelled > 0 and refused > max(1.0, SATURATED_SHARE * rate) and admitted >= LOADED_SHARE * factor * modelled:
+    saturated = refused > max(1.0, SATURATED_SHARE * rate)
+    if modelled > 0 and saturated and admitted >= LOADED_SHARE * factor * modelled:
         seen = min(1.0, max(MIN_FACTOR, admitted / modelled))
         return factor + FACTOR_STEP * (seen - factor), now
     if modelled > 0 and admitted >= BUSY_SHARE * factor * modelled:
@@ -242,9 +243,8 @@ def _young(fs: FunctionState, config: AutoscalerConfig, epoch: float,
 
 
 def _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
-             epoch: float) -> list[FunctionPlan]:
+             epoch: float, default_node: str) -> list[FunctionPlan]:
     free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
-    default_node = nodes[0][0] if len(nodes) == 1 else ""
     stepped_all: dict[str, dict[tuple[str, str], int]] = {}
     by_fn: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
     for (fn, key), where in placed.items():

@@ -26,6 +26,10 @@ def _int_label(labels: dict, key: str) -> int | None:
         return None
 
 
+# What _queue answers for a function whose queue could not be read: no rate (decide leaves it as it runs).
+_UNKNOWN = (None, 0, (), 0, None, 0.0)
+
+
 def _unreachable(exc: Exception) -> bool:
     """True when Redis itself did not answer (as opposed to one function's data being unreadable)."""
     from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
@@ -61,9 +65,8 @@ class Observer:
             logger.error("OpenFaaS API: %s", exc)
             return Snapshot(now, (), nodes, tuple(problems + [f"openfaas: {exc}"]))
         default_node = nodes[0].name if len(nodes) == 1 else ""
-        managed = {str(st["name"]) for st in statuses
-                   if LABEL_PARENT not in (st.get("labels") or {}) and slo_of(st) is not None}
-        names = {str(st["name"]) for st in statuses}
+        slos = {str(st["name"]): slo_of(st) for st in statuses if LABEL_PARENT not in (st.get("labels") or {})}
+        managed = {name: slo for name, slo in slos.items() if slo is not None}
         variants: dict[str, list] = {}
         orphans = []
         for status in statuses:
@@ -74,7 +77,7 @@ class Observer:
             if parent in managed:
                 variants.setdefault(parent, []).append(v)
             else:
-                why = "no longer carries the latency SLO annotation" if parent in names else "is gone"
+                why = "no longer carries the latency SLO annotation" if parent in slos else "is gone"
                 orphans.append(Orphan(v, parent, f"its parent {parent} {why}"))
         functions = []
         self._redis_failed = None
@@ -86,7 +89,7 @@ class Observer:
             parent = parse_parent(status, self.config.default_memory, default_node)
             rate, depth, measured, live, idle, refused = self._queue(name, epoch, problems)
             functions.append(FunctionState(
-                name, slo_of(status) or 0.0, (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate,
+                name, managed[name], (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate,
                 depth, idle, memory_of(status, self.config.default_memory),
                 _int_label(labels, "com.openfaas.scale.min"), _int_label(labels, "com.openfaas.scale.max"),
                 (parent, *variants.get(name, ())), measured, live, dict(status), refused))
@@ -94,12 +97,12 @@ class Observer:
 
     def _queue(self, fn: str, epoch: float, problems: list[str]):
         if self.redis is None:
-            return None, 0, (), 0, None, 0.0
+            return _UNKNOWN
         from batcher import stats
 
         if self._redis_failed is not None:  # one unanswered read per tick, not one per function
             problems.append(f"redis {fn}: skipped ({self._redis_failed})")
-            return None, 0, (), 0, None, 0.0
+            return _UNKNOWN
         try:
             window = max(1, int(self.config.rate_window))
             s = stats.read_function_stats(self.redis, fn, epoch, self.config.heartbeat_timeout, (window,))
@@ -108,7 +111,7 @@ class Observer:
             problems.append(f"redis {fn}: {exc}")
             if _unreachable(exc):
                 self._redis_failed = exc
-            return None, 0, (), 0, None, 0.0
+            return _UNKNOWN
         rate = s.arrival_rate.get(window, 0.0)
         if rate > 0 or s.depth > 0:
             self._last_traffic[fn] = epoch

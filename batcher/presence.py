@@ -37,8 +37,7 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
          refused: Mapping[int, int] | None = None) -> Beat:
     """Heartbeat (with the arrivals counted since the last one, by epoch second, refused ones included;
     ``served``: requests run without passing through the queue; ``refused``: requests refused, by epoch
-    second), then reap
-    every peer that stopped beating; two round trips, more only when reaping."""
+    second), then reap every peer that stopped beating; two round trips, more only when reaping."""
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=False)
     stats.record_heartbeat(pipe, fn, inst, now, facts, exec_seconds)

@@ -100,12 +100,18 @@ class Runtime:
     def _check_env(self, spec: FunctionDeployment, limits: Limits, function_dir: str) -> None:
         """``BadRequest`` naming the key when the replicas' watchdog would refuse its environment (it would
         crash-loop): checked on the environment a replica gets, provider settings included."""
-        settings = watchdog_settings(spec, limits, function_dir, self.redis_url, self.config.drain_interval)
-        settings.update({"instance_id": f"{spec.service}-check", "TMPDIR": self.run_dir})
         try:
-            check_env(replica_env(self.base_env, spec.envVars, settings))
+            check_env(self._replica_env(spec, limits, function_dir, f"{spec.service}-check", self.run_dir))
         except WatchdogConfigError as exc:
             raise BadRequest(f"envVars of {spec.service}: {exc}") from None
+
+    def _replica_env(self, spec: FunctionDeployment, limits: Limits, function_dir: str, instance_id: str,
+                     tmp_dir: str) -> dict[str, str]:
+        """The environment a replica of ``spec`` runs with: the base, the function's envVars, then the
+        provider's watchdog settings."""
+        settings = watchdog_settings(spec, limits, function_dir, self.redis_url, self.config.drain_interval)
+        settings.update({"instance_id": instance_id, "TMPDIR": tmp_dir})
+        return replica_env(self.base_env, spec.envVars, settings)
 
     def delete(self, name: str, namespace: str) -> None:
         """Remove a function; its replicas drain and stop."""
@@ -218,10 +224,9 @@ class Runtime:
         instance_id = fn.new_instance_id()
         run_dir = fn.replica_dir(self.run_dir, instance_id)
         cores = self.cores.allocate(cores_for(fn.limits.cpu, len(self.cores.cores))) if fn.limits.cpu else []
-        settings = watchdog_settings(fn.spec, fn.limits, fn.function_dir, self.redis_url, self.config.drain_interval)
-        settings.update({"instance_id": instance_id, "TMPDIR": run_dir})
         spec = LaunchSpec(fn.name, instance_id, fn.generation, fn.function_dir, run_dir,
-                          replica_env(self.base_env, fn.spec.envVars, settings), tuple(cores), self.config.python)
+                          self._replica_env(fn.spec, fn.limits, fn.function_dir, instance_id, run_dir), tuple(cores),
+                          self.config.python)
         port, metrics_port = self._free_port(), self._free_port()
         replica = launch(spec, port, metrics_port, lambda line: self.logs.append(fn.name, instance_id, line))
         with self.lock:

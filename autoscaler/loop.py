@@ -30,14 +30,10 @@ REDIS_TIMEOUT = 2.0
 
 
 def redis_client(url: str) -> Any:
-    """The autoscaler's Redis client: each read bounded by REDIS_TIMEOUT and not retried (redis-py retries
-    a timed-out read three times with back-off by default: 9 s for one read of a Redis that hangs)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    """The autoscaler's Redis client: each read bounded by REDIS_TIMEOUT, none retried."""
+    from faas_infer.redisclient import bounded_client
 
-    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
-                                retry=Retry(NoBackoff(), 0))
+    return bounded_client(url, REDIS_TIMEOUT)
 
 
 def build_predictor(config: AutoscalerConfig) -> ExecPredictor:

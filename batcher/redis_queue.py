@@ -41,8 +41,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from batcher import keys, live_config, presence, stats, wire
 from batcher.claims import Claims
@@ -53,6 +51,7 @@ from batcher.policy import BatchConfig
 from batcher.queue import LocalBatchQueue, Pending, QueueClosed, settle
 from batcher.remote_batch import RemoteBatches, Result, outcome
 from batcher.request import Request, Response, new_id
+from faas_infer.redisclient import bounded_client
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +86,7 @@ class RedisBatchQueue:
         self._facts = {"host": socket.gethostname(), "pid": str(os.getpid()),
                        "started_at": repr(time.time()), **(facts or {})}
         self._on_state = on_redis_state
-        self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=1,
-                                            retry=Retry(NoBackoff(), 0))
+        self._client = bounded_client(url, socket_timeout, connect_timeout=1)
         self._claims = Claims(self._client, function, instance)
         self._remote = RemoteBatches(self._client, self._claims, max_bytes, clock, self._resolve, self._lost,
                                      self._own_item, max_block=socket_timeout / 2)

@@ -23,9 +23,8 @@ import time
 from typing import Collection, Sequence
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from faas_infer.redisclient import bounded_client
 from fsd.channel import Message, Meter, Usage, aborted_text, missing_text, rank_name
 from fsd.errors import ChannelError, ChannelTimeout, JobAborted
 
@@ -91,8 +90,7 @@ class RedisQueueChannel:
         client's connection pool holds ``users`` threads' connections (0: redis-py's default, 100), each
         rank blocking on its inbox holds one: the in-process bench's W workers share this one client."""
         pool = {"max_connections": users + _SPARE_CONNECTIONS} if users else {}
-        client = redis.Redis.from_url(url, socket_timeout=request_timeout, socket_connect_timeout=request_timeout,
-                                      retry=Retry(NoBackoff(), 0), **pool)
+        client = bounded_client(url, request_timeout, **pool)
         return cls(client, request_timeout=request_timeout, **kwargs)
 
     def endpoint(self, job: str, rank: int, deadline: float | None = None) -> "RedisEndpoint":

@@ -1,8 +1,9 @@
 """Running one batch: call the handler, isolate failures, fan the results back to every waiter.
 
-Every future of a batch gets an answer, whatever the handler does: a handler that raises is retried on
-halves of the batch until the failing requests stand alone (so one bad input costs only itself), an
-exception returned in a request's place fails only that request, and a wrong number of outputs fails the
+Every future of a batch gets an answer, whatever the handler does: a handler that raises (anything,
+``SystemExit`` and ``KeyboardInterrupt`` included) is retried on halves of the batch until the failing
+requests stand alone (so one bad input costs only itself), an exception returned in a request's place, or
+an output that cannot be sent over HTTP, fails only that request, and a wrong number of outputs fails the
 batch with both counts in the message.
 """
 
@@ -95,7 +96,9 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
         if on_first_call:
             on_first_call(time.perf_counter() - start, False)
         return [exc.error] * len(requests)
-    except Exception as exc:  # noqa: BLE001 - a user handler may raise anything
+    except BaseException as exc:  # noqa: BLE001 - a user handler may raise anything, sys.exit() included:
+        # on a worker thread SystemExit would end the thread silently and leave every later request to time
+        # out; the watchdog's own shutdown comes by signal handlers, never through a handler call
         if on_first_call:
             on_first_call(time.perf_counter() - start, False)
         if len(requests) == 1:

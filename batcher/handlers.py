@@ -65,6 +65,8 @@ def float_row(values: Any, length: int, name: str) -> array.array:
         row = array.array("f", values)
     except (TypeError, OverflowError):
         raise BadInput(f"{name!r} must hold only numbers") from None
+    if bool in set(map(type, values)):  # array() takes true/false as 1/0; JSON says they are not numbers
+        raise BadInput(f"{name!r} must hold only numbers, not true or false")
     if not math.isfinite(sum(row)):  # a number past float32's range became inf
         raise BadInput(f"{name!r} holds a number out of float32 range")
     return row

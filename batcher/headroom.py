@@ -25,7 +25,7 @@ class Headroom:
     """The share of the SLO (``min_share``..1) that a request's predicted latency may fill to be admitted."""
 
     def __init__(self, quantile: float = 0.99, min_samples: int = 200, interval: float = 0.25,
-                 max_age: float = 2.0, gain: float = 0.5, min_share: float = 0.4) -> None:
+                 max_age: float = 2.0, gain: float = 0.5, min_share: float = 0.4, few_samples: int = 20) -> None:
         if not 0 < quantile <= 1:
             raise ValueError(f"quantile={quantile}: must be in (0, 1]")
         if min_samples < 1:
@@ -36,6 +36,8 @@ class Headroom:
             raise ValueError(f"gain={gain}: must be in (0, 1]")
         if not 0 < min_share <= 1:
             raise ValueError(f"min_share={min_share}: must be in (0, 1]")
+        if not 1 <= few_samples <= min_samples:
+            raise ValueError(f"few_samples={few_samples}: must be in 1..min_samples ({min_samples})")
         # The latency quantile held to the SLO (the SLO is a tail target).
         self.quantile = quantile
         # A step needs this many answers since the previous step...
@@ -44,6 +46,9 @@ class Headroom:
         self.interval = interval
         # With no step for this many seconds (too few answers: the load is gone) the share is 1 again.
         self.max_age = max_age
+        # ...so at a rate too low to gather ``min_samples`` within it, a step is taken on this many once they
+        # span half of ``max_age`` (at 50 req/s the share was otherwise back to 1 before every step).
+        self.few_samples = few_samples
         # Damping: each step multiplies the share by (SLO / observed quantile) ** gain.
         self.gain = gain
         # The share never falls below this: an overload must not leave an instance refusing nearly all.
@@ -51,6 +56,7 @@ class Headroom:
         self._fresh: list[float] = []
         self._share = 1.0
         self._at = float("-inf")
+        self._gathering = float("-inf")  # when the first answer not yet judged came
         self._lock = threading.Lock()
 
     def observe(self, now: float, latencies: Iterable[float], slo: float) -> None:
@@ -58,8 +64,12 @@ class Headroom:
         if slo <= 0:
             return
         with self._lock:
+            if not self._fresh:
+                self._gathering = now
             self._fresh.extend(latency / slo for latency in latencies)
-            if len(self._fresh) >= self.min_samples and now - self._at >= self.interval:
+            n = len(self._fresh)
+            if (n >= self.min_samples and now - self._at >= self.interval) or \
+                    (n >= self.few_samples and now - self._gathering >= self.max_age / 2):
                 self._step(now)
 
     def share(self, now: float) -> float:

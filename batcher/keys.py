@@ -24,9 +24,17 @@ from __future__ import annotations
 PREFIX = "fi"
 
 
+NAME_RULE = "must be non-empty without ':', braces or whitespace"
+
+
+def valid_name(name: str) -> bool:
+    """True when ``name`` may be a function or instance name inside a key."""
+    return bool(name) and not any(c in name for c in ":{}") and not any(c.isspace() for c in name)
+
+
 def _check(name: str, what: str) -> str:
-    if not name or any(c in name for c in ":{} \n"):
-        raise ValueError(f"{what}={name!r}: must be non-empty without ':', braces, spaces or newlines")
+    if not valid_name(name):
+        raise ValueError(f"{what}={name!r}: {NAME_RULE}")
     return name
 
 

@@ -103,6 +103,7 @@ class RedisBatchQueue:
         self._up = False
         self._run_id = ""
         self._config = base_config
+        self._bad_config = ""  # the last bad live config logged (logged once, not every beat)
         self._closed = self._retired = False
         self._halt = threading.Event()
         self._outbox: list[tuple[_Waiting, bytes]] = []
@@ -355,9 +356,11 @@ class RedisBatchQueue:
             stats.trim_arrivals(self._client, self.function, time.time())
         try:
             self._config = live_config.parse(result.config_fields, self.base_config)
+            self._bad_config = ""
         except ValueError as exc:
-            logger.error("ignoring bad live config in %s: %s",
-                         keys.config(self.function, self.instance), exc)
+            if str(exc) != self._bad_config:  # once per bad value, not with every beat
+                self._bad_config = str(exc)
+                logger.error("ignoring bad live config in %s: %s", keys.config(self.function, self.instance), exc)
         if result.run_id != self._run_id:
             self._lost(f"Redis restarted (run_id {self._run_id} -> {result.run_id})")
 

@@ -44,7 +44,8 @@ class Request:
 
     # Raw request body, already de-chunked.
     body: bytes = b""
-    # Request headers with their wire names; use ``header()`` for a case-insensitive look-up.
+    # Request headers, names title-cased as Go's net/http (so OpenFaaS) canonicalises them (``X-Api-Key`` for
+    # ``X-API-Key``); ``header()`` looks one up regardless of case.
     headers: Mapping[str, str] = field(default_factory=dict)
     # HTTP method as sent.
     method: str = "POST"
@@ -81,6 +82,8 @@ class Request:
             raise BadInput(f"request body is not valid JSON: {exc} is not a JSON number") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadInput(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadInput("request body is JSON nested too deeply to parse") from None
 
     def to_wire(self) -> dict[str, Any]:
         """A JSON-safe dict (the body travels separately as bytes)."""
@@ -120,8 +123,16 @@ class Response:
 
 
 def to_response(value: Any) -> Response:
-    """Turn a handler's output into a ``Response``: bytes, text, a JSON-able value, or a ``Response``."""
+    """Turn a handler's output into a ``Response``: bytes, text, a JSON-able value, or a ``Response`` (checked
+    to be sendable: a ``HandlerFailed`` naming the problem when it is not)."""
     if isinstance(value, Response):
+        problem = unsendable(value)
+        if problem:
+            from batcher.errors import HandlerFailed
+
+            raise HandlerFailed(f"handler returned a Response that cannot be sent: {problem}")
+        if type(value.body) is not bytes:  # a bytearray or memoryview: its length in bytes is what is sent
+            return Response(bytes(value.body), value.status, value.headers)
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return Response(bytes(value), 200, {"Content-Type": "application/octet-stream"})
@@ -134,6 +145,36 @@ def to_response(value: Any) -> Response:
 
         raise HandlerFailed(f"handler returned a {type(value).__name__} that is not JSON-serialisable: {exc}")
     return Response(body, 200, {"Content-Type": "application/json"})
+
+
+# RFC 9110 token characters: what a header name may hold.
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def unsendable(response: Response) -> str:
+    """Why ``response`` cannot go out as HTTP/1.1 ("" when it can): its status is not an int in 100..599, its
+    body is not bytes, or a header name is not a token or a value not Latin-1 text without CR, LF or NUL (a
+    value with CR LF would inject headers of its own)."""
+    status = response.status
+    if type(status) is not int or not 100 <= status <= 599:
+        return f"status {status!r}: must be an int in 100..599"
+    if not isinstance(response.body, (bytes, bytearray, memoryview)):
+        return (f"body is a {type(response.body).__name__}: must be bytes (return the value itself to have it "
+                "encoded)")
+    if not isinstance(response.headers, Mapping):
+        return f"headers is a {type(response.headers).__name__}: must be a mapping of str to str"
+    for name, value in response.headers.items():
+        if not isinstance(name, str) or not name or not _TOKEN.issuperset(name):
+            return f"header name {name!r}: must be a non-empty HTTP token"
+        if not isinstance(value, str):
+            return f"header {name}: value is a {type(value).__name__}, must be str"
+        if "\r" in value or "\n" in value or "\0" in value:
+            return f"header {name}: value {value!r} holds CR, LF or NUL"
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return f"header {name}: value {value!r} is not Latin-1 (encode it, e.g. percent-encoding)"
+    return ""
 
 
 class _NonFinite(ValueError):

@@ -96,7 +96,8 @@ class BatchWorker:
         return [(started, len(items)) for started, items in busy if not all(i.future.done() for i in items)]
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Close the queue, finish what it holds, and stop; True when every thread ended in time."""
+        """Close the queue, finish what it holds, and stop (leaving a shared queue once every thread ended);
+        True when every thread ended in time."""
         self._stop.set()
         self.queue.close()
         deadline = None if timeout is None else self.clock() + timeout
@@ -104,7 +105,14 @@ class BatchWorker:
             if thread.ident is None:  # never started (the process failed during boot)
                 continue
             thread.join(None if deadline is None else max(0.0, deadline - self.clock()))
-        return not any(t.is_alive() for t in self._threads)
+        done = not any(t.is_alive() for t in self._threads)
+        leave = getattr(self.queue, "leave", None)
+        if done and leave is not None:  # a shared queue deregisters (the threads may end without telling it)
+            try:
+                leave()
+            except Exception:  # noqa: BLE001 - what stays registered is reaped by the peers
+                logger.exception("leaving the shared queue failed")
+        return done
 
     def _run(self) -> None:
         while True:
@@ -116,7 +124,7 @@ class BatchWorker:
                                                   not_before=self._not_before)
                 else:
                     items = self.queue.next_batch(config.max_batch_size, timeout, self.poll)
-            except Exception:  # noqa: BLE001 - the worker must survive a failing backend
+            except BaseException:  # noqa: BLE001 - the worker must survive a failing backend
                 logger.exception("taking a batch failed")
                 if self._stop.wait(self.poll):
                     return
@@ -157,7 +165,7 @@ class BatchWorker:
             self._busy[me] = (started, items)
         try:
             outcome = dispatch(self.handle, items, started)
-        except Exception:  # noqa: BLE001 - dispatch already answered every waiter
+        except BaseException:  # noqa: BLE001 - dispatch already answered every waiter; the thread lives on
             logger.exception("batch of %d failed outside the handler", len(items))
             return
         finally:

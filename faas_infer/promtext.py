@@ -36,6 +36,8 @@ def _labels_text(names: Sequence[str], values: Sequence[str], extra: str = "") -
 
 
 def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if value == int(value) and abs(value) < 1e15:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ns|us|µs|ms|s|m|h)?\s*$")
@@ -45,8 +46,8 @@ def parse_cpu(value: str | float | int) -> float:
         cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
     except ValueError:
         raise ValueError(f"{value!r}: not a CPU quantity (examples: 500m, 1, 2.5)") from None
-    if cores < 0:
-        raise ValueError(f"{value!r}: a CPU quantity must be >= 0")
+    if not math.isfinite(cores) or cores < 0:
+        raise ValueError(f"{value!r}: a CPU quantity must be a finite number >= 0")
     return cores
 
 

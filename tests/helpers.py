@@ -20,13 +20,16 @@ from faas_infer.ports import free_port
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition",
+               fatal: type[BaseException] | tuple = ()) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds (at once on ``fatal``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
+        except fatal:
+            raise
         except Exception:  # noqa: BLE001 - not up yet
             pass
         time.sleep(interval)
@@ -97,8 +100,13 @@ class WatchdogProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "watchdog"], env=env, cwd=tmp_dir,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
-            wait_until(lambda: requests.get(self.url + "/_/health", timeout=1).status_code == 200, 60,
-                       what=f"watchdog on {self.port} (log: {self.log_path})")
+            def healthy() -> bool:
+                if self.proc.poll() is not None:  # exited: say so now, not after the whole timeout
+                    raise RuntimeError(f"watchdog on {self.port} exited with {self.proc.returncode}:\n"
+                                       + self.log()[-2000:])
+                return requests.get(self.url + "/_/health", timeout=1).status_code == 200
+
+            wait_until(healthy, 60, what=f"watchdog on {self.port} (log: {self.log_path})", fatal=RuntimeError)
         return self
 
     def log(self) -> str:

@@ -12,6 +12,12 @@ def test_defaults_follow_openfaas():
     assert c.healthcheck_interval == 30 and c.batch_backend == "local"
 
 
+def test_healthcheck_interval_defaults_to_write_timeout_as_in_of_watchdog():
+    assert WatchdogConfig.from_env({"write_timeout": "3s"}).healthcheck_interval == 3
+    assert WatchdogConfig.from_env({"write_timeout": "3s", "healthcheck_interval": ""}).healthcheck_interval == 3
+    assert WatchdogConfig.from_env({"write_timeout": "3s", "healthcheck_interval": "0"}).healthcheck_interval == 0
+
+
 def test_durations_accept_units_and_bare_seconds():
     c = WatchdogConfig.from_env({"exec_timeout": "1m30s", "write_timeout": "2.5", "latency_slo": "250ms",
                                  "batch_timeout": "10ms", "TMPDIR": "/var/tmp"})
@@ -29,6 +35,10 @@ def test_durations_accept_units_and_bare_seconds():
     ({"latency_slo": "100ms", "batch_timeout": "200ms"}, "batch_timeout=0.2: must be below latency_slo=0.1"),
     ({"port": "9000", "metrics_port": "9000"}, "metrics_port=9000: must differ from port"),
     ({"cpu_limit": "lots"}, "cpu_limit='lots': not a CPU quantity"),
+    ({"cpu_limit": "inf"}, "cpu_limit='inf': a CPU quantity must be a finite number >= 0"),
+    ({"function_name": "a:b"}, "function_name=a:b: must be non-empty without ':', braces or whitespace"),
+    ({"instance_id": "has space"}, "instance_id=has space: must be non-empty without"),
+    ({"batch_backend": "redis", "redis_url": "notaurl"}, "redis_url=notaurl: must be a redis://"),
 ])
 def test_errors_name_key_value_and_rule(env, message):
     with pytest.raises(ConfigError) as err:
@@ -60,3 +70,18 @@ def test_exec_prior_points_parse_and_errors_name_the_format():
     assert WatchdogConfig.from_env({"exec_prior": "1:0.002, 8:0.006"}).exec_prior == ((1, 0.002), (8, 0.006))
     with pytest.raises(ConfigError, match="exec_prior='8=0.1': must be batch:seconds pairs"):
         WatchdogConfig.from_env({"exec_prior": "8=0.1"})
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"function_dir": "/nonexistent/fn"}, "function_dir=/nonexistent/fn: no handler at /nonexistent/fn/handler.py"),
+    ({"max_batch_size": "0"}, "max_batch_size=0: must be >= 1"),
+])
+def test_python_m_watchdog_exits_2_with_one_line_on_a_bad_setting(env, message, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-m", "watchdog"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": repo, "port": "1", "metrics_port": "2", **env})
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr

@@ -106,15 +106,49 @@ def test_non_serialisable_output_fails_only_that_request():
     assert got[1].body == b"fine"
 
 
-def test_keyboard_interrupt_still_answers_everyone():
-    batch = items([b"1", b"2"])
+@pytest.mark.parametrize("exc", [SystemExit(1), KeyboardInterrupt()])
+def test_sys_exit_or_interrupt_from_the_handler_fails_only_its_request(exc):
+    # On a worker thread, SystemExit escaping would end the thread silently: every later request timed out.
+    batch = items([b"1", b"bad", b"3"])
 
     def handle(reqs):
-        raise KeyboardInterrupt
+        if any(r.body == b"bad" for r in reqs):
+            raise exc
+        return [r.body for r in reqs]
 
-    with pytest.raises(KeyboardInterrupt):
-        dispatch(handle, batch, 1.0)
-    assert all(isinstance(r, HandlerFailed) for r in results(batch))
+    outcome = dispatch(handle, batch, 1.0)
+    got = results(batch)
+    assert isinstance(got[1], HandlerFailed) and type(exc).__name__ in str(got[1])
+    assert got[0].body == b"1" and got[2].body == b"3"
+    assert outcome.failed == 1 and outcome.succeeded == 2
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (Response("text"), "body is a str"),
+    (Response(b"x", 99999), "status 99999"),
+    (Response(b"x", 200, {"X-Bad": "a\r\nInjected: yes"}), "holds CR, LF or NUL"),
+    (Response(b"x", 200, {"X-Name": "caf\u00e9 \u20ac"}), "not Latin-1"),
+    (Response(b"x", 200, {"Bad Name": "v"}), "HTTP token"),
+    (Response(b"x", 200, {"X-Count": 3}), "value is a int"),
+])
+def test_a_response_that_cannot_be_sent_fails_only_its_request(bad, problem):
+    batch = items([b"1", b"2"])
+    dispatch(lambda reqs: [bad, Response(b"fine")], batch, 1.0)
+    got = results(batch)
+    assert isinstance(got[0], HandlerFailed) and problem in str(got[0])
+    assert got[1].body == b"fine"
+
+
+def test_a_bytearray_or_memoryview_body_is_sent_as_its_bytes():
+    from batcher.request import to_response
+
+    assert to_response(Response(bytearray(b"ab"))).body == b"ab"
+    assert to_response(Response(memoryview(b"cd"))).body == b"cd"
+
+
+def test_json_nested_too_deeply_is_bad_input():
+    with pytest.raises(BadInput, match="nested too deeply"):
+        Request(body=b"[" * 100_000).json()
 
 
 def test_json_rejects_nan_in_requests_and_outputs():

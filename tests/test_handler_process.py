@@ -103,7 +103,7 @@ def test_errors_in_a_requests_place_and_unserialisable_outputs_fail_alone(child)
     assert isinstance(out[0], Response) and out[4].body == b"echo z"
     assert isinstance(out[1], BadInput) and "only this one is bad" in str(out[1])
     assert isinstance(out[2], HandlerFailed) and "not JSON-serialisable" in str(out[2])
-    assert isinstance(out[3], HandlerFailed) and "cannot be sent: TypeError" in str(out[3])
+    assert isinstance(out[3], HandlerFailed) and "cannot be sent: body is a str" in str(out[3])
     assert child.restarts == []
 
 

@@ -26,6 +26,7 @@ def test_float_row_is_float32_in_order():
     ([1.0, None, 2.0], "'features' must hold only numbers"),
     ([1.0, 1e39, 2.0], "'features' holds a number out of float32 range"),
     ([1.0, 10 ** 400, 2.0], "'features' must hold only numbers"),
+    ([1.0, True, 2.0], "'features' must hold only numbers, not true or false"),
 ])
 def test_float_row_names_the_problem(values, message):
     with pytest.raises(BadInput) as err:

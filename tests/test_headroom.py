@@ -58,3 +58,16 @@ def test_settings_are_validated():
                 {"interval": 3.0, "max_age": 2.0}, {"gain": 0}, {"min_share": 0}, {"min_share": 1.5}):
         with pytest.raises(ValueError):
             Headroom(**bad)
+
+
+def test_at_a_low_rate_a_step_is_taken_on_fewer_answers_and_the_share_holds():
+    # 50 answers a second, all late: min_samples (200) would take 4 s, past max_age (2 s).
+    h = Headroom(min_samples=200, max_age=2.0, few_samples=20)
+    shares = [feed(h, k * 0.1, 2 * SLO, count=5) for k in range(40)]
+    assert shares[5] == 1.0  # 30 answers over 0.5 s: not yet
+    assert min(shares) < 0.6 and all(s < 1.0 for s in shares[11:])  # lowered, and held
+
+
+def test_few_samples_is_validated():
+    with pytest.raises(ValueError, match="few_samples=300"):
+        Headroom(min_samples=200, few_samples=300)

@@ -15,8 +15,13 @@ def fitted(points):
 def test_config_rules_name_key_value_and_rule():
     with pytest.raises(ValueError, match=r"max_batch_size=0: must be >= 1"):
         BatchConfig(max_batch_size=0)
-    with pytest.raises(ValueError, match=r"latency_slo=-1: must be > 0"):
+    with pytest.raises(ValueError, match=r"latency_slo=-1: must be a finite number > 0"):
         BatchConfig(latency_slo=-1)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"batch_timeout=(nan|inf): must be a finite number >= 0"):
+            BatchConfig(batch_timeout=bad)
+        with pytest.raises(ValueError, match=r"latency_slo=(nan|inf): must be a finite number > 0"):
+            BatchConfig(latency_slo=bad)
 
 
 def test_exec_model_fits_a_line_and_interpolates():
@@ -85,11 +90,34 @@ def test_admit_refuses_when_the_queue_ahead_cannot_finish_within_slo():
 def test_admit_fills_only_its_share_of_the_slo_while_requests_run_late():
     config = BatchConfig(max_batch_size=4, latency_slo=0.1)
     model = fitted([(4, 0.02), (1, 0.008)])
-    assert admit(8, 0.0, config, model, 1000, arrival_rate=1000, share=1.0).admitted  # predicted 48 ms
+    # two full batches ahead (40 ms), then its own, filled by the 40 arrivals meanwhile: 60 ms
+    assert admit(8, 0.0, config, model, 1000, arrival_rate=1000, share=1.0).admitted
     decision = admit(8, 0.0, config, model, 1000, arrival_rate=1000, share=0.4)
-    assert not decision.admitted and decision.predicted == pytest.approx(0.048)
+    assert not decision.admitted and decision.predicted == pytest.approx(0.060)
     assert "exceeds 40% of latency_slo 100ms" in decision.reason and "ran past the SLO" in decision.reason
     assert admit(0, 0.0, config, model, 1000, arrival_rate=1000, share=0.4).admitted  # idle: always
+
+
+def test_admit_prices_its_batch_at_the_size_it_will_start_with():
+    config = BatchConfig(max_batch_size=8, latency_slo=0.2)
+    model = fitted([(n, 0.02 * n) for n in range(1, 9)] * 3)
+    quiet = admit(2, 0.05, config, model, 1000, arrival_rate=1.0)  # nobody else comes: a batch of 3
+    assert quiet.predicted == pytest.approx(0.05 + 0.06)
+    busy = admit(2, 0.05, config, model, 1000, arrival_rate=100.0)  # 5 more arrive within 50 ms: 8
+    assert busy.predicted == pytest.approx(0.05 + 0.16)
+
+
+def test_no_request_admitted_behind_a_running_batch_ends_past_the_slo():
+    # t(n) = 20 ms x n, b = 8, SLO 200 ms, a batch of 8 running (160 ms), arrivals every 5 ms.
+    config = BatchConfig(max_batch_size=8, latency_slo=0.2)
+    model = fitted([(n, 0.02 * n) for n in range(1, 9)] * 3)
+    queued = []
+    for k in range(32):
+        now = 0.005 * k
+        if admit(len(queued), 0.16 - now, config, model, 1000, arrival_rate=200.0).admitted:
+            queued.append(now)
+    end = 0.16 + 0.02 * len(queued)  # the next batch holds them all; answers come together
+    assert queued and all(end - arrived <= 0.2 + 1e-9 for arrived in queued)
 
 
 def test_exec_model_median_ignores_a_cold_first_batch():

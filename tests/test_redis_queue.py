@@ -136,6 +136,27 @@ def test_leaving_deregisters_and_gives_back_nothing_claimed(queues, redis_client
     assert redis_client.exists(keys.instance(FN, "a")) == 0
 
 
+def test_a_stopped_worker_deregisters_its_instance(queues, redis_client):
+    # The worker's threads end once nothing of theirs is left; the queue must still be told to leave.
+    a = queues("a")
+    worker = serve(a)
+    assert a.put(Request(body=b"x"), deadline()).result(5).body == b"xx"
+    wait_until(lambda: redis_client.zscore(keys.instances(FN), "a") is not None, 2, what="heartbeat")
+    assert worker.stop(5)
+    assert redis_client.zscore(keys.instances(FN), "a") is None
+    assert redis_client.exists(keys.instance(FN, "a")) == 0
+
+
+def test_live_config_refuses_values_that_are_not_finite(queues, redis_client):
+    a = queues("a", max_batch_size=4)
+    for field, value in (("batch_timeout", "inf"), ("batch_timeout", "nan"), ("latency_slo", "nan"),
+                         ("latency_slo", "inf")):
+        redis_client.hset(keys.config(FN, "a"), field, value)
+        time.sleep(0.6)
+        assert a.live_config() == BatchConfig(4), (field, value)
+        redis_client.hdel(keys.config(FN, "a"), field)
+
+
 def test_losing_redis_falls_back_to_local_and_returns_without_losing_requests(queues, tmp_path):
     server = RedisServer(free_port()).start()
     states: list[bool] = []

@@ -140,3 +140,22 @@ def test_a_batch_whose_requests_are_all_answered_no_longer_counts_as_in_flight()
     assert worker.busy_remaining() > 0.4
     item.future.set_result(b"x")
     assert worker.busy_remaining() == 0 and worker._not_before() is None
+
+
+def test_a_handler_calling_sys_exit_costs_its_request_and_the_worker_goes_on():
+    import sys
+
+    def handle(reqs):
+        if any(r.body == b"exit" for r in reqs):
+            sys.exit(1)
+        return [r.body for r in reqs]
+
+    queue, worker, _ = make_worker(handle, max_batch_size=1)
+    worker.start()
+    doomed = queue.put(Request(body=b"exit"), 1e18)
+    assert "SystemExit" in str(doomed.exception(5))
+    later = [queue.put(Request(body=str(i).encode()), 1e18) for i in range(3)]
+    assert [f.result(5).body for f in later] == [b"0", b"1", b"2"]
+    inline = Pending(Request(body=b"exit"), 1e18, time.monotonic())
+    assert worker.try_run_inline([inline]) and "SystemExit" in str(inline.future.exception(0))
+    assert worker.stop(5)

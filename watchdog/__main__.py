@@ -19,6 +19,11 @@ def main() -> int:
     except ConfigError as exc:
         print(f"watchdog: configuration error: {exc}", file=sys.stderr)
         return 2
+    handler = os.path.join(config.function_dir, "handler.py")
+    if not os.path.isfile(handler):
+        print(f"watchdog: configuration error: function_dir={config.function_dir}: no handler at "
+              f"{os.path.abspath(handler)}", file=sys.stderr)
+        return 2
     threads = compute_threads(config.cpu_limit, cgroup_cpu_quota(), usable_cores())
     # torch (imported later by the handler) sizes its intra-op pool from these.
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -156,6 +156,17 @@ def _dechunk(buf: bytearray, start: int, limit: int) -> tuple[bytes, int] | None
         pos += n + 2
 
 
+def _head_bytes(status: int, headers: list[tuple[str, str]], length: int, keep_alive: bool) -> bytes:
+    """A response's status line and headers, ``Content-Length`` and ``Date`` included."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+    lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _OWN_HEADERS]
+    lines.append(f"Content-Length: {length}")
+    lines.append(f"Date: {_Date.now()}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse requests in order, one in flight at a time, answer in order."""
 
@@ -171,6 +182,7 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.continued = False
         self.paused = False  # reading paused while a pipelined backlog waits (see data_received)
+        self.waiter: _Waiter | None = None  # the request of this connection waiting for its batch
 
     # asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -187,6 +199,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.engine.connections.discard(self)
+        if self.waiter is not None:  # its caller is gone: a request still queued is dropped, its slot freed
+            self.waiter.abandon()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -200,9 +214,13 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
-        if not self.busy:
+        # The client is gone (Go's server, of-watchdog's, cancels the request on this too): a request still
+        # queued is dropped; one already running is finished and answered over the half-open transport.
+        if self.waiter is not None and self.waiter.abandon():
             self._close()
-        return True  # keep the transport half-open so a running request can still be answered
+        elif not self.busy:
+            self._close()
+        return True
 
     # Parsing ----------------------------------------------------------------------------------------------
 
@@ -254,8 +272,13 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
 
     def _fail(self, exc: BadRequest) -> None:
+        """Answer a request that could not be read (400, 408, 413, 431), counted like any other answer."""
         self.busy = True
-        self.send(exc.status, [("Content-Type", _TEXT)], f"{exc}\n".encode(), keep_alive=False, head_only=False)
+        elapsed = time.monotonic() - self.started_at if self.started_at is not None else 0.0
+        method = self.head.method if self.head is not None else "unknown"
+        self.engine.runtime.answered(exc.status, method, elapsed)
+        self.send(exc.status, [("Content-Type", _TEXT), ("X-Duration-Seconds", f"{elapsed:.6f}")],
+                  f"{exc}\n".encode(), keep_alive=False, head_only=False)
 
     # Answering --------------------------------------------------------------------------------------------
 
@@ -265,14 +288,14 @@ class HttpConnection(asyncio.Protocol):
         if self.closing or self.transport is None or self.transport.is_closing():
             self.closing = True
             return
-        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
-        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _OWN_HEADERS]
-        lines.append(f"Content-Length: {len(body)}")
-        lines.append(f"Date: {_Date.now()}")
-        if not keep_alive:
-            lines.append("Connection: close")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.transport.write(data if head_only else data + body)
+        try:
+            data = _head_bytes(status, headers, len(body), keep_alive)
+            self.transport.write(data if head_only else data + body)
+        except (TypeError, ValueError) as exc:  # responses are checked before (``unsendable``): a last guard
+            logger.error("a response could not be written: %r", exc)
+            text = f"the function's response could not be sent: {type(exc).__name__}\n".encode()
+            self.transport.write(_head_bytes(500, [("Content-Type", _TEXT)], len(text), False) + text)
+            keep_alive = False
         self.busy = False
         self.last_active = time.monotonic()
         if self.paused:
@@ -294,7 +317,6 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.started_at is not None and now - self.started_at > read_timeout:
             self._fail(BadRequest(f"request not received within read_timeout={read_timeout:g}s", 408))
-            self.engine.runtime.answered(408, "unknown", now - self.started_at)
         elif self.started_at is None and (self.engine.stopping or now - self.last_active > KEEPALIVE_SECONDS):
             self._close()
 
@@ -314,8 +336,11 @@ class Engine:
     def handle(self, conn: HttpConnection, head: _Head, body: bytes) -> None:
         """Answer one complete request (now, or when its batch is done)."""
         if head.method == "GET" and head.path in ("/_/health", "/_/ready"):
+            started = time.perf_counter()
             status, text = self.runtime.health() if head.path == "/_/health" else self.runtime.readiness()
-            conn.send(status, [("Content-Type", _TEXT)], text, head.keep_alive, False)
+            conn.send(status, [("Content-Type", _TEXT),
+                               ("X-Duration-Seconds", f"{time.perf_counter() - started:.6f}")],
+                      text, head.keep_alive, False)
         else:
             self._invoke(conn, head, body)
 
@@ -338,7 +363,7 @@ class Engine:
             runtime.leave()
             self._finish(conn, head, started, pending.status, list(pending.headers.items()), pending.body)
             return
-        _Waiter(self, conn, head, started, pending, timeout)
+        conn.waiter = _Waiter(self, conn, head, started, pending, timeout)
 
     def _error(self, conn: HttpConnection, head: _Head, started: float, exc: BaseException) -> None:
         status = self.runtime.error_status(exc)
@@ -366,7 +391,12 @@ class Engine:
         self._wake_scheduled = False
         pop = self._resolved.popleft
         while self._resolved:
-            pop()._answer()
+            waiter = pop()
+            try:
+                waiter._answer()
+            except Exception:  # noqa: BLE001 - one waiter's failure must not leave the others of its batch
+                logger.exception("answering a request failed")
+                waiter.conn._close()
 
     def busy(self) -> bool:
         """True while any accepted request is unanswered."""
@@ -397,6 +427,7 @@ class _Waiter:
         if self.done:
             return
         self.done = True
+        self.conn.waiter = None
         self.timer.cancel()  # a cancelled handle lets go of the method it would have called
         self.engine.runtime.leave()
         if future.cancelled():  # pragma: no cover - only the timeout cancels, and it answers itself
@@ -409,11 +440,26 @@ class _Waiter:
             self.engine._finish(self.conn, self.head, self.started, result.status, list(result.headers.items()),
                                 result.body)
 
+    def abandon(self) -> bool:
+        """The client closed its connection: a request still queued is cancelled (never run) and its
+        ``max_inflight`` slot freed (True); one already running keeps its slot until its batch ends (the work
+        is real) and is answered if the connection still takes it (False)."""
+        if self.done or self.future is None or not self.future.cancel():
+            return False
+        self.done = True
+        self.conn.waiter = None
+        if self.timer is not None:
+            self.timer.cancel()
+        self.engine.runtime.metrics.refused.inc(reason="abandoned")
+        self.engine.runtime.leave()
+        return True
+
     def _timed_out(self, timeout: float) -> None:
         self.timer = None  # a handle that ran still holds this method
         if self.done:
             return
         self.done = True
+        self.conn.waiter = None
         error = self.engine.runtime.timed_out(self.future, timeout)
         self.engine.runtime.leave()
         self.engine._error(self.conn, self.head, self.started, error)

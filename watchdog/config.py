@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from batcher import keys
 from batcher.policy import BatchConfig
 from faas_infer.envconfig import parse_fields
 from faas_infer.units import parse_cpu, parse_duration, parse_memory
@@ -37,8 +38,9 @@ class WatchdogConfig:
     write_timeout: float = 30.0
     # Longest time a request may take from arrival to answer (504 after it); 0 disables it.
     exec_timeout: float = 30.0
-    # After SIGTERM, how long to keep serving while /_/health answers 503 so load balancers notice.
-    healthcheck_interval: float = 30.0
+    # After SIGTERM, how long to keep serving while /_/health answers 503 so load balancers notice;
+    # unset, write_timeout (as of-watchdog).
+    healthcheck_interval: float | None = None
     # Requests in flight at once before 429; 0 means no limit.
     max_inflight: int = 0
     # Do not write the lock file ($TMPDIR/.lock) that marks the function healthy.
@@ -107,6 +109,17 @@ class WatchdogConfig:
         _rule(self.http_engine in ("asyncio", "gthread"), "http_engine", self.http_engine,
               "must be 'asyncio' or 'gthread'")
         _rule(self.http_threads >= 0, "http_threads", self.http_threads, "must be >= 0 (0 derives it)")
+        _rule(self.exec_timeout >= 0, "exec_timeout", self.exec_timeout, "must be >= 0 (0 disables it)")
+        if self.healthcheck_interval is None:
+            object.__setattr__(self, "healthcheck_interval", self.write_timeout)
+        _rule(self.healthcheck_interval >= 0, "healthcheck_interval", self.healthcheck_interval, "must be >= 0")
+        _rule(keys.valid_name(self.function_name), "function_name", self.function_name, keys.NAME_RULE)
+        _rule(not self.instance_id or keys.valid_name(self.instance_id), "instance_id", self.instance_id,
+              keys.NAME_RULE)
+        if self.batch_backend == "redis":
+            _rule(self.redis_url.startswith(("redis://", "rediss://", "unix://")), "redis_url", self.redis_url,
+                  "must be a redis://, rediss:// or unix:// URL")
+
         if self.batch_timeout is not None and self.latency_slo is not None:
             _rule(self.batch_timeout < self.latency_slo, "batch_timeout", self.batch_timeout,
                   f"must be below latency_slo={self.latency_slo}")

@@ -535,7 +535,8 @@ def _serve(sock: socket.socket, function_dir: str, retain_freed_memory: bool, pa
 def _run(handle: Callable[[list[Request]], Any], requests: list[Request]) -> bytes:
     try:
         outputs = handle(requests)
-    except Exception as exc:  # noqa: BLE001 - a user handler may raise anything; the watchdog bisects
+    except BaseException as exc:  # noqa: BLE001 - a user handler may raise anything, sys.exit() included (as
+        # in-process: a failure of its requests, not of the process); the watchdog bisects
         if not isinstance(exc, BadInput):
             logger.debug("handle_batch raised on a batch of %d", len(requests), exc_info=True)
         return b"X" + _error_json(as_batch_error(exc), whole=False)

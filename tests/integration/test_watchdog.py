@@ -32,7 +32,10 @@ def handle_batch(state, requests):
         raise RuntimeError("model exploded")
     if any(r.body == b"sleep" for r in requests):
         time.sleep(3)
-    return [Response(json.dumps({"echo": r.body.decode(errors="replace"), "n": len(requests),
+    if any(r.body == b"exit" for r in requests):
+        raise SystemExit(1)
+    return [Response(b"x", 200, {"X-Bad": "a\\r\\nInjected: yes"}) if r.body == b"unsendable" else
+            Response(json.dumps({"echo": r.body.decode(errors="replace"), "n": len(requests),
                                  "method": r.method, "path": r.path, "query": r.query,
                                  "x_test": r.header("x-test")}).encode(), 200,
                      {"Content-Type": "application/json"}) for r in requests]
@@ -92,6 +95,20 @@ def test_one_bad_input_in_a_batch_fails_alone(watchdogs, handler_dir):
     by_body = dict(zip(bodies, responses))
     assert "body 'bad' is not acceptable" in by_body[b"bad"].text
     assert "RuntimeError: model exploded" in by_body[b"crash"].text
+
+
+def test_an_unsendable_response_or_sys_exit_fails_its_request_only_and_the_instance_serves_on(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, max_batch_size=8, batch_timeout="50ms")
+    responses = post_many(wd.url + "/x", [b"unsendable", b"ok1", b"exit", b"ok2"] * 3)
+    by_body = {}
+    for body, r in zip([b"unsendable", b"ok1", b"exit", b"ok2"] * 3, responses):
+        by_body.setdefault(body, set()).add(r.status_code)
+        assert "Injected" not in r.headers and "X-Duration-Seconds" in r.headers
+    assert by_body == {b"unsendable": {500}, b"ok1": {200}, b"exit": {500}, b"ok2": {200}}
+    assert "cannot be sent" in responses[0].text and "CR, LF or NUL" in responses[0].text
+    assert "SystemExit" in responses[2].text
+    later = post_many(wd.url, [f"later{i}".encode() for i in range(8)])
+    assert [r.status_code for r in later] == [200] * 8
 
 
 def test_wrong_number_of_outputs_is_500_with_both_counts(watchdogs, handler_dir):
@@ -192,7 +209,7 @@ def test_missing_handler_fails_at_start_naming_the_path(watchdogs, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     wd = watchdogs(str(empty), wait=False)
-    assert wd.proc.wait(30) != 0
+    assert wd.proc.wait(30) == 2
     assert "no handler at" in wd.log() and os.path.join(str(empty), "handler.py") in wd.log()
 
 

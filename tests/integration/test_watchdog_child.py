@@ -28,6 +28,8 @@ def handle_batch(state, requests):
         os.kill(os.getpid(), signal.SIGSEGV)
     if b"hang" in bodies:
         time.sleep(60)
+    if b"exit" in bodies:
+        raise SystemExit(3)
     return [{"echo": r.body.decode(), "pid": state["pid"], "n": len(requests)} for r in requests]
 """
 
@@ -66,6 +68,15 @@ def test_batches_run_in_a_child_process_and_a_segfault_costs_only_its_batch(watc
     assert restarts(wd, "crash") == 1
     assert requests.get(wd.url + "/_/ready", timeout=5).status_code == 200
     assert "faas_infer_cold_start_seconds" in requests.get(wd.metrics_url, timeout=5).text
+
+
+def test_sys_exit_in_the_handler_fails_its_request_and_the_child_lives_on(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, handler_process="true", max_batch_size=1)
+    pid = requests.post(wd.url, data=b"before", timeout=30).json()["pid"]
+    exited = requests.post(wd.url, data=b"exit", timeout=30)
+    assert exited.status_code == 500 and "SystemExit" in exited.text
+    assert requests.post(wd.url, data=b"after", timeout=30).json()["pid"] == pid
+    assert restarts(wd, "crash") == 0
 
 
 def test_under_load_a_segfault_costs_its_batch_only_while_batches_are_pipelined(watchdogs, handler_dir):

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from helpers import write_handler
+from helpers import wait_until, write_handler
 
 HANDLER = """
 from batcher import Response
@@ -112,9 +112,50 @@ def test_malformed_requests_get_a_clear_error_and_cost_nobody_else(wd, raw, stat
     sock.sendall(raw)
     got, headers, body = read_response(sock, buf)
     assert got == status and words in body.decode() and headers.get("connection") == "close"
+    assert float(headers["x-duration-seconds"]) >= 0  # every response carries it (the contract)
     assert closed(sock)
+    assert f'http_requests_total{{code="{status}",' in requests.get(wd.metrics_url, timeout=5).text
     other.sendall(request("POST", "/ok", b"2"))
     assert read_response(other, other_buf)[0::2] == (200, b"got 2 /ok")
+
+
+def test_health_and_ready_carry_x_duration_seconds(wd):
+    for path in ("/_/health", "/_/ready"):
+        got = requests.get(wd.url + path, timeout=5)
+        assert got.status_code == 200 and float(got.headers["X-Duration-Seconds"]) >= 0
+
+
+def test_a_client_gone_while_its_request_is_queued_frees_its_slot_and_it_never_runs(tmp_path, watchdogs):
+    seen, release = tmp_path / "seen", tmp_path / "release"
+    folder = write_handler(str(tmp_path / "hold"), f"""
+import os, time
+def handle_batch(state, requests):
+    with open({str(seen)!r}, "a") as f:
+        f.write(" ".join(r.body.decode() for r in requests) + "\\n")
+    if any(r.body == b"hold" for r in requests):
+        deadline = time.monotonic() + 20
+        while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return [r.body for r in requests]
+""")
+    wd = watchdogs(folder, max_batch_size=1, max_inflight=2)
+    holder, holder_buf = connect(wd), bytearray()
+    holder.sendall(request("POST", "/", b"hold"))
+    wait_until(lambda: seen.exists(), 10, what="the first request running")
+    gone = connect(wd)
+    gone.sendall(request("POST", "/", b"gone"))
+    wait_until(lambda: "http_requests_in_flight 2" in requests.get(wd.metrics_url, timeout=5).text, 10,
+               what="the second request queued")
+    gone.close()
+    wait_until(lambda: 'faas_infer_requests_refused_total{reason="abandoned"} 1'
+               in requests.get(wd.metrics_url, timeout=5).text, 10, what="the gone client noticed")
+    third, third_buf = connect(wd), bytearray()
+    third.sendall(request("POST", "/", b"third"))  # 429 if the gone client still held its slot
+    time.sleep(0.2)
+    release.write_text("")
+    assert read_response(holder, holder_buf)[0::2] == (200, b"hold")
+    assert read_response(third, third_buf)[0::2] == (200, b"third")
+    assert seen.read_text().split() == ["hold", "third"]
 
 
 def test_slow_sender_gets_408_after_read_timeout_and_others_are_served_meanwhile(wd):

@@ -14,7 +14,8 @@ use their parent's name, so all instances of a function share one queue). Values
     fi:{fn}:config:{inst}           hash  live batch config {max_batch_size, batch_timeout, latency_slo},
                                           set by an operator (read with every heartbeat)
     fi:{fn}:exec:{inst}             hash  {batch size -> smoothed execution seconds}
-    fi:{fn}:stats                   hash  counters: served, expired, reclaimed, refused
+    fi:{fn}:stats                   hash  counters: served, expired, reclaimed, dropped, refused
+    fi:{fn}:given-back              set   tokens of requests given back once from a dead instance (expires)
     fi:inbox:{inst}                 list  responses for requests that arrived at instance ``inst``
     fi:functions                    set   names of functions that have used the shared queue
 """
@@ -85,7 +86,17 @@ def stats(fn: str) -> str:
 
 def inbox(inst: str) -> str:
     """Responses addressed to the instance that received the requests."""
-    return f"{PREFIX}:inbox:{_check(inst, 'instance')}"
+    return f"{inbox_prefix()}{_check(inst, 'instance')}"
+
+
+def inbox_prefix() -> str:
+    """What every inbox key starts with (the reaping script appends the instance)."""
+    return f"{PREFIX}:inbox:"
+
+
+def given_back(fn: str) -> str:
+    """Tokens of the function's requests given back once from a dead instance (never given back twice)."""
+    return f"{PREFIX}:{_check(fn, 'function')}:given-back"
 
 
 def functions() -> str:

@@ -56,9 +56,10 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
         peer = peer.decode() if isinstance(peer, bytes) else str(peer)
         if peer == inst:
             continue
-        moved = claims.reap(client, peer, now - stale_after)
+        moved, dropped = claims.reap(client, peer, now - stale_after)
         if moved >= 0:
-            logger.warning("instance %s of %s stopped beating: removed, %d requests requeued", peer, fn, moved)
+            logger.warning("instance %s of %s stopped beating: removed, %d requests requeued, %d dropped (their "
+                           "caller died with it, or they were requeued once before)", peer, fn, moved, dropped)
             reclaimed += moved
     run_id = str(client.info("server").get("run_id", ""))
     return Beat(run_id, int(depth), config_fields, reclaimed)

@@ -22,7 +22,7 @@ STALE_AFTER = 3.0
 ARRIVALS_KEEP = 300
 # Windows (seconds) over which arrival rates are reported.
 WINDOWS = (1, 10, 60)
-COUNTERS = ("served", "expired", "reclaimed", "refused")
+COUNTERS = ("served", "expired", "reclaimed", "dropped", "refused")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class FunctionStats:
     arrival_rate: Mapping[int, float]
     # Live instances, ordered by id.
     instances: tuple[InstanceStats, ...]
-    # Function counters: served, expired, reclaimed, refused.
+    # Function counters: served, expired, reclaimed, dropped (a dead instance's requests not given back), refused.
     counters: Mapping[str, int]
     # Refusals per second over each window, as ``arrival_rate`` (the refused part of the arrivals).
     refusal_rate: Mapping[int, float] = field(default_factory=dict)

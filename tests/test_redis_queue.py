@@ -111,6 +111,33 @@ def test_requests_claimed_by_a_dead_instance_are_reclaimed_and_run(queues, redis
     worker.stop(5)
 
 
+def test_a_request_is_given_back_once_and_its_caller_answered_when_a_second_taker_dies(queues, redis_client):
+    # A request that kills whoever runs it must not take down every replica until its deadline.
+    a = queues("a")
+    future = a.put(Request(body=b"poison"), deadline(20))
+    wait_until(lambda: redis_client.llen(keys.queue(FN)) == 1, 2, what="request pushed")
+    for taker in ("dead1", "dead2"):
+        redis_client.lmove(keys.queue(FN), keys.claimed(FN, taker), "RIGHT", "LEFT")
+        redis_client.zadd(keys.instances(FN), {taker: time.time() - 60})
+        wait_until(lambda: redis_client.zscore(keys.instances(FN), taker) is None, 5, what=f"{taker} reaped")
+    error = future.exception(10)
+    assert error is not None and error.status == 500 and "stopped (crashed or killed) twice" in str(error)
+    assert redis_client.llen(keys.queue(FN)) == 0
+    assert int(redis_client.hget(keys.stats(FN), "reclaimed")) == 1
+    assert int(redis_client.hget(keys.stats(FN), "dropped")) == 1
+
+
+def test_a_request_whose_caller_died_with_its_taker_is_dropped(queues, redis_client):
+    a = queues("a")
+    mine = wire.Envelope("tok1", "dead", time.time() + 20, time.time(), Request(body=b"orphan"))
+    redis_client.lpush(keys.claimed(FN, "dead"), wire.encode_request(mine))
+    redis_client.zadd(keys.instances(FN), {"dead": time.time() - 60})
+    wait_until(lambda: redis_client.zscore(keys.instances(FN), "dead") is None, 5, what="dead reaped")
+    assert redis_client.llen(keys.queue(FN)) == 0
+    assert int(redis_client.hget(keys.stats(FN), "dropped")) == 1
+    assert a.depth() == 0
+
+
 def test_a_body_over_the_limit_is_refused_with_413(queues):
     a = queues("a", max_bytes=10)
     with pytest.raises(PayloadTooLarge) as info:

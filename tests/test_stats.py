@@ -34,7 +34,7 @@ def test_the_reader_lists_live_instances_with_their_config_and_exec_times(redis_
     assert a.config == BatchConfig(16, 0.01, 0.2)
     assert (a.served, a.heartbeat, a.exec_seconds) == (7, NOW - 0.5, {1: 0.002, 16: 0.01})
     assert a.facts == {"host": "h", "port": "8080"}
-    assert got.counters == {"served": 7, "expired": 2, "reclaimed": 0, "refused": 0}
+    assert got.counters == {"served": 7, "expired": 2, "reclaimed": 0, "dropped": 0, "refused": 0}
     assert stats.list_functions(redis_client) == [FN]
 
 

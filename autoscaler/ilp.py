@@ -119,8 +119,10 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
         if filled:
             prob += pulp.LpAffineExpression(filled) <= problem.fill_limit(f), f"fill_{tag}"
         if counted:
-            if f.min_count > 0:
-                prob += pulp.LpAffineExpression(counted) >= f.min_count, f"min_{tag}"
+            if f.min_count > 0:  # soft: a full pool must not make every function's program infeasible
+                below = prob.add_variable(f"below_min_{i}", 0, f.min_count)
+                objective[below] = problem.below_min_penalty(f)
+                prob += pulp.LpAffineExpression({**counted, below: 1.0}) >= f.min_count, f"min_{tag}"
             prob += pulp.LpAffineExpression(counted) <= f.max_count, f"max_{tag}"
     if not variables:
         return Selection({}, "optimal", 0.0, solver=solver)

@@ -6,11 +6,13 @@ functions x configurations x nodes. Both the exact program (``ilp``) and the gre
 take a ``SelectionProblem`` and answer a ``Selection``; ``lower_bound`` is a proven bound on both.
 
 Per function f with candidates k (instances n_fk, integer):
-    minimise   sum cost_k n_fk  +  penalty * shortfall_f
+    minimise   sum cost_k n_fk  +  penalty * shortfall_f  +  below_min_penalty * below_f
     cover_f:   sum r_max_k n_fk + shortfall_f >= demand_f * (1 + headroom)
     fill_f:    sum r_min_k n_fk <= demand_f                  (INFless: every instance kept busy enough;
                                                              x (1 + stickiness) while instances run)
-    count_f:   min_f <= sum n_fk <= max_f
+    count_f:   min_f <= sum n_fk + below_f,  sum n_fk <= max_f
+               (below_f priced far above any instance, below unserved demand: the minimum is kept unless
+               the pool cannot hold it beside the demand)
     pool:      sum cpu_k n_fk <= CPU, likewise GPU and memory
 """
 
@@ -59,6 +61,11 @@ class SelectionProblem:
         function runs instances (hysteresis: instances kept a little underfilled are not swapped for
         others at every few percent of noise in their measured times)."""
         return f.demand * (1.0 + self.stickiness) if f.current else f.demand
+
+    def below_min_penalty(self, f: FunctionDemand) -> float:
+        """Price of one instance missing from the function's minimum: far above any instance (a minimum is
+        kept while the pool holds it), below unserved demand (a request waiting beats a warm idle one)."""
+        return 100.0 * max((c.cost for c in f.candidates), default=1.0)
 
     def penalty(self, f: FunctionDemand) -> float:
         """Price of one unserved request per second: far above serving it with the worst candidate."""

@@ -17,6 +17,11 @@ from provider.errors import BadRequest
 from provider.replica import ACTIVE, Replica, State
 from provider.types import FunctionDeployment
 
+# Crashes in a row (no replica ever stable in between) from which a request with no replica to take it is
+# answered at once instead of waiting cold_start_timeout: a handler that cannot load held each caller
+# (and a provider thread) 60 s, and 140 callers froze the whole gateway, /healthz included.
+CRASH_LOOP = 2
+
 LABEL_SCALE_MIN = "com.openfaas.scale.min"
 LABEL_SCALE_MAX = "com.openfaas.scale.max"
 
@@ -128,6 +133,14 @@ class FunctionState:
     def ready(self) -> list[Replica]:
         """Replicas that take requests."""
         return [r for r in self.replicas if r.state is State.READY]
+
+    def failing(self, now: float) -> str:
+        """Why a request should not wait for a replica ("" when it may): none ready or starting, and the
+        replicas crashed ``CRASH_LOOP`` times in a row or more."""
+        if self.crash_streak < CRASH_LOOP or any(r.state in (State.READY, State.STARTING) for r in self.replicas):
+            return ""
+        return (f"its replicas keep failing ({self.crash_streak} in a row, the last {self.last_exit}); next start in "
+                f"{max(0.0, self.next_start_at - now):.0f}s")
 
     def pick(self) -> Replica | None:
         """The ready replica with the fewest requests in flight (ties rotate); it is acquired."""

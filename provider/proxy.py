@@ -55,9 +55,10 @@ def error_answer(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()
                     *extra], body
 
 
-def no_endpoints(name: str) -> Answer:
-    """faas-provider's 503 for a function with no replica to take a request."""
-    return error_answer(503, f"No endpoints available for: {name}.", (("X-Openfaas-Internal", "proxy"),))
+def no_endpoints(name: str, why: str = "") -> Answer:
+    """faas-provider's 503 for a function with no replica to take a request (``why`` appended when known)."""
+    text = f"No endpoints available for: {name}." + (f" {why[:1].upper()}{why[1:]}." if why else "")
+    return error_answer(503, text, (("X-Openfaas-Internal", "proxy"),))
 
 
 class Proxy:
@@ -95,7 +96,9 @@ class Proxy:
         for _ in range(3):
             replica = self.runtime.acquire(fn, self.runtime.config.cold_start_timeout)
             if replica is None:
-                return no_endpoints(fn.name)
+                with self.runtime.lock:
+                    why = fn.failing(time.monotonic())
+                return no_endpoints(fn.name, why)
             try:
                 upstream = replica.pool.urlopen(method, target, body=body, headers=headers, retries=False,
                                                 redirect=False, timeout=timeout, preload_content=True,

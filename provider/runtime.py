@@ -180,7 +180,8 @@ class Runtime:
 
     def acquire(self, fn: FunctionState, timeout: float) -> Replica | None:
         """A ready replica with one request counted on it, waiting up to ``timeout`` for one to become
-        ready; a function at zero replicas is scaled to its minimum first (scale from zero)."""
+        ready (not at all while the function is crash-looping: ``FunctionState.failing``); a function at zero
+        replicas is scaled to its minimum first (scale from zero)."""
         deadline = time.monotonic() + timeout
         with self.lock:
             while not self.stopping and not fn.deleted:
@@ -191,8 +192,9 @@ class Runtime:
                     fn.desired = min_replicas(fn.spec, self.config.max_replicas)
                     self.logs.event(fn.name, f"scale from zero to {fn.desired} replica(s) for a request")
                     self.supervisor.wake.set()
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                left = deadline - now
+                if left <= 0 or fn.failing(now):
                     return None
                 self.lock.wait(min(left, 0.5))
         return None

@@ -56,6 +56,19 @@ def test_count_bounds_are_kept():
     assert sum(s.counts["f0"].values()) == 2
 
 
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_a_minimum_the_pool_cannot_hold_is_missed_without_failing_the_others(solver):
+    # f0 asks for 4 instances at least; the pool holds 2 cores, which f1's demand also wants.
+    fns = problem(demands=(0.0, 100.0), cpu=2.0).functions
+    p = SelectionProblem((FunctionDemand("f0", fns[0].candidates, 0.0, min_count=4), fns[1]), 2.0, 0.0,
+                         64 * GiB, 0.2)
+    s = solve_selection(p, solver, PROVE, 0.0)
+    assert s.ok and not s.shortfall.get("f1")
+    used = sum(n * c.cpu for f in p.functions for c in f.candidates for k, n in s.counts.get(f.name, {}).items()
+               if k == c.key)
+    assert used <= 2.0 + 1e-9 and 0 < sum(s.counts.get("f0", {}).values()) < 4
+
+
 def test_placement_keeps_capacity_and_prefers_current_nodes():
     groups = [Group("f", "k", 3, 2.0, 0.0, GiB, (("b", 2),)), Group("g", "k", 2, 1.0, 0.0, GiB)]
     nodes = [("a", 4.0, 0.0, 8 * GiB), ("b", 4.0, 0.0, 8 * GiB)]

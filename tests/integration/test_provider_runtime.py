@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 import uuid
 
 import psutil
@@ -143,6 +144,18 @@ def test_crashed_replica_is_restarted_and_reported(provider, inspect_dir):
     logs = requests.get(provider.url + "/system/logs", params={"name": "fn", "tail": "50"}, timeout=5).text
     events = [json.loads(line) for line in logs.splitlines()]
     assert any(e["instance"] == "provider" and "crashed" in e["text"] for e in events)
+
+
+def test_a_crash_looping_function_answers_at_once_with_the_cause(provider, tmp_path):
+    # cold_start_timeout is 30 s here: a caller must not wait it out for a handler that cannot load.
+    broken = write_handler(str(tmp_path / "broken"), "def handle_batch(state, requests)\n    return []\n")
+    provider.deploy("broken", broken)
+    wait_until(lambda: provider.status("broken")["faasInfer"].get("restarts", 0) >= 2, 60, what="two crashes")
+    started = time.monotonic()
+    answer = invoke(provider.url, "broken")
+    assert answer.status_code == 503 and time.monotonic() - started < 20
+    assert answer.text.startswith("No endpoints available for: broken. Its replicas keep failing")
+    assert "exited with code" in answer.text
 
 
 def test_hung_replica_is_killed_and_replaced(tmp_path, inspect_dir):

@@ -193,7 +193,8 @@ def _infeasible(fs: FunctionState, model: str, pred, config: AutoscalerConfig) -
     known = any(pred.exec_seconds(model, min(config.batch_sizes), c, 0.0) for c in config.cpu_steps)
     if not known:
         return (f"no execution time known for model {model} (no COP profile, no measured batches yet): "
-                "profile it with faas-infer profile, or let its instances run")
+                "its instances' measured batches will price it once it serves; a torch model (a handler folder "
+                "with model.py) can be profiled first with faas-infer profile and passed as profile_db")
     return f"no configuration meets latency_slo={fs.slo:g}s"
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import fields
 
-from autoscaler.config import AutoscalerConfig
+from autoscaler.config import AutoscalerConfig, ConfigError
 from faas_infer.envconfig import field_docs
 
 # Every AutoscalerConfig field is a flag (--field-name); these keep a shorter spelling too.
@@ -23,12 +24,24 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         spellings = ["--" + name.replace("_", "-")] + ([ALIASES[name]] if name in ALIASES else [])
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        env = f"${name}" + (", else $OPENFAAS_URL" if name == "gateway_url" else "")
         group.add_argument(*spellings, dest=name, default=None, metavar=name.upper(),
-                           help=f"{docs.get(name, name)} (default: ${name}, else {shown!r})".replace("%", "%%"))
+                           help=f"{docs.get(name, name)} (default: {env}, else {shown!r})".replace("%", "%%"))
 
 
 def config_from_args(args: argparse.Namespace) -> AutoscalerConfig:
-    """Environment (field names) overridden by flags."""
+    """Environment (field names; faas-cli's ``OPENFAAS_URL`` for the gateway) overridden by flags. A bad
+    setting, or a profile DB that is not there, prints one line and exits 2."""
     env = {k: v for k, v in os.environ.items() if k in AutoscalerConfig.__dataclass_fields__}
+    if "gateway_url" not in env and os.environ.get("OPENFAAS_URL"):
+        env["gateway_url"] = os.environ["OPENFAAS_URL"]
     env.update({name: str(getattr(args, name)) for name in FLAGS if getattr(args, name, None) is not None})
-    return AutoscalerConfig.from_env(env)
+    try:
+        config = AutoscalerConfig.from_env(env)
+        if config.profile_db and not os.path.isfile(config.profile_db):
+            raise ConfigError(f"profile_db={config.profile_db}: no such file (faas-infer profile MODEL --db FILE "
+                              "makes one)")
+    except ConfigError as exc:
+        print(f"faas-infer: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,14 +26,20 @@ class Served:
     proc: subprocess.Popen
     url: str
     metrics_url: str
+    # Its TMPDIR and log, removed by ``stop``.
+    run_dir: str = ""
 
     def stop(self) -> None:
+        """Stop the watchdog (SIGTERM, then SIGKILL after 30 s) and remove its folder."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def serve(function_dir: str, env: dict[str, str], ready_timeout: float = 60) -> Served:
@@ -52,7 +59,7 @@ def serve(function_dir: str, env: dict[str, str], ready_timeout: float = 60) -> 
             raise RuntimeError(f"watchdog for {function_dir} exited; see {log.name}")
         try:
             if urllib.request.urlopen(url + "/_/health", timeout=1).status == 200:
-                return Served(proc, url, f"http://127.0.0.1:{metrics_port}/metrics")
+                return Served(proc, url, f"http://127.0.0.1:{metrics_port}/metrics", run_dir)
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"watchdog for {function_dir} not healthy after {ready_timeout}s; see {log.name}")

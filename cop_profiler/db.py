@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from cop_profiler.errors import NoProfileError, ProfileDBError
 from cop_profiler.graph import OpGraph
 from cop_profiler.opspec import OperatorSpec
+from faas_infer.paths import PROFILE_DB
 
-DEFAULT_DB_PATH = os.path.join(".faas-infer", "profiles.sqlite")
+DEFAULT_DB_PATH = PROFILE_DB
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """

@@ -42,6 +42,10 @@ def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
             if port in _HANDED and port != preferred:
                 continue
             with socket.socket() as s:
+                # as the servers bind (gunicorn, http.server, Go): a port whose last connections linger in
+                # TIME_WAIT is free for them (without it, `faas-infer up` restarted within a minute moved the
+                # autoscaler's metrics off 8082, where `faas-infer top` looks)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind((host, port))
                 except OSError:

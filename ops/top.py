@@ -12,6 +12,7 @@ redraws in place with an ANSI clear for terminals that support it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ SELECTOR = '{__name__=~"gateway_function_invocation_total|gateway_functions_seco
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``faas-infer top``."""
-    parser.add_argument("--gateway", default="http://127.0.0.1:8080",
-                        help="gateway or provider base URL; its /metrics is read (default %(default)s)")
+    parser.add_argument("--gateway", default=os.environ.get("OPENFAAS_URL", "http://127.0.0.1:8080"),
+                        help="gateway or provider base URL; its /metrics is read (default $OPENFAAS_URL, else "
+                             "http://127.0.0.1:8080)")
     parser.add_argument("--autoscaler", default="http://127.0.0.1:8082/metrics",
                         help="the autoscaler's metrics URL (default %(default)s)")
     parser.add_argument("--prometheus", default="",

@@ -105,8 +105,7 @@ class SystemApi:
         if self.runtime.find(name) is None and not self.runtime.logs.has(name):
             raise NotFound(f"function {name} not found in namespace {self.runtime.config.namespace}")
         try:
-            tail = int(request.args.get("tail") or -1)
-            tail = tail if tail > 0 else -1  # faas-provider: a tail of 0 or less means every line
+            tail = _tail(request.args.get("tail"))
             since = _since(request.args.get("since"))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
@@ -157,6 +156,15 @@ def info_shape(setting: str, forwarded_for: str) -> str:
         return setting
     last = forwarded_for.split(",")[-1].strip()
     return "provider" if re.fullmatch(r"(\[[0-9A-Fa-f:.%\w]+\]|[0-9.]+):\d+", last) else "gateway"
+
+
+def _tail(text: str | None) -> int:
+    """Lines from the end to return; -1 for every line (faas-provider: a tail of 0 or less, or none)."""
+    try:
+        tail = int(text or -1)
+    except ValueError:
+        raise ValueError(f"tail={text!r}: must be an integer (0 or less: every line)") from None
+    return tail if tail > 0 else -1
 
 
 def _since(value: str | None) -> datetime | None:

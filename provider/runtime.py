@@ -14,6 +14,7 @@ import time
 from typing import Mapping
 
 from faas_infer.ports import free_port
+from faas_infer.stack import ANNOTATION_SLO
 from provider.catalog import Catalog
 from provider.config import ProviderConfig
 from provider.cores import CoreAllocator, cores_for
@@ -103,7 +104,10 @@ class Runtime:
         try:
             check_env(self._replica_env(spec, limits, function_dir, f"{spec.service}-check", self.run_dir))
         except WatchdogConfigError as exc:
-            raise BadRequest(f"envVars of {spec.service}: {exc}") from None
+            where = "envVars"
+            if str(exc).startswith("latency_slo=") and not spec.envVars.get("latency_slo"):
+                where = f"annotation {ANNOTATION_SLO}"  # the provider turned it into latency_slo
+            raise BadRequest(f"{where} of {spec.service}: {exc}") from None
 
     def _replica_env(self, spec: FunctionDeployment, limits: Limits, function_dir: str, instance_id: str,
                      tmp_dir: str) -> dict[str, str]:

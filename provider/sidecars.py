@@ -37,12 +37,14 @@ def _has_module(name: str) -> bool:
 
 
 def autoscaler(python: str, gateway_url: str, redis_url: str, secret_mount_path: str,
-               prometheus_url: str = "", metrics_port: int = 0) -> Sidecar | None:
-    """The autoscaler sidecar, or None when the ``autoscaler`` package has no runnable entry."""
+               prometheus_url: str = "", metrics_port: int = 0, profile_db: str = "") -> Sidecar | None:
+    """The autoscaler sidecar, or None when the ``autoscaler`` package has no runnable entry. It prices
+    configurations with ``profile_db`` (COP) when given, else with its built-in table."""
     if not _has_module("autoscaler.__main__"):
         return None
     env = {"gateway_url": gateway_url, "redis_url": redis_url, "secret_mount_path": secret_mount_path,
-           "prometheus_url": prometheus_url, "metrics_port": str(metrics_port), "metrics_bind": "127.0.0.1"}
+           "prometheus_url": prometheus_url, "metrics_port": str(metrics_port), "metrics_bind": "127.0.0.1",
+           "profile_db": profile_db}
     url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
     return Sidecar("autoscaler", (python, "-m", "autoscaler"), {k: v for k, v in env.items() if v}, url)
 

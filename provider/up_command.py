@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         _start_redis(session)
         _start_provider(session)
         statuses = {} if args.no_deploy else _deploy(session, stack, stop)
+        if stop.is_set():  # Ctrl-C while the replicas were starting: nothing more is started
+            print("stopping...", flush=True)
+            return 0
         commands = _start_sidecars(session)
         _print_table(session.lines, statuses, session.url, session.run_dir, commands, session.own_run_dir)
         return _serve_until_stopped(session.platform, stop)
@@ -143,6 +146,7 @@ def _deploy(session: _Session, stack: Any, stop: threading.Event) -> dict:
 def _start_sidecars(session: _Session) -> list[str]:
     """Prometheus first (the autoscaler reads SLO attainment from it), then the autoscaler; returns the
     commands worth trying against this platform."""
+    from faas_infer.paths import PROFILE_DB
     from faas_infer.ports import free_port
     from provider import sidecars
 
@@ -158,13 +162,15 @@ def _start_sidecars(session: _Session) -> list[str]:
         session.lines.append(("prometheus", f"{prometheus.url} (pid {child.proc.pid})"))
     else:
         session.lines.append(("prometheus", "not installed (make up installs it)"))
+    profile_db = os.path.abspath(PROFILE_DB) if os.path.isfile(PROFILE_DB) else ""  # `faas-infer profile` made it
     autoscaler = None if no_autoscaler else sidecars.autoscaler(
         sys.executable, session.url, session.redis_url, secrets_path, prometheus.url if prometheus else "",
-        autoscaler_port)
+        autoscaler_port, profile_db)
     if autoscaler is not None:
         child = session.platform.start_sidecar(autoscaler)
+        priced = f"COP profiles {profile_db}" if profile_db else f"built-in table; no {PROFILE_DB} here"
         session.lines.append(("autoscaler", f"running (pid {child.proc.pid}, metrics {autoscaler.url}, "
-                                            f"log {child.log_path})"))
+                                            f"log {child.log_path}, {priced})"))
     else:
         why = ("--no-autoscaler" if session.args.no_autoscaler
                else "no Redis: nothing to observe or share a queue through")

@@ -87,6 +87,8 @@ def test_async_call_keeps_the_callers_call_id_and_runs_without_callback(provider
     answer = requests.post(f"{provider.url}/async-function/fn", data=b"no callback",
                            headers={"X-Call-Id": "abc-123"}, timeout=10)
     assert answer.status_code == 202 and answer.headers["X-Call-Id"] == "abc-123"
+    # one worker and a queue of one: on a loaded host the next call could find the first still queued (429)
+    wait_until(lambda: provider.status("fn")["invocationCount"] == 1, 30, what="the first call run")
     answer = requests.post(f"{provider.url}/async-function/fn", data=b"x",
                            headers={"X-Callback-Url": callback.url}, timeout=10)
     assert answer.status_code == 202

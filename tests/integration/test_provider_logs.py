@@ -118,3 +118,5 @@ def test_tail_zero_or_less_means_every_line(provider):
     assert len(everything) >= 2  # the provider's deploy and start events at least
     assert lines("0") == everything == lines("-1")
     assert lines("1") == everything[-1:]
+    bad = requests.get(provider.url + "/system/logs", params={"name": "quiet", "tail": "x"}, timeout=10)
+    assert bad.status_code == 400 and "tail='x': must be an integer" in bad.text

@@ -27,6 +27,8 @@ def provider(tmp_path):
     ({"constraints": [{"node": "x"}]}, "constraints[0] must be a string"),
     ({"envVars": {"max_batch_size": "zero"}}, "envVars of fn: max_batch_size='zero': must be an integer"),
     ({"envVars": {"exec_timeout": "-"}}, "envVars of fn: exec_timeout='-'"),
+    ({"annotations": {"com.faas-infer.latency_slo": "fast"}},
+     "annotation com.faas-infer.latency_slo of fn: latency_slo='fast'"),
     ({"secrets": ["api-key"]}, "secrets are not supported by the local provider"),
 ])
 def test_bad_deploys_are_400_and_leave_nothing(provider, spec, named):

@@ -38,6 +38,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="", help="folder for logs and replica dirs (default: temporary)")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
                         help="seconds to wait for the stack's replicas before printing the table")
+    parser.add_argument("-s", "--provider-setting", action="append", default=[], metavar="KEY=VALUE",
+                        type=_setting, help="a provider setting, repeatable (e.g. -s max_follows=4 -s "
+                                            "liveness_timeout=10): any of " + ", ".join(_provider_fields()))
+
+
+def _provider_fields() -> list[str]:
+    from dataclasses import fields
+
+    from provider.config import ProviderConfig
+
+    return [f.name for f in fields(ProviderConfig) if f.name not in _SET_BY_UP]
+
+
+# Provider settings `up` sets itself (from its own flags or the session).
+_SET_BY_UP = frozenset(("bind_address", "port", "stack_file", "run_dir", "basic_auth", "parent_pid", "redis_url",
+                        "secret_mount_path", "healthz_token"))
+
+
+def _setting(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` naming a provider setting (argparse type)."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or key not in _provider_fields():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(_provider_fields())}")
+    return key, value.strip()
 
 
 @dataclass
@@ -123,6 +148,7 @@ def _start_provider(session: _Session) -> None:
     flags = {"bind_address": args.bind, "port": str(args.port), "stack_file": os.path.abspath(args.file),
              "run_dir": os.path.join(session.run_dir, "provider"),
              "basic_auth": "true" if session.auth_on else "false", "parent_pid": str(os.getpid())}
+    flags.update(dict(args.provider_setting))
     if session.redis_url:
         flags["redis_url"] = session.redis_url
     if session.auth_on:

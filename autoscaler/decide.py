@@ -285,6 +285,8 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
                    for t in targets)
         shortfall = max(0.0, held * (1 + config.headroom) - capacity)
         reason = _reason(selection, held, capacity, unplaced, f.name, shortfall, factors.get(f.name))
+        if shortfall > 1e-6:
+            reason += _why_short(f, sum(t.count for t in targets), free)
         plans.append(FunctionPlan(f.name, held, capacity, cost, targets, shortfall, reason))
     return plans
 
@@ -300,6 +302,21 @@ def _reason(selection: Selection, held: float, capacity: float, unplaced, fn: st
     if shortfall > 1e-6:
         parts.append(f"short {shortfall:.1f}/s")
     return "; ".join(parts)
+
+
+def _why_short(f, planned: int, free: dict[str, list[float]]) -> str:
+    """What keeps a short function from more instances: its instance limit, or no node with room for its
+    smallest configuration ("" when neither: the selection chose to, for a cheaper plan elsewhere)."""
+    if planned >= f.max_count:
+        return f" (at its most instances, {f.max_count}: com.openfaas.scale.max)"
+    if not f.candidates or not free:
+        return ""
+    small = min(f.candidates, key=lambda c: (c.cpu, c.gpu, c.memory))
+    room = max(free.values(), key=lambda r: r[0])
+    if all(r[0] < small.cpu - 1e-9 or r[1] < small.gpu - 1e-9 or r[2] < small.memory for r in free.values()):
+        return (f" (no node has room for another instance: the smallest needs {small.cpu:g} CPU, the freest "
+                f"node has {max(0.0, room[0]):.2f} left after the running instances and this plan)")
+    return ""
 
 
 def _current(fs: FunctionState, default_node: str) -> dict[tuple[str, str], int]:

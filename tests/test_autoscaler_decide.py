@@ -78,6 +78,13 @@ def test_overload_becomes_shortfall_not_overcommit():
     plan = decide(snap, PREDICTOR, cfg, 0.0)
     check(plan, snap, cfg)
     assert plan.function("hot").shortfall > 0
+    assert "no node has room for another instance" in plan.function("hot").reason
+
+
+def test_a_short_function_at_its_instance_limit_says_so():
+    snap = snapshot([fn("hot", 100000.0)], [Node("big", 64, 64 * GiB)])
+    plan = decide(snap, PREDICTOR, config(max_instances=2), 0.0)
+    assert plan.function("hot").shortfall > 0 and "at its most instances" in plan.function("hot").reason
 
 
 def test_solver_failure_falls_back_to_greedy(monkeypatch):

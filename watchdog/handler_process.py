@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 _LEN = struct.Struct("!I")
 # How long a child has to exit after its socket closes before it is killed.
 STOP_SECONDS = 5.0
+# After its socket failed, how long a child has to exit by itself (its own status is then reported) before
+# it is killed.
+CRASH_GRACE_SECONDS = 0.5
 # How often a child checks that the watchdog that started it is still there.
 PARENT_POLL_SECONDS = 0.5
 # Waits between attempts to start a child whose load() failed: doubling from the first to the last.
@@ -255,8 +258,8 @@ class HandlerProcess:
             raise BatchAborted(DeadlineExceeded(
                 f"handle_batch ran past exec_timeout={self.exec_timeout:g}s on a batch of {sent.size}: "
                 f"the handler process (pid {pid}) was killed; a new one is being started")) from None
-        except (EOFError, OSError):
-            code = self._lose(sent, "crash")
+        except (EOFError, OSError) as exc:
+            code = self._lose(sent, "crash", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             raise BatchAborted(HandlerFailed(
                 f"the handler process (pid {pid}) died {_describe(code)} running a batch of {sent.size}; "
                 "a new one is being started")) from None
@@ -282,7 +285,7 @@ class HandlerProcess:
             raise error
         raise BatchAborted(HandlerFailed(f"the handler process sent an unknown frame {kind!r}"))
 
-    def _lose(self, sent: _Sent, reason: str) -> int | None:
+    def _lose(self, sent: _Sent, reason: str, detail: str = "") -> int | None:
         """The child died or hung on ``sent`` (the oldest batch): the batches behind it never started and
         are sent again; unless the instance is stopping, a new child is started. The old one's exit status."""
         with self._cond:
@@ -296,7 +299,7 @@ class HandlerProcess:
                 return self._reap(kill=True)
             if sent.child != self._children:  # pragma: no cover - a newer child is already serving
                 return None
-            return self._lost(reason)
+            return self._lost(reason, detail)
 
     def close(self) -> None:
         """Close the socket (the child exits at end of file) and wait for it; kill it if it lingers. A
@@ -318,13 +321,16 @@ class HandlerProcess:
         finally:
             self._lock.release()
 
-    def _lost(self, reason: str) -> int | None:
+    def _lost(self, reason: str, detail: str = "") -> int | None:
         """The child crashed or was killed: count it, and start a new one in the background, so the failed
-        batch is answered now rather than after the next ``load()``. Returns the old child's exit status."""
-        code = self._reap(kill=True)
+        batch is answered now rather than after the next ``load()``. Returns the old child's exit status:
+        after a crash the child gets ``CRASH_GRACE_SECONDS`` to exit by itself first, so its own status is
+        reported rather than the SIGKILL that ends it otherwise."""
+        code = self._reap(kill=True, grace=CRASH_GRACE_SECONDS if reason == "crash" else 0.0)
         if self.on_restart is not None:
             self.on_restart(reason)
-        logger.error("handler process lost (%s, %s); starting a new one", reason, _describe(code))
+        logger.error("handler process lost (%s, %s%s); starting a new one", reason, _describe(code),
+                     f", after {detail}" if detail else "")
         self._restarting = True
         threading.Thread(target=self._restart, name="handler-restart", daemon=True).start()
         return code
@@ -357,7 +363,7 @@ class HandlerProcess:
         self._restarting = False  # whichever thread started it, nothing is loading now
         return ""
 
-    def _reap(self, kill: bool) -> int | None:
+    def _reap(self, kill: bool, grace: float = 0.0) -> int | None:
         """Close our end and end the child; its exit status (None if it was never started, or if it could
         not be reaped: a process stuck in the kernel is left to exit when it can)."""
         if self._sock is not None:
@@ -369,6 +375,12 @@ class HandlerProcess:
         proc = self._proc
         if proc is None:
             return None
+        if kill and grace > 0:
+            try:
+                self.exit_code = proc.wait(grace)
+                return self.exit_code
+            except subprocess.TimeoutExpired:
+                pass
         if kill:
             proc.kill()
         try:

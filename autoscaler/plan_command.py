@@ -1,6 +1,8 @@
 """``faas-infer plan``: observe once, decide once, print the plan and the API calls it would make.
 
-Nothing is changed. Settings as for ``faas-infer autoscale``.
+Nothing is changed. Settings as for ``faas-infer autoscale``. One decision starts with no guard memory: no
+demand or timings held over the scale-down delay, no capacity learnt from refusals, so it can differ from
+what a running autoscaler decides (its reasons are on its /metrics, ``last_decision_info``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{f.name:<20} {'-' if now is None else now:>7} {f.demand:9.1f} {f.capacity:10.1f}  {groups}   "
               f"({f.reason})")
     print(f"changes ({len(todo)}):" if todo else "changes: none")
+    print("(one decision from scratch: a running autoscaler also holds demand and timings over "
+          "scale_down_delay and learns capacity from refusals; its own reasons: last_decision_info on its /metrics)")
     for c in todo:
         print(f"  {c.kind:<10} {c.name} replicas={c.replicas}")
     return 0

@@ -1,6 +1,8 @@
 """The gateway's metrics, with its exact names and labels, so one set of dashboards serves both.
 
-``function_name`` is always ``name.namespace``, unknown functions included, as the gateway reports it.
+``function_name`` is always ``name.namespace``, unknown functions included, as the gateway reports it, up
+to ``MAX_UNKNOWN_NAMES`` of them: past that a name nobody deployed is not recorded, so requests to random
+names cannot grow the series without bound.
 """
 
 from __future__ import annotations
@@ -8,6 +10,9 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from faas_infer.promtext import Registry
+
+# Distinct names of functions that were never deployed that get series of their own.
+MAX_UNKNOWN_NAMES = 64
 
 
 class GatewayMetrics:
@@ -26,6 +31,17 @@ class GatewayMetrics:
         self.service_count = self.registry.gauge("gateway_service_count",
                                                  "Current count of replicas for function", ("function_name",))
         self._replicas: Callable[[], Iterable[tuple[str, int]]] = lambda: ()
+        self._unknown: set[str] = set()
+
+    def records(self, name: str, known: bool) -> bool:
+        """Whether an invocation of ``name`` is recorded: always for a deployed function (``known``), for
+        the first ``MAX_UNKNOWN_NAMES`` other names, never for an empty one."""
+        if known:
+            return True
+        if not name or (name not in self._unknown and len(self._unknown) >= MAX_UNKNOWN_NAMES):
+            return False
+        self._unknown.add(name)
+        return True
 
     def label(self, name: str) -> str:
         """``name.namespace``."""

@@ -73,8 +73,10 @@ class Proxy:
         started = time.perf_counter()
         trace = new_trace(environ)
         name, namespace = split_name(function_segment(environ), self.runtime.config.namespace)
-        self.metrics.on_start(name)
         fn = self.runtime.find(name) if namespace == self.runtime.config.namespace else None
+        recorded = self.metrics.records(name, fn is not None)
+        if recorded:
+            self.metrics.on_start(name)
         if fn is None:
             status, headers, body = no_endpoints(name)
         else:
@@ -86,7 +88,8 @@ class Proxy:
             else:
                 status, headers, body = self.forward(fn, environ["REQUEST_METHOD"], target_of(environ),
                                                      forward_headers(environ, trace), request_body)
-        self.metrics.on_done(name, status, time.perf_counter() - started)
+        if recorded:
+            self.metrics.on_done(name, status, time.perf_counter() - started)
         return respond(start_response, status, headers, body, trace)
 
     def forward(self, fn: FunctionState, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:

@@ -81,9 +81,13 @@ class QueueWorker:
         started = time.perf_counter()
         trace = new_trace(environ)
         name, namespace = split_name(function_segment(environ), self.runtime.config.namespace)
-        self.metrics.on_start(name)
+        known = namespace == self.runtime.config.namespace and self.runtime.find(name) is not None
+        recorded = self.metrics.records(name, known)
+        if recorded:
+            self.metrics.on_start(name)
         status, headers, body = self._accept(environ, name, namespace, trace)
-        self.metrics.on_done(name, status, time.perf_counter() - started)
+        if recorded:
+            self.metrics.on_done(name, status, time.perf_counter() - started)
         return respond(start_response, status, headers, body, trace)
 
     def _accept(self, environ: dict, name: str, namespace: str, trace: tuple[tuple[str, str], ...]) -> Answer:

@@ -1,0 +1,14 @@
+"""The gateway metrics the provider mirrors: names nobody deployed cannot grow the series without bound."""
+
+from provider.metrics import MAX_UNKNOWN_NAMES, GatewayMetrics
+
+
+def test_unknown_names_are_recorded_up_to_a_bound_deployed_ones_always():
+    m = GatewayMetrics("openfaas-fn")
+    assert m.records("nope", known=False)  # as the gateway: an unknown function is counted under its name
+    assert not m.records("", known=False)
+    for i in range(MAX_UNKNOWN_NAMES):
+        m.records(f"random{i}", known=False)
+    assert not m.records("one-more", known=False)
+    assert m.records("nope", known=False)  # already has series
+    assert m.records("deployed", known=True)

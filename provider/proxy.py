@@ -112,7 +112,8 @@ class Proxy:
                 continue
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 logger.warning("function %s: replica %s failed: %s", fn.name, replica.instance_id, exc)
-                return error_answer(500, f"Can't reach service for: {fn.name}.\n")
+                why = f" Its replica {replica.instance_id} was stopped: {replica.fault}." if replica.fault else ""
+                return error_answer(500, f"Can't reach service for: {fn.name}.{why}\n")
             finally:
                 replica.release()
             return upstream.status, [(k, v) for k, v in upstream.headers.items()

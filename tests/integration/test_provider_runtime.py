@@ -210,7 +210,7 @@ def test_memory_limit_is_enforced(provider, inspect_dir):
     provider.deploy("fn", inspect_dir, limits={"memory": "200Mi"})
     first = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]
     answer = invoke(provider.url, "fn", b"grow")  # holds 300 MB: over the limit
-    assert answer.status_code == 500
+    assert answer.status_code == 500 and "was stopped: OOMKilled" in answer.text
     status = provider.wait_ready("fn", 1)
     assert "OOMKilled" in status["faasInfer"]["lastExit"] and first["instance"] in status["faasInfer"]["lastExit"]
     assert status["faasInfer"]["instances"][0]["instance"] != first["instance"]

@@ -55,6 +55,8 @@ from faas_infer.redisclient import bounded_client
 
 logger = logging.getLogger(__name__)
 
+# Tokens of cancelled requests remembered, so that this instance does not run them when it takes them back.
+CANCELLED_KEPT = 4096
 # Seconds one inbox pop blocks: bounds how long a leaving instance's listener lingers.
 LISTEN_BLOCK = 0.25
 
@@ -96,6 +98,9 @@ class RedisBatchQueue:
         self._beats = 0
         self._local = LocalBatchQueue(clock)
         self._waiting: dict[str, _Waiting] = {}
+        # Tokens of our requests whose caller gave up (closed its connection) while they were queued: when
+        # this instance takes one back it is dropped, not run as a copy (the newest CANCELLED_KEPT kept).
+        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
         # Held by a take from the shared queue and by a reconnection, so no take spans one (its claims
         # would be half given back), and by leaving. Reentrant: a take that finds the queue drained leaves.
@@ -161,7 +166,7 @@ class RedisBatchQueue:
         token = new_id()
         entry = _Waiting(Future(), request, deadline, now)
         self._waiting[token] = entry
-        entry.future.add_done_callback(lambda _f, t=token: self._waiting.pop(t, None))
+        entry.future.add_done_callback(lambda f, t=token: self._forget(t, f))
         data = wire.encode_request(wire.Envelope(token, self.instance, deadline - now + wall, wall, request))
         self._arrivals[int(wall)] += 1  # sent with the next heartbeat
         pusher = self._pusher
@@ -279,10 +284,28 @@ class RedisBatchQueue:
 
     # -- replies, Redis loss and recovery -----------------------------------------------------
 
+    def _forget(self, token: str, future: Future) -> None:
+        """A request of ours is answered, timed out or cancelled: its waiter goes; a cancelled one's token is
+        kept (``_own_item`` drops it when taken back)."""
+        self._waiting.pop(token, None)
+        if future.cancelled():
+            with self._lock:
+                self._cancelled[token] = None
+                while len(self._cancelled) > CANCELLED_KEPT:
+                    self._cancelled.popitem(last=False)
+
     def _own_item(self, token: str) -> Pending | None:
         """The caller's own waiter for a request this instance queued and took back, to run as it is; None for
         other instances' requests and for ours that were answered, are running, or moved to the local queue
-        (those are decoded and run as copies whose answer ``_resolve`` drops if the caller has one)."""
+        (those are decoded and run as copies whose answer ``_resolve`` drops if the caller has one). One
+        whose caller gave up comes back with a cancelled future: the batch drops it, never runs it (another
+        instance that takes it cannot know, and runs it)."""
+        with self._lock:
+            gone = self._cancelled.pop(token, 0) is None
+        if gone:
+            cancelled: Future = Future()
+            cancelled.cancel()
+            return Pending(Request(), 0.0, 0.0, cancelled)
         entry = self._waiting.get(token)
         if entry is None or entry.moved or entry.future.running() or entry.future.done():
             return None

@@ -287,6 +287,9 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
         reason = _reason(selection, held, capacity, unplaced, f.name, shortfall, factors.get(f.name))
         if shortfall > 1e-6:
             reason += _why_short(f, sum(t.count for t in targets), free)
+        missing = f.min_count - sum(t.count for t in targets)
+        if missing > 0:
+            reason += f"; below its minimum instances (com.openfaas.scale.min) by {missing}: no room left for them"
         plans.append(FunctionPlan(f.name, held, capacity, cost, targets, shortfall, reason))
     return plans
 
@@ -312,11 +315,13 @@ def _why_short(f, planned: int, free: dict[str, list[float]]) -> str:
     if not f.candidates or not free:
         return ""
     small = min(f.candidates, key=lambda c: (c.cpu, c.gpu, c.memory))
-    room = max(free.values(), key=lambda r: r[0])
-    if all(r[0] < small.cpu - 1e-9 or r[1] < small.gpu - 1e-9 or r[2] < small.memory for r in free.values()):
-        return (f" (no node has room for another instance: the smallest needs {small.cpu:g} CPU, the freest "
-                f"node has {max(0.0, room[0]):.2f} left after the running instances and this plan)")
-    return ""
+    need = (small.cpu - 1e-9, small.gpu - 1e-9, small.memory)
+    if any(all(r[i] >= need[i] for i in range(3)) for r in free.values()):
+        return ""
+    short = [name for i, name in enumerate(("CPU", "GPU", "memory")) if not any(r[i] >= need[i] for r in free.values())]
+    what = " and ".join(short) if short else "all it needs together"
+    return (f" (no node has room for another instance: the smallest needs {small.cpu:g} CPU, {small.gpu:g} GPU, "
+            f"{small.memory / 2**30:.2f} GiB; no node has the {what} left after the running instances and this plan)")
 
 
 def _current(fs: FunctionState, default_node: str) -> dict[tuple[str, str], int]:

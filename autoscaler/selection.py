@@ -98,8 +98,19 @@ class Selection:
 def lower_bound(problem: SelectionProblem) -> float:
     """A proven lower bound on the optimal cost: each function alone, its cover relaxed to fractions.
 
-    A function with demand needs at least one instance (or pays its shortfall), and at least min_count.
+    A function with demand needs at least one instance (or pays its shortfall), and at least min_count
+    while the pool holds every function's minimum in its smallest configuration and every demand at its
+    leanest CPU per request (a minimum is soft: where the pool is tight it is missed, not paid for).
     """
+    need = [0.0, 0.0, 0.0]
+    for f in problem.functions:
+        if not f.candidates:
+            continue
+        small = min(f.candidates, key=lambda c: (c.cpu, c.gpu, c.memory))
+        for i, amount in enumerate((small.cpu, small.gpu, small.memory)):
+            need[i] += f.min_count * amount
+        need[0] += problem.cover(f) * min(c.cpu / c.r_max for c in f.candidates)
+    minimums_fit = need[0] <= problem.cpu + 1e-9 and need[1] <= problem.gpu + 1e-9 and need[2] <= problem.memory
     total = 0.0
     for f in problem.functions:
         if not f.candidates:
@@ -109,7 +120,7 @@ def lower_bound(problem: SelectionProblem) -> float:
         cover = problem.cover(f)
         fractional = cover * min(best_ratio, problem.penalty(f))
         one = min(cheapest, cover * problem.penalty(f)) if cover > 0 else 0.0
-        total += max(fractional, one, f.min_count * cheapest)
+        total += max(fractional, one, f.min_count * cheapest if minimums_fit else 0.0)
     return total
 
 

@@ -63,6 +63,7 @@ while true do
   local stop = cut and string.find(item, '\n', cut + 1, true)
   local ok, meta = pcall(cjson.decode, stop and string.sub(item, cut + 1, stop - 1) or '')
   local reply_to = (ok and type(meta) == 'table' and meta['r']) or ''
+  if type(reply_to) ~= 'string' then reply_to = '' end
   if reply_to == ARGV[1] or reply_to == '' then
     dropped = dropped + 1
   elseif redis.call('SADD', KEYS[8], token) == 0 then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -131,8 +132,8 @@ def to_response(value: Any) -> Response:
             from batcher.errors import HandlerFailed
 
             raise HandlerFailed(f"handler returned a Response that cannot be sent: {problem}")
-        if type(value.body) is not bytes:  # a bytearray or memoryview: its length in bytes is what is sent
-            return Response(bytes(value.body), value.status, value.headers)
+        if type(value.body) is not bytes or type(value.status) is not int:  # a memoryview, an HTTPStatus: sent
+            return Response(bytes(value.body), operator.index(value.status), value.headers)  # bytes, a plain int
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return Response(bytes(value), 200, {"Content-Type": "application/octet-stream"})
@@ -156,7 +157,11 @@ def unsendable(response: Response) -> str:
     body is not bytes, or a header name is not a token or a value not Latin-1 text without CR, LF or NUL (a
     value with CR LF would inject headers of its own)."""
     status = response.status
-    if type(status) is not int or not 100 <= status <= 599:
+    try:
+        code = operator.index(status)  # an int, an HTTPStatus, a numpy integer
+    except TypeError:
+        code = 0
+    if isinstance(status, bool) or not 100 <= code <= 599:
         return f"status {status!r}: must be an int in 100..599"
     if not isinstance(response.body, (bytes, bytearray, memoryview)):
         return (f"body is a {type(response.body).__name__}: must be bytes (return the value itself to have it "

@@ -17,9 +17,10 @@ from provider.errors import BadRequest
 from provider.replica import ACTIVE, Replica, State
 from provider.types import FunctionDeployment
 
-# Crashes in a row (no replica ever stable in between) from which a request with no replica to take it is
-# answered at once instead of waiting cold_start_timeout: a handler that cannot load held each caller
-# (and a provider thread) 60 s, and 140 callers froze the whole gateway, /healthz included.
+# Replicas in a row that exited before ever becoming ready, from which a request with no replica to take it
+# is answered at once instead of waiting cold_start_timeout: a handler that cannot load held each caller
+# (and a provider thread) 60 s, and 140 callers froze the whole gateway, /healthz included. Crashes of
+# replicas that were serving (out of memory, a poison request) do not count: those restart and serve.
 CRASH_LOOP = 2
 
 LABEL_SCALE_MIN = "com.openfaas.scale.min"
@@ -114,6 +115,8 @@ class FunctionState:
     deleted: bool = False
     restarts: int = 0
     crash_streak: int = 0
+    # Replicas in a row that exited before becoming ready (0 once one is ready).
+    start_failures: int = 0
     next_start_at: float = 0.0
     last_exit: str = ""
     _rr: itertools.count = field(default_factory=itertools.count)
@@ -135,12 +138,12 @@ class FunctionState:
         return [r for r in self.replicas if r.state is State.READY]
 
     def failing(self, now: float) -> str:
-        """Why a request should not wait for a replica ("" when it may): none ready or starting, and the
-        replicas crashed ``CRASH_LOOP`` times in a row or more."""
-        if self.crash_streak < CRASH_LOOP or any(r.state in (State.READY, State.STARTING) for r in self.replicas):
+        """Why a request should not wait for a replica ("" when it may): none ready or starting, and the last
+        ``CRASH_LOOP`` replicas or more exited before becoming ready."""
+        if self.start_failures < CRASH_LOOP or any(r.state in (State.READY, State.STARTING) for r in self.replicas):
             return ""
-        return (f"its replicas keep failing ({self.crash_streak} in a row, the last {self.last_exit}); next start in "
-                f"{max(0.0, self.next_start_at - now):.0f}s")
+        return (f"its replicas keep failing to start ({self.start_failures} in a row, the last {self.last_exit}); "
+                f"next start in {max(0.0, self.next_start_at - now):.0f}s")
 
     def pick(self) -> Replica | None:
         """The ready replica with the fewest requests in flight (ties rotate); it is acquired."""

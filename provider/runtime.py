@@ -94,7 +94,7 @@ class Runtime:
                 existing.spec, existing.function_dir, existing.limits = spec, function_dir, limits
                 existing.desired = min(existing.desired, most_replicas(spec, self.config.max_replicas))
                 existing.generation += 1
-                existing.crash_streak, existing.next_start_at = 0, 0.0
+                existing.crash_streak, existing.start_failures, existing.next_start_at = 0, 0, 0.0
                 self.logs.event(name, f"updated to {spec.image} (generation {existing.generation})")
         self.notify()
 
@@ -187,6 +187,7 @@ class Runtime:
         ready (not at all while the function is crash-looping: ``FunctionState.failing``); a function at zero
         replicas is scaled to its minimum first (scale from zero)."""
         deadline = time.monotonic() + timeout
+        woke = False  # this call scaled the function from zero: it waits for that start whatever came before
         with self.lock:
             while not self.stopping and not fn.deleted:
                 replica = fn.pick()
@@ -196,9 +197,10 @@ class Runtime:
                     fn.desired = min_replicas(fn.spec, self.config.max_replicas)
                     self.logs.event(fn.name, f"scale from zero to {fn.desired} replica(s) for a request")
                     self.supervisor.wake.set()
+                    woke = True
                 now = time.monotonic()
                 left = deadline - now
-                if left <= 0 or fn.failing(now):
+                if left <= 0 or (not woke and fn.failing(now)):
                     return None
                 self.lock.wait(min(left, 0.5))
         return None

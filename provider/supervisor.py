@@ -102,6 +102,7 @@ class Supervisor:
             with fn.lock:
                 fn.restarts += 1
                 fn.crash_streak += 1
+                fn.start_failures = 0 if replica.ready_at else fn.start_failures + 1
                 delay = fn.backoff(self.config.restart_backoff, self.config.restart_backoff_max)
                 fn.next_start_at = now + delay
                 fn.last_exit = f"{replica.instance_id}: {reason}"
@@ -125,6 +126,7 @@ class Supervisor:
         if replica.state is State.STARTING:
             if replica.healthy(0.5):
                 replica.set_state(State.READY)
+                fn.start_failures = 0
                 replica.last_health = now
                 replica.pin()
                 self.runtime.logs.event(fn.name, f"replica {replica.instance_id} ready on 127.0.0.1:"

@@ -81,6 +81,16 @@ def test_overload_becomes_shortfall_not_overcommit():
     assert "no node has room for another instance" in plan.function("hot").reason
 
 
+def test_a_minimum_no_node_holds_is_missed_and_said_and_memory_named_when_it_binds():
+    snap = snapshot([fn("warm", 0.0, min_instances=40)], [Node("small", 2, 4 * GiB)])
+    plan = decide(snap, PREDICTOR, config(), 0.0)
+    assert "below its minimum instances (com.openfaas.scale.min) by" in plan.function("warm").reason
+    assert plan.bound <= plan.cost + 1e-9
+    big = snapshot([fn("hot", 100000.0, memory=3 * GiB)], [Node("roomy", 64, 8 * GiB)])
+    reason = decide(big, PREDICTOR, config(), 0.0).function("hot").reason
+    assert "no node has the memory left" in reason
+
+
 def test_a_short_function_at_its_instance_limit_says_so():
     snap = snapshot([fn("hot", 100000.0)], [Node("big", 64, 64 * GiB)])
     plan = decide(snap, PREDICTOR, config(max_instances=2), 0.0)

@@ -67,6 +67,7 @@ def test_a_minimum_the_pool_cannot_hold_is_missed_without_failing_the_others(sol
     used = sum(n * c.cpu for f in p.functions for c in f.candidates for k, n in s.counts.get(f.name, {}).items()
                if k == c.key)
     assert used <= 2.0 + 1e-9 and 0 < sum(s.counts.get("f0", {}).values()) < 4
+    assert lower_bound(p) <= s.cost + 1e-9  # a missed minimum is not paid for: the bound must not count it
 
 
 def test_placement_keeps_capacity_and_prefers_current_nodes():

@@ -173,3 +173,14 @@ def test_a_request_answered_meanwhile_elsewhere_is_skipped_and_costs_no_other():
     assert done.future.result().body == b"from another instance"
     assert running.future.result().body == b"b"
     assert later.future.result().body == b"duplicate's reply"
+
+
+def test_a_status_that_is_an_int_of_another_type_is_sent_as_a_plain_int():
+    import http
+
+    from batcher.request import to_response
+
+    got = to_response(Response(b"made", http.HTTPStatus.CREATED))
+    assert got.status == 201 and type(got.status) is int
+    with pytest.raises(HandlerFailed, match="status True"):
+        to_response(Response(b"x", True))

@@ -138,6 +138,17 @@ def test_a_request_whose_caller_died_with_its_taker_is_dropped(queues, redis_cli
     assert a.depth() == 0
 
 
+def test_reaping_drops_claimed_items_it_cannot_read_and_still_removes_the_instance(queues, redis_client):
+    a = queues("a")
+    for item in (b"tok1\n{\"r\": null}\nbody", b"tok2\n{\"r\": true}\n", b"no newline at all", b"tok3\n[1]\n"):
+        redis_client.lpush(keys.claimed(FN, "dead"), item)
+    redis_client.zadd(keys.instances(FN), {"dead": time.time() - 60})
+    wait_until(lambda: redis_client.zscore(keys.instances(FN), "dead") is None, 5, what="dead reaped")
+    assert redis_client.llen(keys.claimed(FN, "dead")) == 0 and redis_client.llen(keys.queue(FN)) == 0
+    assert int(redis_client.hget(keys.stats(FN), "dropped")) == 4
+    assert a.depth() == 0
+
+
 def test_a_body_over_the_limit_is_refused_with_413(queues):
     a = queues("a", max_bytes=10)
     with pytest.raises(PayloadTooLarge) as info:

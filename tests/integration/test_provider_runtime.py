@@ -154,8 +154,18 @@ def test_a_crash_looping_function_answers_at_once_with_the_cause(provider, tmp_p
     started = time.monotonic()
     answer = invoke(provider.url, "broken")
     assert answer.status_code == 503 and time.monotonic() - started < 20
-    assert answer.text.startswith("No endpoints available for: broken. Its replicas keep failing")
+    assert answer.text.startswith("No endpoints available for: broken. Its replicas keep failing to start")
     assert "exited with code" in answer.text
+
+
+def test_a_serving_function_that_crashed_twice_still_waits_for_its_restart(provider, inspect_dir):
+    # Crashes of replicas that were serving are not a crash loop: the next caller waits for the restart.
+    provider.deploy("fn", inspect_dir)
+    for crashes in (1, 2):
+        pid = provider.wait_ready("fn", 1)["faasInfer"]["instances"][0]["pid"]
+        os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: provider.status("fn")["faasInfer"].get("restarts") == crashes, 30, what="crash noticed")
+    assert invoke(provider.url, "fn").status_code == 200
 
 
 def test_hung_replica_is_killed_and_replaced(tmp_path, inspect_dir):

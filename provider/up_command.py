@@ -201,11 +201,21 @@ def _start_sidecars(session: _Session) -> list[str]:
         why = ("--no-autoscaler" if session.args.no_autoscaler
                else "no Redis: nothing to observe or share a queue through")
         session.lines.append(("autoscaler", f"disabled ({why})" if no_autoscaler else "not available"))
-    top = f"faas-infer top --gateway {session.url}" + (f" --prometheus {prometheus.url}" if prometheus else "")
-    plan = f"faas-infer plan --gateway {session.url}" + \
+    top = f"{_command()} top --gateway {session.url}" + (f" --prometheus {prometheus.url}" if prometheus else "")
+    plan = f"{_command()} plan --gateway {session.url}" + \
         (f" --redis-url {session.redis_url}" if session.redis_url else "") + \
         (f" --secret-mount-path {secrets_path}" if secrets_path else "")
     return [top, plan]
+
+
+def _command() -> str:
+    """How to run faas-infer from this shell: the bare name when it is on PATH (an activated venv), else the
+    script this process runs as (``.venv/bin/faas-infer`` after ``make up``)."""
+    script = os.path.abspath(sys.argv[0])
+    if os.path.basename(script) != "faas-infer" or shutil.which("faas-infer") == script:
+        return "faas-infer"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else script
 
 
 def _serve_until_stopped(platform: Any, stop: threading.Event) -> int:
@@ -240,7 +250,7 @@ def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[s
             print(f"    {name:<{fw}}  {url}/function/{name}  {status.get('availableReplicas', 0)}/"
                   f"{status.get('replicas', 0)} ready")
     kept = " (removed at exit: pass --run-dir to keep them)" if temporary else ""
-    print(f"  logs: faas-infer logs NAME   (files under {run_dir}{kept})")
+    print(f"  logs: {_command()} logs NAME   (files under {run_dir}{kept})")
     for command in commands:
         print(f"  try:  {command}")
     print("  Ctrl-C stops everything.", flush=True)

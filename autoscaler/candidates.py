@@ -78,6 +78,11 @@ def enumerate_candidates(model: str, slo: float, memory: int, predictor: ExecPre
     return prune_dominated(out)
 
 
+def smallest(candidates: Iterable[Candidate]) -> Candidate:
+    """The configuration needing the least CPU (then GPU, then memory): what one more instance needs at least."""
+    return min(candidates, key=lambda c: (c.cpu, c.gpu, c.memory))
+
+
 def prune_dominated(candidates: list[Candidate]) -> list[Candidate]:
     """Keep the configurations no other beats on cost, throughput and ease of filling at once."""
     kept: list[Candidate] = []

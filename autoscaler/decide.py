@@ -30,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from typing import Callable
 
-from autoscaler.candidates import Candidate, config_key, enumerate_candidates
+from autoscaler.candidates import Candidate, config_key, enumerate_candidates, smallest
 from autoscaler.config import AutoscalerConfig
 from autoscaler.greedy import pack_best_fit, select_greedy
 from autoscaler.guards import held_demand, held_measurements, instance_bounds, limit_steps
@@ -235,12 +236,11 @@ def _place(problem, selection, context, nodes, config):
 def _young(fs: FunctionState, config: AutoscalerConfig, epoch: float,
            default_node: str) -> dict[tuple[str, str], int]:
     """Instances per (configuration, node) of variants younger than ``min_variant_age`` (by createdAt)."""
-    out: dict[tuple[str, str], int] = defaultdict(int)
-    for v in fs.variants:
+    def young(v: Variant) -> bool:
         age = variant_age(v, epoch)
-        if not v.pinned and age is not None and age < config.min_variant_age:
-            out[(config_key(v.batch, v.cpu, v.gpu), v.node or default_node)] += v.replicas
-    return out
+        return age is not None and age < config.min_variant_age
+
+    return _current(fs, default_node, young)
 
 
 def _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
@@ -314,7 +314,7 @@ def _why_short(f, planned: int, free: dict[str, list[float]]) -> str:
         return f" (at its most instances, {f.max_count}: com.openfaas.scale.max)"
     if not f.candidates or not free:
         return ""
-    small = min(f.candidates, key=lambda c: (c.cpu, c.gpu, c.memory))
+    small = smallest(f.candidates)
     need = (small.cpu - 1e-9, small.gpu - 1e-9, small.memory)
     if any(all(r[i] >= need[i] for i in range(3)) for r in free.values()):
         return ""
@@ -324,10 +324,12 @@ def _why_short(f, planned: int, free: dict[str, list[float]]) -> str:
             f"{small.memory / 2**30:.2f} GiB; no node has the {what} left after the running instances and this plan)")
 
 
-def _current(fs: FunctionState, default_node: str) -> dict[tuple[str, str], int]:
+def _current(fs: FunctionState, default_node: str,
+             which: Callable[[Variant], bool] = lambda v: True) -> dict[tuple[str, str], int]:
+    """Instances per (configuration, node) of the function's variants (those ``which`` accepts)."""
     out: dict[tuple[str, str], int] = defaultdict(int)
     for v in fs.variants:
-        if not v.pinned:
+        if not v.pinned and which(v):
             out[(config_key(v.batch, v.cpu, v.gpu), v.node or default_node)] += v.replicas
     return dict(out)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autoscaler.candidates import Candidate
+from autoscaler.candidates import Candidate, smallest
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def lower_bound(problem: SelectionProblem) -> float:
     for f in problem.functions:
         if not f.candidates:
             continue
-        small = min(f.candidates, key=lambda c: (c.cpu, c.gpu, c.memory))
+        small = smallest(f.candidates)
         for i, amount in enumerate((small.cpu, small.gpu, small.memory)):
             need[i] += f.min_count * amount
         need[0] += problem.cover(f) * min(c.cpu / c.r_max for c in f.candidates)

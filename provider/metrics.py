@@ -32,11 +32,12 @@ class GatewayMetrics:
                                                  "Current count of replicas for function", ("function_name",))
         self._replicas: Callable[[], Iterable[tuple[str, int]]] = lambda: ()
         self._unknown: set[str] = set()
+        self._recorded: set[str] = set()  # names whose invocations get series (``records`` said yes once)
 
     def records(self, name: str, known: bool) -> bool:
         """Whether an invocation of ``name`` is recorded: always for a deployed function (``known``), for
         the first ``MAX_UNKNOWN_NAMES`` other names, never for an empty one."""
-        if known:
+        if known or name in self._recorded:
             return True
         if not name or (name not in self._unknown and len(self._unknown) >= MAX_UNKNOWN_NAMES):
             return False
@@ -47,12 +48,17 @@ class GatewayMetrics:
         """``name.namespace``."""
         return f"{name}.{self.namespace}"
 
-    def on_start(self, name: str) -> None:
-        """An invocation of ``name`` arrived."""
+    def on_start(self, name: str, known: bool = True) -> None:
+        """An invocation of ``name`` arrived (``known``: a deployed function); counted when ``records``."""
+        if not self.records(name, known):
+            return
+        self._recorded.add(name)
         self.started.inc(function_name=self.label(name))
 
     def on_done(self, name: str, code: int, seconds: float) -> None:
-        """An invocation of ``name`` was answered with ``code`` after ``seconds``."""
+        """An invocation of ``name`` was answered with ``code`` after ``seconds`` (counted when its start was)."""
+        if name not in self._recorded:
+            return
         self.total.inc(code=str(code), function_name=self.label(name))
         self.seconds.observe(seconds, code=str(code), function_name=self.label(name))
 

@@ -82,20 +82,18 @@ class QueueWorker:
         trace = new_trace(environ)
         name, namespace = split_name(function_segment(environ), self.runtime.config.namespace)
         known = namespace == self.runtime.config.namespace and self.runtime.find(name) is not None
-        recorded = self.metrics.records(name, known)
-        if recorded:
-            self.metrics.on_start(name)
-        status, headers, body = self._accept(environ, name, namespace, trace)
-        if recorded:
-            self.metrics.on_done(name, status, time.perf_counter() - started)
+        self.metrics.on_start(name, known)
+        status, headers, body = self._accept(environ, name, namespace, known, trace)
+        self.metrics.on_done(name, status, time.perf_counter() - started)
         return respond(start_response, status, headers, body, trace)
 
-    def _accept(self, environ: dict, name: str, namespace: str, trace: tuple[tuple[str, str], ...]) -> Answer:
+    def _accept(self, environ: dict, name: str, namespace: str, known: bool,
+                trace: tuple[tuple[str, str], ...]) -> Answer:
         callback = environ.get("HTTP_X_CALLBACK_URL", "").strip()
         problem = callback_error(callback) if callback else ""
         if problem:
             return error_answer(400, problem + "\n")
-        if namespace != self.runtime.config.namespace or self.runtime.find(name) is None:
+        if not known:
             return error_answer(404, f"function {name} not found in namespace {namespace}\n")
         if self.runtime.stopping:
             return error_answer(503, "the provider is stopping: async calls are not accepted\n")

@@ -3,7 +3,7 @@
 MODEL is a handler folder (functions/mlp: model.py with build_model() and example_input(batch_size)) or
 module:function returning an nn.Module or (model, example_input); a bare module takes --input-shape.
 Every distinct operator (type, parameters, per-item input shape) is timed over --batches x --threads
-(and the GPU where NVML and torch see one): the two smallest batches and the largest always, the sizes between only
+(and the GPU where NVML and torch see one): the three smallest batches and the largest always, the sizes between only
 where interpolation does not predict them within --tolerance; operators already in the DB for this
 hardware are skipped.
 The DB defaults to .faas-infer/profiles.sqlite under the current directory (--db to change it).

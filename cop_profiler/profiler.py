@@ -1,7 +1,7 @@
 """Profiling: time every distinct operator not yet in the DB over batch x threads x device, store the graph.
 
 Operators already timed on this hardware are skipped (the report says how many), so a second model that
-shares operators costs only its new ones. Of the batch grid, each operator's two smallest sizes and its largest
+shares operators costs only its new ones. Of the batch grid, each operator's three smallest sizes and its largest
 are timed, the sizes between only where interpolation does not predict them (``sampling``); an operator's
 inputs are made once, for its largest batch, and cut down for the smaller ones. Per hardware, the cost of a
 non-leaf module call is calibrated once. Per model, the whole model is timed at two cheap batch sizes (1 and

@@ -8,9 +8,12 @@ size: when the interpolation from the segment's ends (``interp.between``, the pr
 predicts the timed middle within the tolerance at every thread count, the segment's other sizes are left
 to interpolation; otherwise both halves are checked the same way. A tolerance of 0 times the whole grid.
 
-The smallest sizes are timed whatever a line says because they cost least (a batch of 2 is 2/63 of the
-batches 1..32) and are where torch's CPU kernels change: measured here, a TextCNN took 0.36 ms at batch 1
-and 0.86 ms at 2 (a straight line from 1 to 8 missed 2 by 40%), and the MLP example was flat from 1 to 3.
+The three smallest sizes are timed whatever a line says because they cost least (batches 2 and 4 are 6/63
+of the batches 1..32) and are where torch's CPU kernels change: measured here, a TextCNN took 0.36 ms at
+batch 1 and 0.86 ms at 2 (a straight line from 1 to 8 missed 2 by 40%), the MLP example was flat from 1 to
+3, and the LSTM example took 3.8 ms at batch 2 and 4.5 ms at 4 (a line from 2 to 8 missed 4 by 19%: with
+two smallest sizes, every ``bench cop`` run predicted the LSTM 19% slow there; with three, its largest
+error over the grid fell from 18-52% to 5.5-6.5% in two runs, and operator profiling cost 8% more).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class SamplingRule:
     # operators, far below anything a model's latency resolves.
     slack: float = 2e-6
     # This many of the grid's smallest sizes are always timed (cheap, and where kernels change).
-    dense: int = 2
+    dense: int = 3
 
     def __post_init__(self) -> None:
         if not 0 <= self.tolerance < 1:

@@ -18,6 +18,14 @@ timing the whole model at that cost would have had, the floor this host sets.
 
 Reports MAPE per model (and of the operators' sum before the calibration), seconds of operator profiling
 versus whole-model profiling, distinct operators, operator points timed and left to interpolation.
+
+The models above share few operators (an operator is its type, parameters and per-item input shape), so
+their operator profiling costs about what timing each whole model does: every distinct operator is timed
+at the grid's largest batch, where most of a model's profiling time goes. What COP saves is the second
+function of an architecture. With ``--variants`` (the default) each model is then profiled again as such a
+function, its head (its last ``nn.Linear``) replaced by a 100-class one with new weights, as a fine-tuned
+copy for another label set would be, into the DB that holds every model above: only the new head is timed,
+plus the variant's own calibration. Those rows are scored the same way and totalled apart.
 """
 
 from __future__ import annotations
@@ -37,8 +45,8 @@ EXAMPLES = {"mlp": "functions/mlp", "lstm": "functions/lstm", "textcnn": "functi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--models, --batches, --threads, --estimator, --blocks, --tolerance, --no-calibrate, --reference-rounds, --db,
-    --json."""
+    """--models, --batches, --threads, --estimator, --blocks, --tolerance, --no-calibrate, --reference-rounds,
+    --no-variants, --db, --json."""
     parser.add_argument("--models", default="all",
                         help="comma-separated subset of mlp,lstm,textcnn,resnet,vgg,gru,transformer,mobilenet")
     parser.add_argument("--batches", default="1,2,4,8,16,32", help="batch sizes (default 1,2,4,8,16,32)")
@@ -52,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rounds over every model's grid after profiling, for the reference the predictions "
                              "are scored against (fastest reading of a point over its profile and the rounds; "
                              "0: the whole-model profile alone; default 3)")
+    parser.add_argument("--no-variants", dest="variants", action="store_false",
+                        help="skip the second function of each architecture (a new 100-class head, profiled "
+                             "into the DB holding every model): what COP saves once an architecture is profiled")
     parser.add_argument("--db", help="profile DB to use (default: a fresh temporary one)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
 
@@ -76,21 +87,42 @@ def _whole_model(loaded, config, batches, threads) -> dict:
     return measure_grid(loaded.model, loaded.example_input, [(b, c) for c in threads for b in batches], config)
 
 
-def _profile(name, ref, db, config, batches, threads) -> dict:
+def _profile(name, loaded, db, config, batches, threads, variant_of: str | None = None) -> dict:
     """Profile one model's operators, then the whole model over the grid (the cost baseline)."""
-    from cop_profiler.modelref import load_model
     from cop_profiler.profiler import profile_model
     from cop_profiler.progress import Progress
     from cop_profiler.tracer import trace
 
-    loaded = load_model(ref)
     traced = trace(loaded.model, loaded.example_input)
-    report = profile_model(traced, loaded.model, loaded.example_input, db, ref, config, Progress())
+    report = profile_model(traced, loaded.model, loaded.example_input, db, loaded.ref, config, Progress())
     start = time.perf_counter()
     whole = _whole_model(loaded, config, batches, threads)
-    return {"name": name, "ref": ref, "loaded": loaded, "report": report, "whole": whole,
-            "whole_s": time.perf_counter() - start,
+    return {"name": name, "ref": loaded.ref, "loaded": loaded, "report": report, "whole": whole,
+            "whole_s": time.perf_counter() - start, "variant_of": variant_of,
             "reference": {p: m.median for p, m in whole.items()}}
+
+
+VARIANT_CLASSES = 100
+
+
+def _variant(loaded):
+    """The same architecture with a new head (its last ``nn.Linear``, the head in every model here) of
+    VARIANT_CLASSES outputs and fixed-seed weights, under its own reference; None without a Linear."""
+    import copy
+
+    import torch
+
+    from cop_profiler.modelref import LoadedModel
+
+    heads = [n for n, m in loaded.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not heads:
+        return None
+    model = copy.deepcopy(loaded.model)
+    parent, _, leaf = heads[-1].rpartition(".")
+    torch.manual_seed(VARIANT_CLASSES)
+    head = torch.nn.Linear(model.get_submodule(heads[-1]).in_features, VARIANT_CLASSES).eval()
+    setattr(model.get_submodule(parent) if parent else model, leaf, head)
+    return LoadedModel(f"{loaded.ref}#head{VARIANT_CLASSES}", model, loaded.example_input)
 
 
 def _reference_rounds(runs: list[dict], config, rounds: int) -> None:
@@ -127,7 +159,8 @@ def _score(run: dict, db, batches, threads) -> dict:
             points.append({"batch": b, "threads": c, "reference_s": truth, "measured_s": whole[b, c].median,
                            "measured_noisy": whole[b, c].noisy, "predicted_s": predicted, "composed_s": composed})
     op_cost = report.operator_seconds + report.calibration_seconds
-    return {"model": run["name"], "ref": run["ref"], "traced_with": report.traced_with, "nodes": report.nodes,
+    return {"model": run["name"], "ref": run["ref"], "variant_of": run["variant_of"],
+            "traced_with": report.traced_with, "nodes": report.nodes,
             "operators": report.operators, "new_operators": report.new_operators,
             "points_timed": report.points, "points_interpolated": report.interpolated,
             "operator_profile_s": op_cost, "calibration_s": report.calibration_seconds,
@@ -148,33 +181,52 @@ def _mean(values: list[float]) -> float:
 
 def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
     by_threads = " ".join(f"{f't={c} %':>7}" for c in threads)
-    head = (f"{'model':<12} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'timed':>5} {'intp':>4} "
+    head = (f"{'model':<14} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'timed':>5} {'intp':>4} "
             f"{'op prof s':>9} {'whole s':>8} "
             f"{'f(t1)':>6} {'raw %':>6} {'MAPE %':>7} {by_threads} {'max %':>6} {'whole %':>7} {'noisy':>5}")
     print(head)
     print("-" * len(head))
+    firsts = [r for r in rows if not r["variant_of"]]
+    _print_rows(firsts, threads)
+    print("-" * len(head))
+    print(f"operator profiling {_cost_line(firsts)}; "
+          f"models within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in firsts)}/{len(firsts)}; "
+          f"raw = MAPE of the operators' sum before the calibration (f(t1): its factor); "
+          f"ops = distinct operators, new = timed in this run, timed/intp = operator points timed / left to "
+          f"interpolation, whole = MAPE of the whole-model profile itself against the same reference (this "
+          f"host's noise floor), noisy = whole-model points still noisy after retries (spread > 10% of median)")
+    seconds = [r for r in rows if r["variant_of"]]
+    if seconds:
+        print(f"\nsecond function of each architecture (new {VARIANT_CLASSES}-class head, profiled into the DB "
+              "holding every model above)")
+        print("-" * len(head))
+        _print_rows(seconds, threads)
+        print("-" * len(head))
+        print(f"second functions: operator profiling {_cost_line(seconds)}; "
+              f"within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in seconds)}/{len(seconds)}; "
+              f"all {len(rows)} functions: {_cost_line(rows)}")
+
+
+def _cost_line(rows: list[dict]) -> str:
+    ops = sum(r["operator_profile_s"] for r in rows)
+    whole = sum(r["whole_model_profile_s"] for r in rows)
+    return f"{ops:.1f}s vs whole-model profiling {whole:.1f}s: {whole / ops if ops else float('inf'):.2f}x cheaper"
+
+
+def _print_rows(rows: list[dict], threads: tuple[int, ...]) -> None:
     for r in rows:
         per = " ".join(f"{r['mape_by_threads'][c]:>7.1f}" for c in threads)
-        print(f"{r['model']:<12} {r['traced_with']:<8} {r['nodes']:>5} {r['operators']:>4} {r['new_operators']:>4} "
+        print(f"{r['model']:<14} {r['traced_with']:<8} {r['nodes']:>5} {r['operators']:>4} {r['new_operators']:>4} "
               f"{r['points_timed']:>5} {r['points_interpolated']:>4} "
               f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {r['factor']:>6.3f} "
               f"{r['uncalibrated_mape_pct']:>6.1f} {r['mape_pct']:>7.1f} {per} {r['max_err_pct']:>6.1f} "
               f"{r['whole_profile_mape_pct']:>7.1f} {r['noisy_measurements']:>5}")
-    ops = sum(r["operator_profile_s"] for r in rows)
-    whole = sum(r["whole_model_profile_s"] for r in rows)
-    print("-" * len(head))
-    print(f"operator profiling {ops:.1f}s vs whole-model profiling {whole:.1f}s: "
-          f"{whole / ops if ops else float('inf'):.2f}x cheaper; "
-          f"models within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in rows)}/{len(rows)}; "
-          f"raw = MAPE of the operators' sum before the calibration (f(t1): its factor); "
-          f"ops = distinct operators, timed/intp = operator points timed / left to interpolation, "
-          f"whole = MAPE of the whole-model profile itself against the same reference (this host's noise floor), "
-          f"noisy = whole-model points still noisy after retries (spread > 10% of median)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Profile, measure, compare, print."""
     from cop_profiler.db import ProfileDB
+    from cop_profiler.modelref import load_model
     from faas_infer.memory import retain_freed_memory
 
     retain_freed_memory()  # as served (the watchdog) and as profiled, for the whole-model runs too
@@ -195,7 +247,13 @@ def run(args: argparse.Namespace) -> int:
             runs = []
             for name, ref in refs.items():
                 print(f"== {name} ({ref})", file=sys.stderr)
-                runs.append(_profile(name, ref, db, config, batches, threads))
+                runs.append(_profile(name, load_model(ref), db, config, batches, threads))
+            for first in list(runs) if args.variants else ():
+                variant = _variant(first["loaded"])
+                if variant is not None:
+                    print(f"== {first['name']}, second function ({variant.ref})", file=sys.stderr)
+                    runs.append(_profile(f"{first['name']}+head", variant, db, config, batches, threads,
+                                         first["name"]))
             _reference_rounds(runs, config, args.reference_rounds)
             rows = [_score(run, db, batches, threads) for run in runs]
     finally:
@@ -206,5 +264,6 @@ def run(args: argparse.Namespace) -> int:
         from bench.common import write_json
 
         write_json(args.json, {"batches": batches, "threads": threads, "estimator": args.estimator,
-                               "reference_rounds": args.reference_rounds, "rows": rows}, indent=1)
+                               "reference_rounds": args.reference_rounds, "variant_classes": VARIANT_CLASSES,
+                               "rows": rows}, indent=1)
     return 0

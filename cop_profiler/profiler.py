@@ -25,9 +25,10 @@ from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.effort import EffortRule, shares
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
+from cop_profiler.reuse import NEAR, near
 from cop_profiler.sampling import SamplingRule, needed
 from cop_profiler.timer import Measurement, TimingPolicy, implausible, measure, quieter
-from cop_profiler.tracer import OpInstance, TracedModel
+from cop_profiler.tracer import OpInstance, TracedModel, split_copies, with_copies
 
 logger = logging.getLogger(__name__)
 
@@ -390,6 +391,38 @@ def warm_up(threads: tuple[int, ...], seconds: float = WARM_UP_SECONDS) -> None:
         torch.set_num_threads(saved)
 
 
+def reuse_nearby(traced: TracedModel, db: ProfileDB, config: ProfileConfig) -> TracedModel:
+    """``traced`` with each module operator that the DB lacks but holds timed (on every device of
+    ``config``) at a nearby copy count (``reuse.near``) referring to that stored operator instead, so it is
+    not timed again; the graph's notes say which."""
+    if config.force:
+        return traced
+    stored = {spec.signature: spec for spec in db.operators().values()}
+    timed = {spec.key for spec in stored.values()}
+    for device in config.devices:
+        timed &= set(db.timings(timed, _hardware(device), device))
+    alias: dict[str, OpInstance] = {}
+    for key, inst in traced.instances.items():
+        if inst.kind != "module" or key in timed:
+            continue
+        base, n = split_copies(inst.spec.signature)
+        found = [(abs(math.log(m / n)), m, stored[sig]) for m in range(1, 2 * n + 2)
+                 if near(m, n) and (sig := with_copies(base, m)) in stored and stored[sig].key in timed]
+        if found:
+            _, m, spec = min(found, key=lambda f: f[:2])
+            alias[key] = replace(inst, spec=spec, copies=m)
+    if not alias:
+        return traced
+    instances = {alias[k].spec.key if k in alias else k: alias.get(k, inst) for k, inst in traced.instances.items()}
+    nodes = tuple(replace(n, op=alias[n.op].spec.key) if n.op in alias else n for n in traced.graph.nodes)
+    moved = sorted(f"{traced.instances[k].copies}->{a.copies}" for k, a in alias.items())
+    note = (f"{len(alias)} operator(s) use timings taken rotating through a nearby number of weight copies "
+            f"(copies {', '.join(moved)}): the same operators, their cache distance within {NEAR}x")
+    graph = replace(traced.graph, nodes=nodes, ops=tuple(i.spec for i in instances.values()),
+                    notes=traced.graph.notes + (note,))
+    return TracedModel(graph, instances)
+
+
 def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB,
                   model_ref: str, config: ProfileConfig, progress: ProgressFn = lambda *a: None) -> ProfileReport:
     """Time the model's missing operators, store its graph, calibrate it; restores torch's thread count.
@@ -402,6 +435,7 @@ def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable
     retain_freed_memory()
     warm_up(config.threads)
     saved_threads = torch.get_num_threads()
+    traced = reuse_nearby(traced, db, config)
     db.put_model(model_ref, traced.graph)
     runs = {d: _start_run(traced, db, config, d) for d in config.devices}
     total = sum(sum(r.missing.values()) for r in runs.values())

@@ -26,6 +26,16 @@ MIN_BYTES = 64 * 1024
 # Copies at most, and bytes of copies at most: past a few hundred MiB every cache is missed anyway.
 MAX_COPIES = 64
 MAX_BYTES = 256 * 1024 * 1024
+# An operator already timed rotating through m copies stands for the same operator at n copies when m and n
+# are within this ratio. The copy count follows the whole model's weight bytes, so a second function of an
+# architecture (a new head, a few more classes) moves it by one here and there, and without this its
+# layers would be timed again for a cache distance a third longer or shorter.
+NEAR = 1.5
+
+
+def near(m: int, n: int) -> bool:
+    """Whether timings taken rotating through ``m`` copies stand for ``n`` copies (``NEAR``)."""
+    return max(m, n) <= NEAR * min(m, n)
 
 
 def copies(model_bytes: int, op_bytes: int) -> int:

@@ -134,6 +134,20 @@ def _weight_bytes(module: torch.nn.Module) -> int:
     return total
 
 
+COPIES = "|copies="
+
+
+def with_copies(base: str, n: int) -> str:
+    """The signature of the operator ``base`` timed rotating through ``n`` copies (``base`` itself for 1)."""
+    return base + (f"{COPIES}{n}" if n > 1 else "")
+
+
+def split_copies(signature: str) -> tuple[str, int]:
+    """Inverse of ``with_copies``."""
+    base, sep, n = signature.rpartition(COPIES)
+    return (base, int(n)) if sep and n.isdigit() else (signature, 1)
+
+
 def _instance(c2: Call, c3: Call, model_bytes: int) -> OpInstance:
     args, kwargs = templatize(c2.args, c3.args), templatize(c2.kwargs, c3.kwargs)
     n = 1
@@ -141,7 +155,7 @@ def _instance(c2: Call, c3: Call, model_bytes: int) -> OpInstance:
         args, kwargs = tuple(args), dict(kwargs)
         n = copies(model_bytes, _weight_bytes(c3.target))
     name, target = _target_text(c3)
-    signature = f"{target}|args={describe(args)}|kwargs={describe(kwargs)}" + (f"|copies={n}" if n > 1 else "")
+    signature = with_copies(f"{target}|args={describe(args)}|kwargs={describe(kwargs)}", n)
     spec = OperatorSpec.create(name, signature, invariant=_is_view(c3))
     return OpInstance(spec, c3.kind, c3.target, tuple(args), dict(kwargs), n)
 

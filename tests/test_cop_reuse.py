@@ -73,3 +73,50 @@ def test_a_bound_operator_runs_its_copies_in_turn_with_the_same_result():
     assert len(set(seen)) == 3 and seen[:3] == seen[3:]  # three distinct copies, in turn
     assert id(inst.target) not in seen  # the model's own module is left alone
     assert all(torch.equal(outs[0], o) for o in outs)
+
+
+def test_copy_counts_near_each_other_stand_for_one_another_and_signatures_round_trip():
+    from cop_profiler.reuse import NEAR, near
+    from cop_profiler.tracer import split_copies, with_copies
+
+    assert near(2, 3) and near(4, 5) and near(3, 2) and not near(2, 4) and not near(1, 2)
+    assert near(10, int(10 * NEAR)) and not near(10, int(10 * NEAR) + 1)
+    for n in (1, 2, 48):
+        assert split_copies(with_copies("module:x|args=(f32[-1,8])", n)) == ("module:x|args=(f32[-1,8])", n)
+    assert with_copies("s", 1) == "s"
+
+
+def _headed(classes):
+    torch.manual_seed(0)  # the same body; only the head's width differs
+    return nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                         nn.Linear(256, classes)).eval()
+
+
+def _rows(b):
+    return torch.randn(b, 256)
+
+
+def test_a_second_function_with_a_new_head_reuses_the_body_timed_at_a_nearby_copy_count(tmp_path):
+    from cop_profiler.db import ProfileDB
+    from cop_profiler.predictor import ModelPredictor
+    from cop_profiler.profiler import ProfileConfig, profile_model
+    from cop_profiler.timer import TimingPolicy
+
+    config = ProfileConfig(batches=(1, 4), threads=(1,), policy=TimingPolicy(blocks=1, max_blocks=1),
+                           calibration_batches=())
+    first, second = _headed(10), _headed(200)
+    # The 256x256 layers (257 KiB each) rotate through 2 copies in the first model (536 KiB in all) and
+    # through 3 in the second (732 KiB: the wider head): the same operators, one copy apart.
+    assert {i.copies for i in trace(first, _rows).instances.values() if "out_features=256" in i.spec.signature} == {2}
+    assert {i.copies for i in trace(second, _rows).instances.values() if "out_features=256" in i.spec.signature} == {3}
+    path = str(tmp_path / "p.sqlite")
+    with ProfileDB(path) as db:
+        profile_model(trace(first, _rows), first, _rows, db, "first", config)
+        report = profile_model(trace(second, _rows), second, _rows, db, "second", config)
+        forced = profile_model(trace(second, _rows), second, _rows, db, "forced",
+                               ProfileConfig(**{**config.__dict__, "force": True}))
+    assert report.new_operators == 1 and report.reused_operators == 2  # only the head (and ReLU is shared)
+    assert any("copies 3->2" in note for note in report.notes)
+    assert forced.new_operators == 3 and not any("copies" in note for note in forced.notes)
+    predictor = ModelPredictor.load(path, "second")
+    assert predictor.predict(4, 1).seconds > 0 and not predictor.predict(4, 1).extrapolated

@@ -57,6 +57,12 @@ LOADED_SHARE = 0.25
 BUSY_SHARE = 0.6
 # Share of the way a capacity factor moves toward each new saturated reading.
 FACTOR_STEP = 0.5
+# A reading is taken only under sustained load: arrivals over the last few seconds within this ratio of the
+# rate window's average (either way). When load falls, the window's average of admitted requests takes in
+# idle seconds while its refusals still count: read then, one overload left the factor at 0.12 a minute
+# after the last request, and the autoscaler added instances with nothing arriving; a burst from idle is
+# the same reading the other way round.
+STEADY_RATIO = 1.25
 # Seconds over which a capacity factor learnt under saturation recovers toward 1 (e-folding time).
 FACTOR_RECOVERY_SECONDS = 600.0
 
@@ -115,7 +121,9 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
             pinned_cap *= factor[0]
             cands = [dataclasses.replace(c, r_max=c.r_max * factor[0]) for c in cands]
         low, high = instance_bounds(fs, config)
-        variant_demand = max(0.0, held - pinned_cap / (1.0 + config.headroom))
+        if _parent_down(fs):  # nothing reaches the queue: its variants would idle
+            low = high = 0
+        variant_demand = max(0.0, held - pinned_cap / (1.0 + config.headroom)) if high else 0.0
         current = _current(fs, default_node)
         demands.append(FunctionDemand(fs.name, tuple(cands), variant_demand, max(0, low - pinned_n),
                                       max(0, high - pinned_n), _running_counts(current)))
@@ -146,7 +154,8 @@ def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate
     ``LOADED_SHARE`` of what the factor says they serve are saturated, so what they admit is their real
     capacity: the reading is admitted / modelled (ready instances only), and each moves the factor
     ``FACTOR_STEP`` of the way (readings are noisy while instances come and go). Refusals at lower load are
-    bursts (a queue that overflowed), which say nothing about capacity. The factor recovers toward 1 over
+    bursts (a queue that overflowed), which say nothing about capacity, and so are refusals that stopped,
+    or a load that rose or fell within the window (``STEADY_RATIO``). The factor recovers toward 1 over
     ``FACTOR_RECOVERY_SECONDS`` only while the instances run below ``BUSY_SHARE`` of what it allows: spare
     capacity is the only evidence that they serve more, and recovering without it removed an instance,
     saw refusals and added it back every 90 s at a steady load."""
@@ -160,13 +169,23 @@ def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate
             t = pred.exec_seconds(model, v.batch, v.cpu, v.gpu)
             modelled += min(v.ready, v.replicas) * (c.r_max if c else (v.batch / t if t else 0.0))
     admitted = max(0.0, rate - refused)
-    saturated = refused > max(1.0, SATURATED_SHARE * rate)
+    saturated = refused > max(1.0, SATURATED_SHARE * rate) and _sustained(fs)
     if modelled > 0 and saturated and admitted >= LOADED_SHARE * factor * modelled:
         seen = min(1.0, max(MIN_FACTOR, admitted / modelled))
         return factor + FACTOR_STEP * (seen - factor), now
     if modelled > 0 and admitted >= BUSY_SHARE * factor * modelled:
         return factor, now  # as busy as the factor allows: no evidence that they serve more
     return 1.0 - (1.0 - factor) * math.exp(-max(0.0, now - at) / FACTOR_RECOVERY_SECONDS), now
+
+
+def _sustained(fs: FunctionState) -> bool:
+    """Refusals still going on over the last few seconds, at an arrival rate the rate window's average
+    holds (True when the short window is unknown)."""
+    if fs.recent_rate is None:
+        return True
+    rate, recent = fs.rate or 0.0, fs.recent_rate
+    return (fs.recent_refused > max(1.0, SATURATED_SHARE * recent)
+            and rate > 0 and 1 / STEADY_RATIO <= recent / rate <= STEADY_RATIO)
 
 
 def _running_counts(current: dict[tuple[str, str], int]) -> tuple[tuple[str, int], ...]:
@@ -247,6 +266,7 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
              epoch: float, default_node: str) -> list[FunctionPlan]:
     free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
     stepped_all: dict[str, dict[tuple[str, str], int]] = {}
+    deferred: dict[str, dict[tuple[str, str], int]] = {}
     by_fn: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
     for (fn, key), where in placed.items():
         for node, n in where.items():
@@ -259,12 +279,24 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
                                     rank_up=lambda k: by_key[k[0]].r_max if k[0] in by_key else 0.0)
         for group, n in _young(fs, config, epoch, default_node).items():  # kept, their resources counted
             stepped[group] = max(stepped.get(group, 0), n)
+        deferred[f.name] = _make_before_break(fs, f, current, stepped, held, pinned_cap, by_key, config)
         stepped_all[f.name] = stepped
         for (key, node), n in stepped.items():
             if node in free:
                 res = _resources(key, by_key, fs)
                 for i in range(3):
                     free[node][i] -= res[i] * n
+    for f in problem.functions:  # a swap on a full node: the removal first, or the addition never fits
+        fs, current, stepped = context[f.name][0], context[f.name][3], stepped_all[f.name]
+        adds = {node for (key, node), n in stepped.items() if n > current.get((key, node), 0)}
+        if deferred[f.name] and any(free[node][i] < -1e-9 for node in adds if node in free for i in range(3)):
+            by_key = {c.key: c for c in f.candidates}
+            for (key, node), n in deferred.pop(f.name).items():
+                stepped[(key, node)] -= n
+                if node in free:
+                    res = _resources(key, by_key, fs)
+                    for i in range(3):
+                        free[node][i] += res[i] * n
     plans = []
     for f in problem.functions:
         fs, held, pinned_cap, current = context[f.name]
@@ -285,6 +317,10 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
                    for t in targets)
         shortfall = max(0.0, held * (1 + config.headroom) - capacity)
         reason = _reason(selection, held, capacity, unplaced, f.name, shortfall, factors.get(f.name))
+        if _parent_down(fs):
+            reason += "; its own deployment is scaled to zero and requests reach the queue only through it: no variants"
+        if deferred.get(f.name):
+            reason += f"; {sum(deferred[f.name].values())} instance(s) kept until {_why_kept(fs, f, current, stepped)}"
         if shortfall > 1e-6:
             reason += _why_short(f, sum(t.count for t in targets), free)
         missing = f.min_count - sum(t.count for t in targets)
@@ -292,6 +328,42 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
             reason += f"; below its minimum instances (com.openfaas.scale.min) by {missing}: no room left for them"
         plans.append(FunctionPlan(f.name, held, capacity, cost, targets, shortfall, reason))
     return plans
+
+
+def _make_before_break(fs: FunctionState, f: FunctionDemand, current: dict[tuple[str, str], int],
+                       stepped: dict[tuple[str, str], int], held: float, pinned_cap: float,
+                       by_key: dict[str, Candidate], config: AutoscalerConfig) -> dict[tuple[str, str], int]:
+    """Removals of ``stepped`` put off (and ``stepped`` raised back to ``current`` for them) while the function
+    adds instances, has some still starting, or would be short without them: a replacement serves before
+    what it replaces stops (a swap that deleted first answered 503s while the new instance started), and
+    no instance of a function short of capacity is removed. Returns what was put off."""
+    removals = {g: n - stepped.get(g, 0) for g, n in current.items() if stepped.get(g, 0) < n}
+    if not removals or _parent_down(fs):
+        return {}
+    adding = any(n > current.get(g, 0) for g, n in stepped.items())
+    capacity = pinned_cap + sum(n * _r_max(key, by_key, fs) for (key, _), n in stepped.items())
+    if adding or _starting(fs) or capacity < held * (1 + config.headroom) - 1e-6:
+        for g, n in removals.items():
+            stepped[g] = current[g]
+        return removals
+    return {}
+
+
+def _parent_down(fs: FunctionState) -> bool:
+    """The function's own deployment is scaled to zero: requests reach the shared queue only through it
+    (the gateway routes to the parent), so variants would get nothing until it scales up."""
+    return any(v.pinned for v in fs.variants) and not any(v.pinned and v.replicas > 0 for v in fs.variants)
+
+
+def _starting(fs: FunctionState) -> bool:
+    return any(not v.pinned and v.ready < v.replicas for v in fs.variants)
+
+
+def _why_kept(fs: FunctionState, f: FunctionDemand, current: dict[tuple[str, str], int],
+              stepped: dict[tuple[str, str], int]) -> str:
+    if any(n > current.get(g, 0) for g, n in stepped.items()) or _starting(fs):
+        return "the instances replacing them are ready"
+    return "the function is no longer short"
 
 
 def _reason(selection: Selection, held: float, capacity: float, unplaced, fn: str, shortfall: float,

@@ -119,6 +119,8 @@ def run_forever(config: AutoscalerConfig, stop: threading.Event, clock: Callable
             scaler.tick(started)
         except Exception:  # noqa: BLE001 - the control loop must survive
             logger.exception("control tick failed")
+            if scaler.metrics is not None:
+                scaler.metrics.ticks.inc(outcome="failed")
         stop.wait(max(0.0, config.interval - (clock() - started)))
     if server is not None:
         server.stop()

@@ -9,7 +9,7 @@ Names (all prefixed ``faas_infer_autoscaler_``): ``arrival_rate``, ``demand_rps`
 ``allocated_cpu_cores``, ``allocated_gpus``, ``predicted_batch_seconds{config}``,
 ``measured_batch_seconds{config}``, ``slo_seconds``, ``slo_attainment_ratio``, ``cold_starts_total``,
 ``decisions_total{action}``, ``last_decision_info{action,reason}``, ``decision_seconds`` (histogram),
-``ticks_total{outcome}``, ``plan_cost``, ``plan_info{solver,status}``.
+``ticks_total{outcome}`` (valid, invalid, failed), ``plan_cost``, ``plan_info{solver,status}``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class AutoscalerMetrics:
                                      ("function_name", "action", "reason"))
         self.decision_seconds = r.histogram(PREFIX + "decision_seconds", "Seconds to observe and decide one tick",
                                             (), DECISION_BUCKETS)
-        self.ticks = r.counter(PREFIX + "ticks_total", "Control ticks by outcome (valid or invalid plan)",
+        self.ticks = r.counter(PREFIX + "ticks_total", "Control ticks by outcome (valid or invalid plan, or failed)",
                                ("outcome",))
         self.plan_cost = r.gauge(PREFIX + "plan_cost", "Weighted resources (beta * CPU + GPU) of the plan")
         self.plan_info = r.gauge(PREFIX + "plan_info", "Solver and status of the last valid plan (value 1)",

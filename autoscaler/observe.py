@@ -13,7 +13,7 @@ from typing import Any, Callable
 from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
 from autoscaler.snapshot import FunctionState, Measurement, Node, Orphan, Snapshot
-from autoscaler.variants import memory_of, parse_parent, parse_variant, slo_of
+from autoscaler.variants import memory_of, parse_parent, parse_variant, slo_of, unreadable_variant
 from faas_infer.stack import ANNOTATION_MODEL, LABEL_PARENT
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,18 @@ def _int_label(labels: dict, key: str) -> int | None:
 
 
 # What _queue answers for a function whose queue could not be read: no rate (decide leaves it as it runs).
-_UNKNOWN = (None, 0, (), 0, None, 0.0)
+_UNKNOWN = (None, 0, (), 0, None, 0.0, None, 0.0)
+# Seconds of the short window read beside ``rate_window``: whether arrivals and refusals go on now.
+RECENT_WINDOW = 5
+
+
+_MAPS = ("labels", "annotations", "envVars", "limits", "requests")
+
+
+def _readable(status: dict) -> dict:
+    """A FunctionStatus with its maps as maps (one that is not reads as empty), so one odd entry cannot stop
+    the tick for every function."""
+    return {**status, **{k: {} for k in _MAPS if k in status and not isinstance(status[k], dict)}}
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -60,20 +71,32 @@ class Observer:
             logger.error("node inventory: %s", exc)
             nodes, problems = (), problems + [f"nodes: {exc}"]
         try:
-            statuses = self.client.list_functions()
+            listed = self.client.list_functions()
         except OpenFaaSError as exc:
             logger.error("OpenFaaS API: %s", exc)
             return Snapshot(now, (), nodes, tuple(problems + [f"openfaas: {exc}"]))
+        statuses = [_readable(st) for st in listed if isinstance(st, dict) and isinstance(st.get("name"), str)
+                    and st["name"]]
+        if len(statuses) < len(listed):
+            skipped = len(listed) - len(statuses)
+            logger.error("OpenFaaS API: %d function list entries without a name skipped", skipped)
+            problems.append(f"function list: {skipped} entries without a name skipped")
         default_node = nodes[0].name if len(nodes) == 1 else ""
         slos = {str(st["name"]): slo_of(st) for st in statuses if LABEL_PARENT not in (st.get("labels") or {})}
         managed = {name: slo for name, slo in slos.items() if slo is not None}
         variants: dict[str, list] = {}
         orphans = []
         for status in statuses:
-            v = parse_variant(status, self.config.default_memory)
+            try:
+                v = parse_variant(status, self.config.default_memory)
+            except ValueError as exc:  # ours, but unreadable: removed (its parent re-plans without it)
+                parent = str(status["labels"][LABEL_PARENT])
+                orphans.append(Orphan(unreadable_variant(status, self.config.default_memory), parent,
+                                      f"a variant of {parent} whose {exc}"))
+                continue
             if v is None:
                 continue
-            parent = status["labels"][LABEL_PARENT]
+            parent = str(status["labels"][LABEL_PARENT])
             if parent in managed:
                 variants.setdefault(parent, []).append(v)
             else:
@@ -87,12 +110,12 @@ class Observer:
                 continue
             labels = status.get("labels") or {}
             parent = parse_parent(status, self.config.default_memory, default_node)
-            rate, depth, measured, live, idle, refused = self._queue(name, epoch, problems)
+            rate, depth, measured, live, idle, refused, recent, recent_refused = self._queue(name, epoch, problems)
             functions.append(FunctionState(
                 name, managed[name], (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate,
                 depth, idle, memory_of(status, self.config.default_memory),
                 _int_label(labels, "com.openfaas.scale.min"), _int_label(labels, "com.openfaas.scale.max"),
-                (parent, *variants.get(name, ())), measured, live, dict(status), refused))
+                (parent, *variants.get(name, ())), measured, live, dict(status), refused, recent, recent_refused))
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
     def _queue(self, fn: str, epoch: float, problems: list[str]):
@@ -105,7 +128,8 @@ class Observer:
             return _UNKNOWN
         try:
             window = max(1, int(self.config.rate_window))
-            s = stats.read_function_stats(self.redis, fn, epoch, self.config.heartbeat_timeout, (window,))
+            recent = min(window, RECENT_WINDOW)
+            s = stats.read_function_stats(self.redis, fn, epoch, self.config.heartbeat_timeout, (window, recent))
         except Exception as exc:  # noqa: BLE001 - a failing Redis must not stop the loop
             logger.error("redis stats of %s: %s", fn, exc)
             problems.append(f"redis {fn}: {exc}")
@@ -128,4 +152,4 @@ class Observer:
                 gpu = 0.0
             measured.extend(Measurement(b, cpu, gpu, t) for b, t in inst.exec_seconds.items() if t > 0)
         return (rate, s.depth, tuple(measured), len(s.instances), None if last is None else epoch - last,
-                s.refusal_rate.get(window, 0.0))
+                s.refusal_rate.get(window, 0.0), s.arrival_rate.get(recent, 0.0), s.refusal_rate.get(recent, 0.0))

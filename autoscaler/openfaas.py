@@ -54,9 +54,18 @@ class OpenFaaSClient:
             raise OpenFaaSError(f"{method} {path}: {response.status_code} {response.text.strip()[:200]}")
         return response
 
-    def list_functions(self) -> list[dict[str, Any]]:
-        """Every FunctionStatus."""
-        return list(self._call("GET", "/system/functions").json() or [])
+    def list_functions(self) -> list[Any]:
+        """Every FunctionStatus, as the API lists them (observe skips entries it cannot read)."""
+        response = self._call("GET", "/system/functions")
+        try:
+            body = response.json()
+        except ValueError:
+            raise OpenFaaSError(f"GET /system/functions: not JSON: {response.text.strip()[:100]!r}") from None
+        if body is None:
+            return []
+        if not isinstance(body, list):
+            raise OpenFaaSError(f"GET /system/functions: expected a JSON list, got {type(body).__name__}")
+        return body
 
     def deploy(self, spec: dict[str, Any]) -> None:
         """Create a function (POST)."""

@@ -94,6 +94,10 @@ class FunctionState:
     spec: Mapping[str, object] = field(default_factory=dict)
     # Requests per second refused (429, 503) by its instances: the part of ``rate`` they could not take.
     refused_rate: float = 0.0
+    # ``rate`` and ``refused_rate`` over the last few seconds only (observe.RECENT_WINDOW): whether the load
+    # and the refusals are still there now, not just in the longer window's average. None when unknown.
+    recent_rate: float | None = None
+    recent_refused: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ configuration. A group of more instances than ``max_replicas_per_variant`` is sp
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any, Mapping
@@ -77,17 +78,42 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
 
 
 def parse_variant(status: Mapping[str, Any], default_memory: int) -> Variant | None:
-    """A running variant from its FunctionStatus (None when it is not one of ours)."""
+    """A running variant from its FunctionStatus (None when it is not one of ours); ValueError naming the
+    label when it is ours but its labels cannot be read."""
     labels = status.get("labels") or {}
     if LABEL_PARENT not in labels:
         return None
+    values = []
+    for key, kind, default in ((LABEL_BATCH, int, None), (LABEL_CPU, float, None), (LABEL_GPU, float, 0)):
+        raw = labels.get(key, default)
+        try:
+            values.append(kind(raw))
+        except (TypeError, ValueError):
+            raise ValueError(f"label {key}={raw!r} is not a number") from None
+    batch, cpu, gpu = values
+    if batch < 1 or not 0 < cpu < math.inf or not 0 <= gpu < math.inf:
+        raise ValueError(f"labels {LABEL_BATCH}={batch}, {LABEL_CPU}={cpu:g}, {LABEL_GPU}={gpu:g} are out of range")
+    return Variant(str(status["name"]), batch, cpu, gpu, memory_of(status, default_memory), labels.get(LABEL_NODE, ""),
+                   _count(status, "replicas"), ready=_count(status, "availableReplicas"), status=dict(status))
+
+
+def unreadable_variant(status: Mapping[str, Any], default_memory: int) -> Variant:
+    """A variant whose labels cannot be read, as far as its resources go (its CPU limit, else none), so that
+    it is counted until it is removed."""
     try:
-        return Variant(str(status["name"]), int(labels[LABEL_BATCH]), float(labels[LABEL_CPU]),
-                       float(labels.get(LABEL_GPU, 0)), memory_of(status, default_memory), labels.get(LABEL_NODE, ""),
-                       int(status.get("replicas", 0) or 0), ready=int(status.get("availableReplicas", 0) or 0),
-                       status=dict(status))
-    except (KeyError, ValueError):
-        return None
+        cpu = parse_cpu((status.get("limits") or {}).get("cpu") or "0")
+    except ValueError:
+        cpu = 0.0
+    labels = status.get("labels") or {}
+    return Variant(str(status["name"]), 1, cpu, 0.0, memory_of(status, default_memory), str(labels.get(LABEL_NODE, "")),
+                   _count(status, "replicas"), ready=_count(status, "availableReplicas"), status=dict(status))
+
+
+def _count(status: Mapping[str, Any], key: str) -> int:
+    try:
+        return max(0, int(status.get(key, 0) or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> Variant:
@@ -103,8 +129,7 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> V
     except ValueError:
         cpu = 1.0
     return Variant(str(status["name"]), batch, cpu, 0.0, memory_of(status, default_memory), node,
-                   int(status.get("replicas", 0) or 0), pinned=True,
-                   ready=int(status.get("availableReplicas", 0) or 0))
+                   _count(status, "replicas"), pinned=True, ready=_count(status, "availableReplicas"))
 
 
 def variant_age(v: Variant, now_epoch: float) -> float | None:

@@ -22,6 +22,17 @@ from typing import Any
 HELP = "run the platform locally: Redis, the OpenFaaS-compatible provider, the stack, the autoscaler"
 
 
+def _port(text: str) -> int:
+    """A TCP port number (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number 1..65535")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``faas-infer up``."""
     parser.add_argument("-f", "--file", default="stack.yml", help="stack file (default stack.yml)")
@@ -30,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default="", help="use this Redis instead of starting one")
     parser.add_argument("--no-redis", action="store_true", help="no Redis: each replica batches alone")
     parser.add_argument("--no-autoscaler", action="store_true", help="do not start the autoscaler")
+    parser.add_argument("--autoscaler-port", type=_port, default=8082,
+                        help="the autoscaler's metrics port, where faas-infer top looks (default 8082; another "
+                             "free port when it is taken)")
+    parser.add_argument("--prometheus-port", type=_port, default=9090,
+                        help="Prometheus's port (default 9090; another free port when it is taken)")
     parser.add_argument("--no-deploy", action="store_true", help="start the platform with no function")
     parser.add_argument("--basic-auth", default="auto", choices=("auto", "true", "false"),
                         help="basic auth on /system routes (auto: on unless bound to loopback)")
@@ -180,8 +196,8 @@ def _start_sidecars(session: _Session) -> list[str]:
     # their requests from the shared queue.
     no_autoscaler = session.args.no_autoscaler or not session.redis_url
     secrets_path = session.secret_path if session.auth_on else ""
-    autoscaler_port = free_port(preferred=8082)  # the port `faas-infer top` looks at by default
-    prometheus = sidecars.prometheus(sys.executable, session.run_dir, session.url, 9090,
+    autoscaler_port = free_port(preferred=session.args.autoscaler_port)  # 8082: where `faas-infer top` looks
+    prometheus = sidecars.prometheus(sys.executable, session.run_dir, session.url, session.args.prometheus_port,
                                      "" if no_autoscaler else f"127.0.0.1:{autoscaler_port}", secrets_path)
     if prometheus is not None:
         child = session.platform.start_sidecar(prometheus)
@@ -201,7 +217,9 @@ def _start_sidecars(session: _Session) -> list[str]:
         why = ("--no-autoscaler" if session.args.no_autoscaler
                else "no Redis: nothing to observe or share a queue through")
         session.lines.append(("autoscaler", f"disabled ({why})" if no_autoscaler else "not available"))
-    top = f"{_command()} top --gateway {session.url}" + (f" --prometheus {prometheus.url}" if prometheus else "")
+    top = f"{_command()} top --gateway {session.url}" + (
+        f" --prometheus {prometheus.url}" if prometheus
+        else f" --autoscaler {autoscaler.url}" if autoscaler is not None and autoscaler_port != 8082 else "")
     plan = f"{_command()} plan --gateway {session.url}" + \
         (f" --redis-url {session.redis_url}" if session.redis_url else "") + \
         (f" --secret-mount-path {secrets_path}" if secrets_path else "")

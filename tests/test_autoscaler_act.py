@@ -43,16 +43,15 @@ def test_new_instances_are_deployed_as_linked_variants():
 
 def test_only_differences_are_sent_and_capacity_comes_first():
     plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT))
-    t = plan.function("f").targets[0]
-    keep = Variant(variant_name("f", t.key, t.node, 0), t.candidate.batch, t.candidate.cpu, 0.0, t.candidate.memory,
-                   t.node, t.count)
-    stale = Variant("f-b64-c4000-g0-n1-0", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1)
-    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=(keep, stale)))
+    keep = tuple(Variant(variant_name("f", t.key, t.node, 0), t.candidate.batch, t.candidate.cpu, 0.0,
+                         t.candidate.memory, t.node, t.count, ready=t.count) for t in plan.function("f").targets)
+    stale = Variant("f-b64-c4000-g0-n1-0", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1, ready=1)
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=(*keep, stale)))
     todo = changes(plan, snap, cfg)
     assert [c.kind for c in todo] == sorted((c.kind for c in todo), key=["deploy", "update", "scale-up",
                                                                         "scale-down", "delete"].index)
     assert ("delete", stale.name) in [(c.kind, c.name) for c in todo]
-    assert keep.name not in [c.name for c in todo if c.kind == "deploy"]
+    assert not {v.name for v in keep} & {c.name for c in todo if c.kind == "deploy"}
 
 
 def test_groups_split_into_shards_on_platforms_with_few_replicas():

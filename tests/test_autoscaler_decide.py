@@ -180,13 +180,15 @@ def churn(cfg, ticks: int = 10, wobble: float = 0.05) -> list[int]:
         out.append(sum(abs(t.count - sum(1 for v in running if (config_key(v.batch, v.cpu, v.gpu), v.node) == k))
                        for k, t in targets.items()) + sum(1 for k in before if k not in targets))
         running = tuple(Variant(f"f-{t.key}-{k}", t.candidate.batch, t.candidate.cpu, t.candidate.gpu,
-                                t.candidate.memory, t.node, 1) for t in targets.values() for k in range(t.count))
+                                t.candidate.memory, t.node, 1, ready=1) for t in targets.values() for k in range(t.count))
     return out
 
 
 def test_noise_in_measured_times_does_not_swap_configurations_back_and_forth():
     steady = churn(config())
-    assert sum(steady[2:]) == 0, steady  # after the first slower reading is held, nothing moves
+    # after the first slower reading is held (and the swap it made has finished: its removal waits a tick
+    # for the replacement), nothing moves
+    assert sum(steady[3:]) == 0, steady
     assert sum(churn(config(switch_margin=0.0, scale_down_delay=0.0))[2:]) > 0  # without the guards it churns
 
 
@@ -235,6 +237,25 @@ def test_refusals_in_a_burst_at_low_load_teach_nothing():
     assert burst.memory.capacity_factors["m"][0] == 1.0
 
 
+def test_refusals_read_while_load_falls_or_bursts_teach_nothing():
+    parent = Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)  # modelled 667/s
+
+    def factor(rate, refused, recent, recent_refused):
+        state = fn("m", rate, variants=(parent,), refused_rate=refused, recent_rate=recent,
+                   recent_refused=recent_refused)
+        return decide(snapshot([state]), PREDICTOR, config(), 0.0).memory.capacity_factors["m"][0]
+
+    # Sustained: 500/s over the window and over the last seconds, 200/s refused in both: a reading.
+    assert factor(500.0, 200.0, 510.0, 190.0) < 0.8
+    # The load ended 15 s into the 20 s window: its average admits little while its refusals still count.
+    assert factor(400.0, 200.0, 0.0, 0.0) == 1.0
+    # Refusals stopped in the last seconds (the instances caught up), or the load is falling fast.
+    assert factor(500.0, 200.0, 500.0, 0.0) == 1.0
+    assert factor(500.0, 200.0, 250.0, 100.0) == 1.0
+    # A burst from idle: the window's average takes in idle seconds.
+    assert factor(150.0, 60.0, 600.0, 240.0) == 1.0
+
+
 def test_an_instance_still_starting_does_not_lower_what_the_others_are_judged_to_serve():
     parent = Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)
     starting = Variant("m-b8-c1000-g0-a-0", 8, 1.0, 0.0, 256 * 1024**2, "a", 1, ready=0)
@@ -242,3 +263,51 @@ def test_an_instance_still_starting_does_not_lower_what_the_others_are_judged_to
     both = decide(snapshot([fn("m", 500.0, variants=(parent, starting), refused_rate=200.0)]), PREDICTOR,
                   config(), 0.0)
     assert both.memory.capacity_factors["m"][0] == pytest.approx(alone.memory.capacity_factors["m"][0])
+
+
+def _running(plan, name="f", ready=True):
+    return tuple(Variant(f"{name}-{t.key}-{t.node}", t.candidate.batch, t.candidate.cpu, t.candidate.gpu,
+                         t.candidate.memory, t.node, t.count, ready=t.count if ready else 0)
+                 for t in plan.function(name).targets if t.key != STALE_KEY)
+
+
+STALE_KEY = config_key(64, 4.0, 0.0)
+
+
+def _groups(plan, name="f"):
+    return {t.key: t.count for t in plan.function(name).targets}
+
+
+def test_a_replacement_serves_before_what_it_replaces_is_removed():
+    nodes = (Node("n1", 8, 16 * GiB),)
+    stale = Variant("f-stale", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1, ready=1)  # no longer the plan's choice
+    first = decide(snapshot([fn("f", 500.0, variants=(stale,))], nodes), PREDICTOR, config(), 0.0)
+    groups = _groups(first)
+    assert groups[STALE_KEY] == 1 and len(groups) > 1  # the new instances are added, the old one kept
+    assert "1 instance(s) kept until the instances replacing them are ready" in first.function("f").reason
+    starting = _running(first, ready=False)
+    second = decide(snapshot([fn("f", 500.0, variants=(stale, *starting))], nodes, 5.0), PREDICTOR, config(),
+                    5.0, first.memory)
+    assert _groups(second).get(STALE_KEY) == 1  # still starting: kept
+    ready = _running(first)
+    third = decide(snapshot([fn("f", 500.0, variants=(stale, *ready))], nodes, 10.0), PREDICTOR, config(), 10.0,
+                   second.memory)
+    assert STALE_KEY not in _groups(third)  # the replacement serves: removed
+
+
+def test_on_a_full_node_a_swap_removes_first():
+    nodes = (Node("n1", 4, 16 * GiB),)  # the stale instance holds every core
+    stale = Variant("f-stale", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1, ready=1)
+    plan = decide(snapshot([fn("f", 500.0, variants=(stale,))], nodes), PREDICTOR, config(), 0.0)
+    assert STALE_KEY not in _groups(plan) and "kept until" not in plan.function("f").reason
+
+
+def test_a_parent_scaled_to_zero_runs_no_variants():
+    parent = Variant("f", 8, 1.0, 0.0, 256 * 1024**2, "a", 0, pinned=True)  # scaled to zero
+    warm = Variant("f-warm", 1, 0.5, 0.0, 256 * 1024**2, "a", 1, ready=1)
+    plan = decide(snapshot([fn("f", 0.0, variants=(parent, warm), min_instances=1)]), PREDICTOR, config(), 0.0)
+    fp = plan.function("f")
+    assert fp.instances() == 0 and "scaled to zero" in fp.reason
+    up = dataclasses.replace(parent, replicas=1, ready=1)
+    assert decide(snapshot([fn("f", 0.0, variants=(up,), min_instances=2)]), PREDICTOR, config(), 0.0
+                  ).function("f").instances() == 1  # with its parent up, the minimum holds again

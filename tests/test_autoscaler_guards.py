@@ -20,7 +20,7 @@ def run_ticks(rates, cfg, start=0.0, step=5.0):
         memory = plan.memory
         fp = plan.function("f")
         variants = tuple(Variant(f"f-{t.key}-{t.node}", t.candidate.batch, t.candidate.cpu, t.candidate.gpu,
-                                 t.candidate.memory, t.node, t.count) for t in fp.targets)
+                                 t.candidate.memory, t.node, t.count, ready=t.count) for t in fp.targets)
         plans.append(fp)
     return plans
 

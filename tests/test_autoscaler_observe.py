@@ -69,3 +69,67 @@ def test_a_snapshot_that_took_too_long_to_read_yields_no_decision(redis_client):
                         predictor=None, nodes=slow_nodes)
     plan, todo = scaler.tick(1000.0, dry_run=True)
     assert not plan.valid and "old" in plan.reason and todo == []
+
+
+def test_odd_entries_in_the_function_list_are_skipped_and_the_rest_planned(redis_client):
+    bad_variant = variant("f-b4-c500-g0-9", "f")
+    bad_variant["labels"]["com.faas-infer.batch"] = "x"
+    bad_variant["limits"] = {"cpu": "500m"}
+    listing = Listing([{"name": "f", "annotations": SLO, "labels": "not a map"}, {"image": "no name"}, "text",
+                       {"name": 7}, bad_variant, variant("f-b4-c500-g0-0", "f")])
+    snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, time.time())
+    assert [f.name for f in snap.functions] == ["f"]
+    assert [v.name for v in snap.functions[0].variants if not v.pinned] == ["f-b4-c500-g0-0"]
+    assert snap.problems == ("function list: 3 entries without a name skipped",)
+    orphan, = snap.orphans  # removed, its CPU counted until it is
+    assert orphan.variant.name == "f-b4-c500-g0-9" and orphan.variant.cpu == 0.5
+    assert orphan.reason == "a variant of f whose label com.faas-infer.batch='x' is not a number"
+
+
+def test_a_function_list_that_is_not_a_json_list_is_a_named_api_error():
+    import http.server
+    import threading
+
+    from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
+
+    bodies = iter([b"<html>oops</html>", b'{"name": "f"}', b"null"])
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = next(bodies)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = OpenFaaSClient(f"http://127.0.0.1:{server.server_address[1]}")
+        for expected in ("not JSON: '<html>oops</html>'", "expected a JSON list, got dict"):
+            try:
+                client.list_functions()
+            except OpenFaaSError as exc:
+                assert expected in str(exc)
+            else:
+                raise AssertionError("no OpenFaaSError")
+        assert client.list_functions() == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_last_seconds_are_read_beside_the_rate_window(redis_client):
+    now = time.time()
+    pipe = redis_client.pipeline()
+    stats.record_arrival(pipe, "f", now - 12, 100)  # inside the 20 s window, before the last 5 s
+    stats.record_refused(pipe, "f", now - 12, 40)
+    stats.record_arrival(pipe, "f", now - 1, 10)
+    pipe.execute()
+    snap = Observer(AutoscalerConfig(), Listing([{"name": "f", "annotations": SLO}]), redis_client,
+                    lambda: NODES).snapshot(0.0, now)
+    f, = snap.functions
+    assert f.rate > f.recent_rate > 0 and f.refused_rate > 0 and f.recent_refused == 0

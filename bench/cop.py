@@ -3,7 +3,7 @@
 For the four example functions and the zoo architectures (cop_profiler/zoo.py), in one fresh profile DB
 (so later models reuse earlier models' operators, as COP intends): profile operators (plus the per-model
 calibration), then time the whole model over the full grid with the same timing policy and retry rules,
-and compare on the full grid. Operators are timed at the grid's two smallest batches and its largest, and in between
+and compare on the full grid. Operators are timed at the grid's three smallest batches and its largest, and in between
 only where interpolation misses (--tolerance); the whole model at every point.
 
 The reference the predictions are scored against is not that one whole-model profile: on a shared host a

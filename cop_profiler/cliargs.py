@@ -23,6 +23,17 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return value
+
+
 def fraction(text: str) -> float:
     """A number in [0, 1) (argparse type)."""
     try:
@@ -45,7 +56,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help=f"profile DB (SQLite) path (default {DEFAULT_DB_PATH} under the current directory)")
     parser.add_argument("--input-shape", help="per-item input shape for a bare module:function model, e.g. 3x64x64")
     parser.add_argument("--input-dtype", default="float32", help="input dtype with --input-shape (default float32)")
-    parser.add_argument("--input-high", type=int, default=2,
+    parser.add_argument("--input-high", type=positive_int, default=2,
                         help="exclusive upper bound of integer inputs with --input-shape (default 2)")
 
 
@@ -53,7 +64,7 @@ def add_timing(parser: argparse.ArgumentParser, scope: str = "", whole_model: st
     """--blocks and --tolerance (``timing_policy`` and ``sampling_rule`` read them back); ``scope`` says
     what --blocks applies to, ``whole_model`` ends --tolerance's help."""
     blocks, most, tolerance = TimingPolicy().blocks, TimingPolicy().max_blocks, SamplingRule().tolerance
-    parser.add_argument("--blocks", type=int, default=blocks,
+    parser.add_argument("--blocks", type=positive_int, default=blocks,
                         help=f"timed blocks per point at least{scope} (more while noisy, up to {most}); "
                              f"default {blocks}")
     parser.add_argument("--tolerance", type=fraction, default=tolerance,

@@ -56,8 +56,13 @@ def _store_keys(model_ref: str) -> list[str]:
 
 
 def _lookup_keys(model_ref: str) -> list[str]:
+    """Keys to look a model up by: a folder that exists here by its absolute path first (two projects'
+    ``m`` folders profiled into one DB share the relative key, which holds the later one), then as written
+    (a reference read elsewhere, e.g. from a function's annotation)."""
     ref = normalize_ref(model_ref)
-    return [ref] if ":" in ref and not os.path.isdir(model_ref) else [ref, _absolute(ref)]
+    if ":" in ref and not os.path.isdir(model_ref):
+        return [ref]
+    return [_absolute(ref), ref] if os.path.isdir(model_ref) else [ref, _absolute(ref)]
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class ProfileDB:
                 raise ProfileDBError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise ProfileDBError(f"{path}: not a usable profile DB ({exc})") from exc
+        except OSError as exc:
+            raise ProfileDBError(f"{path}: cannot create the profile DB there ({exc.strerror or exc})") from exc
         self._lock = threading.Lock()
 
     def close(self) -> None:

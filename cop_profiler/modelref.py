@@ -99,7 +99,10 @@ def load_model(ref: str, input_spec: InputSpec | None = None) -> LoadedModel:
 
     if os.path.isdir(ref):
         module = _load_folder(ref)
-        return LoadedModel(ref, _call(module.build_model, f"{ref}/model.py build_model()"), module.example_input)
+        built = _call(module.build_model, f"{ref}/model.py build_model()")
+        if not isinstance(built, torch.nn.Module):
+            raise ModelRefError(f"{ref}/model.py build_model() returned {type(built).__name__}: expected an nn.Module")
+        return LoadedModel(ref, built, module.example_input)
     if ":" not in ref:
         raise ModelRefError(f"{ref!r}: neither a folder nor module:function")
     mod_name, _, fn_name = ref.partition(":")

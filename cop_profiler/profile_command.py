@@ -12,6 +12,7 @@ The DB defaults to .faas-infer/profiles.sqlite under the current directory (--db
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 from cop_profiler.cliargs import (add_common, add_timing, default_threads, fail, input_spec, int_list, sampling_rule,
@@ -81,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
     devs, notice = devices(args.device)
     if notice:
         print(notice, file=sys.stderr)
+    from cop_profiler.hardware import cpu_count
+
+    over = [c for c in args.threads or () if c > cpu_count()]
+    if over:
+        print(f"note: --threads {','.join(map(str, over))} exceeds this machine's {cpu_count()} cores: those points "
+              "time threads sharing cores, and predictions between them are interpolated from them", file=sys.stderr)
     policy = timing_policy(args)
     config = ProfileConfig(args.batches, args.threads or default_threads(), devs, policy,
                            () if args.no_calibrate else (1, 8), args.force, sampling=sampling_rule(args))
@@ -94,5 +101,10 @@ def run(args: argparse.Namespace) -> int:
                 print(summary(report))
     except CopError as exc:
         return fail(exc)
+    except sqlite3.DatabaseError as exc:  # a file that opened but cannot be written or read through
+        return fail(CopError(f"{args.db}: the profile DB failed: {exc}"))
+    except (RuntimeError, MemoryError) as exc:  # torch: e.g. a batch too large for this machine's memory
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return fail(CopError(f"torch failed while profiling (batches {list(config.batches)}): {first[:300]}"))
     print(f"profiles stored in {args.db}")
     return 0

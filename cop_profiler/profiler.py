@@ -158,6 +158,8 @@ class _Run:
     calls: dict[str, int] = field(default_factory=dict)
     # Times each (key, batch, threads) was measured in this run.
     tries: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    # Points stored below what was measured (``_cap_implausible``), described.
+    capped: list[str] = field(default_factory=list)
     done: int = 0
     interpolated: int = 0
 
@@ -187,10 +189,26 @@ def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, devi
             if not todo:
                 break
         for key in {k for k, _, _ in this_round}:
+            _cap_implausible(run, key, traced.instances[key].spec.name, device)
             db.put_timings(key, hw, device, {(b, c): Timing(m.median, m.iqr, m.noisy)
                                              for (k, b, c), m in run.kept.items() if k == key})
         todo = _next_points(traced, config, device, run.timed)
         _settle(traced, run, set(todo), {k for k, _, _ in this_round}, progress, total, device)
+
+
+def _cap_implausible(run: "_Run", key: str, name: str, device: str) -> None:
+    """Points of ``key`` still implausibly slow after every retry (more threads or a smaller batch far
+    slower: another process held a core each time) are stored at the time that makes them so, the most
+    interference can be blamed for, and flagged noisy; ``run.capped`` says which. Kept as measured, one
+    such point predicted a layer 20x slow at 2 threads on a busy host, and said it was within the profile."""
+    times = {(b, c): m.median for (k, b, c), m in run.kept.items() if k == key}
+    for b, c in sorted(implausible(times)):
+        bound = min(t for (b2, c2), t in times.items() if (b2 == b and c2 < c) or (c2 == c and b2 > b))
+        if bound < times[b, c]:
+            run.capped.append(f"{device} {name} b={b} t={c}: {times[b, c] * 1e3:.3f} ms stored as "
+                              f"{bound * 1e3:.3f} ms")
+            run.kept[key, b, c] = replace(run.kept[key, b, c], median=bound, noisy=True)
+            run.timed[key][b, c] = bound
 
 
 def _settle(traced: TracedModel, run: _Run, pending: set[str], touched: set[str], progress: ProgressFn,
@@ -354,10 +372,11 @@ def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db
     time step, and is the noisiest of all).
     """
     hw = _hardware(device)
-    db.clear_calibrations(model_ref, hw, device)
-    predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
     threads = config.threads if device == "cpu" else (1,)
     measured = measure_grid(model, example, _calibration_points(config, device), config, device, earlier)
+    # the old calibration is dropped only now: an interrupted run leaves it in place
+    db.clear_calibrations(model_ref, hw, device)
+    predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
     fit = _fit([(predictor.predict(b, c, device).seconds, m.median) for (b, c), m in measured.items()])
     detail = f"batches={list(config.calibration_batches)} threads={list(threads)}"
     for c in threads:
@@ -463,9 +482,14 @@ def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable
     if total == 0:
         progress(1, 1, "all operators already profiled")
     kept = [m for r in runs.values() for m in r.kept.values()]
+    capped = [c for r in runs.values() for c in r.capped]
+    notes = traced.graph.notes + ((
+        f"{len(capped)} point(s) stayed implausibly slow through every retry (another process held a core) and "
+        f"were stored at the time with fewer threads or a larger batch: {'; '.join(capped[:3])}"
+        f"{'; ...' if len(capped) > 3 else ''}. On a quieter machine, profile again with --force",) if capped else ())
     return ProfileReport(model_ref, traced.graph.traced_with, len(traced.graph.nodes), len(traced.instances),
                          len(new), len(traced.instances) - len(new), len(kept), sum(m.noisy for m in kept),
-                         op_seconds, calibration_seconds, factors, traced.graph.notes,
+                         op_seconds, calibration_seconds, factors, notes,
                          sum(r.interpolated for r in runs.values()))
 
 

@@ -162,7 +162,13 @@ def _instance(c2: Call, c3: Call, model_bytes: int) -> OpInstance:
 
 def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> tuple[list, list, int, str, list]:
     notes: list[str] = []
-    ex2, ex3 = example_input(2), example_input(3)
+    if not callable(example_input):
+        raise TraceError(f"example_input is a {type(example_input).__name__}, not a function of the batch size "
+                         "(return (model, lambda batch_size: ...) from a module:function)")
+    try:
+        ex2, ex3 = example_input(2), example_input(3)
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {exc}") from exc
     try:
         _, containers = record_eager(model, ex2)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as a TraceError

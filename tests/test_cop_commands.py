@@ -16,6 +16,12 @@ def build():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval(), lambda b: torch.randn(b, 16)
 
+def tensor_not_function():
+    return nn.Linear(16, 4), torch.randn(1, 16)
+
+def failing_input():
+    return nn.Linear(16, 4), lambda b: {}["missing"]
+
 def bigger():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4), nn.Softmax(dim=1)).eval(), \\
@@ -68,3 +74,57 @@ def test_errors_are_one_line_without_traceback(workdir, tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
     assert main(["predict", f"{workdir}:build", "--db", str(tmp_path / "none.sqlite")]) == 1
     assert "no profile DB" in capsys.readouterr().err
+
+
+def test_bad_models_dbs_and_plot_paths_are_one_line_errors(workdir, tmp_path, capsys):
+    def error(argv, code=1):
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.splitlines()[-1].startswith("error: "), err
+        return err.splitlines()[-1]
+
+    db = str(tmp_path / "ok.sqlite")
+    assert "not a function of the batch size" in error(["profile", f"{workdir}:tensor_not_function", "--db", db, *FAST])
+    assert "example_input(batch_size) failed: KeyError" in error(["profile", f"{workdir}:failing_input", "--db", db,
+                                                                  *FAST])
+    folder = tmp_path / "noneout"
+    folder.mkdir()
+    (folder / "model.py").write_text("def build_model():\n    return None\n\ndef example_input(b):\n    return b\n")
+    assert "returned NoneType: expected an nn.Module" in error(["profile", str(folder), "--db", db, *FAST])
+    (tmp_path / "afile").write_text("")
+    assert "cannot create the profile DB there" in error(["profile", f"{workdir}:build", "--db",
+                                                          str(tmp_path / "afile" / "p.sqlite"), *FAST])
+    assert main(["profile", f"{workdir}:build", "--db", db, *FAST]) == 0
+    capsys.readouterr()
+    assert "must end in .png" in error(["predict", f"{workdir}:build", "--db", db, "--batch", "2", "--threads", "1",
+                                        "--plot", str(tmp_path / "x.txt")])
+    assert "does not exist" in error(["predict", f"{workdir}:build", "--db", db, "--batch", "2", "--threads", "1",
+                                      "--plot", str(tmp_path / "nodir" / "x.png")])
+    with open(db, "r+b") as f:  # a valid header over broken pages
+        f.seek(4096)
+        f.write(b"\xff" * 8192)
+    err = error(["predict", f"{workdir}:build", "--db", db, "--batch", "2", "--threads", "1"])
+    assert db in err
+
+
+def test_a_model_profiled_from_two_projects_folders_of_one_name_is_each_its_own(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "shared.sqlite")
+    for project, width in (("a", 8), ("b", 512)):
+        folder = tmp_path / project / "m"
+        folder.mkdir(parents=True)
+        (folder / "model.py").write_text(
+            "import torch\nfrom torch import nn\n\ndef build_model():\n    torch.manual_seed(0)\n"
+            f"    return nn.Sequential(nn.Linear(16, {width}), nn.ReLU(), nn.Linear({width}, {width})).eval()\n\n"
+            "def example_input(b):\n    return torch.randn(b, 16)\n")
+        monkeypatch.chdir(tmp_path / project)
+        assert main(["profile", "m", "--db", db, *FAST, "--no-calibrate"]) == 0
+    capsys.readouterr()
+    from cop_profiler.db import ProfileDB
+
+    with ProfileDB(db) as opened:
+        monkeypatch.chdir(tmp_path / "a")
+        small = opened.model_graph("m")
+        monkeypatch.chdir(tmp_path / "b")
+        large = opened.model_graph("m")
+    assert "512" not in " ".join(op.signature for op in small.ops)
+    assert "512" in " ".join(op.signature for op in large.ops)

@@ -208,3 +208,19 @@ def test_the_model_and_each_operator_are_first_called_at_the_largest_batch_with_
     first = next(iter(traced.instances.values()))
     found = _measure_op(first, [(b, c) for b in (1, 2, 4) for c in (1, 2)], config, "cpu")
     assert list(found)[0] == (4, 2) and len(found) == 6
+
+
+def test_points_still_implausible_after_every_retry_are_stored_at_what_makes_them_so():
+    from cop_profiler.profiler import _cap_implausible, _Run
+    from cop_profiler.timer import Measurement
+
+    def m(ms):
+        return Measurement(ms / 1e3, 0.0, 1, 3, False)
+
+    # 2 threads 20x slower than 1 at batch 2 (a core held by another process each try); batch 1 is plausible
+    kept = {("k", 1, 1): m(1.0), ("k", 1, 2): m(0.7), ("k", 2, 1): m(1.5), ("k", 2, 2): m(30.0)}
+    run = _Run(dict(kept), {"k": {(b, c): x.median for (_, b, c), x in kept.items()}}, {})
+    _cap_implausible(run, "k", "Linear", "cpu")
+    assert run.kept["k", 2, 2].median == pytest.approx(1.5e-3) and run.kept["k", 2, 2].noisy
+    assert run.timed["k"][2, 2] == pytest.approx(1.5e-3) and run.kept["k", 1, 2].median == pytest.approx(0.7e-3)
+    assert run.capped == ["cpu Linear b=2 t=2: 30.000 ms stored as 1.500 ms"]

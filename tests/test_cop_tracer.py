@@ -152,3 +152,16 @@ def test_failures_are_reported_clearly():
 
     with pytest.raises(TraceError, match="no tensor operators"):
         trace(NoOps(), rand)
+
+
+def test_boolean_masks_keep_their_recorded_values_for_every_item():
+    from cop_profiler.template import describe, instantiate, templatize
+
+    def mask(b):
+        m = torch.zeros(b, 8, dtype=torch.bool)
+        m[:, 5:] = True  # the last three tokens are padding
+        return m
+
+    t = templatize(mask(2), mask(3))
+    assert torch.equal(instantiate(t, 6), mask(6))
+    assert "True" not in describe(t)  # the values are not part of the signature

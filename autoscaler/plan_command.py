@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     plan, todo = scaler.tick(time.monotonic(), dry_run=True)
     seconds = time.perf_counter() - start
-    running = {f.name: f.live_instances for f in scaler.last_snapshot.functions} if scaler.last_snapshot else {}
+    # ready replicas as the API lists them, the parent's and its variants' (Redis heartbeats need --redis-url)
+    running = {f.name: sum(v.ready for v in f.variants) for f in scaler.last_snapshot.functions} \
+        if scaler.last_snapshot else {}
     if args.json:
         print(json.dumps({"valid": plan.valid, "reason": plan.reason, "status": plan.status,
                           "cost": plan.cost, "bound": plan.bound, "functions": [

@@ -19,10 +19,12 @@ def parse_fields(cls: type, env: Mapping[str, str], parsers: Mapping[str, Callab
         raw = env.get(f.name)
         if raw is None or raw == "":
             continue
+        parser = parsers.get(f.name, str)
         try:
-            values[f.name] = parsers.get(f.name, str)(raw)
+            values[f.name] = parser(raw)
         except (TypeError, ValueError) as exc:
-            reason = str(exc)
+            # int()/float() name only the literal: say what the value must be
+            reason = {int: "must be a whole number", float: "must be a number"}.get(parser, str(exc))
             prefix = f"{raw!r}: "
             raise error(f"{f.name}={raw!r}: {reason.removeprefix(prefix)}") from None
     return values

@@ -10,7 +10,7 @@ from provider.api import SystemApi
 from provider.auth import REALM, Credentials, protected
 from provider.errors import ProviderError
 from provider.metrics import GatewayMetrics
-from provider.proxy import Proxy, plain_error
+from provider.proxy import Proxy, plain_error, reason
 from provider.queueworker import QueueWorker
 from provider.runtime import Runtime
 
@@ -63,6 +63,13 @@ def create_app(runtime: Runtime, metrics: GatewayMetrics, credentials: Credentia
                 not credentials.accepts(request.headers.get("Authorization")):
             return plain_error(401, "invalid credentials\n", {"WWW-Authenticate": REALM})
         return None
+
+    @app.after_request
+    def reason_phrase(response: Response) -> Response:
+        # Go's reason phrases, as the OpenFaaS gateway sends them ("202 Accepted"): Werkzeug writes them in
+        # capitals ("202 ACCEPTED"), and faas-cli prints the status line as it comes ("Deployed. 202 ...").
+        response.status = f"{response.status_code} {reason(response.status_code)}"
+        return response
 
     @app.errorhandler(ProviderError)
     def provider_error(exc: ProviderError) -> Response:

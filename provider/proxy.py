@@ -141,7 +141,7 @@ def respond(start_response: Callable, status: int, headers: list[tuple[str, str]
     """Start the WSGI answer with the trace headers and a Content-Length."""
     headers = [(k, v) for k, v in headers if k.lower() not in TRACE_HEADERS] + list(trace)
     headers.append(("Content-Length", str(len(body))))
-    start_response(f"{status} {_reason(status)}", headers)
+    start_response(f"{status} {reason(status)}", headers)
     return [body]
 
 
@@ -178,7 +178,8 @@ def target_of(environ: dict) -> str:
     return f"{target}?{query}" if query else target
 
 
-def _reason(status: int) -> str:
+def reason(status: int) -> str:
+    """The standard reason phrase of ``status`` (as Go and the RFCs spell it), else Unknown."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:

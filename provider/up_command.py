@@ -78,6 +78,12 @@ def _setting(text: str) -> tuple[str, str]:
     key = key.strip().replace("-", "_")
     if not sep or key not in _provider_fields():
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(_provider_fields())}")
+    from provider.config import ConfigError, ProviderConfig
+
+    try:
+        ProviderConfig.from_env({key: value.strip()})
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return key, value.strip()
 
 
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         _start_provider(session)
         statuses = {} if args.no_deploy else _deploy(session, stack, stop)
         if stop.is_set():  # Ctrl-C while the replicas were starting: nothing more is started
-            print("stopping...", flush=True)
+            _say("stopping...")
             return 0
         commands = _start_sidecars(session)
         _print_table(session.lines, statuses, session.url, session.run_dir, commands, session.own_run_dir)
@@ -125,10 +131,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"faas-infer up: {exc}", file=sys.stderr)
         return 1
     finally:
-        session.platform.stop(lambda text: print(text, flush=True))
-        if session.own_run_dir:
-            shutil.rmtree(session.run_dir, ignore_errors=True)
-        print("stopped", flush=True)
+        try:
+            session.platform.stop(_say)
+        finally:
+            if session.own_run_dir:
+                shutil.rmtree(session.run_dir, ignore_errors=True)
+        _say("stopped")
+
+
+def _say(text: str) -> None:
+    """Print a status line. Output piped to ``tee`` or ``head`` may be gone (the same Ctrl-C stops them):
+    the shutdown goes on, quietly, and still removes the run folder."""
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, ValueError):  # ValueError: stdout already closed
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process, flushed at exit
 
 
 def _new_session(args: argparse.Namespace) -> _Session:
@@ -243,7 +260,7 @@ def _serve_until_stopped(platform: Any, stop: threading.Event) -> int:
         if dead is not None and dead.name in ("provider", "redis"):
             print(f"{dead.name} exited with code {dead.proc.returncode}:\n{dead.log_tail()}", file=sys.stderr)
             return 1
-    print("stopping...", flush=True)
+    _say("stopping...")
     return 0
 
 
@@ -268,7 +285,7 @@ def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[s
             print(f"    {name:<{fw}}  {url}/function/{name}  {status.get('availableReplicas', 0)}/"
                   f"{status.get('replicas', 0)} ready")
     kept = " (removed at exit: pass --run-dir to keep them)" if temporary else ""
-    print(f"  logs: {_command()} logs NAME   (files under {run_dir}{kept})")
+    print(f"  logs: {_command()} logs NAME --gateway {url}   (files under {run_dir}{kept})")
     for command in commands:
         print(f"  try:  {command}")
     print("  Ctrl-C stops everything.", flush=True)

@@ -85,6 +85,9 @@ def test_example_handlers_answer_json(tmp_path):
         handler = load_handler(os.path.join(repo, stack["functions"][name]["handler"]))
         good = Request(body=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
         bad = Request(body=b"{}", headers={"Content-Type": "application/json"})
-        out = handler.handle([good, bad])
+        # as curl -d sends it (a form) and faas-cli (text/plain): JSON is read whatever the Content-Type
+        plain = Request(body=json.dumps(doc).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+        out = handler.handle([good, bad, plain])
         assert set(out[0]) == {"class", "score"}, name
         assert isinstance(out[1], ValueError), name
+        assert out[2] == out[0], name

@@ -48,7 +48,8 @@ def _bundle_runtime(target: str) -> None:
     with open(os.path.join(target, "setup.py"), "w") as f:
         f.write("from setuptools import setup\n\n"
                 f"setup(name='faas-infer-runtime', version='0.1.0', packages={list(RUNTIME_PACKAGES)!r},\n"
-                "      install_requires=['flask>=3,<4', 'gunicorn>=22', 'redis>=5', 'pyyaml>=6'])\n")
+                "      install_requires=['flask>=3,<4', 'gunicorn>=22', 'redis[hiredis]>=5', 'pyyaml>=6',\n"
+                "                        'numpy>=1.26'])\n")
 
 
 def run(args: argparse.Namespace) -> int:

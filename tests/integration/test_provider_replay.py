@@ -164,3 +164,23 @@ def test_prometheus_query_the_gateway_sends(provider):
     assert status == 200 and answer["status"] == "success" and answer["data"]["resultType"] == "vector"
     assert answer["data"]["result"][0]["metric"] == {"function_name": "py-echo.openfaas-fn"}
     assert answer["data"]["result"][0]["value"][1] == "1"
+
+
+def test_status_lines_carry_the_gateways_reason_phrases(provider):
+    import http.client
+
+    host = provider.url.split("//", 1)[1]
+    name = "py-echo"
+    deployed = provider.deploy(name, f"{provider.tmp}/{name}")
+    answers = [(deployed.status_code, deployed.reason)]
+    scale = json.dumps({"serviceName": name, "replicas": 1}).encode()
+    for method, path, body in (("POST", f"/system/scale-function/{name}", scale),
+                               ("GET", "/system/function/nope", None), ("GET", "/nowhere", None)):
+        conn = http.client.HTTPConnection(host, timeout=10)
+        conn.request(method, path, body)
+        response = conn.getresponse()
+        response.read()
+        answers.append((response.status, response.reason))
+        conn.close()
+    # as Go writes them (faas-cli prints "Deployed. 202 Accepted."), not Werkzeug's "202 ACCEPTED"
+    assert answers == [(202, "Accepted"), (202, "Accepted"), (404, "Not Found"), (404, "Not Found")]

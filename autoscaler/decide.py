@@ -414,9 +414,8 @@ def _unchanged(fs: FunctionState, reason: str) -> FunctionPlan:
 
 def _use(usage: Usage, node: str, v: Variant, n: int) -> None:
     if node:
-        usage[node][0] += v.cpu * n
-        usage[node][1] += v.gpu * n
-        usage[node][2] += v.memory * n
+        for i, amount in enumerate(v.reserved()):
+            usage[node][i] += amount * n
 
 
 def _use_all(usage: Usage, fs: FunctionState, default_node: str) -> None:

@@ -50,6 +50,15 @@ class Variant:
     ready: int = 0
     # Its FunctionStatus as read from the API (image, envVars...): act compares it with what it should be.
     status: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
+    # CPU cores and memory bytes a node reserves for each instance, when they differ from ``cpu`` and
+    # ``memory`` (its limits): a parent's ``requests``, as Kubernetes packs nodes by them. None: the limits.
+    reserved_cpu: float | None = None
+    reserved_memory: int | None = None
+
+    def reserved(self) -> tuple[float, float, int]:
+        """(CPU, GPU, memory) a node holds for one instance."""
+        return (self.cpu if self.reserved_cpu is None else self.reserved_cpu, self.gpu,
+                self.memory if self.reserved_memory is None else self.reserved_memory)
 
 
 @dataclass(frozen=True)

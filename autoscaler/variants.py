@@ -117,7 +117,8 @@ def _count(status: Mapping[str, Any], key: str) -> int:
 
 
 def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> Variant:
-    """The user's own deployment as a pinned instance group (its batch and CPU from its spec)."""
+    """The user's own deployment as a pinned instance group (its batch and CPU from its spec; the node holds
+    its ``requests`` for it where it sets them, as Kubernetes does)."""
     env = status.get("envVars") or {}
     limits = status.get("limits") or {}
     try:
@@ -128,8 +129,19 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> V
         cpu = parse_cpu(limits.get("cpu") or env.get("cpu_limit") or "1") or 1.0
     except ValueError:
         cpu = 1.0
-    return Variant(str(status["name"]), batch, cpu, 0.0, memory_of(status, default_memory), node,
-                   _count(status, "replicas"), pinned=True, ready=_count(status, "availableReplicas"))
+    memory = memory_of(status, default_memory)
+    requests = status.get("requests") or {}
+    try:  # what the node reserves for it (Kubernetes schedules by requests), at most its limits
+        reserved_cpu = min(cpu, parse_cpu(requests["cpu"])) if requests.get("cpu") else None
+    except ValueError:
+        reserved_cpu = None
+    try:
+        reserved_memory = min(memory, parse_memory(requests["memory"])) if requests.get("memory") else None
+    except ValueError:
+        reserved_memory = None
+    return Variant(str(status["name"]), batch, cpu, 0.0, memory, node, _count(status, "replicas"), pinned=True,
+                   ready=_count(status, "availableReplicas"), reserved_cpu=reserved_cpu,
+                   reserved_memory=reserved_memory)
 
 
 def variant_age(v: Variant, now_epoch: float) -> float | None:

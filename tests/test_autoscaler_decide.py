@@ -311,3 +311,22 @@ def test_a_parent_scaled_to_zero_runs_no_variants():
     up = dataclasses.replace(parent, replicas=1, ready=1)
     assert decide(snapshot([fn("f", 0.0, variants=(up,), min_instances=2)]), PREDICTOR, config(), 0.0
                   ).function("f").instances() == 1  # with its parent up, the minimum holds again
+
+
+def test_front_doors_hold_their_requests_on_the_node_not_their_limits():
+    from autoscaler.variants import parse_parent
+
+    status = {"name": "p0", "replicas": 1, "availableReplicas": 1, "limits": {"cpu": "1", "memory": "512Mi"},
+              "requests": {"cpu": "250m", "memory": "256Mi"}}
+    door = parse_parent(status, 1, "n1")
+    assert (door.cpu, door.reserved()) == (1.0, (0.25, 0.0, 256 * 1024**2))
+    nodes = (Node("n1", 2, 16 * GiB),)
+
+    def busy_plan(reserved_cpu):
+        doors = [dataclasses.replace(door, name=f"p{i}", reserved_cpu=reserved_cpu) for i in range(4)]
+        fns = [fn(f"p{i}", 0.0 if i else 2000.0, variants=(d,)) for i, d in enumerate(doors)]
+        return decide(snapshot(fns, nodes), PREDICTOR, config(), 0.0).function("p0")
+
+    assert busy_plan(0.25).instances() > 0  # four front doors hold 1 of 2 cores: room for variants
+    full = busy_plan(None)  # held by their limits: 4 cores of 2
+    assert full.instances() == 0 and "no node has room" in full.reason

@@ -62,5 +62,6 @@ def build_coordinator(config: FsdConfig, invoker: Invoker | None = None) -> tupl
     except ChannelError:
         logger.exception("fsd: cannot sweep the leftovers of expired jobs")
     coordinator = Coordinator(coordinator_plan(model, parts), channel,
-                              invoker or HttpInvoker(config.urls()), config.timeout, config.prices, config.memory)
+                              invoker or HttpInvoker(config.urls()), config.timeout, config.prices, config.memory,
+                              config.deployment())
     return coordinator, model

@@ -36,11 +36,14 @@ class JobSpec:
     timeout: float
     # Epoch seconds (``time.time()``) at which the coordinator stops waiting; every wait ends by then.
     expires: float
+    # The coordinator's ``FsdConfig.deployment()`` ("" unchecked): a worker configured for another model or
+    # partition refuses the job rather than compute wrong activations.
+    deployment: str = ""
 
     def to_json(self) -> bytes:
         """The invocation body."""
-        return json.dumps({"job": self.job, "rank": self.rank, "batch": self.batch,
-                           "timeout": self.timeout, "expires": self.expires}).encode()
+        return json.dumps({"job": self.job, "rank": self.rank, "batch": self.batch, "timeout": self.timeout,
+                           "expires": self.expires, "deployment": self.deployment}).encode()
 
     @classmethod
     def from_json(cls, doc: Any) -> "JobSpec":
@@ -49,7 +52,7 @@ class JobSpec:
             raise FsdError(f"bad job spec: expected a JSON object, got {type(doc).__name__}")
         try:
             spec = cls(str(doc["job"]), int(doc["rank"]), int(doc["batch"]), float(doc["timeout"]),
-                       float(doc["expires"]))
+                       float(doc["expires"]), str(doc.get("deployment") or ""))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise FsdError(f"bad job spec {dict(doc)!r}: {type(exc).__name__}: {exc}") from None
         if spec.batch < 1:
@@ -95,11 +98,17 @@ class WorkerReport:
                    float(doc["wait_seconds"]), Usage.from_json(doc.get("usage") or {}))
 
 
-def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_timeout: float = math.inf) -> WorkerReport:
+def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_timeout: float = math.inf,
+               deployment: str = "") -> WorkerReport:
     """Run ``program`` for one job; every wait ends by the job's deadline, capped at ``max_timeout`` seconds
-    (``ChannelTimeout`` then), or as soon as the coordinator aborts the job (``JobAborted``)."""
+    (``ChannelTimeout`` then), or as soon as the coordinator aborts the job (``JobAborted``). ``deployment``:
+    this worker's ``FsdConfig.deployment()``, which must match the job's when both are known."""
     if spec.rank != program.rank:
         raise FsdError(f"job {spec.job} invoked rank {spec.rank} on the worker of rank {program.rank}")
+    if spec.deployment and deployment and spec.deployment != deployment:
+        raise FsdError(f"rank {program.rank} is configured for another deployment than its coordinator: "
+                       f"worker {deployment!r}, coordinator {spec.deployment!r} (give every rank the same "
+                       "FSD_MODEL, FSD_WORKERS and FSD_PARTITIONER)")
     start = time.monotonic()
     deadline = spec.deadline(max_timeout, time.time(), start)
     endpoint = channel.endpoint(spec.job, spec.rank, deadline)

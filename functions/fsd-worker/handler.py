@@ -1,6 +1,7 @@
 """FSD-Inference worker of rank FSD_RANK: holds its shard of the partitioned model and runs jobs.
 
-Input (from the coordinator): {"job", "rank", "batch", "timeout", "expires"}. Output: the rank's report
+Input (from the coordinator): {"job", "rank", "batch", "timeout", "expires", "deployment"}; a job sent for
+another model or partition than this worker's FSD_* settings is refused. Output: the rank's report
 (timing and channel usage). Activations travel over the channel, not in the request. Jobs of one batch run
 concurrently so that no job waits behind another; none runs longer than this worker's own FSD_TIMEOUT.
 A malformed body answers 400. Configuration: FSD_* variables (fsd/README.md).
@@ -23,17 +24,17 @@ def load():
     if config.rank < 0:
         raise ConfigError("FSD_RANK='': must be set to the worker's rank 0..FSD_WORKERS-1")
     program, channel = build_worker(config)
-    return program, channel, config.timeout
+    return program, channel, config.timeout, config.deployment()
 
 
 def _job(state, request):
-    program, channel, max_timeout = state
+    program, channel, max_timeout, deployment = state
     try:
         spec = JobSpec.from_json(json.loads(request.body))
     except (ValueError, FsdError) as exc:
         return BadInput(f"bad job: {exc}")
     try:
-        return run_worker(program, channel, spec, max_timeout).to_json()
+        return run_worker(program, channel, spec, max_timeout, deployment).to_json()
     except FsdError as exc:
         return exc
 

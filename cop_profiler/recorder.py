@@ -2,8 +2,10 @@
 
 Both paths return the same ``Call`` list in execution order with concrete arguments and the producing calls
 of every tensor input. The fx path interprets a ``symbolic_trace`` graph node by node; the eager path
-(for models fx cannot trace: data-dependent control flow, non-traceable Python) runs the model itself
-under a ``TorchFunctionMode`` plus hooks on leaf modules, and links calls through tensor identity.
+(for models fx cannot trace: control flow on tensor values, non-traceable Python) runs the model itself
+under a ``TorchFunctionMode`` plus hooks on leaf modules, and links calls through tensor identity. It
+records the path the example inputs take: a model whose operators change with the values of its input is
+profiled for that path only, and one whose shapes do (boolean-mask selection, packed sequences) cannot be.
 """
 
 from __future__ import annotations

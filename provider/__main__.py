@@ -13,10 +13,13 @@ from provider.config import ConfigError, ProviderConfig
 
 def build_parser() -> argparse.ArgumentParser:
     """One ``--flag`` per config field (``--bind-address``, ``--stack-file``, ...)."""
+    from faas_infer.envconfig import field_docs
+
     parser = argparse.ArgumentParser(prog="python -m provider", description=__doc__)
+    docs = field_docs(ProviderConfig)
     for f in fields(ProviderConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            help=f"(default: {f.default})")
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar=f.name.upper(),
+                            help=f"{docs.get(f.name, f.name)} (default: {f.default!r})".replace("%", "%%"))
     return parser
 
 

@@ -92,7 +92,8 @@ def build_frame(now: tuple[Sample, ...], before: tuple[Sample, ...], seconds: fl
                 problems: tuple[str, ...] = ()) -> Frame:
     """The view from two readings ``seconds`` apart (pure: tests pass fixed samples)."""
     names = sorted({s.label("function_name") for s in now
-                    if s.label("function_name") and (s.name.startswith("gateway_") or s.name.startswith(A))})
+                    if s.label("function_name") and (s.name.startswith("gateway_") or s.name.startswith(A))},
+                   key=lambda label: (label.rpartition(".")[0] or label, label))  # by name: "f" before "f-x"
     rows = []
     for fn in names:
         total = _delta(_sum_total(now, fn), _sum_total(before, fn))

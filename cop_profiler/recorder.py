@@ -48,8 +48,9 @@ def is_leaf(module: torch.nn.Module) -> bool:
 
 
 def call_args(example: object) -> tuple:
-    """A model's positional arguments from an example input (a tensor or a tuple of them)."""
-    return tuple(example) if isinstance(example, (tuple, list)) else (example,)
+    """A model's positional arguments from an example input: a tuple is the arguments, anything else (a
+    tensor, a dict, a list of tensors) is the one argument."""
+    return example if isinstance(example, tuple) else (example,)
 
 
 class _FxRecorder(torch.fx.Interpreter):

@@ -165,3 +165,12 @@ def test_boolean_masks_keep_their_recorded_values_for_every_item():
     t = templatize(mask(2), mask(3))
     assert torch.equal(instantiate(t, 6), mask(6))
     assert "True" not in describe(t)  # the values are not part of the signature
+
+
+def test_an_example_input_that_is_a_list_is_one_argument():
+    class Stack(torch.nn.Module):
+        def forward(self, parts):
+            return torch.cat(parts, dim=1).relu()
+
+    traced = trace(Stack(), lambda b: [torch.randn(b, 4), torch.randn(b, 4)])
+    assert {inst.spec.name for inst in traced.instances.values()} >= {"cat", "relu"}

@@ -23,7 +23,7 @@ The models above share few operators (an operator is its type, parameters and pe
 their operator profiling costs about what timing each whole model does: every distinct operator is timed
 at the grid's largest batch, where most of a model's profiling time goes. What COP saves is the second
 function of an architecture. With ``--variants`` (the default) each model is then profiled again as such a
-function, its head (its last ``nn.Linear``) replaced by a 100-class one with new weights, as a fine-tuned
+function, its head (the ``nn.Linear`` it calls last) replaced by a 100-class one with new weights, as a fine-tuned
 copy for another label set would be, into the DB that holds every model above: only the new head is timed,
 plus the variant's own calibration. Those rows are scored the same way and totalled apart.
 """
@@ -106,21 +106,32 @@ VARIANT_CLASSES = 100
 
 
 def _variant(loaded):
-    """The same architecture with a new head (its last ``nn.Linear``, the head in every model here) of
+    """The same architecture with a new head (the ``nn.Linear`` called last in a forward pass) of
     VARIANT_CLASSES outputs and fixed-seed weights, under its own reference; None without a Linear."""
     import copy
 
     import torch
 
     from cop_profiler.modelref import LoadedModel
+    from cop_profiler.recorder import call_args
 
-    heads = [n for n, m in loaded.model.named_modules() if isinstance(m, torch.nn.Linear)]
-    if not heads:
-        return None
     model = copy.deepcopy(loaded.model)
-    parent, _, leaf = heads[-1].rpartition(".")
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: order.append(name))
+             for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        with torch.inference_mode():
+            model(*call_args(loaded.example_input(2)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not order:
+        return None
+    old = model.get_submodule(order[-1])
     torch.manual_seed(VARIANT_CLASSES)
-    head = torch.nn.Linear(model.get_submodule(heads[-1]).in_features, VARIANT_CLASSES).eval()
+    head = torch.nn.Linear(old.in_features, VARIANT_CLASSES, bias=old.bias is not None)
+    head = head.to(dtype=old.weight.dtype, device=old.weight.device).eval()
+    parent, _, leaf = order[-1].rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, head)
     return LoadedModel(f"{loaded.ref}#head{VARIANT_CLASSES}", model, loaded.example_input)
 
@@ -226,6 +237,7 @@ def _print_rows(rows: list[dict], threads: tuple[int, ...]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Profile, measure, compare, print."""
     from cop_profiler.db import ProfileDB
+    from cop_profiler.errors import CopError
     from cop_profiler.modelref import load_model
     from faas_infer.memory import retain_freed_memory
 
@@ -249,11 +261,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"== {name} ({ref})", file=sys.stderr)
                 runs.append(_profile(name, load_model(ref), db, config, batches, threads))
             for first in list(runs) if args.variants else ():
-                variant = _variant(first["loaded"])
-                if variant is not None:
-                    print(f"== {first['name']}, second function ({variant.ref})", file=sys.stderr)
-                    runs.append(_profile(f"{first['name']}+head", variant, db, config, batches, threads,
-                                         first["name"]))
+                try:
+                    variant = _variant(first["loaded"])
+                    if variant is not None:
+                        print(f"== {first['name']}, second function ({variant.ref})", file=sys.stderr)
+                        runs.append(_profile(f"{first['name']}+head", variant, db, config, batches, threads,
+                                             first["name"]))
+                except (CopError, RuntimeError) as exc:  # a head the model's output does not end in
+                    print(f"== {first['name']}: no second function ({type(exc).__name__}: {exc})", file=sys.stderr)
             _reference_rounds(runs, config, args.reference_rounds)
             rows = [_score(run, db, batches, threads) for run in runs]
     finally:

@@ -63,6 +63,8 @@ def _check_plot_path(path: str) -> None:
         raise CopError(f"--plot {path}: the file must end in {', '.join(PLOT_FORMATS)}")
     if not os.path.isdir(folder):
         raise CopError(f"--plot {path}: folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise CopError(f"--plot {path}: is a folder")
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise CopError(f"--plot {path}: not writable")
 
@@ -92,4 +94,7 @@ def run(args: argparse.Namespace) -> int:
             _plot(args, predictor)
         except CopError as exc:
             return fail(exc)
+        except (RuntimeError, MemoryError, OSError) as exc:  # torch out of memory, the file system
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return fail(CopError(f"--plot: measuring or drawing failed: {type(exc).__name__}: {first[:300]}"))
     return 0

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from cop_profiler.modelref import load_model
     from cop_profiler.profiler import ProfileConfig, profile_model
     from cop_profiler.progress import Progress
-    from cop_profiler.tracer import trace
+    from cop_profiler.tracer import check_example, trace
 
     devs, notice = devices(args.device)
     if notice:
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             for ref in args.models:
                 loaded = load_model(ref, input_spec(args))
                 traced = trace(loaded.model, loaded.example_input)
+                check_example(loaded.example_input, max(config.batches))
                 report = profile_model(traced, loaded.model, loaded.example_input, db, ref, config,
                                        Progress(enabled=not args.quiet))
                 print(summary(report))

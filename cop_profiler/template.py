@@ -51,15 +51,17 @@ class TensorArg:
     perm: tuple[int, ...] | None = None
     # Exclusive upper bound of values for integer tensors (embedding indices); not part of the signature.
     high: int = 2
-    # A boolean tensor's values for one item (its batch dim at one item's size), repeated for each item:
-    # masks decide which kernel runs (a padding mask lets a transformer encoder skip the padded tokens,
-    # 7 ms at batch 32 where random masks took 30 ms). Not part of the signature. None: random values.
+    # A boolean tensor's values for one item (its batch dim at one item's size; the whole tensor when no
+    # dim scales), repeated for each item: masks decide which kernel runs (a padding mask lets a transformer
+    # encoder skip the padded tokens, 7 ms at batch 32 where random masks took 30 ms). The signature counts
+    # its True values, so masks padding differently are different operators. None: random values.
     fill: tuple[bool, ...] | None = None
 
     def describe(self) -> str:
         """Signature text: dtype, per-item dims and layout."""
         layout = "" if self.perm is None else f",perm={list(self.perm)}"
-        return f"T({self.dtype},{list(self.dims)}{layout})"
+        values = "" if self.fill is None else f",true={sum(self.fill)}"
+        return f"T({self.dtype},{list(self.dims)}{layout}{values})"
 
     def make(self, batch: int, device: str = "cpu") -> torch.Tensor:
         """A fresh tensor of this shape for ``batch`` items."""
@@ -69,11 +71,13 @@ class TensorArg:
         dtype = getattr(torch, self.dtype)
         if dtype.is_floating_point or dtype.is_complex:
             t = _random(stored, dtype, device)
-        elif dtype == torch.bool and self.fill is not None and self.perm is None:
-            dim = next(i for i, d in enumerate(self.dims) if d < 0)
+        elif dtype == torch.bool and self.fill is not None:
             block = [-d if d < 0 else d for d in self.dims]
-            t = torch.tensor(self.fill, dtype=torch.bool, device=device).view(block)
-            return t.repeat(*(batch if i == dim else 1 for i in range(len(block))))
+            logical = torch.tensor(self.fill, dtype=torch.bool, device=device).view(block)
+            logical = logical.repeat(*(batch if d < 0 else 1 for d in self.dims))
+            if self.perm is None:
+                return logical
+            return logical.permute(order).contiguous().permute([order.index(i) for i in range(len(order))])
         elif dtype == torch.bool:
             t = torch.randint(0, 2, stored, device=device).bool()
         else:
@@ -135,9 +139,9 @@ def _tensor(t2: torch.Tensor, t3: torch.Tensor) -> TensorArg:
         high = int(max(t2.max().item(), t3.max().item())) + 1
     fill = None
     scaled_dims = [i for i, d in enumerate(dims) if d < 0]
-    if t3.dtype == torch.bool and len(scaled_dims) == 1 and t3.numel() // 3 <= FILL_MAX:
-        d = scaled_dims[0]
-        fill = tuple(bool(v) for v in t3.narrow(d, 0, -dims[d]).flatten().tolist())
+    if t3.dtype == torch.bool and len(scaled_dims) <= 1 and t3.numel() <= 3 * FILL_MAX:
+        block = t3.narrow(scaled_dims[0], 0, -dims[scaled_dims[0]]) if scaled_dims else t3
+        fill = tuple(bool(v) for v in block.flatten().tolist())
     return TensorArg(dims, str(t3.dtype).replace("torch.", ""), _perm(t3), high, fill)
 
 

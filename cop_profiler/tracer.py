@@ -186,6 +186,15 @@ def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> t
     return calls2, calls3, containers, "recorded", notes
 
 
+def check_example(example_input: Callable[[int], object], batch: int) -> None:
+    """A ``TraceError`` when ``example_input`` cannot make ``batch`` items (checked before any timing: a
+    pool of four samples indexed past its end failed only at the model's first large batch)."""
+    try:
+        example_input(batch)
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise TraceError(f"example_input({batch}) failed: {type(exc).__name__}: {exc}") from exc
+
+
 def trace(model: torch.nn.Module, example_input: Callable[[int], object]) -> TracedModel:
     """The operator graph of ``model`` (put in eval mode) for inputs from ``example_input(batch)``."""
     model.eval()

@@ -214,13 +214,22 @@ def test_points_still_implausible_after_every_retry_are_stored_at_what_makes_the
     from cop_profiler.profiler import _cap_implausible, _Run
     from cop_profiler.timer import Measurement
 
-    def m(ms):
-        return Measurement(ms / 1e3, 0.0, 1, 3, False)
+    def m(ms, noisy=False):
+        return Measurement(ms / 1e3, 0.0, 1, 3, noisy)
 
-    # 2 threads 20x slower than 1 at batch 2 (a core held by another process each try); batch 1 is plausible
-    kept = {("k", 1, 1): m(1.0), ("k", 1, 2): m(0.7), ("k", 2, 1): m(1.5), ("k", 2, 2): m(30.0)}
-    run = _Run(dict(kept), {"k": {(b, c): x.median for (_, b, c), x in kept.items()}}, {})
-    _cap_implausible(run, "k", "Linear", "cpu")
+    def capped(points, tries=2, cores=2):
+        run = _Run(dict(points), {"k": {(b, c): x.median for (_, b, c), x in points.items()}}, {})
+        run.tries = {p: tries for p in points}
+        _cap_implausible(run, "k", "Linear", "cpu", cores)
+        return run
+
+    # 2 threads 20x slower than 1 at batch 2, noisy each try (a core held by another process); batch 1 plausible
+    kept = {("k", 1, 1): m(1.0), ("k", 1, 2): m(0.7), ("k", 2, 1): m(1.5), ("k", 2, 2): m(30.0, noisy=True)}
+    run = capped(kept)
     assert run.kept["k", 2, 2].median == pytest.approx(1.5e-3) and run.kept["k", 2, 2].noisy
     assert run.timed["k"][2, 2] == pytest.approx(1.5e-3) and run.kept["k", 1, 2].median == pytest.approx(0.7e-3)
     assert run.capped == ["cpu Linear b=2 t=2: 30.000 ms stored as 1.500 ms"]
+    # kept as measured: quiet (the operator's own slowdown), timed once, or more threads than cores
+    quiet = {**kept, ("k", 2, 2): m(30.0)}
+    assert capped(quiet).kept["k", 2, 2].median == pytest.approx(30e-3) and not capped(quiet).capped
+    assert not capped(kept, tries=1).capped and not capped(kept, cores=1).capped

@@ -117,6 +117,33 @@ def test_a_second_function_with_a_new_head_reuses_the_body_timed_at_a_nearby_cop
                                ProfileConfig(**{**config.__dict__, "force": True}))
     assert report.new_operators == 1 and report.reused_operators == 2  # only the head (and ReLU is shared)
     assert any("copies 3->2" in note for note in report.notes)
-    assert forced.new_operators == 3 and not any("copies" in note for note in forced.notes)
+    assert forced.new_operators == 3 and any("copies 3->2" in note for note in forced.notes)  # all re-timed
     predictor = ModelPredictor.load(path, "second")
     assert predictor.predict(4, 1).seconds > 0 and not predictor.predict(4, 1).extrapolated
+
+
+def test_the_stored_graph_does_not_depend_on_which_machine_profiled_it(tmp_path):
+    """Nearby reuse follows the operators the DB holds, not this machine's timings: a second machine
+    profiling the same model keeps the graph, times the stored operator, and both machines predict."""
+    from cop_profiler.db import ProfileDB, Timing
+    from cop_profiler.predictor import ModelPredictor
+    from cop_profiler.profiler import ProfileConfig, profile_model
+    from cop_profiler.timer import TimingPolicy
+
+    config = ProfileConfig(batches=(1, 4), threads=(1,), policy=TimingPolicy(blocks=1, max_blocks=1),
+                           calibration_batches=())
+    first, second = _headed(10), _headed(200)
+    path = str(tmp_path / "p.sqlite")
+    with ProfileDB(path) as db:
+        profile_model(trace(first, _rows), first, _rows, db, "first", config)
+        profile_model(trace(second, _rows), second, _rows, db, "second", config)
+        graph = db.model_graph("second")
+        # another machine's timings of every operator the graph names, as if it had profiled it there
+        for key in graph.op_keys():
+            db.put_timings(key, "other-machine", "cpu", {(b, 1): Timing(1e-3 * b) for b in (1, 4)})
+        again = trace(second, _rows)
+        from cop_profiler.profiler import reuse_nearby
+
+        assert reuse_nearby(again, db).graph.op_keys() == graph.op_keys()
+    assert ModelPredictor.load(path, "second", "other-machine").predict(4, 1).seconds > 0
+    assert ModelPredictor.load(path, "second").predict(4, 1).seconds > 0

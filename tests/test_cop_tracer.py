@@ -174,3 +174,19 @@ def test_an_example_input_that_is_a_list_is_one_argument():
 
     traced = trace(Stack(), lambda b: [torch.randn(b, 4), torch.randn(b, 4)])
     assert {inst.spec.name for inst in traced.instances.values()} >= {"cat", "relu"}
+
+
+def test_permuted_and_constant_masks_keep_their_values_and_masks_padding_differently_differ():
+    from cop_profiler.template import describe, instantiate, templatize
+
+    def pad(b, keep=5):
+        m = torch.zeros(b, 8, dtype=torch.bool)
+        m[:, keep:] = True
+        return m
+
+    t = templatize(pad(2).t(), pad(3).t())  # (8, B), batch dim innermost in memory
+    made = instantiate(t, 4)
+    assert torch.equal(made, pad(4).t()) and made.stride() == pad(4).t().stride()
+    causal = torch.ones(6, 6, dtype=torch.bool).triu(1)
+    assert torch.equal(instantiate(templatize(causal, causal.clone()), 4), causal)
+    assert describe(templatize(pad(2), pad(3))) != describe(templatize(pad(2, 3), pad(3, 3)))

@@ -194,9 +194,10 @@ def test_a_replica_busy_in_a_long_call_is_not_killed_as_hung(tmp_path, inspect_d
     try:
         provider.deploy("fn", inspect_dir)
         provider.wait_ready("fn", 1)
-        # holds the GIL for about 20 s (a billion-step sum): its health checks fail, it turns unhealthy, and
-        # stays so past liveness_timeout, but a request is in flight within write_timeout: busy, not hung
-        answer = requests.post(f"{provider.url}/function/fn", data=b"spin 25", timeout=120)
+        # holds the GIL for about 5 s (a 240-million-step sum; 20 s of it ran past the 30 s write_timeout on
+        # a loaded host): its health checks fail, it turns unhealthy, and stays so well past liveness_timeout
+        # (1 s), but a request is in flight within write_timeout: busy, not hung
+        answer = requests.post(f"{provider.url}/function/fn", data=b"spin 6", timeout=120)
         assert answer.status_code == 200, answer.text
         assert not provider.status("fn")["faasInfer"].get("restarts")
     finally:

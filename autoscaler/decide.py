@@ -279,7 +279,7 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
                                     rank_up=lambda k: by_key[k[0]].r_max if k[0] in by_key else 0.0)
         for group, n in _young(fs, config, epoch, default_node).items():  # kept, their resources counted
             stepped[group] = max(stepped.get(group, 0), n)
-        deferred[f.name] = _make_before_break(fs, f, current, stepped, held, pinned_cap, by_key, config)
+        deferred[f.name] = _make_before_break(fs, f, current, stepped, config, epoch, default_node)
         stepped_all[f.name] = stepped
         for (key, node), n in stepped.items():
             if node in free:
@@ -315,12 +315,12 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
         capacity = pinned_cap + sum(t.count * _r_max(t.key, by_key, fs) for t in targets)
         cost = sum(t.count * (by_key[t.key].cost if t.key in by_key else _variant_cost(fs, t.key, config))
                    for t in targets)
-        shortfall = max(0.0, held * (1 + config.headroom) - capacity)
+        shortfall = 0.0 if _parent_down(fs) else max(0.0, held * (1 + config.headroom) - capacity)
         reason = _reason(selection, held, capacity, unplaced, f.name, shortfall, factors.get(f.name))
         if _parent_down(fs):
             reason += "; its own deployment is scaled to zero and requests reach the queue only through it: no variants"
         if deferred.get(f.name):
-            reason += f"; {sum(deferred[f.name].values())} instance(s) kept until {_why_kept(fs, f, current, stepped)}"
+            reason += f"; {sum(deferred[f.name].values())} instance(s) kept until the instances replacing them are ready"
         if shortfall > 1e-6:
             reason += _why_short(f, sum(t.count for t in targets), free)
         missing = f.min_count - sum(t.count for t in targets)
@@ -331,20 +331,23 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
 
 
 def _make_before_break(fs: FunctionState, f: FunctionDemand, current: dict[tuple[str, str], int],
-                       stepped: dict[tuple[str, str], int], held: float, pinned_cap: float,
-                       by_key: dict[str, Candidate], config: AutoscalerConfig) -> dict[tuple[str, str], int]:
-    """Removals of ``stepped`` put off (and ``stepped`` raised back to ``current`` for them) while the function
-    adds instances, has some still starting, or would be short without them: a replacement serves before
-    what it replaces stops (a swap that deleted first answered 503s while the new instance started), and
-    no instance of a function short of capacity is removed. Returns what was put off."""
-    removals = {g: n - stepped.get(g, 0) for g, n in current.items() if stepped.get(g, 0) < n}
+                       stepped: dict[tuple[str, str], int], config: AutoscalerConfig,
+                       epoch: float, default_node: str) -> dict[tuple[str, str], int]:
+    """Removals of ready instances that ``stepped`` makes, put off (``stepped`` raised back for them) while
+    the function adds instances or has some still starting: a replacement serves before what it replaces
+    stops (a swap that deleted first answered 503s while the new instance started). Starting means younger
+    than ``min_variant_age`` and not ready: a variant that never gets ready (a crash loop, a pod that stays
+    Pending) holds nothing up for longer. Instances that are not ready are never kept for this. Returns
+    what was put off."""
+    ready = _current(fs, default_node, lambda v: v.ready >= v.replicas > 0)
+    removals = {g: min(n - stepped.get(g, 0), ready.get(g, 0)) for g, n in current.items() if stepped.get(g, 0) < n}
+    removals = {g: n for g, n in removals.items() if n > 0}
     if not removals or _parent_down(fs):
         return {}
     adding = any(n > current.get(g, 0) for g, n in stepped.items())
-    capacity = pinned_cap + sum(n * _r_max(key, by_key, fs) for (key, _), n in stepped.items())
-    if adding or _starting(fs) or capacity < held * (1 + config.headroom) - 1e-6:
+    if adding or _starting(fs, config, epoch):
         for g, n in removals.items():
-            stepped[g] = current[g]
+            stepped[g] = stepped.get(g, 0) + n
         return removals
     return {}
 
@@ -355,15 +358,14 @@ def _parent_down(fs: FunctionState) -> bool:
     return any(v.pinned for v in fs.variants) and not any(v.pinned and v.replicas > 0 for v in fs.variants)
 
 
-def _starting(fs: FunctionState) -> bool:
-    return any(not v.pinned and v.ready < v.replicas for v in fs.variants)
-
-
-def _why_kept(fs: FunctionState, f: FunctionDemand, current: dict[tuple[str, str], int],
-              stepped: dict[tuple[str, str], int]) -> str:
-    if any(n > current.get(g, 0) for g, n in stepped.items()) or _starting(fs):
-        return "the instances replacing them are ready"
-    return "the function is no longer short"
+def _starting(fs: FunctionState, config: AutoscalerConfig, epoch: float) -> bool:
+    """A variant not ready yet and younger than ``min_variant_age`` (its age known)."""
+    for v in fs.variants:
+        if not v.pinned and v.ready < v.replicas:
+            age = variant_age(v, epoch)
+            if age is not None and age < config.min_variant_age:
+                return True
+    return False
 
 
 def _reason(selection: Selection, held: float, capacity: float, unplaced, fn: str, shortfall: float,

@@ -66,6 +66,8 @@ class Autoscaler:
         self.last_snapshot = None
         # Why each function was last left as it runs (logged at INFO when it changes, not every tick).
         self._left: dict[str, str] = {}
+        # Whether the latest tick's plan reached the metrics (a tick failing later is not counted twice).
+        self.recorded = False
         if not self.redis:
             logger.warning("no Redis: the autoscaler sees no arrivals and no queue, so it changes nothing; "
                            "variants also need the shared queue to receive requests (set redis_url)")
@@ -73,6 +75,7 @@ class Autoscaler:
     def tick(self, now: float, dry_run: bool = False) -> tuple[Plan, list[Change]]:
         """One cycle at ``now`` (monotonic seconds); with ``dry_run`` nothing is changed."""
         started = time.perf_counter()
+        self.recorded = False
         snapshot = self.observer.snapshot(now, time.time())
         self.last_snapshot = snapshot
         now += time.perf_counter() - started  # decide judges the snapshot's age by the time it is decided
@@ -87,6 +90,7 @@ class Autoscaler:
             self.metrics.record_tick(snapshot, plan, time.perf_counter() - started,
                                      read_attainment(self.config.prometheus_url, slos, self.config.namespace
                                                      or "openfaas-fn"))
+            self.recorded = True
         if not plan.valid:
             logger.info("no decision: %s", plan.reason)
             return plan, []
@@ -119,7 +123,7 @@ def run_forever(config: AutoscalerConfig, stop: threading.Event, clock: Callable
             scaler.tick(started)
         except Exception:  # noqa: BLE001 - the control loop must survive
             logger.exception("control tick failed")
-            if scaler.metrics is not None:
+            if scaler.metrics is not None and not scaler.recorded:  # a tick counts once: its plan was counted
                 scaler.metrics.ticks.inc(outcome="failed")
         stop.wait(max(0.0, config.interval - (clock() - started)))
     if server is not None:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def _int_label(labels: dict, key: str) -> int | None:
     try:
         return int(labels[key])
-    except (KeyError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -33,12 +33,14 @@ RECENT_WINDOW = 5
 
 
 _MAPS = ("labels", "annotations", "envVars", "limits", "requests")
+_LISTS = ("secrets", "constraints")
 
 
 def _readable(status: dict) -> dict:
-    """A FunctionStatus with its maps as maps (one that is not reads as empty), so one odd entry cannot stop
-    the tick for every function."""
-    return {**status, **{k: {} for k in _MAPS if k in status and not isinstance(status[k], dict)}}
+    """A FunctionStatus with its maps as maps and its lists as lists (one that is not reads as empty), so one
+    odd entry cannot stop the tick for every function."""
+    return {**status, **{k: {} for k in _MAPS if k in status and not isinstance(status[k], dict)},
+            **{k: [] for k in _LISTS if k in status and not isinstance(status[k], list)}}
 
 
 def _unreachable(exc: Exception) -> bool:

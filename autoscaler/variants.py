@@ -125,12 +125,13 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> V
         batch = int(env.get("max_batch_size", 8))
     except ValueError:
         batch = 8
-    try:
-        cpu = parse_cpu(limits.get("cpu") or env.get("cpu_limit") or "1") or 1.0
+    requests = status.get("requests") or {}
+    try:  # no limit: it may use what it requests, at least a core
+        cpu = parse_cpu(limits.get("cpu") or env.get("cpu_limit") or requests.get("cpu") or "1") or 1.0
     except ValueError:
         cpu = 1.0
-    memory = memory_of(status, default_memory)
-    requests = status.get("requests") or {}
+    memory = memory_of(status, default_memory) if limits.get("memory") or not requests.get("memory") \
+        else memory_of({"limits": {"memory": requests["memory"]}}, default_memory)
     try:  # what the node reserves for it (Kubernetes schedules by requests), at most its limits
         reserved_cpu = min(cpu, parse_cpu(requests["cpu"])) if requests.get("cpu") else None
     except ValueError:

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader gone by then is this handler's too
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `faas-infer top --once | head`: the reader left; no traceback, no flush error at exit

@@ -97,6 +97,7 @@ class ProviderConfig:
         _rule(self.info_shape in ("auto", "gateway", "provider"), "info_shape", self.info_shape,
               "must be auto, gateway or provider")
         _rule(self.log_retention >= 0, "log_retention", self.log_retention, "must be >= 0")
+        _rule(self.log_lines >= 1, "log_lines", self.log_lines, "must be >= 1")
         for key in ("ready_timeout", "cold_start_timeout", "health_interval", "memory_interval",
                     "restart_backoff", "restart_backoff_max", "liveness_timeout", "callback_timeout"):
             _rule(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")

@@ -36,7 +36,7 @@ def _port(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``faas-infer up``."""
     parser.add_argument("-f", "--file", default="stack.yml", help="stack file (default stack.yml)")
-    parser.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    parser.add_argument("--port", type=_port, default=8080, help="API port (default 8080)")
     parser.add_argument("--bind", default="127.0.0.1", help="API address (default 127.0.0.1)")
     parser.add_argument("--redis-url", default="", help="use this Redis instead of starting one")
     parser.add_argument("--no-redis", action="store_true", help="no Redis: each replica batches alone")
@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     except StackError as exc:
         print(f"faas-infer up: {exc}", file=sys.stderr)
         return 2
+    if args.autoscaler_port == args.prometheus_port:
+        print(f"faas-infer up: --autoscaler-port and --prometheus-port are both {args.prometheus_port}: "
+              "they must differ", file=sys.stderr)
+        return 2
     session = _new_session(args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             _say("stopping...")
             return 0
         commands = _start_sidecars(session)
-        _print_table(session.lines, statuses, session.url, session.run_dir, commands, session.own_run_dir)
+        _print_table(session.lines, statuses, session.url, session.run_dir, commands, session.own_run_dir,
+                     session.secret_path if session.auth_on else "")
         return _serve_until_stopped(session.platform, stop)
     except (UpError, StackError) as exc:
         print(f"faas-infer up: {exc}", file=sys.stderr)
@@ -273,7 +278,9 @@ def _credentials(folder: str, write_secrets) -> tuple[str, str]:
         return f.read().strip(), g.read().strip()
 
 
-def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[str], temporary: bool) -> None:
+def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[str], temporary: bool,
+                 secrets_path: str = "") -> None:
+    auth = f" --secret-mount-path {secrets_path}" if secrets_path else ""
     width = max(len(name) for name, _ in lines)
     print("faas-infer up: running")
     for name, where in lines:
@@ -285,7 +292,7 @@ def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[s
             print(f"    {name:<{fw}}  {url}/function/{name}  {status.get('availableReplicas', 0)}/"
                   f"{status.get('replicas', 0)} ready")
     kept = " (removed at exit: pass --run-dir to keep them)" if temporary else ""
-    print(f"  logs: {_command()} logs NAME --gateway {url}   (files under {run_dir}{kept})")
+    print(f"  logs: {_command()} logs NAME --gateway {url}{auth}   (files under {run_dir}{kept})")
     for command in commands:
         print(f"  try:  {command}")
     print("  Ctrl-C stops everything.", flush=True)

@@ -265,9 +265,16 @@ def test_an_instance_still_starting_does_not_lower_what_the_others_are_judged_to
     assert both.memory.capacity_factors["m"][0] == pytest.approx(alone.memory.capacity_factors["m"][0])
 
 
-def _running(plan, name="f", ready=True):
+EPOCH = 1_800_000_000.0
+
+
+def _running(plan, name="f", ready=True, created=EPOCH):
+    from datetime import datetime, timezone
+
+    stamp = datetime.fromtimestamp(created, timezone.utc).isoformat()
     return tuple(Variant(f"{name}-{t.key}-{t.node}", t.candidate.batch, t.candidate.cpu, t.candidate.gpu,
-                         t.candidate.memory, t.node, t.count, ready=t.count if ready else 0)
+                         t.candidate.memory, t.node, t.count, ready=t.count if ready else 0,
+                         status={"createdAt": stamp})
                  for t in plan.function(name).targets if t.key != STALE_KEY)
 
 
@@ -278,6 +285,10 @@ def _groups(plan, name="f"):
     return {t.key: t.count for t in plan.function(name).targets}
 
 
+def _at(snap, seconds):
+    return dataclasses.replace(snap, taken_epoch=EPOCH + seconds)
+
+
 def test_a_replacement_serves_before_what_it_replaces_is_removed():
     nodes = (Node("n1", 8, 16 * GiB),)
     stale = Variant("f-stale", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1, ready=1)  # no longer the plan's choice
@@ -286,13 +297,53 @@ def test_a_replacement_serves_before_what_it_replaces_is_removed():
     assert groups[STALE_KEY] == 1 and len(groups) > 1  # the new instances are added, the old one kept
     assert "1 instance(s) kept until the instances replacing them are ready" in first.function("f").reason
     starting = _running(first, ready=False)
-    second = decide(snapshot([fn("f", 500.0, variants=(stale, *starting))], nodes, 5.0), PREDICTOR, config(),
-                    5.0, first.memory)
+    second = decide(_at(snapshot([fn("f", 500.0, variants=(stale, *starting))], nodes, 5.0), 5.0), PREDICTOR,
+                    config(), 5.0, first.memory)
     assert _groups(second).get(STALE_KEY) == 1  # still starting: kept
     ready = _running(first)
-    third = decide(snapshot([fn("f", 500.0, variants=(stale, *ready))], nodes, 10.0), PREDICTOR, config(), 10.0,
-                   second.memory)
+    third = decide(_at(snapshot([fn("f", 500.0, variants=(stale, *ready))], nodes, 10.0), 10.0), PREDICTOR,
+                   config(), 10.0, second.memory)
     assert STALE_KEY not in _groups(third)  # the replacement serves: removed
+    # one that never gets ready holds nothing up past min_variant_age (a crash loop, a Pending pod)
+    late = decide(_at(snapshot([fn("f", 500.0, variants=(stale, *starting))], nodes, 40.0), 40.0), PREDICTOR,
+                  config(), 40.0, second.memory)
+    assert STALE_KEY not in _groups(late)
+
+
+def test_an_instance_that_never_gets_ready_is_removed_and_keeps_no_other():
+    stuck = Variant("f-stuck", 8, 1.0, 0.0, 256 * 1024**2, "n1", 1, ready=0,
+                    status={"createdAt": "2020-01-01T00:00:00+00:00"})
+    ready = tuple(Variant(f"f-r{i}", 8, 1.0, 0.0, 256 * 1024**2, "n1", 1, ready=1) for i in range(3))
+    snap = _at(snapshot([fn("f", 0.0, variants=(*ready, stuck), idle_seconds=1e6)], (Node("n1", 8, 16 * GiB),),
+                        600.0), 600.0)
+    plan = decide(snap, PREDICTOR, config(keep_warm=0, min_variant_age=0), 600.0)
+    assert plan.function("f").instances() == 0
+
+
+def _carried_out(make, ticks, cfg):
+    """Each tick's plan carried out exactly, its instances ready at once."""
+    state, memory, plan = {}, None, None
+    for i in range(ticks):
+        t = 30.0 * i
+        plan = decide(make(state, t), PREDICTOR, cfg, t, memory)
+        memory = plan.memory
+        state = {fp.name: tuple(Variant(f"{fp.name}-{x.key}-{k}", x.candidate.batch, x.candidate.cpu, x.candidate.gpu,
+                                        x.candidate.memory, x.node, 1, ready=1)
+                                for x in fp.targets for k in range(x.count)) for fp in plan.functions}
+    return plan
+
+
+def test_a_short_function_gives_up_room_another_needs_and_a_lowered_maximum_holds():
+    cfg = config(keep_warm=0, min_variant_age=0)
+    nodes = (Node("n1", 4, 16 * GiB),)
+    plan = _carried_out(lambda s, t: snapshot([fn("f", 3000.0, variants=s.get("f", ())),
+                                               fn("slow", 0.0 if t < 60 else 200.0, slo=2.0,
+                                                  variants=s.get("slow", ()))], nodes, t), 15, cfg)
+    assert plan.function("slow").instances() > 0
+    plan = _carried_out(lambda s, t: snapshot([fn("f", 6000.0, variants=s.get("f", ()),
+                                                  max_instances=8 if t < 60 else 2)], (Node("n1", 32, 64 * GiB),), t),
+                        10, cfg)
+    assert plan.function("f").instances() <= 2
 
 
 def test_on_a_full_node_a_swap_removes_first():
@@ -308,6 +359,11 @@ def test_a_parent_scaled_to_zero_runs_no_variants():
     plan = decide(snapshot([fn("f", 0.0, variants=(parent, warm), min_instances=1)]), PREDICTOR, config(), 0.0)
     fp = plan.function("f")
     assert fp.instances() == 0 and "scaled to zero" in fp.reason
+    busy = decide(snapshot([fn("f", 300.0, variants=(dataclasses.replace(parent, replicas=1, ready=1),))]),
+                  PREDICTOR, config(), 0.0)
+    after = decide(snapshot([fn("f", 0.0, variants=(parent,))], taken_at=10.0), PREDICTOR, config(), 10.0,
+                   busy.memory)  # the demand held from before it went to zero is no shortfall
+    assert after.function("f").shortfall == 0.0 and "short" not in after.function("f").reason
     up = dataclasses.replace(parent, replicas=1, ready=1)
     assert decide(snapshot([fn("f", 0.0, variants=(up,), min_instances=2)]), PREDICTOR, config(), 0.0
                   ).function("f").instances() == 1  # with its parent up, the minimum holds again
@@ -327,6 +383,8 @@ def test_front_doors_hold_their_requests_on_the_node_not_their_limits():
         fns = [fn(f"p{i}", 0.0 if i else 2000.0, variants=(d,)) for i, d in enumerate(doors)]
         return decide(snapshot(fns, nodes), PREDICTOR, config(), 0.0).function("p0")
 
+    unlimited = parse_parent({"name": "u", "requests": {"cpu": "2", "memory": "2Gi"}}, 512 * 1024**2, "n1")
+    assert unlimited.reserved() == (2.0, 0.0, 2 * 1024**3)  # requests without limits: what it requests
     assert busy_plan(0.25).instances() > 0  # four front doors hold 1 of 2 cores: room for variants
     full = busy_plan(None)  # held by their limits: 4 cores of 2
     assert full.instances() == 0 and "no node has room" in full.reason

@@ -75,11 +75,14 @@ def test_odd_entries_in_the_function_list_are_skipped_and_the_rest_planned(redis
     bad_variant = variant("f-b4-c500-g0-9", "f")
     bad_variant["labels"]["com.faas-infer.batch"] = "x"
     bad_variant["limits"] = {"cpu": "500m"}
-    listing = Listing([{"name": "f", "annotations": SLO, "labels": "not a map"}, {"image": "no name"}, "text",
+    listing = Listing([{"name": "f", "annotations": SLO, "labels": "not a map", "secrets": 5, "constraints": 7},
+                       {"name": "g", "annotations": SLO, "labels": {"com.openfaas.scale.max": None}},
+                       {"image": "no name"}, "text",
                        {"name": 7}, bad_variant, variant("f-b4-c500-g0-0", "f")])
     snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, time.time())
-    assert [f.name for f in snap.functions] == ["f"]
+    assert [f.name for f in snap.functions] == ["f", "g"]
     assert [v.name for v in snap.functions[0].variants if not v.pinned] == ["f-b4-c500-g0-0"]
+    assert snap.functions[0].spec["secrets"] == [] and snap.functions[1].max_instances is None
     assert snap.problems == ("function list: 3 entries without a name skipped",)
     orphan, = snap.orphans  # removed, its CPU counted until it is
     assert orphan.variant.name == "f-b4-c500-g0-9" and orphan.variant.cpu == 0.5

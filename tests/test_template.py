@@ -91,3 +91,19 @@ def test_example_handlers_answer_json(tmp_path):
         assert set(out[0]) == {"class", "score"}, name
         assert isinstance(out[1], ValueError), name
         assert out[2] == out[0], name
+
+
+def test_the_resnet_example_tells_json_from_raw_bytes():
+    from batcher import Request
+    from watchdog.handler import load_handler
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    handler = load_handler(os.path.join(repo, "functions", "resnet"))
+    doc = json.dumps({"pixels": [7] * (3 * 64 * 64)}).encode()
+    raw = b"{" + bytes(3 * 64 * 64 - 1)  # an image whose first byte is "{"
+    short = b"{" + bytes(99)
+    out = handler.handle([Request(b"\xef\xbb\xbf" + doc, {"Content-Type": "text/plain"}),
+                          Request(raw, {"Content-Type": "application/octet-stream"}), Request(raw),
+                          Request(short, {"Content-Type": "application/octet-stream"})])
+    assert set(out[0]) == {"class", "score"} and set(out[1]) == {"class", "score"} and out[2] == out[1]
+    assert "raw image must be 12288 bytes" in str(out[3])

@@ -17,11 +17,15 @@ def load():
 
 
 def _json(request) -> bool:
-    """JSON when it says so, or when it is not an image and looks like an object (curl -d sends it as a
-    form, faas-cli as text/plain); a raw image is exactly PIXELS bytes whatever its first byte."""
-    if (request.header("Content-Type") or "").startswith("application/json"):
+    """JSON when it says so, or when it is not said to be bytes, is not an image and looks like an object
+    (curl -d sends it as a form, faas-cli as text/plain); a raw image is exactly PIXELS bytes whatever its
+    first byte."""
+    kind = (request.header("Content-Type") or "").lower()
+    if kind.startswith("application/json"):
         return True
-    return len(request.body) != PIXELS and request.body.lstrip()[:1] == b"{"
+    if kind.startswith("application/octet-stream") or len(request.body) == PIXELS:
+        return False
+    return request.body.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"{"
 
 
 def parse(request):

@@ -82,6 +82,10 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     history = dict(memory.demand_history)
     timings = dict(memory.measured_history)
     factors = dict(memory.capacity_factors)
+    unready = {v.name: memory.unready_since.get(v.name, now) for fs in snapshot.functions for v in fs.variants
+               if not v.pinned and v.ready < v.replicas}
+    starting = {fs.name for fs in snapshot.functions
+                if any(now - unready.get(v.name, -math.inf) < config.min_variant_age for v in fs.variants)}
     fixed: Usage = defaultdict(lambda: [0.0, 0.0, 0.0])
     kept: list[FunctionPlan] = []
     demands: list[FunctionDemand] = []
@@ -136,12 +140,12 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
     plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
-                            snapshot.taken_epoch, default_node)
+                            snapshot.taken_epoch, default_node, starting)
     bound = max(lower_bound(problem), selection.bound)
     cost = sum(p.cost for p in plans if not p.unchanged)
     return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
                 selection.solver, selection.status, placement, cost, bound,
-                GuardMemory(dict(history), timings, factors))
+                GuardMemory(dict(history), timings, factors, unready))
 
 
 def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate], pred, model: str,
@@ -263,7 +267,7 @@ def _young(fs: FunctionState, config: AutoscalerConfig, epoch: float,
 
 
 def _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
-             epoch: float, default_node: str) -> list[FunctionPlan]:
+             epoch: float, default_node: str, starting: set[str] = frozenset()) -> list[FunctionPlan]:
     free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
     stepped_all: dict[str, dict[tuple[str, str], int]] = {}
     deferred: dict[str, dict[tuple[str, str], int]] = {}
@@ -279,24 +283,24 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
                                     rank_up=lambda k: by_key[k[0]].r_max if k[0] in by_key else 0.0)
         for group, n in _young(fs, config, epoch, default_node).items():  # kept, their resources counted
             stepped[group] = max(stepped.get(group, 0), n)
-        deferred[f.name] = _make_before_break(fs, f, current, stepped, config, epoch, default_node)
+        deferred[f.name] = _make_before_break(fs, current, stepped, f.name in starting, default_node)
         stepped_all[f.name] = stepped
         for (key, node), n in stepped.items():
             if node in free:
                 res = _resources(key, by_key, fs)
                 for i in range(3):
                     free[node][i] -= res[i] * n
-    for f in problem.functions:  # a swap on a full node: the removal first, or the addition never fits
+    for f in problem.functions:  # a swap on a full node: the removal there first, or the addition never fits
         fs, current, stepped = context[f.name][0], context[f.name][3], stepped_all[f.name]
         adds = {node for (key, node), n in stepped.items() if n > current.get((key, node), 0)}
-        if deferred[f.name] and any(free[node][i] < -1e-9 for node in adds if node in free for i in range(3)):
-            by_key = {c.key: c for c in f.candidates}
-            for (key, node), n in deferred.pop(f.name).items():
+        by_key = {c.key: c for c in f.candidates}
+        for (key, node), n in list(deferred[f.name].items()):
+            if node in adds and node in free and any(free[node][i] < -1e-9 for i in range(3)):
                 stepped[(key, node)] -= n
-                if node in free:
-                    res = _resources(key, by_key, fs)
-                    for i in range(3):
-                        free[node][i] += res[i] * n
+                del deferred[f.name][(key, node)]
+                res = _resources(key, by_key, fs)
+                for i in range(3):
+                    free[node][i] += res[i] * n
     plans = []
     for f in problem.functions:
         fs, held, pinned_cap, current = context[f.name]
@@ -330,22 +334,20 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
     return plans
 
 
-def _make_before_break(fs: FunctionState, f: FunctionDemand, current: dict[tuple[str, str], int],
-                       stepped: dict[tuple[str, str], int], config: AutoscalerConfig,
-                       epoch: float, default_node: str) -> dict[tuple[str, str], int]:
+def _make_before_break(fs: FunctionState, current: dict[tuple[str, str], int], stepped: dict[tuple[str, str], int],
+                       starting: bool, default_node: str) -> dict[tuple[str, str], int]:
     """Removals of ready instances that ``stepped`` makes, put off (``stepped`` raised back for them) while
-    the function adds instances or has some still starting: a replacement serves before what it replaces
-    stops (a swap that deleted first answered 503s while the new instance started). Starting means younger
-    than ``min_variant_age`` and not ready: a variant that never gets ready (a crash loop, a pod that stays
-    Pending) holds nothing up for longer. Instances that are not ready are never kept for this. Returns
-    what was put off."""
+    the function adds instances or has some ``starting``: a replacement serves before what it replaces stops
+    (a swap that deleted first answered 503s while the new instance started). Starting means some variant
+    has had fewer replicas ready than it has for less than ``min_variant_age`` (new, grown or restarted),
+    so one that never gets ready (a crash loop, a pod that stays Pending) holds nothing up for longer.
+    Instances that are not ready are never kept for this. Returns what was put off."""
     ready = _current(fs, default_node, lambda v: v.ready >= v.replicas > 0)
     removals = {g: min(n - stepped.get(g, 0), ready.get(g, 0)) for g, n in current.items() if stepped.get(g, 0) < n}
     removals = {g: n for g, n in removals.items() if n > 0}
     if not removals or _parent_down(fs):
         return {}
-    adding = any(n > current.get(g, 0) for g, n in stepped.items())
-    if adding or _starting(fs, config, epoch):
+    if starting or any(n > current.get(g, 0) for g, n in stepped.items()):
         for g, n in removals.items():
             stepped[g] = stepped.get(g, 0) + n
         return removals
@@ -356,16 +358,6 @@ def _parent_down(fs: FunctionState) -> bool:
     """The function's own deployment is scaled to zero: requests reach the shared queue only through it
     (the gateway routes to the parent), so variants would get nothing until it scales up."""
     return any(v.pinned for v in fs.variants) and not any(v.pinned and v.replicas > 0 for v in fs.variants)
-
-
-def _starting(fs: FunctionState, config: AutoscalerConfig, epoch: float) -> bool:
-    """A variant not ready yet and younger than ``min_variant_age`` (its age known)."""
-    for v in fs.variants:
-        if not v.pinned and v.ready < v.replicas:
-            age = variant_age(v, epoch)
-            if age is not None and age < config.min_variant_age:
-                return True
-    return False
 
 
 def _reason(selection: Selection, held: float, capacity: float, unplaced, fn: str, shortfall: float,

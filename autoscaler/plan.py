@@ -57,6 +57,9 @@ class GuardMemory:
     measured_history: Mapping[str, tuple[tuple[float, tuple[Measurement, ...]], ...]] = field(default_factory=dict)
     # {function: (share of the modelled capacity its instances really serve, when it was last set)}.
     capacity_factors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # {variant: when it was first seen with fewer replicas ready than it has} (make-before-break: a new,
+    # grown or restarted variant is starting, for at most min_variant_age).
+    unready_since: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -388,3 +388,27 @@ def test_front_doors_hold_their_requests_on_the_node_not_their_limits():
     assert busy_plan(0.25).instances() > 0  # four front doors hold 1 of 2 cores: room for variants
     full = busy_plan(None)  # held by their limits: 4 cores of 2
     assert full.instances() == 0 and "no node has room" in full.reason
+
+
+def test_a_variant_grown_in_place_is_starting_until_its_new_replicas_are_ready():
+    nodes, old = (Node("n1", 8, 16 * GiB),), {"createdAt": "2020-01-01T00:00:00+00:00"}
+    new_key = config_key(16, 0.5, 0.0)
+    stale = Variant("f-stale", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1, ready=1, status=old)
+    keep = Variant("f-new", 16, 0.5, 0.0, 256 * 1024**2, "n1", 1, ready=1, status=old)  # running for years
+    first = decide(_at(snapshot([fn("f", 600.0, variants=(stale, keep))], nodes), 0.0), PREDICTOR, config(), 0.0)
+    assert _groups(first)[new_key] == 2 and _groups(first)[STALE_KEY] == 1
+    grown = dataclasses.replace(keep, replicas=2, ready=1)  # scaled 1 -> 2, the new replica not ready yet
+    second = decide(_at(snapshot([fn("f", 600.0, variants=(stale, grown))], nodes, 5.0), 5.0), PREDICTOR,
+                    config(), 5.0, first.memory)
+    assert _groups(second).get(STALE_KEY) == 1
+
+
+def test_a_full_node_releases_only_the_removals_on_it():
+    old = {"createdAt": "2020-01-01T00:00:00+00:00"}
+    s1 = Variant("f-s1", 64, 4.0, 0.0, 256 * 1024**2, "n1", 1, ready=1, status=old)
+    s2 = Variant("f-s2", 64, 4.0, 0.0, 256 * 1024**2, "n2", 1, ready=1, status=old)
+    nodes = (Node("n1", 12, 32 * GiB), Node("n2", 4, 8 * GiB))
+    plan = decide(_at(snapshot([fn("f", 1000.0, variants=(s1, s2))], nodes), 0.0), PREDICTOR, config(), 0.0)
+    placed = {(t.key, t.node): t.count for t in plan.function("f").targets}
+    assert all(node == "n2" for (key, node) in placed if key != STALE_KEY)  # the additions take n2's room
+    assert placed.get((STALE_KEY, "n1")) == 1 and (STALE_KEY, "n2") not in placed

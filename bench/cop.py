@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
                         runs.append(_profile(f"{first['name']}+head", variant, db, config, batches, threads,
                                              first["name"]))
                 except (CopError, RuntimeError) as exc:  # a head the model's output does not end in
-                    print(f"== {first['name']}: no second function ({type(exc).__name__}: {exc})", file=sys.stderr)
+                    print(f"== {first['name']}: second function skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
             _reference_rounds(runs, config, args.reference_rounds)
             rows = [_score(run, db, batches, threads) for run in runs]
     finally:

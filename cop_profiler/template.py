@@ -52,9 +52,10 @@ class TensorArg:
     # Exclusive upper bound of values for integer tensors (embedding indices); not part of the signature.
     high: int = 2
     # A boolean tensor's values for one item (its batch dim at one item's size; the whole tensor when no
-    # dim scales), repeated for each item: masks decide which kernel runs (a padding mask lets a transformer
-    # encoder skip the padded tokens, 7 ms at batch 32 where random masks took 30 ms). The signature counts
-    # its True values, so masks padding differently are different operators. None: random values.
+    # dim scales), repeated for each item, when every recorded item held the same: masks decide which kernel
+    # runs (a padding mask lets a transformer encoder skip the padded tokens, 7 ms at batch 32 where random
+    # masks took 30 ms). The signature counts its True values, so masks padding differently are different
+    # operators. None (a mask that changes from item to item): random values.
     fill: tuple[bool, ...] | None = None
 
     def describe(self) -> str:
@@ -74,7 +75,7 @@ class TensorArg:
         elif dtype == torch.bool and self.fill is not None:
             block = [-d if d < 0 else d for d in self.dims]
             logical = torch.tensor(self.fill, dtype=torch.bool, device=device).view(block)
-            logical = logical.repeat(*(batch if d < 0 else 1 for d in self.dims))
+            logical = logical.repeat(*(batch if d < 0 else 1 for d in self.dims)) if self.dims else logical.clone()
             if self.perm is None:
                 return logical
             return logical.permute(order).contiguous().permute([order.index(i) for i in range(len(order))])
@@ -129,6 +130,27 @@ def _perm(t: torch.Tensor) -> tuple[int, ...] | None:
     return order if t.permute(order).is_contiguous() else None
 
 
+def _same_for_every_item(t2: torch.Tensor, t3: torch.Tensor, dims: tuple[int, ...]) -> tuple[bool, ...] | None:
+    """One item's values of a boolean tensor when every item of both recorded batches holds the same ones
+    (one batch-scaled dim; none: the same tensor at batch 2 and 3), at most FILL_MAX of them; else None.
+    A mask that changes from item to item or run to run (random lengths, one computed from random inputs)
+    has no values to keep: kept, its True count made the operator's signature differ from run to run."""
+    scaled = [i for i, d in enumerate(dims) if d < 0]
+    if len(scaled) > 1:
+        return None
+    if not scaled:
+        same = t2.shape == t3.shape and torch.equal(t2, t3)
+        return tuple(bool(v) for v in t3.flatten().tolist()) if same and t3.numel() <= FILL_MAX else None
+    d, k = scaled[0], -dims[scaled[0]]
+    first = t3.narrow(d, 0, k)
+    if first.numel() > FILL_MAX:
+        return None
+    blocks = [t.narrow(d, i * k, k) for t, n in ((t2, 2), (t3, 3)) for i in range(n)]
+    if not all(torch.equal(first, b) for b in blocks):
+        return None
+    return tuple(bool(v) for v in first.flatten().tolist())
+
+
 def _tensor(t2: torch.Tensor, t3: torch.Tensor) -> TensorArg:
     if t2.dim() != t3.dim() or t2.dtype != t3.dtype:
         raise TraceError(f"a tensor changes rank or dtype with the batch size: {tuple(t2.shape)} vs {tuple(t3.shape)}")
@@ -137,11 +159,7 @@ def _tensor(t2: torch.Tensor, t3: torch.Tensor) -> TensorArg:
     high = 2
     if not (t3.dtype.is_floating_point or t3.dtype.is_complex or t3.dtype == torch.bool) and t3.numel():
         high = int(max(t2.max().item(), t3.max().item())) + 1
-    fill = None
-    scaled_dims = [i for i, d in enumerate(dims) if d < 0]
-    if t3.dtype == torch.bool and len(scaled_dims) <= 1 and t3.numel() <= 3 * FILL_MAX:
-        block = t3.narrow(scaled_dims[0], 0, -dims[scaled_dims[0]]) if scaled_dims else t3
-        fill = tuple(bool(v) for v in block.flatten().tolist())
+    fill = _same_for_every_item(t2, t3, dims) if t3.dtype == torch.bool else None
     return TensorArg(dims, str(t3.dtype).replace("torch.", ""), _perm(t3), high, fill)
 
 

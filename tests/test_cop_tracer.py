@@ -190,3 +190,21 @@ def test_permuted_and_constant_masks_keep_their_values_and_masks_padding_differe
     causal = torch.ones(6, 6, dtype=torch.bool).triu(1)
     assert torch.equal(instantiate(templatize(causal, causal.clone()), 4), causal)
     assert describe(templatize(pad(2), pad(3))) != describe(templatize(pad(2, 3), pad(3, 3)))
+
+
+def test_masks_that_change_from_item_to_item_or_run_to_run_keep_no_values_and_scalars_work():
+    from cop_profiler.template import describe, instantiate, templatize
+
+    def lengths(b, seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.arange(8)[None, :] >= torch.randint(1, 9, (b,), generator=g)[:, None]
+
+    # random lengths: the signature must not depend on the draw
+    assert describe(templatize(lengths(2, 1), lengths(3, 2))) == describe(templatize(lengths(2, 3), lengths(3, 4)))
+    assert "true=" not in describe(templatize(lengths(2, 1), lengths(3, 2)))
+    # items laid out cat-style, not one block per item: no values kept
+    a, b = torch.tensor([True, False]), torch.tensor([False, False])
+    cat = lambda n: torch.cat([a.repeat(n, 1), b.repeat(n, 1)])  # noqa: E731
+    assert templatize(cat(2), cat(3)).fill is None
+    flag = templatize(torch.tensor(True), torch.tensor(True))  # a 0-dim bool (torch.where on a sum)
+    assert instantiate(flag, 4).shape == () and bool(instantiate(flag, 4))

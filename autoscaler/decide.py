@@ -286,21 +286,16 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
         deferred[f.name] = _make_before_break(fs, current, stepped, f.name in starting, default_node)
         stepped_all[f.name] = stepped
         for (key, node), n in stepped.items():
-            if node in free:
-                res = _resources(key, by_key, fs)
-                for i in range(3):
-                    free[node][i] -= res[i] * n
+            _hold(free, node, _resources(key, by_key, fs), n)
     for f in problem.functions:  # a swap on a full node: the removal there first, or the addition never fits
         fs, current, stepped = context[f.name][0], context[f.name][3], stepped_all[f.name]
         adds = {node for (key, node), n in stepped.items() if n > current.get((key, node), 0)}
         by_key = {c.key: c for c in f.candidates}
         for (key, node), n in list(deferred[f.name].items()):
-            if node in adds and node in free and any(free[node][i] < -1e-9 for i in range(3)):
+            if node in adds and _overfull(free, node):
                 stepped[(key, node)] -= n
                 del deferred[f.name][(key, node)]
-                res = _resources(key, by_key, fs)
-                for i in range(3):
-                    free[node][i] += res[i] * n
+                _hold(free, node, _resources(key, by_key, fs), -n)
     plans = []
     for f in problem.functions:
         fs, held, pinned_cap, current = context[f.name]
@@ -309,19 +304,19 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
         for (key, node), n in sorted(stepped.items()):
             extra = n - current.get((key, node), 0)
             res = _resources(key, by_key, fs)
-            while extra > 0 and node in free and any(free[node][i] < -1e-9 for i in range(3)):
+            while extra > 0 and _overfull(free, node):
                 stepped[(key, node)] -= 1  # this node cannot hold the addition until a removal lands
                 extra -= 1
-                for i in range(3):
-                    free[node][i] += res[i]
+                _hold(free, node, res, -1)
         targets = tuple(Target(f.name, key, node, n, by_key.get(key)) for (key, node), n in sorted(stepped.items())
                         if n > 0)
         capacity = pinned_cap + sum(t.count * _r_max(t.key, by_key, fs) for t in targets)
         cost = sum(t.count * (by_key[t.key].cost if t.key in by_key else _variant_cost(fs, t.key, config))
                    for t in targets)
-        shortfall = 0.0 if _parent_down(fs) else max(0.0, held * (1 + config.headroom) - capacity)
+        down = _parent_down(fs)
+        shortfall = 0.0 if down else max(0.0, held * (1 + config.headroom) - capacity)
         reason = _reason(selection, held, capacity, unplaced, f.name, shortfall, factors.get(f.name))
-        if _parent_down(fs):
+        if down:
             reason += "; its own deployment is scaled to zero and requests reach the queue only through it: no variants"
         if deferred.get(f.name):
             reason += f"; {sum(deferred[f.name].values())} instance(s) kept until the instances replacing them are ready"
@@ -332,6 +327,18 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
             reason += f"; below its minimum instances (com.openfaas.scale.min) by {missing}: no room left for them"
         plans.append(FunctionPlan(f.name, held, capacity, cost, targets, shortfall, reason))
     return plans
+
+
+def _hold(free: dict[str, list[float]], node: str, res: tuple[float, float, float], n: int) -> None:
+    """Take ``n`` instances' resources from what ``node`` has free (negative ``n`` gives them back)."""
+    if node in free:
+        for i in range(3):
+            free[node][i] -= res[i] * n
+
+
+def _overfull(free: dict[str, list[float]], node: str) -> bool:
+    """``node`` holds more than it has (a known node only)."""
+    return node in free and any(x < -1e-9 for x in free[node])
 
 
 def _make_before_break(fs: FunctionState, current: dict[tuple[str, str], int], stepped: dict[tuple[str, str], int],

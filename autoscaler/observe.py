@@ -27,7 +27,7 @@ def _int_label(labels: dict, key: str) -> int | None:
 
 
 # What _queue answers for a function whose queue could not be read: no rate (decide leaves it as it runs).
-_UNKNOWN = (None, 0, (), 0, None, 0.0, None, 0.0)
+_UNKNOWN: dict[str, Any] = {}
 # Seconds of the short window read beside ``rate_window``: whether arrivals and refusals go on now.
 RECENT_WINDOW = 5
 
@@ -112,15 +112,16 @@ class Observer:
                 continue
             labels = status.get("labels") or {}
             parent = parse_parent(status, self.config.default_memory, default_node)
-            rate, depth, measured, live, idle, refused, recent, recent_refused = self._queue(name, epoch, problems)
             functions.append(FunctionState(
-                name, managed[name], (status.get("annotations") or {}).get(ANNOTATION_MODEL, name), rate,
-                depth, idle, memory_of(status, self.config.default_memory),
-                _int_label(labels, "com.openfaas.scale.min"), _int_label(labels, "com.openfaas.scale.max"),
-                (parent, *variants.get(name, ())), measured, live, dict(status), refused, recent, recent_refused))
+                name, managed[name], (status.get("annotations") or {}).get(ANNOTATION_MODEL, name),
+                memory=memory_of(status, self.config.default_memory),
+                min_instances=_int_label(labels, "com.openfaas.scale.min"),
+                max_instances=_int_label(labels, "com.openfaas.scale.max"),
+                variants=(parent, *variants.get(name, ())), spec=dict(status), **self._queue(name, epoch, problems)))
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
-    def _queue(self, fn: str, epoch: float, problems: list[str]):
+    def _queue(self, fn: str, epoch: float, problems: list[str]) -> dict[str, Any]:
+        """The function's ``FunctionState`` fields read from its queue statistics ({} when unreadable)."""
         if self.redis is None:
             return _UNKNOWN
         from batcher import stats
@@ -153,5 +154,7 @@ class Observer:
             except ValueError:
                 gpu = 0.0
             measured.extend(Measurement(b, cpu, gpu, t) for b, t in inst.exec_seconds.items() if t > 0)
-        return (rate, s.depth, tuple(measured), len(s.instances), None if last is None else epoch - last,
-                s.refusal_rate.get(window, 0.0), s.arrival_rate.get(recent, 0.0), s.refusal_rate.get(recent, 0.0))
+        return {"rate": rate, "queue_depth": s.depth, "idle_seconds": None if last is None else epoch - last,
+                "measured": tuple(measured), "live_instances": len(s.instances),
+                "refused_rate": s.refusal_rate.get(window, 0.0), "recent_rate": s.arrival_rate.get(recent, 0.0),
+                "recent_refused": s.refusal_rate.get(recent, 0.0)}

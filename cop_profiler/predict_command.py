@@ -11,7 +11,7 @@ import os
 import sqlite3
 import sys
 
-from cop_profiler.cliargs import add_common, fail, input_spec, int_list
+from cop_profiler.cliargs import add_common, fail, first_line, input_spec, int_list
 
 HELP = "predict a model's batch latency from its operator profiles"
 
@@ -95,6 +95,5 @@ def run(args: argparse.Namespace) -> int:
         except CopError as exc:
             return fail(exc)
         except (RuntimeError, MemoryError, OSError) as exc:  # torch out of memory, the file system
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            return fail(CopError(f"--plot: measuring or drawing failed: {type(exc).__name__}: {first[:300]}"))
+            return fail(CopError(f"--plot: measuring or drawing failed: {type(exc).__name__}: {first_line(exc)}"))
     return 0

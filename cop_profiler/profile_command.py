@@ -15,8 +15,9 @@ import argparse
 import sqlite3
 import sys
 
-from cop_profiler.cliargs import (add_common, add_timing, default_threads, fail, input_spec, int_list, sampling_rule,
-                                  timing_policy)
+from cop_profiler.cliargs import (add_common, add_timing, default_threads, fail, first_line, input_spec, int_list,
+                                  sampling_rule, timing_policy)
+from cop_profiler.hardware import cpu_count
 
 HELP = "profile a torch model's operators (COP) into the profile DB"
 
@@ -82,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
     devs, notice = devices(args.device)
     if notice:
         print(notice, file=sys.stderr)
-    from cop_profiler.hardware import cpu_count
-
     over = [c for c in args.threads or () if c > cpu_count()]
     if over:
         print(f"note: --threads {','.join(map(str, over))} exceeds this machine's {cpu_count()} cores: those points "
@@ -105,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
     except sqlite3.DatabaseError as exc:  # a file that opened but cannot be written or read through
         return fail(CopError(f"{args.db}: the profile DB failed: {exc}"))
     except (RuntimeError, MemoryError) as exc:  # torch: e.g. a batch too large for this machine's memory
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return fail(CopError(f"torch failed while profiling (batches {list(config.batches)}): {first[:300]}"))
+        return fail(CopError(f"torch failed while profiling (batches {list(config.batches)}): {first_line(exc)}"))
     print(f"profiles stored in {args.db}")
     return 0

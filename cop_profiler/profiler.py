@@ -27,7 +27,7 @@ from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
 from cop_profiler.reuse import NEAR, near
 from cop_profiler.sampling import SamplingRule, needed
-from cop_profiler.timer import Measurement, TimingPolicy, implausible, measure, quieter
+from cop_profiler.timer import Measurement, TimingPolicy, implausible, measure, plausible_bound, quieter
 from cop_profiler.tracer import OpInstance, TracedModel, split_copies, with_copies
 
 logger = logging.getLogger(__name__)
@@ -210,12 +210,10 @@ def _cap_implausible(run: "_Run", key: str, name: str, device: str, cores: int |
         m = run.kept[key, b, c]
         if not m.noisy or run.tries.get((key, b, c), 0) < 2 or (device == "cpu" and c > cores):
             continue
-        bound = min(t for (b2, c2), t in times.items() if (b2 == b and c2 < c) or (c2 == c and b2 > b))
-        if bound < times[b, c]:
-            run.capped.append(f"{device} {name} b={b} t={c}: {times[b, c] * 1e3:.3f} ms stored as "
-                              f"{bound * 1e3:.3f} ms")
-            run.kept[key, b, c] = replace(m, median=bound)
-            run.timed[key][b, c] = bound
+        bound = plausible_bound(times, (b, c))  # below times[b, c]: that made it implausible
+        run.capped.append(f"{device} {name} b={b} t={c}: {times[b, c] * 1e3:.3f} ms stored as {bound * 1e3:.3f} ms")
+        run.kept[key, b, c] = replace(m, median=bound)
+        run.timed[key][b, c] = bound
 
 
 def _settle(traced: TracedModel, run: _Run, pending: set[str], touched: set[str], progress: ProgressFn,

@@ -75,10 +75,9 @@ class TensorArg:
         elif dtype == torch.bool and self.fill is not None:
             block = [-d if d < 0 else d for d in self.dims]
             logical = torch.tensor(self.fill, dtype=torch.bool, device=device).view(block)
-            logical = logical.repeat(*(batch if d < 0 else 1 for d in self.dims)) if self.dims else logical.clone()
-            if self.perm is None:
-                return logical
-            return logical.permute(order).contiguous().permute([order.index(i) for i in range(len(order))])
+            if self.dims:  # a 0-dim one is what it is
+                logical = logical.repeat(*(batch if d < 0 else 1 for d in self.dims))
+            t = logical.permute(order).contiguous()  # stored order, as the other kinds are made
         elif dtype == torch.bool:
             t = torch.randint(0, 2, stored, device=device).bool()
         else:

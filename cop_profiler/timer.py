@@ -128,13 +128,20 @@ def quieter(a: Measurement, b: Measurement) -> Measurement:
     return a if a.median <= b.median else b
 
 
+def plausible_bound(seconds: dict[tuple[int, int], float], point: tuple[int, int]) -> float:
+    """The least time ``point`` (batch, threads) can plausibly take more than: its time with fewer threads at
+    the same batch, or with a larger batch at the same thread count (inf when neither is timed)."""
+    b, c = point
+    return min((t for (b2, c2), t in seconds.items() if (b2 == b and c2 < c) or (c2 == c and b2 > b)),
+               default=math.inf)
+
+
 def implausible(seconds: dict[tuple[int, int], float]) -> set[tuple[int, int]]:
     """(batch, threads) points that interference probably slowed: more than MAX_SLOWDOWN x (and more than
-    SLOWDOWN_SLACK seconds over) the time with fewer threads at the same batch, or with a larger batch at
-    the same thread count."""
+    SLOWDOWN_SLACK seconds over) ``plausible_bound``."""
     suspects = set()
-    for (b, c), t in seconds.items():
-        for (b2, c2), t2 in seconds.items():
-            if t > MAX_SLOWDOWN * t2 and t - t2 > SLOWDOWN_SLACK and ((b2 == b and c2 < c) or (c2 == c and b2 > b)):
-                suspects.add((b, c))
+    for point, t in seconds.items():
+        bound = plausible_bound(seconds, point)
+        if t > MAX_SLOWDOWN * bound and t - bound > SLOWDOWN_SLACK:
+            suspects.add(point)
     return suspects

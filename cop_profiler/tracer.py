@@ -162,13 +162,7 @@ def _instance(c2: Call, c3: Call, model_bytes: int) -> OpInstance:
 
 def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> tuple[list, list, int, str, list]:
     notes: list[str] = []
-    if not callable(example_input):
-        raise TraceError(f"example_input is a {type(example_input).__name__}, not a function of the batch size "
-                         "(return (model, lambda batch_size: ...) from a module:function)")
-    try:
-        ex2, ex3 = example_input(2), example_input(3)
-    except Exception as exc:  # noqa: BLE001 - user code
-        raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {exc}") from exc
+    ex2, ex3 = check_example(example_input, 2), check_example(example_input, 3)
     try:
         _, containers = record_eager(model, ex2)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as a TraceError
@@ -186,13 +180,17 @@ def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> t
     return calls2, calls3, containers, "recorded", notes
 
 
-def check_example(example_input: Callable[[int], object], batch: int) -> None:
-    """A ``TraceError`` when ``example_input`` cannot make ``batch`` items (checked before any timing: a
-    pool of four samples indexed past its end failed only at the model's first large batch)."""
+def check_example(example_input: Callable[[int], object], batch: int) -> object:
+    """``example_input(batch)``; a ``TraceError`` when it is not a function or cannot make ``batch`` items
+    (the profile command checks the largest batch before any timing: a pool of four samples indexed past
+    its end failed only at the model's first large batch)."""
+    if not callable(example_input):
+        raise TraceError(f"example_input is a {type(example_input).__name__}, not a function of the batch size "
+                         "(return (model, lambda batch_size: ...) from a module:function)")
     try:
-        example_input(batch)
+        return example_input(batch)
     except Exception as exc:  # noqa: BLE001 - user code
-        raise TraceError(f"example_input({batch}) failed: {type(exc).__name__}: {exc}") from exc
+        raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {exc} (batch_size={batch})") from exc
 
 
 def trace(model: torch.nn.Module, example_input: Callable[[int], object]) -> TracedModel:

@@ -72,11 +72,9 @@ class Coordinator:
     """Runs jobs on a fixed set of workers over one channel."""
 
     def __init__(self, plan: CoordinatorPlan, channel: Channel, invoker: Invoker, timeout: float = 10.0,
-                 prices: Prices | None = None, memory: Memory | None = None, deployment: str = "") -> None:
+                 prices: Prices | None = None, memory: Memory | None = None) -> None:
         self.plan, self.channel, self.invoker, self.timeout = plan, channel, invoker, timeout
         self.prices, self.memory = prices or Prices(), memory or Memory()
-        # FsdConfig.deployment(), sent with every job so that a worker set up for another model refuses it
-        self.deployment = deployment
 
     def run(self, x: np.ndarray) -> RunResult:
         """Infer a (batch, neurons) input; ``WorkerFailed`` or ``ChannelTimeout`` within the timeout, a
@@ -94,7 +92,7 @@ class Coordinator:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ChannelTimeout(f"coordinator: sending the inputs of job {job} took the whole timeout")
-            futures = [self.invoker.submit(JobSpec(job, r, batch, left, expires, self.deployment)) for r in ranks]
+            futures = [self.invoker.submit(JobSpec(job, r, batch, left, expires, self.plan.deployment)) for r in ranks]
             outputs = self._gather(endpoint, futures, batch, deadline)
             reports = self._reports(futures, deadline + HTTP_GRACE)
         except BaseException as exc:

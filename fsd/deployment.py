@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from fsd.channel import Channel
 from fsd.config import FsdConfig
@@ -50,7 +51,8 @@ def model_and_partition(config: FsdConfig) -> tuple[SparseModel, Partition]:
 def build_worker(config: FsdConfig) -> tuple[WorkerProgram, Channel]:
     """The program of ``config.rank`` and its channel."""
     model, parts = model_and_partition(config)
-    return worker_program(model, parts, config.rank), make_channel(config)
+    program = replace(worker_program(model, parts, config.rank), deployment=config.deployment())
+    return program, make_channel(config)
 
 
 def build_coordinator(config: FsdConfig, invoker: Invoker | None = None) -> tuple[Coordinator, SparseModel]:
@@ -61,7 +63,7 @@ def build_coordinator(config: FsdConfig, invoker: Invoker | None = None) -> tupl
         channel.sweep(time.time() - SWEEP_GRACE)
     except ChannelError:
         logger.exception("fsd: cannot sweep the leftovers of expired jobs")
-    coordinator = Coordinator(coordinator_plan(model, parts), channel,
-                              invoker or HttpInvoker(config.urls()), config.timeout, config.prices, config.memory,
-                              config.deployment())
+    plan = replace(coordinator_plan(model, parts), deployment=config.deployment())
+    coordinator = Coordinator(plan, channel, invoker or HttpInvoker(config.urls()), config.timeout, config.prices,
+                              config.memory)
     return coordinator, model

@@ -45,6 +45,8 @@ class WorkerProgram:
     bias: float
     ymax: float
     steps: tuple[Step, ...]
+    # ``FsdConfig.deployment()`` it was built for ("" unchecked): a job sent for another is refused.
+    deployment: str = ""
 
     @property
     def weights(self) -> int:
@@ -63,6 +65,8 @@ class CoordinatorPlan:
     scatter: tuple[np.ndarray, ...]
     # gather[p]: last-layer neurons rank p owns, ascending (the order of its output block).
     gather: tuple[np.ndarray, ...]
+    # ``FsdConfig.deployment()`` it was built for, sent with every job ("" unchecked).
+    deployment: str = ""
 
 
 def coordinator_plan(model: SparseModel, partition: Partition) -> CoordinatorPlan:

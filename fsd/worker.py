@@ -98,16 +98,15 @@ class WorkerReport:
                    float(doc["wait_seconds"]), Usage.from_json(doc.get("usage") or {}))
 
 
-def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_timeout: float = math.inf,
-               deployment: str = "") -> WorkerReport:
+def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_timeout: float = math.inf) -> WorkerReport:
     """Run ``program`` for one job; every wait ends by the job's deadline, capped at ``max_timeout`` seconds
-    (``ChannelTimeout`` then), or as soon as the coordinator aborts the job (``JobAborted``). ``deployment``:
-    this worker's ``FsdConfig.deployment()``, which must match the job's when both are known."""
+    (``ChannelTimeout`` then), or as soon as the coordinator aborts the job (``JobAborted``). A job whose
+    deployment is not the program's (both known) is refused."""
     if spec.rank != program.rank:
         raise FsdError(f"job {spec.job} invoked rank {spec.rank} on the worker of rank {program.rank}")
-    if spec.deployment and deployment and spec.deployment != deployment:
+    if spec.deployment and program.deployment and spec.deployment != program.deployment:
         raise FsdError(f"rank {program.rank} is configured for another deployment than its coordinator: "
-                       f"worker {deployment!r}, coordinator {spec.deployment!r} (give every rank the same "
+                       f"worker {program.deployment!r}, coordinator {spec.deployment!r} (give every rank the same "
                        "FSD_MODEL, FSD_WORKERS and FSD_PARTITIONER)")
     start = time.monotonic()
     deadline = spec.deadline(max_timeout, time.time(), start)

@@ -102,6 +102,10 @@ class _Session:
     lines: list[tuple[str, str]] = field(default_factory=list)
     redis_url: str = ""
 
+    def client_flags(self) -> str:
+        """What a faas-infer command printed for this platform needs to reach its API."""
+        return f"--gateway {self.url}" + (f" --secret-mount-path {self.secret_path}" if self.auth_on else "")
+
 
 def run(args: argparse.Namespace) -> int:
     """Start, print, wait for a signal, stop."""
@@ -129,8 +133,7 @@ def run(args: argparse.Namespace) -> int:
             _say("stopping...")
             return 0
         commands = _start_sidecars(session)
-        _print_table(session.lines, statuses, session.url, session.run_dir, commands, session.own_run_dir,
-                     session.secret_path if session.auth_on else "")
+        _print_table(session, statuses, commands)
         return _serve_until_stopped(session.platform, stop)
     except (UpError, StackError) as exc:
         print(f"faas-infer up: {exc}", file=sys.stderr)
@@ -242,9 +245,8 @@ def _start_sidecars(session: _Session) -> list[str]:
     top = f"{_command()} top --gateway {session.url}" + (
         f" --prometheus {prometheus.url}" if prometheus
         else f" --autoscaler {autoscaler.url}" if autoscaler is not None and autoscaler_port != 8082 else "")
-    plan = f"{_command()} plan --gateway {session.url}" + \
-        (f" --redis-url {session.redis_url}" if session.redis_url else "") + \
-        (f" --secret-mount-path {secrets_path}" if secrets_path else "")
+    plan = f"{_command()} plan {session.client_flags()}" + \
+        (f" --redis-url {session.redis_url}" if session.redis_url else "")
     return [top, plan]
 
 
@@ -278,9 +280,8 @@ def _credentials(folder: str, write_secrets) -> tuple[str, str]:
         return f.read().strip(), g.read().strip()
 
 
-def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[str], temporary: bool,
-                 secrets_path: str = "") -> None:
-    auth = f" --secret-mount-path {secrets_path}" if secrets_path else ""
+def _print_table(session: _Session, statuses: dict, commands: list[str]) -> None:
+    lines, url, run_dir = session.lines, session.url, session.run_dir
     width = max(len(name) for name, _ in lines)
     print("faas-infer up: running")
     for name, where in lines:
@@ -291,8 +292,8 @@ def _print_table(lines, statuses: dict, url: str, run_dir: str, commands: list[s
         for name, status in statuses.items():
             print(f"    {name:<{fw}}  {url}/function/{name}  {status.get('availableReplicas', 0)}/"
                   f"{status.get('replicas', 0)} ready")
-    kept = " (removed at exit: pass --run-dir to keep them)" if temporary else ""
-    print(f"  logs: {_command()} logs NAME --gateway {url}{auth}   (files under {run_dir}{kept})")
+    kept = " (removed at exit: pass --run-dir to keep them)" if session.own_run_dir else ""
+    print(f"  logs: {_command()} logs NAME {session.client_flags()}   (files under {run_dir}{kept})")
     for command in commands:
         print(f"  try:  {command}")
     print("  Ctrl-C stops everything.", flush=True)

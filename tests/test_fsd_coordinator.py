@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import wait
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -159,7 +160,7 @@ def test_a_worker_set_up_for_another_model_refuses_the_job(redis_server, redis_c
     channel = RedisQueueChannel.from_url(redis_server.url)
     with pytest.raises(FsdError, match="rank 1 is configured for another deployment than its coordinator: .*"
                                        "ymax=16.0.*give every rank the same FSD_MODEL"):
-        run_worker(program, channel, spec, deployment=worker.deployment())
+        run_worker(replace(program, deployment=worker.deployment()), channel, spec)
     assert not redis_client.keys("fsd:*")  # refused before touching the channel
 
 

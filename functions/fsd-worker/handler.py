@@ -24,17 +24,17 @@ def load():
     if config.rank < 0:
         raise ConfigError("FSD_RANK='': must be set to the worker's rank 0..FSD_WORKERS-1")
     program, channel = build_worker(config)
-    return program, channel, config.timeout, config.deployment()
+    return program, channel, config.timeout
 
 
 def _job(state, request):
-    program, channel, max_timeout, deployment = state
+    program, channel, max_timeout = state
     try:
         spec = JobSpec.from_json(json.loads(request.body))
     except (ValueError, FsdError) as exc:
         return BadInput(f"bad job: {exc}")
     try:
-        return run_worker(program, channel, spec, max_timeout, deployment).to_json()
+        return run_worker(program, channel, spec, max_timeout).to_json()
     except FsdError as exc:
         return exc
 

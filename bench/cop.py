@@ -21,7 +21,12 @@ versus whole-model profiling, distinct operators, operator points timed and left
 
 The models above share few operators (an operator is its type, parameters and per-item input shape), so
 their operator profiling costs about what timing each whole model does: every distinct operator is timed
-at the grid's largest batch, where most of a model's profiling time goes. What COP saves is the second
+at the grid's largest batch, where most of a model's profiling time goes. The ``ceil`` column measures
+that bound in each run: the whole-model grid's summed latency over the summed largest-batch latency of the
+operators the model brought (those no model before it in the run holds); timing a point costs a few times
+its latency for operators and whole models alike, so operator profiling that times the largest batch cannot
+be cheaper than that by more than ``ceil``x, and smaller batches, calibration and per-operator set-up
+come on top. What COP saves is the second
 function of an architecture. With ``--variants`` (the default) each model is then profiled again as such a
 function, its head (the ``nn.Linear`` it calls last) replaced by a 100-class one with new weights, as a fine-tuned
 copy for another label set would be, into the DB that holds every model above: only the new head is timed,
@@ -102,6 +107,23 @@ def _profile(name, loaded, db, config, batches, threads, variant_of: str | None 
             "reference": {p: m.median for p, m in whole.items()}}
 
 
+def _largest_batch_floors(runs: list[dict], db, batches: tuple[int, ...]) -> None:
+    """Set each run's ``floor_s``: the summed latency of its new operators (those no earlier model of the run
+    holds) at the largest batch, every thread count; a view-like operator's one point. Timing an operator
+    at a point costs a few times its latency there, as timing the whole model at a point does, so a whole-
+    model grid over this floor bounds how much cheaper operator profiling can be with the largest batch
+    timed: the ``ceil`` column."""
+    from cop_profiler import hardware
+
+    hw, largest, seen = hardware.cpu_id(), max(batches), set()
+    for run in runs:
+        keys = db.model_graph(run["ref"]).op_keys()
+        timings = db.timings(keys - seen, hw, "cpu")
+        run["floor_s"] = sum(t for points in timings.values() for (b, _), t in points.items()
+                             if b == largest or len(points) == 1)
+        seen |= keys
+
+
 VARIANT_CLASSES = 100
 
 
@@ -176,6 +198,8 @@ def _score(run: dict, db, batches, threads) -> dict:
             "points_timed": report.points, "points_interpolated": report.interpolated,
             "operator_profile_s": op_cost, "calibration_s": report.calibration_seconds,
             "whole_model_profile_s": run["whole_s"],
+            "whole_grid_latency_s": sum(m.median for m in whole.values()),
+            "largest_batch_floor_s": run["floor_s"],
             "factor": fits.get(threads[0], (1.0, 0.0))[0],
             "calibration": {c: {"factor": f, "offset_ms": 1e3 * o} for c, (f, o) in fits.items()},
             "mape_pct": 100 * _mean(errors), "max_err_pct": 100 * max(errors),
@@ -193,7 +217,7 @@ def _mean(values: list[float]) -> float:
 def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
     by_threads = " ".join(f"{f't={c} %':>7}" for c in threads)
     head = (f"{'model':<14} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'timed':>5} {'intp':>4} "
-            f"{'op prof s':>9} {'whole s':>8} "
+            f"{'op prof s':>9} {'whole s':>8} {'ceil':>5} "
             f"{'f(t1)':>6} {'raw %':>6} {'MAPE %':>7} {by_threads} {'max %':>6} {'whole %':>7} {'noisy':>5}")
     print(head)
     print("-" * len(head))
@@ -204,7 +228,9 @@ def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
           f"models within 10% MAPE: {sum(r['mape_pct'] <= 10 for r in firsts)}/{len(firsts)}; "
           f"raw = MAPE of the operators' sum before the calibration (f(t1): its factor); "
           f"ops = distinct operators, new = timed in this run, timed/intp = operator points timed / left to "
-          f"interpolation, whole = MAPE of the whole-model profile itself against the same reference (this "
+          f"interpolation, ceil = the whole-model grid's summed latency over the new operators' at the largest "
+          f"batch (every thread count): the most operator profiling can save while it times the largest batch, "
+          f"whole = MAPE of the whole-model profile itself against the same reference (this "
           f"host's noise floor), noisy = whole-model points still noisy after retries (spread > 10% of median)")
     seconds = [r for r in rows if r["variant_of"]]
     if seconds:
@@ -218,10 +244,17 @@ def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
               f"all {len(rows)} functions: {_cost_line(rows)}")
 
 
+def _ceiling(rows: list[dict]) -> str:
+    """Whole-model grid latency over the new operators' largest-batch latency (``_largest_batch_floors``)."""
+    floor = sum(r["largest_batch_floor_s"] for r in rows)
+    return f"{sum(r['whole_grid_latency_s'] for r in rows) / floor:.2f}" if floor > 0 else "-"
+
+
 def _cost_line(rows: list[dict]) -> str:
     ops = sum(r["operator_profile_s"] for r in rows)
     whole = sum(r["whole_model_profile_s"] for r in rows)
-    return f"{ops:.1f}s vs whole-model profiling {whole:.1f}s: {whole / ops if ops else float('inf'):.2f}x cheaper"
+    return (f"{ops:.1f}s vs whole-model profiling {whole:.1f}s: {whole / ops if ops else float('inf'):.2f}x cheaper "
+            f"(ceiling {_ceiling(rows)}x while every new operator is timed at the largest batch)")
 
 
 def _print_rows(rows: list[dict], threads: tuple[int, ...]) -> None:
@@ -229,7 +262,8 @@ def _print_rows(rows: list[dict], threads: tuple[int, ...]) -> None:
         per = " ".join(f"{r['mape_by_threads'][c]:>7.1f}" for c in threads)
         print(f"{r['model']:<14} {r['traced_with']:<8} {r['nodes']:>5} {r['operators']:>4} {r['new_operators']:>4} "
               f"{r['points_timed']:>5} {r['points_interpolated']:>4} "
-              f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {r['factor']:>6.3f} "
+              f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {_ceiling([r]):>5} "
+              f"{r['factor']:>6.3f} "
               f"{r['uncalibrated_mape_pct']:>6.1f} {r['mape_pct']:>7.1f} {per} {r['max_err_pct']:>6.1f} "
               f"{r['whole_profile_mape_pct']:>7.1f} {r['noisy_measurements']:>5}")
 
@@ -269,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
                                              first["name"]))
                 except (CopError, RuntimeError) as exc:  # a head the model's output does not end in
                     print(f"== {first['name']}: second function skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+            _largest_batch_floors(runs, db, batches)
             _reference_rounds(runs, config, args.reference_rounds)
             rows = [_score(run, db, batches, threads) for run in runs]
     finally:

@@ -44,6 +44,8 @@ from autoscaler.snapshot import FunctionState, Snapshot, Variant
 from autoscaler.variants import variant_age
 
 Usage = dict[str, list[float]]  # node -> [cpu, gpu, memory] in use
+# Usage key of instances on a node not known; a flat list of (cpu, gpu, memory) per instance (``_settle``).
+UNPLACED = ""
 
 # Refusals above this share of the arrivals (and 1/s) mean the function's instances are saturated.
 SATURATED_SHARE = 0.01
@@ -98,8 +100,8 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         for v in fs.variants:
             if v.pinned:
                 _use(fixed, v.node or default_node, v, v.replicas)
-        if fs.rate is None:
-            kept.append(_unchanged(fs, "no arrival rate observed"))
+        if fs.unreadable or fs.rate is None:
+            kept.append(_unchanged(fs, fs.unreadable or "no arrival rate observed"))
             _use_all(fixed, fs, default_node)
             continue
         raw = fs.rate + fs.queue_depth / config.drain_seconds
@@ -132,6 +134,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         demands.append(FunctionDemand(fs.name, tuple(cands), variant_demand, max(0, low - pinned_n),
                                       max(0, high - pinned_n), _running_counts(current)))
         context[fs.name] = (fs, held, pinned_cap, current)
+    _settle(fixed, snapshot.nodes)
     nodes = [(n.name, n.cpu - fixed[n.name][0], n.gpus - fixed[n.name][1], n.memory - fixed[n.name][2])
              for n in snapshot.nodes]
     problem = SelectionProblem(tuple(demands), sum(max(0.0, n[1]) for n in nodes),
@@ -414,9 +417,26 @@ def _unchanged(fs: FunctionState, reason: str) -> FunctionPlan:
 
 
 def _use(usage: Usage, node: str, v: Variant, n: int) -> None:
+    """Charge ``n`` instances of ``v`` to ``node``; to UNPLACED when the node is not known (``_settle``)."""
     if node:
         for i, amount in enumerate(v.reserved()):
             usage[node][i] += amount * n
+    else:
+        usage.setdefault(UNPLACED, []).extend([float(a) for a in v.reserved()] * n)
+
+
+def _settle(usage: Usage, nodes) -> None:
+    """Charge the instances whose node is not known (a parent without a node label where there are several
+    nodes) to the nodes, each to the one with the most CPU left, as a scheduler spreading them would: they
+    hold resources on some node, and leaving them out let a plan fill every node's CPU around them."""
+    pending = usage.pop(UNPLACED, [])
+    items = sorted((tuple(pending[i:i + 3]) for i in range(0, len(pending), 3)), reverse=True)
+    for item in items:
+        if not nodes:
+            return
+        target = max(nodes, key=lambda n: (n.cpu - usage[n.name][0], n.memory - usage[n.name][2]))
+        for i, amount in enumerate(item):
+            usage[target.name][i] += amount
 
 
 def _use_all(usage: Usage, fs: FunctionState, default_node: str) -> None:

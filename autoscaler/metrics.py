@@ -83,7 +83,7 @@ class AutoscalerMetrics:
         self.decision_seconds.observe(seconds)
         self.ticks.inc(outcome="valid" if plan.valid else "invalid")
         for metric in (self.arrival_rate, self.queue_depth, self.live, self.instances, self.cpu, self.gpu,
-                       self.measured, self.slo):
+                       self.measured, self.slo, self.attainment):
             metric.clear()
         for fs in snapshot.functions:
             self._record_state(fs)
@@ -105,7 +105,8 @@ class AutoscalerMetrics:
             self.arrival_rate.set(fs.rate, function_name=label)
         self.queue_depth.set(fs.queue_depth, function_name=label)
         self.live.set(fs.live_instances, function_name=label)
-        self.slo.set(fs.slo, function_name=label)
+        if fs.slo > 0:  # 0: the SLO annotation is unreadable (fs.unreadable)
+            self.slo.set(fs.slo, function_name=label)
         running, cpu, gpu = 0, 0.0, 0.0
         by_config: dict[str, int] = {}
         managed: dict[str, int] = {}

@@ -13,17 +13,27 @@ from typing import Any, Callable
 from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
 from autoscaler.snapshot import FunctionState, Measurement, Node, Orphan, Snapshot
-from autoscaler.variants import memory_of, parse_parent, parse_variant, slo_of, unreadable_variant
+from autoscaler.variants import memory_of, parse_parent, parse_variant, read_slo, unreadable_variant
 from faas_infer.stack import ANNOTATION_MODEL, LABEL_PARENT
 
 logger = logging.getLogger(__name__)
 
 
-def _int_label(labels: dict, key: str) -> int | None:
+LABEL_SCALE_MIN, LABEL_SCALE_MAX = "com.openfaas.scale.min", "com.openfaas.scale.max"
+
+
+def _int_label(labels: dict, key: str) -> tuple[int | None, str]:
+    """(the label's value as a count >= 0, "") or (None, why it cannot be read; "" when absent)."""
+    raw = labels.get(key)
+    if raw is None or raw == "":
+        return None, ""
     try:
-        return int(labels[key])
-    except (KeyError, TypeError, ValueError):
-        return None
+        value = int(str(raw).strip())
+    except ValueError:
+        return None, f"label {key}={raw!r} is not a whole number"
+    if value < 0:
+        return None, f"label {key}={raw!r} must be >= 0"
+    return value, ""
 
 
 # What _queue answers for a function whose queue could not be read: no rate (decide leaves it as it runs).
@@ -84,8 +94,15 @@ class Observer:
             logger.error("OpenFaaS API: %d function list entries without a name skipped", skipped)
             problems.append(f"function list: {skipped} entries without a name skipped")
         default_node = nodes[0].name if len(nodes) == 1 else ""
-        slos = {str(st["name"]): slo_of(st) for st in statuses if LABEL_PARENT not in (st.get("labels") or {})}
-        managed = {name: slo for name, slo in slos.items() if slo is not None}
+        read = {str(st["name"]): read_slo(st) for st in statuses if LABEL_PARENT not in (st.get("labels") or {})}
+        slos = {name: slo for name, (slo, _) in read.items()}
+        unreadable = {name: why for name, (_, why) in read.items() if why}
+        for name, why in unreadable.items():
+            logger.error("function %s: %s; left as it runs", name, why)
+            problems.append(f"{name}: {why}")
+        # a function whose SLO cannot be read keeps its variants (left as they run, not deleted as orphans)
+        managed = {name: slo if slo is not None else 0.0 for name, slo in slos.items()
+                   if slo is not None or name in unreadable}
         variants: dict[str, list] = {}
         orphans = []
         for status in statuses:
@@ -112,12 +129,19 @@ class Observer:
                 continue
             labels = status.get("labels") or {}
             parent = parse_parent(status, self.config.default_memory, default_node)
+            bounds, bad_labels = {}, []
+            for field, label in (("min_instances", LABEL_SCALE_MIN), ("max_instances", LABEL_SCALE_MAX)):
+                bounds[field], problem = _int_label(labels, label)
+                if problem:
+                    logger.error("function %s: %s; left as it runs", name, problem)
+                    problems.append(f"{name}: {problem}")
+                    bad_labels.append(problem)
+            why = [unreadable[name]] if name in unreadable else []
             functions.append(FunctionState(
                 name, managed[name], (status.get("annotations") or {}).get(ANNOTATION_MODEL, name),
-                memory=memory_of(status, self.config.default_memory),
-                min_instances=_int_label(labels, "com.openfaas.scale.min"),
-                max_instances=_int_label(labels, "com.openfaas.scale.max"),
-                variants=(parent, *variants.get(name, ())), spec=dict(status), **self._queue(name, epoch, problems)))
+                memory=memory_of(status, self.config.default_memory), **bounds,
+                variants=(parent, *variants.get(name, ())), spec=dict(status), unreadable="; ".join(why + bad_labels),
+                **self._queue(name, epoch, problems)))
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
     def _queue(self, fn: str, epoch: float, problems: list[str]) -> dict[str, Any]:

@@ -107,6 +107,9 @@ class FunctionState:
     # and the refusals are still there now, not just in the longer window's average. None when unknown.
     recent_rate: float | None = None
     recent_refused: float = 0.0
+    # Why the function's SLO annotation or scale labels cannot be read ("" when they can): decide then
+    # leaves it as it runs (its variants kept, not deleted) and says this.
+    unreadable: str = ""
 
 
 @dataclass(frozen=True)

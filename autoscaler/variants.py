@@ -164,12 +164,17 @@ def memory_of(status: Mapping[str, Any], default: int) -> int:
         return default
 
 
-def slo_of(status: Mapping[str, Any]) -> float | None:
-    """The latency SLO annotation in seconds, or None."""
+def read_slo(status: Mapping[str, Any]) -> tuple[float | None, str]:
+    """(the latency SLO annotation in seconds, "") or (None, why it cannot be read; "" when absent)."""
     from faas_infer.units import parse_duration
 
     raw = (status.get("annotations") or {}).get(ANNOTATION_SLO)
+    if raw is None or raw == "":
+        return None, ""
     try:
-        return parse_duration(raw) if raw else None
-    except ValueError:
-        return None
+        slo = parse_duration(raw)
+    except ValueError as exc:
+        return None, f"annotation {ANNOTATION_SLO}={raw!r} is not a duration ({exc})"
+    if not 0 < slo < float("inf"):
+        return None, f"annotation {ANNOTATION_SLO}={raw!r}: the SLO must be a positive duration"
+    return slo, ""

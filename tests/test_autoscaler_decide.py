@@ -412,3 +412,27 @@ def test_a_full_node_releases_only_the_removals_on_it():
     placed = {(t.key, t.node): t.count for t in plan.function("f").targets}
     assert all(node == "n2" for (key, node) in placed if key != STALE_KEY)  # the additions take n2's room
     assert placed.get((STALE_KEY, "n1")) == 1 and (STALE_KEY, "n2") not in placed
+
+
+def test_parents_without_a_node_on_a_multi_node_cluster_still_hold_cpu():
+    """Four 1-CPU parents with no node label fill two 2-CPU nodes: no variant fits beside them."""
+    parents = [fn(f"p{i}", 5000.0, variants=(Variant(f"p{i}", 1, 1.0, 0.0, 256 * 1024**2, "", pinned=True),))
+               for i in range(4)]
+    nodes = (Node("n1", 2, 8 * GiB), Node("n2", 2, 8 * GiB))
+    plan = decide(snapshot(parents, nodes), PREDICTOR, config(), 0.0)
+    assert plan.valid, plan.reason
+    assert sum(t.candidate.cpu * t.count for fp in plan.functions for t in fp.targets) == 0
+    assert all(fp.shortfall > 0 for fp in plan.functions)
+    roomy = decide(snapshot(parents, (Node("n1", 4, 8 * GiB), Node("n2", 4, 8 * GiB))), PREDICTOR, config(), 0.0)
+    placed = [sum(t.candidate.cpu * t.count for t in fp.targets if t.node == n) for n in ("n1", "n2")
+              for fp in roomy.functions]
+    assert 0 < sum(placed) <= 4 + 1e-9  # the 4 CPUs the parents leave, not 8
+
+
+def test_a_function_with_an_unreadable_slo_is_left_as_it_runs_with_the_reason():
+    running = Variant("f-b4-c500-g0-a", 4, 0.5, 0.0, 256 * 1024**2, "a", 2)
+    fs = fn("f", 500.0, slo=0.0, variants=(running,), unreadable="annotation com.faas-infer.latency_slo='abc' ...")
+    plan = decide(snapshot([fs]), PREDICTOR, config(), 0.0)
+    fp = plan.function("f")
+    assert fp.unchanged and fp.reason.startswith("annotation com.faas-infer.latency_slo='abc'")
+    assert [(t.key, t.count) for t in fp.targets] == [(config_key(4, 0.5, 0.0), 2)]

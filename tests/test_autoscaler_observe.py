@@ -136,3 +136,21 @@ def test_the_last_seconds_are_read_beside_the_rate_window(redis_client):
                     lambda: NODES).snapshot(0.0, now)
     f, = snap.functions
     assert f.rate > f.recent_rate > 0 and f.refused_rate > 0 and f.recent_refused == 0
+
+
+def test_an_unreadable_slo_or_scale_label_keeps_the_function_as_it_runs_and_says_why(redis_client):
+    bad = [("0.2S", {}), ("abc", {}), ("-1s", {}), ("0", {}), ("100ms", {"com.openfaas.scale.min": "2.5"}),
+           ("100ms", {"com.openfaas.scale.max": "-3"})]
+    for slo, labels in bad:
+        listing = Listing([{"name": "f", "annotations": {"com.faas-infer.latency_slo": slo}, "labels": labels},
+                           variant("f-b4-c500-g0-0", "f")])
+        snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, time.time())
+        assert snap.orphans == (), slo  # its variants are not deleted
+        fs, = snap.functions
+        assert [v.name for v in fs.variants if not v.pinned] == ["f-b4-c500-g0-0"]
+        assert fs.unreadable and any(fs.unreadable in p for p in snap.problems), (slo, labels)
+        named = repr(slo) if not labels else repr(next(iter(labels.values())))
+        assert named in fs.unreadable
+    good = Listing([{"name": "f", "annotations": SLO, "labels": {"com.openfaas.scale.min": " 2 "}}])
+    fs, = Observer(AutoscalerConfig(), good, redis_client, lambda: NODES).snapshot(0.0, time.time()).functions
+    assert fs.unreadable == "" and fs.min_instances == 2 and fs.slo == 0.1

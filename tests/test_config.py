@@ -39,11 +39,20 @@ def test_durations_accept_units_and_bare_seconds():
     ({"function_name": "a:b"}, "function_name=a:b: must be non-empty without ':', braces or whitespace"),
     ({"instance_id": "has space"}, "instance_id=has space: must be non-empty without"),
     ({"batch_backend": "redis", "redis_url": "notaurl"}, "redis_url=notaurl: must be a redis://"),
+    # two functions deployed without it shared one queue (each answering the other's requests)
+    ({"batch_backend": "redis", "redis_url": "redis://127.0.0.1:6390/0"},
+     "function_name=: must be set when batch_backend=redis"),
 ])
 def test_errors_name_key_value_and_rule(env, message):
     with pytest.raises(ConfigError) as err:
         WatchdogConfig.from_env(env)
     assert message in str(err.value)
+
+
+def test_a_local_queue_needs_no_function_name():
+    c = WatchdogConfig.from_env({})
+    assert c.function_name == "" and c.name == "function"
+    assert WatchdogConfig.from_env({"function_name": "mlp"}).name == "mlp"
 
 
 def test_cpu_limit_sets_threads_within_the_machine():

@@ -63,8 +63,9 @@ class WatchdogConfig:
     batch_backend: str = "local"
     # Redis for the shared queue, e.g. redis://127.0.0.1:6379/0 (required when batch_backend=redis).
     redis_url: str = ""
-    # The function (queue) name; variants use their parent's name.
-    function_name: str = "function"
+    # The function's name (its queue with batch_backend=redis: every instance and every variant of the
+    # function must name the same one; required there); variants use their parent's name.
+    function_name: str = ""
     # This instance's unique id (defaults to host-pid).
     instance_id: str = ""
     # CPU cores this instance may use (e.g. 500m, 2); unset reads the cgroup quota. Sets torch threads.
@@ -88,6 +89,11 @@ class WatchdogConfig:
     # Predicted execution seconds by batch size ("1:0.002,8:0.006"), used until batches are measured;
     # the autoscaler sets it from the COP predictor when it deploys a variant.
     exec_prior: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The function's name for logs and process titles ("function" when not set)."""
+        return self.function_name or "function"
 
     def __post_init__(self) -> None:
         _rule(1 <= self.port <= 65535, "port", self.port, "must be a port number 1..65535")
@@ -113,12 +119,17 @@ class WatchdogConfig:
         if self.healthcheck_interval is None:
             object.__setattr__(self, "healthcheck_interval", self.write_timeout)
         _rule(self.healthcheck_interval >= 0, "healthcheck_interval", self.healthcheck_interval, "must be >= 0")
-        _rule(keys.valid_name(self.function_name), "function_name", self.function_name, keys.NAME_RULE)
+        _rule(not self.function_name or keys.valid_name(self.function_name), "function_name", self.function_name,
+              keys.NAME_RULE)
         _rule(not self.instance_id or keys.valid_name(self.instance_id), "instance_id", self.instance_id,
               keys.NAME_RULE)
         if self.batch_backend == "redis":
             _rule(self.redis_url.startswith(("redis://", "rediss://", "unix://")), "redis_url", self.redis_url,
                   "must be a redis://, rediss:// or unix:// URL")
+            _rule(bool(self.function_name), "function_name", self.function_name,
+                  "must be set when batch_backend=redis: the function's name, which names the queue every "
+                  "instance of the function and every variant the autoscaler adds share (e.g. "
+                  "function_name: classify)")
 
         if self.batch_timeout is not None and self.latency_slo is not None:
             _rule(self.batch_timeout < self.latency_slo, "batch_timeout", self.batch_timeout,

@@ -79,7 +79,7 @@ class WatchdogApplication(BaseApplication):
             "loglevel": "warning",
             "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
-            "proc_name": f"watchdog-{c.function_name}",
+            "proc_name": f"watchdog-{c.name}",
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -93,7 +93,7 @@ class WatchdogApplication(BaseApplication):
                                                  self.config_obj.metrics_port).start()
         runtime.start()
         logger.info("function %s ready: cold start %.2fs, max_batch_size=%d, backend=%s",
-                    self.config_obj.function_name, runtime.handler.cold_start_seconds,
+                    self.config_obj.name, runtime.handler.cold_start_seconds,
                     self.config_obj.max_batch_size, self.config_obj.batch_backend)
         return create_app(runtime)
 

@@ -104,7 +104,7 @@ class WatchdogProcess:
                 if self.proc.poll() is not None:  # exited: say so now, not after the whole timeout
                     raise RuntimeError(f"watchdog on {self.port} exited with {self.proc.returncode}:\n"
                                        + self.log()[-2000:])
-                return requests.get(self.url + "/_/health", timeout=1).status_code == 200
+                return requests.get(self.url + "/_/ready", timeout=1).status_code == 200  # suppress_lock: no 200 health
 
             wait_until(healthy, 60, what=f"watchdog on {self.port} (log: {self.log_path})", fatal=RuntimeError)
         return self

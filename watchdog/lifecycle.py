@@ -44,5 +44,7 @@ class Lifecycle:
         return self._accepting.is_set()
 
     def healthy(self) -> bool:
-        """What /_/health reports: accepting and the lock file (unless suppressed) present."""
-        return self.accepting and (self.suppress_lock or os.path.exists(self.lock_path))
+        """What /_/health reports: accepting and the lock file present. With ``suppress_lock`` the watchdog
+        writes none, so something else must (as with OpenFaaS's watchdogs, whose health check reads the
+        file whatever suppress_lock says)."""
+        return self.accepting and os.path.exists(self.lock_path)

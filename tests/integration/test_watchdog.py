@@ -196,6 +196,8 @@ def test_health_follows_lock_file_and_sigterm_drains_without_loss(watchdogs, han
 def test_suppress_lock_writes_no_file(watchdogs, handler_dir, tmp_path):
     wd = watchdogs(handler_dir, suppress_lock="true")
     assert not (tmp_path / "wd0" / ".lock").exists()
+    assert requests.get(wd.url + "/_/health", timeout=5).status_code == 503  # the contract: no lock, unhealthy
+    (tmp_path / "wd0" / ".lock").touch()  # written by whoever suppressed ours
     assert requests.get(wd.url + "/_/health", timeout=5).status_code == 200
 
 

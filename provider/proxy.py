@@ -3,7 +3,8 @@
 As faas-provider's proxy: method, sub-path, query, headers and body go through (chunked bodies arrive
 decoded), ``X-Forwarded-Host``/``-For`` are added when missing, and the watchdog's status, headers and body
 come back. As the gateway does, every request gets ``X-Call-Id`` (the caller's, else a new uuid4) and
-``X-Start-Time`` (unix nanoseconds when the provider took it), sent to the replica and set on every answer.
+``X-Start-Time`` (the caller's when it is unix nanoseconds, as a gateway in front of us sends it, else when
+the provider took it), sent to the replica and set on every answer.
 Connections to replicas are pooled and kept alive. A request that cannot reach any replica in
 ``cold_start_timeout`` gets 503 ``No endpoints available for: NAME.``
 """
@@ -11,6 +12,7 @@ Connections to replicas are pooled and kept alive. A request that cannot reach a
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from http import HTTPStatus
@@ -26,6 +28,8 @@ from provider.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 TRACE_HEADERS = frozenset(("x-call-id", "x-start-time"))
+# A caller's X-Start-Time that is kept: unix nanoseconds (the gateway's, behind it), at most 19 digits (int64).
+START_TIME = re.compile(r"[0-9]{1,19}")
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"))
 
@@ -119,8 +123,12 @@ class Proxy:
 
 
 def new_trace(environ: dict) -> tuple[tuple[str, str], ...]:
-    """X-Call-Id (the caller's, else a new uuid4) and X-Start-Time (now, unix nanoseconds)."""
-    return (("X-Call-Id", environ.get("HTTP_X_CALL_ID") or str(uuid.uuid4())), ("X-Start-Time", str(time.time_ns())))
+    """X-Call-Id (the caller's, else a new uuid4) and X-Start-Time (the caller's when well formed, else now,
+    unix nanoseconds)."""
+    start = environ.get("HTTP_X_START_TIME", "").strip()
+    if not START_TIME.fullmatch(start):
+        start = str(time.time_ns())
+    return (("X-Call-Id", environ.get("HTTP_X_CALL_ID") or str(uuid.uuid4())), ("X-Start-Time", start))
 
 
 def function_segment(environ: dict) -> str:

@@ -72,6 +72,13 @@ def test_invocations_carry_call_id_and_start_time(provider, inspect_dir):
     missing = invoke(provider.url, "nope", headers={"X-Call-Id": "xyz"})
     assert missing.status_code == 503 and missing.headers["X-Call-Id"] == "xyz"
     assert missing.headers["X-Start-Time"].isdigit()
+    # A gateway in front of us sets X-Start-Time: the function and the caller get the gateway's, not ours.
+    kept = invoke(provider.url, "fn", headers={"X-Start-Time": "123", "X-Call-Id": "abc"})
+    assert kept.headers["X-Start-Time"] == kept.json()["headers"]["X-Start-Time"] == "123"
+    for bad in ("soon", "-1", "1" * 20):
+        fresh = invoke(provider.url, "fn", headers={"X-Start-Time": bad})
+        start = fresh.headers["X-Start-Time"]
+        assert start == fresh.json()["headers"]["X-Start-Time"] and start.isdigit() and len(start) == 19, bad
 
 
 def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):

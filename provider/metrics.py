@@ -1,8 +1,8 @@
 """The gateway's metrics, with its exact names and labels, so one set of dashboards serves both.
 
-``function_name`` is always ``name.namespace``, unknown functions included, as the gateway reports it, up
-to ``MAX_UNKNOWN_NAMES`` of them: past that a name nobody deployed is not recorded, so requests to random
-names cannot grow the series without bound.
+``function_name`` is always ``name.namespace``, with the namespace the call named (the default when it named
+none), unknown functions included, as the gateway reports it, up to ``MAX_UNKNOWN_NAMES`` of them: past that
+a name nobody deployed is not recorded, so requests to random names cannot grow the series without bound.
 """
 
 from __future__ import annotations
@@ -34,33 +34,38 @@ class GatewayMetrics:
         self._unknown: set[str] = set()
         self._recorded: set[str] = set()  # names whose invocations get series (``records`` said yes once)
 
-    def records(self, name: str, known: bool) -> bool:
-        """Whether an invocation of ``name`` is recorded: always for a deployed function (``known``), for
-        the first ``MAX_UNKNOWN_NAMES`` other names, never for an empty one."""
-        if known or name in self._recorded:
+    def records(self, name: str, known: bool, namespace: str = "") -> bool:
+        """Whether an invocation of ``name`` in ``namespace`` (default: ours) is recorded: always for a deployed
+        function (``known``), for the first ``MAX_UNKNOWN_NAMES`` other names, never for an empty one."""
+        label = self.label(name, namespace)
+        if known or label in self._recorded:
             return True
-        if not name or (name not in self._unknown and len(self._unknown) >= MAX_UNKNOWN_NAMES):
+        if not name or (label not in self._unknown and len(self._unknown) >= MAX_UNKNOWN_NAMES):
             return False
-        self._unknown.add(name)
+        self._unknown.add(label)
         return True
 
-    def label(self, name: str) -> str:
-        """``name.namespace``."""
-        return f"{name}.{self.namespace}"
+    def label(self, name: str, namespace: str = "") -> str:
+        """``name.namespace`` (our namespace when ``namespace`` is empty)."""
+        return f"{name}.{namespace or self.namespace}"
 
-    def on_start(self, name: str, known: bool = True) -> None:
-        """An invocation of ``name`` arrived (``known``: a deployed function); counted when ``records``."""
-        if not self.records(name, known):
+    def on_start(self, name: str, known: bool = True, namespace: str = "") -> None:
+        """An invocation of ``name`` in ``namespace`` (default: ours) arrived (``known``: a deployed function);
+        counted when ``records``."""
+        if not self.records(name, known, namespace):
             return
-        self._recorded.add(name)
-        self.started.inc(function_name=self.label(name))
+        label = self.label(name, namespace)
+        self._recorded.add(label)
+        self.started.inc(function_name=label)
 
-    def on_done(self, name: str, code: int, seconds: float) -> None:
-        """An invocation of ``name`` was answered with ``code`` after ``seconds`` (counted when its start was)."""
-        if name not in self._recorded:
+    def on_done(self, name: str, code: int, seconds: float, namespace: str = "") -> None:
+        """An invocation of ``name`` in ``namespace`` (default: ours) was answered with ``code`` after
+        ``seconds`` (counted when its start was)."""
+        label = self.label(name, namespace)
+        if label not in self._recorded:
             return
-        self.total.inc(code=str(code), function_name=self.label(name))
-        self.seconds.observe(seconds, code=str(code), function_name=self.label(name))
+        self.total.inc(code=str(code), function_name=label)
+        self.seconds.observe(seconds, code=str(code), function_name=label)
 
     def watch_replicas(self, source: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Read (name, desired replicas) of every function at each render."""

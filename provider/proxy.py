@@ -78,7 +78,7 @@ class Proxy:
         trace = new_trace(environ)
         name, namespace = split_name(function_segment(environ), self.runtime.config.namespace)
         fn = self.runtime.find(name) if namespace == self.runtime.config.namespace else None
-        self.metrics.on_start(name, known=fn is not None)
+        self.metrics.on_start(name, known=fn is not None, namespace=namespace)
         if fn is None:
             status, headers, body = no_endpoints(name)
         else:
@@ -90,7 +90,7 @@ class Proxy:
             else:
                 status, headers, body = self.forward(fn, environ["REQUEST_METHOD"], target_of(environ),
                                                      forward_headers(environ, trace), request_body)
-        self.metrics.on_done(name, status, time.perf_counter() - started)
+        self.metrics.on_done(name, status, time.perf_counter() - started, namespace)
         return respond(start_response, status, headers, body, trace)
 
     def forward(self, fn: FunctionState, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:

@@ -82,9 +82,9 @@ class QueueWorker:
         trace = new_trace(environ)
         name, namespace = split_name(function_segment(environ), self.runtime.config.namespace)
         known = namespace == self.runtime.config.namespace and self.runtime.find(name) is not None
-        self.metrics.on_start(name, known)
+        self.metrics.on_start(name, known, namespace)
         status, headers, body = self._accept(environ, name, namespace, known, trace)
-        self.metrics.on_done(name, status, time.perf_counter() - started)
+        self.metrics.on_done(name, status, time.perf_counter() - started, namespace)
         return respond(start_response, status, headers, body, trace)
 
     def _accept(self, environ: dict, name: str, namespace: str, known: bool,
@@ -135,7 +135,7 @@ class QueueWorker:
     def run(self, call: AsyncCall) -> Answer:
         """Invoke the function as ``/function`` would (counted in the gateway metrics), then call back."""
         started = time.perf_counter()
-        self.metrics.on_start(call.name)
+        self.metrics.on_start(call.name, namespace=call.namespace)
         fn = self.runtime.find(call.name)
         if fn is None:
             answer = no_endpoints(call.name)
@@ -143,7 +143,7 @@ class QueueWorker:
             self.runtime.count_invocation(call.name)
             answer = self.proxy.forward(fn, call.method, call.target, call.headers, call.body)
         seconds = time.perf_counter() - started
-        self.metrics.on_done(call.name, answer[0], seconds)
+        self.metrics.on_done(call.name, answer[0], seconds, call.namespace)
         logger.debug("async call %s of %s answered %d in %.3fs", call.call_id, call.name, answer[0], seconds)
         if call.callback_url:
             try:

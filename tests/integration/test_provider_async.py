@@ -118,3 +118,16 @@ def test_async_refusals(provider, callback):
         wait_until(accepted, 30, interval=0.5, what="room in the async queue")
     _, headers, _ = callback.next()
     assert headers["X-Function-Status"] == "200"
+
+
+def test_calls_to_another_namespace_are_counted_under_it(provider):
+    # The gateway labels a call with the namespace it named: not the default namespace's deployed function.
+    assert requests.post(f"{provider.url}/function/fn.staging", data=b"x", timeout=10).status_code == 503
+    assert requests.post(f"{provider.url}/async-function/fn.staging", data=b"x", timeout=10).status_code == 404
+    metrics = requests.get(provider.url + "/metrics", timeout=5).text
+    assert 'gateway_function_invocation_total{code="503",function_name="fn.staging"} 1' in metrics
+    assert 'gateway_function_invocation_total{code="404",function_name="fn.staging"} 1' in metrics
+    assert 'gateway_function_invocation_started{function_name="fn.staging"} 2' in metrics
+    assert not [line for line in metrics.splitlines()
+                if line.startswith("gateway_function") and 'function_name="fn.openfaas-fn"' in line]
+    assert provider.status("fn").get("invocationCount", 0) == 0

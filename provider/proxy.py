@@ -6,7 +6,8 @@ come back. As the gateway does, every request gets ``X-Call-Id`` (the caller's, 
 ``X-Start-Time`` (the caller's when it is unix nanoseconds, as a gateway in front of us sends it, else when
 the provider took it), sent to the replica and set on every answer.
 Connections to replicas are pooled and kept alive. A request that cannot reach any replica in
-``cold_start_timeout`` gets 503 ``No endpoints available for: NAME.``
+``cold_start_timeout`` gets 503 ``No endpoints available for: NAME.`` (NAME as the path has it, namespace
+included when given); one with no function name gets 400, as faas-provider answers both.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def error_answer(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()
                     *extra], body
 
 
+def no_name() -> Answer:
+    """faas-provider's 400 for ``/function/`` with no function name."""
+    return error_answer(400, "Provide function name in the request path", (("X-Openfaas-Internal", "proxy"),))
+
+
 def no_endpoints(name: str, why: str = "") -> Answer:
     """faas-provider's 503 for a function with no replica to take a request (``why`` appended when known)."""
     text = f"No endpoints available for: {name}." + (f" {why[:1].upper()}{why[1:]}." if why else "")
@@ -76,11 +82,14 @@ class Proxy:
         """Serve one ``/function/...`` request."""
         started = time.perf_counter()
         trace = new_trace(environ)
-        name, namespace = split_name(function_segment(environ), self.runtime.config.namespace)
+        segment = function_segment(environ)
+        name, namespace = split_name(segment, self.runtime.config.namespace)
         fn = self.runtime.find(name) if namespace == self.runtime.config.namespace else None
         self.metrics.on_start(name, known=fn is not None, namespace=namespace)
-        if fn is None:
-            status, headers, body = no_endpoints(name)
+        if not name:
+            status, headers, body = no_name()
+        elif fn is None:
+            status, headers, body = no_endpoints(segment)
         else:
             self.runtime.count_invocation(name)
             try:
@@ -89,20 +98,23 @@ class Proxy:
                 status, headers, body = error_answer(400, f"cannot read the request body: {exc}\n")
             else:
                 status, headers, body = self.forward(fn, environ["REQUEST_METHOD"], target_of(environ),
-                                                     forward_headers(environ, trace), request_body)
+                                                     forward_headers(environ, trace), request_body, segment)
         self.metrics.on_done(name, status, time.perf_counter() - started, namespace)
         return respond(start_response, status, headers, body, trace)
 
-    def forward(self, fn: FunctionState, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+    def forward(self, fn: FunctionState, method: str, target: str, headers: dict[str, str], body: bytes,
+                called: str = "") -> Answer:
         """Send one request to the least busy ready replica of ``fn`` (waiting for one up to
-        ``cold_start_timeout``); the watchdog's answer, or the provider's 503/500."""
+        ``cold_start_timeout``); the watchdog's answer, or the provider's 503/500 naming the function as
+        ``called`` (default: its name)."""
+        called = called or fn.name
         timeout = urllib3.Timeout(connect=2.0, read=write_timeout(fn.spec) + 10)
         for _ in range(3):
             replica = self.runtime.acquire(fn, self.runtime.config.cold_start_timeout)
             if replica is None:
                 with self.runtime.lock:
                     why = fn.failing(time.monotonic())
-                return no_endpoints(fn.name, why)
+                return no_endpoints(called, why)
             try:
                 upstream = replica.pool.urlopen(method, target, body=body, headers=headers, retries=False,
                                                 redirect=False, timeout=timeout, preload_content=True,
@@ -114,12 +126,12 @@ class Proxy:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 logger.warning("function %s: replica %s failed: %s", fn.name, replica.instance_id, exc)
                 why = f" Its replica {replica.instance_id} was stopped: {replica.fault}." if replica.fault else ""
-                return error_answer(500, f"Can't reach service for: {fn.name}.{why}\n")
+                return error_answer(500, f"Can't reach service for: {called}.{why}\n")
             finally:
                 replica.release()
             return upstream.status, [(k, v) for k, v in upstream.headers.items()
                                      if k.lower() not in HOP_BY_HOP], upstream.data
-        return no_endpoints(fn.name)
+        return no_endpoints(called)
 
 
 def new_trace(environ: dict) -> tuple[tuple[str, str], ...]:

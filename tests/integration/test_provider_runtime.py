@@ -81,6 +81,20 @@ def test_invocations_carry_call_id_and_start_time(provider, inspect_dir):
         assert start == fresh.json()["headers"]["X-Start-Time"] and start.isdigit() and len(start) == 19, bad
 
 
+def test_no_function_name_is_400_and_503_names_the_function_as_called(provider, inspect_dir):
+    # faas-provider's proxy answers both, marked as its own (not the function's) with X-Openfaas-Internal.
+    provider.deploy("fn", inspect_dir)
+    provider.wait_ready("fn", 1)
+    for path in ("/function/", "/function//sub", "/function/.openfaas-fn"):
+        answer = requests.post(provider.url + path, data=b"x", timeout=10)
+        assert answer.status_code == 400 and answer.text == "Provide function name in the request path", path
+        assert answer.headers["X-Openfaas-Internal"] == "proxy" and answer.headers["X-Call-Id"], path
+    other = invoke(provider.url, "fn.staging")
+    assert other.status_code == 503 and other.text == "No endpoints available for: fn.staging."
+    assert other.headers["X-Openfaas-Internal"] == "proxy"
+    assert invoke(provider.url, "nope").text == "No endpoints available for: nope."
+
+
 def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
     provider.deploy("fn", inspect_dir, envVars={"write_timeout": "10s"})
     provider.wait_ready("fn", 1)

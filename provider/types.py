@@ -198,10 +198,22 @@ def provider_info(release: str, sha: str) -> dict[str, Any]:
     return {"provider": "faas-infer", "orchestration": "processes", "version": {"sha": sha, "release": release}}
 
 
+# platform.machine() names -> Go's GOARCH, which the gateway reports as its arch (runtime.GOARCH).
+GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv6l": "arm",
+           "armv7l": "arm", "armv8l": "arm", "i386": "386", "i686": "386"}
+
+
+def go_arch(machine: str) -> str:
+    """``machine`` (``platform.machine()``) as Go names it (x86_64 -> amd64); others (ppc64le, s390x,
+    riscv64) are spelt alike, in lower case."""
+    return GO_ARCH.get(machine.lower(), machine.lower())
+
+
 def gateway_info(release: str, sha: str, arch: str) -> dict[str, Any]:
-    """The gateway's ``/system/info``, what faas-cli reads when it talks to us directly."""
+    """The gateway's ``/system/info``, what faas-cli reads when it talks to us directly (``arch`` as
+    ``platform.machine()`` names it; reported as Go's GOARCH)."""
     return {"provider": provider_info(release, sha),
-            "version": {"commit_message": "", "sha": sha, "release": release}, "arch": arch}
+            "version": {"commit_message": "", "sha": sha, "release": release}, "arch": go_arch(arch)}
 
 
 def go_time(moment: datetime) -> str:

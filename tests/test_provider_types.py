@@ -21,7 +21,7 @@ from provider.logstore import LogStore
 from provider.proxy import split_name
 from provider.replica import replica_env
 from provider.types import (DeleteFunctionRequest, FunctionDeployment, FunctionStatus, ScaleServiceRequest,
-                            go_time)
+                            gateway_info, go_arch, go_time)
 
 FAAS_CLI_BODY = (b'{"service":"py-echo","image":"registry.example.com/py-echo:0.1.0","envProcess":"python index.py",'
                  b'"envVars":{"LOG_LEVEL":"debug"},"constraints":["node.platform.os == linux"],'
@@ -185,3 +185,10 @@ def test_basic_scheme_is_case_insensitive(tmp_path):
 ])
 def test_info_shape(setting, forwarded_for, shape):
     assert info_shape(setting, forwarded_for) == shape
+
+
+def test_gateway_info_reports_the_arch_as_go_names_it():
+    # The real gateway answers runtime.GOARCH ("arch":"amd64" in client-to-gateway/info.json).
+    assert [go_arch(m) for m in ("x86_64", "aarch64", "armv7l", "i686", "ppc64le")] == \
+        ["amd64", "arm64", "arm", "386", "ppc64le"]
+    assert gateway_info("1", "sha", "x86_64")["arch"] == "amd64"

@@ -4,6 +4,7 @@ those clients expect: same status codes, same body shapes and values (volatile v
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import time
 import uuid
@@ -13,6 +14,7 @@ import requests
 
 from provider_fixtures import ECHO, FIXTURES, ProviderProcess, body_bytes, fixture, same_shape, send
 from helpers import wait_until, write_handler
+from provider.types import go_arch
 
 GATEWAY_STEPS = ("info", "healthz", "deploy-post", "deploy-put", "list", "list-namespace", "get-function",
                  "get-function-namespace", "scale", "scale-clamp", "invoke-json", "invoke-binary",
@@ -116,6 +118,17 @@ def test_faas_cli_session(provider):
     assert status == 200 and set(info) == {"provider", "version", "arch"}
     assert set(info["provider"]) == {"provider", "orchestration", "version"}
     assert set(info["version"]) >= {"sha", "release"}
+
+
+def test_info_has_the_gateways_arch(provider):
+    """A client asking us directly gets the arch the real gateway reports: Go's name (amd64, not x86_64)."""
+    exchange = fixture("client-to-gateway/info.json")[0]
+    status, _, body = send(provider.url, exchange["request"])
+    assert status == 200
+    arch = json.loads(body)["arch"]
+    if platform.machine() == "x86_64":  # the recording machine's
+        assert arch == json.loads(exchange["response"]["body"])["arch"] == "amd64"
+    assert arch == go_arch(platform.machine())
 
 
 def test_gateway_as_client(provider):

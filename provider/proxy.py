@@ -129,8 +129,10 @@ class Proxy:
                 return error_answer(500, f"Can't reach service for: {called}.{why}\n")
             finally:
                 replica.release()
+            # A HEAD answer has no body: its Content-Length is the watchdog's, the size a GET would get.
             return upstream.status, [(k, v) for k, v in upstream.headers.items()
-                                     if k.lower() not in HOP_BY_HOP], upstream.data
+                                     if k.lower() not in HOP_BY_HOP
+                                     or (method == "HEAD" and k.lower() == "content-length")], upstream.data
         return no_endpoints(called)
 
 
@@ -158,9 +160,11 @@ def forward_headers(environ: dict, trace: tuple[tuple[str, str], ...]) -> dict[s
 
 def respond(start_response: Callable, status: int, headers: list[tuple[str, str]], body: bytes,
             trace: tuple[tuple[str, str], ...]) -> list[bytes]:
-    """Start the WSGI answer with the trace headers and a Content-Length."""
+    """Start the WSGI answer with the trace headers and a Content-Length (the body's, unless ``headers`` has
+    one: a HEAD answer's)."""
     headers = [(k, v) for k, v in headers if k.lower() not in TRACE_HEADERS] + list(trace)
-    headers.append(("Content-Length", str(len(body))))
+    if not any(k.lower() == "content-length" for k, _ in headers):
+        headers.append(("Content-Length", str(len(body))))
     start_response(f"{status} {reason(status)}", headers)
     return [body]
 

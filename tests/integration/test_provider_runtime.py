@@ -95,6 +95,25 @@ def test_no_function_name_is_400_and_503_names_the_function_as_called(provider, 
     assert invoke(provider.url, "nope").text == "No endpoints available for: nope."
 
 
+def test_head_keeps_the_watchdogs_content_length(provider, tmp_path):
+    fixed = write_handler(str(tmp_path / "fixed"), """
+        from batcher import Response
+
+        def handle(request):
+            return Response(b"x" * 113, 200, {"Content-Type": "text/plain"})
+    """)
+    provider.deploy("fixed", fixed)
+    replica = provider.wait_ready("fixed", 1)["faasInfer"]["instances"][0]
+    direct = requests.head(f"http://127.0.0.1:{replica['port']}/x", timeout=10)
+    assert direct.headers["Content-Length"] == "113"
+    for _ in range(2):  # the connection stays usable after a HEAD that declared a length
+        with requests.Session() as session:
+            head = session.head(f"{provider.url}/function/fixed/x", timeout=10)
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["Content-Length"] == "113"
+            assert session.get(f"{provider.url}/function/fixed/x", timeout=10).content == b"x" * 113
+
+
 def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
     provider.deploy("fn", inspect_dir, envVars={"write_timeout": "10s"})
     provider.wait_ready("fn", 1)

@@ -48,6 +48,9 @@ class ProviderApplication(BaseApplication):
             "accesslog": None, "loglevel": "warning", "proc_name": "faas-infer-provider",
             "post_worker_init": _post_worker_init, "worker_exit": _worker_exit,
             "child_exit": _child_exit, "on_reload": _on_reload,
+            # A header named with an underscore (x_under) is dropped: WSGI cannot tell it from x-under, so
+            # passing it ("dangerous") would let a client smuggle, say, X_Call_Id past X-Call-Id.
+            "header_map": "drop",
         }
         for key, value in settings.items():
             self.cfg.set(key, value)

@@ -114,6 +114,16 @@ def test_head_keeps_the_watchdogs_content_length(provider, tmp_path):
             assert session.get(f"{provider.url}/function/fixed/x", timeout=10).content == b"x" * 113
 
 
+def test_headers_named_with_underscores_are_dropped_not_mangled(provider, inspect_dir):
+    # A deliberate deviation (README): under WSGI x_under and x-under are one name, a smuggling risk.
+    provider.deploy("fn", inspect_dir)
+    provider.wait_ready("fn", 1)
+    answer = invoke(provider.url, "fn", headers={"x_under": "1", "X-Test": "1", "X_Call_Id": "smuggled"})
+    seen = {k.lower() for k in answer.json()["headers"]}
+    assert "x-test" in seen and not seen & {"x_under", "x-under", "x_call_id"}
+    assert answer.headers["X-Call-Id"] != "smuggled"
+
+
 def test_scale_0_2_1_under_load_loses_nothing(provider, inspect_dir):
     provider.deploy("fn", inspect_dir, envVars={"write_timeout": "10s"})
     provider.wait_ready("fn", 1)

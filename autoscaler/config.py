@@ -68,7 +68,9 @@ class AutoscalerConfig:
     placement_ilp_max_vars: int = 400
     # Configurations running now are priced this much lower in the selection (0.1: 10%), so a plan replaces
     # them only for a real saving, not for a few percent of noise in the measured execution times (which
-    # otherwise swapped b1 for b2 and back every few ticks at a steady demand).
+    # otherwise swapped b1 for b2 and back every few ticks at a steady demand); a function's running
+    # instances may also be this much underfilled (their r_min summed up to demand x (1 + margin)). They
+    # count as no more capacity than they serve.
     switch_margin: float = 0.1
     # A variant younger than this (by its createdAt) is not removed for the plan's sake: it was started for
     # a reason a tick ago, and removing it before it has served only churns. Orphans go at once.

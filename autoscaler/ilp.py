@@ -82,7 +82,6 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
             continue
         cover = problem.cover(f)
         covered: dict = {}
-        kept_cover: dict = {}
         filled: dict = {}
         counted: dict = {}
         for j, c in enumerate(f.candidates):
@@ -97,11 +96,10 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
             objective[var] = c.cost
             running = min(dict(f.current).get(c.key, 0), upper)
             if running and problem.stickiness:
-                # The running instances of this configuration cost a little less and count a little more
-                # (a swap must win by the margin, also when short of capacity, where cost hardly matters)
+                # The running instances of this configuration cost a little less (a swap must save more than
+                # the margin); they serve no more than r_max, so the cover below counts them at that
                 kept = prob.add_variable(f"kept_{i}_{j}", 0, running)  # min(n, running) at the optimum
                 objective[kept] = -c.cost * problem.stickiness
-                kept_cover[kept] = c.r_max * problem.stickiness
                 prob += kept - var <= 0, f"kept_{i}_{j}"
             covered[var] = c.r_max
             if c.r_min > 0:
@@ -115,7 +113,7 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
         if cover > 0:
             short = prob.add_variable(f"short_{i}", 0, cover)
             objective[short] = problem.penalty(f)
-            prob += pulp.LpAffineExpression({**covered, **kept_cover, short: 1.0}) >= cover, f"cover_{tag}"
+            prob += pulp.LpAffineExpression({**covered, short: 1.0}) >= cover, f"cover_{tag}"
         if filled:
             prob += pulp.LpAffineExpression(filled) <= problem.fill_limit(f), f"fill_{tag}"
         if counted:

@@ -83,3 +83,15 @@ def test_placement_keeps_capacity_and_prefers_current_nodes():
 
 def test_placement_reports_impossible():
     assert solve_placement([Group("f", "k", 1, 16.0, 0.0, GiB)], [("a", 4.0, 0.0, 8 * GiB)], "highs", 1.0) is None
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_running_instances_count_as_the_capacity_they_serve(solver):
+    # One running instance serves 200/s; the cover is 228/s. The switch margin makes keeping it cheaper,
+    # not bigger: a second instance is added while the pool has cores free.
+    c = problem(demands=(0.0,)).functions[0].candidates
+    b1 = next(x for x in c if x.key == "b1-c1000-g0")
+    p = SelectionProblem((FunctionDemand("f", (b1,), 190.0, current=((b1.key, 1),)),), 8.0, 0.0, 16 * GiB, 0.2,
+                         stickiness=0.3)
+    s = solve_selection(p, solver, PROVE, 0.0)
+    assert s.counts == {"f": {b1.key: 2}} and not s.shortfall

@@ -8,13 +8,14 @@ function without data gets ``rate=None`` (decide then leaves it as it runs). Var
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
 from autoscaler.snapshot import FunctionState, Measurement, Node, Orphan, Snapshot
-from autoscaler.variants import memory_of, parse_parent, parse_variant, read_slo, unreadable_variant
+from autoscaler.variants import memory_of, parent_gpu, parse_parent, parse_variant, read_slo, unreadable_variant
 from faas_infer.stack import ANNOTATION_MODEL, LABEL_PARENT
+from faas_infer.units import parse_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,33 @@ def _readable(status: dict) -> dict:
     odd entry cannot stop the tick for every function."""
     return {**status, **{k: {} for k in _MAPS if k in status and not isinstance(status[k], dict)},
             **{k: [] for k in _LISTS if k in status and not isinstance(status[k], list)}}
+
+
+def _resources(facts: Mapping[str, str], parent: Mapping[str, Any]) -> tuple[float, float] | str:
+    """(cores, GPU share) an instance runs with, or why they cannot be known. Variants report both (the
+    autoscaler sets ``cpu_limit`` and ``gpu_share`` on each); an instance without ``cpu_limit`` is the
+    parent's, which runs with the parent's limits. Filed under a guess (one core, no GPU), a GPU parent's
+    times made decide plan CPU variants at the GPU's speed."""
+    try:
+        gpu = float(facts.get("gpu_share") or 0.0)
+    except ValueError:
+        return f"gpu_share={facts['gpu_share']!r} is not a number"
+    raw = facts.get("cpu_limit") or (parent.get("limits") or {}).get("cpu")
+    if not raw:
+        return "it reports no cpu_limit and its parent sets no CPU limit"
+    try:
+        cpu = parse_cpu(raw)
+    except ValueError:
+        return f"its CPU limit {raw!r} is not a CPU quantity"
+    if cpu <= 0:
+        return f"its CPU limit {raw!r} is not positive"
+    if gpu or facts.get("cpu_limit"):
+        return cpu, gpu
+    devices = parent_gpu(parent)
+    if devices is None:
+        return ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
+                "gpu_share saying how much")
+    return cpu, devices
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -141,10 +169,10 @@ class Observer:
                 name, managed[name], (status.get("annotations") or {}).get(ANNOTATION_MODEL, name),
                 memory=memory_of(status, self.config.default_memory), **bounds,
                 variants=(parent, *variants.get(name, ())), spec=dict(status), unreadable="; ".join(why + bad_labels),
-                **self._queue(name, epoch, problems)))
+                **self._queue(name, status, epoch, problems)))
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
-    def _queue(self, fn: str, epoch: float, problems: list[str]) -> dict[str, Any]:
+    def _queue(self, fn: str, parent: Mapping[str, Any], epoch: float, problems: list[str]) -> dict[str, Any]:
         """The function's ``FunctionState`` fields read from its queue statistics ({} when unreadable)."""
         if self.redis is None:
             return _UNKNOWN
@@ -167,17 +195,16 @@ class Observer:
         if rate > 0 or s.depth > 0:
             self._last_traffic[fn] = epoch
         last = self._last_traffic.get(fn)
-        measured = []
+        measured, dropped = [], {}
         for inst in s.instances:
-            try:
-                cpu = float(inst.facts.get("cpu_limit") or 1.0)
-            except ValueError:
-                cpu = 1.0
-            try:
-                gpu = float(inst.facts.get("gpu_share") or 0.0)
-            except ValueError:
-                gpu = 0.0
-            measured.extend(Measurement(b, cpu, gpu, t) for b, t in inst.exec_seconds.items() if t > 0)
+            where = _resources(inst.facts, parent)
+            if isinstance(where, str):
+                dropped.setdefault(where, []).append(inst.instance)
+                continue
+            measured.extend(Measurement(b, *where, t) for b, t in inst.exec_seconds.items() if t > 0)
+        for why, instances in dropped.items():
+            logger.debug("measured times of %s instances %s dropped: %s", fn, ", ".join(instances), why)
+            problems.append(f"measured times of {fn} ({len(instances)} instance(s)) dropped: {why}")
         return {"rate": rate, "queue_depth": s.depth, "idle_seconds": None if last is None else epoch - last,
                 "measured": tuple(measured), "live_instances": len(s.instances),
                 "refused_rate": s.refusal_rate.get(window, 0.0), "recent_rate": s.arrival_rate.get(recent, 0.0),

@@ -26,6 +26,10 @@ LABEL_NODE = "com.faas-infer.node"
 LABEL_BATCH = "com.faas-infer.batch"
 LABEL_CPU = "com.faas-infer.cpu"
 LABEL_GPU = "com.faas-infer.gpu"
+# The limit that gives an instance whole GPU devices (faas-cli drops it; the REST API keeps it).
+LIMIT_GPU = "nvidia.com/gpu"
+# The OpenFaaS Profile annotation (a GPU profile adds the runtime class and toleration GPU nodes need).
+ANNOTATION_PROFILE = "com.openfaas.profile"
 # Labels of the parent a variant must not copy (the platform would scale the variant by them).
 _NOT_COPIED = ("com.openfaas.scale.",)
 # Environment of the parent a variant must not inherit: a batch timeout set for the parent's batch size (an
@@ -63,7 +67,7 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
                    LABEL_CPU: f"{c.cpu:g}", LABEL_GPU: f"{c.gpu:g}"})
     limits = {"memory": str(c.memory), "cpu": f"{int(round(c.cpu * 1000))}m"}
     if c.gpu:
-        limits["nvidia.com/gpu"] = "1"
+        limits[LIMIT_GPU] = "1"
     spec: dict[str, Any] = {
         "service": name, "image": parent.get("image", ""), "envProcess": parent.get("envProcess", ""),
         "envVars": env, "labels": labels, "annotations": dict(parent.get("annotations") or {}),
@@ -117,7 +121,7 @@ def _count(status: Mapping[str, Any], key: str) -> int:
 
 
 def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> Variant:
-    """The user's own deployment as a pinned instance group (its batch and CPU from its spec; the node holds
+    """The user's own deployment as a pinned instance group (its batch, CPU and GPU from its spec; the node holds
     its ``requests`` for it where it sets them, as Kubernetes does)."""
     env = status.get("envVars") or {}
     limits = status.get("limits") or {}
@@ -140,9 +144,24 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> V
         reserved_memory = min(memory, parse_memory(requests["memory"])) if requests.get("memory") else None
     except ValueError:
         reserved_memory = None
-    return Variant(str(status["name"]), batch, cpu, 0.0, memory, node, _count(status, "replicas"), pinned=True,
-                   ready=_count(status, "availableReplicas"), reserved_cpu=reserved_cpu,
-                   reserved_memory=reserved_memory)
+    return Variant(str(status["name"]), batch, cpu, parent_gpu(status) or 0.0, memory, node,
+                   _count(status, "replicas"), pinned=True, ready=_count(status, "availableReplicas"),
+                   reserved_cpu=reserved_cpu, reserved_memory=reserved_memory)
+
+
+def parent_gpu(status: Mapping[str, Any]) -> float | None:
+    """GPU devices of the user's own deployment: its ``nvidia.com/gpu`` limit; 0 when nothing says it has one;
+    None when it may run on one without saying how much (a GPU profile, or a constraint on ``nvidia.com/gpu``
+    as in docker/kubernetes/gpu-stack.yml, where faas-cli dropped the limit)."""
+    try:
+        devices = float((status.get("limits") or {}).get(LIMIT_GPU) or 0)
+    except (TypeError, ValueError):
+        return None
+    if devices > 0:
+        return devices
+    profiles = str((status.get("annotations") or {}).get(ANNOTATION_PROFILE, ""))
+    hinted = "gpu" in profiles.lower() or any(LIMIT_GPU in str(c) for c in status.get("constraints") or [])
+    return None if hinted else 0.0
 
 
 def variant_age(v: Variant, now_epoch: float) -> float | None:

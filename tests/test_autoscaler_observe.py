@@ -51,6 +51,28 @@ def test_measured_times_of_gpu_instances_are_filed_under_their_share(redis_clien
     assert [(m.batch, m.cpu, m.gpu) for m in snap.functions[0].measured] == [(8, 1.0, 0.5)]
 
 
+def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redis_client):
+    # Parents set no cpu_limit, so their heartbeats carry none; the GPU one is docker/kubernetes/gpu-stack.yml's
+    # (its GPU profile and constraint, no GPU limit: faas-cli drops it) and reports gpu_share 0 on CUDA.
+    gpu_stack = {"limits": {"cpu": "2", "memory": "2Gi"}, "constraints": ["nvidia.com/gpu.present == true"],
+                 "annotations": {**SLO, "com.openfaas.profile": "gpu"}}
+    parents = {"cpu": {"limits": {"cpu": "2"}}, "whole-gpu": {"limits": {"cpu": "2", "nvidia.com/gpu": "1"}},
+               "gpu-stack": gpu_stack, "unlimited": {}}
+    now = time.time()
+    pipe = redis_client.pipeline()
+    for name in parents:
+        stats.record_heartbeat(pipe, name, "a", now, {"cpu_limit": "", "gpu_share": "0"}, {8: 0.002})
+    pipe.execute()
+    listing = Listing([{"annotations": SLO, **spec, "name": name} for name, spec in parents.items()])
+    snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, now)
+    filed = {f.name: [(m.batch, m.cpu, m.gpu) for m in f.measured] for f in snap.functions}
+    assert filed == {"cpu": [(8, 2.0, 0.0)], "whole-gpu": [(8, 2.0, 1.0)], "gpu-stack": [], "unlimited": []}
+    assert [p.split(":")[0] for p in snap.problems] == ["measured times of gpu-stack (1 instance(s)) dropped",
+                                                        "measured times of unlimited (1 instance(s)) dropped"]
+    assert "may run on a GPU" in snap.problems[0] and "no CPU limit" in snap.problems[1]
+    assert [f.variants[0].gpu for f in snap.functions] == [0.0, 1.0, 0.0, 0.0]  # the parents, pinned
+
+
 def test_a_redis_that_does_not_answer_costs_one_timeout_per_tick_not_one_per_function():
     with silent_listener() as port:
         client = redis_client(f"redis://127.0.0.1:{port}/0")

@@ -1,6 +1,7 @@
 """Variants, pure: their names, their FunctionDeployment built from the parent's, and parsing them back.
 
-A variant is ``<fn>-<config key>-<node>-<shard>`` (e.g. ``resnet-b4-c500-g0-host1-0``): the parent's
+A variant is ``<fn>-<config key>-<node>-<shard>`` (e.g. ``resnet-b4-c500-g0-host1-0``; with a hash where
+that is too long or the node's name is not a short label, ``variant_name``): the parent's
 image and spec with its own batch config (envVars ``max_batch_size``, ``latency_slo``, ``exec_prior``,
 ``cpu_limit``, ``gpu_share``, ``function_name=<fn>`` so it pulls from the parent's queue; no
 ``batch_timeout``, so the watchdog derives its wait from the SLO, the load and the batch running, as it does
@@ -11,6 +12,7 @@ configuration. A group of more instances than ``max_replicas_per_variant`` is sp
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from datetime import datetime
@@ -37,14 +39,32 @@ _NOT_COPIED = ("com.openfaas.scale.",)
 _NOT_INHERITED = ("batch_timeout", "gpu_share", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
 
 
-def slug(text: str, limit: int = 20) -> str:
+# Longest function name: Kubernetes names the Deployment and Service after it (a DNS-1123 label).
+MAX_NAME = 63
+# Longest node name written whole into a variant name.
+NODE_IN_NAME = 20
+
+
+def slug(text: str) -> str:
     """Lower-case DNS-label-safe text."""
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:limit] or "node"
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "node"
 
 
 def variant_name(fn: str, key: str, node: str, shard: int) -> str:
-    """The variant's function name."""
-    return f"{fn}-{key}-{slug(node)}-{shard}" if node else f"{fn}-{key}-{shard}"
+    """The variant's function name, one per (function, configuration, node, shard) and at most ``MAX_NAME``.
+
+    ``<fn>-<key>-<node>-<shard>`` where that fits and the node's name is a short label as it stands; else
+    shortened, with a hash of function, configuration and node before the shard: cut to a prefix or
+    lower-cased, two nodes' names (``...-pool-1a2b3c4d-abcd``, ``...-wxyz``) made one variant name, and a
+    planned instance was never deployed. act finds running variants by this name, so it must not change
+    for a name it once gave."""
+    plain = f"{fn}-{key}-{node}-{shard}" if node else f"{fn}-{key}-{shard}"
+    if len(plain) <= MAX_NAME and (not node or (len(node) <= NODE_IN_NAME and slug(node) == node)):
+        return plain
+    digest = hashlib.sha256(f"{fn}\n{key}\n{node}".encode()).hexdigest()[:8]
+    tail = f"-{digest}-{shard}"
+    head = f"{fn}-{key}-{slug(node)[:NODE_IN_NAME]}" if node else f"{fn}-{key}"
+    return head[:MAX_NAME - len(tail)].rstrip("-") + tail
 
 
 def shards(count: int, per_variant: int) -> list[int]:

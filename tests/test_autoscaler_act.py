@@ -54,6 +54,19 @@ def test_only_differences_are_sent_and_capacity_comes_first():
     assert not {v.name for v in keep} & {c.name for c in todo if c.kind == "deploy"}
 
 
+def test_nodes_sharing_a_long_prefix_get_a_variant_each_and_names_fit_a_dns_label():
+    pool = "gke-prod-default-pool-1a2b3c4d-"
+    nodes = (Node(pool + "abcd", 1, 16 * GiB), Node(pool + "wxyz", 1, 16 * GiB))
+    plan, snap, cfg = plan_for(fn("f", 300.0, spec=PARENT), nodes, batch_sizes=(1,), cpu_steps=(1.0,))
+    deploys = [c for c in changes(plan, snap, cfg) if c.kind == "deploy"]
+    assert sorted(c.spec["labels"]["com.faas-infer.node"] for c in deploys) == [n.name for n in nodes]
+    assert len({c.name for c in deploys}) == 2
+    long = variant_name("image-classification-resnet50-production", "b64-c4000-g100", "ip-10-0-1-2.ec2.internal", 12)
+    assert len(long) <= 63 and long.endswith("-12") and long == variant_name(
+        "image-classification-resnet50-production", "b64-c4000-g100", "ip-10-0-1-2.ec2.internal", 12)
+    assert variant_name("resnet", "b4-c500-g0", "host1", 0) == "resnet-b4-c500-g0-host1-0"  # as before
+
+
 def test_groups_split_into_shards_on_platforms_with_few_replicas():
     assert shards(7, 5) == [5, 2] and shards(3, 1) == [1, 1, 1]
     plan, snap, cfg = plan_for(fn("f", 3000.0, spec=PARENT), batch_sizes=(1,), cpu_steps=(1.0,),

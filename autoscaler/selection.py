@@ -64,8 +64,11 @@ class SelectionProblem:
 
     def below_min_penalty(self, f: FunctionDemand) -> float:
         """Price of one instance missing from the function's minimum: far above any instance (a minimum is
-        kept while the pool holds it), below unserved demand (a request waiting beats a warm idle one)."""
-        return 100.0 * max((c.cost for c in f.candidates), default=1.0)
+        kept while the pool holds it), below unserved demand (a request waiting beats a warm idle one).
+        Where its instances cost nothing (``beta=0`` prices CPU at 0), one unserved request per second: a
+        price of 0 let the solver drop the minimum."""
+        dearest = max((c.cost for c in f.candidates), default=1.0)
+        return 100.0 * dearest if dearest > 0 else self.penalty(f)
 
     def penalty(self, f: FunctionDemand) -> float:
         """Price of one unserved request per second: far above serving it with the worst candidate."""

@@ -95,3 +95,13 @@ def test_running_instances_count_as_the_capacity_they_serve(solver):
                          stickiness=0.3)
     s = solve_selection(p, solver, PROVE, 0.0)
     assert s.counts == {"f": {b1.key: 2}} and not s.shortfall
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_a_minimum_is_kept_where_cpu_is_free(solver):
+    # beta=0 prices CPU instances at 0; the minimum must still cost something to miss
+    c = enumerate_candidates("m", 0.1, 256 * 1024**2, LinearPredictor(), (1, 2, 4), (0.5, 1), (), 0.0,
+                             [(8, 16 * GiB, 0)])
+    p = SelectionProblem((FunctionDemand("f", tuple(c), 0.0, min_count=3),), 8.0, 0.0, 16 * GiB, 0.2)
+    assert p.below_min_penalty(p.functions[0]) > 0
+    assert sum(solve_selection(p, solver, PROVE, 0.0).counts.get("f", {}).values()) == 3

@@ -113,7 +113,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         cands = enumerate_candidates(model, fs.slo, fs.memory, pred, config.batch_sizes, config.cpu_steps,
                                      config.gpu_steps, config.beta, shapes)
         if not cands:
-            kept.append(_unchanged(fs, _infeasible(fs, model, pred, config)))
+            kept.append(_unchanged(fs, _infeasible(fs, model, pred, config, shapes)))
             _use_all(fixed, fs, default_node)
             continue
         pinned_cap, pinned_n = 0.0, 0
@@ -215,8 +215,14 @@ def _useful_rate(pred, model: str, v: Variant, slo: float, batch_sizes: tuple[in
     return best
 
 
-def _infeasible(fs: FunctionState, model: str, pred, config: AutoscalerConfig) -> str:
-    """Why a function has no candidate: nothing known of its model, or an SLO no configuration meets."""
+def _infeasible(fs: FunctionState, model: str, pred, config: AutoscalerConfig,
+                shapes: list[tuple[float, int, int]]) -> str:
+    """Why a function has no candidate: an instance's memory no node has, nothing known of its model, or an
+    SLO no configuration meets."""
+    largest = max((memory for _, memory, _ in shapes), default=0)
+    if fs.memory > largest:
+        return (f"its memory limit ({fs.memory / 2**30:.2f} GiB) is more than any node has (the largest "
+                f"{largest / 2**30:.2f} GiB)")
     known = any(pred.exec_seconds(model, min(config.batch_sizes), c, 0.0) for c in config.cpu_steps)
     if not known:
         return (f"no execution time known for model {model} (no COP profile, no measured batches yet): "

@@ -213,6 +213,13 @@ def test_a_model_without_any_timing_says_so():
     assert x.unchanged and "no execution time known for model unknown" in x.reason
 
 
+def test_a_memory_limit_no_node_has_is_named_as_the_reason():
+    plan = decide(snapshot([fn("big", 10.0, memory=32 * GiB)]), PREDICTOR, config(), 0.0)  # nodes: 8, 16 GiB
+    big = plan.function("big")
+    assert big.unchanged and "memory limit (32.00 GiB) is more than any node has (the largest 16.00 GiB)" in big.reason
+    assert "latency_slo" not in big.reason
+
+
 def test_instances_that_refuse_requests_are_priced_by_what_they_admit():
     parent = Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", pinned=True)  # modelled: 8 / 12 ms = 667/s
     calm = decide(snapshot([fn("m", 500.0, variants=(parent,))]), PREDICTOR, config(), 0.0)

@@ -127,9 +127,21 @@ class CopPredictor:
     def __init__(self, db_path: str) -> None:
         self.db_path = db_path
         self._models: dict[str, object] = {}
+        # The DB file's (mtime, size) at the last preload; None when it was not there.
+        self._stamp: tuple[int, int] | None = None
 
     def preload(self, models: Iterable[str]) -> None:
-        """Load every model's predictor now (I/O), so decide's calls stay in memory."""
+        """Load every model's predictor now (I/O), so decide's calls stay in memory. Models found without a
+        profile are looked for again once the DB file has changed: a profile written by ``faas-infer profile``
+        while the autoscaler runs is used from the next tick (cached as missing, it never was)."""
+        try:
+            st = os.stat(self.db_path)
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._models = {m: p for m, p in self._models.items() if p is not None}
+            self._stamp = stamp
         for model in models:
             self._get(model)
 

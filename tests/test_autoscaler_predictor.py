@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autoscaler.predictor import Chain, Corrected, TablePredictor
+from autoscaler.predictor import Chain, CopPredictor, Corrected, TablePredictor
 from autoscaler.snapshot import Measurement
 
 TABLE = TablePredictor({"functions/m": {"1x1": 0.010, "4x1": 0.020, "16x1": 0.050, "1x2": 0.006, "4x2": 0.011,
@@ -56,3 +56,23 @@ def test_measurements_alone_predict_without_a_prior():
 
 def test_chain_takes_the_first_answer():
     assert Chain(TablePredictor({}), TABLE).exec_seconds("m", 1, 1, 0) == pytest.approx(0.010)
+
+
+def test_a_profile_written_while_the_autoscaler_runs_is_used_from_the_next_preload(tmp_path):
+    from cop_profiler import hardware
+    from cop_profiler.db import ProfileDB, Timing
+    from cop_profiler.graph import OpGraph, OpNode
+    from cop_profiler.opspec import OperatorSpec
+
+    path = str(tmp_path / "profiles.sqlite")
+    with ProfileDB(path):
+        pass
+    cop = CopPredictor(path)
+    cop.preload(["functions/toy"])
+    assert cop.exec_seconds("functions/toy", 1, 1.0, 0.0) is None
+    op = OperatorSpec.create("A", "sig-a")
+    with ProfileDB(path) as db:  # faas-infer profile, meanwhile
+        db.put_model("functions/toy", OpGraph((OpNode(0, op.key),), (op,)))
+        db.put_timing(op.key, hardware.cpu_id(), "cpu", 1, 1, Timing(0.004))
+    cop.preload(["functions/toy"])
+    assert cop.exec_seconds("functions/toy", 1, 1.0, 0.0) == pytest.approx(0.004, rel=0.1)

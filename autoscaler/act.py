@@ -2,7 +2,7 @@
 
 ``changes`` is pure (plan + snapshot -> list of Change, each with its reason); ``apply`` sends them:
 deploys first, then updates and scale-ups, then scale-downs and deletes, so capacity is added before it
-is taken away. A running variant whose spec no longer matches its parent's (a new image, environment or
+is taken away; an API that does not answer costs one timeout per tick, not one per change. A running variant whose spec no longer matches its parent's (a new image, environment or
 annotations, a changed SLO) is updated in place (PUT). Variants whose parent is gone or unmanaged are
 deleted (decide keeps variants younger than ``min_variant_age`` in its plans). Removed variants drain
 through the watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from autoscaler.config import AutoscalerConfig
-from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
+from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError, OpenFaaSUnreachable
 from autoscaler.plan import Plan
 from autoscaler.snapshot import Snapshot, Variant
 from autoscaler.variants import shards, variant_name, variant_spec
@@ -98,9 +98,17 @@ def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
 
 
 def apply(plan_changes: list[Change], client: OpenFaaSClient) -> list[tuple[Change, str]]:
-    """Send the changes in order; returns (change, "ok" or the error) for each. Never raises."""
+    """Send the changes in order; returns (change, "ok" or the error) for each. Never raises.
+
+    After a call the API did not answer, the rest are skipped ("skipped (<its error>)") and left to the next
+    tick: each would wait out the client's timeout in turn (three changes to a hung gateway took 30 s of a
+    5 s tick). A call the API refuses costs only itself."""
     results = []
+    down: OpenFaaSUnreachable | None = None
     for change in plan_changes:
+        if down is not None:
+            results.append((change, f"skipped ({down})"))
+            continue
         try:
             if change.kind == "deploy":
                 client.deploy(change.spec)
@@ -118,4 +126,9 @@ def apply(plan_changes: list[Change], client: OpenFaaSClient) -> list[tuple[Chan
         except OpenFaaSError as exc:
             logger.error("%s %s failed: %s", change.kind, change.name, exc)
             results.append((change, str(exc)))
+            if isinstance(exc, OpenFaaSUnreachable):
+                down = exc
+    skipped = sum(outcome.startswith("skipped") for _, outcome in results)
+    if skipped:
+        logger.error("%d changes skipped until the next tick: the OpenFaaS API did not answer", skipped)
     return results

@@ -2,7 +2,7 @@
 
 Basic auth comes from the secret files (``basic-auth-user``, ``basic-auth-password``) when a folder is
 given. Deploy answers 200/201/202 are all success (faasd 200, faas-netes 202); errors raise
-``OpenFaaSError`` with the status and body.
+``OpenFaaSError`` with the status and body, ``OpenFaaSUnreachable`` when no answer came.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import requests
 
 class OpenFaaSError(RuntimeError):
     """The API refused a call or could not be reached."""
+
+
+class OpenFaaSUnreachable(OpenFaaSError):
+    """The API did not answer: no connection, or no reply within the client's timeout."""
 
 
 def read_auth(secret_mount_path: str) -> tuple[str, str] | None:
@@ -48,6 +52,8 @@ class OpenFaaSClient:
             params["namespace"] = self.namespace
         try:
             response = self.session.request(method, self.base_url + path, params=params, timeout=self.timeout, **kw)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise OpenFaaSUnreachable(f"{method} {path}: {exc}") from None
         except requests.RequestException as exc:
             raise OpenFaaSError(f"{method} {path}: {exc}") from None
         if response.status_code not in (200, 201, 202):

@@ -1,16 +1,20 @@
-"""act's pure half: which API calls a plan needs, in which order, with which variant specs."""
+"""act: which API calls a plan needs, in which order, with which variant specs; sending them to real HTTP peers."""
 
 from __future__ import annotations
 
 import dataclasses
+import http.server
+import threading
 import time
 
-from autoscaler.act import changes
+from autoscaler.act import Change, apply, changes
 from autoscaler.config import AutoscalerConfig
 from autoscaler.decide import decide
+from autoscaler.openfaas import OpenFaaSClient
 from autoscaler.snapshot import Node, Orphan, Variant
 from autoscaler.variants import parse_variant, shards, variant_name
 from autoscaler_fakes import GiB, LinearPredictor, fn, snapshot
+from helpers import silent_listener
 
 PARENT = {"name": "f", "image": "img:1", "envProcess": "python index.py",
           "envVars": {"A": "1", "max_batch_size": "8", "batch_timeout": "20ms"},
@@ -136,3 +140,39 @@ def test_a_young_variant_is_kept_until_min_variant_age_and_orphans_go_at_once():
     orphan = Orphan(dataclasses.replace(young[0], name="gone-b1-c500-g0-n1-0"), "gone", "its parent gone is gone")
     assert [(c.kind, c.name, c.fn, c.reason) for c in changes_at(young, (orphan,))[1]] == [
         ("delete", orphan.variant.name, "gone", "its parent gone is gone")]  # young as it is, not kept
+
+
+DEPLOYS = [Change("deploy", "f", f"f-b1-c1000-g0-{i}", 1, {"service": f"f-b1-c1000-g0-{i}"}) for i in range(3)]
+
+
+def test_after_a_call_the_api_does_not_answer_the_rest_wait_for_the_next_tick():
+    with silent_listener() as port:
+        results = apply(DEPLOYS, OpenFaaSClient(f"http://127.0.0.1:{port}", timeout=0.2))
+    first = results[0][1]
+    assert "timed out" in first
+    assert [outcome for _, outcome in results[1:]] == [f"skipped ({first})"] * 2
+
+
+def test_a_call_the_api_refuses_costs_only_itself():
+    seen = []
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.path)
+            self.send_response(500 if len(seen) == 1 else 202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        results = apply(DEPLOYS, OpenFaaSClient(f"http://127.0.0.1:{server.server_address[1]}"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) == 3 and results[0][1].startswith("POST /system/functions: 500")
+    assert [outcome for _, outcome in results[1:]] == ["ok", "ok"]

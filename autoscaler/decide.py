@@ -144,10 +144,12 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
     plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
                             snapshot.taken_epoch, default_node, starting)
-    bound = max(lower_bound(problem), selection.bound)
+    complete = not selection.shortfall and all(sum(selection.counts.get(f.name, {}).values()) >= f.min_count
+                                                for f in problem.functions)
+    bound = max(lower_bound(problem), selection.bound) if complete else 0.0
     cost = sum(p.cost for p in plans if not p.unchanged)
     return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
-                selection.solver, selection.status, placement, cost, bound,
+                selection.solver, selection.status, placement, cost, bound, selection.cost,
                 GuardMemory(dict(history), timings, factors, unready))
 
 

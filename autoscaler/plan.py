@@ -75,9 +75,15 @@ class Plan:
     solver: str = ""
     status: str = ""
     placement: str = ""
-    # Weighted resources of the plan and a proven lower bound on the optimum of stage one.
+    # Weighted resources of the plan.
     cost: float = 0.0
+    # A proven lower bound on stage one's optimum (weighted resources, plus penalties for demand or minimums
+    # left short), so on ``selection_cost`` when that leaves nothing short; 0 when it does (its resources alone
+    # then have no bound: it traded them for penalties).
     bound: float = 0.0
+    # Weighted resources of stage one's answer, which ``bound`` bounds: the plan is placed and stepped
+    # toward it by the guard rails, so its own cost may be lower or higher.
+    selection_cost: float = 0.0
     memory: GuardMemory = field(default_factory=GuardMemory)
 
     @classmethod
@@ -91,7 +97,7 @@ class Plan:
 
     @property
     def gap(self) -> float | None:
-        """Relative distance from the proven bound (None without a bound)."""
+        """Relative distance of stage one's answer from the proven bound (None without a bound)."""
         if self.bound <= 0:
             return None
-        return max(0.0, (self.cost - self.bound) / self.bound)
+        return max(0.0, (self.selection_cost - self.bound) / self.bound)

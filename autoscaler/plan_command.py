@@ -12,6 +12,7 @@ import json
 import time
 
 from autoscaler.flags import add_config_arguments, config_from_args
+from autoscaler.plan import FunctionPlan, Plan
 
 HELP = "print one autoscaling decision (nothing is changed)"
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         if scaler.last_snapshot else {}
     if args.json:
         print(json.dumps({"valid": plan.valid, "reason": plan.reason, "status": plan.status,
-                          "cost": plan.cost, "bound": plan.bound, "functions": [
+                          "cost": plan.cost, "selection_cost": plan.selection_cost, "bound": plan.bound, "functions": [
                               {"name": f.name, "running": running.get(f.name), "demand": f.demand,
                                "capacity": f.capacity, "cost": f.cost,
                                "reason": f.reason, "targets": [{"config": t.key, "node": t.node, "count": t.count}
@@ -46,12 +47,11 @@ def run(args: argparse.Namespace) -> int:
     if not plan.valid:
         print(f"no decision: {plan.reason}")
         return 1
-    gap = "-" if plan.gap is None else f"{100 * plan.gap:.2f}%"
     print(f"plan: {plan.status} selection ({plan.solver}), {plan.placement} placement, weighted resources "
-          f"{plan.cost:.3f} (bound {plan.bound:.3f}, gap {gap}), decided in {seconds * 1000:.0f} ms")
+          f"{plan.cost:.3f} ({quality(plan)}), decided in {seconds * 1000:.0f} ms")
     print(f"{'function':<20} {'running':>7} {'demand/s':>9} {'capacity/s':>10}  planned variants")
     for f in plan.functions:
-        groups = ", ".join(f"{t.count}x {t.key}@{t.node or '-'}" for t in f.targets) or "none (the parent suffices)"
+        groups = ", ".join(f"{t.count}x {t.key}@{t.node or '-'}" for t in f.targets) or none_planned(f)
         now = running.get(f.name)
         print(f"{f.name:<20} {'-' if now is None else now:>7} {f.demand:9.1f} {f.capacity:10.1f}  {groups}   "
               f"({f.reason})")
@@ -61,3 +61,25 @@ def run(args: argparse.Namespace) -> int:
     for c in todo:
         print(f"  {c.kind:<10} {c.name} replicas={c.replicas}")
     return 0
+
+
+def quality(plan: Plan) -> str:
+    """The selection's cost against its proven bound, said of the selection where the plan's cost differs."""
+    if plan.gap is not None:
+        text = f"bound {plan.bound:.3f}, gap {100 * plan.gap:.2f}%"
+    elif any(f.shortfall > 1e-6 for f in plan.functions):
+        text = "no bound: demand left short"
+    else:
+        text = "no bound"
+    if abs(plan.selection_cost - plan.cost) > 1e-9:
+        text = f"the selection's {plan.selection_cost:.3f} before placement and guard rails: {text}"
+    return text
+
+
+def none_planned(f: FunctionPlan) -> str:
+    """Why a function has no variants: left as it runs, short of room, or served by its own deployment."""
+    if f.unchanged:
+        return "none (left as it runs)"
+    if f.shortfall <= 1e-6 and 0 < f.demand <= f.capacity:
+        return "none (the parent suffices)"
+    return "none" if f.demand > 0 else "none (no demand)"

@@ -99,7 +99,9 @@ class Selection:
 
 
 def lower_bound(problem: SelectionProblem) -> float:
-    """A proven lower bound on the optimal cost: each function alone, its cover relaxed to fractions.
+    """A proven lower bound on the optimal objective (weighted resources, plus the penalties of what is left
+    short), so on the cost of any selection that leaves nothing short: each function alone, its cover relaxed
+    to fractions.
 
     A function with demand needs at least one instance (or pays its shortfall), and at least min_count
     while the pool holds every function's minimum in its smallest configuration and every demand at its

@@ -79,6 +79,13 @@ def test_overload_becomes_shortfall_not_overcommit():
     check(plan, snap, cfg)
     assert plan.function("hot").shortfall > 0
     assert "no node has room for another instance" in plan.function("hot").reason
+    assert plan.bound <= plan.cost  # covering all of it would cost more, but it is not covered
+
+
+def test_the_bound_is_of_the_selection_the_guard_rails_step_toward():
+    plan = decide(snapshot([fn("f", 3000.0)]), PREDICTOR, config(max_step_up=1), 0.0)
+    assert plan.function("f").instances() == 1 and plan.cost < plan.selection_cost
+    assert 0 < plan.bound <= plan.selection_cost and plan.gap == pytest.approx(plan.selection_cost / plan.bound - 1)
 
 
 def test_a_minimum_no_node_holds_is_missed_and_said_and_memory_named_when_it_binds():

@@ -1,0 +1,64 @@
+"""``faas-infer plan`` against a real HTTP gateway and Redis: what it prints of the plan."""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import threading
+import time
+
+from autoscaler import plan_command
+from batcher import stats
+
+HOT = {"name": "hot", "replicas": 1, "availableReplicas": 1, "envVars": {"max_batch_size": "4"},
+       "annotations": {"com.faas-infer.latency_slo": "200ms", "com.faas-infer.model": "functions/resnet"},
+       "limits": {"cpu": "2", "memory": "1Gi"}}
+CALM = {**HOT, "name": "calm", "limits": {"cpu": "500m", "memory": "1Gi"}}
+TIGHT = {"name": "tight", "replicas": 1, "availableReplicas": 1,
+         "annotations": {"com.faas-infer.latency_slo": "1ms", "com.faas-infer.model": "functions/resnet"},
+         "limits": {"cpu": "500m", "memory": "1Gi"}}
+
+
+def serve(functions: list[dict]) -> http.server.ThreadingHTTPServer:
+    body = json.dumps(functions).encode()
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_function_short_of_room_or_infeasible_is_not_said_to_be_served_by_its_parent(
+        redis_client, redis_server, tmp_path, capsys):
+    now = time.time()
+    pipe = redis_client.pipeline()
+    for second in range(20):
+        stats.record_arrival(pipe, "hot", now - second, 400)
+        stats.record_arrival(pipe, "calm", now - second, 1)
+    pipe.execute()
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text("- {name: n1, cpu: 3, memory: 8Gi}\n")  # the parents' 3 cores: no room for a variant
+    server = serve([HOT, CALM, TIGHT])
+    parser = argparse.ArgumentParser()
+    plan_command.add_arguments(parser)
+    args = parser.parse_args(["--gateway", f"http://127.0.0.1:{server.server_address[1]}",
+                              "--redis-url", redis_server.url, "--nodes-file", str(nodes)])
+    try:
+        assert plan_command.run(args) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    header, _, *rows = capsys.readouterr().out.splitlines()
+    assert "weighted resources 0.000 (no bound: demand left short)" in header  # no "bound" above the cost
+    planned = {row.split()[0]: row.split("   (")[0].split(maxsplit=4)[4] for row in rows[:3]}
+    assert planned == {"hot": "none", "tight": "none (left as it runs)", "calm": "none (the parent suffices)"}

@@ -57,7 +57,8 @@ class AutoscalerConfig:
     default_memory: int = 512 * 1024**2
     # "highs", "cbc" (exact selection with PuLP) or "greedy" (no solver).
     solver: str = "highs"
-    # Wall-clock limit of each solve; on expiry a feasible answer is used, else the greedy fallback.
+    # Wall-clock limit of each solve (the selection's, then the placement's); CBC takes whole seconds, so it
+    # gets this rounded up, at least 1 s. On expiry a feasible answer is used, else the greedy fallback.
     solver_time_limit: float = 0.5
     # Relative optimality gap at which the solver may stop.
     mip_gap: float = 1e-3

@@ -8,7 +8,7 @@ Names (all prefixed ``faas_infer_autoscaler_``): ``arrival_rate``, ``demand_rps`
 ``shortfall_rps``, ``queue_depth``, ``live_instances``, ``instances{config}``, ``planned_instances{config}``,
 ``allocated_cpu_cores``, ``allocated_gpus``, ``predicted_batch_seconds{config}``,
 ``measured_batch_seconds{config}``, ``slo_seconds``, ``slo_attainment_ratio``, ``cold_starts_total``,
-``decisions_total{action}``, ``last_decision_info{action,reason}``, ``decision_seconds`` (histogram),
+``decisions_total{action}``, ``last_decision_info{action,reason}``, ``decision_seconds`` (histogram of decide alone),
 ``ticks_total{outcome}`` (valid, invalid, failed), ``plan_cost``, ``plan_info{solver,status}``.
 """
 
@@ -62,7 +62,7 @@ class AutoscalerMetrics:
                                    ("function_name", "action"))
         self.last_decision = r.gauge(PREFIX + "last_decision_info", "The last decision of each function (value 1)",
                                      ("function_name", "action", "reason"))
-        self.decision_seconds = r.histogram(PREFIX + "decision_seconds", "Seconds to observe and decide one tick",
+        self.decision_seconds = r.histogram(PREFIX + "decision_seconds", "Seconds decide took in one tick (observing and acting not counted)",
                                             (), DECISION_BUCKETS)
         self.ticks = r.counter(PREFIX + "ticks_total", "Control ticks by outcome (valid or invalid plan, or failed)",
                                ("outcome",))

@@ -20,3 +20,13 @@ def test_from_env_parses_every_kind():
 def test_errors_name_the_key(env, key):
     with pytest.raises(ConfigError, match=key):
         AutoscalerConfig.from_env(env)
+
+
+def test_the_solver_time_limit_help_says_cbc_takes_whole_seconds():
+    import pulp
+
+    from autoscaler.ilp import _solver
+    from faas_infer.envconfig import field_docs
+
+    assert "CBC takes whole seconds" in field_docs(AutoscalerConfig)["solver_time_limit"]
+    assert _solver(pulp, "cbc", 0.2, 1e-3).timeLimit == 1 and _solver(pulp, "highs", 0.2, 1e-3).timeLimit == 0.2

@@ -279,3 +279,63 @@ def test_grafana_provisioning_files():
     assert prov["apiVersion"] == 1
     [provider] = prov["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+
+
+def panel(dashboard: str, panel_id: int) -> dict:
+    return next(p for p in dashboards()[dashboard]["panels"] if p["id"] == panel_id)
+
+
+def promtool_expect(tmp_path, exposition: str, cases: list) -> None:
+    """Evaluate PromQL with promtool's rule tests over series held at the values of ``exposition`` (Prometheus
+    text); ``cases`` are (expr, [(labels, value)...]), the whole result each expression must give."""
+    from ops.scrape import parse_text
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: `make test` installs it (Debian: apt-get install prometheus)")
+
+    def selector(labels: dict) -> str:
+        return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+    series = [{"series": s.name + selector(s.labels), "values": f"{s.value:g} {s.value:g} {s.value:g}"}
+              for s in parse_text(exposition)]
+    tests = [{"expr": expr, "eval_time": "2m",
+              "exp_samples": [{"labels": selector(labels), "value": value} for labels, value in samples]}
+             for expr, samples in cases]
+    path = tmp_path / "promql-test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [], "tests": [
+        {"interval": "1m", "input_series": series, "promql_expr_test": tests}]}))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_planned_and_running_instances_count_the_same_instances(tmp_path):
+    """The autoscaler plans variants only, while its running count holds the function's own deployment too:
+    with the plan carried out the two lines meet, and a function running only its deployment shows it planned."""
+    from autoscaler.metrics import AutoscalerMetrics
+    from autoscaler.plan import FunctionPlan, Plan, Target
+    from autoscaler.snapshot import FunctionState, Node, Snapshot, Variant
+
+    mem = 512 * 1024**2
+    conv = FunctionState("conv", 0.1, variants=(Variant("conv", 1, 1.0, 0.0, mem, "", 1, pinned=True),
+                                                Variant("conv-b8-c1000-g0-0", 8, 1.0, 0.0, mem, "", 2)))
+    solo = FunctionState("solo", 0.1, variants=(Variant("solo", 4, 1.0, 0.0, mem, "", 1, pinned=True),))
+    plan = Plan(True, "", 0.0, (FunctionPlan("conv", 50.0, 60.0, 2.0, (Target("conv", "b8-c1000-g0", "", 2),)),
+                                FunctionPlan("solo", 1.0, 20.0, 0.0)), solver="greedy", status="greedy")
+    metrics = AutoscalerMetrics()
+    metrics.record_tick(Snapshot(0.0, (conv, solo), (Node("a", 4, 8 * mem),)), plan, 0.01)
+    # The gateway counts every deployment by its own name: variants too.
+    gateway = ('gateway_service_count{function_name="conv.openfaas-fn"} 1\n'
+               'gateway_service_count{function_name="conv-b8-c1000-g0-0.openfaas-fn"} 2\n'
+               'gateway_service_count{function_name="solo.openfaas-fn"} 1\n')
+    exposition = metrics.registry.render() + gateway
+    both = [({"function_name": "conv.openfaas-fn"}, 3), ({"function_name": "solo.openfaas-fn"}, 1)]
+    overall = panel("faas-infer-autoscaler.json", 7)
+    assert [t["legendFormat"] for t in overall["targets"]] == ["planned {{function_name}}", "running {{function_name}}"]
+    cases = [(t["expr"], both) for t in overall["targets"]]
+    one = panel("faas-infer-function.json", 12)
+    totals = [t["expr"] for t in one["targets"] if "{{" not in t["legendFormat"]]
+    assert len(totals) == 2
+    for fn, n in (("conv.openfaas-fn", 3), ("solo.openfaas-fn", 1)):
+        cases += [(expr.replace("$function", fn), [({}, n)]) for expr in totals]
+    promtool_expect(tmp_path, exposition, cases)

@@ -339,3 +339,28 @@ def test_planned_and_running_instances_count_the_same_instances(tmp_path):
     for fn, n in (("conv.openfaas-fn", 3), ("solo.openfaas-fn", 1)):
         cases += [(expr.replace("$function", fn), [({}, n)]) for expr in totals]
     promtool_expect(tmp_path, exposition, cases)
+
+
+def target_unit(p: dict, ref: str) -> str:
+    """The unit Grafana shows a target's series in: an override matching its refId, else the panel's."""
+    for o in p["fieldConfig"].get("overrides", []):
+        if o["matcher"] == {"id": "byFrameRefID", "options": ref}:
+            for prop in o["properties"]:
+                if prop["id"] == "unit":
+                    return prop["value"]
+    return p["fieldConfig"]["defaults"]["unit"]
+
+
+def test_series_in_seconds_are_shown_in_seconds():
+    for name, d in dashboards().items():
+        for p in d["panels"]:
+            for t in p["targets"]:
+                expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", t["expr"])
+                words = re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)
+                series = {w for w in words if w.startswith(("gateway_", "faas_infer_"))}
+                seconds = {re.sub(r"_(bucket|sum|count)$", "", s).endswith("_seconds") for s in series}
+                unit = target_unit(p, t["refId"])
+                if seconds == {True}:
+                    assert unit == ("ms" if "* 1000" in expr else "s"), f"{name} / {p['title']} / {t['refId']}: {unit}"
+                else:
+                    assert unit not in ("s", "ms"), f"{name} / {p['title']} / {t['refId']}: {unit}"

@@ -1,7 +1,7 @@
 """faas-infer top: per function, requests per second, errors, p50/p99 latency against the SLO and the share
-of requests within it, the autoscaler's demand, queue depth, replicas, instances by configuration
-(``b4-c1000-g0x2``: batch 4, 1000 millicores, no GPU, two instances), allocated CPU/GPU, and the last
-decision.
+of requests within it (answered 2xx within the SLO, as the autoscaler counts it), the autoscaler's demand,
+queue depth, replicas, instances by configuration (``b4-c1000-g0x2``: batch 4, 1000 millicores, no GPU, two
+instances), allocated CPU/GPU, and the last decision.
 
 Figures come from the gateway's (or local provider's) /metrics and the autoscaler's /metrics, or, with
 --prometheus, from a Prometheus that scrapes them. Rates and latencies are over the refresh interval
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Callable, Iterable, TextIO
 
 import requests
 
+from autoscaler.attainment import attainment_from
 from ops import scrape
 from ops.scrape import Sample
 
@@ -28,6 +30,8 @@ HELP = "live terminal view of demand, queue depth, instances by config and laten
 A = "faas_infer_autoscaler_"
 SELECTOR = '{__name__=~"gateway_function_invocation_total|gateway_functions_seconds_bucket|' \
            'gateway_service_count|faas_infer_autoscaler_.*"}'
+# Codes that count as answered, as attainment.QUERY's label_replace marks them (the regex is anchored).
+OK_CODE = re.compile(r"2..")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +92,22 @@ def _delta(now: float, before: float) -> float:
     return now if now < before else now - before
 
 
+def _buckets_by_ok(samples: Iterable[Sample], fn: str, ok: bool) -> dict[float, float]:
+    return scrape.buckets([s for s in samples if bool(OK_CODE.fullmatch(s.label("code"))) == ok],
+                          "gateway_functions_seconds", function_name=fn)
+
+
+def _attainment(now: tuple[Sample, ...], before: tuple[Sample, ...], fn: str, slo: float) -> float | None:
+    """Share of the calls between two readings answered 2xx within ``slo``: the autoscaler's own arithmetic
+    (``attainment_from``) over the vector its query gives for this interval; None without calls."""
+    results = []
+    for ok in (True, False):
+        counts = scrape.bucket_delta(_buckets_by_ok(now, fn, ok), _buckets_by_ok(before, fn, ok))
+        results += [{"metric": {"function_name": fn, "le": str(le), **({"ok": "1"} if ok else {})},
+                     "value": [0, n]} for le, n in counts.items()]
+    return attainment_from(results, {fn: slo}, namespace="").get(fn)
+
+
 def build_frame(now: tuple[Sample, ...], before: tuple[Sample, ...], seconds: float,
                 problems: tuple[str, ...] = ()) -> Frame:
     """The view from two readings ``seconds`` apart (pure: tests pass fixed samples)."""
@@ -104,7 +124,7 @@ def build_frame(now: tuple[Sample, ...], before: tuple[Sample, ...], seconds: fl
         slo = _one(now, A + "slo_seconds", fn)
         attainment = _one(now, A + "slo_attainment_ratio", fn)
         if slo and counts:
-            attainment = scrape.fraction_below(slo, counts)
+            attainment = _attainment(now, before, fn, slo)
         configs = sorted((s.label("config"), int(s.value)) for s in scrape.select(now, A + "instances", function_name=fn)
                          if s.value > 0)
         decision = next((f"{s.label('action')}: {s.label('reason')}" for s in

@@ -93,6 +93,38 @@ def test_frame_without_autoscaler_or_traffic():
     assert "! autoscaler http://x/metrics: ConnectionError" in text and " - " in text
 
 
+
+# Half the interval's calls are fast 400s: within the SLO by time, but not answered.
+HALF_400_BEFORE = """
+gateway_functions_seconds_bucket{code="200",function_name="mlp.openfaas-fn",le="0.05"} 10
+gateway_functions_seconds_bucket{code="200",function_name="mlp.openfaas-fn",le="+Inf"} 10
+"""
+HALF_400_NOW = """
+gateway_functions_seconds_bucket{code="200",function_name="mlp.openfaas-fn",le="0.05"} 60
+gateway_functions_seconds_bucket{code="200",function_name="mlp.openfaas-fn",le="+Inf"} 60
+gateway_functions_seconds_bucket{code="400",function_name="mlp.openfaas-fn",le="0.05"} 50
+gateway_functions_seconds_bucket{code="400",function_name="mlp.openfaas-fn",le="+Inf"} 50
+faas_infer_autoscaler_slo_seconds{function_name="mlp.openfaas-fn"} 0.1
+"""
+
+
+def test_within_slo_counts_only_answered_calls_as_the_autoscaler_does():
+    from autoscaler.attainment import attainment_from
+
+    before, now = scrape.parse_text(HALF_400_BEFORE), scrape.parse_text(HALF_400_NOW)
+    [row] = top.build_frame(now, before, 1.0).rows
+    # What the autoscaler's query gives for the same interval: increase per series, ok="1" on 2xx codes,
+    # summed by (function_name, le, ok).
+    vector: dict[tuple, float] = {}
+    for s in scrape.select(now, "gateway_functions_seconds_bucket"):
+        was = next((b.value for b in before if b.name == s.name and b.labels == s.labels), 0.0)
+        key = (s.label("function_name"), s.label("le"), "1" if s.label("code").startswith("2") else "")
+        vector[key] = vector.get(key, 0.0) + s.value - was
+    results = [{"metric": {"function_name": fn, "le": le, **({"ok": ok} if ok else {})}, "value": [0, str(n)]}
+               for (fn, le, ok), n in vector.items()]
+    assert row.attainment == pytest.approx(0.5)
+    assert attainment_from(results, {"mlp": 0.1}) == {"mlp": pytest.approx(row.attainment)}
+
 class FakeReader:
     def __init__(self, readings):
         self.readings = list(readings)

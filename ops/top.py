@@ -3,10 +3,11 @@ of requests within it (answered 2xx within the SLO, as the autoscaler counts it)
 queue depth, replicas, instances by configuration (``b4-c1000-g0x2``: batch 4, 1000 millicores, no GPU, two
 instances), allocated CPU/GPU, and the last decision.
 
-Figures come from the gateway's (or local provider's) /metrics and the autoscaler's /metrics, or, with
---prometheus, from a Prometheus that scrapes them. Rates and latencies are over the refresh interval
-(two readings, so --once waits one interval). Output is plain text, one frame per interval; --clear
-redraws in place with an ANSI clear for terminals that support it.
+Figures come from the gateway's metrics (the local provider's <gateway>/metrics, or --metrics-url: the
+OpenFaaS gateway serves them on port 8082 only) and the autoscaler's /metrics, or, with --prometheus, from
+a Prometheus that scrapes them. Rates and latencies are over the refresh interval (two readings, so --once
+waits one interval). Output is plain text, one frame per interval; --clear redraws in place with an ANSI
+clear for terminals that support it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ OK_CODE = re.compile(r"2..")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``faas-infer top``."""
     parser.add_argument("--gateway", default=os.environ.get("OPENFAAS_URL", "http://127.0.0.1:8080"),
-                        help="gateway or provider base URL; its /metrics is read (default $OPENFAAS_URL, else "
-                             "http://127.0.0.1:8080)")
+                        help="gateway or provider base URL; its /metrics is read unless --metrics-url says "
+                             "otherwise (default $OPENFAAS_URL, else http://127.0.0.1:8080)")
+    parser.add_argument("--metrics-url", default="",
+                        help="where the gateway's metrics are read: faas-infer's provider serves them at "
+                             "<gateway>/metrics, the OpenFaaS gateway only on its port 8082 (e.g. "
+                             "http://127.0.0.1:8082/metrics) (default <gateway>/metrics)")
     parser.add_argument("--autoscaler", default="http://127.0.0.1:8082/metrics",
                         help="the autoscaler's metrics URL (default %(default)s)")
     parser.add_argument("--prometheus", default="",
@@ -200,7 +205,8 @@ class Reader:
                 return (), (f"prometheus {self.args.prometheus}: {exc}",)
         samples: list[Sample] = []
         problems = []
-        for what, url in (("gateway", self.args.gateway.rstrip("/") + "/metrics"), ("autoscaler", self.args.autoscaler)):
+        gateway = self.args.metrics_url or self.args.gateway.rstrip("/") + "/metrics"
+        for what, url in (("gateway", gateway), ("autoscaler", self.args.autoscaler)):
             if not url:
                 continue
             try:

@@ -11,11 +11,12 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, wait_until
 
 DOCKER = os.path.join(REPO, "docker")
 FIXTURE_METRICS = os.path.join(REPO, "tests", "fixtures", "openfaas", "gateway-metrics.txt")
@@ -191,6 +192,90 @@ def test_prometheus_configs_pass_promtool(tmp_path):
                 assert sd == [{"role": "pod", "namespaces": {"names": ["openfaas-fn"]}}]
                 job["static_configs"] = [{"targets": ["10.0.0.1:8081"]}]
         promtool_check(tmp_path, {"global": {"scrape_interval": "5s"}, "scrape_configs": jobs})
+
+
+
+class Exposition:
+    """A loopback server answering GET /metrics with fixed text, or 404 (the OpenFaaS gateway's API port)."""
+
+    def __init__(self, text: str | None) -> None:
+        import http.server
+        import threading
+
+        from faas_infer.ports import free_port
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                found = text is not None and self.path == "/metrics"
+                body = (text if found else "404 page not found\n").encode()
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port("127.0.0.1", 23540)), Handler)
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+def test_standalone_prometheus_reads_the_gateway_series_once_from_either_gateway(tmp_path):
+    """faas-infer's provider serves gateway_* on its API port, beside the autoscaler on 8082; the OpenFaaS
+    gateway serves them on 8082 only. The standalone config, its ports mapped to stand-ins, counts each
+    series once in its own job either way."""
+    from autoscaler.metrics import AutoscalerMetrics
+    from faas_infer.ports import free_port
+    from ops.prometheus import Prometheus, find_binary
+
+    gateway_text = open(FIXTURE_METRICS).read()
+    metrics = AutoscalerMetrics()
+    metrics.slo.set(0.1, function_name="py-echo.openfaas-fn")
+    autoscaler_text = metrics.registry.render()
+    standalone = open(os.path.join(DOCKER, "prometheus", "prometheus.yml")).read()
+    assert "127.0.0.1:8083" not in standalone
+    provider_side = {"127.0.0.1:8080": gateway_text, "127.0.0.1:8082": autoscaler_text}
+    openfaas_side = {"127.0.0.1:8080": None, "127.0.0.1:8082": gateway_text, "127.0.0.1:8083": autoscaler_text}
+    for n, ports in enumerate((provider_side, openfaas_side)):
+        servers = {address: Exposition(text) for address, text in ports.items()}
+        config = yaml.safe_load(standalone)
+        config["global"] = {"scrape_interval": "500ms", "evaluation_interval": "500ms"}
+        for job in config["scrape_configs"]:
+            for static in job.get("static_configs", []):
+                static["targets"] = [servers[t].target for t in static["targets"]]
+            if job["job_name"] == "autoscaler" and "127.0.0.1:8083" in ports:  # moved off the gateway's 8082
+                job["static_configs"] = [{"targets": [servers["127.0.0.1:8083"].target]}]
+        run = tmp_path / f"run{n}"
+        run.mkdir()
+        (run / "watchdogs.json").write_text("[]")
+        (run / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port("127.0.0.1", 23550)
+        proc = subprocess.Popen([find_binary(), f"--config.file={run / 'prometheus.yml'}",
+                                 f"--storage.tsdb.path={run / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=str(run))
+        prom = Prometheus(str(run), (), port=port)  # for its query()
+        try:
+            def jobs_of(selector: str) -> dict:
+                return {r["metric"]["job"]: float(r["value"][1]) for r in prom.query(f"count by (job) ({selector})")}
+
+            def scraped() -> bool:
+                try:
+                    return bool(jobs_of('{__name__=~"gateway_.*"}')) and bool(jobs_of('{__name__=~"faas_infer_.*"}'))
+                except Exception:  # noqa: BLE001 - not ready yet
+                    return False
+
+            wait_until(scraped, 30, 0.2, what="both kinds of series scraped")
+            time.sleep(1.5)  # a few more scrapes of every target
+            assert set(jobs_of('{__name__=~"gateway_.*"}')) == {"gateway"}
+            assert set(jobs_of('{__name__=~"faas_infer_autoscaler_.*"}')) == {"autoscaler"}
+            [total] = prom.query('sum(gateway_function_invocation_total{function_name="py-echo.openfaas-fn"})')
+            assert total["value"][1] == "3"  # the fixture's three calls, counted once
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            for server in servers.values():
+                server.server.shutdown()
 
 
 def test_generated_config_passes_promtool(tmp_path):

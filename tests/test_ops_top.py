@@ -4,11 +4,14 @@ the refresh loop with a fake clock)."""
 from __future__ import annotations
 
 import argparse
+import http.server
 import io
 import os
+import threading
 
 import pytest
 
+from faas_infer.ports import free_port
 from helpers import REPO
 from ops import scrape, top
 
@@ -147,8 +150,47 @@ def test_loop_prints_frames_over_the_interval():
     assert cleared.getvalue().startswith("\x1b[H\x1b[2J") and "(no functions yet)" in cleared.getvalue()
 
 
+
+def serve(metrics: bytes | None) -> http.server.ThreadingHTTPServer:
+    """A loopback server answering GET /metrics with ``metrics``, or 404 as the OpenFaaS gateway's API port does."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            found = metrics is not None and self.path == "/metrics"
+            body = metrics if found else b"404 page not found\n"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port("127.0.0.1", 23517)), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
+
+
+def test_reader_takes_the_gateway_metrics_from_metrics_url():
+    """The OpenFaaS gateway serves its metrics on their own port (8082), not under its API URL."""
+    api, metrics = serve(None), serve(open(FIXTURE, "rb").read())
+    try:
+        from faas_infer.cli import build_parser
+
+        gateway = f"http://127.0.0.1:{api.server_address[1]}"
+        argv = ["top", "--gateway", gateway, "--autoscaler", ""]
+        url = f"http://127.0.0.1:{metrics.server_address[1]}/metrics"
+        samples, problems = top.Reader(build_parser().parse_args(argv + ["--metrics-url", url])).read()
+        assert problems == ()
+        assert scrape.select(samples, "gateway_function_invocation_total", function_name="py-echo.openfaas-fn")
+        _, problems = top.Reader(build_parser().parse_args(argv)).read()
+        assert problems == (f"gateway {gateway}/metrics: HTTPError",)  # the default: <gateway>/metrics
+    finally:
+        api.shutdown()
+        metrics.shutdown()
+
 def test_run_rejects_a_bad_interval(capsys):
-    args = argparse.Namespace(interval=0, once=True, clear=False, gateway="", autoscaler="", prometheus="")
+    args = argparse.Namespace(interval=0, once=True, clear=False, gateway="", metrics_url="", autoscaler="",
+                              prometheus="")
     assert top.run(args) == 2
     assert "--interval=0" in capsys.readouterr().err
 

@@ -41,17 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "limit (the best is kept); 2 outvotes one slow stretch of this shared machine "
                              "(default 2; 1 measures each once)")
     parser.add_argument("--max-batch-size", default="best", type=_batch_choice,
-                        help="max_batch_size of the batched instance: 'best' (default) the batch size of the in-process "
+                        help="max_batch_size of the batched instance: 'best' the batch size of the in-process "
                              "limit (the most items/s among 1..64 with a call within half the SLO), 'stack' the "
-                             "value in stack.yml, or a number for every function")
+                             "value in stack.yml, or a number for every function (default best)")
     parser.add_argument("--http-engine", choices=("asyncio", "gthread"), default="asyncio",
                         help="the watchdog's HTTP engine for every served run, no-op included (default asyncio)")
     parser.add_argument("--handler-process", choices=("stack", "off", "on", "both"), default="stack",
-                        help="where the batched instance runs the handler: 'stack' (default) as each function's "
+                        help="where the batched instance runs the handler: 'stack' as each function's "
                              "handler_process in stack.yml says (a child process for the MLP), 'off' in the "
                              "watchdog's process, 'on' in a child process (the unbatched run too), 'both' a "
                              "batched run each way, the second as an extra row, so the two compare in one run. "
-                             "The no-op and, except with 'on', the unbatched run keep the handler in-process")
+                             "The no-op and, except with 'on', the unbatched run keep the handler in-process "
+                             "(default stack)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="draw p99 latency versus offered rate to FILE.png")
 

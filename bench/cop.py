@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--models, --batches, --threads, --estimator, --blocks, --tolerance, --no-calibrate, --reference-rounds,
     --no-variants, --db, --json."""
     parser.add_argument("--models", default="all",
-                        help="comma-separated subset of mlp,lstm,textcnn,resnet,vgg,gru,transformer,mobilenet")
+                        help="comma-separated subset of mlp,lstm,textcnn,resnet,vgg,gru,transformer,mobilenet "
+                             "(default all)")
     parser.add_argument("--batches", default="1,2,4,8,16,32", help="batch sizes (default 1,2,4,8,16,32)")
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--estimator", choices=("median", "min"), default="median",

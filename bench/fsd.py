@@ -28,11 +28,14 @@ _S3_MAIN = ("import sys, time; from fsd.s3_server import S3Server; s = S3Server(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `faas-infer bench fsd`."""
     parser.add_argument("--neurons", type=int, default=1024, help="neurons per layer (default 1024; 4096 also GraphChallenge)")
-    parser.add_argument("--layers", type=int, default=120, help="layers (default 120)")
+    parser.add_argument("--layers", type=int, default=120, help="layers of the sparse DNN (default 120)")
     parser.add_argument("--batch", type=int, default=16, help="samples per batch (default 16)")
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts (default 1,2,4,8)")
     parser.add_argument("--channels", default="redis,s3", help="comma-separated channels (default redis,s3)")
-    parser.add_argument("--partitioners", default="connectivity,random", help="default connectivity,random")
+    parser.add_argument("--partitioners", default="connectivity,random",
+                        help="comma-separated ways to split each layer's neurons across the workers: connectivity "
+                             "(connectivity-aware: fewer activations cross workers), random (default "
+                             "connectivity,random)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; latency is the median (default 3)")
     parser.add_argument("--single-memory-mb", type=float, default=2048.0,
                         help="memory billed for single-function inference (default 2048)")

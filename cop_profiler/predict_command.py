@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="handler folder or module:function, as profiled")
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="the device whose profiles predict the latency (default cpu)")
     parser.add_argument("--gpu-share", type=float, default=1.0, help="share of the GPU in (0, 1] (default 1)")
     parser.add_argument("--hardware-id", help="predict for another machine's profiles (default: this machine)")
     parser.add_argument("--plot", metavar="FILE.png", help="also measure the model and plot predicted vs measured")

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batch sizes to time (default 1,2,4,8,16,32)")
     parser.add_argument("--threads", type=int_list, default=None, help="CPU thread counts (default 1..cores)")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
-                        help="auto: CPU plus the GPU when one is usable; cpu: CPU only")
+                        help="auto: CPU plus the GPU when one is usable; cpu: CPU only (default auto)")
     add_timing(parser)
     parser.add_argument("--force", action="store_true", help="re-time operators already in the DB")
     parser.add_argument("--no-calibrate", action="store_true",

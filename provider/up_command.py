@@ -48,12 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Prometheus's port (default 9090; another free port when it is taken)")
     parser.add_argument("--no-deploy", action="store_true", help="start the platform with no function")
     parser.add_argument("--basic-auth", default="auto", choices=("auto", "true", "false"),
-                        help="basic auth on /system routes (auto: on unless bound to loopback)")
+                        help="basic auth on /system routes; auto: on unless bound to loopback (default auto)")
     parser.add_argument("--secret-mount-path", default="",
                         help="folder with basic-auth-user/-password (default: generated under the run dir)")
     parser.add_argument("--run-dir", default="", help="folder for logs and replica dirs (default: temporary)")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
-                        help="seconds to wait for the stack's replicas before printing the table")
+                        help="seconds to wait for the stack's replicas before printing the table (default 120)")
     parser.add_argument("-s", "--provider-setting", action="append", default=[], metavar="KEY=VALUE",
                         type=_setting, help="a provider setting, repeatable (e.g. -s max_follows=4 -s "
                                             "liveness_timeout=10): any of " + ", ".join(_provider_fields()))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+
 import pytest
 
 from faas_infer.cli import _bench_modules, _command_modules, main
@@ -15,3 +18,28 @@ def test_help_prints_every_flag(argv, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: ") and "--help" in out
+
+
+def options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, action) for every option of every (sub)command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from options(sub, (*path, name))
+        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_flag_says_what_it_does_and_its_default():
+    from faas_infer.cli import build_parser
+
+    gaps = []
+    for path, action in options(build_parser()):
+        flag = " ".join((*path, action.option_strings[-1]))
+        text = (action.help or "") % {"default": action.default, "prog": "faas-infer"}
+        # The default as "default X" (or "default: X"), not only inside the description of a choice.
+        if action.nargs != 0 and action.default not in (None, "", [], ()) and not re.search(r"\bdefault[: ]", text):
+            gaps.append(f"{flag}: no default in {text!r}")
+        if len(re.sub(r"\(?\bdefault\b[^)]*\)?", "", text).split()) < 2:
+            gaps.append(f"{flag}: says only its default: {text!r}")
+    assert not gaps, "\n".join(gaps)

@@ -3,11 +3,14 @@ served by the bundled runtime (not the repository's copy), and its own handler t
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import requests
 import yaml
@@ -107,3 +110,65 @@ def test_the_resnet_example_tells_json_from_raw_bytes():
                           Request(short, {"Content-Type": "application/octet-stream"})])
     assert set(out[0]) == {"class", "score"} and set(out[1]) == {"class", "score"} and out[2] == out[1]
     assert "raw image must be 12288 bytes" in str(out[3])
+
+
+# What the image gets besides the runtime's requirements: the Dockerfile installs torch first.
+IMAGE_EXTRAS = {"torch"}
+# Import names whose distribution is named otherwise in install_requires.
+DISTRIBUTIONS = {"yaml": "pyyaml", "hiredis": "redis"}
+# Imported by faas_infer.cli to find benchmarks; the image has no faas-infer command.
+NOT_IN_IMAGE = {"bench"}
+
+
+def test_the_bundle_holds_what_its_code_imports(tmp_path):
+    """Every third-party import of the bundled packages is in the runtime's install_requires (or is torch)."""
+    import ast
+
+    [folder] = install_templates(str(tmp_path))
+    runtime = os.path.join(folder, "runtime")
+    setup_call = next(n for n in ast.walk(ast.parse(open(os.path.join(runtime, "setup.py")).read()))
+                      if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    kw = {k.arg: ast.literal_eval(k.value) for k in setup_call.keywords}
+    required = {re.split(r"[\[<>=]", r)[0].lower() for r in kw["install_requires"]}
+    missing = set()
+    for package in kw["packages"]:
+        for name in glob.glob(os.path.join(runtime, package, "*.py")):
+            for node in ast.walk(ast.parse(open(name).read())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+                for top in {n.split(".")[0] for n in names}:
+                    if top in sys.stdlib_module_names or top in kw["packages"] or top == "__future__":
+                        continue
+                    if DISTRIBUTIONS.get(top, top) not in required | IMAGE_EXTRAS | NOT_IN_IMAGE:
+                        missing.add(f"{top} ({os.path.relpath(name, runtime)})")
+    assert not missing, sorted(missing)
+
+
+def test_every_shipped_function_imports_with_the_bundle_alone(tmp_path):
+    """Each function under functions/, laid out as in the image (WORKDIR with function/), imports with only
+    the bundled runtime and installed libraries: python -S skips the editable install's .pth, so the
+    repository's own packages are out of reach."""
+    install_templates(str(tmp_path))
+    runtime = tmp_path / "template" / "python3-torch-batch" / "runtime"
+    functions = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "functions")
+    builds = [str(shrinkwrap(tmp_path, name, os.path.join(functions, name)))
+              for name in sorted(os.listdir(functions)) if os.path.isfile(os.path.join(functions, name, "handler.py"))]
+    assert {"fsd-coordinator", "fsd-worker", "mlp"} <= {os.path.basename(b) for b in builds}
+    libraries = [p for p in sys.path if p.endswith("site-packages")]
+    script = textwrap.dedent("""
+        import importlib, os, sys
+        for build in sys.argv[1:]:
+            for name in [m for m in sys.modules if m == "function" or m.startswith("function.")]:
+                del sys.modules[name]
+            sys.path.insert(0, build)
+            importlib.invalidate_caches()
+            importlib.import_module("function.handler")
+            sys.path.remove(build)
+        print(" ".join(sorted({os.path.dirname(os.path.dirname(m.__file__)) for name, m in sys.modules.items()
+                               if name.split(".")[0] in ("watchdog", "batcher", "faas_infer", "fsd")})))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(runtime), *libraries])}
+    result = subprocess.run([sys.executable, "-S", "-c", script, *builds], cwd=str(tmp_path), capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [str(runtime)]  # fsd included, all from the bundle

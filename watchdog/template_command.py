@@ -2,7 +2,8 @@
 
 After this, `faas-cli new NAME --lang python3-torch-batch` and `faas-cli build` (or
 `faas-cli build --shrinkwrap`) work offline: each template folder carries `runtime/`, the source of the
-watchdog, batcher and faas_infer packages that its Dockerfile installs.
+watchdog, batcher and faas_infer packages that its Dockerfile installs, and of fsd, which the sparse-DNN
+functions (functions/fsd-coordinator, functions/fsd-worker) import.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 
 HELP = "write the python3-torch-batch template (with the watchdog bundled) into ./template/"
 
-RUNTIME_PACKAGES = ("watchdog", "batcher", "faas_infer")
+RUNTIME_PACKAGES = ("watchdog", "batcher", "faas_infer", "fsd")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -49,7 +50,7 @@ def _bundle_runtime(target: str) -> None:
         f.write("from setuptools import setup\n\n"
                 f"setup(name='faas-infer-runtime', version='0.1.0', packages={list(RUNTIME_PACKAGES)!r},\n"
                 "      install_requires=['flask>=3,<4', 'gunicorn>=22', 'redis[hiredis]>=5', 'pyyaml>=6',\n"
-                "                        'numpy>=1.26'])\n")
+                "                        'numpy>=1.26', 'requests>=2.31'])\n")
 
 
 def run(args: argparse.Namespace) -> int:

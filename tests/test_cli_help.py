@@ -43,3 +43,15 @@ def test_every_flag_says_what_it_does_and_its_default():
         if len(re.sub(r"\(?\bdefault\b[^)]*\)?", "", text).split()) < 2:
             gaps.append(f"{flag}: says only its default: {text!r}")
     assert not gaps, "\n".join(gaps)
+
+
+def test_watchdog_help_names_every_setting(capsys):
+    """The watchdog has no flags: its --help lists the environment WatchdogConfig reads."""
+    import dataclasses
+
+    from watchdog.config import WatchdogConfig
+
+    with pytest.raises(SystemExit):
+        main(["watchdog", "--help"])
+    out = capsys.readouterr().out
+    assert [f.name for f in dataclasses.fields(WatchdogConfig) if not re.search(rf"\b{f.name}\b", out)] == []

@@ -5,7 +5,9 @@ one atomic step, onto the left of the taker's ``fi:{fn}:claimed:{inst}`` list, s
 exactly one of the two lists until its reply is sent (the reply and the removal of its batch from the
 right of the claimed list share one MULTI). Reaping an instance whose heartbeat stopped moves its claimed
 list back to the taking end of the queue, oldest first, in one Lua script that first re-checks the
-heartbeat, so two reapers never both move it. Only once per request, and only while someone waits for it:
+heartbeat, so two reapers never both move it; an instance gives back its own claims the same way when it
+starts (its worker died and was restarted under the same name), reconnects or leaves. Only once per
+request, and only while someone waits for it:
 a request whose caller was connected to the dead instance itself is dropped (nobody is left to answer),
 and one given back before is not given back again; its caller is answered 500 instead (a request that
 kills the instance running it would otherwise kill every replica that takes it, until its deadline:
@@ -37,47 +39,60 @@ if taken and #taken > 0 then redis.call('LPUSH', KEYS[2], unpack(taken)) else ta
 return {taken, redis.call('LLEN', KEYS[1])}
 """
 
-# KEYS: claimed, queue. Moves everything back, oldest nearest the taking end. Returns how many.
-_GIVE_BACK = """
-local n = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
-return n
-"""
-
 # Seconds a function remembers which requests it gave back once (longer than any request's deadline).
 GIVEN_BACK_TTL = 3600
 
+# Moves a claimed list back to the queue's taking end, oldest nearest it, by the rules in the module
+# docstring; returns (given back, dropped). A request is ``token \n {json meta} \n body`` (``wire``), its
+# caller's instance in meta's "r". Shared by both scripts below: an instance whose worker died and was
+# restarted under the same name gives back its own claims, and must not run a crashing request forever.
+_RETURN_CLAIMED = r"""
+local function return_claimed(claimed, queue, given, inst, inbox_prefix, ttl)
+  local back, dropped = 0, 0
+  while true do
+    local item = redis.call('LPOP', claimed)
+    if not item then break end
+    local cut = string.find(item, '\n', 1, true)
+    local token = cut and string.sub(item, 1, cut - 1) or ''
+    local stop = cut and string.find(item, '\n', cut + 1, true)
+    local ok, meta = pcall(cjson.decode, stop and string.sub(item, cut + 1, stop - 1) or '')
+    local reply_to = (ok and type(meta) == 'table' and meta['r']) or ''
+    if type(reply_to) ~= 'string' then reply_to = '' end
+    if reply_to == inst or reply_to == '' then
+      dropped = dropped + 1
+    elseif redis.call('SADD', given, token) == 0 then
+      dropped = dropped + 1
+      local reply = cjson.encode({t = token, by = '', err = {status = 500, message =
+        'the instance running this request stopped (crashed or killed) twice: not run again'}})
+      redis.call('LPUSH', inbox_prefix .. reply_to, reply .. '\n')
+      redis.call('EXPIRE', inbox_prefix .. reply_to, 60)
+    else
+      redis.call('RPUSH', queue, item)
+      back = back + 1
+    end
+  end
+  if back > 0 then redis.call('EXPIRE', given, tonumber(ttl)) end
+  return back, dropped
+end
+"""
+
+# KEYS: claimed, queue, stats, given-back set. ARGV: instance, the inbox key prefix, the set's TTL. Returns
+# {requests given back, requests dropped}. A request whose caller was connected to this instance is dropped:
+# this runs when its worker restarted (its callers' connections died with it), after Redis came back (its
+# waiters moved to the in-process queue) or when it leaves (every waiter answered).
+_GIVE_BACK = _RETURN_CLAIMED + r"""
+local back, dropped = return_claimed(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[3])
+if dropped > 0 then redis.call('HINCRBY', KEYS[3], 'dropped', dropped) end
+return {back, dropped}
+"""
+
 # KEYS: instances, claimed, queue, facts, exec, inbox, stats, given-back set. ARGV: instance, cutoff, the
 # inbox key prefix, the set's TTL. Returns -1 when the instance beat again (or is gone), else
-# {requests given back, requests dropped}. A request is ``token \n {json meta} \n body`` (``wire``), its
-# caller's instance in meta's "r".
-_REAP = r"""
+# {requests given back, requests dropped}.
+_REAP = _RETURN_CLAIMED + r"""
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not beat or tonumber(beat) > tonumber(ARGV[2]) then return -1 end
-local back, dropped = 0, 0
-while true do
-  local item = redis.call('LPOP', KEYS[2])
-  if not item then break end
-  local cut = string.find(item, '\n', 1, true)
-  local token = cut and string.sub(item, 1, cut - 1) or ''
-  local stop = cut and string.find(item, '\n', cut + 1, true)
-  local ok, meta = pcall(cjson.decode, stop and string.sub(item, cut + 1, stop - 1) or '')
-  local reply_to = (ok and type(meta) == 'table' and meta['r']) or ''
-  if type(reply_to) ~= 'string' then reply_to = '' end
-  if reply_to == ARGV[1] or reply_to == '' then
-    dropped = dropped + 1
-  elseif redis.call('SADD', KEYS[8], token) == 0 then
-    dropped = dropped + 1
-    local reply = cjson.encode({t = token, by = '', err = {status = 500, message =
-      'the instance running this request stopped (crashed or killed) twice: not run again'}})
-    redis.call('LPUSH', ARGV[3] .. reply_to, reply .. '\n')
-    redis.call('EXPIRE', ARGV[3] .. reply_to, 60)
-  else
-    redis.call('RPUSH', KEYS[3], item)
-    back = back + 1
-  end
-end
-if back > 0 then redis.call('EXPIRE', KEYS[8], tonumber(ARGV[4])) end
+local back, dropped = return_claimed(KEYS[2], KEYS[3], KEYS[8], ARGV[1], ARGV[3], ARGV[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
 if back > 0 then redis.call('HINCRBY', KEYS[7], 'reclaimed', back) end
@@ -140,9 +155,13 @@ class Claims:
             got.insert(0, replies[-1])
         return got, None if left is None else int(left)
 
-    def give_back_own(self, client: Any) -> int:
-        """Put this instance's claimed requests back in the queue (after losing Redis, or on exit)."""
-        return int(self._give_back(keys=[self.claimed, self.queue], client=client))
+    def give_back_own(self, client: Any) -> tuple[int, int]:
+        """Put this instance's claimed requests back in the queue (on start, after losing Redis, or on exit)
+        by the same rules as ``reap``: (requests given back, requests dropped)."""
+        fn = self.fn
+        got = self._give_back(keys=[self.claimed, self.queue, keys.stats(fn), keys.given_back(fn)],
+                              args=[self.inst, keys.inbox_prefix(), GIVEN_BACK_TTL], client=client)
+        return int(got[0]), int(got[1])
 
     def reap(self, client: Any, inst: str, cutoff: float) -> tuple[int, int]:
         """Remove ``inst`` if its last beat is before ``cutoff``: (requests given back, requests dropped: their

@@ -67,7 +67,7 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
 
 def leave(client: Any, claims: Claims) -> int:
     """Give back anything claimed and remove this instance's keys; returns how many went back."""
-    moved = claims.give_back_own(client)
+    moved, _dropped = claims.give_back_own(client)
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=True)
     pipe.zrem(keys.instances(fn), inst)

@@ -396,7 +396,7 @@ class RedisBatchQueue:
             self._client.connection_pool.disconnect()
             run_id = str(self._client.info("server").get("run_id", ""))
             self._claims.load()
-            moved = self._claims.give_back_own(self._client)
+            moved, dropped = self._claims.give_back_own(self._client)
             self._remote.forget()
             recovering, self._run_id = bool(self._run_id), run_id
             self._beat()
@@ -404,8 +404,9 @@ class RedisBatchQueue:
                 self._up = True
         if self._pusher is not None:
             self._pusher.open()
-        logger.log(logging.WARNING if recovering else logging.INFO, "shared queue %s in use%s",
-                   self._claims.queue, f" again ({moved} claimed requests given back)" if recovering else "")
+        logger.log(logging.WARNING if recovering or moved or dropped else logging.INFO, "shared queue %s in use%s%s",
+                   self._claims.queue, " again" if recovering else "",
+                   f" ({moved} claimed requests given back, {dropped} dropped)" if moved or dropped else "")
         self._notify(True)
 
     def _lost(self, reason: object) -> None:

@@ -161,3 +161,29 @@ def test_live_config_changes_apply_without_restart(watchdogs, handler_dir, redis
     assert max(doc["n"] for _, doc in results) <= 3
     wait_until(lambda: read_function_stats(redis_client, FN, time.time()).instances[0].config.max_batch_size == 3,
                3, what="effective config reported")
+
+
+def test_a_request_that_kills_its_worker_is_run_twice_at_most(watchdogs, tmp_path, redis_server, redis_client):
+    # gunicorn restarts a dead worker under the same instance name, and the new worker gives back what the
+    # old one had claimed: with no once-only rule there, the request ran again and again until its
+    # deadline (46 and 39 worker deaths in 20 s on two instances).
+    runs = tmp_path / "runs"
+    folder = write_handler(str(tmp_path / "crash"), f"""
+        import os
+
+        def handle_batch(state, requests):
+            with open({str(runs)!r}, "a") as f:
+                f.write(os.environ["instance_id"] + "\\n")
+            os._exit(1)
+    """)
+    a, b = (watchdogs(folder, batch_backend="redis", redis_url=redis_server.url, function_name="crash",
+                      instance_id=inst, max_batch_size=1, exec_timeout="20s", write_timeout="20s")
+            for inst in ("a", "b"))
+    try:
+        answer = requests.post(b.url, data=b"{}", timeout=15)
+        assert answer.status_code == 500 and "stopped (crashed or killed) twice" in answer.text
+    except requests.ConnectionError:  # b ran it and died with its caller's connection: dropped, not rerun
+        pass
+    time.sleep(3)
+    assert len(runs.read_text().split()) <= 2
+    assert a.proc.poll() is None and b.proc.poll() is None

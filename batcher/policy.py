@@ -56,6 +56,12 @@ class ExecTimeModel:
     seen ``min_samples`` times, else a line ``a*n + b`` fitted through the per-size medians weighted by
     how often each size was seen, else the prior.
 
+    With one size seen, every size is priced at its time: a fixed cost, as if batching were free (or
+    along the prior's shape, scaled to that time, when there is a prior). Priced proportionally instead,
+    an instance that had only run batches of 1 (50 ms, whatever the size, 100 ms SLO) predicted 400 ms for
+    a batch of 8, refused what would have formed one (154 of 236 requests at 50 req/s) and never measured
+    anything larger.
+
     A size seen once or twice is not trusted alone: one slow batch of 32 during a burst, taken as the
     truth, made admission refuse the queues that would have formed batches of 32 again, so the estimate
     never recovered (measured: an instance stuck near 1.25k req/s refusing 20% while its p99 was 19 ms,
@@ -117,9 +123,9 @@ class ExecTimeModel:
             a, b = fit
             return max(a * n + b, 0.0)
         if self._medians:
-            # One size seen: scale up proportionally (an upper bound), never below the seen time.
             size, seconds = next(iter(self._medians.items()))
-            return seconds * max(1.0, n / size)
+            scale = self._prior(size) if self._prior is not None else 0.0
+            return seconds * self._prior(n) / scale if scale > 0 else seconds
         return self._prior(n) if self._prior is not None else None
 
     def sizes(self) -> dict[int, float]:

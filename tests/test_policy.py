@@ -31,10 +31,25 @@ def test_exec_model_fits_a_line_and_interpolates():
     assert model.predict(16) == pytest.approx(0.017, rel=1e-6)
 
 
-def test_exec_model_with_one_size_scales_up_not_down():
+def test_exec_model_with_one_size_prices_every_size_at_its_time_or_along_the_prior():
     model = fitted([(4, 0.004)])
-    assert model.predict(8) == pytest.approx(0.008)
+    assert model.predict(8) == pytest.approx(0.004)
     assert model.predict(2) == pytest.approx(0.004)
+    model = ExecTimeModel(prior=lambda n: 0.010 + 0.001 * n)
+    model.observe(4, 0.007)  # half the prior's 14 ms
+    assert model.predict(8) == pytest.approx(0.009)
+    assert model.predict(1) == pytest.approx(0.0055)
+
+
+def test_an_instance_that_ran_only_batches_of_one_admits_a_larger_batch():
+    # 50 ms a batch whatever its size, 100 ms SLO, 50 req/s: proportional pricing (400 ms for 8) refused
+    # every request that would have joined a batch, so no larger batch was ever run and measured.
+    config = BatchConfig(max_batch_size=8, latency_slo=0.1)
+    model = fitted([(1, 0.05)] * 5)
+    assert admit(1, 0.0, config, model, 1000, arrival_rate=50.0).admitted
+    assert effective_timeout(config, model, arrival_rate=50.0, waiting=1) == pytest.approx(0.05)
+    model.observe(4, 0.2)  # a batch of 4 turns out to cost four times as much: the line takes over
+    assert model.predict(8) == pytest.approx(0.4, rel=0.05)
 
 
 def test_exec_model_uses_prior_until_measured():

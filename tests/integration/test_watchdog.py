@@ -175,6 +175,26 @@ def test_slo_admission_sheds_overload_with_503(watchdogs, handler_dir):
     assert "faas_infer_requests_refused_total" in requests.get(wd.metrics_url, timeout=5).text
 
 
+def test_an_instance_that_ran_only_batches_of_one_learns_larger_batches(watchdogs, handler_dir):
+    # 50 ms a batch whatever its size, 100 ms SLO, 50 req/s: priced proportionally from batches of 1, a
+    # batch of 8 was predicted at 400 ms, every request that would have joined one was refused (154 of
+    # 236) and every batch stayed at 1.
+    wd = watchdogs(handler_dir, max_batch_size=8, latency_slo="100ms", DELAY="0.05")
+    for _ in range(3):
+        assert requests.post(wd.url, data=b"warm", timeout=10).status_code == 200
+    start = time.monotonic()
+
+    def paced(i):
+        time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+        return requests.post(wd.url, data=b"x", timeout=10)
+
+    with cf.ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(paced, range(100)))
+    answered = [r for r in responses if r.status_code == 200]
+    assert len(answered) >= 80 and {r.status_code for r in responses} <= {200, 503}
+    assert max(int(r.headers["X-Batch-Size"]) for r in answered) > 1
+
+
 def test_health_follows_lock_file_and_sigterm_drains_without_loss(watchdogs, handler_dir, tmp_path):
     wd = watchdogs(handler_dir, max_batch_size=8, batch_timeout="20ms", DELAY="0.05", healthcheck_interval="1s")
     lock = tmp_path / "wd0" / ".lock"

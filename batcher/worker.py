@@ -72,6 +72,11 @@ class BatchWorker:
         from when the oldest started."""
         return self._remaining(self._in_flight())
 
+    def running_for(self) -> float:
+        """Seconds the oldest batch not answered yet has been running (0 when none is)."""
+        busy = self._in_flight()
+        return max(0.0, self.clock() - min(started for started, _ in busy)) if busy else 0.0
+
     def _remaining(self, busy: list[tuple[float, int]]) -> float:
         if not busy:
             return 0.0

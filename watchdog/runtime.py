@@ -92,19 +92,40 @@ class Runtime:
         return self._inflight
 
     def health(self) -> tuple[int, bytes]:
-        """``/_/health``: 200 while the lock file exists and work is accepted, else 503."""
+        """``/_/health``: 200 while the lock file exists, work is accepted and no batch hangs, else 503."""
+        hung = self.hung()
+        if hung:
+            return 503, f"Not healthy: {hung}".encode()
         return (200, b"OK") if self.lifecycle.healthy() else (503, b"Not healthy")
 
     def readiness(self) -> tuple[int, bytes]:
-        """``/_/ready``: 503 while draining or while the handler process is (re)starting, 429 at
-        ``max_inflight``, else 200."""
+        """``/_/ready``: 503 while draining, while a batch hangs or while the handler process is
+        (re)starting, 429 at ``max_inflight``, else 200."""
         if not self.lifecycle.accepting:
             return 503, b"Not ready"
+        hung = self.hung()
+        if hung:
+            return 503, f"Not ready: {hung}".encode()
         if self._handler_loading():
             return 503, b"Not ready: the handler process is starting"
         if self.at_capacity():
             return 429, b"Concurrent request limit reached"
         return 200, b"OK"
+
+    def hung(self) -> str:
+        """Why the instance cannot serve, when an in-process batch has run past ``exec_timeout`` ("" else).
+
+        Its callers were answered 504, but its thread cannot be abandoned: until the handler returns, every
+        request admitted would wait behind it for a 504 of its own. Reporting unhealthy lets the platform
+        replace the instance (a handler process is killed and replaced at exec_timeout instead)."""
+        limit = self.config.exec_timeout
+        if self.config.handler_process or limit <= 0:
+            return ""
+        running = self.worker.running_for()
+        if running <= limit:
+            return ""
+        return (f"the handler has been running one batch for {running:.0f}s, past exec_timeout={limit:g}s; "
+                f"nothing else runs until it returns")
 
     def too_many(self) -> TooManyRequests:
         """The 429 for a request over ``max_inflight``, in of-watchdog's wording (counted as an arrival
@@ -168,6 +189,11 @@ class Runtime:
         arrived = self.clock()
         gap, self._last_arrival = arrived - self._last_arrival, arrived
         rate = self.arrivals.add(arrived)
+        hung = self.hung()
+        if hung:
+            self.metrics.refused.inc(reason="hung")
+            self.queue.refused()
+            raise Rejected(f"request refused: {hung}")
         decision = admit(self.queue.depth(), self.worker.busy_remaining(), config, self.exec_model,
                          self.config.max_queue, rate, self.headroom.share(arrived))
         if not decision.admitted:

@@ -133,13 +133,29 @@ def test_429_past_max_inflight_and_ready_reports_it(watchdogs, handler_dir):
 
 def test_504_past_exec_timeout_and_x_timeout(watchdogs, handler_dir):
     wd = watchdogs(handler_dir, exec_timeout="1s", max_batch_size=1, DELAY="0")
-    r = requests.post(wd.url, data=b"sleep", timeout=10)
-    assert r.status_code == 504 and "timeout of 1s exceeded" in r.text
     r = requests.post(wd.url, data=b"sleep", headers={"X-Timeout": "200ms"}, timeout=10)
     assert r.status_code == 504 and "timeout of 0.2s exceeded" in r.text
+    r = requests.post(wd.url, data=b"sleep", timeout=10)  # queued behind the first, still running
+    assert r.status_code == 504 and "timeout of 1s exceeded" in r.text
     # The abandoned calls still finish in the background; then the instance serves normally again.
     wait_until(lambda: requests.post(wd.url, data=b"fine", timeout=10).status_code == 200, 15,
                what="instance recovers after timeouts")
+
+
+def test_a_batch_hung_past_exec_timeout_makes_the_instance_unhealthy_and_sheds_requests(watchdogs, handler_dir):
+    # Its thread cannot be abandoned: every request admitted behind it waited for a 504 of its own, while
+    # /_/health and /_/ready said 200 and the platform kept sending more.
+    wd = watchdogs(handler_dir, exec_timeout="1s", max_batch_size=1, DELAY="0")
+    assert requests.post(wd.url, data=b"sleep", timeout=10).status_code == 504  # the batch runs on for 2 s
+    for path in ("/_/health", "/_/ready"):
+        r = requests.get(wd.url + path, timeout=5)
+        assert r.status_code == 503 and "past exec_timeout=1s" in r.text
+    r = requests.post(wd.url, data=b"fine", timeout=10)
+    assert r.status_code == 503 and "past exec_timeout=1s" in r.text
+    assert 'faas_infer_requests_refused_total{reason="hung"} 1' in requests.get(wd.metrics_url, timeout=5).text
+    wait_until(lambda: requests.get(wd.url + "/_/health", timeout=5).status_code == 200, 10,
+               what="healthy once the batch returned")
+    assert requests.post(wd.url, data=b"fine", timeout=10).status_code == 200
 
 
 def test_chunked_request_body_is_decoded(watchdogs, handler_dir):

@@ -72,9 +72,10 @@ class BatchWorker:
         from when the oldest started."""
         return self._remaining(self._in_flight())
 
-    def running_for(self) -> float:
-        """Seconds the oldest batch not answered yet has been running (0 when none is)."""
-        busy = self._in_flight()
+    def running_for(self, thread: int | None = None) -> float:
+        """Seconds the oldest batch not answered yet has been running (0 when none is); with ``thread`` (an
+        ident), only a batch run on that thread (``try_run_inline``'s caller)."""
+        busy = self._in_flight(thread)
         return max(0.0, self.clock() - min(started for started, _ in busy)) if busy else 0.0
 
     def _remaining(self, busy: list[tuple[float, int]]) -> float:
@@ -92,12 +93,12 @@ class BatchWorker:
             return None
         return self.clock() + self._remaining(busy) - PIPELINE_LEAD_SECONDS
 
-    def _in_flight(self) -> list[tuple[float, int]]:
-        """(started, size) of the batches not answered yet. A batch whose every request has its answer no
-        longer counts, though its thread has not yet cleared it: its callers may already be sending their
-        next request, which must not be refused for a batch that is over."""
+    def _in_flight(self, thread: int | None = None) -> list[tuple[float, int]]:
+        """(started, size) of the batches not answered yet (run on ``thread`` only, when given). A batch whose
+        every request has its answer no longer counts, though its thread has not yet cleared it: its callers
+        may already be sending their next request, which must not be refused for a batch that is over."""
         with self._busy_lock:
-            busy = list(self._busy.values())
+            busy = [held for owner, held in self._busy.items() if thread in (None, owner)]
         return [(started, len(items)) for started, items in busy if not all(i.future.done() for i in items)]
 
     def stop(self, timeout: float | None = None) -> bool:

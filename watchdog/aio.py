@@ -23,6 +23,7 @@ import collections
 import logging
 import os
 import socket
+import threading
 import time
 from concurrent.futures import Future
 from email.utils import formatdate
@@ -481,6 +482,15 @@ class AsyncioWorker(Worker):
 
     async def _serve(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
         engine = Engine(runtime, loop)
+        stop_guard = threading.Event()
+        threading.Thread(target=_guard_inline, args=(runtime, threading.get_ident(), stop_guard),
+                         name="inline-guard", daemon=True).start()
+        try:
+            await self._serve_engine(runtime, loop, engine)
+        finally:
+            stop_guard.set()
+
+    async def _serve_engine(self, runtime: Runtime, loop: asyncio.AbstractEventLoop, engine: Engine) -> None:
         use_loop = getattr(runtime.queue, "use_loop", None)
         if use_loop is not None:  # the shared queue pushes from this loop, no thread hand-off per request
             use_loop(loop)
@@ -513,3 +523,20 @@ class AsyncioWorker(Worker):
             if not conn.busy:
                 conn._close()
         await asyncio.sleep(0)  # let the transports flush and close
+
+
+def _guard_inline(runtime: Runtime, loop_thread: int, stop: threading.Event) -> None:
+    """End this worker when a batch run inline has blocked the loop past the longest a request may take
+    (``exec_timeout``, or ``write_timeout`` when shorter or exec_timeout is 0).
+
+    A batch run on the loop cannot be abandoned and the loop answers nothing else meanwhile, not even
+    ``/_/health``: a hung handler froze the instance for good. Its callers are past their timeout anyway,
+    so the worker exits (os._exit: the loop thread cannot be stopped) and gunicorn starts a fresh one."""
+    limit = runtime.request_timeout(None)
+    while not stop.wait(min(1.0, limit / 4)):
+        running = runtime.worker.running_for(loop_thread)
+        if running > limit:
+            logger.critical("the handler has blocked the event loop for %.1fs running a batch inline, past "
+                            "the request timeout of %gs: ending this worker so that gunicorn starts a new one",
+                            running, limit)
+            os._exit(1)

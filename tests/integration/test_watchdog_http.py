@@ -204,3 +204,25 @@ def handle_batch(state, requests):
         assert read_response(sock, buf)[0::2] == (200, b"%04d" % i)
     assert requests.post(wd.url, data=b"other client", timeout=10).content == b"other client"
     sock.close()
+
+
+def test_a_handler_hung_inline_on_the_loop_ends_the_worker_and_a_fresh_one_serves(tmp_path, watchdogs):
+    # A predicted-fast request runs on the event loop itself; one that never returned froze the instance for
+    # good: no 504, no /_/health answer.
+    folder = write_handler(str(tmp_path / "hang"), """
+        import time
+
+        def handle_batch(state, requests):
+            if any(r.body == b"hang" for r in requests):
+                time.sleep(600)
+            return [b"ok" for _ in requests]
+    """)
+    wd = watchdogs(folder, exec_timeout="1s")
+    for _ in range(3):  # known to be fast, at a low rate: the next request runs inline
+        assert requests.post(wd.url, data=b"x", timeout=5).text == "ok"
+        time.sleep(0.1)
+    with pytest.raises(requests.ConnectionError):
+        requests.post(wd.url, data=b"hang", timeout=10)
+    wait_until(lambda: requests.get(wd.url + "/_/ready", timeout=1).status_code == 200, 30, what="a new worker")
+    assert requests.post(wd.url, data=b"x", timeout=5).text == "ok"
+    assert "blocked the event loop" in wd.log() and "past the request timeout of 1s" in wd.log()

@@ -88,7 +88,9 @@ def shape_error(outputs: Any) -> str:
 
 def run_isolated(handle: HandleBatch, requests: list[Request],
                  on_first_call: Callable[[float, bool], None] | None = None) -> list[Response | BatchError]:
-    """Results for ``requests``; when the handler raises, bisect until the failing requests stand alone."""
+    """Results for ``requests``, each response tagged ``X-Batch-Size`` with the size of the call that made it
+    (after bisection, a half's, not the batch's); when the handler raises, bisect until the failing requests
+    stand alone."""
     start = time.perf_counter()
     try:
         results, own_seconds = call_handler(handle, requests)
@@ -109,17 +111,17 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
         return run_isolated(handle, requests[:mid]) + run_isolated(handle, requests[mid:])
     if on_first_call:
         on_first_call(time.perf_counter() - start if own_seconds is None else own_seconds, True)
-    return results
+    size = str(len(requests))
+    return [r.with_header("X-Batch-Size", size) if isinstance(r, Response) else r for r in results]
 
 
 def fan_out(items: list[Pending], results: list[Response | BatchError]) -> tuple[int, int]:
-    """Resolve each item's future with its result (tagged ``X-Batch-Size``); returns (succeeded, failed)."""
+    """Resolve each item's future with its result; returns (succeeded, failed)."""
     ok = failed = 0
-    size = str(len(items))
     for item, result in zip(items, results):
         # A future answered meanwhile (another instance's reply to a duplicate run) is left as it is.
         if isinstance(result, Response):
-            ok += settle(item.future, result.with_header("X-Batch-Size", size))
+            ok += settle(item.future, result)
         else:
             failed += settle(item.future, result)
     return ok, failed

@@ -54,6 +54,8 @@ def test_one_bad_input_fails_alone_by_bisection():
     assert [g.body for i, g in enumerate(got) if i != 2] == [b"1", b"2", b"4", b"5", b"6", b"7", b"8"]
     assert outcome.failed == 1 and not outcome.clean
     assert calls[0] == 8 and len(calls) <= 1 + 2 * 3  # bisection, not one call per request
+    # each answer names the size of the call that made it: 4 for the good half, 2 and 1 around the bad input
+    assert [g.headers["X-Batch-Size"] for i, g in enumerate(got) if i != 2] == ["2", "2", "1", "4", "4", "4", "4"]
 
 
 def test_other_exceptions_are_500_naming_the_cause():

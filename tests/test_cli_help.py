@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from faas_infer.cli import _bench_modules, _command_modules, main
+from helpers import REPO
 
 
 @pytest.mark.parametrize("argv", [[name] for name in sorted(_command_modules())]
@@ -55,3 +59,15 @@ def test_watchdog_help_names_every_setting(capsys):
         main(["watchdog", "--help"])
     out = capsys.readouterr().out
     assert [f.name for f in dataclasses.fields(WatchdogConfig) if not re.search(rf"\b{f.name}\b", out)] == []
+
+
+def test_python_m_watchdog_help_prints_the_same_help_and_serves_nothing(tmp_path, capsys):
+    # It started the server (or failed for want of a handler) instead.
+    with pytest.raises(SystemExit) as exit_:
+        main(["watchdog", "--help"])
+    assert exit_.value.code == 0
+    expected = capsys.readouterr().out.split("\n", 1)[1]  # all but the usage line, which names the program
+    done = subprocess.run([sys.executable, "-m", "watchdog", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": REPO})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m watchdog [-h]") and done.stdout.split("\n", 1)[1] == expected

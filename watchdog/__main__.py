@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 
+from watchdog import command
 from watchdog.config import ConfigError, WatchdogConfig
 from watchdog.cpu import cgroup_cpu_quota, compute_threads, usable_cores
 
 
-def main() -> int:
-    """Entry point; returns the exit code."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code. ``argv`` takes only ``--help`` (printed as ``faas-infer watchdog
+    --help`` prints it, then exit 0): everything else comes from the environment."""
+    parser = argparse.ArgumentParser(prog="python -m watchdog", description=command.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    command.add_arguments(parser)
+    parser.parse_args([] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -35,4 +42,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

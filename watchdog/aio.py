@@ -59,6 +59,8 @@ class BadRequest(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+        # The request's method once its request line was read ("" before), for the metrics' method label.
+        self.method = ""
 
 
 class _Date:
@@ -90,11 +92,19 @@ class _Head:
         if len(parts) != 3 or not parts[0] or not parts[1]:
             raise BadRequest(f"malformed request line {lines[0][:100]!r}")
         self.method, target, self.version = parts
+        if not self.method.isalpha() or not self.method.isupper():
+            raise BadRequest(f"malformed method {self.method[:20]!r}")
+        try:
+            self._parse(target, lines[1:], limit)
+        except BadRequest as exc:  # counted under its method, not "unknown"
+            exc.method = self.method
+            raise
+
+    def _parse(self, target: str, lines: list[str], limit: int) -> None:
+        """The version, target, headers and body framing after a well-formed method."""
         if self.version not in ("HTTP/1.1", "HTTP/1.0"):
             raise BadRequest(f"unsupported protocol {self.version[:20]!r} (HTTP/1.0 or HTTP/1.1 only)",
                              505 if self.version.startswith("HTTP/") else 400)
-        if not self.method.isalpha() or not self.method.isupper():
-            raise BadRequest(f"malformed method {self.method[:20]!r}")
         path, _, self.query = target.partition("?")
         if not path.startswith("/"):
             if "://" in path:  # absolute form, as a proxy may send it
@@ -103,7 +113,7 @@ class _Head:
                 raise BadRequest(f"request target must start with '/', got {target[:100]!r}")
         self.path = path
         headers: dict[str, str] = {}
-        for line in lines[1:]:
+        for line in lines:
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
                 raise BadRequest(f"malformed header line {line[:100]!r}")
@@ -276,7 +286,7 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request that could not be read (400, 408, 413, 431), counted like any other answer."""
         self.busy = True
         elapsed = time.monotonic() - self.started_at if self.started_at is not None else 0.0
-        method = self.head.method if self.head is not None else "unknown"
+        method = self.head.method if self.head is not None else exc.method or "unknown"
         self.engine.runtime.answered(exc.status, method, elapsed)
         self.send(exc.status, [("Content-Type", _TEXT), ("X-Duration-Seconds", f"{elapsed:.6f}")],
                   f"{exc}\n".encode(), keep_alive=False, head_only=False)

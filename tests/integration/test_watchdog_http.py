@@ -95,15 +95,16 @@ def test_head_has_headers_and_no_body_and_http10_closes(wd):
     assert closed(sock)
 
 
-@pytest.mark.parametrize("raw, status, words", [
-    (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
-    (b"POST / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "unsupported protocol"),
-    (b"POST / HTTP/1.1\r\nContent-Length: ten\r\n\r\n", 400, "Content-Length must be a number"),
-    (b"POST / HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header line"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunk size"),
-    (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 70000, 431, "request head over"),
+@pytest.mark.parametrize("raw, status, words, method", [  # the method counted once the request line was read
+    (b"GARBAGE\r\n\r\n", 400, "malformed request line", "unknown"),
+    (b"POST / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "unsupported protocol", "post"),
+    (b"POST / HTTP/1.1\r\nContent-Length: ten\r\n\r\n", 400, "Content-Length must be a number", "post"),
+    (b"PUT / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413, "over max_request_bytes", "put"),
+    (b"POST / HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header line", "post"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunk size", "post"),
+    (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 70000, 431, "request head over", "unknown"),
 ])
-def test_malformed_requests_get_a_clear_error_and_cost_nobody_else(wd, raw, status, words):
+def test_malformed_requests_get_a_clear_error_and_cost_nobody_else(wd, raw, status, words, method):
     other = connect(wd)  # a well-behaved client on its own connection, mid-conversation
     other_buf = bytearray()
     other.sendall(request("POST", "/ok", b"1"))
@@ -114,7 +115,7 @@ def test_malformed_requests_get_a_clear_error_and_cost_nobody_else(wd, raw, stat
     assert got == status and words in body.decode() and headers.get("connection") == "close"
     assert float(headers["x-duration-seconds"]) >= 0  # every response carries it (the contract)
     assert closed(sock)
-    assert f'http_requests_total{{code="{status}",' in requests.get(wd.metrics_url, timeout=5).text
+    assert f'http_requests_total{{code="{status}",method="{method}"}} 1' in requests.get(wd.metrics_url, timeout=5).text
     other.sendall(request("POST", "/ok", b"2"))
     assert read_response(other, other_buf)[0::2] == (200, b"got 2 /ok")
 

@@ -57,15 +57,16 @@ def _readable(status: dict) -> dict:
 def _resources(facts: Mapping[str, str], parent: Mapping[str, Any]) -> tuple[float, float] | str:
     """(cores, GPU share) an instance runs with, or why they cannot be known. Variants report both (the
     autoscaler sets ``cpu_limit`` and ``gpu_share`` on each); an instance without ``cpu_limit`` is the
-    parent's, which runs with the parent's limits. Filed under a guess (one core, no GPU), a GPU parent's
-    times made decide plan CPU variants at the GPU's speed."""
+    parent's, filed under the configuration ``parse_parent`` gives the parent. Filed under one core and no
+    GPU whatever the parent had, a GPU parent's times made decide plan CPU variants at the GPU's speed."""
     try:
         gpu = float(facts.get("gpu_share") or 0.0)
     except ValueError:
         return f"gpu_share={facts['gpu_share']!r} is not a number"
-    raw = facts.get("cpu_limit") or (parent.get("limits") or {}).get("cpu")
-    if not raw:
-        return "it reports no cpu_limit and its parent sets no CPU limit"
+    # the parent's cores as parse_parent counts them (no limit: what it requests, else one core), so that
+    # its measured times and its capacity are priced at the same configuration
+    raw = (facts.get("cpu_limit") or (parent.get("limits") or {}).get("cpu")
+           or (parent.get("envVars") or {}).get("cpu_limit") or (parent.get("requests") or {}).get("cpu") or "1")
     try:
         cpu = parse_cpu(raw)
     except ValueError:

@@ -150,3 +150,32 @@ def silent_listener():
         yield listener.getsockname()[1]
     finally:
         listener.close()
+
+
+def http_stub(answer) -> "http.server.ThreadingHTTPServer":
+    """A started loopback HTTP server on a port of its own answering every GET with ``answer(path)``, a
+    (status, body bytes) pair: a stand-in for an API or a metrics endpoint. ``shutdown()`` it when done."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            status, body = answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
+
+
+def metrics_stub(text: bytes | None) -> "http.server.ThreadingHTTPServer":
+    """``http_stub`` answering GET /metrics with ``text``, anything else (or everything, when None) with 404
+    as the OpenFaaS gateway's API port does."""
+    return http_stub(lambda path: (200, text) if text is not None and path == "/metrics"
+                     else (404, b"404 page not found\n"))

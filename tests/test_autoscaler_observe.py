@@ -9,7 +9,7 @@ from autoscaler.loop import Autoscaler, redis_client
 from autoscaler.observe import Observer
 from autoscaler.snapshot import Node
 from batcher import stats
-from helpers import silent_listener
+from helpers import http_stub, silent_listener
 
 NODES = (Node("n1", 4, 8 * 1024**3),)
 SLO = {"com.faas-infer.latency_slo": "100ms"}
@@ -66,10 +66,13 @@ def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redi
     listing = Listing([{"annotations": SLO, **spec, "name": name} for name, spec in parents.items()])
     snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, now)
     filed = {f.name: [(m.batch, m.cpu, m.gpu) for m in f.measured] for f in snap.functions}
-    assert filed == {"cpu": [(8, 2.0, 0.0)], "whole-gpu": [(8, 2.0, 1.0)], "gpu-stack": [], "unlimited": []}
-    assert [p.split(":")[0] for p in snap.problems] == ["measured times of gpu-stack (1 instance(s)) dropped",
-                                                        "measured times of unlimited (1 instance(s)) dropped"]
-    assert "may run on a GPU" in snap.problems[0] and "no CPU limit" in snap.problems[1]
+    # unlimited: as parse_parent counts the parent (what it requests, else one core), so its times and its
+    # capacity describe one configuration
+    assert filed == {"cpu": [(8, 2.0, 0.0)], "whole-gpu": [(8, 2.0, 1.0)], "gpu-stack": [],
+                     "unlimited": [(8, 1.0, 0.0)]}
+    assert [p.split(":")[0] for p in snap.problems] == ["measured times of gpu-stack (1 instance(s)) dropped"]
+    assert "may run on a GPU" in snap.problems[0]
+    assert [f.variants[0].cpu for f in snap.functions] == [2.0, 2.0, 2.0, 1.0]
     assert [f.variants[0].gpu for f in snap.functions] == [0.0, 1.0, 0.0, 0.0]  # the parents, pinned
 
 
@@ -112,26 +115,12 @@ def test_odd_entries_in_the_function_list_are_skipped_and_the_rest_planned(redis
 
 
 def test_a_function_list_that_is_not_a_json_list_is_a_named_api_error():
-    import http.server
-    import threading
 
     from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
 
     bodies = iter([b"<html>oops</html>", b'{"name": "f"}', b"null"])
 
-    class Gateway(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = next(bodies)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = http_stub(lambda path: (200, next(bodies)))
     try:
         client = OpenFaaSClient(f"http://127.0.0.1:{server.server_address[1]}")
         for expected in ("not JSON: '<html>oops</html>'", "expected a JSON list, got dict"):

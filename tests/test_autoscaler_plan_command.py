@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
-import threading
 import time
 
 from autoscaler import plan_command
 from batcher import stats
+from helpers import http_stub
 
 HOT = {"name": "hot", "replicas": 1, "availableReplicas": 1, "envVars": {"max_batch_size": "4"},
        "annotations": {"com.faas-infer.latency_slo": "200ms", "com.faas-infer.model": "functions/resnet"},
@@ -20,22 +19,9 @@ TIGHT = {"name": "tight", "replicas": 1, "availableReplicas": 1,
          "limits": {"cpu": "500m", "memory": "1Gi"}}
 
 
-def serve(functions: list[dict]) -> http.server.ThreadingHTTPServer:
+def serve(functions: list[dict]):
     body = json.dumps(functions).encode()
-
-    class Gateway(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return http_stub(lambda path: (200, body))
 
 
 def test_a_function_short_of_room_or_infeasible_is_not_said_to_be_served_by_its_parent(

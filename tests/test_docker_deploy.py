@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from helpers import REPO, wait_until
+from helpers import REPO, metrics_stub, wait_until
 
 DOCKER = os.path.join(REPO, "docker")
 FIXTURE_METRICS = os.path.join(REPO, "tests", "fixtures", "openfaas", "gateway-metrics.txt")
@@ -199,26 +199,8 @@ class Exposition:
     """A loopback server answering GET /metrics with fixed text, or 404 (the OpenFaaS gateway's API port)."""
 
     def __init__(self, text: str | None) -> None:
-        import http.server
-        import threading
-
-        from faas_infer.ports import free_port
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                found = text is not None and self.path == "/metrics"
-                body = (text if found else "404 page not found\n").encode()
-                self.send_response(200 if found else 404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port("127.0.0.1", 23540)), Handler)
+        self.server = metrics_stub(None if text is None else text.encode())
         self.target = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
 
 def test_standalone_prometheus_reads_the_gateway_series_once_from_either_gateway(tmp_path):

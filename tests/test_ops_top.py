@@ -4,15 +4,12 @@ the refresh loop with a fake clock)."""
 from __future__ import annotations
 
 import argparse
-import http.server
 import io
 import os
-import threading
 
 import pytest
 
-from faas_infer.ports import free_port
-from helpers import REPO
+from helpers import REPO, metrics_stub
 from ops import scrape, top
 
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "openfaas", "gateway-metrics.txt")
@@ -151,28 +148,9 @@ def test_loop_prints_frames_over_the_interval():
 
 
 
-def serve(metrics: bytes | None) -> http.server.ThreadingHTTPServer:
-    """A loopback server answering GET /metrics with ``metrics``, or 404 as the OpenFaaS gateway's API port does."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            found = metrics is not None and self.path == "/metrics"
-            body = metrics if found else b"404 page not found\n"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port("127.0.0.1", 23517)), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    return server
-
-
 def test_reader_takes_the_gateway_metrics_from_metrics_url():
     """The OpenFaaS gateway serves its metrics on their own port (8082), not under its API URL."""
-    api, metrics = serve(None), serve(open(FIXTURE, "rb").read())
+    api, metrics = metrics_stub(None), metrics_stub(open(FIXTURE, "rb").read())
     try:
         from faas_infer.cli import build_parser
 

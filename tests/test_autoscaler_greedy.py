@@ -45,3 +45,24 @@ def test_best_fit_packs_tightly_keeps_current_and_reports_unplaced():
         used = sum(n * g.cpu for g in groups for (fn, key), where in placed.items()
                    if (fn, key) == (g.fn, g.key) for node, n in where.items() if node == name)
         assert used <= cpu
+
+
+SLOW = Candidate(1, 1.0, 0.0, 0.005, 200, 0, 0, 0.1, GiB)  # 200/s per core
+FAST = Candidate(8, 1.0, 0.0, 0.0008, 10000, 0, 0, 0.1, GiB)  # 10,000/s per core
+
+
+def test_a_contended_pool_goes_to_the_cheapest_requests_whatever_the_order():
+    """As the ILP ranks them: the function listed first no longer spends the pool on its dear requests."""
+    for order in ((0, 1), (1, 0)):
+        functions = (FunctionDemand("resnet", (SLOW,), 2000.0), FunctionDemand("mlp", (FAST,), 20000.0))
+        p = SelectionProblem(tuple(functions[i] for i in order), 2.0, 0, 100 * GiB, 0.0)
+        s = select_greedy(p)
+        assert s.counts == {"mlp": {FAST.key: 2}}
+        assert s.shortfall == {"resnet": 2000.0}
+
+
+def test_minimum_instances_come_before_any_demand():
+    functions = (FunctionDemand("mlp", (FAST,), 20000.0), FunctionDemand("resnet", (SLOW,), 2000.0, min_count=1))
+    s = select_greedy(SelectionProblem(functions, 2.0, 0, 100 * GiB, 0.0))
+    assert s.counts == {"mlp": {FAST.key: 1}, "resnet": {SLOW.key: 1}}
+    assert s.shortfall["mlp"] == 10000.0 and s.shortfall["resnet"] == 1800.0

@@ -5,7 +5,7 @@ them with ``gateway_function_invocation_total`` and friends. The loop calls ``re
 seconds)`` after each decision; nothing here does I/O except ``MetricsServer``.
 
 Names (all prefixed ``faas_infer_autoscaler_``): ``arrival_rate``, ``demand_rps``, ``capacity_rps``,
-``shortfall_rps``, ``queue_depth``, ``live_instances``, ``instances{config}``, ``planned_instances{config}``,
+``shortfall_rps``, ``queue_depth``, ``live_instances``, ``instances{config,kind}``, ``planned_instances{config}``,
 ``allocated_cpu_cores``, ``allocated_gpus``, ``predicted_batch_seconds{config}``,
 ``measured_batch_seconds{config}``, ``slo_seconds``, ``slo_attainment_ratio``, ``cold_starts_total``,
 ``decisions_total{action}``, ``last_decision_info{action,reason}``, ``decision_seconds`` (histogram of decide alone),
@@ -46,7 +46,8 @@ class AutoscalerMetrics:
         self.shortfall = r.gauge(PREFIX + "shortfall_rps", "Planned demand left uncovered", fn)
         self.queue_depth = r.gauge(PREFIX + "queue_depth", "Requests waiting in the function's shared queue", fn)
         self.live = r.gauge(PREFIX + "live_instances", "Instances heartbeating on the shared queue", fn)
-        self.instances = r.gauge(PREFIX + "instances", "Running instances by configuration", cfg)
+        self.instances = r.gauge(PREFIX + "instances", "Running instances by configuration and kind (deployment: "
+                                 "the function's own; variant: added by the autoscaler)", (*cfg, "kind"))
         self.planned = r.gauge(PREFIX + "planned_instances", "Planned instances by configuration", cfg)
         self.cpu = r.gauge(PREFIX + "allocated_cpu_cores", "CPU cores allocated to running instances", fn)
         self.gpu = r.gauge(PREFIX + "allocated_gpus", "GPU devices (shares summed) allocated to running instances", fn)
@@ -108,18 +109,19 @@ class AutoscalerMetrics:
         if fs.slo > 0:  # 0: the SLO annotation is unreadable (fs.unreadable)
             self.slo.set(fs.slo, function_name=label)
         running, cpu, gpu = 0, 0.0, 0.0
-        by_config: dict[str, int] = {}
+        by_config: dict[tuple[str, str], int] = {}
         managed: dict[str, int] = {}
         for v in fs.variants:
             key = config_key(v.batch, v.cpu, v.gpu)
-            by_config[key] = by_config.get(key, 0) + v.replicas
+            kind = (key, "deployment" if v.pinned else "variant")
+            by_config[kind] = by_config.get(kind, 0) + v.replicas
             if not v.pinned:
                 managed[key] = managed.get(key, 0) + v.replicas
             running += v.replicas
             cpu += v.cpu * v.replicas
             gpu += v.gpu * v.replicas
-        for key, n in by_config.items():
-            self.instances.set(n, function_name=label, config=key)
+        for (key, kind), n in by_config.items():
+            self.instances.set(n, function_name=label, config=key, kind=kind)
         self.cpu.set(cpu, function_name=label)
         self.gpu.set(gpu, function_name=label)
         before = self._running.get(fs.name)

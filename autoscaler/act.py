@@ -61,7 +61,8 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
                 wanted[variant_name(fp.name, t.key, t.node, shard)] = (n, t.candidate, t.node)
         for name, (n, candidate, node) in sorted(wanted.items()):
             current = running.get(name)
-            spec = variant_spec(fs.spec, name, fp.name, candidate, node, fs.slo, multi_node) if candidate else None
+            spec = variant_spec(fs.spec, name, fp.name, candidate, node, fs.slo, multi_node,
+                                config.gpu_slices) if candidate else None
             if current is None:
                 if spec is not None:
                     out.append(Change("deploy", fp.name, name, n, spec, fp.reason))

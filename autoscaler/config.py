@@ -53,6 +53,10 @@ class AutoscalerConfig:
     cpu_steps: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     # GPU shares per instance considered (on nodes with GPUs); powers of two keep device packing exact.
     gpu_steps: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # Schedulable nvidia.com/gpu units per physical GPU (Kubernetes): the NVIDIA device plugin's sharing
+    # ``replicas`` (MPS or time-slicing). A variant with share g asks for g * gpu_slices units; with a stock
+    # plugin (one unit per device) set 1, and gpu_steps to 1, or every share would hold a whole device.
+    gpu_slices: int = 4
     # Memory of an instance when the function sets no limit.
     default_memory: int = 512 * 1024**2
     # "highs", "cbc" (exact selection with PuLP) or "greedy" (no solver).
@@ -113,6 +117,10 @@ class AutoscalerConfig:
         _rule(bool(self.cpu_steps) and all(c > 0 for c in self.cpu_steps), "cpu_steps", self.cpu_steps,
               "must list CPU amounts > 0")
         _rule(all(0 < g <= 1 for g in self.gpu_steps), "gpu_steps", self.gpu_steps, "must be shares in (0, 1]")
+        _rule(self.gpu_slices >= 1, "gpu_slices", self.gpu_slices, "must be >= 1")
+        _rule(all(abs(g * self.gpu_slices - round(g * self.gpu_slices)) < 1e-9 for g in self.gpu_steps),
+              "gpu_steps", self.gpu_steps, f"must be multiples of 1/gpu_slices (gpu_slices={self.gpu_slices}): "
+              "a share is asked of Kubernetes as whole nvidia.com/gpu units")
         _rule(self.solver in ("highs", "cbc", "greedy"), "solver", self.solver, "must be highs, cbc or greedy")
         _rule(self.solver_time_limit > 0, "solver_time_limit", self.solver_time_limit, "must be > 0")
         _rule(self.mip_gap >= 0, "mip_gap", self.mip_gap, "must be >= 0")
@@ -149,7 +157,8 @@ def _rule(ok: bool, key: str, value: Any, rule: str) -> None:
 _FLOATS = ("beta", "headroom", "solver_time_limit", "mip_gap", "switch_margin")
 _DURATIONS = ("interval", "drain_seconds", "scale_down_delay", "min_variant_age", "keep_warm_window", "rate_window",
               "heartbeat_timeout", "max_snapshot_age")
-_INTS = ("ilp_max_variables", "placement_ilp_max_vars", "min_instances", "max_instances", "max_step_up", "max_step_down",
+_INTS = ("gpu_slices", "ilp_max_variables", "placement_ilp_max_vars", "min_instances", "max_instances", "max_step_up",
+         "max_step_down",
          "keep_warm", "max_replicas_per_variant", "metrics_port")
 _PARSERS: dict[str, Callable[[str], Any]] = {
     **{k: float for k in _FLOATS}, **{k: parse_duration for k in _DURATIONS}, **{k: int for k in _INTS},

@@ -54,7 +54,7 @@ def _readable(status: dict) -> dict:
             **{k: [] for k in _LISTS if k in status and not isinstance(status[k], list)}}
 
 
-def _resources(facts: Mapping[str, str], parent: Mapping[str, Any]) -> tuple[float, float] | str:
+def _resources(facts: Mapping[str, str], parent: Mapping[str, Any], gpu_slices: int = 1) -> tuple[float, float] | str:
     """(cores, GPU share) an instance runs with, or why they cannot be known. Variants report both (the
     autoscaler sets ``cpu_limit`` and ``gpu_share`` on each); an instance without ``cpu_limit`` is the
     parent's, filed under the configuration ``parse_parent`` gives the parent. Filed under one core and no
@@ -75,7 +75,7 @@ def _resources(facts: Mapping[str, str], parent: Mapping[str, Any]) -> tuple[flo
         return f"its CPU limit {raw!r} is not positive"
     if gpu or facts.get("cpu_limit"):
         return cpu, gpu
-    devices = parent_gpu(parent)
+    devices = parent_gpu(parent, gpu_slices)
     if devices is None:
         return ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
                 "gpu_share saying how much")
@@ -157,7 +157,7 @@ class Observer:
             if name not in managed:
                 continue
             labels = status.get("labels") or {}
-            parent = parse_parent(status, self.config.default_memory, default_node)
+            parent = parse_parent(status, self.config.default_memory, default_node, self.config.gpu_slices)
             bounds, bad_labels = {}, []
             for field, label in (("min_instances", LABEL_SCALE_MIN), ("max_instances", LABEL_SCALE_MAX)):
                 bounds[field], problem = _int_label(labels, label)
@@ -198,7 +198,7 @@ class Observer:
         last = self._last_traffic.get(fn)
         measured, dropped = [], {}
         for inst in s.instances:
-            where = _resources(inst.facts, parent)
+            where = _resources(inst.facts, parent, self.config.gpu_slices)
             if isinstance(where, str):
                 dropped.setdefault(where, []).append(inst.instance)
                 continue

@@ -74,8 +74,9 @@ def shards(count: int, per_variant: int) -> list[int]:
 
 
 def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, node: str, slo: float,
-                 multi_node: bool) -> dict[str, Any]:
-    """The FunctionDeployment of a variant of ``parent`` (a FunctionStatus or FunctionDeployment dict)."""
+                 multi_node: bool, gpu_slices: int = 1) -> dict[str, Any]:
+    """The FunctionDeployment of a variant of ``parent`` (a FunctionStatus or FunctionDeployment dict); a GPU
+    share asks for ``share * gpu_slices`` nvidia.com/gpu units (``AutoscalerConfig.gpu_slices``)."""
     env = {k: v for k, v in (parent.get("envVars") or {}).items() if k not in _NOT_INHERITED}
     env.update({"max_batch_size": str(c.batch), "latency_slo": f"{slo:.6f}", "cpu_limit": f"{c.cpu:g}",
                 "function_name": fn, "exec_prior": f"{c.batch}:{c.t_exec:.6f}"})
@@ -87,7 +88,7 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
                    LABEL_CPU: f"{c.cpu:g}", LABEL_GPU: f"{c.gpu:g}"})
     limits = {"memory": str(c.memory), "cpu": f"{int(round(c.cpu * 1000))}m"}
     if c.gpu:
-        limits[LIMIT_GPU] = "1"
+        limits[LIMIT_GPU] = str(max(1, round(c.gpu * gpu_slices)))
     spec: dict[str, Any] = {
         "service": name, "image": parent.get("image", ""), "envProcess": parent.get("envProcess", ""),
         "envVars": env, "labels": labels, "annotations": dict(parent.get("annotations") or {}),
@@ -140,7 +141,7 @@ def _count(status: Mapping[str, Any], key: str) -> int:
         return 0
 
 
-def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> Variant:
+def parse_parent(status: Mapping[str, Any], default_memory: int, node: str, gpu_slices: int = 1) -> Variant:
     """The user's own deployment as a pinned instance group (its batch, CPU and GPU from its spec; the node holds
     its ``requests`` for it where it sets them, as Kubernetes does)."""
     env = status.get("envVars") or {}
@@ -164,13 +165,14 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str) -> V
         reserved_memory = min(memory, parse_memory(requests["memory"])) if requests.get("memory") else None
     except ValueError:
         reserved_memory = None
-    return Variant(str(status["name"]), batch, cpu, parent_gpu(status) or 0.0, memory, node,
+    return Variant(str(status["name"]), batch, cpu, parent_gpu(status, gpu_slices) or 0.0, memory, node,
                    _count(status, "replicas"), pinned=True, ready=_count(status, "availableReplicas"),
                    reserved_cpu=reserved_cpu, reserved_memory=reserved_memory)
 
 
-def parent_gpu(status: Mapping[str, Any]) -> float | None:
-    """GPU devices of the user's own deployment: its ``nvidia.com/gpu`` limit; 0 when nothing says it has one;
+def parent_gpu(status: Mapping[str, Any], gpu_slices: int = 1) -> float | None:
+    """GPU devices of the user's own deployment: its ``nvidia.com/gpu`` limit over the units per device
+    (``gpu_slices``); 0 when nothing says it has one;
     None when it may run on one without saying how much (a GPU profile, or a constraint on ``nvidia.com/gpu``
     as in docker/kubernetes/gpu-stack.yml, where faas-cli dropped the limit)."""
     try:
@@ -178,7 +180,7 @@ def parent_gpu(status: Mapping[str, Any]) -> float | None:
     except (TypeError, ValueError):
         return None
     if devices > 0:
-        return devices
+        return devices / gpu_slices
     profiles = str((status.get("annotations") or {}).get(ANNOTATION_PROFILE, ""))
     hinted = "gpu" in profiles.lower() or any(LIMIT_GPU in str(c) for c in status.get("constraints") or [])
     return None if hinted else 0.0

@@ -176,3 +176,19 @@ def test_a_call_the_api_refuses_costs_only_itself():
         server.server_close()
     assert len(seen) == 3 and results[0][1].startswith("POST /system/functions: 500")
     assert [outcome for _, outcome in results[1:]] == ["ok", "ok"]
+
+
+def test_a_gpu_share_asks_kubernetes_for_its_units_of_a_sliced_device():
+    """Four 0.25 variants on one device asked for nvidia.com/gpu "1" each: four devices, where the device
+    plugin (sharing replicas = gpu_slices) has four units per device."""
+    from autoscaler.candidates import Candidate
+    from autoscaler.variants import variant_spec
+
+    quarter = Candidate(64, 0.5, 0.25, 0.02, 3000, 0, 0, 0.3, 2**30)
+    half = dataclasses.replace(quarter, gpu=0.5, key="")
+    parent = {"name": "f", "image": "img", "limits": {"cpu": "1"}}
+    assert variant_spec(parent, "v", "f", quarter, "n1", 0.1, True, 4)["limits"]["nvidia.com/gpu"] == "1"
+    assert variant_spec(parent, "v", "f", half, "n1", 0.1, True, 4)["limits"]["nvidia.com/gpu"] == "2"
+    assert variant_spec(parent, "v", "f", half, "n1", 0.1, True, 1)["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in variant_spec(parent, "v", "f", dataclasses.replace(quarter, gpu=0.0, key=""),
+                                                "n1", 0.1, True, 4)["limits"]

@@ -64,7 +64,8 @@ def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redi
         stats.record_heartbeat(pipe, name, "a", now, {"cpu_limit": "", "gpu_share": "0"}, {8: 0.002})
     pipe.execute()
     listing = Listing([{"annotations": SLO, **spec, "name": name} for name, spec in parents.items()])
-    snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, now)
+    stock = AutoscalerConfig(gpu_slices=1, gpu_steps=(1.0,))  # a device plugin advertising whole devices
+    snap = Observer(stock, listing, redis_client, lambda: NODES).snapshot(0.0, now)
     filed = {f.name: [(m.batch, m.cpu, m.gpu) for m in f.measured] for f in snap.functions}
     # unlimited: as parse_parent counts the parent (what it requests, else one core), so its times and its
     # capacity describe one configuration
@@ -74,6 +75,8 @@ def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redi
     assert "may run on a GPU" in snap.problems[0]
     assert [f.variants[0].cpu for f in snap.functions] == [2.0, 2.0, 2.0, 1.0]
     assert [f.variants[0].gpu for f in snap.functions] == [0.0, 1.0, 0.0, 0.0]  # the parents, pinned
+    shared = Observer(AutoscalerConfig(gpu_slices=4), listing, redis_client, lambda: NODES).snapshot(0.0, now)
+    assert [f.variants[0].gpu for f in shared.functions] == [0.0, 0.25, 0.0, 0.0]  # one unit of four per device
 
 
 def test_a_redis_that_does_not_answer_costs_one_timeout_per_tick_not_one_per_function():

@@ -19,7 +19,7 @@ from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError, OpenFaaSUnreachable
 from autoscaler.plan import Plan
 from autoscaler.snapshot import Snapshot, Variant
-from autoscaler.variants import shards, variant_name, variant_spec
+from autoscaler.variants import LIMIT_GPU, shards, variant_name, variant_spec
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
 
 
 def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
-    """What of ``spec`` the running variant does not have ("" when nothing): its image, process, or any
-    environment variable or annotation ``spec`` sets (others the platform adds are ignored)."""
+    """What of ``spec`` the running variant does not have ("" when nothing): its image, process, GPU units, or
+    any environment variable or annotation ``spec`` sets (others the platform adds are ignored)."""
     status = running.status
     if not status:
         return ""
@@ -88,6 +88,9 @@ def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
     for key in ("image", "envProcess"):
         if spec.get(key) and status.get(key) != spec.get(key):
             what.append(key)
+    gpu = (spec.get("limits") or {}).get(LIMIT_GPU)  # the units a share asks for follow gpu_slices
+    if gpu and str((status.get("limits") or {}).get(LIMIT_GPU, "")) != gpu:
+        what.append(f"limits {LIMIT_GPU}")
     for key in ("envVars", "annotations"):
         have = status.get(key) or {}
         if not isinstance(have, Mapping):

@@ -52,11 +52,13 @@ class AutoscalerConfig:
     # CPU cores per instance considered.
     cpu_steps: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     # GPU shares per instance considered (on nodes with GPUs); powers of two keep device packing exact.
-    gpu_steps: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # Shares below 1 need gpu_slices > 1 (every step a whole number of units): e.g. gpu_slices=4 with
+    # gpu_steps=0.25,0.5,1 (what ``faas-infer up``, which shares devices with CUDA MPS, runs with).
+    gpu_steps: tuple[float, ...] = (1.0,)
     # Schedulable nvidia.com/gpu units per physical GPU (Kubernetes): the NVIDIA device plugin's sharing
-    # ``replicas`` (MPS or time-slicing). A variant with share g asks for g * gpu_slices units; with a stock
-    # plugin (one unit per device) set 1, and gpu_steps to 1, or every share would hold a whole device.
-    gpu_slices: int = 4
+    # ``replicas`` (MPS or time-slicing); a variant with share g asks for g * gpu_slices units. 1 is the
+    # stock plugin (one unit per device: every variant holds whole devices).
+    gpu_slices: int = 1
     # Memory of an instance when the function sets no limit.
     default_memory: int = 512 * 1024**2
     # "highs", "cbc" (exact selection with PuLP) or "greedy" (no solver).

@@ -435,14 +435,22 @@ def _use(usage: Usage, node: str, v: Variant, n: int) -> None:
 
 def _settle(usage: Usage, nodes) -> None:
     """Charge the instances whose node is not known (a parent without a node label where there are several
-    nodes) to the nodes, each to the one with the most CPU left, as a scheduler spreading them would: they
-    hold resources on some node, and leaving them out let a plan fill every node's CPU around them."""
+    nodes) to the nodes, GPU instances first, each to the node with the most CPU left among those with its
+    GPU and memory free, as a scheduler would place them: they hold resources on some node, and leaving
+    them out let a plan fill every node around them (charged by CPU alone, a GPU parent's device went to a
+    node without GPUs, and a variant was planned onto the device it holds)."""
     pending = usage.pop(UNPLACED, [])
-    items = sorted((tuple(pending[i:i + 3]) for i in range(0, len(pending), 3)), reverse=True)
+    items = sorted((tuple(pending[i:i + 3]) for i in range(0, len(pending), 3)), key=lambda x: (x[1], x[0], x[2]),
+                   reverse=True)
     for item in items:
         if not nodes:
             return
-        target = max(nodes, key=lambda n: (n.cpu - usage[n.name][0], n.memory - usage[n.name][2]))
+
+        def room(n, item=item) -> tuple[bool, float, float]:
+            left = (n.cpu - usage[n.name][0], n.gpus - usage[n.name][1], n.memory - usage[n.name][2])
+            return left[1] >= item[1] - 1e-9 and left[2] >= item[2], left[0], left[2]
+
+        target = max(nodes, key=room)
         for i, amount in enumerate(item):
             usage[target.name][i] += amount
 

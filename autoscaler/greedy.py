@@ -1,10 +1,10 @@
 """Greedy answers to both stages: the fallback selection and best-fit packing onto nodes.
 
-Selection: every function's minimum first, then across all functions the purchase with the lowest cost
-per *useful* throughput, ``cost / min(r_max, remaining)``, so a big instance that would mostly sit idle
-on the last few requests per second loses to a small one (the fragment penalty) and a contended pool goes
-to the cheapest requests first; the fill rule (``sum r_min <= demand``) and the instance bounds are kept;
-what does not fit is shortfall.
+Selection: across all functions the purchase with the lowest cost per *useful* throughput,
+``cost / min(r_max, remaining)``, so a big instance that would mostly sit idle on the last few requests
+per second loses to a small one (the fragment penalty) and a contended pool goes to the cheapest requests
+first; then the minimum instances with what is left; the fill rule
+(``sum r_min <= demand``) and the instance bounds are kept; what does not fit is shortfall.
 
 Packing: instances go largest first (GPU, then CPU, then memory) to the node where they leave the least
 CPU free (best fit), after every group has first been given back the nodes it already runs on. GPU shares
@@ -57,7 +57,7 @@ class _Buyer:
             return c.cost / min(c.r_max, self.remaining), c, self.affordable(c, n)
         if not for_minimum:
             return None
-        c = min(options, key=lambda c: (c.cost, -c.r_max))
+        c = min(options, key=lambda c: (c.cost, c.gpu, c.cpu, c.memory, -c.r_max))  # free CPU: still the smallest
         return 0.0, c, self.affordable(c, self.f.min_count - self.total)
 
     def buy(self, c, n: int) -> None:
@@ -73,19 +73,14 @@ class _Buyer:
 def select_greedy(problem: SelectionProblem) -> Selection:
     """Stage one, greedily; never fails (shortfall records what could not be covered).
 
-    Every function's minimum instances first; then, across all functions, the purchase with the lowest cost
-    per useful request/s next, as the ILP's objective ranks them (every unserved request/s is penalised
-    alike). Taking functions in turn instead let the first one listed spend a contended node on its
-    expensive requests (one 2-CPU node: a ResNet served 401/s and an MLP at 20,000/s none; the ILP served
-    the MLP in full)."""
+    Demand first, across all functions the purchase with the lowest cost per useful request/s next; then,
+    with what is left, every function's minimum instances (the ILP's order too: a request waiting beats a
+    warm idle instance, ``selection.below_min_penalty``). Taking functions in turn instead let the first one
+    listed spend a contended node on its dear requests (one 2-CPU node: a ResNet served 401/s and an MLP at
+    20,000/s none; the ILP served the MLP in full). The ILP weighs each function's shortfall by its own
+    penalty, so under contention the two can still split a pool differently."""
     pool = [problem.cpu, problem.gpu, problem.memory]
     buyers = [_Buyer(f, problem.cover(f), pool) for f in problem.functions if f.candidates]
-    for b in buyers:
-        while b.total < b.f.min_count:
-            step = b.best(for_minimum=True)
-            if step is None or step[2] == 0:
-                break
-            b.buy(step[1], step[2])
     heap = [(step[0], i) for i, b in enumerate(buyers) if (step := b.best(False)) is not None and step[2] > 0]
     heapq.heapify(heap)
     while heap:
@@ -100,6 +95,12 @@ def select_greedy(problem: SelectionProblem) -> Selection:
         following = buyers[i].best(False)
         if following is not None and following[2] > 0:
             heapq.heappush(heap, (following[0], i))
+    for b in buyers:
+        while b.total < b.f.min_count:
+            step = b.best(for_minimum=True)
+            if step is None or step[2] == 0:
+                break
+            b.buy(step[1], step[2])
     counts = {b.f.name: b.chosen for b in buyers if b.chosen}
     shortfall = {b.f.name: b.remaining for b in buyers if b.remaining > 1e-6}
     return Selection(counts, "greedy", selection_cost(problem, counts), shortfall, 0.0, "greedy")
@@ -113,10 +114,18 @@ class _Bin:
     devices: list[float]
 
 
+def _devices(gpus: float) -> list[float]:
+    """A node's free GPU as devices: whole ones, and the part of one a running instance leaves (0.75 free
+    was no device at all, and a 0.5 share found no node)."""
+    whole = int(gpus + 1e-9)
+    part = gpus - whole
+    return [1.0] * whole + ([part] if part > 1e-9 else [])
+
+
 def pack_best_fit(groups: list[Group], nodes: list[tuple[str, float, float, float]]
                   ) -> tuple[dict[tuple[str, str], dict[str, int]], dict[tuple[str, str], int]]:
     """Place every group's instances; returns ({(fn, key): {node: n}}, {(fn, key): unplaced})."""
-    bins = {name: _Bin(name, cpu, memory, [1.0] * int(gpus)) for name, cpu, gpus, memory in nodes}
+    bins = {name: _Bin(name, cpu, memory, _devices(gpus)) for name, cpu, gpus, memory in nodes}
     order = sorted(bins, key=lambda n: bins[n].cpu)
     free = [bins[n].cpu for n in order]
     placed: dict[tuple[str, str], dict[str, int]] = {}

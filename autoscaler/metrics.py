@@ -142,8 +142,10 @@ class AutoscalerMetrics:
         self.demand.set(fp.demand, function_name=label)
         self.capacity.set(fp.capacity, function_name=label)
         self.shortfall.set(fp.shortfall, function_name=label)
-        for t in fp.targets:
-            self.planned.set(t.count, function_name=label, config=t.key)
+        planned: dict[str, int] = {}
+        for t in fp.targets:  # one target per (configuration, node): the gauge sums a configuration's nodes
+            planned[t.key] = planned.get(t.key, 0) + t.count
+            self.planned.set(planned[t.key], function_name=label, config=t.key)
             if t.candidate is not None:
                 self.predicted.set(t.candidate.t_exec, function_name=label, config=t.key)
         action = self.action(fp)

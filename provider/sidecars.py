@@ -44,7 +44,9 @@ def autoscaler(python: str, gateway_url: str, redis_url: str, secret_mount_path:
         return None
     env = {"gateway_url": gateway_url, "redis_url": redis_url, "secret_mount_path": secret_mount_path,
            "prometheus_url": prometheus_url, "metrics_port": str(metrics_port), "metrics_bind": "127.0.0.1",
-           "profile_db": profile_db}
+           "profile_db": profile_db,
+           # GPU shares on this machine are CUDA MPS percentages (no Kubernetes units to ask for)
+           "gpu_slices": "4", "gpu_steps": "0.25,0.5,1"}
     url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
     return Sidecar("autoscaler", (python, "-m", "autoscaler"), {k: v for k, v in env.items() if v}, url)
 

@@ -192,3 +192,16 @@ def test_a_gpu_share_asks_kubernetes_for_its_units_of_a_sliced_device():
     assert variant_spec(parent, "v", "f", half, "n1", 0.1, True, 1)["limits"]["nvidia.com/gpu"] == "1"
     assert "nvidia.com/gpu" not in variant_spec(parent, "v", "f", dataclasses.replace(quarter, gpu=0.0, key=""),
                                                 "n1", 0.1, True, 4)["limits"]
+
+
+def test_a_variant_asking_other_gpu_units_than_its_share_now_needs_is_updated():
+    """Deployed when every share asked for one unit; with gpu_slices=4 a 0.5 share asks for two."""
+    from autoscaler.act import _stale
+    from autoscaler.candidates import Candidate
+    from autoscaler.variants import variant_spec
+
+    half = Candidate(64, 0.5, 0.5, 0.02, 3000, 0, 0, 0.6, 2**30)
+    spec = variant_spec({"name": "f", "image": "img"}, "v", "f", half, "n1", 0.1, True, 4)
+    old = {**spec, "limits": {**spec["limits"], "nvidia.com/gpu": "1"}}
+    assert _stale(Variant("v", 64, 0.5, 0.5, 2**30, "n1", 1, status=old), spec) == "limits nvidia.com/gpu"
+    assert _stale(Variant("v", 64, 0.5, 0.5, 2**30, "n1", 1, status=spec), spec) == ""

@@ -18,7 +18,7 @@ def test_from_env_parses_every_kind():
 @pytest.mark.parametrize("env, key", [({"solver": "glpk"}, "solver"), ({"interval": "0"}, "interval"),
                                       ({"max_step_up": "x"}, "max_step_up"), ({"gpu_steps": "2"}, "gpu_steps"),
                                       ({"gpu_slices": "0"}, "gpu_slices"),
-                                      ({"gpu_slices": "1"}, "gpu_steps")])  # 0.25 and 0.5 are not whole units
+                                      ({"gpu_steps": "0.25,1"}, "gpu_steps")])  # 0.25 is no whole unit of 1
 def test_errors_name_the_key(env, key):
     with pytest.raises(ConfigError, match=key):
         AutoscalerConfig.from_env(env)

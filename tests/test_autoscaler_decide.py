@@ -450,3 +450,11 @@ def test_a_function_with_an_unreadable_slo_is_left_as_it_runs_with_the_reason():
     fp = plan.function("f")
     assert fp.unchanged and fp.reason.startswith("annotation com.faas-infer.latency_slo='abc'")
     assert [(t.key, t.count) for t in fp.targets] == [(config_key(4, 0.5, 0.0), 2)]
+
+
+def test_a_gpu_parent_without_a_node_is_charged_to_a_node_with_a_gpu():
+    parent = Variant("g", 1, 1.0, 1.0, 256 * 1024**2, "", pinned=True)
+    nodes = (Node("cpu-node", 16, 32 * GiB), Node("gpu-node", 8, 32 * GiB, 1))
+    plan = decide(snapshot([fn("g", 50000.0, variants=(parent,))], nodes), PREDICTOR, config(), 0.0)
+    assert plan.valid, plan.reason
+    assert not [t for t in plan.function("g").targets if t.candidate.gpu]  # its node's one device is its own

@@ -61,8 +61,22 @@ def test_a_contended_pool_goes_to_the_cheapest_requests_whatever_the_order():
         assert s.shortfall == {"resnet": 2000.0}
 
 
-def test_minimum_instances_come_before_any_demand():
-    functions = (FunctionDemand("mlp", (FAST,), 20000.0), FunctionDemand("resnet", (SLOW,), 2000.0, min_count=1))
-    s = select_greedy(SelectionProblem(functions, 2.0, 0, 100 * GiB, 0.0))
-    assert s.counts == {"mlp": {FAST.key: 1}, "resnet": {SLOW.key: 1}}
-    assert s.shortfall["mlp"] == 10000.0 and s.shortfall["resnet"] == 1800.0
+def test_demand_comes_before_minimum_instances_as_in_the_ilp():
+    """A request waiting beats a warm idle instance (selection.below_min_penalty): minimums get what is left."""
+    functions = (FunctionDemand("mlp", (FAST,), 15000.0), FunctionDemand("resnet", (SLOW,), 0.0, min_count=2))
+    s = select_greedy(SelectionProblem(functions, 3.0, 0, 100 * GiB, 0.0))
+    assert s.counts == {"mlp": {FAST.key: 2}, "resnet": {SLOW.key: 1}}
+    assert not s.shortfall
+
+
+def test_a_minimum_gets_the_smallest_instance_when_cpu_is_free():
+    """With beta=0 every CPU configuration costs 0; the minimum must not take the largest one."""
+    big = Candidate(1, 4.0, 0.0, 0.001, 1000, 0, 0, 0.0, GiB)
+    small = Candidate(1, 0.5, 0.0, 0.004, 250, 0, 0, 0.0, GiB)
+    s = select_greedy(SelectionProblem((FunctionDemand("h", (big, small), 0.0, min_count=3),), 16.0, 0, 100 * GiB, 0.0))
+    assert s.counts == {"h": {small.key: 3}}
+
+
+def test_best_fit_uses_the_part_of_a_device_a_running_instance_leaves():
+    placed, unplaced = pack_best_fit([Group("f", "b4-c500-g50", 1, 0.5, 0.5, GiB)], [("gpu1", 4.0, 0.75, 8 * GiB)])
+    assert placed == {("f", "b4-c500-g50"): {"gpu1": 1}} and not unplaced

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from autoscaler.candidates import config_key
 from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError, OpenFaaSUnreachable
 from autoscaler.plan import Plan
@@ -55,10 +56,13 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
         if fs is None or fp.unchanged:
             continue
         running = {v.name: v for v in fs.variants if not v.pinned}
+        by_slot = {_slot(v): v.name for v in running.values()}
         wanted: dict[str, tuple[int, Any, str]] = {}
         for t in fp.targets:
             for shard, n in enumerate(shards(t.count, config.max_replicas_per_variant)):
-                wanted[variant_name(fp.name, t.key, t.node, shard)] = (n, t.candidate, t.node)
+                # a running variant of this slot keeps its name, whatever the naming rule gave it
+                name = by_slot.get((t.key, t.node, shard)) or variant_name(fp.name, t.key, t.node, shard)
+                wanted[name] = (n, t.candidate, t.node)
         for name, (n, candidate, node) in sorted(wanted.items()):
             current = running.get(name)
             spec = variant_spec(fs.spec, name, fp.name, candidate, node, fs.slo, multi_node,
@@ -76,6 +80,15 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
         for name in sorted(set(running) - set(wanted)):
             out.append(Change("delete", fp.name, name, reason=fp.reason))
     return sorted(out, key=lambda c: ORDER[c.kind])
+
+
+def _slot(v: Variant) -> tuple[str, str, int | None]:
+    """(configuration, node, shard) a running variant fills: its labels and its name's shard suffix. A
+    variant named by an earlier naming rule (node names cut to 20 characters before the hash suffix) is
+    matched by its slot, not renamed: a rename deployed the new name and deleted the ready old one in the
+    same tick."""
+    tail = v.name.rsplit("-", 1)[-1]
+    return config_key(v.batch, v.cpu, v.gpu), v.node, int(tail) if tail.isdigit() else None
 
 
 def _stale(running: Variant, spec: Mapping[str, Any]) -> str:

@@ -205,3 +205,19 @@ def test_a_variant_asking_other_gpu_units_than_its_share_now_needs_is_updated():
     old = {**spec, "limits": {**spec["limits"], "nvidia.com/gpu": "1"}}
     assert _stale(Variant("v", 64, 0.5, 0.5, 2**30, "n1", 1, status=old), spec) == "limits nvidia.com/gpu"
     assert _stale(Variant("v", 64, 0.5, 0.5, 2**30, "n1", 1, status=spec), spec) == ""
+
+
+def test_variants_named_by_an_earlier_rule_keep_their_names():
+    """Names cut a node's name to 20 characters before; the rule now adds a hash. A running variant of the
+    same (configuration, node, shard) is kept as it is, not deployed anew and deleted in one tick."""
+    nodes = (Node("worker-1.example.com", 8, 16 * GiB), Node("worker-2.example.com", 8, 16 * GiB))
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT), nodes)
+    running = []
+    for c in changes(plan, snap, cfg):
+        old_name = f"f-{c.spec['labels']['com.faas-infer.config']}-{c.spec['labels']['com.faas-infer.node'][:20]}"
+        old_name = old_name.replace(".", "-") + "-" + c.name.rsplit("-", 1)[-1]
+        assert old_name != c.name
+        running.append(parse_variant({**c.spec, "name": old_name, "replicas": c.replicas,
+                                      "availableReplicas": c.replicas}, 256 * 1024**2))
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=tuple(running)), nodes)
+    assert changes(plan, snap, cfg) == []

@@ -130,8 +130,10 @@ def build_frame(now: tuple[Sample, ...], before: tuple[Sample, ...], seconds: fl
         attainment = _one(now, A + "slo_attainment_ratio", fn)
         if slo and counts:
             attainment = _attainment(now, before, fn, slo)
-        configs = sorted((s.label("config"), int(s.value)) for s in scrape.select(now, A + "instances", function_name=fn)
-                         if s.value > 0)
+        by_config: dict[str, int] = {}
+        for s in scrape.select(now, A + "instances", function_name=fn):  # the deployment and variants together
+            by_config[s.label("config")] = by_config.get(s.label("config"), 0) + int(s.value)
+        configs = sorted((k, n) for k, n in by_config.items() if n > 0)
         decision = next((f"{s.label('action')}: {s.label('reason')}" for s in
                          scrape.select(now, A + "last_decision_info", function_name=fn)), "")
         rows.append(Row(fn, total / seconds if seconds > 0 else None, errors / total if total else None,
@@ -166,11 +168,17 @@ COLUMNS = ("FUNCTION", "RPS", "ERR", "P50", "P99", "SLO", "IN SLO", "DEMAND", "Q
            "INSTANCES")
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters shown escaped: function names come from request paths, and a
+    URL-encoded newline or ESC in one broke the table or reached the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render(frame: Frame, stamp: str = "") -> str:
     """The frame as plain text: a header, one line per function, the decisions, any problems."""
     table = [COLUMNS]
     for r in frame.rows:
-        table.append((r.function.removesuffix(".openfaas-fn"), _num(r.rps), _pct(r.error_ratio), _ms(r.p50),
+        table.append((_printable(r.function.removesuffix(".openfaas-fn")), _num(r.rps), _pct(r.error_ratio), _ms(r.p50),
                       _ms(r.p99), _ms(r.slo), _pct(r.attainment), _num(r.demand), _num(r.queue, "{:.0f}"),
                       _num(r.replicas, "{:.0f}"), _num(r.cpu, "{:.2f}"), _num(r.gpu, "{:.2f}"),
                       r.instances or "-"))
@@ -207,8 +215,8 @@ class Reader:
         problems = []
         gateway = self.args.metrics_url or self.args.gateway.rstrip("/") + "/metrics"
         for what, url in (("gateway", gateway), ("autoscaler", self.args.autoscaler)):
-            if not url:
-                continue
+            if not url or (what == "autoscaler" and url.rstrip("/") == gateway.rstrip("/")):
+                continue  # one endpoint read twice counted every request twice
             try:
                 samples.extend(scrape.scrape(url))
             except (requests.RequestException, ValueError) as exc:

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 TRACE_HEADERS = frozenset(("x-call-id", "x-start-time"))
 # A caller's X-Start-Time that is kept: unix nanoseconds (the gateway's, behind it), at most 19 digits (int64).
 START_TIME = re.compile(r"[0-9]{1,19}")
+INT64_MAX = 2**63 - 1
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"))
 
@@ -86,7 +87,7 @@ class Proxy:
         name, namespace = split_name(segment, self.runtime.config.namespace)
         fn = self.runtime.find(name) if namespace == self.runtime.config.namespace else None
         self.metrics.on_start(name, known=fn is not None, namespace=namespace)
-        if not name:
+        if not segment:  # faas-provider's 400 is for no segment at all; ".ns" goes on to its 503
             status, headers, body = no_name()
         elif fn is None:
             status, headers, body = no_endpoints(segment)
@@ -140,7 +141,7 @@ def new_trace(environ: dict) -> tuple[tuple[str, str], ...]:
     """X-Call-Id (the caller's, else a new uuid4) and X-Start-Time (the caller's when well formed, else now,
     unix nanoseconds)."""
     start = environ.get("HTTP_X_START_TIME", "").strip()
-    if not START_TIME.fullmatch(start):
+    if not START_TIME.fullmatch(start) or int(start) > INT64_MAX:
         start = str(time.time_ns())
     return (("X-Call-Id", environ.get("HTTP_X_CALL_ID") or str(uuid.uuid4())), ("X-Start-Time", start))
 

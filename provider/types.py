@@ -199,8 +199,9 @@ def provider_info(release: str, sha: str) -> dict[str, Any]:
 
 
 # platform.machine() names -> Go's GOARCH, which the gateway reports as its arch (runtime.GOARCH).
-GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv6l": "arm",
-           "armv7l": "arm", "armv8l": "arm", "i386": "386", "i686": "386"}
+GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv5tel": "arm",
+           "armv6l": "arm", "armv7l": "arm", "armv8l": "arm", "i386": "386", "i686": "386",
+           "loongarch64": "loong64"}
 
 
 def go_arch(machine: str) -> str:

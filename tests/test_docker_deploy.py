@@ -219,7 +219,10 @@ def test_standalone_prometheus_reads_the_gateway_series_once_from_either_gateway
     assert "127.0.0.1:8083" not in standalone
     provider_side = {"127.0.0.1:8080": gateway_text, "127.0.0.1:8082": autoscaler_text}
     openfaas_side = {"127.0.0.1:8080": None, "127.0.0.1:8082": gateway_text, "127.0.0.1:8083": autoscaler_text}
-    for n, ports in enumerate((provider_side, openfaas_side)):
+    # the file as shipped beside an OpenFaaS gateway, its autoscaler not yet moved off 8082
+    unedited = {"127.0.0.1:8080": None, "127.0.0.1:8082": gateway_text}
+    for n, ports in enumerate((provider_side, openfaas_side, unedited)):
+        autoscaled = autoscaler_text in ports.values()
         servers = {address: Exposition(text) for address, text in ports.items()}
         config = yaml.safe_load(standalone)
         config["global"] = {"scrape_interval": "500ms", "evaluation_interval": "500ms"}
@@ -243,14 +246,15 @@ def test_standalone_prometheus_reads_the_gateway_series_once_from_either_gateway
 
             def scraped() -> bool:
                 try:
-                    return bool(jobs_of('{__name__=~"gateway_.*"}')) and bool(jobs_of('{__name__=~"faas_infer_.*"}'))
+                    return bool(jobs_of('{__name__=~"gateway_.*"}')) and (
+                        not autoscaled or bool(jobs_of('{__name__=~"faas_infer_.*"}')))
                 except Exception:  # noqa: BLE001 - not ready yet
                     return False
 
             wait_until(scraped, 30, 0.2, what="both kinds of series scraped")
             time.sleep(1.5)  # a few more scrapes of every target
             assert set(jobs_of('{__name__=~"gateway_.*"}')) == {"gateway"}
-            assert set(jobs_of('{__name__=~"faas_infer_autoscaler_.*"}')) == {"autoscaler"}
+            assert set(jobs_of('{__name__=~"faas_infer_autoscaler_.*"}')) == ({"autoscaler"} if autoscaled else set())
             [total] = prom.query('sum(gateway_function_invocation_total{function_name="py-echo.openfaas-fn"})')
             assert total["value"][1] == "3"  # the fixture's three calls, counted once
         finally:

@@ -53,8 +53,9 @@ AUTOSCALER = """
 faas_infer_autoscaler_slo_seconds{function_name="mlp.openfaas-fn"} 0.05
 faas_infer_autoscaler_demand_rps{function_name="mlp.openfaas-fn"} 120
 faas_infer_autoscaler_queue_depth{function_name="mlp.openfaas-fn"} 3
-faas_infer_autoscaler_instances{function_name="mlp.openfaas-fn",config="b32-c1000-g0"} 1
-faas_infer_autoscaler_instances{function_name="mlp.openfaas-fn",config="b8-c500-g0"} 2
+faas_infer_autoscaler_instances{function_name="mlp.openfaas-fn",config="b32-c1000-g0",kind="deployment"} 1
+faas_infer_autoscaler_instances{function_name="mlp.openfaas-fn",config="b32-c1000-g0",kind="variant"} 2
+faas_infer_autoscaler_instances{function_name="mlp.openfaas-fn",config="b8-c500-g0",kind="variant"} 2
 faas_infer_autoscaler_allocated_cpu_cores{function_name="mlp.openfaas-fn"} 2
 faas_infer_autoscaler_allocated_gpus{function_name="mlp.openfaas-fn"} 0
 faas_infer_autoscaler_last_decision_info{function_name="mlp.openfaas-fn",action="scale_up",reason="demand 120/s"} 1
@@ -74,7 +75,7 @@ def test_frame_from_two_readings():
     assert row.error_ratio == pytest.approx(0.05)
     assert row.slo == 0.05 and row.attainment == pytest.approx(180 / 200)
     assert row.p50 == pytest.approx(0.05 * 100 / 180)
-    assert row.instances == "b32-c1000-g0x1 b8-c500-g0x2"
+    assert row.instances == "b32-c1000-g0x3 b8-c500-g0x2"  # the deployment and its variants of a config
     assert row.demand == 120 and row.queue == 3 and row.replicas == 1 and row.cpu == 2
     assert frame.plan == "solver highs (optimal)" and frame.decision_seconds == pytest.approx(0.05)
     text = top.render(frame, "12:00:00")
@@ -82,6 +83,13 @@ def test_frame_from_two_readings():
     assert lines[0] == "faas-infer top  12:00:00" and lines[1].split()[:3] == ["FUNCTION", "RPS", "ERR"]
     assert lines[2].split()[:7] == ["mlp", "100.0", "5.0%", "28ms", "95ms", "50ms", "90.0%"]
     assert "  mlp: scale_up: demand 120/s" in text and "\x1b" not in text
+
+
+def test_a_function_name_cannot_write_to_the_terminal():
+    frame = top.build_frame(scrape.parse_text('gateway_service_count{function_name="a\\nb\x1b[2J.openfaas-fn"} 1\n'),
+                            (), 1.0)
+    text = top.render(frame)
+    assert "\x1b" not in text and "a\\nb\\x1b[2J" in text
 
 
 def test_frame_without_autoscaler_or_traffic():
@@ -162,6 +170,10 @@ def test_reader_takes_the_gateway_metrics_from_metrics_url():
         assert scrape.select(samples, "gateway_function_invocation_total", function_name="py-echo.openfaas-fn")
         _, problems = top.Reader(build_parser().parse_args(argv)).read()
         assert problems == (f"gateway {gateway}/metrics: HTTPError",)  # the default: <gateway>/metrics
+        # the autoscaler's URL naming the gateway's metrics too: read once, not counted twice
+        twice = ["top", "--gateway", gateway, "--metrics-url", url, "--autoscaler", url]
+        again, _ = top.Reader(build_parser().parse_args(twice)).read()
+        assert len(again) == len(samples)
     finally:
         api.shutdown()
         metrics.shutdown()

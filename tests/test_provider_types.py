@@ -189,6 +189,6 @@ def test_info_shape(setting, forwarded_for, shape):
 
 def test_gateway_info_reports_the_arch_as_go_names_it():
     # The real gateway answers runtime.GOARCH ("arch":"amd64" in client-to-gateway/info.json).
-    assert [go_arch(m) for m in ("x86_64", "aarch64", "armv7l", "i686", "ppc64le")] == \
-        ["amd64", "arm64", "arm", "386", "ppc64le"]
+    assert [go_arch(m) for m in ("x86_64", "aarch64", "armv7l", "i686", "ppc64le", "loongarch64", "armv5tel")] == \
+        ["amd64", "arm64", "arm", "386", "ppc64le", "loong64", "arm"]
     assert gateway_info("1", "sha", "x86_64")["arch"] == "amd64"

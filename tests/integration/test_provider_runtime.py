@@ -75,7 +75,7 @@ def test_invocations_carry_call_id_and_start_time(provider, inspect_dir):
     # A gateway in front of us sets X-Start-Time: the function and the caller get the gateway's, not ours.
     kept = invoke(provider.url, "fn", headers={"X-Start-Time": "123", "X-Call-Id": "abc"})
     assert kept.headers["X-Start-Time"] == kept.json()["headers"]["X-Start-Time"] == "123"
-    for bad in ("soon", "-1", "1" * 20):
+    for bad in ("soon", "-1", "1" * 20, "9" * 19):  # 9...9 (19 digits) is past int64
         fresh = invoke(provider.url, "fn", headers={"X-Start-Time": bad})
         start = fresh.headers["X-Start-Time"]
         assert start == fresh.json()["headers"]["X-Start-Time"] and start.isdigit() and len(start) == 19, bad
@@ -85,10 +85,12 @@ def test_no_function_name_is_400_and_503_names_the_function_as_called(provider, 
     # faas-provider's proxy answers both, marked as its own (not the function's) with X-Openfaas-Internal.
     provider.deploy("fn", inspect_dir)
     provider.wait_ready("fn", 1)
-    for path in ("/function/", "/function//sub", "/function/.openfaas-fn"):
+    for path in ("/function/", "/function//sub"):  # no segment at all; ".ns" goes on to the 503, as there
         answer = requests.post(provider.url + path, data=b"x", timeout=10)
         assert answer.status_code == 400 and answer.text == "Provide function name in the request path", path
         assert answer.headers["X-Openfaas-Internal"] == "proxy" and answer.headers["X-Call-Id"], path
+    dotted = requests.post(provider.url + "/function/.openfaas-fn", data=b"x", timeout=10)
+    assert dotted.status_code == 503 and dotted.text == "No endpoints available for: .openfaas-fn."
     other = invoke(provider.url, "fn.staging")
     assert other.status_code == 503 and other.text == "No endpoints available for: fn.staging."
     assert other.headers["X-Openfaas-Internal"] == "proxy"

@@ -137,6 +137,17 @@ def test_a_crash_costs_only_its_batch_and_a_new_child_serves_on(child):
     assert all(isinstance(r, HandlerFailed) for r in results) and child.restarts == ["crash", "crash"]
 
 
+def test_a_child_that_died_idle_is_not_ready(child):
+    """Replaced when the next batch is sent: that send must not happen on the HTTP loop (a slow load()
+    there blocked it, and the inline guard ended the worker)."""
+    import signal
+
+    assert child.ready()
+    os.kill(child.pid, signal.SIGKILL)
+    wait_until(lambda: not child.ready(), 5, what="the dead child seen")
+    assert child.handle([req(b"after")])[0].body == b"echo after" and child.ready()
+
+
 def test_a_batch_past_exec_timeout_is_killed_and_answered_504(child):
     first = child.pid
     started = time.monotonic()

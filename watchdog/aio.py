@@ -493,8 +493,9 @@ class AsyncioWorker(Worker):
     async def _serve(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
         engine = Engine(runtime, loop)
         stop_guard = threading.Event()
-        threading.Thread(target=_guard_inline, args=(runtime, threading.get_ident(), stop_guard),
-                         name="inline-guard", daemon=True).start()
+        if not (runtime.config.handler_process and runtime.config.exec_timeout > 0):  # the child's own limit
+            threading.Thread(target=_guard_inline, args=(runtime, threading.get_ident(), stop_guard),
+                             name="inline-guard", daemon=True).start()
         try:
             await self._serve_engine(runtime, loop, engine)
         finally:
@@ -541,7 +542,10 @@ def _guard_inline(runtime: Runtime, loop_thread: int, stop: threading.Event) -> 
 
     A batch run on the loop cannot be abandoned and the loop answers nothing else meanwhile, not even
     ``/_/health``: a hung handler froze the instance for good. Its callers are past their timeout anyway,
-    so the worker exits (os._exit: the loop thread cannot be stopped) and gunicorn starts a fresh one."""
+    so the worker exits (os._exit: the loop thread cannot be stopped) and gunicorn starts a fresh one. Not
+    started with ``handler_process`` and an ``exec_timeout``: the child is killed at that limit and the
+    batch answered 504 (the guard, racing it, ended workers that would have lived on). A first call never
+    runs inline (``Runtime._may_run_inline``), so a slow warm-up does not end every new worker."""
     limit = runtime.request_timeout(None)
     while not stop.wait(min(1.0, limit / 4)):
         running = runtime.worker.running_for(loop_thread)

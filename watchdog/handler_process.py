@@ -135,8 +135,11 @@ class HandlerProcess:
         return self._proc.pid if self._proc else None
 
     def ready(self) -> bool:
-        """True when a child is up and no new one is loading (a batch would not wait for ``load()``)."""
-        return self._sock is not None and not self._restarting and not self._closed
+        """True when a child is up and alive and no new one is loading (a batch would not wait for
+        ``load()``: a child that died idle is replaced when the next batch is sent, which must then not be
+        on the event loop)."""
+        return (self._sock is not None and not self._restarting and not self._closed
+                and self._proc is not None and self._proc.poll() is None)
 
     def start(self) -> "HandlerProcess":
         """Start the child and wait until ``load()`` returned; raises ``HandlerProcessError`` otherwise."""

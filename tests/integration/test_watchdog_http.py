@@ -227,3 +227,24 @@ def test_a_handler_hung_inline_on_the_loop_ends_the_worker_and_a_fresh_one_serve
     wait_until(lambda: requests.get(wd.url + "/_/ready", timeout=1).status_code == 200, 30, what="a new worker")
     assert requests.post(wd.url, data=b"x", timeout=5).text == "ok"
     assert "blocked the event loop" in wd.log() and "past the request timeout of 1s" in wd.log()
+
+
+def test_a_slow_first_call_with_a_prior_is_not_run_on_the_loop(tmp_path, watchdogs):
+    # The autoscaler sets exec_prior on every variant; a prior alone made the first call (here a 3 s warm-up)
+    # run inline, the guard ended the worker, and every new worker did the same: nothing was ever served.
+    folder = write_handler(str(tmp_path / "warm"), """
+        import time
+        WARM = []
+
+        def handle_batch(state, requests):
+            if not WARM:
+                time.sleep(3)
+                WARM.append(1)
+            return [b"ok" for _ in requests]
+    """)
+    wd = watchdogs(folder, exec_timeout="2s", exec_prior="1:0.002,8:0.006")
+    first = requests.post(wd.url, data=b"x", timeout=10)
+    assert first.status_code == 504  # past exec_timeout, answered: the worker lives on
+    time.sleep(1.5)  # the warm-up ends
+    assert [requests.post(wd.url, data=b"x", timeout=5).text for _ in range(5)] == ["ok"] * 5
+    assert "blocked the event loop" not in wd.log()

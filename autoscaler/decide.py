@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Callable
 
 from autoscaler.candidates import Candidate, config_key, enumerate_candidates, smallest
@@ -43,9 +44,34 @@ from autoscaler.selection import FunctionDemand, Selection, SelectionProblem, lo
 from autoscaler.snapshot import FunctionState, Snapshot, Variant
 from autoscaler.variants import variant_age
 
-Usage = dict[str, list[float]]  # node -> [cpu, gpu, memory] in use
-# Usage key of instances on a node not known; a flat list of (cpu, gpu, memory) per instance (``_settle``).
-UNPLACED = ""
+
+@dataclass
+class Usage:
+    """Resources the instances decide does not plan hold: [cpu, gpu, memory] per node, and the (cpu, gpu,
+    memory) of each instance whose node is not known (charged to nodes by ``settle``)."""
+
+    nodes: defaultdict = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0, 0.0]))
+    unplaced: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def settle(self, nodes) -> None:
+        """Charge the instances whose node is not known (a parent without a node label where there are
+        several nodes) to the nodes, GPU instances first, each to the node with the most CPU left among
+        those with its GPU and memory free, as a scheduler would place them: they hold resources on some
+        node, and leaving them out let a plan fill every node around them (charged by CPU alone, a GPU
+        parent's device went to a node without GPUs, and a variant was planned onto the device it holds)."""
+        for item in sorted(self.unplaced, key=lambda x: (x[1], x[0], x[2]), reverse=True):
+            if not nodes:
+                break
+
+            def room(n, item=item) -> tuple[bool, float, float]:
+                held = self.nodes[n.name]
+                left = (n.cpu - held[0], n.gpus - held[1], n.memory - held[2])
+                return left[1] >= item[1] - 1e-9 and left[2] >= item[2], left[0], left[2]
+
+            held = self.nodes[max(nodes, key=room).name]
+            for i, amount in enumerate(item):
+                held[i] += amount
+        self.unplaced = []
 
 # Refusals above this share of the arrivals (and 1/s) mean the function's instances are saturated.
 SATURATED_SHARE = 0.01
@@ -88,7 +114,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                if not v.pinned and v.ready < v.replicas}
     starting = {fs.name for fs in snapshot.functions
                 if any(now - unready.get(v.name, -math.inf) < config.min_variant_age for v in fs.variants)}
-    fixed: Usage = defaultdict(lambda: [0.0, 0.0, 0.0])
+    fixed = Usage()
     kept: list[FunctionPlan] = []
     demands: list[FunctionDemand] = []
     context: dict[str, tuple[FunctionState, float, float, dict[tuple[str, str], int]]] = {}
@@ -134,8 +160,9 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         demands.append(FunctionDemand(fs.name, tuple(cands), variant_demand, max(0, low - pinned_n),
                                       max(0, high - pinned_n), _running_counts(current)))
         context[fs.name] = (fs, held, pinned_cap, current)
-    _settle(fixed, snapshot.nodes)
-    nodes = [(n.name, n.cpu - fixed[n.name][0], n.gpus - fixed[n.name][1], n.memory - fixed[n.name][2])
+    fixed.settle(snapshot.nodes)
+    held = fixed.nodes
+    nodes = [(n.name, n.cpu - held[n.name][0], n.gpus - held[n.name][1], n.memory - held[n.name][2])
              for n in snapshot.nodes]
     problem = SelectionProblem(tuple(demands), sum(max(0.0, n[1]) for n in nodes),
                                sum(max(0.0, n[2]) for n in nodes), sum(max(0.0, n[3]) for n in nodes),
@@ -425,34 +452,12 @@ def _unchanged(fs: FunctionState, reason: str) -> FunctionPlan:
 
 
 def _use(usage: Usage, node: str, v: Variant, n: int) -> None:
-    """Charge ``n`` instances of ``v`` to ``node``; to UNPLACED when the node is not known (``_settle``)."""
+    """Charge ``n`` instances of ``v`` to ``node`` (to ``usage.unplaced`` when the node is not known)."""
     if node:
         for i, amount in enumerate(v.reserved()):
-            usage[node][i] += amount * n
+            usage.nodes[node][i] += amount * n
     else:
-        usage.setdefault(UNPLACED, []).extend([float(a) for a in v.reserved()] * n)
-
-
-def _settle(usage: Usage, nodes) -> None:
-    """Charge the instances whose node is not known (a parent without a node label where there are several
-    nodes) to the nodes, GPU instances first, each to the node with the most CPU left among those with its
-    GPU and memory free, as a scheduler would place them: they hold resources on some node, and leaving
-    them out let a plan fill every node around them (charged by CPU alone, a GPU parent's device went to a
-    node without GPUs, and a variant was planned onto the device it holds)."""
-    pending = usage.pop(UNPLACED, [])
-    items = sorted((tuple(pending[i:i + 3]) for i in range(0, len(pending), 3)), key=lambda x: (x[1], x[0], x[2]),
-                   reverse=True)
-    for item in items:
-        if not nodes:
-            return
-
-        def room(n, item=item) -> tuple[bool, float, float]:
-            left = (n.cpu - usage[n.name][0], n.gpus - usage[n.name][1], n.memory - usage[n.name][2])
-            return left[1] >= item[1] - 1e-9 and left[2] >= item[2], left[0], left[2]
-
-        target = max(nodes, key=room)
-        for i, amount in enumerate(item):
-            usage[target.name][i] += amount
+        usage.unplaced.extend([tuple(float(a) for a in v.reserved())] * n)
 
 
 def _use_all(usage: Usage, fs: FunctionState, default_node: str) -> None:

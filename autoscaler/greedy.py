@@ -41,24 +41,28 @@ class _Buyer:
             n = min(n, math.floor((gpu_left + 1e-9) / c.gpu))
         return max(n, 0)
 
-    def best(self, for_minimum: bool) -> tuple[float, object, int] | None:
-        """(cost per useful request/s, candidate, how many) of the next purchase, or None.
+    def _options(self) -> list:
+        return [c for c in self.f.candidates if self.affordable(c, 1) > 0]
 
-        Covering demand, the lowest cost per *useful* throughput, ``cost / min(r_max, remaining)`` (a big
-        instance that would mostly idle on the last few requests loses to a small one); for the minimum
-        alone, the cheapest instance."""
-        options = [c for c in self.f.candidates if self.affordable(c, 1) > 0]
+    def for_demand(self) -> tuple[float, object, int] | None:
+        """(cost per useful request/s, candidate, how many) of the next purchase covering demand, or None:
+        the lowest cost per *useful* throughput, ``cost / min(r_max, remaining)`` (a big instance that would
+        mostly idle on the last few requests loses to a small one)."""
+        options = self._options() if self.remaining > 1e-9 else []
         if not options:
             return None
-        if self.remaining > 1e-9:
-            c = min(options, key=lambda c: (c.cost / min(c.r_max, self.remaining), c.cost))
-            n = max(1, math.floor(self.remaining / c.r_max))
-            n = min(n, self.f.min_count - self.total) if for_minimum else n
-            return c.cost / min(c.r_max, self.remaining), c, self.affordable(c, n)
-        if not for_minimum:
+        c = min(options, key=lambda c: (c.cost / min(c.r_max, self.remaining), c.cost))
+        n = self.affordable(c, max(1, math.floor(self.remaining / c.r_max)))
+        return c.cost / min(c.r_max, self.remaining), c, n
+
+    def for_minimum(self) -> tuple[object, int] | None:
+        """(candidate, how many) of the instances still missing from the minimum, or None: the cheapest,
+        and the smallest among equals (with free CPU every CPU configuration costs 0)."""
+        options = self._options() if self.total < self.f.min_count else []
+        if not options:
             return None
-        c = min(options, key=lambda c: (c.cost, c.gpu, c.cpu, c.memory, -c.r_max))  # free CPU: still the smallest
-        return 0.0, c, self.affordable(c, self.f.min_count - self.total)
+        c = min(options, key=lambda c: (c.cost, c.gpu, c.cpu, c.memory, -c.r_max))
+        return c, self.affordable(c, self.f.min_count - self.total)
 
     def buy(self, c, n: int) -> None:
         self.chosen[c.key] = self.chosen.get(c.key, 0) + n
@@ -81,26 +85,23 @@ def select_greedy(problem: SelectionProblem) -> Selection:
     penalty, so under contention the two can still split a pool differently."""
     pool = [problem.cpu, problem.gpu, problem.memory]
     buyers = [_Buyer(f, problem.cover(f), pool) for f in problem.functions if f.candidates]
-    heap = [(step[0], i) for i, b in enumerate(buyers) if (step := b.best(False)) is not None and step[2] > 0]
+    heap = [(step[0], i) for i, b in enumerate(buyers) if (step := b.for_demand()) is not None]
     heapq.heapify(heap)
     while heap:
         ratio, i = heapq.heappop(heap)
-        step = buyers[i].best(False)
-        if step is None or step[2] == 0:
+        step = buyers[i].for_demand()
+        if step is None:
             continue
         if step[0] > ratio + 1e-12 and heap and step[0] > heap[0][0]:
             heapq.heappush(heap, (step[0], i))  # others got cheaper to serve meanwhile: their turn first
             continue
         buyers[i].buy(step[1], step[2])
-        following = buyers[i].best(False)
-        if following is not None and following[2] > 0:
+        following = buyers[i].for_demand()
+        if following is not None:
             heapq.heappush(heap, (following[0], i))
     for b in buyers:
-        while b.total < b.f.min_count:
-            step = b.best(for_minimum=True)
-            if step is None or step[2] == 0:
-                break
-            b.buy(step[1], step[2])
+        while (step := b.for_minimum()) is not None:
+            b.buy(*step)
     counts = {b.f.name: b.chosen for b in buyers if b.chosen}
     shortfall = {b.f.name: b.remaining for b in buyers if b.remaining > 1e-6}
     return Selection(counts, "greedy", selection_cost(problem, counts), shortfall, 0.0, "greedy")

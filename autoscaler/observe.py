@@ -12,15 +12,12 @@ from typing import Any, Callable, Mapping
 
 from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError
-from autoscaler.snapshot import FunctionState, Measurement, Node, Orphan, Snapshot
+from autoscaler.snapshot import FunctionState, Measurement, Node, Orphan, Snapshot, Variant
 from autoscaler.variants import memory_of, parent_gpu, parse_parent, parse_variant, read_slo, unreadable_variant
-from faas_infer.stack import ANNOTATION_MODEL, LABEL_PARENT
+from faas_infer.stack import ANNOTATION_MODEL, LABEL_PARENT, LABEL_SCALE_MAX, LABEL_SCALE_MIN
 from faas_infer.units import parse_cpu
 
 logger = logging.getLogger(__name__)
-
-
-LABEL_SCALE_MIN, LABEL_SCALE_MAX = "com.openfaas.scale.min", "com.openfaas.scale.max"
 
 
 def _int_label(labels: dict, key: str) -> tuple[int | None, str]:
@@ -54,32 +51,28 @@ def _readable(status: dict) -> dict:
             **{k: [] for k in _LISTS if k in status and not isinstance(status[k], list)}}
 
 
-def _resources(facts: Mapping[str, str], parent: Mapping[str, Any], gpu_slices: int = 1) -> tuple[float, float] | str:
+def _resources(facts: Mapping[str, str], parent: Variant, gpu_unknown: bool) -> tuple[float, float] | str:
     """(cores, GPU share) an instance runs with, or why they cannot be known. Variants report both (the
     autoscaler sets ``cpu_limit`` and ``gpu_share`` on each); an instance without ``cpu_limit`` is the
-    parent's, filed under the configuration ``parse_parent`` gives the parent. Filed under one core and no
-    GPU whatever the parent had, a GPU parent's times made decide plan CPU variants at the GPU's speed."""
+    parent's, filed under the configuration ``parse_parent`` gave it (``parent``), so that its measured
+    times and its capacity describe one configuration. Filed under one core and no GPU whatever the parent
+    had, a GPU parent's times made decide plan CPU variants at the GPU's speed. ``gpu_unknown``: the parent
+    may run on a GPU without saying how much of one (``parent_gpu`` is None)."""
     try:
         gpu = float(facts.get("gpu_share") or 0.0)
     except ValueError:
         return f"gpu_share={facts['gpu_share']!r} is not a number"
-    # the parent's cores as parse_parent counts them (no limit: what it requests, else one core), so that
-    # its measured times and its capacity are priced at the same configuration
-    raw = (facts.get("cpu_limit") or (parent.get("limits") or {}).get("cpu")
-           or (parent.get("envVars") or {}).get("cpu_limit") or (parent.get("requests") or {}).get("cpu") or "1")
+    raw = facts.get("cpu_limit")
+    if not raw:
+        if not gpu and gpu_unknown:
+            return ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
+                    "gpu_share saying how much")
+        return parent.cpu, gpu or parent.gpu
     try:
         cpu = parse_cpu(raw)
     except ValueError:
         return f"its CPU limit {raw!r} is not a CPU quantity"
-    if cpu <= 0:
-        return f"its CPU limit {raw!r} is not positive"
-    if gpu or facts.get("cpu_limit"):
-        return cpu, gpu
-    devices = parent_gpu(parent, gpu_slices)
-    if devices is None:
-        return ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
-                "gpu_share saying how much")
-    return cpu, devices
+    return (cpu, gpu) if cpu > 0 else f"its CPU limit {raw!r} is not positive"
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -124,14 +117,12 @@ class Observer:
             problems.append(f"function list: {skipped} entries without a name skipped")
         default_node = nodes[0].name if len(nodes) == 1 else ""
         read = {str(st["name"]): read_slo(st) for st in statuses if LABEL_PARENT not in (st.get("labels") or {})}
-        slos = {name: slo for name, (slo, _) in read.items()}
         unreadable = {name: why for name, (_, why) in read.items() if why}
         for name, why in unreadable.items():
             logger.error("function %s: %s; left as it runs", name, why)
             problems.append(f"{name}: {why}")
         # a function whose SLO cannot be read keeps its variants (left as they run, not deleted as orphans)
-        managed = {name: slo if slo is not None else 0.0 for name, slo in slos.items()
-                   if slo is not None or name in unreadable}
+        managed = {name: slo or 0.0 for name, (slo, why) in read.items() if slo is not None or why}
         variants: dict[str, list] = {}
         orphans = []
         for status in statuses:
@@ -148,7 +139,7 @@ class Observer:
             if parent in managed:
                 variants.setdefault(parent, []).append(v)
             else:
-                why = "no longer carries the latency SLO annotation" if parent in slos else "is gone"
+                why = "no longer carries the latency SLO annotation" if parent in read else "is gone"
                 orphans.append(Orphan(v, parent, f"its parent {parent} {why}"))
         functions = []
         self._redis_failed = None
@@ -166,14 +157,16 @@ class Observer:
                     problems.append(f"{name}: {problem}")
                     bad_labels.append(problem)
             why = [unreadable[name]] if name in unreadable else []
+            gpu_unknown = parent_gpu(status, self.config.gpu_slices) is None
             functions.append(FunctionState(
                 name, managed[name], (status.get("annotations") or {}).get(ANNOTATION_MODEL, name),
                 memory=memory_of(status, self.config.default_memory), **bounds,
                 variants=(parent, *variants.get(name, ())), spec=dict(status), unreadable="; ".join(why + bad_labels),
-                **self._queue(name, status, epoch, problems)))
+                **self._queue(name, parent, gpu_unknown, epoch, problems)))
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
-    def _queue(self, fn: str, parent: Mapping[str, Any], epoch: float, problems: list[str]) -> dict[str, Any]:
+    def _queue(self, fn: str, parent: Variant, gpu_unknown: bool, epoch: float,
+               problems: list[str]) -> dict[str, Any]:
         """The function's ``FunctionState`` fields read from its queue statistics ({} when unreadable)."""
         if self.redis is None:
             return _UNKNOWN
@@ -198,7 +191,7 @@ class Observer:
         last = self._last_traffic.get(fn)
         measured, dropped = [], {}
         for inst in s.instances:
-            where = _resources(inst.facts, parent, self.config.gpu_slices)
+            where = _resources(inst.facts, parent, gpu_unknown)
             if isinstance(where, str):
                 dropped.setdefault(where, []).append(inst.instance)
                 continue

@@ -128,6 +128,11 @@ class ExecTimeModel:
             return seconds * self._prior(n) / scale if scale > 0 else seconds
         return self._prior(n) if self._prior is not None else None
 
+    def measured(self) -> bool:
+        """True once a batch has been observed (per request on the admission path: no copy, no lock; a
+        dict's truth is read whole)."""
+        return bool(self._medians)
+
     def sizes(self) -> dict[int, float]:
         """Median seconds per observed batch size."""
         with self._lock:

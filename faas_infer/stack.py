@@ -15,6 +15,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ANNOTATION_SLO = "com.faas-infer.latency_slo"
 ANNOTATION_MODEL = "com.faas-infer.model"
 LABEL_PARENT = "com.faas-infer.parent"
+# OpenFaaS's instance bounds of a function.
+LABEL_SCALE_MIN, LABEL_SCALE_MAX = "com.openfaas.scale.min", "com.openfaas.scale.max"
 
 
 class StackError(ValueError):

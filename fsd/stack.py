@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from faas_infer.stack import Stack, StackError, StackFunction
+from faas_infer.stack import LABEL_SCALE_MAX, LABEL_SCALE_MIN, Stack, StackError, StackFunction
 
 ANNOTATION = "com.faas-infer.partitioned"
 WORKER_HANDLER = "com.faas-infer.worker_handler"
 HANDLER = "com.faas-infer.handler"
-SCALE_MIN, SCALE_MAX = "com.openfaas.scale.min", "com.openfaas.scale.max"
 _KEYS = {"workers": "FSD_WORKERS", "channel": "FSD_CHANNEL", "partitioner": "FSD_PARTITIONER"}
 
 
@@ -56,9 +55,9 @@ def expand_partitioned(stack: Stack, gateway_url: str, redis_url: str = "") -> S
 
 def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackFunction, list[StackFunction]]:
     settings = parse_annotation(fn.name, fn.annotations[ANNOTATION])
-    if fn.labels.get(SCALE_MIN, "1").strip() not in ("0", "1"):
-        raise StackError(f"function {fn.name}: {SCALE_MIN}={fn.labels[SCALE_MIN]!r}: a partitioned model's "
-                         "coordinator runs as one replica (0 or 1)")
+    if fn.labels.get(LABEL_SCALE_MIN, "1").strip() not in ("0", "1"):
+        raise StackError(f"function {fn.name}: {LABEL_SCALE_MIN}={fn.labels[LABEL_SCALE_MIN]!r}: a partitioned "
+                         "model's coordinator runs as one replica (0 or 1)")
     worker_function = fn.environment.get("FSD_WORKER_FUNCTION", f"{fn.name}-worker")
     env = {**settings, "FSD_GATEWAY": gateway_url, "FSD_WORKER_FUNCTION": worker_function, **fn.environment}
     if env.get("FSD_CHANNEL", "redis") == "redis" and redis_url:
@@ -72,4 +71,4 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
                        annotations={HANDLER: handler, "com.faas-infer.partition_of": fn.name},
                        labels={k: v for k, v in fn.labels.items() if not k.startswith("com.openfaas.scale")})
                for rank in range(int(settings["FSD_WORKERS"]))]
-    return replace(fn, environment=env, labels={**fn.labels, SCALE_MAX: "1"}), workers
+    return replace(fn, environment=env, labels={**fn.labels, LABEL_SCALE_MAX: "1"}), workers

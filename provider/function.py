@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
-from faas_infer.stack import ANNOTATION_SLO, LABEL_PARENT
+from faas_infer.stack import ANNOTATION_SLO, LABEL_PARENT, LABEL_SCALE_MAX, LABEL_SCALE_MIN
 from faas_infer.units import parse_cpu, parse_duration, parse_memory
 from provider.errors import BadRequest
 from provider.replica import ACTIVE, Replica, State
@@ -23,8 +23,6 @@ from provider.types import FunctionDeployment
 # replicas that were serving (out of memory, a poison request) do not count: those restart and serve.
 CRASH_LOOP = 2
 
-LABEL_SCALE_MIN = "com.openfaas.scale.min"
-LABEL_SCALE_MAX = "com.openfaas.scale.max"
 
 
 @dataclass(frozen=True)

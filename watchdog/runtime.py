@@ -225,7 +225,7 @@ class Runtime:
             return False
         if self._handler_loading():
             return False  # the loop must not wait for it
-        if not self.exec_model.sizes():
+        if not self.exec_model.measured():
             return False  # a first call may warm up for long (lazy init, compilation): never on the loop
         predicted = self.exec_model.predict(1)
         if predicted is None or 2 * predicted > timeout:

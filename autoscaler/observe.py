@@ -51,22 +51,31 @@ def _readable(status: dict) -> dict:
             **{k: [] for k in _LISTS if k in status and not isinstance(status[k], list)}}
 
 
+_GPU_UNKNOWN = ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
+                "gpu_share saying how much")
+
+
 def _resources(facts: Mapping[str, str], parent: Variant, gpu_unknown: bool) -> tuple[float, float] | str:
-    """(cores, GPU share) an instance runs with, or why they cannot be known. Variants report both (the
-    autoscaler sets ``cpu_limit`` and ``gpu_share`` on each); an instance without ``cpu_limit`` is the
-    parent's, filed under the configuration ``parse_parent`` gave it (``parent``), so that its measured
-    times and its capacity describe one configuration. Filed under one core and no GPU whatever the parent
-    had, a GPU parent's times made decide plan CPU variants at the GPU's speed. ``gpu_unknown``: the parent
-    may run on a GPU without saying how much of one (``parent_gpu`` is None)."""
+    """(cores, GPU share) an instance runs with, or why they cannot be known. Variants state both (the
+    autoscaler sets ``cpu_limit`` and ``gpu_share`` on each, 0 on CPU ones); an instance that states no
+    ``gpu_share`` is its function's own deployment, filed under the configuration ``parse_parent`` gave it
+    (``parent``), so that its measured times and its capacity describe one configuration. Filed under its
+    ``cpu_limit`` and no GPU, a GPU parent's times made decide plan CPU variants at the GPU's speed.
+    ``gpu_unknown``: the parent may run on a GPU without saying how much of one (``parent_gpu`` is None).
+    Watchdogs before ``gpu_share`` could be unset stated 0 on the parent too: they are read as stated."""
+    stated = facts.get("gpu_share") or ""
+    if not stated:
+        if gpu_unknown:
+            return _GPU_UNKNOWN
+        return parent.cpu, parent.gpu
     try:
-        gpu = float(facts.get("gpu_share") or 0.0)
+        gpu = float(stated)
     except ValueError:
-        return f"gpu_share={facts['gpu_share']!r} is not a number"
+        return f"gpu_share={stated!r} is not a number"
     raw = facts.get("cpu_limit")
     if not raw:
         if not gpu and gpu_unknown:
-            return ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
-                    "gpu_share saying how much")
+            return _GPU_UNKNOWN
         return parent.cpu, gpu or parent.gpu
     try:
         cpu = parse_cpu(raw)

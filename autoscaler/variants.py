@@ -79,9 +79,9 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
     share asks for ``share * gpu_slices`` nvidia.com/gpu units (``AutoscalerConfig.gpu_slices``)."""
     env = {k: v for k, v in (parent.get("envVars") or {}).items() if k not in _NOT_INHERITED}
     env.update({"max_batch_size": str(c.batch), "latency_slo": f"{slo:.6f}", "cpu_limit": f"{c.cpu:g}",
-                "function_name": fn, "exec_prior": f"{c.batch}:{c.t_exec:.6f}"})
+                "function_name": fn, "exec_prior": f"{c.batch}:{c.t_exec:.6f}",
+                "gpu_share": f"{c.gpu:g}"})  # stated on CPU variants too: it tells a variant from the parent
     if c.gpu:
-        env["gpu_share"] = f"{c.gpu:g}"
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(round(c.gpu * 100)))
     labels = {k: v for k, v in (parent.get("labels") or {}).items() if not k.startswith(_NOT_COPIED)}
     labels.update({LABEL_PARENT: fn, LABEL_CONFIG: c.key, LABEL_NODE: node, LABEL_BATCH: str(c.batch),

@@ -122,8 +122,9 @@ class RedisBatchQueue:
     @classmethod
     def from_config(cls, config: Any, on_redis_state: Callable[[bool], None] | None = None) -> "RedisBatchQueue":
         """A started queue for a ``WatchdogConfig`` (redis_url, function_name, instance_id, limits)."""
+        gpu = "" if config.gpu_share is None else f"{config.gpu_share:g}"  # "": not stated (the parent's own)
         facts = {"port": str(config.port), "cpu_limit": str(config.cpu_limit or ""),
-                 "memory_limit": str(config.memory_limit or ""), "gpu_share": f"{config.gpu_share:g}"}
+                 "memory_limit": str(config.memory_limit or ""), "gpu_share": gpu}
         return cls(config.redis_url, config.function_name, config.instance_id, config.batch_config(),
                    max_bytes=config.max_request_bytes, facts=facts, on_redis_state=on_redis_state).start()
 

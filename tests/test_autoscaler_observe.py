@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from autoscaler.config import AutoscalerConfig
 from autoscaler.loop import Autoscaler, redis_client
 from autoscaler.observe import Observer
 from autoscaler.snapshot import Node
 from batcher import stats
-from helpers import http_stub, silent_listener
+from helpers import http_stub, silent_listener, wait_until
 
 NODES = (Node("n1", 4, 8 * 1024**3),)
 SLO = {"com.faas-infer.latency_slo": "100ms"}
@@ -51,9 +53,11 @@ def test_measured_times_of_gpu_instances_are_filed_under_their_share(redis_clien
     assert [(m.batch, m.cpu, m.gpu) for m in snap.functions[0].measured] == [(8, 1.0, 0.5)]
 
 
-def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redis_client):
+@pytest.mark.parametrize("gpu_share", ["", "0"])
+def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redis_client, gpu_share):
     # Parents set no cpu_limit, so their heartbeats carry none; the GPU one is docker/kubernetes/gpu-stack.yml's
-    # (its GPU profile and constraint, no GPU limit: faas-cli drops it) and reports gpu_share 0 on CUDA.
+    # (its GPU profile and constraint, no GPU limit: faas-cli drops it). A parent states no gpu_share (""); a
+    # watchdog from before gpu_share could be unset stated 0, and is read the same way.
     gpu_stack = {"limits": {"cpu": "2", "memory": "2Gi"}, "constraints": ["nvidia.com/gpu.present == true"],
                  "annotations": {**SLO, "com.openfaas.profile": "gpu"}}
     parents = {"cpu": {"limits": {"cpu": "2"}}, "whole-gpu": {"limits": {"cpu": "2", "nvidia.com/gpu": "1"}},
@@ -61,7 +65,7 @@ def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redi
     now = time.time()
     pipe = redis_client.pipeline()
     for name in parents:
-        stats.record_heartbeat(pipe, name, "a", now, {"cpu_limit": "", "gpu_share": "0"}, {8: 0.002})
+        stats.record_heartbeat(pipe, name, "a", now, {"cpu_limit": "", "gpu_share": gpu_share}, {8: 0.002})
     pipe.execute()
     listing = Listing([{"annotations": SLO, **spec, "name": name} for name, spec in parents.items()])
     stock = AutoscalerConfig(gpu_slices=1, gpu_steps=(1.0,))  # a device plugin advertising whole devices
@@ -168,3 +172,38 @@ def test_an_unreadable_slo_or_scale_label_keeps_the_function_as_it_runs_and_says
     good = Listing([{"name": "f", "annotations": SLO, "labels": {"com.openfaas.scale.min": " 2 "}}])
     fs, = Observer(AutoscalerConfig(), good, redis_client, lambda: NODES).snapshot(0.0, time.time()).functions
     assert fs.unreadable == "" and fs.min_instances == 2 and fs.slo == 0.1
+
+
+def test_a_gpu_parent_that_sets_only_cpu_limit_is_filed_under_its_gpu_and_a_cpu_variant_under_its_cpu(
+        redis_client, redis_server):
+    """A user's GPU deployment that sets ``cpu_limit`` (torch's threads) and no ``gpu_share`` heartbeats through
+    its real queue; its GPU times were filed as a 2-core CPU configuration, and decide then planned CPU
+    variants at the GPU's speed. A CPU variant of it (the autoscaler's env, through the same config parsing)
+    states gpu_share 0 and keeps its own configuration."""
+    from autoscaler.candidates import Candidate
+    from autoscaler.variants import variant_spec
+    from batcher.redis_queue import RedisBatchQueue
+    from watchdog.config import WatchdogConfig
+
+    parent = {"name": "g", "annotations": SLO, "limits": {"cpu": "2", "nvidia.com/gpu": "1"},
+              "envVars": {"cpu_limit": "2", "max_batch_size": "8"}}
+    cpu_variant = variant_spec(parent, "g-b8-c1-g0-n1-0", "g", Candidate(8, 1.0, 0.0, 0.02, 400, 0, 0, 1.0, 2**30),
+                               "n1", 0.1, False)
+    queues = []
+    try:
+        for inst, env, seconds in (("p", parent["envVars"], 0.002), ("v", cpu_variant["envVars"], 0.02)):
+            config = WatchdogConfig.from_env({**env, "batch_backend": "redis", "redis_url": redis_server.url,
+                                              "function_name": "g", "instance_id": inst})
+            queue = RedisBatchQueue.from_config(config)
+            queue.watch_exec(lambda seconds=seconds: {8: seconds})
+            queues.append(queue)
+        wait_until(lambda: len(stats.read_function_stats(redis_client, "g", time.time()).instances) == 2
+                   and all(i.exec_seconds for i in stats.read_function_stats(redis_client, "g", time.time()).instances),
+                   5, what="both instances' heartbeats")
+        stock = AutoscalerConfig(gpu_slices=1, gpu_steps=(1.0,))
+        snap = Observer(stock, Listing([parent]), redis_client, lambda: NODES).snapshot(0.0, time.time())
+    finally:
+        for queue in queues:
+            queue.leave()
+    assert sorted((m.cpu, m.gpu, m.seconds) for m in snap.functions[0].measured) == [(1.0, 0.0, 0.02),
+                                                                                       (2.0, 1.0, 0.002)]

@@ -84,8 +84,11 @@ class WatchdogConfig:
     # child is started), and parsing and the model no longer share the HTTP loop's interpreter lock.
     handler_process: bool = False
     # Share of a GPU this instance was given (0: CPU only); reported with the instance so the autoscaler
-    # files its measured times under the right configuration. The autoscaler sets it on GPU variants.
-    gpu_share: float = 0.0
+    # files its measured times under the right configuration. The autoscaler sets it on every variant (0 on
+    # CPU ones). Unset (None), the instance is taken for its function's own deployment and its times are
+    # filed under that deployment's limits, a GPU limit included: a user's GPU deployment that sets only
+    # cpu_limit is not filed as a CPU configuration.
+    gpu_share: float | None = None
     # Predicted execution seconds by batch size ("1:0.002,8:0.006"), used until batches are measured;
     # the autoscaler sets it from the COP predictor when it deploys a variant.
     exec_prior: tuple[tuple[int, float], ...] = ()
@@ -111,7 +114,8 @@ class WatchdogConfig:
               "must be set when batch_backend=redis")
         _rule(self.latency_slo is None or self.latency_slo > 0, "latency_slo", self.latency_slo, "must be > 0")
         _rule(self.cpu_limit is None or self.cpu_limit > 0, "cpu_limit", self.cpu_limit, "must be > 0")
-        _rule(0 <= self.gpu_share <= 1, "gpu_share", self.gpu_share, "must be in [0, 1]")
+        _rule(self.gpu_share is None or 0 <= self.gpu_share <= 1, "gpu_share", self.gpu_share,
+              "must be in [0, 1]")
         _rule(self.http_engine in ("asyncio", "gthread"), "http_engine", self.http_engine,
               "must be 'asyncio' or 'gthread'")
         _rule(self.http_threads >= 0, "http_threads", self.http_threads, "must be >= 0 (0 derives it)")

@@ -207,7 +207,9 @@ def test_an_instance_that_ran_only_batches_of_one_learns_larger_batches(watchdog
     with cf.ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(paced, range(100)))
     answered = [r for r in responses if r.status_code == 200]
-    assert len(answered) >= 80 and {r.status_code for r in responses} <= {200, 503}
+    # the defect answered 35%; quiet, all 100 are; on a host starved by other work (load 15 on 2 cores) 73
+    # were, the rest shed as they should be: the bound sits between
+    assert len(answered) >= 60 and {r.status_code for r in responses} <= {200, 503}
     assert max(int(r.headers["X-Batch-Size"]) for r in answered) > 1
 
 

@@ -90,12 +90,6 @@ def input_spec(args: argparse.Namespace) -> InputSpec | None:
     return InputSpec(parse_shape(args.input_shape), args.input_dtype, args.input_high)
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception's first line (its type when it says nothing), at most 300 characters: torch's errors
-    run to pages."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 def fail(exc: CopError) -> int:
     """Print a COP error as one line and return the exit status."""
     import sys

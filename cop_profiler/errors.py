@@ -2,6 +2,7 @@
 
 ``CopError`` is the base. ``ModelRefError``: a model reference cannot be resolved or built.
 ``TraceError``: a model cannot be turned into an operator graph (neither by torch.fx nor by recording).
+``ModelRunError``: the model raises when run whole on its example input (warm-up, calibration, ``--plot``).
 ``ProfileDBError``: the profile DB is unreadable or of another schema. ``NoProfileError``: the DB lacks
 the model or the timings needed for a prediction on this hardware.
 """
@@ -21,9 +22,19 @@ class TraceError(CopError):
     """A model cannot be traced into an operator graph."""
 
 
+class ModelRunError(CopError):
+    """The model raises when run whole on its example input at some batch size."""
+
+
 class ProfileDBError(CopError):
     """The profile DB cannot be used."""
 
 
 class NoProfileError(CopError):
     """The DB has no graph for the model, or no timings for it on this hardware and device."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (its type when it says nothing), at most 300 characters: torch's errors
+    run to pages."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -11,7 +11,8 @@ import os
 import sqlite3
 import sys
 
-from cop_profiler.cliargs import add_common, fail, first_line, input_spec, int_list
+from cop_profiler.cliargs import add_common, fail, input_spec, int_list
+from cop_profiler.errors import first_line
 
 HELP = "predict a model's batch latency from its operator profiles"
 

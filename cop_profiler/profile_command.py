@@ -15,8 +15,9 @@ import argparse
 import sqlite3
 import sys
 
-from cop_profiler.cliargs import (add_common, add_timing, default_threads, fail, first_line, input_spec, int_list,
-                                  sampling_rule, timing_policy)
+from cop_profiler.cliargs import (add_common, add_timing, default_threads, fail, input_spec, int_list, sampling_rule,
+                                  timing_policy)
+from cop_profiler.errors import first_line
 from cop_profiler.hardware import cpu_count
 
 HELP = "profile a torch model's operators (COP) into the profile DB"

@@ -12,17 +12,19 @@ On the CPU the calibration's first pass runs before the operators are timed, its
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.effort import EffortRule, shares
+from cop_profiler.errors import ModelRunError, first_line
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
 from cop_profiler.reuse import NEAR, near
@@ -279,12 +281,25 @@ def warm_weights(model: torch.nn.Module, example: Callable[[int], object], confi
     threads = max(config.threads) if device == "cpu" else 1
     torch.set_num_threads(threads)
     target = model if device == "cpu" else model.to(device)
-    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(max(config.batches))))
-    with torch.inference_mode():
+    batch = max(config.batches)
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(batch)))
+    with torch.inference_mode(), _model_runs(batch, threads, device):
         target(*args)
         sync = _sync(device)
         if sync is not None:
             sync()
+
+
+@contextlib.contextmanager
+def _model_runs(batch: int, threads: int, device: str) -> Iterator[None]:
+    """Report what the user's model raises when run whole as a ModelRunError: traced at batches 2 and 3 only,
+    a model can first fail here (an assertion on the batch size went up as a traceback)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - user code, and torch failing inside it (out of memory)
+        where = f"{threads} thread(s)" if device == "cpu" else device
+        raise ModelRunError(f"the model fails on its example input (batch {batch}, {where}): "
+                            f"{type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def measure_model(model: torch.nn.Module, example: Callable[[int], object], batch: int, threads: int,
@@ -292,7 +307,7 @@ def measure_model(model: torch.nn.Module, example: Callable[[int], object], batc
     """Whole-model latency at one configuration (the calibration's and the benchmark's reference)."""
     torch.set_num_threads(threads)
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(batch)))
-    with torch.inference_mode():
+    with torch.inference_mode(), _model_runs(batch, threads, device):
         m = measure(lambda: model(*args), policy, sync=_sync(device))
         for _ in range(retries):
             if not m.noisy:

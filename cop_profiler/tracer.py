@@ -187,13 +187,18 @@ def _instance(c2: Call, c3: Call, model_bytes: int) -> OpInstance:
     return OpInstance(spec, c3.kind, c3.target, tuple(args), dict(kwargs), n)
 
 
+def _eager(model: torch.nn.Module, example: object, batch: int) -> tuple[list[Call], int]:
+    """``record_eager``, any failure of user code (at batch 3 as at 2) reported as a TraceError."""
+    try:
+        return record_eager(model, example)
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise TraceError(f"the model fails on its example input (batch {batch}): {type(exc).__name__}: {exc}") from exc
+
+
 def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> tuple[list, list, int, str, list]:
     notes: list[str] = []
     ex2, ex3 = check_example(example_input, 2), check_example(example_input, 3)
-    try:
-        _, containers = record_eager(model, ex2)
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as a TraceError
-        raise TraceError(f"the model fails on its example input (batch 2): {type(exc).__name__}: {exc}") from exc
+    _, containers = _eager(model, ex2, 2)
     try:
         gm = torch.fx.symbolic_trace(model)
         return record_fx(gm, ex2), record_fx(gm, ex3), containers, "fx", notes
@@ -202,8 +207,8 @@ def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> t
         notes.append(f"torch.fx could not trace the model ({type(exc).__name__}: {reason[:200]}); "
                      "recorded eagerly instead")
         logger.info("%s", notes[-1])
-    calls2, containers = record_eager(model, ex2)
-    calls3, _ = record_eager(model, ex3)
+    calls2, containers = _eager(model, ex2, 2)
+    calls3, _ = _eager(model, ex3, 3)
     return calls2, calls3, containers, "recorded", notes
 
 

@@ -26,6 +26,25 @@ def bigger():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4), nn.Softmax(dim=1)).eval(), \\
         lambda b: torch.randn(b, 16)
+
+class Picky(nn.Module):
+    def __init__(self, rule):
+        super().__init__()
+        self.fc, self.rule = nn.Linear(16, 4), rule
+
+    def forward(self, x):
+        if x.sum() > -1e9 and not self.rule(x.shape[0]):  # on a value: fx cannot trace it
+            raise ValueError(f"batch {x.shape[0]} not supported")
+        return self.fc(x)
+
+def odd_batch_fails():
+    return Picky(lambda b: b % 2 == 0), lambda b: torch.randn(b, 16)
+
+def large_batch_fails():
+    return Picky(lambda b: b <= 3), lambda b: torch.randn(b, 16)
+
+def plot_batch_fails():
+    return Picky(lambda b: b != 5), lambda b: torch.randn(b, 16)
 '''
 
 FAST = ["--batches", "1,2,4", "--threads", "1", "--blocks", "3", "--quiet"]
@@ -105,6 +124,25 @@ def test_bad_models_dbs_and_plot_paths_are_one_line_errors(workdir, tmp_path, ca
         f.write(b"\xff" * 8192)
     err = error(["predict", f"{workdir}:build", "--db", db, "--batch", "2", "--threads", "1"])
     assert db in err
+
+
+def test_a_model_raising_at_some_batch_size_is_a_one_line_error(workdir, tmp_path, capsys):
+    def error(argv):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.splitlines()[-1].startswith("error: "), err
+        return err.splitlines()[-1]
+
+    db = str(tmp_path / "p.sqlite")
+    # traced at batch 2 and 3; a ValueError at 3 (or at the largest batch, first run when profiling starts)
+    # went up as a traceback
+    assert "(batch 3): ValueError: batch 3 not supported" in error(["profile", f"{workdir}:odd_batch_fails",
+                                                                   "--db", db, *FAST])
+    assert "batch 4" in error(["profile", f"{workdir}:large_batch_fails", "--db", db, *FAST])
+    assert main(["profile", f"{workdir}:plot_batch_fails", "--db", db, "--batches", "1,2", *FAST[2:]]) == 0
+    capsys.readouterr()
+    assert "batch 5" in error(["predict", f"{workdir}:plot_batch_fails", "--db", db, "--plot",
+                               str(tmp_path / "p.png"), "--plot-batches", "1,5"])
 
 
 def test_a_model_profiled_from_two_projects_folders_of_one_name_is_each_its_own(tmp_path, monkeypatch, capsys):

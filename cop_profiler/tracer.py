@@ -198,6 +198,7 @@ def _eager(model: torch.nn.Module, example: object, batch: int) -> tuple[list[Ca
 def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> tuple[list, list, int, str, list]:
     notes: list[str] = []
     ex2, ex3 = check_example(example_input, 2), check_example(example_input, 3)
+    _check_batched(ex2, ex3)
     _, containers = _eager(model, ex2, 2)
     try:
         gm = torch.fx.symbolic_trace(model)
@@ -210,6 +211,17 @@ def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> t
     calls2, containers = _eager(model, ex2, 2)
     calls3, _ = _eager(model, ex3, 3)
     return calls2, calls3, containers, "recorded", notes
+
+
+def _check_batched(ex2: object, ex3: object) -> None:
+    """A TraceError when the inputs for batch 2 and 3 are tensors of the same shapes: an example_input that
+    ignores its batch size (``lambda b: torch.randn(1, 3, 224, 224)``) had every operator profiled at that
+    one shape, and every batch size predicted alike."""
+    t2, t3 = list(tensors_in(ex2)), list(tensors_in(ex3))
+    if t2 and len(t2) == len(t3) and all(a.shape == b.shape for a, b in zip(t2, t3)):
+        shapes = ", ".join(str(tuple(t.shape)) for t in t3)
+        raise TraceError(f"example_input(2) and example_input(3) give inputs of the same shapes ({shapes}): "
+                         "example_input(batch_size) must return batch_size items")
 
 
 def check_example(example_input: Callable[[int], object], batch: int) -> object:

@@ -234,3 +234,13 @@ def test_settings_a_module_repr_leaves_out_tell_operators_apart():
     assert len(texts) == 2 and all("self_attn:" in t and "num_heads=4" in t for t in texts)
     assert _module_text(nn.Linear(4, 4)) == "torch.nn.modules.linear.Linear(in_features=4, out_features=4, bias=True)" \
         "<torch.float32>"  # a module whose repr says it all keeps its signature
+
+
+def test_an_example_input_that_ignores_the_batch_size_is_refused():
+    # every operator was profiled at the one shape, and predictions were flat from batch 1 to 32
+    with pytest.raises(TraceError, match=r"same shapes \(\(4, 8\)\).*batch_size items"):
+        trace(Residual(), lambda b: torch.randn(4, 8))
+    with pytest.raises(TraceError, match="same shapes"):
+        trace(Branchy(), lambda b: (torch.randn(1, 8),))
+    items = trace(Branchy(), lambda b: torch.stack([torch.randn(8) for _ in range(b)]))  # the batch as a count
+    assert items.graph.nodes

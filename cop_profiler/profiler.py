@@ -55,7 +55,8 @@ class ProfileConfig:
     devices: tuple[str, ...] = ("cpu",)
     # Measurement policy for operators and calibration runs.
     policy: TimingPolicy = TimingPolicy()
-    # Batch sizes of the whole-model calibration (at every thread count); empty disables calibration.
+    # Batch sizes of the whole-model calibration (at every thread count), moved into the range of
+    # ``batches`` (``calibration_sizes``); empty disables calibration.
     calibration_batches: tuple[int, ...] = (1, 8)
     # Re-time operators even when the DB has them.
     force: bool = False
@@ -73,6 +74,14 @@ class ProfileConfig:
             raise ValueError(f"batches={self.batches}: need at least one batch size >= 1")
         if not self.threads or min(self.threads) < 1:
             raise ValueError(f"threads={self.threads}: need at least one thread count >= 1")
+
+    def calibration_sizes(self) -> tuple[int, ...]:
+        """The calibration's batch sizes, each moved into the range of ``batches``: outside it the operator
+        sum is extrapolated, and a fit to it corrected the model by the extrapolation's error (a grid of
+        1,2,4 was calibrated at 8, a grid of 4 alone at 1 and 8 against one flat point), and a grid kept
+        small because the model does not fit in memory at larger batches still ran it at batch 8."""
+        lo, hi = min(self.batches), max(self.batches)
+        return tuple(sorted({min(max(b, lo), hi) for b in self.calibration_batches}))
 
 
 @dataclass(frozen=True)
@@ -363,7 +372,7 @@ def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def _calibration_points(config: ProfileConfig, device: str) -> list[tuple[int, int]]:
     threads = config.threads if device == "cpu" else (1,)
-    return [(b, c) for c in threads for b in config.calibration_batches]
+    return [(b, c) for c in threads for b in config.calibration_sizes()]
 
 
 def first_calibration_pass(model: torch.nn.Module, example: Callable[[int], object], config: ProfileConfig,
@@ -398,7 +407,7 @@ def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db
     db.clear_calibrations(model_ref, hw, device)
     predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
     fit = _fit([(predictor.predict(b, c, device).seconds, m.median) for (b, c), m in measured.items()])
-    detail = f"batches={list(config.calibration_batches)} threads={list(threads)}"
+    detail = f"batches={list(config.calibration_sizes())} threads={list(threads)}"
     for c in threads:
         db.put_calibration(model_ref, hw, device, *fit, detail, c)
     return {c: fit for c in threads}

@@ -233,3 +233,28 @@ def test_points_still_implausible_after_every_retry_are_stored_at_what_makes_the
     quiet = {**kept, ("k", 2, 2): m(30.0)}
     assert capped(quiet).kept["k", 2, 2].median == pytest.approx(30e-3) and not capped(quiet).capped
     assert not capped(kept, tries=1).capped and not capped(kept, cores=1).capped
+
+
+def test_calibration_runs_inside_the_profiled_batch_sizes(tmp_path):
+    class Small(nn.Module):
+        """A model that cannot run above batch 4 (as one too large for memory there)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x):
+            if x.shape[0] > 4:
+                raise ValueError(f"batch {x.shape[0]}: out of memory")
+            return self.fc(x)
+
+    # `profile --batches 1,2,4` calibrated at batch 1 and 8 all the same: it ran the model at a batch it
+    # was not profiled for, and fitted the correction to an operator sum extrapolated there
+    model, path = Small().eval(), str(tmp_path / "p.sqlite")
+    config = ProfileConfig(batches=(1, 2, 4), threads=(1,), policy=POLICY, calibration_batches=(1, 8))
+    assert config.calibration_sizes() == (1, 4)
+    assert ProfileConfig(batches=(16, 32), calibration_batches=(1, 8)).calibration_sizes() == (16,)
+    assert ProfileConfig(calibration_batches=()).calibration_sizes() == ()
+    with ProfileDB(path) as db:
+        report = profile_model(trace(model, example), model, example, db, "small", config)
+    assert set(report.factors["cpu"]) == {1}

@@ -16,11 +16,15 @@ class Progress:
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_decile = -1
         self._start = time.monotonic()
+        # The line at ``total`` is written once: the profiler goes on reporting retries of noisy points
+        # after every point's first timing, and each wrote another finished line.
+        self._finished = False
 
     def __call__(self, done: int, total: int, label: str) -> None:
         """Report that ``done`` of ``total`` steps are finished; ``label`` names the current one."""
-        if not self.enabled or total <= 0:
+        if not self.enabled or total <= 0 or self._finished:
             return
+        self._finished = done >= total
         elapsed = time.monotonic() - self._start
         line = f"[{done:>{len(str(total))}}/{total}] {100 * done // total:3d}% {elapsed:6.1f}s  {label}"
         if self._tty:

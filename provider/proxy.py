@@ -123,6 +123,7 @@ class Proxy:
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError):
                 logger.info("function %s: replica %s refused a connection; trying another",
                             fn.name, replica.instance_id)
+                self.runtime.refused(fn, replica)
                 continue
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 logger.warning("function %s: replica %s failed: %s", fn.name, replica.instance_id, exc)

@@ -205,6 +205,19 @@ class Runtime:
                 self.lock.wait(min(left, 0.5))
         return None
 
+    def refused(self, fn: FunctionState, replica: Replica) -> None:
+        """``replica`` refused a connection: take it out of rotation until a health check passes. A replica
+        stopped from outside (SIGTERM, a kill) closes its port before three failed health checks mark it,
+        and with nothing in flight it stays the least busy: every request tried it and got 503 while another
+        replica served. Its health is checked on the next tick, so one that refused by chance is back at once."""
+        with self.lock:
+            if replica.state is not State.READY:
+                return
+            replica.set_state(State.UNHEALTHY)
+            replica.last_health = 0.0
+        self.logs.event(fn.name, f"replica {replica.instance_id} refused a connection: not routed to until healthy")
+        self.supervisor.wake.set()
+
     # -- used by the supervisor -----------------------------------------------------------------------
 
     def all_functions(self) -> list[FunctionState]:

@@ -313,3 +313,40 @@ def test_a_dead_worker_stops_the_provider_and_its_replicas(tmp_path, inspect_dir
                    10, what="the orphaned replica to be killed")
     finally:
         provider.stop()
+
+
+def test_a_replica_stopped_from_outside_gets_no_requests_once_it_refuses_connections(tmp_path, inspect_dir):
+    # A replica SIGTERMed or killed by someone else (an operator, the OOM killer) stops accepting before the
+    # provider's health checks notice (here not for 30 s); with no request in flight it was always the least
+    # busy replica, so every request tried it three times and got 503 while the other replica served.
+    provider = ProviderProcess(str(tmp_path), {"health_interval": "30"}).start()
+    try:
+        provider.deploy("fn", inspect_dir, envVars={"healthcheck_interval": "0", "write_timeout": "20s"})
+        provider.wait_ready("fn", 1)
+        requests.post(f"{provider.url}/system/scale-function/fn", json={"replicas": 2}, timeout=5)
+        leaving = provider.wait_ready("fn", 2)["faasInfer"]["instances"][0]
+        # a call sent to it directly keeps it alive for a while after SIGTERM, with its port closed
+        direct = threading.Thread(target=lambda: requests.post(f"http://127.0.0.1:{leaving['port']}/",
+                                                               data=b"sleep 6", timeout=30))
+        direct.start()
+        time.sleep(0.5)
+        os.killpg(leaving["pid"], signal.SIGTERM)
+
+        def refused() -> bool:
+            try:
+                requests.get(f"http://127.0.0.1:{leaving['port']}/_/health", timeout=1)
+            except requests.ConnectionError:
+                return True
+            return False
+        wait_until(refused, 10, what="the SIGTERMed replica to stop accepting")
+        codes: list[int] = []
+        calls = [threading.Thread(target=lambda: codes.extend(invoke(provider.url, "fn", b"sleep 0.3").status_code
+                                                             for _ in range(3))) for _ in range(6)]
+        for t in calls:
+            t.start()
+        for t in calls:
+            t.join(60)
+        direct.join(30)
+        assert codes == [200] * 18, codes
+    finally:
+        assert provider.stop() == 0

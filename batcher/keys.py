@@ -2,6 +2,8 @@
 
 All keys start with ``PREFIX`` and carry the function's name (its queue name: variants ``<fn>-<config>``
 use their parent's name, so all instances of a function share one queue). Values are bytes or JSON only.
+The function's own keys (queue, arrivals, refused, stats) expire an hour after its last instance leaves
+(``stats.expire_function``); a heartbeat keeps them.
 
     fi:{fn}:queue                   list  queued requests, pushed left, taken right (the shared batch queue)
     fi:{fn}:claimed:{inst}          list  requests taken by ``inst`` and not yet answered (reclaimed if it dies)

@@ -9,6 +9,7 @@ too: when it changes, Redis restarted and whatever it held may be gone.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -66,11 +67,15 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
 
 
 def leave(client: Any, claims: Claims) -> int:
-    """Give back anything claimed and remove this instance's keys; returns how many went back."""
+    """Give back anything claimed and remove this instance's keys; the last instance of its function to leave
+    sets the function's keys to expire (``stats.expire_function``). Returns how many requests went back."""
     moved, _dropped = claims.give_back_own(client)
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=True)
     pipe.zrem(keys.instances(fn), inst)
     pipe.delete(keys.instance(fn, inst), keys.exec_times(fn, inst), keys.inbox(inst))
-    pipe.execute()
+    pipe.zcount(keys.instances(fn), time.time() - stats.STALE_AFTER, "+inf")
+    left = pipe.execute()[-1]
+    if not left:
+        stats.expire_function(client, fn)
     return moved

@@ -23,6 +23,9 @@ ARRIVALS_KEEP = 300
 # Windows (seconds) over which arrival rates are reported.
 WINDOWS = (1, 10, 60)
 COUNTERS = ("served", "expired", "reclaimed", "dropped", "refused")
+# Seconds a function's own keys (counters, arrivals, refusals, queue) outlive its last instance: a deleted
+# function left them, and its name in ``fi:functions``, forever. Every heartbeat keeps them (``PERSIST``).
+IDLE_TTL = 3600
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,28 @@ def record_heartbeat(pipe: Any, fn: str, inst: str, now: float, facts: Mapping[s
     """Mark ``inst`` alive at ``now`` and refresh its facts and execution times (both expire after ``ttl``)."""
     pipe.zadd(keys.instances(fn), {inst: now})
     pipe.sadd(keys.functions(), fn)
+    for key in function_keys(fn):
+        pipe.persist(key)
     pipe.hset(keys.instance(fn, inst), mapping=dict(facts))
     pipe.expire(keys.instance(fn, inst), int(ttl))
     if exec_seconds:
         pipe.hset(keys.exec_times(fn, inst), mapping={str(n): repr(s) for n, s in exec_seconds.items()})
         pipe.expire(keys.exec_times(fn, inst), int(ttl))
+
+
+def function_keys(fn: str) -> tuple[str, ...]:
+    """The keys of ``fn`` that belong to no one instance (those given an expiry when its last one leaves)."""
+    return keys.stats(fn), keys.arrivals(fn), keys.refused(fn), keys.queue(fn)
+
+
+def expire_function(client: Any, fn: str, ttl: int = IDLE_TTL) -> None:
+    """``fn`` has no instance left: its keys go in ``ttl`` seconds unless a heartbeat comes first, and its
+    name leaves ``fi:functions`` (a heartbeat adds it again)."""
+    pipe = client.pipeline(transaction=False)
+    for key in function_keys(fn):
+        pipe.expire(key, ttl)
+    pipe.srem(keys.functions(), fn)
+    pipe.execute()
 
 
 def record_served(pipe: Any, fn: str, inst: str, served: int, expired: int = 0) -> None:

@@ -174,6 +174,26 @@ def test_leaving_deregisters_and_gives_back_nothing_claimed(queues, redis_client
     assert redis_client.exists(keys.instance(FN, "a")) == 0
 
 
+def test_the_last_instance_to_leave_sets_its_functions_keys_to_expire_and_a_heartbeat_keeps_them(
+        queues, redis_client):
+    # A deleted function left its counters, arrivals and name in Redis forever.
+    a, b = queues("a"), queues("b")
+    worker = serve(b)
+    assert a.put(Request(body=b"x"), deadline()).result(5).body == b"xx"
+    wait_until(lambda: redis_client.hget(keys.stats(FN), "served") and redis_client.hlen(keys.arrivals(FN)), 3,
+               what="counters and arrivals")
+    a.leave()
+    assert redis_client.ttl(keys.stats(FN)) == -1  # b still serves
+    assert worker.stop(5)
+    for key in (keys.stats(FN), keys.arrivals(FN)):
+        assert 0 < redis_client.ttl(key) <= stats.IDLE_TTL, key
+    assert not redis_client.sismember(keys.functions(), FN)
+    queues("c")  # the function comes back (scale from zero) before they expire: they are kept
+    for key in (keys.stats(FN), keys.arrivals(FN)):
+        assert redis_client.ttl(key) == -1, key
+    assert redis_client.sismember(keys.functions(), FN)
+
+
 def test_a_stopped_worker_deregisters_its_instance(queues, redis_client):
     # The worker's threads end once nothing of theirs is left; the queue must still be told to leave.
     a = queues("a")

@@ -6,21 +6,31 @@ stack sets) and adds ``<name>-worker-<r>`` for r in 0..W-1: the worker handler (
 ``com.faas-infer.worker_handler``, else ``fsd-worker`` beside the coordinator's handler folder) with the
 same ``FSD_*`` environment plus ``FSD_RANK``. The coordinator is pinned to one replica
 (``com.openfaas.scale.max: "1"``, the autoscaler's upper bound), since two coordinators sharing the workers
-make each other's jobs wait and fail; a ``com.openfaas.scale.min`` above 1 on it is refused. Pure: the
-caller passes the gateway and Redis it deploys to.
+make each other's jobs wait and fail; a ``com.openfaas.scale.min`` above 1 on it is refused. Every rank's
+watchdog may answer as late as ``FSD_TIMEOUT`` needs: the workers get ``exec_timeout`` and ``write_timeout``
+of ``FSD_TIMEOUT`` + ``HTTP_GRACE`` (the X-Timeout the coordinator sends them), the coordinator one more
+``HTTP_GRACE`` (each the stack leaves unset) where the watchdog's default is shorter. Pure: the caller
+passes the gateway and Redis it deploys to.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 
 from faas_infer.stack import LABEL_SCALE_MAX, LABEL_SCALE_MIN, Stack, StackError, StackFunction
+from faas_infer.units import format_duration
+from fsd.invoke import HTTP_GRACE
+from watchdog.config import WatchdogConfig
 
 ANNOTATION = "com.faas-infer.partitioned"
 WORKER_HANDLER = "com.faas-infer.worker_handler"
 HANDLER = "com.faas-infer.handler"
 _KEYS = {"workers": "FSD_WORKERS", "channel": "FSD_CHANNEL", "partitioner": "FSD_PARTITIONER"}
+# The watchdog's request limits, and the shorter of their defaults.
+_WATCHDOG_LIMITS = ("exec_timeout", "write_timeout")
+_WATCHDOG_DEFAULT = min(WatchdogConfig.exec_timeout, WatchdogConfig.write_timeout)
 
 
 def parse_annotation(name: str, text: str) -> dict[str, str]:
@@ -66,9 +76,26 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
     if fn.handler_path and not os.path.isabs(handler):
         handler = os.path.normpath(os.path.join(os.path.dirname(fn.handler_path), handler))
     shared = {k: v for k, v in env.items() if k.startswith("FSD_")}
+    timeout = _fsd_timeout(env.get("FSD_TIMEOUT", "10"))
+    limits: dict[str, str] = {}
+    if timeout is not None:  # else the handlers' load() refuses FSD_TIMEOUT, naming it
+        limits = {k: format_duration(timeout + HTTP_GRACE) for k in _WATCHDOG_LIMITS}
+        if timeout + 2 * HTTP_GRACE > _WATCHDOG_DEFAULT:  # a job's reports may come HTTP_GRACE after it ends
+            for key in _WATCHDOG_LIMITS:
+                env.setdefault(key, format_duration(timeout + 2 * HTTP_GRACE))
     workers = [replace(fn, name=f"{worker_function}-{rank}", handler=handler, handler_path=handler,
-                       image=f"{fn.image or fn.name}-worker", environment={**shared, "FSD_RANK": str(rank)},
+                       image=f"{fn.image or fn.name}-worker",
+                       environment={**shared, **limits, "FSD_RANK": str(rank)},
                        annotations={HANDLER: handler, "com.faas-infer.partition_of": fn.name},
                        labels={k: v for k, v in fn.labels.items() if not k.startswith("com.openfaas.scale")})
                for rank in range(int(settings["FSD_WORKERS"]))]
     return replace(fn, environment=env, labels={**fn.labels, LABEL_SCALE_MAX: "1"}), workers
+
+
+def _fsd_timeout(raw: str) -> float | None:
+    """FSD_TIMEOUT in seconds, None when it is not a number > 0."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 < value < math.inf else None

@@ -53,3 +53,20 @@ def test_the_coordinator_is_pinned_to_one_replica():
     many = Stack("http://gw", {"sparse": replace(fn, labels={"com.openfaas.scale.min": "2"})})
     with pytest.raises(StackError, match="com.openfaas.scale.min='2': a partitioned model's coordinator runs as one"):
         expand_partitioned(many, "http://gw")
+
+
+def test_every_rank_may_run_as_long_as_fsd_timeout_allows():
+    # FSD_TIMEOUT=60: the workers' watchdogs (which the stack cannot configure) answered 504 at their default
+    # 30 s exec_timeout, so every job longer than 30 s failed; the coordinator's too when left unset.
+    out = expand_partitioned(stack_with("workers=2", {"FSD_TIMEOUT": "60"}), "http://gw")
+    for name in ("sparse-worker-0", "sparse-worker-1"):
+        env = out.functions[name].environment
+        assert env["exec_timeout"] == env["write_timeout"] == "63s"  # FSD_TIMEOUT + HTTP_GRACE: the X-Timeout sent
+    coordinator = out.functions["sparse"].environment
+    assert coordinator["exec_timeout"] == coordinator["write_timeout"] == "66s"
+    short = expand_partitioned(stack_with("workers=2", {"FSD_TIMEOUT": "5"}), "http://gw").functions
+    assert short["sparse-worker-0"].environment["exec_timeout"] == "8s"
+    assert "exec_timeout" not in short["sparse"].environment  # the watchdog's default (30 s) is long enough
+    kept = expand_partitioned(stack_with("workers=2", {"FSD_TIMEOUT": "60", "exec_timeout": "2m"}), "http://gw")
+    assert kept.functions["sparse"].environment["exec_timeout"] == "2m"
+    assert kept.functions["sparse"].environment["write_timeout"] == "66s"

@@ -15,6 +15,8 @@ from fsd.errors import ConfigError
 from fsd.model import ModelSpec
 
 CHANNELS = ("redis", "s3")
+# Longest FSD_TIMEOUT: a day (inbox TTLs, job ids and HTTP timeouts are derived from it).
+MAX_TIMEOUT = 86400.0
 PARTITIONERS = ("connectivity", "random")
 
 
@@ -64,7 +66,8 @@ class FsdConfig:
         _rule(self.channel in CHANNELS, "FSD_CHANNEL", self.channel, f"must be one of {', '.join(CHANNELS)}")
         _rule(self.partitioner in PARTITIONERS, "FSD_PARTITIONER", self.partitioner,
               f"must be one of {', '.join(PARTITIONERS)}")
-        _rule(self.timeout > 0, "FSD_TIMEOUT", self.timeout, "must be > 0")
+        _rule(0 < self.timeout <= MAX_TIMEOUT, "FSD_TIMEOUT", self.timeout,
+              f"must be a number of seconds in (0, {MAX_TIMEOUT:g}]")
         _rule(self.max_message_bytes >= 1024, "FSD_MAX_MESSAGE_BYTES", self.max_message_bytes, "must be >= 1024")
         _rule(self.channel != "redis" or bool(self.redis_url), "FSD_REDIS_URL", self.redis_url,
               "must be set when FSD_CHANNEL=redis")

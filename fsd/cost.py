@@ -9,6 +9,7 @@ is configurable (``FSD_PRICES``, a JSON object of the field names below).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Mapping, Sequence
 
@@ -42,15 +43,18 @@ class Prices:
             return cls()
         try:
             doc = json.loads(text)
-            known = {f.name for f in fields(cls)}
-            unknown = set(doc) - known
-            if unknown:
-                raise ConfigError(f"FSD_PRICES: unknown price {sorted(unknown)[0]!r} (known: {', '.join(sorted(known))})")
-            return replace(cls(), **{k: float(v) for k, v in doc.items()})
-        except (ValueError, TypeError, AttributeError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
+        except ValueError as exc:
             raise ConfigError(f"FSD_PRICES={text!r}: must be a JSON object of numbers ({exc})") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"FSD_PRICES={text!r}: must be a JSON object of numbers, got {type(doc).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(doc) - known
+        if unknown:
+            raise ConfigError(f"FSD_PRICES: unknown price {sorted(unknown)[0]!r} (known: {', '.join(sorted(known))})")
+        for key, value in doc.items():  # a negative, NaN or true price made every reported cost meaningless
+            if type(value) not in (int, float) or not 0 <= value < math.inf:
+                raise ConfigError(f"FSD_PRICES={text!r}: {key}={value!r} must be a number >= 0")
+        return replace(cls(), **{k: float(v) for k, v in doc.items()})
 
     def per_request(self, channel: str) -> dict[str, float]:
         """Price of each request kind a channel meters."""

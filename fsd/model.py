@@ -48,7 +48,8 @@ class ModelSpec:
                  (self.layers >= 1, "layers", self.layers, "must be >= 1"),
                  (1 <= self.connections <= 2 * self.window + 1, "connections", self.connections,
                   f"must be 1..2*window+1 ({2 * self.window + 1})"),
-                 (2 * self.window + 1 <= self.neurons, "window", self.window, "must be < neurons/2"),
+                 (2 * self.window + 1 <= self.neurons, "window", self.window,
+                  f"must be < neurons/2 (neurons={self.neurons})"),
                  (0.0 <= self.long_range <= 1.0, "long_range", self.long_range, "must be in [0, 1]"),
                  (0.0 <= self.weight_jitter < 1.0, "weight_jitter", self.weight_jitter, "must be in [0, 1)")]
         for ok, key, value, rule in rules:
@@ -75,7 +76,10 @@ class ModelSpec:
                 values[key] = kinds[key](raw)
             except ValueError:
                 raise ConfigError(f"FSD_MODEL={text!r}: {key}={raw!r} is not a {kinds[key].__name__}") from None
-        return cls(**values)  # type: ignore[arg-type]
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ConfigError(f"FSD_MODEL={text!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

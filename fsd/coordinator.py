@@ -99,7 +99,7 @@ class Coordinator:
             threading.Thread(target=self._clean_up, args=(job, futures, f"{type(exc).__name__}: {exc}"[:300]),
                              daemon=True).start()
             raise
-        purge = self.channel.purge(job, ranks + [COORDINATOR])
+        purge = self._purge(job, ranks)
         seconds = time.monotonic() - start
         usage = usage_sum([endpoint.usage(), purge] + [r.usage for r in reports])
         exchange = _exchange(reports, self.plan, batch)
@@ -150,6 +150,15 @@ class Coordinator:
             late = [r for r, f in enumerate(futures) if f in not_done]
             raise WorkerFailed(f"ranks {late} sent their outputs but their invocations did not return in time")
         return [f.result() for f in futures]
+
+    def _purge(self, job: str, ranks: list[int]) -> Usage:
+        """Remove what a successful job left, best effort: its outputs are in hand, so a channel that fails
+        now must not fail the job (Redis inboxes expire, a later coordinator sweeps S3)."""
+        try:
+            return self.channel.purge(job, ranks + [COORDINATOR])
+        except FsdError as exc:
+            logger.warning("fsd job %s: clean-up failed, leaving it to expiry: %s", job, exc)
+            return Usage()
 
     def _clean_up(self, job: str, futures: list[Future], reason: str) -> None:
         """After a failed job: abort it so that its workers stop now, wait for them, delete what is left."""

@@ -68,6 +68,21 @@ def test_s3_outputs_equal_the_unpartitioned_model(s3_channel, workers):
     assert s3_channel.client.list("fsd")[0] == []
 
 
+def test_a_failed_clean_up_does_not_fail_a_job_whose_outputs_are_in(redis_server, redis_client):
+    # A Redis user that may not DEL: the purge after a successful job fails (as it does when Redis goes
+    # away just then, or S3 answers the LIST with 503 SlowDown). The answer is in hand, and whatever is
+    # left expires (Redis) or is swept (S3).
+    redis_client.acl_setuser("fsd-nodel", enabled=True, nopass=True, keys=["*"], commands=["+@all", "-del"])
+    try:
+        url = redis_server.url.replace("redis://", "redis://fsd-nodel:any@")
+        coordinator, _ = _coordinator(RedisQueueChannel.from_url(url), 2)
+        result = coordinator.run(X)
+        np.testing.assert_allclose(result.outputs, EXPECTED, rtol=1e-5, atol=1e-6)
+        assert all(0 < redis_client.ttl(k) for k in redis_client.keys("fsd:*"))
+    finally:
+        redis_client.acl_deluser("fsd-nodel")
+
+
 class _Dropping:
     """A real channel whose endpoints lose the first message from ``rank`` at ``layer``."""
 

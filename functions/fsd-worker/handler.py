@@ -7,7 +7,6 @@ concurrently so that no job waits behind another; none runs longer than this wor
 A malformed body answers 400. Configuration: FSD_* variables (fsd/README.md).
 """
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +29,7 @@ def load():
 def _job(state, request):
     program, channel, max_timeout = state
     try:
-        spec = JobSpec.from_json(json.loads(request.body))
+        spec = JobSpec.from_json(request.json())  # a BadInput (a ValueError) for any body that is not JSON
     except (ValueError, FsdError) as exc:
         return BadInput(f"bad job: {exc}")
     try:

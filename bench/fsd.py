@@ -27,19 +27,50 @@ _S3_MAIN = ("import sys, time; from fsd.s3_server import S3Server; s = S3Server(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `faas-infer bench fsd`."""
-    parser.add_argument("--neurons", type=int, default=1024, help="neurons per layer (default 1024; 4096 also GraphChallenge)")
-    parser.add_argument("--layers", type=int, default=120, help="layers of the sparse DNN (default 120)")
-    parser.add_argument("--batch", type=int, default=16, help="samples per batch (default 16)")
-    parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts (default 1,2,4,8)")
-    parser.add_argument("--channels", default="redis,s3", help="comma-separated channels (default redis,s3)")
-    parser.add_argument("--partitioners", default="connectivity,random",
+    parser.add_argument("--neurons", type=_at_least(2), default=1024,
+                        help="neurons per layer (default 1024; 4096 also GraphChallenge)")
+    parser.add_argument("--layers", type=_at_least(1), default=120, help="layers of the sparse DNN (default 120)")
+    parser.add_argument("--batch", type=_at_least(1), default=16, help="samples per batch (default 16)")
+    parser.add_argument("--workers", default="1,2,4,8", type=_counts,
+                        help="comma-separated worker counts (default 1,2,4,8)")
+    parser.add_argument("--channels", default="redis,s3", type=_names("redis", "s3"),
+                        help="comma-separated channels (default redis,s3)")
+    parser.add_argument("--partitioners", default="connectivity,random", type=_names("connectivity", "random"),
                         help="comma-separated ways to split each layer's neurons across the workers: connectivity "
                              "(connectivity-aware: fewer activations cross workers), random (default "
                              "connectivity,random)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; latency is the median (default 3)")
+    parser.add_argument("--repeat", type=_at_least(1), default=3,
+                        help="runs per configuration; latency is the median (default 3)")
     parser.add_argument("--single-memory-mb", type=float, default=2048.0,
                         help="memory billed for single-function inference (default 2048)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
+
+
+def _at_least(low: int):
+    """An argparse type: a whole number >= ``low``."""
+    def parse(value: str) -> int:
+        if not value.strip().isdigit() or int(value) < low:
+            raise argparse.ArgumentTypeError(f"{value!r}: must be a whole number >= {low}")
+        return int(value)
+    return parse
+
+
+def _counts(value: str) -> str:
+    """An argparse type: comma-separated whole numbers >= 1 (checked; kept as the text)."""
+    for part in value.split(","):
+        _at_least(1)(part)
+    return value
+
+
+def _names(*allowed: str):
+    """An argparse type: comma-separated names among ``allowed`` (checked; kept as the text). An unknown
+    channel was benchmarked as S3 under its own name, an unknown partitioner failed after the others ran."""
+    def parse(value: str) -> str:
+        for part in value.split(","):
+            if part not in allowed:
+                raise argparse.ArgumentTypeError(f"{part!r}: must be one of {', '.join(allowed)}")
+        return value
+    return parse
 
 
 def _start_s3() -> tuple[subprocess.Popen, str]:
@@ -154,9 +185,16 @@ def _sweep(args: argparse.Namespace, model, x, expected, channels: dict) -> list
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write JSON when asked."""
     from bench.common import PrivateRedis, write_json
+    from fsd.errors import ConfigError
     from fsd.model import ModelSpec, generate, inputs
+    from fsd.partition import check_workers
 
-    spec = ModelSpec(neurons=args.neurons, layers=args.layers)
+    try:
+        spec = ModelSpec(neurons=args.neurons, layers=args.layers)
+        check_workers(max(int(v) for v in args.workers.split(",")), spec.neurons)
+    except ConfigError as exc:
+        print(f"faas-infer bench fsd: {exc}", file=sys.stderr)
+        return 2
     model = generate(spec)
     x = inputs(spec, args.batch)
     single, expected = _single(model, x, args.repeat, args.single_memory_mb)

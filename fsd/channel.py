@@ -128,14 +128,17 @@ def rank_name(rank: int) -> str:
     return "c" if rank == COORDINATOR else str(rank)
 
 
+def who(rank: int) -> str:
+    """``"coordinator"`` or ``"rank N"``: a rank as error messages name it."""
+    return "coordinator" if rank == COORDINATOR else f"rank {rank}"
+
+
 def missing_text(layer: int, missing: Collection[int], me: int) -> str:
     """The message of a ``ChannelTimeout``."""
-    names = ", ".join("coordinator" if r == COORDINATOR else f"rank {r}" for r in sorted(missing))
-    who = "coordinator" if me == COORDINATOR else f"rank {me}"
-    return f"{who}: no layer-{layer} activations from {names} before the deadline (worker dead or message lost)"
+    names = ", ".join(who(r) for r in sorted(missing))
+    return f"{who(me)}: no layer-{layer} activations from {names} before the deadline (worker dead or message lost)"
 
 
 def aborted_text(job: str, me: int, reason: str) -> str:
     """The message of the ``JobAborted`` a waiting rank raises."""
-    who = "coordinator" if me == COORDINATOR else f"rank {me}"
-    return f"{who}: job {job} was aborted by the coordinator ({reason})"
+    return f"{who(me)}: job {job} was aborted by the coordinator ({reason})"

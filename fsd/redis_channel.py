@@ -25,7 +25,7 @@ from typing import Collection, Sequence
 import redis
 
 from faas_infer.redisclient import bounded_client
-from fsd.channel import Message, Meter, Usage, aborted_text, missing_text, rank_name
+from fsd.channel import Message, Meter, Usage, aborted_text, missing_text, rank_name, who
 from fsd.errors import ChannelError, ChannelTimeout, JobAborted
 
 PREFIX = "fsd"
@@ -134,7 +134,7 @@ class RedisEndpoint:
         if not messages:
             return
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise ChannelTimeout(f"rank {rank_name(self.rank)}: job {self.job} passed its deadline before "
+            raise ChannelTimeout(f"{who(self.rank)}: job {self.job} passed its deadline before "
                                  f"layer-{messages[0].layer} activations could be sent")
         pipe = self.channel.client.pipeline(transaction=False)
         keys = set()
@@ -150,7 +150,7 @@ class RedisEndpoint:
         try:
             pipe.execute()
         except redis.RedisError as exc:
-            raise ChannelError(f"redis: rank {self.rank} cannot send in job {self.job}: {exc}") from None
+            raise ChannelError(f"redis: {who(self.rank)} cannot send in job {self.job}: {exc}") from None
 
     def receive(self, layer: int, sources: Collection[int], deadline: float) -> dict[int, bytes]:
         """Pop frames until every (layer, source) block is complete, or raise at ``deadline``."""
@@ -175,7 +175,7 @@ class RedisEndpoint:
             if first:
                 batch += self.channel.client.lpop(key, 9) or []
         except redis.RedisError as exc:
-            raise ChannelError(f"redis: rank {self.rank} cannot receive in job {self.job}: {exc}") from None
+            raise ChannelError(f"redis: {who(self.rank)} cannot receive in job {self.job}: {exc}") from None
         self.meter.request("receive", billed(sum(len(f) for f in batch)))
         for frame in batch:
             try:

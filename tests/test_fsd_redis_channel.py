@@ -83,3 +83,14 @@ def test_a_redis_that_stops_answering_fails_requests_within_the_request_timeout(
         with pytest.raises(ChannelError, match="redis: rank"):
             attempt()
         assert time.monotonic() - started < 4  # 0.5 s a request, no retries (redis-py's default: 5 s, 3 retries)
+
+
+def test_errors_name_the_coordinator_as_such():
+    # The coordinator's errors read 'redis: rank -1 cannot send in job ...' (answered to the client).
+    channel = RedisQueueChannel.from_url(f"redis://127.0.0.1:{free_port()}/0", request_timeout=0.5)  # nothing there
+    with pytest.raises(ChannelError, match="^redis: coordinator cannot send in job j: "):
+        channel.endpoint("j", COORDINATOR).send([Message(0, 1, COORDINATOR, b"x")])
+    with pytest.raises(ChannelError, match="^redis: coordinator cannot receive in job j: "):
+        channel.endpoint("j", COORDINATOR).receive(3, [0], time.monotonic() + 1.0)
+    with pytest.raises(ChannelTimeout, match="^coordinator: job j passed its deadline before layer-1"):
+        channel.endpoint("j", COORDINATOR, time.monotonic() - 0.01).send([Message(0, 1, COORDINATOR, b"x")])

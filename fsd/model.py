@@ -51,7 +51,8 @@ class ModelSpec:
                  (2 * self.window + 1 <= self.neurons, "window", self.window,
                   f"must be < neurons/2 (neurons={self.neurons})"),
                  (0.0 <= self.long_range <= 1.0, "long_range", self.long_range, "must be in [0, 1]"),
-                 (0.0 <= self.weight_jitter < 1.0, "weight_jitter", self.weight_jitter, "must be in [0, 1)")]
+                 (0.0 <= self.weight_jitter < 1.0, "weight_jitter", self.weight_jitter, "must be in [0, 1)"),
+                 (self.ymax > 0, "ymax", self.ymax, "must be a number > 0")]
         for ok, key, value, rule in rules:
             if not ok:
                 raise ConfigError(f"{key}={value}: {rule}")

@@ -38,8 +38,8 @@ class HttpInvoker:
     def __init__(self, urls: Sequence[str], session: requests.Session | None = None,
                  max_outstanding: int = MAX_OUTSTANDING) -> None:
         self.urls = list(urls)
-        self.session = session or requests.Session()
         self.max_outstanding = max_outstanding
+        self.session = session or _session(len(self.urls), len(self.urls) * max_outstanding)
         self._outstanding = [0] * len(self.urls)
         self._lock = threading.Lock()
 
@@ -86,6 +86,17 @@ class HttpInvoker:
             return WorkerReport.from_json(response.json())
         except (ValueError, KeyError, TypeError) as exc:
             raise WorkerFailed(f"rank {spec.rank} at {url}: unreadable report: {exc}") from None
+
+
+def _session(hosts: int, connections: int) -> requests.Session:
+    """A session keeping up to ``connections`` connections to each of up to ``hosts`` hosts: every rank's
+    calls may go to one gateway (requests keeps 10 a host, so W > 10 reopened and discarded connections on
+    every job, with a warning each), or each to a host of its own."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=max(10, hosts), pool_maxsize=max(10, connections))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class LocalInvoker:

@@ -46,3 +46,44 @@ def test_a_hung_rank_costs_a_bounded_number_of_threads(silent_url):
     with pytest.raises(WorkerFailed, match="rank 0 at .*: 2 calls still unanswered"):
         refused.result(timeout=1)
     assert not any(f.done() for f in hung)
+
+
+@pytest.fixture
+def slow_gateway():
+    """A loopback HTTP server answering every POST with an empty worker report after 0.2 s: W ranks behind
+    one gateway, all called at once."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            rank = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["rank"]
+            time.sleep(0.2)
+            body = json.dumps({"rank": rank, "seconds": 0.2, "compute_seconds": 0, "wait_seconds": 0.2}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_sixteen_ranks_behind_one_gateway_keep_their_connections(slow_gateway, caplog):
+    # requests' pool keeps 10 connections a host: with W = 16 through one gateway every job opened 6 new
+    # connections and logged 'Connection pool is full, discarding connection' 6 times.
+    invoker = HttpInvoker([f"{slow_gateway}/function/dnn-worker-{r}" for r in range(16)])
+    for job in ("a", "b"):
+        futures = [invoker.submit(JobSpec(job, r, 1, 5.0, time.time() + 5)) for r in range(16)]
+        assert [f.result(timeout=10).rank for f in futures] == list(range(16))
+    assert "Connection pool is full" not in caplog.text

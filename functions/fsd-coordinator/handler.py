@@ -28,6 +28,8 @@ def _parse(spec, request):
     doc = request.json()
     if not isinstance(doc, dict):
         raise BadInput('expected a JSON object with "input" or "sample"')
+    if "sample" in doc and "input" in doc:
+        raise BadInput('give "input" or "sample", not both')
     if "sample" in doc:
         if type(doc["sample"]) is not int or not 0 <= doc["sample"] < 2 ** 63:
             raise BadInput('"sample" must be a whole number in [0, 2**63)')

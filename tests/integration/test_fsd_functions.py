@@ -109,7 +109,8 @@ def test_bad_requests_answer_400_and_leave_the_deployment_healthy(watchdogs, red
     n = ModelSpec.parse(MODEL).neurons
     for body in [json.dumps({"input": [[1]] * n}), json.dumps({"input": [None] * n}), json.dumps({"input": [1] * 3}),
                  '{"input": [1e39' + ",0" * (n - 1) + "]}", '{"input": [NaN' + ",0" * (n - 1) + "]}",
-                 json.dumps({"sample": -1}), json.dumps({"sample": True}), json.dumps({"nothing": 1}), "null"]:
+                 json.dumps({"sample": -1}), json.dumps({"sample": True}), json.dumps({"nothing": 1}), "null",
+                 json.dumps({"sample": 1, "input": [0.5] * n})]:  # the sample's output came back for the input
         answer = requests.post(coordinator.url, data=body, timeout=30)
         assert answer.status_code == 400, (body[:40], answer.status_code, answer.text)
         assert re.search(r"input|sample|JSON", answer.text), answer.text  # says what was wrong

@@ -47,6 +47,15 @@ def is_leaf(module: torch.nn.Module) -> bool:
         module, torch.nn.Sequential)
 
 
+def tensor_method(func: Any) -> str | None:
+    """The name of the Tensor method ``func`` is, else None. ``x.mean(1)`` reaches ``__torch_function__`` as
+    ``TensorBase.mean``, which torch.fx records as the method call ``mean``: recorded under that name, one
+    operator is one operator whichever way its model was traced (as a function it was ``.TensorBase.mean``,
+    timed again for every model the fallback traced)."""
+    owner, _, name = getattr(func, "__qualname__", "").rpartition(".")
+    return name if owner in ("TensorBase", "Tensor") and callable(getattr(torch.Tensor, name, None)) else None
+
+
 def call_args(example: object) -> tuple:
     """A model's positional arguments from an example input: a tuple is the arguments, anything else (a
     tensor, a dict, a list of tensors) is the one argument."""
@@ -102,7 +111,11 @@ class _EagerRecorder(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self.depth == 0:
-            self.add("function", func, getattr(func, "__name__", str(func)), args, kwargs, out)
+            method = tensor_method(func)
+            if method is not None:
+                self.add("method", method, method, args, kwargs, out)
+            else:
+                self.add("function", func, getattr(func, "__name__", str(func)), args, kwargs, out)
         return out
 
     def add(self, kind: str, target: Any, label: str, args: tuple, kwargs: dict, out: Any) -> None:

@@ -244,3 +244,29 @@ def test_an_example_input_that_ignores_the_batch_size_is_refused():
         trace(Branchy(), lambda b: (torch.randn(1, 8),))
     items = trace(Branchy(), lambda b: torch.stack([torch.randn(8) for _ in range(b)]))  # the batch as a count
     assert items.graph.nodes
+
+
+class _MeanUnderCondition(nn.Module):
+    """torch.fx cannot trace it (control flow on a tensor's value): the eager recorder does."""
+
+    def forward(self, x):
+        if x.sum() > -1e9:
+            x = x.mean(1, keepdim=True) + x
+        return x.softmax(-1)
+
+
+class _Mean(nn.Module):
+    def forward(self, x):
+        return (x.mean(1, keepdim=True) + x).softmax(-1)
+
+
+def test_a_tensor_method_is_one_operator_whichever_way_its_model_was_traced():
+    """The recorder saw ``x.mean(1)`` as the function ``.TensorBase.mean`` and torch.fx as the method ``mean``:
+    a model traced by the fallback timed again what a traced model had stored."""
+    recorded, fx = trace(_MeanUnderCondition(), rand), trace(_Mean(), rand)
+    assert (recorded.graph.traced_with, fx.graph.traced_with) == ("recorded", "fx")
+    names = {k: i.spec.name for k, i in recorded.instances.items()}
+    assert {names[k] for k in set(recorded.instances) & set(fx.instances)} == {"mean", "softmax"}
+    assert all(not i.spec.signature.startswith("function:.") for i in recorded.instances.values())
+    mean = next(i for i in recorded.instances.values() if i.spec.name == "mean")
+    assert mean.kind == "method" and mean.binder(4)(4)().shape == (4, 1)  # runs alone, as fx's method call

@@ -98,11 +98,13 @@ class FsdConfig:
                           _num(float, "FSD_WORKER_MEMORY_MB", get("FSD_WORKER_MEMORY_MB", "512"))))
 
     def deployment(self) -> str:
-        """What every rank must agree on to compute one model: the model spec, the number of workers and
-        the partitioner (the channel and the timeouts may differ). Sent with each job, checked by the worker."""
+        """What every rank must agree on to compute one model: the model spec, the number of workers, the
+        partitioner and the kind of channel (a coordinator on s3 with workers on redis timed out every job as
+        "worker dead or message lost"); the channel's address (a rank may reach one Redis by another name) and
+        the timeouts may differ. Sent with each job, checked by the worker."""
         m = self.model
         model = ",".join(f"{f}={getattr(m, f)!r}" for f in m.__dataclass_fields__)
-        return f"{model};workers={self.workers};partitioner={self.partitioner}"
+        return f"{model};workers={self.workers};partitioner={self.partitioner};channel={self.channel}"
 
     def urls(self) -> tuple[str, ...]:
         """Worker URLs by rank: FSD_WORKER_URLS, else derived from FSD_GATEWAY and FSD_WORKER_FUNCTION."""

@@ -107,7 +107,7 @@ def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_time
     if spec.deployment and program.deployment and spec.deployment != program.deployment:
         raise FsdError(f"rank {program.rank} is configured for another deployment than its coordinator: "
                        f"worker {program.deployment!r}, coordinator {spec.deployment!r} (give every rank the same "
-                       "FSD_MODEL, FSD_WORKERS and FSD_PARTITIONER)")
+                       "FSD_MODEL, FSD_WORKERS, FSD_PARTITIONER and FSD_CHANNEL)")
     start = time.monotonic()
     deadline = spec.deadline(max_timeout, time.time(), start)
     endpoint = channel.endpoint(spec.job, spec.rank, deadline)

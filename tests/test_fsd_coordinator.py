@@ -166,7 +166,10 @@ def test_worker_caps_the_job_at_its_own_timeout(redis_server, redis_client):
 def test_a_worker_set_up_for_another_model_refuses_the_job(redis_server, redis_client):
     coordinator = FsdConfig(workers=2, model=ModelSpec(neurons=64, layers=4), redis_url="redis://x")
     worker = FsdConfig(workers=2, rank=1, model=ModelSpec(neurons=64, layers=4, ymax=16.0), redis_url="redis://y")
-    assert coordinator.deployment() == FsdConfig(workers=2, rank=0, channel="s3", s3_endpoint="http://s3",
+    # the channel's address may differ between ranks, its kind may not
+    assert coordinator.deployment() == FsdConfig(workers=2, rank=0, redis_url="redis://other:6379",
+                                                 model=ModelSpec(neurons=64, layers=4)).deployment()
+    assert coordinator.deployment() != FsdConfig(workers=2, rank=0, channel="s3", s3_endpoint="http://s3",
                                                  model=ModelSpec(neurons=64, layers=4)).deployment()
     assert coordinator.deployment() != worker.deployment()
     spec = JobSpec("mixed", 1, 1, 5.0, time.time() + 5, coordinator.deployment())
@@ -174,7 +177,7 @@ def test_a_worker_set_up_for_another_model_refuses_the_job(redis_server, redis_c
     program = worker_program(MODEL, partition(MODEL, 2, "connectivity"), 1)
     channel = RedisQueueChannel.from_url(redis_server.url)
     with pytest.raises(FsdError, match="rank 1 is configured for another deployment than its coordinator: .*"
-                                       "ymax=16.0.*give every rank the same FSD_MODEL"):
+                                       "ymax=16.0.*give every rank the same FSD_MODEL, FSD_WORKERS, FSD_PARTITIONER and FSD_CHANNEL"):
         run_worker(replace(program, deployment=worker.deployment()), channel, spec)
     assert not redis_client.keys("fsd:*")  # refused before touching the channel
 

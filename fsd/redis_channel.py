@@ -58,12 +58,19 @@ def abort_frame(reason: str) -> bytes:
 
 
 def parse_frame(frame: bytes) -> tuple[int, int, int, int, bytes]:
-    """(layer, src, index, count, payload) of a frame; ``JobAborted`` (without a rank) for an abort frame."""
-    (size,) = _LEN.unpack_from(frame)
-    header = json.loads(frame[4:4 + size])
-    if "abort" in header:
-        raise JobAborted(str(header["abort"]))
-    return int(header["l"]), int(header["s"]), int(header["i"]), int(header["n"]), frame[4 + size:]
+    """(layer, src, index, count, payload) of a frame; ``JobAborted`` (without a rank) for an abort frame,
+    ``ChannelError`` for one that is not a frame (another program's push, another version's framing)."""
+    try:
+        (size,) = _LEN.unpack_from(frame)
+        header = json.loads(frame[4:4 + size])
+        if isinstance(header, dict) and "abort" in header:
+            raise JobAborted(str(header["abort"]))
+        layer, src, index, count = int(header["l"]), int(header["s"]), int(header["i"]), int(header["n"])
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        raise ChannelError(f"a malformed frame of {len(frame)} bytes ({type(exc).__name__}: {exc})") from None
+    if not 0 <= index < count:
+        raise ChannelError(f"a malformed frame of {len(frame)} bytes (part {index} of {count})")
+    return layer, src, index, count, frame[4 + size:]
 
 
 def billed(nbytes: int) -> int:
@@ -182,6 +189,8 @@ class RedisEndpoint:
                 l, s, i, n, payload = parse_frame(frame)
             except JobAborted as exc:
                 raise JobAborted(aborted_text(self.job, self.rank, str(exc))) from None
+            except ChannelError as exc:
+                raise ChannelError(f"redis: {who(self.rank)} received {exc} in job {self.job}") from None
             parts = self._parts.setdefault((l, s), [None] * n)
             parts[i] = payload
 

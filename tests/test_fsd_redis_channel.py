@@ -94,3 +94,10 @@ def test_errors_name_the_coordinator_as_such():
         channel.endpoint("j", COORDINATOR).receive(3, [0], time.monotonic() + 1.0)
     with pytest.raises(ChannelTimeout, match="^coordinator: job j passed its deadline before layer-1"):
         channel.endpoint("j", COORDINATOR, time.monotonic() - 0.01).send([Message(0, 1, COORDINATOR, b"x")])
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x00\x00", b"\x00\x00\x00\x05[1,2]", b"\x00\x00\x00\x02{}",
+                                   b"\x00\x00\x00\x04null", b'\x00\x00\x00\x19{"l":1,"s":0,"i":3,"n":2}'])
+def test_what_is_not_a_frame_is_a_channel_error(frame):
+    with pytest.raises(ChannelError, match=f"a malformed frame of {len(frame)} bytes"):
+        parse_frame(frame)

@@ -34,8 +34,8 @@ def _job(state, request):
         return BadInput(f"bad job: {exc}")
     try:
         return run_worker(program, channel, spec, max_timeout).to_json()
-    except FsdError as exc:
-        return exc
+    except Exception as exc:  # noqa: BLE001 - any failure is this job's alone (a 500 naming it): raised, it
+        return exc  # failed the batch, whose bisection ran again jobs that had finished and consumed their inputs
 
 
 def handle_batch(state, requests):

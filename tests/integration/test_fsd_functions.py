@@ -149,3 +149,36 @@ def test_a_failed_job_does_not_delay_the_next_one(watchdogs, redis_server, redis
     # once instead of queueing behind a dead one for a fresh FSD_TIMEOUT (4 s).
     assert time.monotonic() - started < 3.5
     _stop_all([coordinator, *workers])
+
+
+def test_a_job_failing_with_any_error_costs_only_itself_in_its_batch(redis_server, redis_client, monkeypatch):
+    """The worker's handler returned only FsdError per job: anything else (here numpy refusing a 3-byte block,
+    pushed into the job's inbox as a well-formed frame) raised from handle_batch, so the whole batch failed
+    and the watchdog's bisection ran again the batch-mates, jobs that had finished and consumed their inputs.
+    A frame that is not a frame at all is a ChannelError naming the job and the rank."""
+    import importlib.util
+
+    from batcher.request import Request
+    from fsd.channel import Message
+    from fsd.errors import ChannelError, JobAborted
+    from fsd.partition import COORDINATOR
+    from fsd.redis_channel import frames, inbox_key
+    from fsd.worker import JobSpec
+
+    for key, value in {"FSD_WORKERS": str(WORKERS), "FSD_MODEL": MODEL, "FSD_RANK": "0",
+                       "FSD_REDIS_URL": redis_server.url, "FSD_TIMEOUT": "2"}.items():
+        monkeypatch.setenv(key, value)
+    spec = importlib.util.spec_from_file_location("fsd_worker_handler", os.path.join(WORKER, "handler.py"))
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    state = handler.load()
+    deployment = state[0].deployment
+    redis_client.rpush(inbox_key("bad", 0), *frames(Message(0, 1, COORDINATOR, b"abc"), 1024))
+    redis_client.rpush(inbox_key("junk", 0), b"\x00\x00\x00\x02{}")
+    jobs = [JobSpec("bad", 0, 1, 2.0, time.time() + 2, deployment),
+            JobSpec("late", 0, 1, 2.0, time.time() - 1, deployment),
+            JobSpec("junk", 0, 1, 2.0, time.time() + 2, deployment)]
+    outputs = handler.handle_batch(state, [Request(body=job.to_json()) for job in jobs])
+    assert [type(o) for o in outputs] == [ValueError, JobAborted, ChannelError]
+    assert "buffer size must be a multiple of element size" in str(outputs[0])
+    assert re.search(r"rank 0 received a malformed frame of 6 bytes .* in job junk", str(outputs[2]))

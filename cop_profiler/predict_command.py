@@ -42,9 +42,10 @@ def _plot(args: argparse.Namespace, predictor) -> None:
 
     retain_freed_memory()  # as profiled and as served: measured without it, a CNN read 30-45% faster
     loaded = load_model(args.model, input_spec(args))
+    model = loaded.model.to(args.device)  # measure_model moves the inputs only: on cuda a CPU model failed
     batches = list(args.plot_batches)
     predicted = [predictor.predict(b, args.threads, args.device, args.gpu_share).seconds for b in batches]
-    measured = [measure_model(loaded.model, loaded.example_input, b, args.threads, TimingPolicy(),
+    measured = [measure_model(model, loaded.example_input, b, args.threads, TimingPolicy(),
                               args.device, retries=2).median for b in batches]
     print(f"{'batch':>6} {'predicted ms':>13} {'measured ms':>12} {'error':>7}")
     for b, p, m in zip(batches, predicted, measured):

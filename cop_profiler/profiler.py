@@ -13,6 +13,7 @@ On the CPU the calibration's first pass runs before the operators are timed, its
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -116,6 +117,13 @@ class ProfileReport:
 
 def _hardware(device: str) -> str:
     return hardware.cpu_id() if device == "cpu" else hardware.hardware_id(device)
+
+
+def _on(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """The model itself on the CPU, else a copy of it on ``device``: ``Module.to`` moves a module in place, and
+    the caller's model must stay on the CPU (its modules are the CPU operators, timed again and calibrated
+    after a GPU run; a second call, or CPU timing by the caller, found them on the GPU)."""
+    return model if device == "cpu" else copy.deepcopy(model).to(device)
 
 
 def _sync(device: str) -> Callable[[], None] | None:
@@ -289,7 +297,7 @@ def warm_weights(model: torch.nn.Module, example: Callable[[int], object], confi
     operators' sum alone 10-14%."""
     threads = max(config.threads) if device == "cpu" else 1
     torch.set_num_threads(threads)
-    target = model if device == "cpu" else model.to(device)
+    target = _on(model, device)
     batch = max(config.batches)
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(batch)))
     with torch.inference_mode(), _model_runs(batch, threads, device):
@@ -313,7 +321,8 @@ def _model_runs(batch: int, threads: int, device: str) -> Iterator[None]:
 
 def measure_model(model: torch.nn.Module, example: Callable[[int], object], batch: int, threads: int,
                   policy: TimingPolicy, device: str = "cpu", retries: int = 0) -> Measurement:
-    """Whole-model latency at one configuration (the calibration's and the benchmark's reference)."""
+    """Whole-model latency at one configuration (the calibration's and the benchmark's reference); ``model``
+    must already be on ``device`` (only the inputs are moved)."""
     torch.set_num_threads(threads)
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(batch)))
     with torch.inference_mode(), _model_runs(batch, threads, device):
@@ -331,8 +340,8 @@ def measure_grid(model: torch.nn.Module, example: Callable[[int], object], point
     """Whole-model latency at each (batch, threads) point, by the operators' rules with a share of 1: in
     passes over all the points, ``config.effort.passes`` at least, then again where still noisy or
     implausible (up to ``config.retries`` more), keeping the faster measurement of each point. ``earlier``:
-    a pass over the points made before (it counts as the first)."""
-    target = model if device == "cpu" else model.to(device)
+    a pass over the points made before (it counts as the first). Off the CPU a copy of the model is timed."""
+    target = _on(model, device)
     kept: dict[tuple[int, int], Measurement] = dict(earlier or {})
     todo = list(points)
     for attempt in range(1 if earlier else 0, config.effort.passes + config.retries):
@@ -378,8 +387,8 @@ def _calibration_points(config: ProfileConfig, device: str) -> list[tuple[int, i
 def first_calibration_pass(model: torch.nn.Module, example: Callable[[int], object], config: ProfileConfig,
                            device: str) -> dict[tuple[int, int], Measurement] | None:
     """The calibration's first pass, run before the operators are timed so that its passes are minutes
-    apart rather than back to back (None when the effort rule asks for a single pass, and on a GPU: moving
-    the model there would move the modules the CPU operators are timed with): of two passes kept by the
+    apart rather than back to back (None when the effort rule asks for a single pass, and on a GPU, whose
+    calibration runs once, after its operators): of two passes kept by the
     faster, one slow stretch of a shared host now spoils a point only if it also covers the other.
     Measured here: a calibration of two adjacent passes fitted a factor of 1.18 to a ResNet whose
     operators' plain sum was within 5% of the model over the whole grid timed a minute later, and pushed

@@ -95,6 +95,21 @@ def test_errors_are_one_line_without_traceback(workdir, tmp_path, capsys):
     assert "no profile DB" in capsys.readouterr().err
 
 
+@pytest.mark.gpu
+def test_predict_plot_on_cuda_measures_the_model_on_the_gpu(workdir, tmp_path, capsys):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    db, png = str(tmp_path / "g.sqlite"), str(tmp_path / "g.png")
+    assert main(["profile", f"{workdir}:build", "--db", db, *FAST]) == 0
+    capsys.readouterr()
+    assert main(["predict", f"{workdir}:build", "--db", db, "--device", "cuda", "--plot", png,
+                 "--plot-batches", "1,4"]) == 0
+    out = capsys.readouterr().out
+    assert "of a GPU" in out and os.path.exists(png)
+
+
 def test_bad_models_dbs_and_plot_paths_are_one_line_errors(workdir, tmp_path, capsys):
     def error(argv, code=1):
         assert main(argv) == code

@@ -93,6 +93,33 @@ def test_cuda_profile_and_prediction(tmp_path):
     assert predictor.predict(8, 1, "cuda", 0.5).seconds > predictor.predict(8, 1, "cuda").seconds
 
 
+@pytest.mark.gpu
+def test_cuda_profiling_leaves_the_model_on_the_cpu(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    model, path = mlp(64), str(tmp_path / "g.sqlite")
+    config = ProfileConfig(batches=(1, 4), threads=(1,), devices=("cuda", "cpu"), policy=POLICY,
+                           calibration_batches=(1,))
+    with ProfileDB(path) as db:  # cuda first: its calibration ran before the CPU's
+        report = profile_model(trace(model, example), model, example, db, "gpu-first", config)
+    assert set(report.factors) == {"cuda", "cpu"}
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+def test_timing_off_the_cpu_moves_a_copy_of_the_model_not_the_model():
+    """``Module.to`` is in place: timing the whole model on another device must not move the caller's
+    model there (its modules are the CPU operators). The meta device stands in for a GPU here."""
+    from cop_profiler.profiler import measure_grid, warm_weights
+
+    model = mlp(16)
+    config = ProfileConfig(batches=(1, 2), threads=(1,), policy=TimingPolicy(warmup=1, min_block=0.0, blocks=1,
+                                                                             max_blocks=1), retries=0)
+    warm_weights(model, example, config, "meta")
+    measure_grid(model, example, [(1, 1)], config, "meta")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert measure_model(model, example, 2, 1, config.policy).median > 0  # still runs on the CPU
+
+
 def test_calibration_fit_is_affine_with_a_non_negative_offset():
     from cop_profiler.profiler import _fit
 

@@ -3,7 +3,8 @@
 A variant is ``<fn>-<config key>-<node>-<shard>`` (e.g. ``resnet-b4-c500-g0-host1-0``; with a hash where
 that is too long or the node's name is not a short label, ``variant_name``): the parent's
 image and spec with its own batch config (envVars ``max_batch_size``, ``latency_slo``, ``exec_prior``,
-``cpu_limit``, ``gpu_share``, ``function_name=<fn>`` so it pulls from the parent's queue; no
+``cpu_limit``, ``gpu_share``, ``function_name=<fn>`` so it pulls from the parent's queue, and on a CPU
+variant ``CUDA_VISIBLE_DEVICES`` hiding every GPU; no
 ``batch_timeout``, so the watchdog derives its wait from the SLO, the load and the batch running, as it does
 for the parent, instead of always waiting ``SLO - t_exec`` for a batch to fill), limits (cpu, memory,
 ``nvidia.com/gpu``), a node constraint, and labels linking it to the parent and recording its
@@ -36,7 +37,13 @@ ANNOTATION_PROFILE = "com.openfaas.profile"
 _NOT_COPIED = ("com.openfaas.scale.",)
 # Environment of the parent a variant must not inherit: a batch timeout set for the parent's batch size (an
 # explicit timeout also turns off the watchdog's adaptive wait), and settings the variant sets itself.
-_NOT_INHERITED = ("batch_timeout", "gpu_share", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
+_NOT_INHERITED = ("batch_timeout", "gpu_share", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "CUDA_VISIBLE_DEVICES")
+# CUDA_VISIBLE_DEVICES of a CPU variant: no device (an invalid index hides it and every one after it; not ""
+# which a platform may drop from envVars, so the variant would look stale every tick). A CPU variant of a GPU
+# function still runs the GPU image, often with every device visible (NVIDIA_VISIBLE_DEVICES=all, the
+# function's GPU profile), and a handler that moves its model to cuda when torch sees one ran on a device
+# the plan had not given it, its times filed under a CPU configuration.
+NO_GPU = "-1"
 
 
 # Longest function name: Kubernetes names the Deployment and Service after it (a DNS-1123 label).
@@ -83,6 +90,8 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
                 "gpu_share": f"{c.gpu:g}"})  # stated on CPU variants too: it tells a variant from the parent
     if c.gpu:
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(round(c.gpu * 100)))
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = NO_GPU
     labels = {k: v for k, v in (parent.get("labels") or {}).items() if not k.startswith(_NOT_COPIED)}
     labels.update({LABEL_PARENT: fn, LABEL_CONFIG: c.key, LABEL_NODE: node, LABEL_BATCH: str(c.batch),
                    LABEL_CPU: f"{c.cpu:g}", LABEL_GPU: f"{c.gpu:g}"})

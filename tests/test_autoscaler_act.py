@@ -194,6 +194,22 @@ def test_a_gpu_share_asks_kubernetes_for_its_units_of_a_sliced_device():
                                                 "n1", 0.1, True, 4)["limits"]
 
 
+def test_a_cpu_variant_of_a_gpu_function_sees_no_gpu_and_a_gpu_variant_the_platforms():
+    """The GPU image makes every device visible and a handler uses cuda when torch sees one: a CPU variant
+    ran on a device the plan had not given it. A parent's CUDA_VISIBLE_DEVICES reaches neither."""
+    from autoscaler.candidates import Candidate
+    from autoscaler.variants import variant_spec
+
+    gpu = Candidate(64, 0.5, 0.25, 0.02, 3000, 0, 0, 0.3, 2**30)
+    cpu = dataclasses.replace(gpu, gpu=0.0, key="")
+    parent = {"name": "f", "image": "img", "envVars": {"CUDA_VISIBLE_DEVICES": "0", "x": "1"},
+              "annotations": {"com.openfaas.profile": "gpu"}}
+    on_cpu = variant_spec(parent, "v", "f", cpu, "n1", 0.1, True, 4)["envVars"]
+    on_gpu = variant_spec(parent, "v", "f", gpu, "n1", 0.1, True, 4)["envVars"]
+    assert on_cpu["CUDA_VISIBLE_DEVICES"] == "-1" and on_cpu["x"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in on_gpu and on_gpu["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "25"
+
+
 def test_a_variant_asking_other_gpu_units_than_its_share_now_needs_is_updated():
     """Deployed when every share asked for one unit; with gpu_slices=4 a 0.5 share asks for two."""
     from autoscaler.act import _stale

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import requests
 import yaml
 
@@ -110,6 +111,26 @@ def test_the_resnet_example_tells_json_from_raw_bytes():
                           Request(short, {"Content-Type": "application/octet-stream"})])
     assert set(out[0]) == {"class", "score"} and set(out[1]) == {"class", "score"} and out[2] == out[1]
     assert "raw image must be 12288 bytes" in str(out[3])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("folder", ["functions/resnet", "templates/python3-torch-batch/function"])
+def test_the_gpu_examples_run_their_model_on_the_gpu(folder):
+    """docker/kubernetes/gpu-stack.yml serves functions/resnet on a GPU, the GPU template starts from the
+    skeleton: where torch sees a GPU both put the model there and answer from it."""
+    import torch
+
+    from batcher import Request
+    from watchdog.handler import load_handler
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    handler = load_handler(os.path.join(repo, folder))
+    assert handler.module.DEVICE == "cuda"
+    doc = {"pixels": [7] * (3 * 64 * 64)} if "resnet" in folder else {"features": [1.0] * 8}
+    out = handler.handle([Request(json.dumps(doc).encode(), {"Content-Type": "application/json"})] * 3)
+    assert all(set(o) == {"class", "score"} for o in out)
 
 
 # What the image gets besides the runtime's requirements: the Dockerfile installs torch first.

@@ -9,11 +9,14 @@ from batcher.handlers import map_valid, require
 from .model import CHANNELS, SIZE, build_model
 
 PIXELS = CHANNELS * SIZE * SIZE
+# The GPU when torch sees one (the python3-torch-batch-gpu image on a GPU share; a CPU variant is shown none),
+# else the CPU: docker/kubernetes/gpu-stack.yml serves this handler on a GPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load():
-    """Build the model once per process."""
-    return build_model()
+    """Build the model once per process, on DEVICE."""
+    return build_model().to(DEVICE)
 
 
 def _json(request) -> bool:
@@ -45,7 +48,7 @@ def handle_batch(model, requests):
     """Classify every valid image in one forward pass."""
     def run(images):
         with torch.inference_mode():
-            score, cls = model(torch.stack(images)).softmax(dim=1).max(dim=1)
+            score, cls = model(torch.stack(images).to(DEVICE)).softmax(dim=1).max(dim=1)
         return [{"class": c, "score": round(s, 6)} for c, s in zip(cls.tolist(), score.tolist())]
 
     return map_valid(requests, parse, run)

@@ -11,12 +11,14 @@ from torch import nn
 from batcher.handlers import float_row, join_rows, map_valid, require
 
 FEATURES = 8
+# The GPU when torch sees one (the python3-torch-batch-gpu image on a GPU share), else the CPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load():
-    """Build (or load from a file shipped with the function) the model once."""
+    """Build (or load from a file shipped with the function) the model once, on DEVICE."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    return nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, 3)).eval().to(DEVICE)
 
 
 def parse(request):
@@ -29,7 +31,7 @@ def handle_batch(model, requests):
     def run(rows):
         # One tensor for the whole batch, and plain Python numbers out: no torch call per request.
         with torch.inference_mode():
-            x = torch.frombuffer(join_rows(rows), dtype=torch.float32).view(len(rows), FEATURES)
+            x = torch.frombuffer(join_rows(rows), dtype=torch.float32).view(len(rows), FEATURES).to(DEVICE)
             score, cls = model(x).softmax(dim=1).max(dim=1)
         return [{"class": c, "score": s} for c, s in zip(cls.tolist(), score.tolist())]
 

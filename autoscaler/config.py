@@ -53,7 +53,8 @@ class AutoscalerConfig:
     cpu_steps: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     # GPU shares per instance considered (on nodes with GPUs); powers of two keep device packing exact.
     # Shares below 1 need gpu_slices > 1 (every step a whole number of units): e.g. gpu_slices=4 with
-    # gpu_steps=0.25,0.5,1 (what ``faas-infer up``, which shares devices with CUDA MPS, runs with).
+    # gpu_steps=0.25,0.5,1 (what ``faas-infer up`` runs with: CUDA MPS percentages, binding where an MPS
+    # daemon runs). With the device plugin's sharing.mps a pod may ask for one unit only: steps 1/gpu_slices.
     gpu_steps: tuple[float, ...] = (1.0,)
     # Schedulable nvidia.com/gpu units per physical GPU (Kubernetes): the NVIDIA device plugin's sharing
     # ``replicas`` (MPS or time-slicing); a variant with share g asks for g * gpu_slices units. 1 is the

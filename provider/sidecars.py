@@ -45,7 +45,9 @@ def autoscaler(python: str, gateway_url: str, redis_url: str, secret_mount_path:
     env = {"gateway_url": gateway_url, "redis_url": redis_url, "secret_mount_path": secret_mount_path,
            "prometheus_url": prometheus_url, "metrics_port": str(metrics_port), "metrics_bind": "127.0.0.1",
            "profile_db": profile_db,
-           # GPU shares on this machine are CUDA MPS percentages (no Kubernetes units to ask for)
+           # GPU shares on this machine are CUDA MPS percentages (no Kubernetes units to ask for); they bind
+           # only where an MPS control daemon runs (`nvidia-cuda-mps-control -d`, not started here), else the
+           # processes time-slice the device. No instance is given a device: all use the first visible GPU
            "gpu_slices": "4", "gpu_steps": "0.25,0.5,1"}
     url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
     return Sidecar("autoscaler", (python, "-m", "autoscaler"), {k: v for k, v in env.items() if v}, url)

@@ -31,6 +31,19 @@ def local_node(reserve_cpu: float = 0.0) -> Node:
     return Node(socket.gethostname(), cpu, int(psutil.virtual_memory().total), gpus)
 
 
+def _gpus(value: object) -> int:
+    """Whole GPU devices: an int or integral number >= 0 (``int()`` made 0.5 no GPU and kept -1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"gpus={value!r}: must be a whole number of devices >= 0")
+    try:
+        count = float(value)
+    except ValueError:
+        count = -1.0
+    if not count >= 0 or count != int(count):
+        raise ValueError(f"gpus={value!r}: must be a whole number of devices >= 0")
+    return int(count)
+
+
 def load_nodes(path: str) -> tuple[Node, ...]:
     """Nodes from a YAML or JSON list of {name, cpu, memory, gpus, labels}; errors name the entry."""
     with open(path, encoding="utf-8") as f:
@@ -42,7 +55,7 @@ def load_nodes(path: str) -> tuple[Node, ...]:
     for i, entry in enumerate(doc or []):
         try:
             nodes.append(Node(str(entry["name"]), parse_cpu(entry["cpu"]), parse_memory(entry["memory"]),
-                              int(entry.get("gpus", 0)), {str(k): str(v) for k, v in (entry.get("labels") or {}).items()}))
+                              _gpus(entry.get("gpus", 0)), {str(k): str(v) for k, v in (entry.get("labels") or {}).items()}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: node #{i}: {exc} (needs name, cpu, memory; gpus and labels optional)") from None
     return tuple(nodes)

@@ -20,6 +20,8 @@ import numpy as np
 from fsd.errors import ConfigError
 
 _BIAS = {1024: -0.3, 4096: -0.35, 16384: -0.4, 65536: -0.45}
+# Largest ymax: activations are float32, and a ceiling past its largest value (inf) lets them overflow.
+YMAX_LIMIT = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class ModelSpec:
                   f"must be < neurons/2 (neurons={self.neurons})"),
                  (0.0 <= self.long_range <= 1.0, "long_range", self.long_range, "must be in [0, 1]"),
                  (0.0 <= self.weight_jitter < 1.0, "weight_jitter", self.weight_jitter, "must be in [0, 1)"),
-                 (self.ymax > 0, "ymax", self.ymax, "must be a number > 0")]
+                 (0 < self.ymax <= YMAX_LIMIT, "ymax", self.ymax, f"must be a number in (0, {YMAX_LIMIT:g}]")]
         for ok, key, value, rule in rules:
             if not ok:
                 raise ConfigError(f"{key}={value}: {rule}")

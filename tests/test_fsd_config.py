@@ -34,8 +34,12 @@ def test_from_env_reads_every_knob():
     ({"FSD_MODEL": "neurons=10"}, "FSD_MODEL='neurons=10': window=16: must be < neurons/2 (neurons=10)"),
     ({"FSD_MODEL": "neurons=64,connections=0"}, "FSD_MODEL='neurons=64,connections=0': connections=0: must be 1..2"),
     # ymax=nan answered every request with NaN outputs (not JSON), ymax=-1 with -1 everywhere
-    ({"FSD_MODEL": "neurons=64,ymax=nan"}, "FSD_MODEL='neurons=64,ymax=nan': ymax=nan: must be a number > 0"),
-    ({"FSD_MODEL": "neurons=64,ymax=-1"}, "FSD_MODEL='neurons=64,ymax=-1': ymax=-1.0: must be a number > 0"),
+    ({"FSD_MODEL": "neurons=64,ymax=nan"}, "FSD_MODEL='neurons=64,ymax=nan': ymax=nan: must be a number in (0, "),
+    ({"FSD_MODEL": "neurons=64,ymax=-1"}, "FSD_MODEL='neurons=64,ymax=-1': ymax=-1.0: must be a number in (0, "),
+    # inf (or past float32's largest) let activations overflow: an input of 3e38 answered 500, not JSON
+    ({"FSD_MODEL": "neurons=64,ymax=inf"}, "FSD_MODEL='neurons=64,ymax=inf': ymax=inf: must be a number in (0, "
+                                           "3.40282e+38]"),
+    ({"FSD_MODEL": "neurons=64,ymax=1e39"}, "ymax=1e+39: must be a number in (0, 3.40282e+38]"),
     ({"FSD_PRICES": '{"gb_second": -1}'}, "FSD_PRICES='{\"gb_second\": -1}': gb_second=-1 must be a number >= 0"),
     ({"FSD_PRICES": '{"s3_get": NaN}'}, "FSD_PRICES='{\"s3_get\": NaN}': s3_get=nan must be a number >= 0"),
     ({"FSD_PRICES": '{"s3_get": true}'}, "FSD_PRICES='{\"s3_get\": true}': s3_get=True must be a number >= 0"),

@@ -6,6 +6,7 @@ derive the same model, partition and schedules.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -68,6 +69,9 @@ class FsdConfig:
               f"must be one of {', '.join(PARTITIONERS)}")
         _rule(0 < self.timeout <= MAX_TIMEOUT, "FSD_TIMEOUT", self.timeout,
               f"must be a number of seconds in (0, {MAX_TIMEOUT:g}]")
+        for key, mb in (("FSD_COORDINATOR_MEMORY_MB", self.memory.coordinator),
+                        ("FSD_WORKER_MEMORY_MB", self.memory.worker)):  # nan made every job's cost not JSON: 500
+            _rule(0 < mb < math.inf, key, mb, "must be a number of MB > 0")
         _rule(self.max_message_bytes >= 1024, "FSD_MAX_MESSAGE_BYTES", self.max_message_bytes, "must be >= 1024")
         _rule(self.channel != "redis" or bool(self.redis_url), "FSD_REDIS_URL", self.redis_url,
               "must be set when FSD_CHANNEL=redis")

@@ -40,6 +40,10 @@ def test_from_env_reads_every_knob():
     ({"FSD_MODEL": "neurons=64,ymax=inf"}, "FSD_MODEL='neurons=64,ymax=inf': ymax=inf: must be a number in (0, "
                                            "3.40282e+38]"),
     ({"FSD_MODEL": "neurons=64,ymax=1e39"}, "ymax=1e+39: must be a number in (0, 3.40282e+38]"),
+    # a memory of nan answered every job 500 (its cost is not JSON); a negative one billed negative costs
+    ({"FSD_COORDINATOR_MEMORY_MB": "nan"}, "FSD_COORDINATOR_MEMORY_MB=nan: must be a number of MB > 0"),
+    ({"FSD_WORKER_MEMORY_MB": "-512"}, "FSD_WORKER_MEMORY_MB=-512.0: must be a number of MB > 0"),
+    ({"FSD_WORKER_MEMORY_MB": "inf"}, "FSD_WORKER_MEMORY_MB=inf: must be a number of MB > 0"),
     ({"FSD_PRICES": '{"gb_second": -1}'}, "FSD_PRICES='{\"gb_second\": -1}': gb_second=-1 must be a number >= 0"),
     ({"FSD_PRICES": '{"s3_get": NaN}'}, "FSD_PRICES='{\"s3_get\": NaN}': s3_get=nan must be a number >= 0"),
     ({"FSD_PRICES": '{"s3_get": true}'}, "FSD_PRICES='{\"s3_get\": true}': s3_get=True must be a number >= 0"),

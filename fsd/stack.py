@@ -15,12 +15,12 @@ passes the gateway and Redis it deploys to.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import replace
 
 from faas_infer.stack import LABEL_SCALE_MAX, LABEL_SCALE_MIN, Stack, StackError, StackFunction
 from faas_infer.units import format_duration
+from fsd.config import MAX_TIMEOUT
 from fsd.invoke import HTTP_GRACE
 from watchdog.config import WatchdogConfig
 
@@ -93,9 +93,10 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
 
 
 def _fsd_timeout(raw: str) -> float | None:
-    """FSD_TIMEOUT in seconds, None when it is not a number > 0."""
+    """FSD_TIMEOUT in seconds, None when the handlers refuse it (not a number in (0, MAX_TIMEOUT]): a
+    watchdog limit made from 1e6 read '1e+06s', and the deploy was refused naming write_timeout instead."""
     try:
         value = float(raw)
     except ValueError:
         return None
-    return value if 0 < value < math.inf else None
+    return value if 0 < value <= MAX_TIMEOUT else None

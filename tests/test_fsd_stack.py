@@ -70,3 +70,14 @@ def test_every_rank_may_run_as_long_as_fsd_timeout_allows():
     kept = expand_partitioned(stack_with("workers=2", {"FSD_TIMEOUT": "60", "exec_timeout": "2m"}), "http://gw")
     assert kept.functions["sparse"].environment["exec_timeout"] == "2m"
     assert kept.functions["sparse"].environment["write_timeout"] == "66s"
+
+
+@pytest.mark.parametrize("timeout", ["1000000", "86401", "60s", "inf", "0"])
+def test_an_fsd_timeout_the_handlers_refuse_sets_no_watchdog_limit(timeout):
+    # FSD_TIMEOUT=1e6 gave every rank write_timeout '1e+06s', which the watchdog cannot read: the deploy was
+    # refused naming write_timeout, a key the stack never set, instead of the handlers naming FSD_TIMEOUT.
+    out = expand_partitioned(stack_with("workers=2", {"FSD_TIMEOUT": timeout}), "http://gw").functions
+    for name in ("sparse", "sparse-worker-0"):
+        assert "write_timeout" not in out[name].environment and "exec_timeout" not in out[name].environment
+    most = expand_partitioned(stack_with("workers=2", {"FSD_TIMEOUT": "86400"}), "http://gw").functions
+    assert most["sparse-worker-0"].environment["write_timeout"] == "86403s"

@@ -19,7 +19,8 @@ The function's own keys (queue, arrivals, refused, stats) expire an hour after i
     fi:{fn}:stats                   hash  counters: served, expired, reclaimed, dropped, refused
     fi:{fn}:given-back              set   tokens of requests given back once from a dead instance (expires)
     fi:inbox:{inst}                 list  responses for requests that arrived at instance ``inst``
-    fi:functions                    set   names of functions that have used the shared queue
+    fi:functions                    set   names of functions with an instance on the shared queue (a heartbeat
+                                          adds the name; the last instance to leave removes it)
 """
 
 from __future__ import annotations

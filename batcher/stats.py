@@ -143,7 +143,7 @@ def arrival_rates(counts: Mapping[int, int], now: float, windows: tuple[int, ...
 
 
 def list_functions(client: Any) -> list[str]:
-    """Names of the functions that have used the shared queue."""
+    """Names of the functions with an instance on the shared queue (not those whose last instance left)."""
     return sorted(_text(name) for name in client.smembers(keys.functions()))
 
 

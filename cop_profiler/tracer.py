@@ -7,6 +7,7 @@ signature (type, parameters, per-item input shapes) plus a template that rebuild
 
 from __future__ import annotations
 
+import inspect
 import logging
 import types
 from dataclasses import dataclass
@@ -91,16 +92,34 @@ def _setting(value: object) -> str | None:
     return None
 
 
+def _shows_no_settings(cls: type) -> bool:
+    """True when no class of ``cls`` below torch.nn.Module defines ``extra_repr``: its repr cannot show a
+    setting. ReLU defines one that is empty by default ("inplace=True" only when set): its text says it all."""
+    return all("extra_repr" not in vars(k) for k in cls.__mro__ if k is not torch.nn.Module)
+
+
+def _constructor_args(cls: type) -> frozenset[str]:
+    """Names of the parameters of ``cls.__init__`` (empty when they cannot be read)."""
+    try:
+        return frozenset(inspect.signature(cls.__init__).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
 def _hidden_settings(module: torch.nn.Module) -> str:
-    """The settings of a module and its children whose repr shows none (``extra_repr`` empty): the repr of
-    MultiheadAttention names only its out_proj, so 4 and 8 heads (the softmax runs over heads x tokens^2:
-    4.6 against 7.9 ms here at 64 dims, 128 tokens, batch 8) were one operator, as were a
-    TransformerEncoderLayer's norm_first and activation. Modules whose repr says something keep their text."""
+    """The settings of a module and its children whose repr shows none (no ``extra_repr`` of their own): the
+    repr of MultiheadAttention names only its out_proj, so 4 and 8 heads (the softmax runs over heads x
+    tokens^2: 4.6 against 7.9 ms here at 64 dims, 128 tokens, batch 8) were one operator, as were a
+    TransformerEncoderLayer's norm_first and activation. Modules whose repr says something keep their text
+    (an empty ``extra_repr`` of their own, as ReLU's, says the defaults). Settings are the attributes named as
+    the constructor's arguments: what else a module holds may be the instance's own (a ``name`` or
+    ``layer_idx`` set for hooks made each of 3 identical layers an operator of its own)."""
     parts = []
     for name, sub in module.named_modules():
-        if sub.extra_repr():
+        if not _shows_no_settings(type(sub)):
             continue
-        found = sorted((k, _setting(v)) for k, v in vars(sub).items() if not k.startswith("_") and k != "training")
+        args = _constructor_args(type(sub))
+        found = sorted((k, _setting(v)) for k, v in vars(sub).items() if k in args and not k.startswith("_"))
         fields = ",".join(f"{k}={text}" for k, text in found if text is not None)
         if fields:
             parts.append(f"{name or 'self'}:{fields}")

@@ -270,3 +270,29 @@ def test_a_tensor_method_is_one_operator_whichever_way_its_model_was_traced():
     assert all(not i.spec.signature.startswith("function:.") for i in recorded.instances.values())
     mean = next(i for i in recorded.instances.values() if i.spec.name == "mean")
     assert mean.kind == "method" and mean.binder(4)(4)().shape == (4, 1)  # runs alone, as fx's method call
+
+
+def test_a_signature_takes_only_the_settings_a_repr_cannot_show():
+    # ReLU's repr shows its one setting when set ("inplace=True"): its text is as before the settings went in,
+    # so a DB's timings of it still serve (a ReLU profiled before was timed again under a new key)
+    assert _module_text(nn.ReLU()) == "torch.nn.modules.activation.ReLU()"
+    assert _module_text(nn.SiLU()) == "torch.nn.modules.activation.SiLU()"
+    assert _module_text(nn.Hardswish()) != _module_text(nn.Hardswish(inplace=True))  # its repr shows neither
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True) for _ in range(3))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    torch.manual_seed(0)
+    model = Encoder()
+    for i, (name, sub) in enumerate(model.named_modules()):
+        sub.name, sub.layer_idx = name, i  # set for hooks and logs: the instance's own, not a setting
+    traced = trace(model, lambda b: torch.randn(b, 10, 32))
+    assert [i.spec.name for i in traced.instances.values()] == ["TransformerEncoderLayer"]
+    assert "num_heads=4" in next(iter(traced.instances.values())).spec.signature

@@ -31,7 +31,7 @@ from cop_profiler.recorder import call_args
 from cop_profiler.reuse import NEAR, near
 from cop_profiler.sampling import SamplingRule, needed
 from cop_profiler.timer import Measurement, TimingPolicy, implausible, measure, plausible_bound, quieter
-from cop_profiler.tracer import OpInstance, TracedModel, split_copies, with_copies
+from cop_profiler.tracer import OpInstance, TracedModel, check_example, split_copies, with_copies
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,8 @@ def warm_weights(model: torch.nn.Module, example: Callable[[int], object], confi
     torch.set_num_threads(threads)
     target = _on(model, device)
     batch = max(config.batches)
-    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(batch)))
+    given = call_args(check_example(example, batch))
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in given)
     with torch.inference_mode(), _model_runs(batch, threads, device):
         target(*args)
         sync = _sync(device)
@@ -324,7 +325,9 @@ def measure_model(model: torch.nn.Module, example: Callable[[int], object], batc
     """Whole-model latency at one configuration (the calibration's and the benchmark's reference); ``model``
     must already be on ``device`` (only the inputs are moved)."""
     torch.set_num_threads(threads)
-    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in call_args(example(batch)))
+    # an example_input failing at a batch no earlier run asked of it (predict --plot's) is a TraceError too
+    given = call_args(check_example(example, batch))
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in given)
     with torch.inference_mode(), _model_runs(batch, threads, device):
         m = measure(lambda: model(*args), policy, sync=_sync(device))
         for _ in range(retries):

@@ -45,6 +45,11 @@ def large_batch_fails():
 
 def plot_batch_fails():
     return Picky(lambda b: b != 5), lambda b: torch.randn(b, 16)
+
+POOL = torch.randn(4, 16)
+
+def pool_of_four():
+    return nn.Linear(16, 4).eval(), lambda b: POOL[torch.arange(b)]
 '''
 
 FAST = ["--batches", "1,2,4", "--threads", "1", "--blocks", "3", "--quiet"]
@@ -158,6 +163,12 @@ def test_a_model_raising_at_some_batch_size_is_a_one_line_error(workdir, tmp_pat
     capsys.readouterr()
     assert "batch 5" in error(["predict", f"{workdir}:plot_batch_fails", "--db", db, "--plot",
                                str(tmp_path / "p.png"), "--plot-batches", "1,5"])
+    # an example_input that cannot make a plot's batch (a pool of four samples, indexed past its end at 8)
+    # went up as a traceback: the profile checks only its own largest batch
+    assert main(["profile", f"{workdir}:pool_of_four", "--db", db, *FAST]) == 0
+    capsys.readouterr()
+    assert "IndexError" in error(["predict", f"{workdir}:pool_of_four", "--db", db, "--plot",
+                                  str(tmp_path / "q.png"), "--plot-batches", "1,8"])
 
 
 def test_a_model_profiled_from_two_projects_folders_of_one_name_is_each_its_own(tmp_path, monkeypatch, capsys):

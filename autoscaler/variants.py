@@ -181,7 +181,8 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str, gpu_
 
 def parent_gpu(status: Mapping[str, Any], gpu_slices: int = 1) -> float | None:
     """GPU devices of the user's own deployment: its ``nvidia.com/gpu`` limit over the units per device
-    (``gpu_slices``); 0 when nothing says it has one;
+    (``gpu_slices``), else the ``gpu_share`` it states (its instances report it, and observe files their times
+    under it); 0 when nothing says it has one;
     None when it may run on one without saying how much (a GPU profile, or a constraint on ``nvidia.com/gpu``
     as in docker/kubernetes/gpu-stack.yml, where faas-cli dropped the limit)."""
     try:
@@ -190,6 +191,13 @@ def parent_gpu(status: Mapping[str, Any], gpu_slices: int = 1) -> float | None:
         return None
     if devices > 0:
         return devices / gpu_slices
+    stated = str((status.get("envVars") or {}).get("gpu_share") or "").strip()
+    try:
+        share = float(stated) if stated else math.nan
+    except ValueError:
+        share = math.nan
+    if 0 <= share <= 1:  # as the watchdog accepts it
+        return share
     profiles = str((status.get("annotations") or {}).get(ANNOTATION_PROFILE, ""))
     hinted = "gpu" in profiles.lower() or any(LIMIT_GPU in str(c) for c in status.get("constraints") or [])
     return None if hinted else 0.0

@@ -207,3 +207,27 @@ def test_a_gpu_parent_that_sets_only_cpu_limit_is_filed_under_its_gpu_and_a_cpu_
             queue.leave()
     assert sorted((m.cpu, m.gpu, m.seconds) for m in snap.functions[0].measured) == [(1.0, 0.0, 0.02),
                                                                                        (2.0, 1.0, 0.002)]
+
+
+def test_a_gpu_parent_that_states_its_gpu_share_is_one_configuration(redis_client, redis_server):
+    """A GPU-profile deployment without a GPU limit (faas-cli drops it) is told to say how much with gpu_share
+    (the dropped-times problem says so). Its times went under (2 cores, 1 GPU) while its own configuration
+    stayed (2 cores, no GPU): decide priced the parent at the CPU's speed and left its GPU free on the node."""
+    from batcher.redis_queue import RedisBatchQueue
+    from watchdog.config import WatchdogConfig
+
+    parent = {"name": "g", "annotations": {**SLO, "com.openfaas.profile": "gpu"}, "limits": {"cpu": "2"},
+              "constraints": ["nvidia.com/gpu.present == true"], "envVars": {"gpu_share": "1", "max_batch_size": "8"}}
+    config = WatchdogConfig.from_env({**parent["envVars"], "batch_backend": "redis", "redis_url": redis_server.url,
+                                      "function_name": "g", "instance_id": "p"})
+    queue = RedisBatchQueue.from_config(config)
+    try:
+        queue.watch_exec(lambda: {8: 0.002})
+        wait_until(lambda: any(i.exec_seconds for i in stats.read_function_stats(redis_client, "g", time.time()).instances),
+                   5, what="the parent's heartbeat")
+        stock = AutoscalerConfig(gpu_slices=1, gpu_steps=(1.0,))
+        fs, = Observer(stock, Listing([parent]), redis_client, lambda: NODES).snapshot(0.0, time.time()).functions
+    finally:
+        queue.leave()
+    own = next(v for v in fs.variants if v.pinned)
+    assert [(m.cpu, m.gpu) for m in fs.measured] == [(own.cpu, own.gpu)] == [(2.0, 1.0)]

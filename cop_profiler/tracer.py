@@ -112,15 +112,18 @@ def _hidden_settings(module: torch.nn.Module) -> str:
     tokens^2: 4.6 against 7.9 ms here at 64 dims, 128 tokens, batch 8) were one operator, as were a
     TransformerEncoderLayer's norm_first and activation. Modules whose repr says something keep their text
     (an empty ``extra_repr`` of their own, as ReLU's, says the defaults). Settings are the attributes named as
-    the constructor's arguments: what else a module holds may be the instance's own (a ``name`` or
-    ``layer_idx`` set for hooks made each of 3 identical layers an operator of its own)."""
+    the constructor's arguments, and which parameters it holds (``add_bias_kv`` is stored as parameters): what
+    else a module holds may be the instance's own (a ``name`` or ``layer_idx`` set for hooks made each of 3
+    identical layers an operator of its own)."""
     parts = []
     for name, sub in module.named_modules():
         if not _shows_no_settings(type(sub)):
             continue
         args = _constructor_args(type(sub))
         found = sorted((k, _setting(v)) for k, v in vars(sub).items() if k in args and not k.startswith("_"))
-        fields = ",".join(f"{k}={text}" for k, text in found if text is not None)
+        held = "+".join(sorted(n for n, _ in sub.named_parameters(recurse=False)))  # add_bias_kv: bias_k, bias_v
+        fields = ",".join([f"{k}={text}" for k, text in found if text is not None]
+                          + ([f"params={held}"] if held else []))
         if fields:
             parts.append(f"{name or 'self'}:{fields}")
     return "{" + " ".join(parts) + "}" if parts else ""

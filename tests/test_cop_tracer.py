@@ -278,6 +278,8 @@ def test_a_signature_takes_only_the_settings_a_repr_cannot_show():
     assert _module_text(nn.ReLU()) == "torch.nn.modules.activation.ReLU()"
     assert _module_text(nn.SiLU()) == "torch.nn.modules.activation.SiLU()"
     assert _module_text(nn.Hardswish()) != _module_text(nn.Hardswish(inplace=True))  # its repr shows neither
+    # add_bias_kv is no attribute of its own: MultiheadAttention holds it as the parameters bias_k and bias_v
+    assert _module_text(nn.MultiheadAttention(32, 4)) != _module_text(nn.MultiheadAttention(32, 4, add_bias_kv=True))
 
     class Encoder(nn.Module):
         def __init__(self) -> None:

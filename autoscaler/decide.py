@@ -14,7 +14,10 @@ Its cost, weighted resources, does not depend on which node an instance lands on
    Exact (fewest nodes opened, running instances left in place) when groups x nodes is small
    (``placement_ilp_max_vars``); best-fit decreasing otherwise, which is what a large cluster of
    fractional-core instances on whole nodes needs: instances are small against nodes, so packing loses
-   little, and it runs in milliseconds at 10k instances on 1,000 nodes.
+   little, and it runs in milliseconds at 10k instances on 1,000 nodes. A function whose ``constraints``
+   confine it to some nodes (``constraints.eligible``, by the nodes' labels) is offered the configurations
+   those nodes can hold, is selected against their capacity as well (``selection.Pool``), and is placed
+   on them only.
 3. *Guard rails* (``guards``): demand and measured execution times held over ``scale_down_delay`` (the
    highest of each), running instances priced ``switch_margin`` lower (a configuration is swapped only for
    a real saving), instance bounds with keep-warm, step limits, and additions deferred where the stepped
@@ -35,12 +38,13 @@ from typing import Callable
 
 from autoscaler.candidates import Candidate, config_key, enumerate_candidates, smallest
 from autoscaler.config import AutoscalerConfig
+from autoscaler.constraints import eligible
 from autoscaler.greedy import pack_best_fit, select_greedy
 from autoscaler.guards import held_demand, held_measurements, instance_bounds, limit_steps
 from autoscaler.ilp import Group, solve_placement, solve_selection
 from autoscaler.plan import FunctionPlan, GuardMemory, Plan, Target
 from autoscaler.predictor import Corrected, ExecPredictor
-from autoscaler.selection import FunctionDemand, Selection, SelectionProblem, lower_bound
+from autoscaler.selection import FunctionDemand, Pool, Selection, SelectionProblem, lower_bound
 from autoscaler.snapshot import FunctionState, Snapshot, Variant
 from autoscaler.variants import variant_age
 
@@ -119,6 +123,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     demands: list[FunctionDemand] = []
     context: dict[str, tuple[FunctionState, float, float, dict[tuple[str, str], int]]] = {}
     shapes = sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes})
+    remarks: list[str] = []  # said with the plan's reason
     default_node = snapshot.nodes[0].name if len(snapshot.nodes) == 1 else ""
     for orphan in snapshot.orphans:  # until act deletes them
         _use(fixed, orphan.variant.node or default_node, orphan.variant, orphan.variant.replicas)
@@ -136,10 +141,18 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         timings[fs.name], measured = held_measurements(timings.get(fs.name, ()), now, fs.measured,
                                                        config.scale_down_delay)
         pred = Corrected(predictor, {model: measured}) if measured else predictor
+        allowed, notes = eligible(fs.spec.get("constraints") or (), snapshot.nodes)
+        remarks.extend(f"{fs.name}: {note}" for note in notes)
+        if allowed is not None and not allowed:
+            kept.append(_unchanged(fs, f"no node satisfies its constraints {list(fs.spec.get('constraints') or ())}"))
+            _use_all(fixed, fs, default_node)
+            continue
+        own = shapes if allowed is None else sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes
+                                                     if n.name in allowed})
         cands = enumerate_candidates(model, fs.slo, fs.memory, pred, config.batch_sizes, config.cpu_steps,
-                                     config.gpu_steps, config.beta, shapes)
+                                     config.gpu_steps, config.beta, own)
         if not cands:
-            kept.append(_unchanged(fs, _infeasible(fs, model, pred, config, shapes)))
+            kept.append(_unchanged(fs, _infeasible(fs, model, pred, config, own)))
             _use_all(fixed, fs, default_node)
             continue
         pinned_cap, pinned_n = 0.0, 0
@@ -158,7 +171,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         variant_demand = max(0.0, held - pinned_cap / (1.0 + config.headroom)) if high else 0.0
         current = _current(fs, default_node)
         demands.append(FunctionDemand(fs.name, tuple(cands), variant_demand, max(0, low - pinned_n),
-                                      max(0, high - pinned_n), _running_counts(current)))
+                                      max(0, high - pinned_n), _running_counts(current), allowed))
         context[fs.name] = (fs, held, pinned_cap, current)
     fixed.settle(snapshot.nodes)
     held = fixed.nodes
@@ -166,7 +179,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
              for n in snapshot.nodes]
     problem = SelectionProblem(tuple(demands), sum(max(0.0, n[1]) for n in nodes),
                                sum(max(0.0, n[2]) for n in nodes), sum(max(0.0, n[3]) for n in nodes),
-                               config.headroom, config.switch_margin)
+                               config.headroom, config.switch_margin, _pools(demands, nodes))
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
     plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
@@ -175,7 +188,8 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                                                 for f in problem.functions)
     bound = max(lower_bound(problem), selection.bound) if complete else 0.0
     cost = sum(p.cost for p in plans if not p.unchanged)
-    return Plan(True, f"{len(demands)} functions planned, {len(kept)} left as they run", now, tuple(plans),
+    reason = "; ".join([f"{len(demands)} functions planned, {len(kept)} left as they run", *remarks])
+    return Plan(True, reason, now, tuple(plans),
                 selection.solver, selection.status, placement, cost, bound, selection.cost,
                 GuardMemory(dict(history), timings, factors, unready))
 
@@ -276,6 +290,18 @@ def _select(problem: SelectionProblem, config: AutoscalerConfig) -> Selection:
                      0.0, "greedy")
 
 
+def _pools(demands: list[FunctionDemand], nodes: list[tuple[str, float, float, float]]) -> tuple[Pool, ...]:
+    """A pool per distinct set of nodes some function is confined to, holding every function confined
+    within it, with the free resources of those nodes."""
+    pools = []
+    for subset in sorted({f.nodes for f in demands if f.nodes is not None}, key=sorted):
+        free = [n for n in nodes if n[0] in subset]
+        held = frozenset(f.name for f in demands if f.nodes is not None and f.nodes <= subset)
+        pools.append(Pool(",".join(sorted(subset)), sum(max(0.0, n[1]) for n in free),
+                          sum(max(0.0, n[2]) for n in free), sum(max(0.0, n[3]) for n in free), held))
+    return tuple(pools)
+
+
 def _place(problem, selection, context, nodes, config):
     groups = []
     for f in problem.functions:
@@ -284,7 +310,7 @@ def _place(problem, selection, context, nodes, config):
         for key, n in sorted(selection.counts.get(f.name, {}).items()):
             c = by_key[key]
             here = tuple((node, m) for (k, node), m in sorted(current.items()) if k == key)
-            groups.append(Group(f.name, key, n, c.cpu, c.gpu, c.memory, here))
+            groups.append(Group(f.name, key, n, c.cpu, c.gpu, c.memory, here, f.nodes))
     free = [n for n in nodes if n[1] > 0]
     if config.solver != "greedy" and groups and len(groups) * len(free) <= config.placement_ilp_max_vars:
         exact = solve_placement(groups, free, config.solver, config.solver_time_limit)

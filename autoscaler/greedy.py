@@ -25,20 +25,21 @@ from autoscaler.selection import Selection, SelectionProblem, selection_cost
 class _Buyer:
     """One function's purchases so far and what it still needs."""
 
-    def __init__(self, f, cover: float, pool: list[float]) -> None:
-        self.f, self.remaining, self.fill_left, self.pool = f, cover, f.demand, pool
+    def __init__(self, f, cover: float, pools: list[list[float]]) -> None:
+        """``pools``: the [cpu, gpu, memory] left in every pool ``f`` draws from (shared with other buyers)."""
+        self.f, self.remaining, self.fill_left, self.pools = f, cover, f.demand, pools
         self.chosen: dict[str, int] = {}
         self.total = 0
 
     def affordable(self, c, n: int) -> int:
         """How many of ``c`` (at most ``n``) the bounds, the fill rule and the pooled resources allow."""
-        cpu_left, gpu_left, mem_left = self.pool
         n = min(n, self.f.max_count - self.total)
         if c.r_min > 0:
             n = min(n, math.floor((self.fill_left + 1e-9) / c.r_min))
-        n = min(n, math.floor((cpu_left + 1e-9) / c.cpu), math.floor((mem_left + 1e-9) / c.memory))
-        if c.gpu:
-            n = min(n, math.floor((gpu_left + 1e-9) / c.gpu))
+        for cpu_left, gpu_left, mem_left in self.pools:
+            n = min(n, math.floor((cpu_left + 1e-9) / c.cpu), math.floor((mem_left + 1e-9) / c.memory))
+            if c.gpu:
+                n = min(n, math.floor((gpu_left + 1e-9) / c.gpu))
         return max(n, 0)
 
     def _options(self) -> list:
@@ -69,9 +70,10 @@ class _Buyer:
         self.total += n
         self.remaining -= n * c.r_max
         self.fill_left -= n * c.r_min
-        self.pool[0] -= n * c.cpu
-        self.pool[1] -= n * c.gpu
-        self.pool[2] -= n * c.memory
+        for pool in self.pools:
+            pool[0] -= n * c.cpu
+            pool[1] -= n * c.gpu
+            pool[2] -= n * c.memory
 
 
 def select_greedy(problem: SelectionProblem) -> Selection:
@@ -83,8 +85,10 @@ def select_greedy(problem: SelectionProblem) -> Selection:
     listed spend a contended node on its dear requests (one 2-CPU node: a ResNet served 401/s and an MLP at
     20,000/s none; the ILP served the MLP in full). The ILP weighs each function's shortfall by its own
     penalty, so under contention the two can still split a pool differently."""
-    pool = [problem.cpu, problem.gpu, problem.memory]
-    buyers = [_Buyer(f, problem.cover(f), pool) for f in problem.functions if f.candidates]
+    every = [problem.cpu, problem.gpu, problem.memory]
+    subsets = [(p.functions, [p.cpu, p.gpu, p.memory]) for p in problem.pools]
+    buyers = [_Buyer(f, problem.cover(f), [every, *(left for names, left in subsets if f.name in names)])
+              for f in problem.functions if f.candidates]
     heap = [(step[0], i) for i, b in enumerate(buyers) if (step := b.for_demand()) is not None]
     heapq.heapify(heap)
     while heap:
@@ -151,7 +155,8 @@ def pack_best_fit(groups: list[Group], nodes: list[tuple[str, float, float, floa
 
     def fits(g: Group, b: _Bin) -> bool:
         return (b.cpu >= g.cpu - 1e-9 and b.memory >= g.memory - 1e-9
-                and (not g.gpu or any(d >= g.gpu - 1e-9 for d in b.devices)))
+                and (not g.gpu or any(d >= g.gpu - 1e-9 for d in b.devices))
+                and (g.nodes is None or b.name in g.nodes))
 
     todo = sorted(groups, key=lambda g: (-g.gpu, -g.cpu, -g.memory))
     left = {id(g): g.count for g in todo}

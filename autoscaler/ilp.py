@@ -35,6 +35,8 @@ class Group:
     memory: float
     # {node: instances of this group running there now}
     current: tuple[tuple[str, int], ...] = ()
+    # Nodes its instances may use (the function's constraints); None: any.
+    nodes: frozenset[str] | None = None
 
 
 def _name(text: str) -> str:
@@ -129,6 +131,14 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
     prob += pulp.LpAffineExpression(pool_mem) <= problem.memory / 1e9, "pool_memory"
     if pool_gpu:
         prob += pulp.LpAffineExpression(pool_gpu) <= problem.gpu, "pool_gpu"
+    for p_i, pool in enumerate(problem.pools):
+        held = {var for (i, _), var in variables.items() if problem.functions[i].name in pool.functions}
+        tag = f"{p_i}_{_name(pool.name)}"
+        for kind, terms, capacity in (("cpu", pool_cpu, pool.cpu), ("memory", pool_mem, pool.memory / 1e9),
+                                      ("gpu", pool_gpu, pool.gpu)):
+            mine = {var: amount for var, amount in terms.items() if var in held}
+            if mine:
+                prob += pulp.LpAffineExpression(mine) <= capacity, f"pool_{kind}_{tag}"
     try:
         prob.solve(_solver(pulp, solver, time_limit, gap))
     except pulp.PulpSolverError as exc:
@@ -171,7 +181,7 @@ def solve_placement(groups: list[Group], nodes: list[tuple[str, float, float, fl
         current = dict(g.current)
         row: dict = {}
         for j, (name, cpu, gpus, memory) in enumerate(nodes):
-            if g.cpu > cpu or g.gpu > gpus or g.memory > memory:
+            if g.cpu > cpu or g.gpu > gpus or g.memory > memory or (g.nodes is not None and name not in g.nodes):
                 continue
             var = prob.add_variable(f"y_{g_i}_{j}", 0, g.count, cat=pulp.LpInteger)
             y[(g_i, name)] = var

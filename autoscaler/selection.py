@@ -14,6 +14,8 @@ Per function f with candidates k (instances n_fk, integer):
                (below_f priced far above any instance, below unserved demand: the minimum is kept unless
                the pool cannot hold it beside the demand)
     pool:      sum cpu_k n_fk <= CPU, likewise GPU and memory
+    pool_P:    the same over the functions confined to a subset P of the nodes, against P's capacity
+               (exact for nested subsets, such as GPU nodes within all nodes; necessary otherwise)
 """
 
 from __future__ import annotations
@@ -38,6 +40,21 @@ class FunctionDemand:
     # priced ``SelectionProblem.stickiness`` lower, so that noise does not churn (and an extra instance of
     # a running configuration costs what a new one of another does).
     current: tuple[tuple[str, int], ...] = ()
+    # Nodes its instances may run on (its placement constraints, ``constraints.eligible``); None: any.
+    nodes: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Capacity of a subset of the nodes, shared by the functions whose instances may use only those nodes:
+    pooling every node let the selection buy for a GPU-constrained function capacity only CPU nodes had."""
+
+    name: str
+    cpu: float
+    gpu: float
+    memory: float
+    # The functions held to it (those whose eligible nodes all lie in the subset).
+    functions: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,8 @@ class SelectionProblem:
     headroom: float = 0.2
     # Relative discount on the cost of configurations running now (``AutoscalerConfig.switch_margin``).
     stickiness: float = 1e-3
+    # Subsets of the nodes some functions are confined to, besides the pool of all of them.
+    pools: tuple[Pool, ...] = ()
 
     def cover(self, f: FunctionDemand) -> float:
         """Capacity (requests per second) the function should get."""

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from autoscaler.candidates import Candidate
+from autoscaler.constraints import hostname
 from autoscaler.snapshot import Variant
 from faas_infer.stack import ANNOTATION_SLO, LABEL_PARENT
 from faas_infer.units import parse_cpu, parse_memory
@@ -105,7 +106,7 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
         "constraints": list(parent.get("constraints") or []),
     }
     if multi_node and node:
-        spec["constraints"].append(f"kubernetes.io/hostname == {node}")
+        spec["constraints"].append(hostname(node))
     if parent.get("readOnlyRootFilesystem"):
         spec["readOnlyRootFilesystem"] = True
     return spec

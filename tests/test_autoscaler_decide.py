@@ -458,3 +458,47 @@ def test_a_gpu_parent_without_a_node_is_charged_to_a_node_with_a_gpu():
     plan = decide(snapshot([fn("g", 50000.0, variants=(parent,))], nodes), PREDICTOR, config(), 0.0)
     assert plan.valid, plan.reason
     assert not [t for t in plan.function("g").targets if t.candidate.gpu]  # its node's one device is its own
+
+
+CONSTRAINED_NODES = (Node("cpu-node-1", 16, 32 * GiB), Node("gpu-node-1", 4, 16 * GiB, 1, {"nvidia.com/gpu.present": "true"}))
+
+
+@pytest.mark.parametrize("solver", ["highs", "greedy"])
+@pytest.mark.parametrize("placement_vars", [10000, 0])  # the exact placement, then best fit
+@pytest.mark.parametrize("constraint", ["nvidia.com/gpu.present=true", "nvidia.com/gpu.present == true"])
+def test_a_constrained_function_is_planned_only_on_the_nodes_its_constraints_admit(solver, placement_vars, constraint):
+    """docker/kubernetes's GPU function (constrained to nodes with nvidia.com/gpu.present) got CPU variants on
+    the CPU node: their pods, carrying the parent's constraint too, would never have been scheduled."""
+    snap = snapshot([fn("resnet-gpu", 3000.0, spec={"constraints": [constraint]}), fn("mlp", 3000.0)],
+                    CONSTRAINED_NODES)
+    cfg = config(solver=solver, placement_ilp_max_vars=placement_vars)
+    plan = decide(snap, PREDICTOR, cfg, 0.0)
+    check(plan, snap, cfg)
+    assert plan.function("resnet-gpu").targets
+    assert {t.node for t in plan.function("resnet-gpu").targets} == {"gpu-node-1"}
+    assert "cpu-node-1" in {t.node for t in plan.function("mlp").targets}
+
+
+@pytest.mark.parametrize("solver", ["highs", "greedy"])
+def test_the_selection_buys_for_a_confined_function_only_what_its_nodes_hold(solver):
+    """Pooled over every node, the selection counted the CPU node's cores for the GPU-confined function, bought
+    instances only the CPU node could hold, and placement then left them unplaced: the shortfall now comes
+    from the selection, against the confined nodes' capacity, and the free function still gets the rest."""
+    snap = snapshot([fn("pinned", 1e6, spec={"constraints": ["kubernetes.io/hostname=gpu-node-1"]}),
+                     fn("mlp", 100.0)], CONSTRAINED_NODES)
+    cfg = config(solver=solver, gpu_steps=(), placement_ilp_max_vars=0)
+    plan = decide(snap, PREDICTOR, cfg, 0.0)
+    check(plan, snap, cfg)
+    pinned = plan.function("pinned")
+    assert {t.node for t in pinned.targets} == {"gpu-node-1"} and pinned.shortfall > 0
+    assert sum(t.candidate.cpu * t.count for t in pinned.targets) <= 4 + 1e-9
+    assert plan.function("mlp").targets and plan.function("mlp").shortfall == pytest.approx(0, abs=1e-6)
+
+
+def test_constraints_no_node_meets_or_no_node_can_answer():
+    snap = snapshot([fn("nowhere", 100.0, spec={"constraints": ["nvidia.com/gpu.present=false"]}),
+                     fn("unlabelled", 100.0, spec={"constraints": ["disk=ssd"]})], CONSTRAINED_NODES)
+    plan = decide(snap, PREDICTOR, config(), 0.0)
+    assert plan.function("nowhere").unchanged and "no node satisfies its constraints" in plan.function("nowhere").reason
+    assert plan.function("unlabelled").targets  # no node declares "disk": the constraint cannot be judged here
+    assert "unlabelled: constraint 'disk=ssd': no node in the inventory declares disk: not applied" in plan.reason

@@ -58,7 +58,7 @@ def test_a_parents_measured_times_are_filed_under_its_own_limits_or_dropped(redi
     # Parents set no cpu_limit, so their heartbeats carry none; the GPU one is docker/kubernetes/gpu-stack.yml's
     # (its GPU profile and constraint, no GPU limit: faas-cli drops it). A parent states no gpu_share (""); a
     # watchdog from before gpu_share could be unset stated 0, and is read the same way.
-    gpu_stack = {"limits": {"cpu": "2", "memory": "2Gi"}, "constraints": ["nvidia.com/gpu.present == true"],
+    gpu_stack = {"limits": {"cpu": "2", "memory": "2Gi"}, "constraints": ["nvidia.com/gpu.present=true"],
                  "annotations": {**SLO, "com.openfaas.profile": "gpu"}}
     parents = {"cpu": {"limits": {"cpu": "2"}}, "whole-gpu": {"limits": {"cpu": "2", "nvidia.com/gpu": "1"}},
                "gpu-stack": gpu_stack, "unlimited": {}}
@@ -217,7 +217,7 @@ def test_a_gpu_parent_that_states_its_gpu_share_is_one_configuration(redis_clien
     from watchdog.config import WatchdogConfig
 
     parent = {"name": "g", "annotations": {**SLO, "com.openfaas.profile": "gpu"}, "limits": {"cpu": "2"},
-              "constraints": ["nvidia.com/gpu.present == true"], "envVars": {"gpu_share": "1", "max_batch_size": "8"}}
+              "constraints": ["nvidia.com/gpu.present=true"], "envVars": {"gpu_share": "1", "max_batch_size": "8"}}
     config = WatchdogConfig.from_env({**parent["envVars"], "batch_backend": "redis", "redis_url": redis_server.url,
                                       "function_name": "g", "instance_id": "p"})
     queue = RedisBatchQueue.from_config(config)

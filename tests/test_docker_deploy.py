@@ -157,7 +157,8 @@ def test_kubernetes_gpu_path():
     raw = yaml.safe_load(open(os.path.join(DOCKER, "kubernetes", "gpu-stack.yml")))["functions"]["resnet-gpu"]
     assert raw["lang"] == "python3-torch-batch-gpu" and os.path.isdir(os.path.join(DOCKER, raw["lang"]))
     assert raw["annotations"]["com.openfaas.profile"] == "gpu"
-    assert all(re.fullmatch(r"[\w./-]+ (==|!=) [\w./-]+", c) for c in raw["constraints"])
+    # faas-netes splits a constraint on "=" and keeps it only if that gives two parts (Swarm's "==" is dropped)
+    assert all(len(c.split("=")) == 2 and re.fullmatch(r"[\w./-]+=[\w./-]+", c) for c in raw["constraints"])
     assert "nvidia.com/gpu" not in raw["limits"]  # faas-cli drops it; the autoscaler sets it over the API
     assert "resnet-gpu" in stack.functions
 

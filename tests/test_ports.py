@@ -13,6 +13,9 @@ def test_free_ports_bind_and_stay_below_the_ephemeral_range():
     for _ in range(20):
         port = free_port()
         with socket.socket() as s:
+            # as the servers it is for bind (SO_REUSEADDR): a port whose connections of another test linger in
+            # TIME_WAIT is free for them, and failed a plain bind while other test runs shared the machine
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
         assert port < low or low <= 1025
 

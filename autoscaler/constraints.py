@@ -37,10 +37,13 @@ def labels(node: Node) -> dict[str, str]:
 def eligible(constraints: Iterable[object], nodes: Iterable[Node]) -> tuple[frozenset[str] | None, list[str]]:
     """(names of the nodes every applicable constraint admits, or None when no constraint applies; notes on
     the constraints left out: unreadable, or on a label no node declares)."""
-    nodes = list(nodes)
-    known = {key for n in nodes for key in labels(n)}
+    constraints = list(constraints or ())
+    if not constraints:  # most functions: no pass over the nodes (1,000 of them x 1,000 nodes cost 0.2 s a tick)
+        return None, []
+    every = [(n.name, labels(n)) for n in nodes]
+    known = {key for _, have in every for key in have}
     tests, notes = [], []
-    for raw in constraints or ():
+    for raw in constraints:
         m = _CONSTRAINT.match(str(raw))
         if m is None:
             notes.append(f"constraint {str(raw)!r} is not key=value, key==value or key!=value: not applied")
@@ -50,6 +53,6 @@ def eligible(constraints: Iterable[object], nodes: Iterable[Node]) -> tuple[froz
             tests.append((m.group(1), m.group(2) != "!=", m.group(3)))
     if not tests:
         return None, notes
-    admitted = frozenset(n.name for n in nodes
-                         if all((labels(n).get(key) == value) == equal for key, equal, value in tests))
+    admitted = frozenset(name for name, have in every
+                         if all((have.get(key) == value) == equal for key, equal, value in tests))
     return admitted, notes

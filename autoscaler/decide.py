@@ -52,19 +52,23 @@ from autoscaler.variants import variant_age
 @dataclass
 class Usage:
     """Resources the instances decide does not plan hold: [cpu, gpu, memory] per node, and the (cpu, gpu,
-    memory) of each instance whose node is not known (charged to nodes by ``settle``)."""
+    memory) of each instance whose node is not known (charged to nodes by ``settle``), with the nodes its
+    constraints admit (None: any)."""
 
     nodes: defaultdict = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0, 0.0]))
-    unplaced: list[tuple[float, float, float]] = field(default_factory=list)
+    unplaced: list[tuple[tuple[float, float, float], frozenset[str] | None]] = field(default_factory=list)
 
     def settle(self, nodes) -> None:
         """Charge the instances whose node is not known (a parent without a node label where there are
         several nodes) to the nodes, GPU instances first, each to the node with the most CPU left among
         those with its GPU and memory free, as a scheduler would place them: they hold resources on some
         node, and leaving them out let a plan fill every node around them (charged by CPU alone, a GPU
-        parent's device went to a node without GPUs, and a variant was planned onto the device it holds)."""
-        for item in sorted(self.unplaced, key=lambda x: (x[1], x[0], x[2]), reverse=True):
-            if not nodes:
+        parent's device went to a node without GPUs, and a variant was planned onto the device it holds).
+        Only the nodes its constraints admit are considered, where any are listed (charged to the CPU node, a
+        GPU-confined parent left the cores it holds on the GPU node to the plan)."""
+        for item, allowed in sorted(self.unplaced, key=lambda x: (x[0][1], x[0][0], x[0][2]), reverse=True):
+            admitted = [n for n in nodes if allowed is None or n.name in allowed] or list(nodes)
+            if not admitted:
                 break
 
             def room(n, item=item) -> tuple[bool, float, float]:
@@ -72,7 +76,7 @@ class Usage:
                 left = (n.cpu - held[0], n.gpus - held[1], n.memory - held[2])
                 return left[1] >= item[1] - 1e-9 and left[2] >= item[2], left[0], left[2]
 
-            held = self.nodes[max(nodes, key=room).name]
+            held = self.nodes[max(admitted, key=room).name]
             for i, amount in enumerate(item):
                 held[i] += amount
         self.unplaced = []
@@ -127,13 +131,16 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     default_node = snapshot.nodes[0].name if len(snapshot.nodes) == 1 else ""
     for orphan in snapshot.orphans:  # until act deletes them
         _use(fixed, orphan.variant.node or default_node, orphan.variant, orphan.variant.replicas)
+    confinement = _confinement(snapshot)
+    own_shapes: dict[frozenset[str] | None, list[tuple[float, int, int]]] = {None: shapes}
     for fs in snapshot.functions:
+        allowed, notes = confinement[fs.name]
         for v in fs.variants:
             if v.pinned:
-                _use(fixed, v.node or default_node, v, v.replicas)
+                _use(fixed, v.node or default_node, v, v.replicas, allowed or None)
         if fs.unreadable or fs.rate is None:
             kept.append(_unchanged(fs, fs.unreadable or "no arrival rate observed"))
-            _use_all(fixed, fs, default_node)
+            _use_all(fixed, fs, default_node, allowed or None)
             continue
         raw = fs.rate + fs.queue_depth / config.drain_seconds
         history[fs.name], held = held_demand(history.get(fs.name, ()), now, raw, config.scale_down_delay)
@@ -141,19 +148,19 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         timings[fs.name], measured = held_measurements(timings.get(fs.name, ()), now, fs.measured,
                                                        config.scale_down_delay)
         pred = Corrected(predictor, {model: measured}) if measured else predictor
-        allowed, notes = eligible(fs.spec.get("constraints") or (), snapshot.nodes)
         remarks.extend(f"{fs.name}: {note}" for note in notes)
         if allowed is not None and not allowed:
             kept.append(_unchanged(fs, f"no node satisfies its constraints {list(fs.spec.get('constraints') or ())}"))
             _use_all(fixed, fs, default_node)
             continue
-        own = shapes if allowed is None else sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes
-                                                     if n.name in allowed})
+        if allowed not in own_shapes:  # once per node subset, not per function
+            own_shapes[allowed] = sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes if n.name in allowed})
+        own = own_shapes[allowed]
         cands = enumerate_candidates(model, fs.slo, fs.memory, pred, config.batch_sizes, config.cpu_steps,
                                      config.gpu_steps, config.beta, own)
         if not cands:
             kept.append(_unchanged(fs, _infeasible(fs, model, pred, config, own)))
-            _use_all(fixed, fs, default_node)
+            _use_all(fixed, fs, default_node, allowed)
             continue
         pinned_cap, pinned_n = 0.0, 0
         for v in fs.variants:
@@ -477,19 +484,33 @@ def _unchanged(fs: FunctionState, reason: str) -> FunctionPlan:
     return FunctionPlan(fs.name, fs.rate or 0.0, 0.0, 0.0, targets, 0.0, reason, unchanged=True)
 
 
-def _use(usage: Usage, node: str, v: Variant, n: int) -> None:
-    """Charge ``n`` instances of ``v`` to ``node`` (to ``usage.unplaced`` when the node is not known)."""
+def _use(usage: Usage, node: str, v: Variant, n: int, allowed: frozenset[str] | None = None) -> None:
+    """Charge ``n`` instances of ``v`` to ``node`` (to ``usage.unplaced`` when the node is not known, to be
+    charged to one of the ``allowed`` nodes)."""
     if node:
         for i, amount in enumerate(v.reserved()):
             usage.nodes[node][i] += amount * n
     else:
-        usage.unplaced.extend([tuple(float(a) for a in v.reserved())] * n)
+        usage.unplaced.extend([(tuple(float(a) for a in v.reserved()), allowed)] * n)
 
 
-def _use_all(usage: Usage, fs: FunctionState, default_node: str) -> None:
+def _use_all(usage: Usage, fs: FunctionState, default_node: str, allowed: frozenset[str] | None = None) -> None:
     for v in fs.variants:
         if not v.pinned:
-            _use(usage, v.node or default_node, v, v.replicas)
+            _use(usage, v.node or default_node, v, v.replicas, allowed)
+
+
+def _confinement(snapshot: Snapshot) -> dict[str, tuple[frozenset[str] | None, list[str]]]:
+    """``constraints.eligible`` of every function, judged once per distinct list of constraints (each
+    judgement reads every node's labels: one per function cost seconds at 1,000 x 1,000)."""
+    judged: dict[tuple[str, ...], tuple[frozenset[str] | None, list[str]]] = {}
+    out = {}
+    for fs in snapshot.functions:
+        key = tuple(str(c) for c in fs.spec.get("constraints") or ())
+        if key not in judged:
+            judged[key] = eligible(key, snapshot.nodes)
+        out[fs.name] = judged[key]
+    return out
 
 
 def _variant_of(fs: FunctionState, key: str) -> Variant | None:

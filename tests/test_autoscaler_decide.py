@@ -502,3 +502,19 @@ def test_constraints_no_node_meets_or_no_node_can_answer():
     assert plan.function("nowhere").unchanged and "no node satisfies its constraints" in plan.function("nowhere").reason
     assert plan.function("unlabelled").targets  # no node declares "disk": the constraint cannot be judged here
     assert "unlabelled: constraint 'disk=ssd': no node in the inventory declares disk: not applied" in plan.reason
+
+
+@pytest.mark.parametrize("solver", ["highs", "greedy"])
+def test_a_confined_parent_without_a_node_is_charged_to_a_node_its_constraints_admit(solver):
+    """docker/kubernetes's GPU parent (2 cores, no node label, confined to the GPU node) was charged to the CPU
+    node, the one with the most CPU left: the plan gave its variants all 4 cores of the GPU node, 2 of which
+    the parent holds, and one pod stayed Pending."""
+    parent = Variant("resnet-gpu", 8, 2.0, 0.0, 256 * 1024**2, "", pinned=True)
+    snap = snapshot([fn("resnet-gpu", 1e6, spec={"constraints": ["nvidia.com/gpu.present=true"]},
+                        variants=(parent,))], CONSTRAINED_NODES)
+    cfg = config(solver=solver, gpu_steps=())
+    plan = decide(snap, PREDICTOR, cfg, 0.0)
+    check(plan, snap, cfg)
+    targets = plan.function("resnet-gpu").targets
+    assert targets and {t.node for t in targets} == {"gpu-node-1"}
+    assert sum(t.candidate.cpu * t.count for t in targets) <= 4 - 2 + 1e-9

@@ -131,43 +131,52 @@ def pack_best_fit(groups: list[Group], nodes: list[tuple[str, float, float, floa
                   ) -> tuple[dict[tuple[str, str], dict[str, int]], dict[tuple[str, str], int]]:
     """Place every group's instances; returns ({(fn, key): {node: n}}, {(fn, key): unplaced})."""
     bins = {name: _Bin(name, cpu, memory, _devices(gpus)) for name, cpu, gpus, memory in nodes}
-    order = sorted(bins, key=lambda n: bins[n].cpu)
-    free = [bins[n].cpu for n in order]
+    # (free CPU, names) sorted by free CPU: of every node, and of the nodes of each subset some group is
+    # confined to (scanning every node for one of a few GPU nodes cost a pass over the cluster per instance)
+    index: dict[frozenset[str] | None, tuple[list[float], list[str]]] = {}
+    within: dict[str, list[tuple[list[float], list[str]]]] = {name: [] for name in bins}
+    for subset in [None, *sorted({g.nodes for g in groups if g.nodes is not None}, key=sorted)]:
+        order = sorted((n for n in bins if subset is None or n in subset), key=lambda n: bins[n].cpu)
+        index[subset] = ([bins[n].cpu for n in order], order)
+        for name in order:
+            within[name].append(index[subset])
     placed: dict[tuple[str, str], dict[str, int]] = {}
     unplaced: dict[tuple[str, str], int] = {}
 
     def put(g: Group, b: _Bin) -> None:
-        i = bisect.bisect_left(free, b.cpu)
-        while order[i] != b.name:
-            i += 1
-        del free[i], order[i]
+        for free, order in within[b.name]:
+            i = bisect.bisect_left(free, b.cpu)
+            while order[i] != b.name:
+                i += 1
+            del free[i], order[i]
         b.cpu -= g.cpu
         b.memory -= g.memory
         if g.gpu:
             device = min((d for d in range(len(b.devices)) if b.devices[d] >= g.gpu - 1e-9),
                          key=lambda d: b.devices[d])
             b.devices[device] -= g.gpu
-        j = bisect.bisect_left(free, b.cpu)
-        free.insert(j, b.cpu)
-        order.insert(j, b.name)
+        for free, order in within[b.name]:
+            j = bisect.bisect_left(free, b.cpu)
+            free.insert(j, b.cpu)
+            order.insert(j, b.name)
         slot = placed.setdefault((g.fn, g.key), {})
         slot[b.name] = slot.get(b.name, 0) + 1
 
     def fits(g: Group, b: _Bin) -> bool:
         return (b.cpu >= g.cpu - 1e-9 and b.memory >= g.memory - 1e-9
-                and (not g.gpu or any(d >= g.gpu - 1e-9 for d in b.devices))
-                and (g.nodes is None or b.name in g.nodes))
+                and (not g.gpu or any(d >= g.gpu - 1e-9 for d in b.devices)))
 
     todo = sorted(groups, key=lambda g: (-g.gpu, -g.cpu, -g.memory))
     left = {id(g): g.count for g in todo}
     for g in todo:
         for name, n in g.current:
-            b = bins.get(name)
+            b = bins.get(name) if g.nodes is None or name in g.nodes else None
             while b is not None and n > 0 and left[id(g)] > 0 and fits(g, b):
                 put(g, b)
                 n -= 1
                 left[id(g)] -= 1
     for g in todo:
+        free, order = index[g.nodes]
         while left[id(g)] > 0:
             i = bisect.bisect_left(free, g.cpu - 1e-9)
             while i < len(order) and not fits(g, bins[order[i]]):

@@ -131,12 +131,15 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
     prob += pulp.LpAffineExpression(pool_mem) <= problem.memory / 1e9, "pool_memory"
     if pool_gpu:
         prob += pulp.LpAffineExpression(pool_gpu) <= problem.gpu, "pool_gpu"
+    by_function: dict[str, list] = {}  # a pool's terms from its own functions' variables, not from all of them
+    for (i, _), var in variables.items():
+        by_function.setdefault(problem.functions[i].name, []).append(var)
     for p_i, pool in enumerate(problem.pools):
-        held = {var for (i, _), var in variables.items() if problem.functions[i].name in pool.functions}
+        held = [var for name in sorted(pool.functions) for var in by_function.get(name, ())]
         tag = f"{p_i}_{_name(pool.name)}"
         for kind, terms, capacity in (("cpu", pool_cpu, pool.cpu), ("memory", pool_mem, pool.memory / 1e9),
                                       ("gpu", pool_gpu, pool.gpu)):
-            mine = {var: amount for var, amount in terms.items() if var in held}
+            mine = {var: terms[var] for var in held if var in terms}
             if mine:
                 prob += pulp.LpAffineExpression(mine) <= capacity, f"pool_{kind}_{tag}"
     try:

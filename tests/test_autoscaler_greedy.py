@@ -80,3 +80,19 @@ def test_a_minimum_gets_the_smallest_instance_when_cpu_is_free():
 def test_best_fit_uses_the_part_of_a_device_a_running_instance_leaves():
     placed, unplaced = pack_best_fit([Group("f", "b4-c500-g50", 1, 0.5, 0.5, GiB)], [("gpu1", 4.0, 0.75, 8 * GiB)])
     assert placed == {("f", "b4-c500-g50"): {"gpu1": 1}} and not unplaced
+
+
+def test_best_fit_keeps_confined_groups_on_their_nodes_with_overlapping_subsets():
+    """Groups confined to overlapping node subsets each get the tightest of their own nodes, a running instance
+    on a node its group may no longer use is not kept there, and what its nodes cannot hold is unplaced even
+    where other nodes have room."""
+    nodes = [("a", 1.0, 0.0, 8 * GiB), ("b", 2.0, 0.0, 8 * GiB), ("c", 3.0, 0.0, 8 * GiB), ("d", 64.0, 0.0, 8 * GiB)]
+    groups = [Group("ab", "k", 2, 1.0, 0.0, GiB, (("c", 1),), frozenset({"a", "b"})),
+              Group("bc", "k", 3, 1.0, 0.0, GiB, (), frozenset({"b", "c"})),
+              Group("free", "k", 2, 1.0, 0.0, GiB)]
+    placed, unplaced = pack_best_fit(groups, nodes)
+    assert placed[("ab", "k")] == {"a": 1, "b": 1}
+    assert set(placed[("bc", "k")]) <= {"b", "c"} and sum(placed[("bc", "k")].values()) == 3
+    assert unplaced == {}
+    placed, unplaced = pack_best_fit([Group("ab", "k", 4, 1.0, 0.0, GiB, (), frozenset({"a", "b"}))], nodes)
+    assert placed[("ab", "k")] == {"a": 1, "b": 2} and unplaced == {("ab", "k"): 1}

@@ -20,7 +20,7 @@ from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError, OpenFaaSUnreachable
 from autoscaler.plan import Plan
 from autoscaler.snapshot import Snapshot, Variant
-from autoscaler.variants import LIMIT_GPU, shards, variant_name, variant_spec
+from autoscaler.variants import LABEL_CONSTRAINTS, LIMIT_GPU, shards, variant_name, variant_spec
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ def _slot(v: Variant) -> tuple[str, str, int | None]:
 
 
 def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
-    """What of ``spec`` the running variant does not have ("" when nothing): its image, process, GPU units, or
-    any environment variable or annotation ``spec`` sets (others the platform adds are ignored)."""
+    """What of ``spec`` the running variant does not have ("" when nothing): its image, process, GPU units, its
+    constraints (by their label: faas-netes does not report them), or any environment variable or annotation
+    ``spec`` sets (others the platform adds are ignored)."""
     status = running.status
     if not status:
         return ""
@@ -104,6 +105,9 @@ def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
     gpu = (spec.get("limits") or {}).get(LIMIT_GPU)  # the units a share asks for follow gpu_slices
     if gpu and str((status.get("limits") or {}).get(LIMIT_GPU, "")) != gpu:
         what.append(f"limits {LIMIT_GPU}")
+    labels = status.get("labels") or {}
+    if isinstance(labels, Mapping) and labels.get(LABEL_CONSTRAINTS) != (spec.get("labels") or {}).get(LABEL_CONSTRAINTS):
+        what.append("constraints")
     for key in ("envVars", "annotations"):
         have = status.get(key) or {}
         if not isinstance(have, Mapping):

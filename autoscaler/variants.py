@@ -8,7 +8,8 @@ variant ``CUDA_VISIBLE_DEVICES`` hiding every GPU; no
 ``batch_timeout``, so the watchdog derives its wait from the SLO, the load and the batch running, as it does
 for the parent, instead of always waiting ``SLO - t_exec`` for a batch to fill), limits (cpu, memory,
 ``nvidia.com/gpu``), a node constraint, and labels linking it to the parent and recording its
-configuration. A group of more instances than ``max_replicas_per_variant`` is split into shards.
+configuration and its constraints. A group of more instances than ``max_replicas_per_variant`` is split
+into shards.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ LABEL_NODE = "com.faas-infer.node"
 LABEL_BATCH = "com.faas-infer.batch"
 LABEL_CPU = "com.faas-infer.cpu"
 LABEL_GPU = "com.faas-infer.gpu"
+# A digest of the constraints a variant was deployed with (absent without any): faas-netes reports no
+# constraints in a FunctionStatus, so act reads from this label whether a variant is pinned as the plan
+# pins it now (the previous version's "kubernetes.io/hostname == NODE", dropped by faas-netes, left its
+# variants unpinned, and nothing told).
+LABEL_CONSTRAINTS = "com.faas-infer.constraints"
 # The limit that gives an instance whole GPU devices (faas-cli drops it; the REST API keeps it).
 LIMIT_GPU = "nvidia.com/gpu"
 # The OpenFaaS Profile annotation (a GPU profile adds the runtime class and toleration GPU nodes need).
@@ -107,9 +113,16 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
     }
     if multi_node and node:
         spec["constraints"].append(hostname(node))
+    if spec["constraints"]:
+        labels[LABEL_CONSTRAINTS] = constraints_digest(spec["constraints"])
     if parent.get("readOnlyRootFilesystem"):
         spec["readOnlyRootFilesystem"] = True
     return spec
+
+
+def constraints_digest(constraints: list[str]) -> str:
+    """A label value standing for a list of constraints (their order aside)."""
+    return hashlib.sha256("\n".join(sorted(constraints)).encode()).hexdigest()[:12]
 
 
 def parse_variant(status: Mapping[str, Any], default_memory: int) -> Variant | None:

@@ -239,3 +239,34 @@ def test_variants_named_by_an_earlier_rule_keep_their_names():
                                       "availableReplicas": c.replicas}, 256 * 1024**2))
     plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=tuple(running)), nodes)
     assert changes(plan, snap, cfg) == []
+
+
+def test_variants_pinned_as_faas_netes_dropped_or_under_other_constraints_are_updated_once():
+    """The previous version pinned with "kubernetes.io/hostname == n1", which faas-netes dropped: those variants
+    ran wherever Kubernetes put them, and nothing compared constraints, so they stayed unpinned. faas-netes
+    reports no constraints in a FunctionStatus, so what a variant was deployed with is read from its labels."""
+    nodes = (Node("n1", 4, 16 * GiB), Node("n2", 4, 16 * GiB))
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT), nodes)
+    deployed = [c for c in changes(plan, snap, cfg)]
+    assert deployed and {c.kind for c in deployed} == {"deploy"}
+
+    def running(edit):
+        return tuple(parse_variant({**edit(c.spec), "name": c.name, "replicas": c.replicas,
+                                    "availableReplicas": c.replicas}, 256 * 1024**2) for c in deployed)
+
+    as_faas_netes = lambda spec: {k: v for k, v in spec.items() if k != "constraints"}  # noqa: E731
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=running(as_faas_netes)), nodes)
+    assert changes(plan, snap, cfg) == []  # as deployed: no churn although no constraints come back
+
+    def previous(spec):
+        labels = {k: v for k, v in spec["labels"].items() if k != "com.faas-infer.constraints"}
+        node = spec["labels"]["com.faas-infer.node"]
+        return {**spec, "labels": labels, "constraints": [f"kubernetes.io/hostname == {node}"]}
+
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=running(previous)), nodes)
+    todo = changes(plan, snap, cfg)
+    assert [c.kind for c in todo] == ["update"] * len(deployed) and all("constraints" in c.reason for c in todo)
+    confined = {**PARENT, "constraints": ["zone=a"]}
+    labelled = tuple(dataclasses.replace(n, labels={"zone": "a"}) for n in nodes)
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=confined, variants=running(as_faas_netes)), labelled)
+    assert {c.kind for c in changes(plan, snap, cfg)} == {"update"}

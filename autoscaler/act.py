@@ -20,7 +20,7 @@ from autoscaler.config import AutoscalerConfig
 from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError, OpenFaaSUnreachable
 from autoscaler.plan import Plan
 from autoscaler.snapshot import Snapshot, Variant
-from autoscaler.variants import LABEL_CONSTRAINTS, LIMIT_GPU, shards, variant_name, variant_spec
+from autoscaler.variants import LABEL_CONSTRAINTS, LABEL_GPU_UNITS, LIMIT_GPU, shards, variant_name, variant_spec
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,13 @@ def _stale(running: Variant, spec: Mapping[str, Any]) -> str:
         if spec.get(key) and status.get(key) != spec.get(key):
             what.append(key)
     gpu = (spec.get("limits") or {}).get(LIMIT_GPU)  # the units a share asks for follow gpu_slices
-    if gpu and str((status.get("limits") or {}).get(LIMIT_GPU, "")) != gpu:
-        what.append(f"limits {LIMIT_GPU}")
     labels = status.get("labels") or {}
-    if isinstance(labels, Mapping) and labels.get(LABEL_CONSTRAINTS) != (spec.get("labels") or {}).get(LABEL_CONSTRAINTS):
+    labels = labels if isinstance(labels, Mapping) else {}
+    # faas-netes reports no GPU limit: there the units are read from the label the variant was deployed with
+    have = (status.get("limits") or {}).get(LIMIT_GPU) or labels.get(LABEL_GPU_UNITS, "")
+    if gpu and str(have) != gpu:
+        what.append(f"limits {LIMIT_GPU}")
+    if labels.get(LABEL_CONSTRAINTS) != (spec.get("labels") or {}).get(LABEL_CONSTRAINTS):
         what.append("constraints")
     for key in ("envVars", "annotations"):
         have = status.get(key) or {}

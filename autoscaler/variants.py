@@ -36,6 +36,9 @@ LABEL_GPU = "com.faas-infer.gpu"
 # pins it now (the previous version's "kubernetes.io/hostname == NODE", dropped by faas-netes, left its
 # variants unpinned, and nothing told).
 LABEL_CONSTRAINTS = "com.faas-infer.constraints"
+# The nvidia.com/gpu units a GPU variant asks for: faas-netes reports a function's memory and CPU limits
+# only, and read from there every GPU variant looked as if it asked for none (updated every tick).
+LABEL_GPU_UNITS = "com.faas-infer.gpu-units"
 # The limit that gives an instance whole GPU devices (faas-cli drops it; the REST API keeps it).
 LIMIT_GPU = "nvidia.com/gpu"
 # The OpenFaaS Profile annotation (a GPU profile adds the runtime class and toleration GPU nodes need).
@@ -104,7 +107,7 @@ def variant_spec(parent: Mapping[str, Any], name: str, fn: str, c: Candidate, no
                    LABEL_CPU: f"{c.cpu:g}", LABEL_GPU: f"{c.gpu:g}"})
     limits = {"memory": str(c.memory), "cpu": f"{int(round(c.cpu * 1000))}m"}
     if c.gpu:
-        limits[LIMIT_GPU] = str(max(1, round(c.gpu * gpu_slices)))
+        limits[LIMIT_GPU] = labels[LABEL_GPU_UNITS] = str(max(1, round(c.gpu * gpu_slices)))
     spec: dict[str, Any] = {
         "service": name, "image": parent.get("image", ""), "envProcess": parent.get("envProcess", ""),
         "envVars": env, "labels": labels, "annotations": dict(parent.get("annotations") or {}),

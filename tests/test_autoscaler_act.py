@@ -270,3 +270,20 @@ def test_variants_pinned_as_faas_netes_dropped_or_under_other_constraints_are_up
     labelled = tuple(dataclasses.replace(n, labels={"zone": "a"}) for n in nodes)
     plan, snap, cfg = plan_for(fn("f", 500.0, spec=confined, variants=running(as_faas_netes)), labelled)
     assert {c.kind for c in changes(plan, snap, cfg)} == {"update"}
+
+
+def test_a_gpu_variant_on_a_platform_that_reports_no_gpu_limit_is_not_updated_every_tick():
+    """faas-netes reports a function's limits as its memory and CPU only: every GPU variant read as asking for
+    no nvidia.com/gpu and was updated (its pod replaced) every tick. The units it was deployed with are read
+    from its label there."""
+    from autoscaler.act import _stale
+    from autoscaler.candidates import Candidate
+    from autoscaler.variants import variant_spec
+
+    half = Candidate(64, 0.5, 0.5, 0.02, 3000, 0, 0, 0.6, 2**30)
+    spec = variant_spec({"name": "f", "image": "img"}, "v", "f", half, "n1", 0.1, True, 4)
+    as_faas_netes = {**spec, "limits": {k: v for k, v in spec["limits"].items() if k != "nvidia.com/gpu"}}
+    assert _stale(Variant("v", 64, 0.5, 0.5, 2**30, "n1", 1, status=as_faas_netes), spec) == ""
+    once = variant_spec({"name": "f", "image": "img"}, "v", "f", half, "n1", 0.1, True, 1)  # gpu_slices was 1
+    old = {**once, "limits": as_faas_netes["limits"]}
+    assert _stale(Variant("v", 64, 0.5, 0.5, 2**30, "n1", 1, status=old), spec) == "limits nvidia.com/gpu"

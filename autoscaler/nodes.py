@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 
 import yaml
@@ -39,9 +40,20 @@ def _gpus(value: object) -> int:
         count = float(value)
     except ValueError:
         count = -1.0
-    if not count >= 0 or count != int(count):
+    if not 0 <= count < math.inf or count != int(count):  # int(inf) raised OverflowError
         raise ValueError(f"gpus={value!r}: must be a whole number of devices >= 0")
     return int(count)
+
+
+def _labels(labels: dict) -> dict[str, str]:
+    """A node's labels as Kubernetes holds them, strings; a value YAML read as a boolean is refused (``true``
+    unquoted became "True", which no constraint ``key=true`` meets)."""
+    if not isinstance(labels, dict):
+        raise ValueError(f"labels={labels!r}: must be a map of label to value")
+    for key, value in labels.items():
+        if isinstance(value, bool):
+            raise ValueError(f"labels {key}={value!r}: must be a string; quote it ('{str(value).lower()}')")
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 def load_nodes(path: str) -> tuple[Node, ...]:
@@ -55,7 +67,7 @@ def load_nodes(path: str) -> tuple[Node, ...]:
     for i, entry in enumerate(doc or []):
         try:
             nodes.append(Node(str(entry["name"]), parse_cpu(entry["cpu"]), parse_memory(entry["memory"]),
-                              _gpus(entry.get("gpus", 0)), {str(k): str(v) for k, v in (entry.get("labels") or {}).items()}))
+                              _gpus(entry.get("gpus", 0)), _labels(entry.get("labels") or {})))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: node #{i}: {exc} (needs name, cpu, memory; gpus and labels optional)") from None
     return tuple(nodes)

@@ -10,6 +10,7 @@ profiled for that path only, and one whose shapes do (boolean-mask selection, pa
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,41 @@ def tensor_method(func: Any) -> str | None:
     timed again for every model the fallback traced)."""
     owner, _, name = getattr(func, "__qualname__", "").rpartition(".")
     return name if owner in ("TensorBase", "Tensor") and callable(getattr(torch.Tensor, name, None)) else None
+
+
+# Tensor dunders that only a Python operator calls, as torch.fx records that operator: its function, and
+# whether the tensor (the dunder's self) is its second operand (``1 - x`` is ``x.__rsub__(1)``, fx's
+# ``sub(1, x)``). ``x + y``, ``x * y``, ``x @ y``, ``-x`` or ``x < y`` reach the recorder as ``add``, ``mul``,
+# ``matmul``, ``neg``, ``lt``, as ``x.add(y)`` does: they stay those methods (fx's ``operator.add`` is another
+# operator of the same cost).
+_OPERATORS = {"__getitem__": (operator.getitem, False), "__floordiv__": (operator.floordiv, False),
+              "__and__": (operator.and_, False), "__or__": (operator.or_, False), "__xor__": (operator.xor, False),
+              "__invert__": (operator.invert, False), "__lshift__": (operator.lshift, False),
+              "__rshift__": (operator.rshift, False), "__eq__": (operator.eq, False),
+              "__rsub__": (operator.sub, True), "__rdiv__": (operator.truediv, True),
+              "__rtruediv__": (operator.truediv, True), "__rfloordiv__": (operator.floordiv, True),
+              "__rmod__": (operator.mod, True), "__rpow__": (operator.pow, True),
+              "__rmatmul__": (operator.matmul, True), "__rlshift__": (operator.lshift, True),
+              "__rrshift__": (operator.rshift, True)}
+
+
+def fx_call(func: Any, args: tuple) -> tuple[str, Any, str, tuple]:
+    """(kind, target, label, args) of a call the recorder sees as torch.fx records it: a Tensor method as
+    the method, a Python operator as its ``operator`` function, a property (``x.T``, a descriptor's
+    ``__get__`` called with ``x`` alone, the same for every property) as ``getattr(x, "T")``; anything else
+    as the function it is."""
+    method = tensor_method(func)
+    if method in _OPERATORS and (not _OPERATORS[method][1] or len(args) == 2):  # x.__rsub__(other=1): a method
+        target, swapped = _OPERATORS[method]
+        return "function", target, target.__name__, (args[1], args[0], *args[2:]) if swapped else args
+    if method is not None:
+        return "method", method, method, args
+    descriptor = getattr(func, "__self__", None)
+    owner = getattr(descriptor, "__objclass__", object)
+    if getattr(func, "__name__", "") == "__get__" and owner is not object and isinstance(owner, type) \
+            and issubclass(torch.Tensor, owner) and len(args) == 1:
+        return "function", getattr, "getattr", (args[0], descriptor.__name__)
+    return "function", func, getattr(func, "__name__", str(func)), args
 
 
 def call_args(example: object) -> tuple:
@@ -111,11 +147,8 @@ class _EagerRecorder(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self.depth == 0:
-            method = tensor_method(func)
-            if method is not None:
-                self.add("method", method, method, args, kwargs, out)
-            else:
-                self.add("function", func, getattr(func, "__name__", str(func)), args, kwargs, out)
+            kind, target, label, args = fx_call(func, args)
+            self.add(kind, target, label, args, kwargs, out)
         return out
 
     def add(self, kind: str, target: Any, label: str, args: tuple, kwargs: dict, out: Any) -> None:

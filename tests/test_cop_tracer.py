@@ -298,3 +298,31 @@ def test_a_signature_takes_only_the_settings_a_repr_cannot_show():
     traced = trace(model, lambda b: torch.randn(b, 10, 32))
     assert [i.spec.name for i in traced.instances.values()] == ["TransformerEncoderLayer"]
     assert "num_heads=4" in next(iter(traced.instances.values())).spec.signature
+
+
+class _OperatorsUnderCondition(nn.Module):
+    """Python operators and properties the recorder sees as Tensor dunders and descriptors."""
+
+    def forward(self, x):
+        if x.sum() > -1e9:
+            x = x + 0
+        return (x[:, :4], 1 - x, 2 / x, 2 ** x, x // 2, x.T, x.mT)
+
+
+class _Operators(nn.Module):
+    def forward(self, x):  # no x + 0: fx's operator.add is the recorder's method add (x.add(0) is the same call)
+        return (x[:, :4], 1 - x, 2 / x, 2 ** x, x // 2, x.T, x.mT)
+
+
+def test_python_operators_and_properties_are_the_operators_torch_fx_records():
+    """``x[:, :4]``, ``1 - x`` and ``x.T`` reach the recorder as ``__getitem__``, ``__rsub__(x, 1)`` and a
+    descriptor's ``__get__``: recorded as such they were other operators than fx's ``getitem``, ``sub(1, x)``
+    and ``getattr(x, 'T')``, and every property was one operator (``x.T`` and ``x.mT`` shared a key)."""
+    recorded, fx = trace(_OperatorsUnderCondition(), rand), trace(_Operators(), rand)
+    assert (recorded.graph.traced_with, fx.graph.traced_with) == ("recorded", "fx")
+    mine = {i.spec.signature for i in recorded.instances.values()}
+    assert {i.spec.signature for i in fx.instances.values()} - mine == set()
+    for inst in recorded.instances.values():
+        assert inst.bind(4)() is not None  # runs alone at another batch size
+    sub = next(i for i in recorded.instances.values() if i.spec.name == "sub")
+    assert torch.equal(sub.target(*sub.args[:1], torch.ones(2)), torch.zeros(2))  # 1 - x, not x - 1

@@ -27,7 +27,7 @@ from fsd.errors import ChannelTimeout, FsdError, WorkerFailed
 from fsd.invoke import HTTP_GRACE, Invoker
 from fsd.partition import COORDINATOR
 from fsd.schedule import CoordinatorPlan
-from fsd.worker import JobSpec, WorkerReport
+from fsd.worker import JobSpec, WorkerReport, unpack_block
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Coordinator:
             if left <= 0:
                 raise ChannelTimeout(f"coordinator: sending the inputs of job {job} took the whole timeout")
             futures = [self.invoker.submit(JobSpec(job, r, batch, left, expires, self.plan.deployment)) for r in ranks]
-            outputs = self._gather(endpoint, futures, batch, deadline)
+            outputs = self._gather(job, endpoint, futures, batch, deadline)
             reports = self._reports(futures, deadline + HTTP_GRACE)
         except BaseException as exc:
             threading.Thread(target=self._clean_up, args=(job, futures, f"{type(exc).__name__}: {exc}"[:300]),
@@ -124,7 +124,7 @@ class Coordinator:
             raise FsdError("inputs hold NaN or infinity (or a number beyond float32)")
         return np.ascontiguousarray(x.T)
 
-    def _gather(self, endpoint, futures: list[Future], batch: int, deadline: float) -> np.ndarray:
+    def _gather(self, job: str, endpoint, futures: list[Future], batch: int, deadline: float) -> np.ndarray:
         outputs = np.zeros((self.plan.neurons, batch), dtype=np.float32)
         pending = {r for r, rows in enumerate(self.plan.gather) if len(rows)}
         layer = self.plan.layers + 1
@@ -140,7 +140,7 @@ class Coordinator:
                 raise
             for rank, data in blocks.items():
                 rows = self.plan.gather[rank]
-                outputs[rows] = np.frombuffer(data, dtype=np.float32).reshape(len(rows), batch)
+                outputs[rows] = unpack_block(data, len(rows), batch, job, layer, rank, COORDINATOR)
             pending.clear()
         return outputs
 

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from fsd.channel import Channel, Message, Usage
-from fsd.errors import FsdError, JobAborted
+from fsd.channel import Channel, Message, Usage, who
+from fsd.errors import ChannelError, FsdError, JobAborted
 from fsd.model import activate, matmul
 from fsd.schedule import WorkerProgram
 
@@ -117,8 +117,9 @@ def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_time
         t0 = time.monotonic()
         blocks = endpoint.receive(step.layer, step.sources, deadline) if step.sources else {}
         t1 = time.monotonic()
-        buffer = np.concatenate([previous] + [_block(blocks[s], n, spec.batch)
-                                              for s, n in zip(step.sources, step.counts)])
+        received = [unpack_block(blocks[s], n, spec.batch, spec.job, step.layer, s, spec.rank)
+                    for s, n in zip(step.sources, step.counts)]
+        buffer = np.concatenate([previous] + received)
         previous = activate(matmul(step.weights, buffer), program.bias, program.ymax)
         messages = [Message(dst, step.layer + 1, program.rank, previous[idx].tobytes()) for dst, idx in step.sends]
         t2 = time.monotonic()
@@ -128,8 +129,14 @@ def run_worker(program: WorkerProgram, channel: Channel, spec: JobSpec, max_time
     return WorkerReport(program.rank, time.monotonic() - start, compute, wait, endpoint.usage())
 
 
-def _block(data: bytes, count: int, batch: int) -> np.ndarray:
-    values = np.frombuffer(data, dtype=np.float32)
-    if values.size != count * batch:
-        raise FsdError(f"a block of {values.size} values arrived where {count} x {batch} were expected")
-    return values.reshape(count, batch)
+def unpack_block(data: bytes, count: int, batch: int, job: str, layer: int, src: int,
+                 me: int) -> np.ndarray:
+    """A received block as its (count, batch) float32 values; a ``ChannelError`` naming the job, the layer and
+    the sender when it holds another number of bytes (a foreign object or frame under the block's name):
+    numpy's own ValueError named none of them, and in the coordinator it was no FsdError, so the handler
+    raised it and the watchdog's bisection ran the batch again."""
+    if len(data) != 4 * count * batch:
+        raise ChannelError(f"{who(me)}: job {job} got {len(data)} bytes of layer-{layer} activations from "
+                           f"{who(src)} where {count} x {batch} float32 values ({4 * count * batch} bytes) "
+                           "were expected")
+    return np.frombuffer(data, dtype=np.float32).reshape(count, batch)

@@ -14,7 +14,7 @@ from fsd.channel import Message
 from fsd.config import FsdConfig
 from fsd.coordinator import Coordinator, job_id
 from fsd.deployment import build_coordinator
-from fsd.errors import ChannelTimeout, FsdError, JobAborted, WorkerFailed
+from fsd.errors import ChannelError, ChannelTimeout, FsdError, JobAborted, WorkerFailed
 from fsd.invoke import LocalInvoker
 from fsd.model import ModelSpec, forward, generate, inputs
 from fsd.partition import COORDINATOR, Partition, partition, traffic
@@ -101,6 +101,37 @@ class _Dropping:
 
     def abort(self, job, ranks, reason):
         self.inner.abort(job, ranks, reason)
+
+
+class _Truncating(_Dropping):
+    """A real channel whose endpoints send ``rank``'s blocks for ``layer`` two bytes short (a foreign or
+    another version's object or frame under the block's name)."""
+
+    def endpoint(self, job, rank, deadline=None):
+        endpoint = self.inner.endpoint(job, rank, deadline)
+        if rank == self.rank:
+            send = endpoint.send
+            endpoint.send = lambda ms: send([replace(m, data=m.data[:-2]) if m.layer == self.layer else m
+                                             for m in ms])
+        return endpoint
+
+
+@pytest.mark.parametrize("kind", ["redis", "s3"])
+def test_a_malformed_block_is_a_channel_error_naming_its_sender(request, kind):
+    """numpy refused a block of the wrong size with a ValueError naming nothing; in the coordinator it was no
+    FsdError, so the handler raised it from handle_batch and the watchdog's bisection ran the batch again."""
+    if kind == "redis":
+        request.getfixturevalue("redis_client")
+        inner = RedisQueueChannel.from_url(request.getfixturevalue("redis_server").url)
+    else:
+        inner = request.getfixturevalue("s3_channel")
+    coordinator, _ = _coordinator(_Truncating(inner, rank=1, layer=SPEC.layers + 1), 2, timeout=3.0)
+    with pytest.raises(ChannelError, match=r"^coordinator: job \S+ got \d+ bytes of layer-6 activations from "
+                                           r"rank 1 where \d+ x 6 float32 values \(\d+ bytes\) were expected"):
+        coordinator.run(X)
+    coordinator, _ = _coordinator(_Truncating(inner, rank=0, layer=3), 2, timeout=3.0)
+    with pytest.raises(WorkerFailed, match=r"^rank 1: job \S+ got \d+ bytes of layer-3 activations from rank 0 "):
+        coordinator.run(X)
 
 
 def test_lost_message_gives_a_clear_error_within_the_timeout(redis_server, redis_client):

@@ -152,10 +152,11 @@ def test_a_failed_job_does_not_delay_the_next_one(watchdogs, redis_server, redis
 
 
 def test_a_job_failing_with_any_error_costs_only_itself_in_its_batch(redis_server, redis_client, monkeypatch):
-    """The worker's handler returned only FsdError per job: anything else (here numpy refusing a 3-byte block,
-    pushed into the job's inbox as a well-formed frame) raised from handle_batch, so the whole batch failed
-    and the watchdog's bisection ran again the batch-mates, jobs that had finished and consumed their inputs.
-    A frame that is not a frame at all is a ChannelError naming the job and the rank."""
+    """The worker's handler returned only FsdError per job: anything else (numpy refusing a 3-byte block,
+    pushed into the job's inbox as a well-formed frame; here redis-py refusing a job id it cannot encode)
+    raised from handle_batch, so the whole batch failed and the watchdog's bisection ran again the
+    batch-mates, jobs that had finished and consumed their inputs. A block of the wrong size, and a frame that
+    is not a frame at all, are ChannelErrors naming the job and the rank."""
     import importlib.util
 
     from batcher.request import Request
@@ -177,8 +178,9 @@ def test_a_job_failing_with_any_error_costs_only_itself_in_its_batch(redis_serve
     redis_client.rpush(inbox_key("junk", 0), b"\x00\x00\x00\x02{}")
     jobs = [JobSpec("bad", 0, 1, 2.0, time.time() + 2, deployment),
             JobSpec("late", 0, 1, 2.0, time.time() - 1, deployment),
-            JobSpec("junk", 0, 1, 2.0, time.time() + 2, deployment)]
+            JobSpec("junk", 0, 1, 2.0, time.time() + 2, deployment),
+            JobSpec("\ud800", 0, 1, 2.0, time.time() + 2, deployment)]
     outputs = handler.handle_batch(state, [Request(body=job.to_json()) for job in jobs])
-    assert [type(o) for o in outputs] == [ValueError, JobAborted, ChannelError]
-    assert "buffer size must be a multiple of element size" in str(outputs[0])
+    assert [type(o) for o in outputs] == [ChannelError, JobAborted, ChannelError, UnicodeEncodeError]
+    assert re.search(r"^rank 0: job bad got 3 bytes of layer-1 activations from coordinator where", str(outputs[0]))
     assert re.search(r"rank 0 received a malformed frame of 6 bytes .* in job junk", str(outputs[2]))

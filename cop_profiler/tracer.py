@@ -126,7 +126,8 @@ def _hidden_settings(module: torch.nn.Module) -> str:
     tokens^2: 4.6 against 7.9 ms here at 64 dims, 128 tokens, batch 8) were one operator, as were a
     TransformerEncoderLayer's norm_first and activation. Modules whose repr says something keep their text
     (an empty ``extra_repr`` of their own, as ReLU's, says the defaults). Settings are the attributes named as
-    the constructor's arguments or set from one (``_constructor_args``), and which parameters it holds (``add_bias_kv`` is stored as parameters): what
+    the constructor's arguments or set from one (``_constructor_args``), and which parameters it holds
+    (``add_bias_kv`` is stored as parameters): what
     else a module holds may be the instance's own (a ``name`` or ``layer_idx`` set for hooks made each of 3
     identical layers an operator of its own)."""
     parts = []

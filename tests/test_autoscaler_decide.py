@@ -460,7 +460,8 @@ def test_a_gpu_parent_without_a_node_is_charged_to_a_node_with_a_gpu():
     assert not [t for t in plan.function("g").targets if t.candidate.gpu]  # its node's one device is its own
 
 
-CONSTRAINED_NODES = (Node("cpu-node-1", 16, 32 * GiB), Node("gpu-node-1", 4, 16 * GiB, 1, {"nvidia.com/gpu.present": "true"}))
+CONSTRAINED_NODES = (Node("cpu-node-1", 16, 32 * GiB),
+                     Node("gpu-node-1", 4, 16 * GiB, 1, {"nvidia.com/gpu.present": "true"}))
 
 
 @pytest.mark.parametrize("solver", ["highs", "greedy"])

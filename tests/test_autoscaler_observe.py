@@ -223,7 +223,8 @@ def test_a_gpu_parent_that_states_its_gpu_share_is_one_configuration(redis_clien
     queue = RedisBatchQueue.from_config(config)
     try:
         queue.watch_exec(lambda: {8: 0.002})
-        wait_until(lambda: any(i.exec_seconds for i in stats.read_function_stats(redis_client, "g", time.time()).instances),
+        wait_until(lambda: any(i.exec_seconds
+                               for i in stats.read_function_stats(redis_client, "g", time.time()).instances),
                    5, what="the parent's heartbeat")
         stock = AutoscalerConfig(gpu_slices=1, gpu_steps=(1.0,))
         fs, = Observer(stock, Listing([parent]), redis_client, lambda: NODES).snapshot(0.0, time.time()).functions

@@ -208,7 +208,8 @@ def test_a_worker_set_up_for_another_model_refuses_the_job(redis_server, redis_c
     program = worker_program(MODEL, partition(MODEL, 2, "connectivity"), 1)
     channel = RedisQueueChannel.from_url(redis_server.url)
     with pytest.raises(FsdError, match="rank 1 is configured for another deployment than its coordinator: .*"
-                                       "ymax=16.0.*give every rank the same FSD_MODEL, FSD_WORKERS, FSD_PARTITIONER and FSD_CHANNEL"):
+                                       "ymax=16.0.*give every rank the same FSD_MODEL, FSD_WORKERS, "
+                                       "FSD_PARTITIONER and FSD_CHANNEL"):
         run_worker(replace(program, deployment=worker.deployment()), channel, spec)
     assert not redis_client.keys("fsd:*")  # refused before touching the channel
 

@@ -137,10 +137,10 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         allowed, notes = confinement[fs.name]
         for v in fs.variants:
             if v.pinned:
-                _use(fixed, v.node or default_node, v, v.replicas, allowed or None)
+                _use(fixed, v.node or default_node, v, v.replicas, allowed)
         if fs.unreadable or fs.rate is None:
             kept.append(_unchanged(fs, fs.unreadable or "no arrival rate observed"))
-            _use_all(fixed, fs, default_node, allowed or None)
+            _use_all(fixed, fs, default_node, allowed)
             continue
         raw = fs.rate + fs.queue_depth / config.drain_seconds
         history[fs.name], held = held_demand(history.get(fs.name, ()), now, raw, config.scale_down_delay)
@@ -151,7 +151,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         remarks.extend(f"{fs.name}: {note}" for note in notes)
         if allowed is not None and not allowed:
             kept.append(_unchanged(fs, f"no node satisfies its constraints {list(fs.spec.get('constraints') or ())}"))
-            _use_all(fixed, fs, default_node)
+            _use_all(fixed, fs, default_node, allowed)
             continue
         if allowed not in own_shapes:  # once per node subset, not per function
             own_shapes[allowed] = sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes if n.name in allowed})
@@ -486,7 +486,7 @@ def _unchanged(fs: FunctionState, reason: str) -> FunctionPlan:
 
 def _use(usage: Usage, node: str, v: Variant, n: int, allowed: frozenset[str] | None = None) -> None:
     """Charge ``n`` instances of ``v`` to ``node`` (to ``usage.unplaced`` when the node is not known, to be
-    charged to one of the ``allowed`` nodes)."""
+    charged to one of the ``allowed`` nodes: any when None or none is)."""
     if node:
         for i, amount in enumerate(v.reserved()):
             usage.nodes[node][i] += amount * n

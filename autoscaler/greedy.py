@@ -85,9 +85,8 @@ def select_greedy(problem: SelectionProblem) -> Selection:
     listed spend a contended node on its dear requests (one 2-CPU node: a ResNet served 401/s and an MLP at
     20,000/s none; the ILP served the MLP in full). The ILP weighs each function's shortfall by its own
     penalty, so under contention the two can still split a pool differently."""
-    every = [problem.cpu, problem.gpu, problem.memory]
-    subsets = [(p.functions, [p.cpu, p.gpu, p.memory]) for p in problem.pools]
-    buyers = [_Buyer(f, problem.cover(f), [every, *(left for names, left in subsets if f.name in names)])
+    pools = [(p.functions, [p.cpu, p.gpu, p.memory]) for p in problem.every_pool()]
+    buyers = [_Buyer(f, problem.cover(f), [left for names, left in pools if f.name in names])
               for f in problem.functions if f.candidates]
     heap = [(step[0], i) for i, b in enumerate(buyers) if (step := b.for_demand()) is not None]
     heapq.heapify(heap)

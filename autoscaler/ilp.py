@@ -127,21 +127,17 @@ def solve_selection(problem: SelectionProblem, solver: str = "highs", time_limit
     if not variables:
         return Selection({}, "optimal", 0.0, solver=solver)
     prob += pulp.LpAffineExpression(objective)
-    prob += pulp.LpAffineExpression(pool_cpu) <= problem.cpu, "pool_cpu"
-    prob += pulp.LpAffineExpression(pool_mem) <= problem.memory / 1e9, "pool_memory"
-    if pool_gpu:
-        prob += pulp.LpAffineExpression(pool_gpu) <= problem.gpu, "pool_gpu"
     by_function: dict[str, list] = {}  # a pool's terms from its own functions' variables, not from all of them
     for (i, _), var in variables.items():
         by_function.setdefault(problem.functions[i].name, []).append(var)
-    for p_i, pool in enumerate(problem.pools):
+    for p_i, pool in enumerate(problem.every_pool()):
         held = [var for name in sorted(pool.functions) for var in by_function.get(name, ())]
-        tag = f"{p_i}_{_name(pool.name)}"
+        tag = f"_{p_i}_{_name(pool.name)}" if pool.name else ""  # the pool of every node: pool_cpu, ...
         for kind, terms, capacity in (("cpu", pool_cpu, pool.cpu), ("memory", pool_mem, pool.memory / 1e9),
                                       ("gpu", pool_gpu, pool.gpu)):
             mine = {var: terms[var] for var in held if var in terms}
             if mine:
-                prob += pulp.LpAffineExpression(mine) <= capacity, f"pool_{kind}_{tag}"
+                prob += pulp.LpAffineExpression(mine) <= capacity, f"pool_{kind}{tag}"
     try:
         prob.solve(_solver(pulp, solver, time_limit, gap))
     except pulp.PulpSolverError as exc:

@@ -71,6 +71,11 @@ class SelectionProblem:
     # Subsets of the nodes some functions are confined to, besides the pool of all of them.
     pools: tuple[Pool, ...] = ()
 
+    def every_pool(self) -> tuple[Pool, ...]:
+        """The pool of all the nodes (named "", holding every function), then ``pools``."""
+        whole = Pool("", self.cpu, self.gpu, self.memory, frozenset(f.name for f in self.functions))
+        return (whole, *self.pools)
+
     def cover(self, f: FunctionDemand) -> float:
         """Capacity (requests per second) the function should get."""
         return f.demand * (1.0 + self.headroom)

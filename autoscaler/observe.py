@@ -51,10 +51,6 @@ def _readable(status: dict) -> dict:
             **{k: [] for k in _LISTS if k in status and not isinstance(status[k], list)}}
 
 
-_GPU_UNKNOWN = ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
-                "gpu_share saying how much")
-
-
 def _resources(facts: Mapping[str, str], parent: Variant, gpu_unknown: bool) -> tuple[float, float] | str:
     """(cores, GPU share) an instance runs with, or why they cannot be known. Variants state both (the
     autoscaler sets ``cpu_limit`` and ``gpu_share`` on each, 0 on CPU ones); an instance that states no
@@ -64,18 +60,15 @@ def _resources(facts: Mapping[str, str], parent: Variant, gpu_unknown: bool) -> 
     ``gpu_unknown``: the parent may run on a GPU without saying how much of one (``parent_gpu`` is None).
     Watchdogs before ``gpu_share`` could be unset stated 0 on the parent too: they are read as stated."""
     stated = facts.get("gpu_share") or ""
-    if not stated:
-        if gpu_unknown:
-            return _GPU_UNKNOWN
-        return parent.cpu, parent.gpu
     try:
-        gpu = float(stated)
+        gpu = float(stated or 0.0)
     except ValueError:
         return f"gpu_share={stated!r} is not a number"
     raw = facts.get("cpu_limit")
-    if not raw:
+    if not stated or not raw:  # the parent's own instance
         if not gpu and gpu_unknown:
-            return _GPU_UNKNOWN
+            return ("its parent may run on a GPU (a GPU profile or constraint) without an nvidia.com/gpu limit or "
+                    "gpu_share saying how much")
         return parent.cpu, gpu or parent.gpu
     try:
         cpu = parse_cpu(raw)

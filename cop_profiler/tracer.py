@@ -127,9 +127,8 @@ def _hidden_settings(module: torch.nn.Module) -> str:
     TransformerEncoderLayer's norm_first and activation. Modules whose repr says something keep their text
     (an empty ``extra_repr`` of their own, as ReLU's, says the defaults). Settings are the attributes named as
     the constructor's arguments or set from one (``_constructor_args``), and which parameters it holds
-    (``add_bias_kv`` is stored as parameters): what
-    else a module holds may be the instance's own (a ``name`` or ``layer_idx`` set for hooks made each of 3
-    identical layers an operator of its own)."""
+    (``add_bias_kv`` is stored as parameters): what else a module holds may be the instance's own (a
+    ``name`` or ``layer_idx`` set for hooks made each of 3 identical layers an operator of its own)."""
     parts = []
     for name, sub in module.named_modules():
         if not _shows_no_settings(type(sub)):

@@ -157,7 +157,8 @@ class CopPredictor:
         return self._models[model]
 
     def exec_seconds(self, model: str, batch: int, cpu: float, gpu: float) -> float | None:
-        """The COP prediction; fractional CPU is throttled time, whole cores are threads."""
+        """The COP prediction; on the CPU fractional CPU is throttled time and whole cores are threads. On a GPU
+        the kernels' time is the GPU share's: a CPU quota below one core does not stretch it."""
         predictor = self._get(model)
         if predictor is None:
             return None
@@ -170,7 +171,7 @@ class CopPredictor:
         except Exception as exc:  # noqa: BLE001
             logger.debug("COP prediction failed for %s b=%d c=%g g=%g: %s", model, batch, cpu, gpu, exc)
             return None
-        return seconds / cpu if cpu < 1 else seconds
+        return seconds / cpu if cpu < 1 and gpu <= 0 else seconds
 
 
 class Chain:

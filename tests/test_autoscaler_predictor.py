@@ -76,3 +76,17 @@ def test_a_profile_written_while_the_autoscaler_runs_is_used_from_the_next_prelo
         db.put_timing(op.key, hardware.cpu_id(), "cpu", 1, 1, Timing(0.004))
     cop.preload(["functions/toy"])
     assert cop.exec_seconds("functions/toy", 1, 1.0, 0.0) == pytest.approx(0.004, rel=0.1)
+
+
+def test_cop_throttles_cpu_time_by_a_fractional_quota_but_not_gpu_time():
+    from cop_profiler.predictor import Prediction
+
+    class _Profile:  # the loaded ModelPredictor's interface: pure arithmetic here
+        def predict(self, batch, threads, device="cpu", gpu_share=1.0):
+            return Prediction((0.010 if device == "cpu" else 0.002) / (gpu_share if device != "cpu" else 1.0), False)
+
+    cop = CopPredictor("/nonexistent.sqlite")
+    cop._models["m"] = _Profile()
+    assert cop.exec_seconds("m", 4, 0.5, 0.0) == pytest.approx(0.020)
+    assert cop.exec_seconds("m", 4, 2.0, 0.0) == pytest.approx(0.010)
+    assert cop.exec_seconds("m", 4, 0.5, 0.5) == pytest.approx(0.004)

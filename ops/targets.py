@@ -2,7 +2,9 @@
 
 The provider lists each replica under ``faasInfer.instances`` of ``GET /system/functions`` (``metricsPort``,
 ``instance``). Each target gets ``function_name`` (``name.namespace``, as the gateway writes it) and
-``instance_id``, so watchdog series join the gateway's in PromQL.
+``instance_id``, so watchdog series join the gateway's in PromQL. A variant the autoscaler added
+(label ``com.faas-infer.parent``) reports as its parent, whose queue it serves and under whose name the
+gateway counts its requests, as ``docker/prometheus/kubernetes-jobs.yml`` relabels it on Kubernetes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 from typing import Any, Iterable, Mapping
 
 import requests
+
+from faas_infer.stack import LABEL_PARENT
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +34,16 @@ def read_auth(secret_mount_path: str) -> tuple[str, str] | None:
 
 def watchdog_targets(functions: Iterable[Mapping[str, Any]], namespace: str = "openfaas-fn",
                      host: str = "127.0.0.1") -> list[tuple[str, dict[str, str]]]:
-    """(``host:metricsPort``, labels) of every replica in a ``/system/functions`` answer."""
+    """(``host:metricsPort``, labels) of every replica in a ``/system/functions`` answer; a variant's
+    ``function_name`` is its parent's."""
     out = []
     for fn in functions:
         ns = fn.get("namespace") or namespace
+        name = (fn.get("labels") or {}).get(LABEL_PARENT) or fn["name"]
         for inst in (fn.get("faasInfer") or {}).get("instances") or ():
             port = inst.get("metricsPort")
             if port:
-                out.append((f"{host}:{port}", {"function_name": f"{fn['name']}.{ns}",
+                out.append((f"{host}:{port}", {"function_name": f"{name}.{ns}",
                                                "instance_id": str(inst.get("instance", ""))}))
     return sorted(out)
 

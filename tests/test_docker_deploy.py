@@ -195,6 +195,19 @@ def test_prometheus_configs_pass_promtool(tmp_path):
         promtool_check(tmp_path, {"global": {"scrape_interval": "5s"}, "scrape_configs": jobs})
 
 
+def test_kubernetes_watchdog_job_reports_a_variant_as_its_parent():
+    """The pod label the watchdog job relabels from is the one the autoscaler puts on variants (Prometheus
+    writes a label's name with every character outside [a-zA-Z0-9_] as "_"), and faas-infer up's targets
+    do the same, so the function dashboard shows the variants' watchdogs on both."""
+    from faas_infer.stack import LABEL_PARENT
+
+    [job] = [j for j in yaml.safe_load(open(os.path.join(DOCKER, "prometheus", "kubernetes-jobs.yml")))
+             if j["job_name"] == "faas-infer-watchdogs"]
+    meta = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", LABEL_PARENT)
+    [rule] = [r for r in job["relabel_configs"] if meta in r.get("source_labels", ())]
+    assert rule["target_label"] == "function_name"
+
+
 
 class Exposition:
     """A loopback server answering GET /metrics with fixed text, or 404 (the OpenFaaS gateway's API port)."""

@@ -93,10 +93,15 @@ def test_watchdog_targets_from_the_provider_listing(tmp_path):
             {"instance": "echo-1", "metricsPort": 4001}, {"instance": "echo-0", "metricsPort": 4000}]}},
         {"name": "cold", "faasInfer": {"instances": []}},
         {"name": "plain"},  # real OpenFaaS: no faasInfer block
+        # A variant the autoscaler added reports as its parent (the dashboards select the parent's name).
+        {"name": "echo-b4-c500-g0-vm-0", "namespace": "openfaas-fn",
+         "labels": {"com.faas-infer.parent": "echo", "com.faas-infer.config": "b4-c500-g0"},
+         "faasInfer": {"instances": [{"instance": "echo-b4-c500-g0-vm-0-1a2b3c", "metricsPort": 4002}]}},
     ]
     assert watchdog_targets(functions) == [
         ("127.0.0.1:4000", {"function_name": "echo.openfaas-fn", "instance_id": "echo-0"}),
-        ("127.0.0.1:4001", {"function_name": "echo.openfaas-fn", "instance_id": "echo-1"})]
+        ("127.0.0.1:4001", {"function_name": "echo.openfaas-fn", "instance_id": "echo-1"}),
+        ("127.0.0.1:4002", {"function_name": "echo.openfaas-fn", "instance_id": "echo-b4-c500-g0-vm-0-1a2b3c"})]
     assert read_auth("") is None and read_auth(str(tmp_path)) is None
     (tmp_path / "basic-auth-user").write_text("admin\n")
     (tmp_path / "basic-auth-password").write_text("pw\n")

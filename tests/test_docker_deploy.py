@@ -449,3 +449,14 @@ def test_series_in_seconds_are_shown_in_seconds():
                     assert unit == ("ms" if "* 1000" in expr else "s"), f"{name} / {p['title']} / {t['refId']}: {unit}"
                 else:
                     assert unit not in ("s", "ms"), f"{name} / {p['title']} / {t['refId']}: {unit}"
+
+
+def test_refusals_show_zero_only_when_there_are_none(tmp_path):
+    """The refusals panel falls back to one 0 series when nothing was refused, and adds no unnamed 0 line
+    beside the reasons when something was (``or vector(0)`` matched no reason, so it always added one)."""
+    [expr] = [t["expr"] for t in panel("faas-infer-function.json", 10)["targets"]]
+    expr = expr.replace("$__rate_interval", "3m")
+    refusing = 'faas_infer_requests_refused_total{function_name="a.openfaas-fn",reason="slo"} 0\n'
+    cases = [(expr.replace("$function", "a.openfaas-fn"), [({"reason": "slo"}, 0)]),
+             (expr.replace("$function", "b.openfaas-fn"), [({}, 0)])]
+    promtool_expect(tmp_path, refusing, cases)

@@ -309,6 +309,32 @@ def known_series() -> set[str]:
     return names
 
 
+# Labels every scrape adds, and those the watchdogs' scrape configs give each target (ops/targets.py,
+# prometheus/kubernetes-jobs.yml, prometheus/watchdogs.json).
+SCRAPE_LABELS = {"job", "instance"}
+WATCHDOG_TARGET_LABELS = {"function_name", "instance_id"}
+
+
+def known_labels() -> dict[str, set[str]]:
+    """The labels each exported series carries once scraped (histograms expanded, ``le`` on buckets)."""
+    from autoscaler.metrics import AutoscalerMetrics
+    from ops.scrape import parse_text
+    from watchdog.metrics import WatchdogMetrics
+
+    out: dict[str, set[str]] = {}
+    for sample in parse_text(open(FIXTURE_METRICS).read()):
+        out.setdefault(sample.name, set(SCRAPE_LABELS)).update(sample.labels)
+    for registry, extra in ((WatchdogMetrics().registry, WATCHDOG_TARGET_LABELS), (AutoscalerMetrics().registry, set())):
+        for metric in registry._metrics:
+            names = set(metric.label_names) | extra | SCRAPE_LABELS
+            if metric.kind == "histogram":
+                out.update({metric.name + "_bucket": names | {"le"}, metric.name + "_sum": names,
+                            metric.name + "_count": names})
+            else:
+                out[metric.name] = names
+    return out
+
+
 def test_dashboards_are_valid_provisioning_json():
     boards = dashboards()
     assert set(boards) == {"faas-infer-overview.json", "faas-infer-function.json", "faas-infer-autoscaler.json"}
@@ -349,10 +375,40 @@ def test_dashboard_queries_name_only_exported_series():
                 series = {w for w in words if w.startswith(("gateway_", "faas_infer_", "http_request"))}
                 assert series, f"{name} / {p['title']}: no series"
                 assert series <= known, f"{name} / {p['title']}: unknown {series - known}"
+                check_labels(f"{name} / {p['title']} / {t['refId']}", t["expr"], t.get("legendFormat", ""))
     # The core figures use the gateway's names, so the dashboards serve real OpenFaaS as well.
     overview = json.dumps(dashboards()["faas-infer-overview.json"])
     for series in ("gateway_function_invocation_total", "gateway_functions_seconds_bucket", "gateway_service_count"):
         assert series in overview
+
+
+def check_labels(where: str, expr: str, legend: str) -> None:
+    """A selector names only labels its series carries; ``by``/``on`` and the legend only labels some series
+    of the query carries, and the legend only those its aggregation keeps."""
+    labels = known_labels()
+    for m in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}", expr):
+        used = set(re.findall(r"(\w+)\s*[!=]~?\s*\"", m.group(2)))
+        assert used <= labels[m.group(1)], f"{where}: {m.group(1)} has no {used - labels[m.group(1)]}"
+    words = re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", expr))
+    carried = set().union(*(labels[w] for w in words if w in labels))
+    kept = set()
+    for group in re.findall(r"\b(by|on|without|ignoring)\s*\(([^)]*)\)", expr):
+        names = {x.strip() for x in group[1].split(",") if x.strip()}
+        assert names <= carried, f"{where}: {group[0]} ({', '.join(sorted(names - carried))}): no series has it"
+        if group[0] == "by":
+            kept |= names
+    shown = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend))
+    assert shown <= (kept if re.search(r"\b(sum|max|min|avg|count)\b", expr) else carried), \
+        f"{where}: legend {legend!r} names a label the query does not keep"
+
+
+def test_label_check_catches_what_grafana_would_show_empty():
+    check_labels("ok", 'sum by (config) (faas_infer_autoscaler_instances{kind="variant"})', "{{config}}")
+    for expr, legend in (('faas_infer_autoscaler_plan_cost{function_name="x"}', ""),
+                         ("sum by (instance_id) (faas_infer_autoscaler_queue_depth)", ""),
+                         ("sum by (function_name) (faas_infer_autoscaler_instances)", "{{config}}")):
+        with pytest.raises(AssertionError):
+            check_labels("bad", expr, legend)
 
 
 def test_grafana_provisioning_files():

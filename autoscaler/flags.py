@@ -13,14 +13,19 @@ from faas_infer.envconfig import field_docs
 # Every AutoscalerConfig field is a flag (--field-name); these keep a shorter spelling too.
 ALIASES = {"gateway_url": "--gateway"}
 FLAGS = [f.name for f in fields(AutoscalerConfig)]
+# Settings of the running loop only (its pace and its /metrics server): a single decision has no use for them.
+LOOP_ONLY = ("interval", "metrics_port", "metrics_bind")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting, explained by the config's own field comments; defaults: $<field>, then built-in."""
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per setting (but ``exclude``), explained by the config's own field comments; defaults:
+    $<field>, then built-in."""
     defaults = AutoscalerConfig()
     docs = field_docs(AutoscalerConfig)
     group = parser.add_argument_group("settings (each also read from the environment variable of its name)")
     for name in FLAGS:
+        if name in exclude:
+            continue
         spellings = ["--" + name.replace("_", "-")] + ([ALIASES[name]] if name in ALIASES else [])
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default

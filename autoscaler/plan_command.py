@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-from autoscaler.flags import add_config_arguments, config_from_args
+from autoscaler.flags import LOOP_ONLY, add_config_arguments, config_from_args
 from autoscaler.plan import FunctionPlan, Plan
 
 HELP = "print one autoscaling decision (nothing is changed)"
@@ -19,7 +19,7 @@ HELP = "print one autoscaling decision (nothing is changed)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `faas-infer plan`."""
-    add_config_arguments(parser)
+    add_config_arguments(parser, exclude=LOOP_ONLY)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 

@@ -48,3 +48,16 @@ def test_a_function_short_of_room_or_infeasible_is_not_said_to_be_served_by_its_
     assert "weighted resources 0.000 (no bound: demand left short)" in header  # no "bound" above the cost
     planned = {row.split()[0]: row.split("   (")[0].split(maxsplit=4)[4] for row in rows[:3]}
     assert planned == {"hot": "none", "tight": "none (left as it runs)", "calm": "none (the parent suffices)"}
+
+
+def test_plan_offers_no_flag_only_the_running_loop_reads():
+    """One decision has no tick interval and serves no /metrics: its --help does not offer them as if it did."""
+    from autoscaler.autoscale_command import add_arguments as autoscale_arguments
+
+    plan, loop = argparse.ArgumentParser(), argparse.ArgumentParser()
+    plan_command.add_arguments(plan)
+    autoscale_arguments(loop)
+    flags = {parser: {s for a in parser._actions for s in a.option_strings} for parser in (plan, loop)}
+    assert {"--interval", "--metrics-port", "--metrics-bind"} <= flags[loop]
+    assert not {"--interval", "--metrics-port", "--metrics-bind"} & flags[plan]
+    assert flags[plan] - {"--json"} <= flags[loop]

@@ -324,7 +324,8 @@ def known_labels() -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for sample in parse_text(open(FIXTURE_METRICS).read()):
         out.setdefault(sample.name, set(SCRAPE_LABELS)).update(sample.labels)
-    for registry, extra in ((WatchdogMetrics().registry, WATCHDOG_TARGET_LABELS), (AutoscalerMetrics().registry, set())):
+    for registry, extra in ((WatchdogMetrics().registry, WATCHDOG_TARGET_LABELS),
+                            (AutoscalerMetrics().registry, set())):
         for metric in registry._metrics:
             names = set(metric.label_names) | extra | SCRAPE_LABELS
             if metric.kind == "histogram":

@@ -5,7 +5,9 @@ decoded), ``X-Forwarded-Host``/``-For`` are added when missing, and the watchdog
 come back. As the gateway does, every request gets ``X-Call-Id`` (the caller's, else a new uuid4) and
 ``X-Start-Time`` (the caller's when it is unix nanoseconds, as a gateway in front of us sends it, else when
 the provider took it), sent to the replica and set on every answer.
-Connections to replicas are pooled and kept alive. A request that cannot reach any replica in
+Connections to replicas are pooled and kept alive; a request goes again, to the least busy ready replica,
+only when it cannot have been run (``provider.upstream``: Go's Transport rule); a failure is answered 500
+``Can't reach service for: NAME.`` with what went wrong. A request that cannot reach any replica in
 ``cold_start_timeout`` gets 503 ``No endpoints available for: NAME.`` (NAME as the path has it, namespace
 included when given); one with no function name gets 400, as faas-provider answers both.
 """
@@ -19,12 +21,12 @@ import uuid
 from http import HTTPStatus
 from typing import Callable, Iterable
 
-import urllib3
 from flask import Response
 
 from provider.function import FunctionState, write_timeout
 from provider.metrics import GatewayMetrics
 from provider.runtime import Runtime
+from provider.upstream import Closed, ExchangeError, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,9 @@ TRACE_HEADERS = frozenset(("x-call-id", "x-start-time"))
 # A caller's X-Start-Time that is kept: unix nanoseconds (the gateway's, behind it), at most 19 digits (int64).
 START_TIME = re.compile(r"[0-9]{1,19}")
 INT64_MAX = 2**63 - 1
+# Replicas (or connections) one request is tried on: a refused connection, or a failure that proves the
+# request was not run (``provider.upstream``), moves it on to the next.
+ATTEMPTS = 3
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"))
 
@@ -109,32 +114,40 @@ class Proxy:
         ``cold_start_timeout``); the watchdog's answer, or the provider's 503/500 naming the function as
         ``called`` (default: its name)."""
         called = called or fn.name
-        timeout = urllib3.Timeout(connect=2.0, read=write_timeout(fn.spec) + 10)
-        for _ in range(3):
+        timeout = write_timeout(fn.spec) + 10
+        failed = ""  # the last failure that let the request go again
+        for _ in range(ATTEMPTS):
             replica = self.runtime.acquire(fn, self.runtime.config.cold_start_timeout)
             if replica is None:
                 with self.runtime.lock:
                     why = fn.failing(time.monotonic())
                 return no_endpoints(called, why)
             try:
-                upstream = replica.pool.urlopen(method, target, body=body, headers=headers, retries=False,
-                                                redirect=False, timeout=timeout, preload_content=True,
-                                                decode_content=False, assert_same_host=False)
-            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError):
+                status, got, data = replica.upstream.exchange(method, target, headers, body, timeout)
+            except Refused:
                 logger.info("function %s: replica %s refused a connection; trying another",
                             fn.name, replica.instance_id)
                 self.runtime.refused(fn, replica)
                 continue
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+            except ExchangeError as exc:
+                failed = f"Replica {replica.instance_id} failed: {exc}."
+                if exc.retry:
+                    logger.info("function %s: replica %s: %s; sending the request again", fn.name,
+                                replica.instance_id, exc)
+                    continue
                 logger.warning("function %s: replica %s failed: %s", fn.name, replica.instance_id, exc)
-                why = f" Its replica {replica.instance_id} was stopped: {replica.fault}." if replica.fault else ""
-                return error_answer(500, f"Can't reach service for: {called}.{why}\n")
+                if isinstance(exc, Closed):
+                    failed += f" The function may have received it: a {method} is not sent twice."
+                if replica.fault:
+                    failed += f" Its replica {replica.instance_id} was stopped: {replica.fault}."
+                return error_answer(500, f"Can't reach service for: {called}. {failed}\n")
             finally:
                 replica.release()
             # A HEAD answer has no body: its Content-Length is the watchdog's, the size a GET would get.
-            return upstream.status, [(k, v) for k, v in upstream.headers.items()
-                                     if k.lower() not in HOP_BY_HOP
-                                     or (method == "HEAD" and k.lower() == "content-length")], upstream.data
+            return status, [(k, v) for k, v in got if k.lower() not in HOP_BY_HOP
+                            or (method == "HEAD" and k.lower() == "content-length")], data
+        if failed:
+            return error_answer(500, f"Can't reach service for: {called}. {failed} Tried {ATTEMPTS} times.\n")
         return no_endpoints(called)
 
 

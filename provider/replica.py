@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import psutil
 import urllib3
 
+from provider.upstream import Upstream
 from watchdog.config import WatchdogConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +78,10 @@ class Replica:
     stop_deadline: float = 0.0
     _cpu_sample: tuple[float, float] = (0.0, 0.0)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Health checks' connections.
     pool: urllib3.HTTPConnectionPool | None = None
+    # The proxy's connections (``provider.upstream``: it tells which failed requests may be sent again).
+    upstream: Upstream | None = None
 
     @property
     def instance_id(self) -> str:
@@ -192,7 +196,8 @@ def launch(spec: LaunchSpec, port: int, metrics_port: int, on_line: Callable[[st
     with open(os.path.join(spec.run_dir, "pid"), "w") as f:
         f.write(str(proc.pid))
     replica = Replica(spec, proc, port, metrics_port,
-                      pool=urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=256, block=False, retries=False))
+                      pool=urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=4, block=False, retries=False),
+                      upstream=Upstream(port))
     replica.pin()
     threading.Thread(target=_pump, args=(proc, on_line), name=f"log-{spec.instance_id}", daemon=True).start()
     return replica

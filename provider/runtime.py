@@ -264,6 +264,8 @@ class Runtime:
             self._ports.discard(replica.metrics_port)
         if replica.pool is not None:
             replica.pool.close()
+        if replica.upstream is not None:
+            replica.upstream.close()
         shutil.rmtree(replica.spec.run_dir, ignore_errors=True)
 
     def _free_port(self) -> int:

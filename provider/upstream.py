@@ -1,0 +1,163 @@
+"""Keep-alive connections to one replica, and one exchange over them that says whether it may be sent again.
+
+The proxy retries by Go's net/http Transport rule (what the OpenFaaS gateway runs): a request that failed may
+go again on another connection only when the replica cannot have run it. Three cases are told apart, which
+urllib3's pool cannot do (it swallows a reset while the request is written and reads the answer anyway):
+
+- the connection could not be made (``Refused``): nothing was sent;
+- writing failed (``Unsent``): the last bytes never left, so the replica never had a complete request, and
+  neither the watchdog nor a WSGI server hands an incomplete one to the function: any method goes again;
+- a connection used before was closed or reset before the first byte of an answer (``Closed``): the
+  replica may have closed it while idle (keep-alive timeout, shutdown) before reading the request, or read it
+  and died running it. Nothing on the client's side tells these apart, so only a replayable request goes
+  again (GET, HEAD, OPTIONS, TRACE, or one with an ``Idempotency-Key``: Go's ``isReplayable``); a POST
+  is answered with the error, never sent twice.
+
+Anything else (a timeout, an answer broken off) is ``Failed``. Idle connections are dropped before the
+watchdog's keep-alive (75 s) could close them under a request, and checked for a close before reuse.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from urllib3.util.wait import wait_for_read
+
+# A connection idle this long is closed, not reused: under the watchdog's 75 s keep-alive (watchdog.aio's
+# KEEPALIVE_SECONDS, gunicorn's keepalive), so the replica never closes one as the provider sends on it.
+IDLE_SECONDS = 60.0
+# Idle connections kept per replica (more are closed when given back).
+MAX_IDLE = 256
+# Methods Go's Transport sends again after a reused connection failed before any answer (isReplayable).
+REPLAYABLE = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
+IDEMPOTENCY_HEADERS = frozenset(("idempotency-key", "x-idempotency-key"))
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+class ExchangeError(Exception):
+    """An exchange with a replica failed; ``retry`` says whether the request may be sent again."""
+
+    retry = False
+
+
+class Refused(ExchangeError):
+    """No connection could be made: nothing was sent."""
+
+    retry = True
+
+
+class Unsent(ExchangeError):
+    """Writing the request failed: the replica never had all of it."""
+
+    retry = True
+
+
+class Closed(ExchangeError):
+    """A reused connection was closed before any answer; ``retry`` when the request is replayable."""
+
+    def __init__(self, message: str, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class Failed(ExchangeError):
+    """Any other failure (timeout, broken answer, a fresh connection closed): not sent again."""
+
+
+def replayable(method: str, headers: dict[str, str]) -> bool:
+    """Whether a request may be sent twice (Go's ``Request.isReplayable``)."""
+    return method.upper() in REPLAYABLE or any(k.lower() in IDEMPOTENCY_HEADERS for k in headers)
+
+
+@dataclass
+class _Idle:
+    conn: http.client.HTTPConnection
+    since: float
+
+
+class Upstream:
+    """Pooled keep-alive connections to ``127.0.0.1:port``; thread-safe."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", connect_timeout: float = 2.0,
+                 idle_seconds: float = IDLE_SECONDS) -> None:
+        self.host, self.port = host, port
+        self.connect_timeout, self.idle_seconds = connect_timeout, idle_seconds
+        self._idle: list[_Idle] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def exchange(self, method: str, target: str, headers: dict[str, str], body: bytes, timeout: float) -> Answer:
+        """Send one request and read its whole answer (status, headers, body); ``ExchangeError`` on failure."""
+        conn, reused = self._take()
+        try:
+            if not reused:
+                try:
+                    conn.connect()
+                except OSError as exc:
+                    raise Refused(f"connection refused: {exc}") from exc
+            conn.sock.settimeout(timeout)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+            except OSError as exc:
+                raise Unsent(f"the connection broke while the request was sent ({exc})") from exc
+            try:
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                if reused:
+                    raise Closed(f"it closed a reused keep-alive connection before answering ({exc})",
+                                 replayable(method, headers)) from exc
+                raise Failed(f"it closed the connection before answering ({exc})") from exc
+            except socket.timeout as exc:
+                raise Failed(f"no answer within {timeout:g}s") from exc
+            try:
+                data = response.read()
+            except socket.timeout as exc:
+                raise Failed(f"its answer stopped arriving (no data within {timeout:g}s)") from exc
+            answer = response.status, response.getheaders(), data
+        except ExchangeError:
+            conn.close()
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise Failed(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._give(conn)
+        return answer
+
+    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+        """The most recently used idle connection still open (True), else a new one, not connected (False)."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                return http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout), False
+            if now - idle.since < self.idle_seconds and idle.conn.sock is not None \
+                    and not wait_for_read(idle.conn.sock, timeout=0.0):  # readable when idle: closed by the peer
+                return idle.conn, True
+            idle.conn.close()
+
+    def _give(self, conn: http.client.HTTPConnection) -> None:
+        """Keep ``conn`` for reuse unless the answer closed it (``Connection: close``) or the pool is closed."""
+        if conn.sock is None:
+            return
+        with self._lock:
+            if not self._closed and len(self._idle) < MAX_IDLE:
+                self._idle.append(_Idle(conn, time.monotonic()))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection; connections in use are closed when given back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for item in idle:
+            item.conn.close()

@@ -201,7 +201,10 @@ class Supervisor:
         return changed
 
     def _begin_drain(self, fn: FunctionState, replica: Replica) -> None:
-        replica.set_state(State.DRAINING)
+        # Under the lock a request picks and counts itself on a replica (``FunctionState.pick``): once this
+        # returns, every request routed here is counted in ``outstanding``, and ``_drain`` waits for it.
+        with self.runtime.lock:
+            replica.set_state(State.DRAINING)
         self.runtime.logs.event(fn.name, f"replica {replica.instance_id} draining")
 
     def _drain(self, fn: FunctionState, now: float) -> bool:

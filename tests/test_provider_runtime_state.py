@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import signal
+import subprocess
+import threading
+import time
 
 import pytest
 
@@ -13,6 +17,7 @@ from provider.catalog import Catalog
 from provider.config import ProviderConfig
 from provider.errors import BadRequest
 from provider.function import min_replicas
+from provider.replica import LaunchSpec, Replica, State
 from provider.runtime import Runtime
 from provider.types import FunctionDeployment
 
@@ -104,3 +109,44 @@ def test_provider_settings_win_over_envvars_they_replace(runtime, tmp_path):
 def test_deploy_naming_secrets_is_refused(runtime, tmp_path):
     with pytest.raises(BadRequest, match="secrets are not supported by the local provider: remove secrets"):
         runtime.deploy(dataclasses.replace(spec(tmp_path), secrets=("api-key",)), update=False)
+
+
+def test_a_drain_begun_while_a_request_picks_the_replica_waits_for_that_request(runtime, tmp_path):
+    # A request thread chose the replica (still ready) and had not yet counted itself on it when the supervisor
+    # marked it draining and, seeing nothing in flight, sent SIGTERM: the request went to a stopping replica
+    # (on a kept connection the replica was closing: one failed request in 4860 during a scale-down).
+    runtime.deploy(spec(tmp_path), update=False)
+    fn = runtime.get("fn")
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    launch = LaunchSpec("fn", "fn-a", fn.generation, fn.function_dir, str(tmp_path / "a"), {})
+    replica = Replica(launch, proc, 1, 2, state=State.READY)
+    fn.replicas.append(replica)
+    counting, go = threading.Event(), threading.Event()
+    count = replica.acquire
+
+    def slow_acquire() -> None:  # the request thread is descheduled between choosing and counting
+        counting.set()
+        go.wait(5)
+        count()
+    replica.acquire = slow_acquire
+    picked: list = []
+    request = threading.Thread(target=lambda: picked.append(runtime.acquire(fn, 1.0)))
+    request.start()
+    try:
+        assert counting.wait(5)
+        drain = threading.Thread(target=lambda: (runtime.supervisor._begin_drain(fn, replica),
+                                                 runtime.supervisor._drain(fn, time.monotonic())))
+        drain.start()
+        time.sleep(0.3)
+        go.set()
+        request.join(5)
+        drain.join(5)
+        assert picked == [replica] and replica.outstanding == 1
+        assert replica.state is State.DRAINING and proc.poll() is None  # not stopped under its request
+        replica.release()
+        runtime.supervisor._drain(fn, time.monotonic())
+        assert replica.state is State.STOPPING and proc.wait(5) == -signal.SIGTERM
+    finally:
+        go.set()
+        proc.kill()
+        proc.wait(5)

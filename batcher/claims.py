@@ -9,6 +9,7 @@ heartbeat, so two reapers never both move it; an instance gives back its own cla
 starts (its worker died and was restarted under the same name), reconnects or leaves. Only once per
 request, and only while someone waits for it:
 a request whose caller was connected to the dead instance itself is dropped (nobody is left to answer),
+from its claimed list and, when it is reaped, from the queue too,
 and one given back before is not given back again; its caller is answered 500 instead (a request that
 kills the instance running it would otherwise kill every replica that takes it, until its deadline:
 measured with one that ran out of memory, seven replicas in 25 s while the function answered nothing
@@ -47,17 +48,21 @@ GIVEN_BACK_TTL = 3600
 # caller's instance in meta's "r". Shared by both scripts below: an instance whose worker died and was
 # restarted under the same name gives back its own claims, and must not run a crashing request forever.
 _RETURN_CLAIMED = r"""
+local function reply_to_of(item)
+  local cut = string.find(item, '\n', 1, true)
+  local stop = cut and string.find(item, '\n', cut + 1, true)
+  local ok, meta = pcall(cjson.decode, stop and string.sub(item, cut + 1, stop - 1) or '')
+  local reply_to = (ok and type(meta) == 'table' and meta['r']) or ''
+  if type(reply_to) ~= 'string' then reply_to = '' end
+  return reply_to, cut and string.sub(item, 1, cut - 1) or ''
+end
+
 local function return_claimed(claimed, queue, given, inst, inbox_prefix, ttl)
   local back, dropped = 0, 0
   while true do
     local item = redis.call('LPOP', claimed)
     if not item then break end
-    local cut = string.find(item, '\n', 1, true)
-    local token = cut and string.sub(item, 1, cut - 1) or ''
-    local stop = cut and string.find(item, '\n', cut + 1, true)
-    local ok, meta = pcall(cjson.decode, stop and string.sub(item, cut + 1, stop - 1) or '')
-    local reply_to = (ok and type(meta) == 'table' and meta['r']) or ''
-    if type(reply_to) ~= 'string' then reply_to = '' end
+    local reply_to, token = reply_to_of(item)
     if reply_to == inst or reply_to == '' then
       dropped = dropped + 1
     elseif redis.call('SADD', given, token) == 0 then
@@ -73,6 +78,28 @@ local function return_claimed(claimed, queue, given, inst, inbox_prefix, ttl)
   end
   if back > 0 then redis.call('EXPIRE', given, tonumber(ttl)) end
   return back, dropped
+end
+
+-- Requests still queued whose caller was connected to ``inst``, a dead instance: nobody can answer them (the
+-- connections died with it), and run they only delay the living callers behind them (a killed instance's
+-- queued requests were all run by the next instance to start, for nobody). The queue is rebuilt in order
+-- without them, in one pass. Not used when an instance gives back its own claims: a request it pushed as
+-- Redis was being marked lost may still have its caller waiting.
+local function drop_queued(queue, inst)
+  local items = redis.call('LRANGE', queue, 0, -1)
+  local kept, dropped = {}, 0
+  for _, item in ipairs(items) do
+    if reply_to_of(item) == inst then dropped = dropped + 1 else kept[#kept + 1] = item end
+  end
+  if dropped > 0 then
+    local ttl = redis.call('PTTL', queue)
+    redis.call('DEL', queue)
+    for i = 1, #kept, 5000 do
+      redis.call('RPUSH', queue, unpack(kept, i, math.min(i + 4999, #kept)))
+    end
+    if ttl > 0 and #kept > 0 then redis.call('PEXPIRE', queue, ttl) end
+  end
+  return dropped
 end
 """
 
@@ -93,6 +120,7 @@ _REAP = _RETURN_CLAIMED + r"""
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not beat or tonumber(beat) > tonumber(ARGV[2]) then return -1 end
 local back, dropped = return_claimed(KEYS[2], KEYS[3], KEYS[8], ARGV[1], ARGV[3], ARGV[4])
+dropped = dropped + drop_queued(KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
 if back > 0 then redis.call('HINCRBY', KEYS[7], 'reclaimed', back) end

@@ -12,7 +12,7 @@ import redis
 import requests
 
 from batcher import keys
-from batcher.stats import read_function_stats
+from batcher.stats import STALE_AFTER, read_function_stats
 from helpers import RedisServer, free_port, wait_until, write_handler
 
 FN = "shared"
@@ -187,3 +187,35 @@ def test_a_request_that_kills_its_worker_is_run_twice_at_most(watchdogs, tmp_pat
     time.sleep(3)
     assert len(runs.read_text().split()) <= 2
     assert a.proc.poll() is None and b.proc.poll() is None
+
+
+def test_the_requests_queued_by_a_killed_last_instance_are_not_run_by_the_next_one(watchdogs, tmp_path, redis_server,
+                                                                                    redis_client):
+    # Its callers' connections died with it, yet the next instance to start took its queued requests and ran
+    # every one for nobody (seen: 7 of 20), ahead of its own callers; only its claimed ones were dropped.
+    runs = tmp_path / "runs"
+    folder = write_handler(str(tmp_path / "slow"), f"""
+        import os, time
+
+        def handle_batch(state, requests):
+            with open({str(runs)!r}, "a") as f:
+                f.write("".join(os.environ["instance_id"] + " " + r.text + "\\n" for r in requests))
+            time.sleep(0.2)
+            return [r.text for r in requests]
+    """)
+    env = dict(batch_backend="redis", redis_url=redis_server.url, function_name="last", max_batch_size=2,
+               exec_timeout="20s", write_timeout="20s")
+    victim = watchdogs(folder, instance_id="victim", **env)
+    callers = ThreadPoolExecutor(20)
+    calls = [callers.submit(requests.post, victim.url, data=f"r{i}", timeout=30) for i in range(20)]
+    wait_until(lambda: redis_client.llen(keys.queue("last")) >= 4, 10, interval=0.01, what="requests queued")
+    victim.signal(9)
+    callers.shutdown(wait=True)
+    assert sum(1 for c in calls if c.exception() is not None) >= 4  # their callers got a connection error
+    time.sleep(STALE_AFTER + 0.5)
+    assert redis_client.llen(keys.queue("last")) >= 4  # nobody reaps the last instance until another starts
+    nxt = watchdogs(folder, instance_id="next", **env)
+    assert requests.post(nxt.url, data=b"live", timeout=10).text == "live"
+    assert redis_client.llen(keys.queue("last")) == 0 and redis_client.llen(keys.claimed("last", "victim")) == 0
+    assert [line for line in runs.read_text().split("\n") if line.startswith("next")] == ["next live"]
+    assert redis_client.zrange(keys.instances("last"), 0, -1) == [b"next"]

@@ -5,8 +5,10 @@ go again on another connection only when the replica cannot have run it. Three c
 urllib3's pool cannot do (it swallows a reset while the request is written and reads the answer anyway):
 
 - the connection could not be made (``Refused``): nothing was sent;
-- writing failed (``Unsent``): the last bytes never left, so the replica never had a complete request, and
-  neither the watchdog nor a WSGI server hands an incomplete one to the function: any method goes again;
+- writing failed and no answer came (``Unsent``): the last bytes never left, so the replica never had a
+  complete request, and neither the watchdog nor a WSGI server hands an incomplete one to the function: any
+  method goes again. A replica may answer before reading the whole request and close (the watchdog's 413
+  for a body over ``max_request_bytes``): that answer is passed on;
 - a connection used before was closed or reset before the first byte of an answer (``Closed``): the
   replica may have closed it while idle (keep-alive timeout, shutdown) before reading the request, or read it
   and died running it. Nothing on the client's side tells these apart, so only a replayable request goes
@@ -35,6 +37,8 @@ MAX_IDLE = 256
 # Methods Go's Transport sends again after a reused connection failed before any answer (isReplayable).
 REPLAYABLE = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
 IDEMPOTENCY_HEADERS = frozenset(("idempotency-key", "x-idempotency-key"))
+# How long an answer sent before the request was read whole (``_early_answer``) is waited for.
+EARLY_ANSWER_SECONDS = 1.0
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
@@ -67,6 +71,20 @@ class Closed(ExchangeError):
 
 class Failed(ExchangeError):
     """Any other failure (timeout, broken answer, a fresh connection closed): not sent again."""
+
+
+def _early_answer(conn: http.client.HTTPConnection) -> Answer | None:
+    """The answer a replica sent before it read the whole request and closed the connection (the watchdog's
+    413 for a body over ``max_request_bytes``, told by its Content-Length), or None when none came. An answer
+    sent that way is already here: it is waited for briefly, not for the request's timeout."""
+    if conn.sock is None:
+        return None
+    try:
+        conn.sock.settimeout(EARLY_ANSWER_SECONDS)
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read()
+    except (OSError, http.client.HTTPException):
+        return None
 
 
 def replayable(method: str, headers: dict[str, str]) -> bool:
@@ -104,7 +122,11 @@ class Upstream:
             try:
                 conn.request(method, target, body=body, headers=headers)
             except OSError as exc:
-                raise Unsent(f"the connection broke while the request was sent ({exc})") from exc
+                early = _early_answer(conn)
+                if early is None:
+                    raise Unsent(f"the connection broke while the request was sent ({exc})") from exc
+                conn.close()  # the replica closed it: its answer came before the whole request was read
+                return early
             try:
                 response = conn.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:

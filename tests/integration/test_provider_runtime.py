@@ -350,3 +350,14 @@ def test_a_replica_stopped_from_outside_gets_no_requests_once_it_refuses_connect
         assert codes == [200] * 18, codes
     finally:
         assert provider.stop() == 0
+
+
+def test_a_body_over_max_request_bytes_gets_the_watchdogs_413_through_the_proxy(provider, inspect_dir):
+    # The watchdog answers 413 from the Content-Length and closes the connection while the proxy is still
+    # sending the body: the proxy must pass that answer on, not take the broken write for a failure.
+    provider.deploy("small", inspect_dir, envVars={"max_request_bytes": "1024"})
+    provider.wait_ready("small", 1)
+    answer = invoke(provider.url, "small", b"x" * (8 * 1024 * 1024))
+    assert answer.status_code == 413, answer.text
+    assert "max_request_bytes=1024" in answer.text
+    assert invoke(provider.url, "small", b"ok").status_code == 200  # nothing else was lost

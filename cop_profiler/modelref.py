@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -73,11 +74,24 @@ def _load_folder(folder: str) -> Any:
     if not os.path.isfile(path):
         raise ModelRefError(f"{folder}: no model.py (a handler folder needs model.py with build_model() "
                             "and example_input(batch_size))")
-    name = "_faas_infer_model_" + hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    # The folder is a package, as the watchdog imports it (as ``function``), so that model.py's relative
+    # imports (``from .layers import Block``) work here too. A private name and an absolute search path keep
+    # two folders apart (a relative path's finder is cached by its spelling, whatever the current folder).
+    folder = os.path.abspath(folder)
+    package = "_faas_infer_model_" + hashlib.sha1(folder.encode()).hexdigest()[:12]
+    init = os.path.join(folder, "__init__.py")
+    if os.path.isfile(init):
+        spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[folder])
+    else:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [folder]
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[name]
     try:
-        spec.loader.exec_module(module)
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+        if spec.loader is not None:
+            spec.loader.exec_module(sys.modules[package])
+        module = importlib.import_module(f"{package}.model")
     except Exception as exc:  # noqa: BLE001 - user code
         raise ModelRefError(f"{path}: import failed: {type(exc).__name__}: {exc}") from exc
     for attr in ("build_model", "example_input"):

@@ -41,6 +41,16 @@ def test_handler_folder():
     assert loaded.example_input(3).shape == (3, 256)
 
 
+def test_handler_folder_is_a_package(tmp_path):
+    # As the watchdog imports it: model.py may import its sibling modules relatively.
+    (tmp_path / "layers.py").write_text("from torch import nn\n\ndef block():\n    return nn.Linear(5, 3)\n")
+    (tmp_path / "model.py").write_text("import torch\nfrom .layers import block\n\ndef build_model():\n"
+                                       "    return block()\n\ndef example_input(b):\n"
+                                       "    return torch.randn(b, 5)\n")
+    loaded = load_model(str(tmp_path))
+    assert loaded.model(loaded.example_input(2)).shape == (2, 3)
+
+
 def test_module_function_forms(models_module):
     assert load_model(f"{models_module}:pair").example_input(2).shape == (2, 4)
     loaded = load_model(f"{models_module}:bare", InputSpec((6,)))

@@ -90,10 +90,36 @@ def _function(name: str, spec: Any, base: str) -> StackFunction:
     return StackFunction(
         name=name, lang=str(spec.get("lang", "")), handler=handler, image=str(spec.get("image", "")),
         fprocess=str(spec.get("fprocess", "")), namespace=str(spec.get("namespace", "")),
-        environment=strings("environment"), labels=strings("labels"), annotations=strings("annotations"),
+        environment={**strings("environment"), **_environment_files(name, spec.get("environment_file"), base)},
+        labels=strings("labels"), annotations=strings("annotations"),
         limits=strings("limits"), requests=strings("requests"),
         constraints=tuple(str(c) for c in spec.get("constraints") or ()),
         secrets=tuple(str(s) for s in spec.get("secrets") or ()),
         readonly_root_filesystem=bool(spec.get("readonly_root_filesystem", False)),
         handler_path=os.path.normpath(os.path.join(base, handler)) if handler else "",
     )
+
+
+def _environment_files(name: str, files: Any, base: str) -> dict[str, str]:
+    """The ``environment:`` maps of a function's ``environment_file`` list, read as faas-cli reads them:
+    paths relative to the stack file's folder, a later file overriding an earlier one; faas-cli lets them
+    override the function's own ``environment`` too."""
+    if files is None:
+        return {}
+    if not isinstance(files, list):
+        raise StackError(f"function {name}: environment_file must be a list of file names")
+    merged: dict[str, str] = {}
+    for file in files:
+        path = os.path.join(base, str(file))
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise StackError(f"function {name}: cannot read environment_file {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise StackError(f"function {name}: environment_file {file}: not valid YAML: {exc}") from None
+        environment = doc.get("environment") if isinstance(doc, dict) else None
+        if not isinstance(environment, dict):
+            raise StackError(f"function {name}: environment_file {file}: expected a mapping with 'environment:'")
+        merged.update({str(k): str(v) for k, v in environment.items()})
+    return merged

@@ -43,3 +43,27 @@ def test_errors_name_the_problem(tmp_path):
     bad.write_text("functions:\n  f:\n    environment: [1]\n")
     with pytest.raises(StackError, match="function f: environment must be a mapping"):
         load_stack(str(bad))
+
+
+def test_environment_file_as_faas_cli_reads_it(tmp_path):
+    # Paths relative to the stack file; a later file overrides an earlier one, and both the function's
+    # own environment (faas-cli's compileEnvironment).
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "base.yml").write_text("environment:\n  max_batch_size: 2\n  exec_timeout: 3s\n")
+    (tmp_path / "envs" / "prod.yml").write_text("environment:\n  exec_timeout: 5s\n")
+    (tmp_path / "stack.yml").write_text(
+        "functions:\n  f:\n    environment: {max_batch_size: '16', write_timeout: 20s}\n"
+        "    environment_file: [envs/base.yml, envs/prod.yml]\n")
+    stack = load_stack(str(tmp_path / "stack.yml"))
+    assert stack.functions["f"].environment == {"max_batch_size": "2", "write_timeout": "20s", "exec_timeout": "5s"}
+
+
+def test_environment_file_errors_name_the_file(tmp_path):
+    stack = tmp_path / "stack.yml"
+    stack.write_text("functions:\n  f:\n    environment_file: [missing.yml]\n")
+    with pytest.raises(StackError, match="function f: cannot read environment_file missing.yml"):
+        load_stack(str(stack))
+    (tmp_path / "flat.yml").write_text("max_batch_size: 2\n")
+    stack.write_text("functions:\n  f:\n    environment_file: [flat.yml]\n")
+    with pytest.raises(StackError, match="flat.yml: expected a mapping with 'environment:'"):
+        load_stack(str(stack))

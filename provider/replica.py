@@ -188,6 +188,7 @@ class Replica:
 def launch(spec: LaunchSpec, port: int, metrics_port: int, on_line: Callable[[str], None]) -> Replica:
     """Start the watchdog process of ``spec``; its output goes line by line to ``on_line``."""
     os.makedirs(spec.run_dir, exist_ok=True)
+    _link_function_dir(spec.run_dir, spec.function_dir)
     env = dict(spec.env)
     env.update({"port": str(port), "metrics_port": str(metrics_port)})
     proc = subprocess.Popen([spec.python, "-m", "watchdog"], cwd=spec.run_dir, env=env,
@@ -201,6 +202,20 @@ def launch(spec: LaunchSpec, port: int, metrics_port: int, on_line: Callable[[st
     replica.pin()
     threading.Thread(target=_pump, args=(proc, on_line), name=f"log-{spec.instance_id}", daemon=True).start()
     return replica
+
+
+def _link_function_dir(run_dir: str, function_dir: str) -> None:
+    """Offer the handler folder as ``function`` in the replica's working directory, as the template's image
+    does (the watchdog runs in /home/app, the handler in ./function): a handler that opens
+    ``function/weights.pt`` then loads here as it does on faasd or Kubernetes."""
+    link = os.path.join(run_dir, "function")
+    if os.path.islink(link):
+        if os.readlink(link) == function_dir:
+            return
+        os.unlink(link)
+    elif os.path.exists(link):
+        return
+    os.symlink(function_dir, link)
 
 
 def _pump(proc: subprocess.Popen, on_line: Callable[[str], None]) -> None:

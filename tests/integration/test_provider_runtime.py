@@ -58,6 +58,24 @@ def test_deploy_invoke_passes_everything_through(provider, inspect_dir):
     assert status["faasInfer"]["instances"][0]["cores"] == seen["affinity"]
 
 
+def test_handler_files_open_as_in_the_template_image(provider, tmp_path):
+    # The image runs the watchdog in /home/app with the handler in ./function; handlers rely on that layout.
+    folder = write_handler(str(tmp_path / "files"), """
+        def load():
+            with open("function/labels.txt") as f:
+                return f.read()
+
+        def handle(request):
+            return load()
+    """)
+    with open(os.path.join(folder, "labels.txt"), "w") as f:
+        f.write("cat,dog")
+    assert provider.deploy("files", folder).status_code == 202
+    provider.wait_ready("files", 1)
+    answer = invoke(provider.url, "files")
+    assert answer.status_code == 200 and answer.text == "cat,dog"
+
+
 def test_invocations_carry_call_id_and_start_time(provider, inspect_dir):
     provider.deploy("fn", inspect_dir)
     provider.wait_ready("fn", 1)

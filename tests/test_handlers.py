@@ -99,3 +99,55 @@ def test_mlp_answers_raw_float32_as_it_answers_json():
     out = handler.handle([as_json, raw, short])
     assert out[0]["class"] == out[1]["class"] and out[0]["score"] == pytest.approx(out[1]["score"], abs=1e-6)
     assert isinstance(out[2], BadInput) and "got 12 bytes" in str(out[2])
+
+
+@pytest.mark.parametrize("value, status, body, content_type", [
+    (None, 200, b"", None),
+    ({"body": "hi"}, 200, b"hi", "text/html; charset=utf-8"),
+    ({"statusCode": 202, "body": b"\x00\x01", "headers": {"Content-type": "application/octet-stream"}}, 202,
+     b"\x00\x01", "application/octet-stream"),
+    ({"body": [1, 2]}, 200, b"[1, 2]", "application/json"),
+    ({"body": "<b/>", "headers": {"content-type": "text/xml"}}, 200, b"<b/>", "text/xml"),
+    ({"statusCode": 204}, 204, b"", None),
+])
+def test_python3_http_answers_become_responses(value, status, body, content_type):
+    from watchdog.http_compat import answer
+
+    response = answer(value)
+    assert (response.status, response.body) == (status, body)
+    named = {k.lower(): v for k, v in response.headers.items()}.get("content-type")
+    assert named == content_type
+
+
+@pytest.mark.parametrize("value, words", [
+    ("text", "returned a str"),
+    ({"status": 200}, "unknown keys ['status']"),
+    ({"statusCode": "200"}, "statusCode '200': must be an int"),
+    ({"headers": ["a"]}, "headers as a list"),
+])
+def test_python3_http_answers_that_are_not_its_shape_name_the_problem(value, words):
+    from batcher.errors import HandlerFailed
+    from watchdog.http_compat import answer
+
+    with pytest.raises(HandlerFailed, match=words.replace("[", r"\[").replace("]", r"\]")):
+        answer(value)
+
+
+def test_a_two_argument_handle_is_the_state_form_when_load_exists_and_the_template_form_when_not(tmp_path):
+    from helpers import write_handler
+    from watchdog.handler import load_handler
+
+    stateful = load_handler(write_handler(str(tmp_path / "a"), """
+        def load():
+            return "state"
+
+        def handle(state, request):
+            return state + ":" + request.text
+    """))
+    assert stateful.handle([Request(b"x")]) == ["state:x"]
+    template = load_handler(write_handler(str(tmp_path / "b"), """
+        def handle(event, context):
+            return {"body": event.body.decode() + "/" + event.method}
+    """))
+    [response] = template.handle([Request(b"x", method="PUT")])
+    assert response.body == b"x/PUT" and response.status == 200

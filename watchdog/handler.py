@@ -5,7 +5,11 @@ The contract (see README, "Writing a handler"):
     handle_batch(state, requests) -> list    one output per request, in order
 An output is bytes, text, a JSON-able value, a ``batcher.Response``, or an exception standing for that
 request alone (``batcher.BadInput`` gives 400). A module with only ``handle(request)`` (one request per
-call, as classic OpenFaaS Python handlers) is served with batches of one call each.
+call, as classic OpenFaaS Python handlers) is served with batches of one call each, and one written for
+OpenFaaS's ``python3-http`` template, ``handle(event, context)`` without ``load``, as that template serves
+it (``watchdog.http_compat``). Any of these may be ``async def``: coroutines run on one event loop of the
+handler's own, in a thread of its own, so what ``load()`` opens on that loop (a client session) serves
+every later call.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import importlib.util
 import inspect
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
 from batcher.request import Request
+from watchdog import http_compat
 from watchdog.errors import HandlerNotFound
 
 PACKAGE = "function"
@@ -54,20 +60,65 @@ def load_handler(function_dir: str) -> LoadedHandler:
     if not os.path.isfile(path):
         raise HandlerNotFound(f"no handler at {path}: function_dir={function_dir!r} must hold handler.py")
     module = _import(folder)
-    state = module.load() if callable(getattr(module, "load", None)) else None
+    done = _Awaiter()
+    state = done(module.load()) if callable(getattr(module, "load", None)) else None
     handle_batch = getattr(module, "handle_batch", None)
     handle_one = getattr(module, "handle", None)
     if callable(handle_batch):
         def handle(requests: list[Request]) -> list[Any]:
-            return handle_batch(state, requests)
+            return done(handle_batch(state, requests))
+    elif http_compat.is_http_handler(module):
+        where = http_compat.context()
+
+        def handle(requests: list[Request]) -> list[Any]:
+            return [http_compat.answer(done(handle_one(http_compat.event(r), where))) for r in requests]
     elif callable(handle_one):
         one_arg = len(inspect.signature(handle_one).parameters) == 1
 
         def handle(requests: list[Request]) -> list[Any]:
-            return [handle_one(r) if one_arg else handle_one(state, r) for r in requests]
+            return [done(handle_one(r) if one_arg else handle_one(state, r)) for r in requests]
     else:
         raise HandlerNotFound(f"{path} defines neither handle_batch(state, requests) nor handle(request)")
     return LoadedHandler(handle, time.perf_counter() - started, module)
+
+
+class _Awaiter:
+    """Runs what a handler returns as a coroutine to its end, on an event loop of the handler's own (started,
+    in a daemon thread, by the first coroutine); anything else is returned as it is. The loop lives in its own
+    thread so that any thread may wait on it, an event loop's included (the watchdog's asyncio engine may run
+    a batch on its own loop's thread), and whatever the coroutine raises, ``SystemExit`` included, is raised
+    in the waiting thread as a plain function's would be (raised on the loop's thread it would end the loop
+    with the caller still waiting)."""
+
+    def __init__(self) -> None:
+        self._loop: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, value: Any) -> Any:
+        if not inspect.iscoroutine(value):
+            return value
+        import asyncio
+
+        async def settled(coro: Any) -> tuple[bool, Any]:
+            try:
+                return True, await coro
+            except BaseException as exc:  # noqa: BLE001 - carried to the waiting thread, raised there
+                return False, exc
+
+        ok, result = asyncio.run_coroutine_threadsafe(settled(value), self._started()).result()
+        if not ok:
+            raise result
+        return result
+
+    def _started(self) -> Any:
+        with self._lock:
+            if self._loop is None:
+                import asyncio
+
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="handler-loop", daemon=True).start()
+                self._loop = loop
+            return self._loop
 
 
 def load_here(function_dir: str, retain_freed_memory: bool) -> LoadedHandler:

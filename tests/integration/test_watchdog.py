@@ -295,3 +295,59 @@ def test_mlp_example_takes_raw_float32_and_json_alike(watchdogs):
         assert by_raw.status_code == 200 and by_json.status_code == 200
         assert by_raw.json()["class"] == by_json.json()["class"]
         assert short.status_code == 400 and "got 1020 bytes" in short.text
+
+
+ASYNC_HANDLER = """
+import asyncio, json
+from batcher import BadInput
+
+async def load():
+    # what load() makes on the handler's loop serves every later call: a queue bound to that loop
+    return {"loop": asyncio.get_running_loop(), "calls": asyncio.Queue()}
+
+async def handle_batch(state, requests):
+    assert asyncio.get_running_loop() is state["loop"]
+    await state["calls"].put(len(requests))
+    await asyncio.sleep(0.01)
+    if any(r.body == b"bad" for r in requests):
+        raise BadInput("body 'bad' is not acceptable")
+    if any(r.body == b"exit" for r in requests):
+        raise SystemExit(1)
+    return [{"echo": r.body.decode(), "calls": state["calls"].qsize()} for r in requests]
+"""
+
+
+def test_an_async_handler_is_awaited_on_its_own_loop_and_fails_per_request_like_a_plain_one(watchdogs, tmp_path):
+    wd = watchdogs(write_handler(str(tmp_path / "fn"), ASYNC_HANDLER), max_batch_size=8, batch_timeout="100ms")
+    bodies = [b"a", b"bad", b"c", b"exit", b"e"]
+    responses = post_many(wd.url, bodies, workers=5)
+    status = dict(zip(bodies, (r.status_code for r in responses)))
+    assert status == {b"a": 200, b"bad": 400, b"c": 200, b"exit": 500, b"e": 200}
+    assert "body 'bad' is not acceptable" in responses[1].text
+    assert responses[0].json()["echo"] == "a"
+    again = requests.post(wd.url, data=b"later", timeout=10)  # the loop survived the SystemExit
+    assert again.status_code == 200 and again.json()["calls"] > 1
+
+
+HTTP_TEMPLATE_HANDLER = """
+def handle(event, context):
+    if event.path == "/none":
+        return None
+    if event.path == "/wrong":
+        return ["not", "a", "dict"]
+    return {"statusCode": 201, "headers": {"X-Seen": event.method + " " + context.hostname},
+            "body": {"body": event.body.decode(), "q": event.query, "path": event.path,
+                     "agent": event.headers.get("X-Test")}}
+"""
+
+
+def test_a_python3_http_template_handler_is_served_as_that_template_serves_it(watchdogs, tmp_path):
+    wd = watchdogs(write_handler(str(tmp_path / "fn"), HTTP_TEMPLATE_HANDLER), max_batch_size=4)
+    r = requests.post(wd.url + "/p?a=1&a=2&b=", data=b"hi", headers={"X-Test": "t"}, timeout=10)
+    assert r.status_code == 201 and r.headers["Content-Type"] == "application/json"
+    assert r.headers["X-Seen"].startswith("POST ")
+    assert r.json() == {"body": "hi", "q": {"a": "1", "b": ""}, "path": "/p", "agent": "t"}
+    empty = requests.get(wd.url + "/none", timeout=10)
+    assert empty.status_code == 200 and empty.content == b""
+    wrong = requests.get(wd.url + "/wrong", timeout=10)
+    assert wrong.status_code == 500 and "returned a list" in wrong.text and "statusCode" in wrong.text

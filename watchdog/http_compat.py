@@ -1,0 +1,104 @@
+"""Serving a handler written for OpenFaaS's ``python3-http`` template unchanged: ``handle(event, context)``.
+
+Such a handler (recognised by a two-parameter ``handle`` and no ``load``: with nothing loaded, the first
+parameter cannot be the state) is called once per request with an ``Event`` (``body`` bytes, ``headers``,
+``method``, ``query`` as a dict of the first value of each name, ``path``) and a ``Context`` (``hostname``),
+and returns what that template turns into an answer: ``None`` (an empty 200) or a dict with ``statusCode``
+(200 when absent), ``body`` and ``headers``. A ``body`` that is a dict or a list goes out as JSON, bytes as
+they are, anything else as its text; a ``Content-Type`` the handler names is kept. What is not such a
+dict fails that request alone with a message saying what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+from batcher.errors import HandlerFailed
+from batcher.request import Request, Response
+
+ANSWER_KEYS = frozenset(("statusCode", "body", "headers"))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One request as a ``python3-http`` handler reads it."""
+
+    body: bytes
+    headers: Mapping[str, str]
+    method: str
+    query: dict[str, str]
+    path: str
+    # The whole query, every value of a repeated name kept, for handlers that need them.
+    query_pairs: tuple[tuple[str, str], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a ``python3-http`` handler knows of where it runs."""
+
+    hostname: str
+
+
+def is_http_handler(module: Any) -> bool:
+    """True for a ``python3-http`` module: a two-parameter ``handle`` and no ``load``."""
+    import inspect
+
+    handle = getattr(module, "handle", None)
+    if not callable(handle) or callable(getattr(module, "load", None)) or callable(getattr(module, "handle_batch", None)):
+        return False
+    try:
+        params = inspect.signature(handle).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    return len(positional) == 2
+
+
+def event(request: Request) -> Event:
+    """The ``Event`` of ``request``."""
+    pairs = tuple(parse_qsl(request.query, keep_blank_values=True))
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        query.setdefault(name, value)
+    return Event(request.body, request.headers, request.method, query, request.path, pairs)
+
+
+def context() -> Context:
+    """The ``Context`` every call gets (the template's: ``HOSTNAME``, else this host's name)."""
+    return Context(os.environ.get("HOSTNAME") or socket.gethostname())
+
+
+def answer(value: Any) -> Response:
+    """The ``Response`` for what a ``python3-http`` handler returned."""
+    if value is None:
+        return Response(b"", 200, {})
+    if not isinstance(value, Mapping) or not set(value) <= ANSWER_KEYS:
+        what = f"a dict with unknown keys {sorted(set(value) - ANSWER_KEYS)}" if isinstance(value, Mapping) \
+            else f"a {type(value).__name__}"
+        raise HandlerFailed(f"handle(event, context) returned {what}: a python3-http handler returns None or "
+                            "a dict of statusCode, body and headers")
+    headers = value.get("headers") or {}
+    if not isinstance(headers, Mapping):
+        raise HandlerFailed(f"handle(event, context) returned headers as a {type(headers).__name__}: must be a dict")
+    headers = {str(k): str(v) for k, v in headers.items()}
+    body = value.get("body", "")
+    named = next((k for k in headers if k.lower() == "content-type"), None)
+    if isinstance(body, (dict, list)):
+        data = json.dumps(body).encode("utf-8")
+        if named is None:
+            headers["Content-Type"] = "application/json"
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        data = bytes(body)
+    else:
+        data = ("" if body is None else str(body)).encode("utf-8")
+        if named is None and data:
+            headers["Content-Type"] = "text/html; charset=utf-8"
+    status = value.get("statusCode", 200)
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise HandlerFailed(f"handle(event, context) returned statusCode {status!r}: must be an int")
+    return Response(data, status, headers)

@@ -3,9 +3,10 @@
 Requests are pushed on the left of ``fi:{fn}:queue`` and taken from the right. Taking moves them, in
 one atomic step, onto the left of the taker's ``fi:{fn}:claimed:{inst}`` list, so a request is always in
 exactly one of the two lists until its reply is sent (the reply and the removal of its batch from the
-right of the claimed list share one MULTI). Reaping an instance whose heartbeat stopped moves its claimed
-list back to the taking end of the queue, oldest first, in one Lua script that first re-checks the
-heartbeat, so two reapers never both move it; an instance gives back its own claims the same way when it
+right of the claimed list share one MULTI). Reaping an instance whose heartbeat stopped (or, on the same
+host, whose process is gone: ``batcher.host``) moves its claimed list back to the taking end of the queue,
+oldest first, in one Lua script that first re-checks the heartbeat (or that its facts still name that
+process), so two reapers never both move it; an instance gives back its own claims the same way when it
 starts (its worker died and was restarted under the same name), reconnects or leaves. Only once per
 request, and only while someone waits for it:
 a request whose caller was connected to the dead instance itself is dropped (nobody is left to answer),
@@ -114,11 +115,16 @@ return {back, dropped}
 """
 
 # KEYS: instances, claimed, queue, facts, exec, inbox, stats, given-back set. ARGV: instance, cutoff, the
-# inbox key prefix, the set's TTL. Returns -1 when the instance beat again (or is gone), else
-# {requests given back, requests dropped}.
+# inbox key prefix, the set's TTL, and the pid and started_at facts that showed its process gone ("" when
+# reaped for its heartbeat). Returns -1 when the instance beat again (or its facts now name another
+# process, one restarted under the same name; or it is gone), else {requests given back, requests dropped}.
 _REAP = _RETURN_CLAIMED + r"""
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not beat or tonumber(beat) > tonumber(ARGV[2]) then return -1 end
+if not beat then return -1 end
+if ARGV[5] ~= '' then
+  local said = redis.call('HMGET', KEYS[4], 'pid', 'started_at')
+  if said[1] ~= ARGV[5] or said[2] ~= ARGV[6] then return -1 end
+elseif tonumber(beat) > tonumber(ARGV[2]) then return -1 end
 local back, dropped = return_claimed(KEYS[2], KEYS[3], KEYS[8], ARGV[1], ARGV[3], ARGV[4])
 dropped = dropped + drop_queued(KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -191,11 +197,15 @@ class Claims:
                               args=[self.inst, keys.inbox_prefix(), GIVEN_BACK_TTL], client=client)
         return int(got[0]), int(got[1])
 
-    def reap(self, client: Any, inst: str, cutoff: float) -> tuple[int, int]:
-        """Remove ``inst`` if its last beat is before ``cutoff``: (requests given back, requests dropped: their
-        caller died with it, or they were given back once before); (-1, 0) if it lives."""
+    def reap(self, client: Any, inst: str, cutoff: float, process: tuple[str, str] | None = None) -> tuple[int, int]:
+        """Remove ``inst`` if its last beat is before ``cutoff`` or, given ``process`` (the ``pid`` and
+        ``started_at`` facts that showed its process gone, ``batcher.host``), whatever its last beat, if its
+        facts still say so: (requests given back, requests dropped: their caller died with it, or they were
+        given back once before); (-1, 0) if it lives."""
         fn = self.fn
+        pid, started_at = process or ("", "")
         got = self._reap(keys=[keys.instances(fn), keys.claimed(fn, inst), self.queue, keys.instance(fn, inst),
                                keys.exec_times(fn, inst), keys.inbox(inst), keys.stats(fn), keys.given_back(fn)],
-                         args=[inst, repr(cutoff), keys.inbox_prefix(), GIVEN_BACK_TTL], client=client)
+                         args=[inst, repr(cutoff), keys.inbox_prefix(), GIVEN_BACK_TTL, pid, started_at],
+                         client=client)
         return (-1, 0) if not isinstance(got, list) else (int(got[0]), int(got[1]))

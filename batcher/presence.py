@@ -2,8 +2,10 @@
 
 A beat marks the instance alive, refreshes its facts and execution times, adds its arrival counts, reads
 its live config and the queue depth, and lists peers whose last beat is older than ``stale_after``; each
-of those is then reaped (its claimed requests go back to the queue). The server's ``run_id`` is read
-too: when it changes, Redis restarted and whatever it held may be gone.
+of those is then reaped (its claimed requests go back to the queue). Peers on this host are not left to
+that rule: one silent for ``suspect_after`` (any one, on the beat an instance starts with, before it takes
+anything) has its facts read, and is reaped at once if its process is gone (``batcher.host``). The
+server's ``run_id`` is read too: when it changes, Redis restarted and whatever it held may be gone.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from batcher import keys, stats
+from batcher import host, keys, stats
 from batcher.claims import Claims
 
 logger = logging.getLogger(__name__)
+
+# Seconds a peer may be silent before one on this host has its process checked (beats come every 0.5 s).
+SUSPECT_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,12 @@ class Beat:
 
 def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Mapping[int, float],
          arrivals: Mapping[int, int], now: float, stale_after: float = stats.STALE_AFTER, served: int = 0,
-         refused: Mapping[int, int] | None = None) -> Beat:
+         refused: Mapping[int, int] | None = None, suspect_after: float | None = SUSPECT_AFTER) -> Beat:
     """Heartbeat (with the arrivals counted since the last one, by epoch second, refused ones included;
     ``served``: requests run without passing through the queue; ``refused``: requests refused, by epoch
-    second), then reap every peer that stopped beating; two round trips, more only when reaping."""
+    second), then reap every peer that stopped beating, or that ran on this host (``facts``: ours, with
+    ``host.identity()``), is gone and has been silent for ``suspect_after`` (None: any peer, however recent
+    its beat); two round trips, one more when a peer is that silent."""
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=False)
     stats.record_heartbeat(pipe, fn, inst, now, facts, exec_seconds)
@@ -49,13 +56,14 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
         stats.record_refused(pipe, fn, second, count)
     pipe.hgetall(keys.config(fn, inst))
     pipe.llen(keys.queue(fn))
-    pipe.zrangebyscore(keys.instances(fn), "-inf", now - stale_after)
+    pipe.zrangebyscore(keys.instances(fn), "-inf", "+inf" if suspect_after is None else now - suspect_after,
+                       withscores=True)
     replies = pipe.execute()
-    config_fields, depth, stale = replies[-3], replies[-2], replies[-1]
-    reclaimed = 0
-    for peer in stale:
-        peer = peer.decode() if isinstance(peer, bytes) else str(peer)
-        if peer == inst:
+    config_fields, depth, silent = replies[-3], replies[-2], replies[-1]
+    peers = [(_text(peer), float(score)) for peer, score in silent if _text(peer) != inst]
+    reclaimed = _reap_gone(client, claims, [peer for peer, score in peers if score > now - stale_after], facts)
+    for peer, score in peers:
+        if score > now - stale_after:
             continue
         moved, dropped = claims.reap(client, peer, now - stale_after)
         if moved >= 0:
@@ -64,6 +72,27 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
             reclaimed += moved
     run_id = str(client.info("server").get("run_id", ""))
     return Beat(run_id, int(depth), config_fields, reclaimed)
+
+
+def _reap_gone(client: Any, claims: Claims, peers: list[str], here: Mapping[str, str]) -> int:
+    """Reap those of ``peers`` (silent, not yet stale) whose process on this host is gone; requests requeued."""
+    if not peers:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for peer in peers:
+        pipe.hgetall(keys.instance(claims.fn, peer))
+    reclaimed = 0
+    for peer, raw in zip(peers, pipe.execute()):
+        facts = {_text(k): _text(v) for k, v in raw.items()}
+        if not host.gone(facts, here):
+            continue
+        moved, dropped = claims.reap(client, peer, 0.0, (facts["pid"], facts["started_at"]))
+        if moved >= 0:
+            logger.warning("instance %s of %s is gone (pid %s on this host): removed at once, %d requests requeued, "
+                           "%d dropped (their caller died with it, or they were requeued once before)",
+                           peer, claims.fn, facts["pid"], moved, dropped)
+            reclaimed += moved
+    return reclaimed
 
 
 def leave(client: Any, claims: Claims) -> int:
@@ -79,3 +108,7 @@ def leave(client: Any, claims: Claims) -> int:
     if not left:
         stats.expire_function(client, fn)
     return moved
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)

@@ -19,6 +19,8 @@ reply delivered twice is harmless. Expired requests are answered 504 without run
 At least once. A monitor thread beats every ``beat_interval`` (``batcher.presence``): heartbeat, live
 config (``batcher.live_config``, applied on the next batch), depth, and reaping of peers silent for
 ``stale_after``: a peer killed mid-batch has its claimed requests put back and run by another instance.
+A peer on this host whose process is gone is reaped at once (``batcher.host``), by the beat an instance
+starts with before it takes anything, and by any beat once the peer missed two.
 
 Redis down. Any failed command marks Redis lost: ``on_redis_state(False)`` is called, every request still
 waiting for a reply is moved into the in-process ``LocalBatchQueue`` (so nothing accepted is lost, even
@@ -33,7 +35,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import redis
 
-from batcher import keys, live_config, presence, stats, wire
+from batcher import host, keys, live_config, presence, stats, wire
 from batcher.claims import Claims
 if TYPE_CHECKING:
     from batcher.loop_push import LoopPusher
@@ -85,8 +86,7 @@ class RedisBatchQueue:
         self.max_bytes, self.beat_interval, self.stale_after = max_bytes, beat_interval, stale_after
         self.clock = clock
         self.exec_times: Callable[[], Mapping[int, float]] = dict
-        self._facts = {"host": socket.gethostname(), "pid": str(os.getpid()),
-                       "started_at": repr(time.time()), **(facts or {})}
+        self._facts = {**host.identity(), "pid": str(os.getpid()), "started_at": repr(time.time()), **(facts or {})}
         self._on_state = on_redis_state
         self._client = bounded_client(url, socket_timeout, connect_timeout=1)
         self._claims = Claims(self._client, function, instance)
@@ -367,13 +367,16 @@ class RedisBatchQueue:
             except Exception:  # noqa: BLE001 - the monitor must survive anything
                 logger.exception("Redis monitor failed")
 
-    def _beat(self) -> None:
+    def _beat(self, starting: bool = False) -> None:
+        """One heartbeat; ``starting``: before this instance takes anything, every peer on this host is checked
+        (a dead one's requests would be taken and run for nobody), not only the silent ones."""
         self._facts.update(live_config.to_fields(self._config))
         arrivals, self._arrivals = self._arrivals, collections.Counter()
         ran_here, self._ran_here = self._ran_here, 0
         refused, self._refused = self._refused, collections.Counter()
         result = presence.beat(self._client, self._claims, self._facts, self.exec_times(), arrivals,
-                               time.time(), self.stale_after, served=ran_here, refused=refused)
+                               time.time(), self.stale_after, served=ran_here, refused=refused,
+                               suspect_after=None if starting else 2 * self.beat_interval)
         self._remote.note_depth(result.depth)
         self._beats += 1
         if self._beats % 60 == 0:
@@ -400,7 +403,7 @@ class RedisBatchQueue:
             moved, dropped = self._claims.give_back_own(self._client)
             self._remote.forget()
             recovering, self._run_id = bool(self._run_id), run_id
-            self._beat()
+            self._beat(starting=True)
             with self._lock:
                 self._up = True
         if self._pusher is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
+import psutil
 import pytest
 import redis
 
-from batcher import keys, stats, wire
+from batcher import host, keys, stats, wire
 from batcher.errors import DeadlineExceeded, PayloadTooLarge
 from batcher.policy import BatchConfig, ExecTimeModel
 from batcher.redis_queue import RedisBatchQueue
@@ -147,6 +151,55 @@ def test_reaping_drops_claimed_items_it_cannot_read_and_still_removes_the_instan
     assert redis_client.llen(keys.claimed(FN, "dead")) == 0 and redis_client.llen(keys.queue(FN)) == 0
     assert int(redis_client.hget(keys.stats(FN), "dropped")) == 4
     assert a.depth() == 0
+
+
+def plant(pipe, inst: str, beat: float, facts: dict[str, str]) -> None:
+    """Write into ``pipe`` a peer as a killed one leaves Redis: its last beat, its facts, one request of its
+    own callers queued and one claimed."""
+    pipe.zadd(keys.instances(FN), {inst: beat})
+    pipe.hset(keys.instance(FN, inst), mapping={**host.identity(), **facts})
+    for key, token in ((keys.queue(FN), "queued"), (keys.claimed(FN, inst), "claimed")):
+        pipe.lpush(key, wire.encode_request(wire.Envelope(f"{inst}{token}", inst, time.time() + 20, time.time(),
+                                                          Request(body=b"orphan"))))
+
+
+def ended_pid() -> int:
+    """The pid of a process that ran and was waited for: no process has it."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    return ended.pid
+
+
+@pytest.mark.parametrize("process, reaped", [("gone", True), ("reused", True), ("its own", False),
+                                             ("elsewhere", False)])
+def test_a_starting_instance_first_reaps_a_peer_on_its_host_whose_process_is_gone(queues, redis_client, process,
+                                                                                   reaped):
+    # Killed with SIGKILL and restarted within stale_after (the provider's backoff is 0.5 s), the next instance
+    # took the dead one's queued requests, whose callers died with it, and ran them for nobody.
+    facts = {"gone": {"pid": str(ended_pid()), "started_at": repr(time.time())},
+             "reused": {"pid": str(os.getpid()), "started_at": repr(psutil.Process().create_time() - 60)},
+             "its own": {"pid": str(os.getpid()), "started_at": repr(time.time())},
+             "elsewhere": {"host": "elsewhere", "pid": str(ended_pid()), "started_at": repr(time.time())}}[process]
+    pipe = redis_client.pipeline(transaction=True)
+    plant(pipe, "dead", time.time(), facts)
+    pipe.execute()
+    queues("a")  # started: its first beat is done, and it took nothing yet
+    assert (redis_client.zscore(keys.instances(FN), "dead") is None) is reaped
+    assert redis_client.llen(keys.queue(FN)) == (0 if reaped else 1)
+    assert redis_client.llen(keys.claimed(FN, "dead")) == (0 if reaped else 1)
+    assert int(redis_client.hget(keys.stats(FN), "dropped") or 0) == (2 if reaped else 0)
+
+
+def test_a_peer_on_this_host_whose_process_is_gone_is_reaped_by_a_heartbeat_before_it_is_stale(queues, redis_client):
+    queues("a", stale_after=60)  # the heartbeat rule would wait a minute
+    pipe = redis_client.pipeline(transaction=True)  # both seen by the same beat
+    plant(pipe, "remote", time.time() - 5, {"host": "elsewhere", "pid": str(ended_pid()),
+                                            "started_at": repr(time.time())})
+    plant(pipe, "dead", time.time() - 5, {"pid": str(ended_pid()), "started_at": repr(time.time())})
+    pipe.execute()
+    wait_until(lambda: redis_client.zscore(keys.instances(FN), "dead") is None, 5, what="dead reaped")
+    assert redis_client.zscore(keys.instances(FN), "remote") is not None  # another host: left to the heartbeat rule
+    assert redis_client.llen(keys.claimed(FN, "remote")) == 1 and redis_client.llen(keys.queue(FN)) == 1
 
 
 def test_a_body_over_the_limit_is_refused_with_413(queues):

@@ -219,3 +219,40 @@ def test_the_requests_queued_by_a_killed_last_instance_are_not_run_by_the_next_o
     assert redis_client.llen(keys.queue("last")) == 0 and redis_client.llen(keys.claimed("last", "victim")) == 0
     assert [line for line in runs.read_text().split("\n") if line.startswith("next")] == ["next live"]
     assert redis_client.zrange(keys.instances("last"), 0, -1) == [b"next"]
+
+
+def test_an_instance_killed_and_restarted_at_once_has_its_orphans_dropped_not_run(watchdogs, tmp_path, redis_server,
+                                                                                  redis_client):
+    # The provider restarts a killed replica after 0.5 s, well within stale_after: the next instance took the dead
+    # one's queued requests, whose callers died with it, and ran them for nobody ahead of its own callers.
+    runs = tmp_path / "runs"
+    folder = write_handler(str(tmp_path / "slow"), f"""
+        import os, time
+
+        def handle_batch(state, requests):
+            with open({str(runs)!r}, "a") as f:
+                f.write("".join(os.environ["instance_id"] + " " + r.text + "\\n" for r in requests))
+            time.sleep(0.2)
+            return [r.text for r in requests]
+    """)
+    env = dict(batch_backend="redis", redis_url=redis_server.url, function_name="restarted", max_batch_size=2,
+               exec_timeout="20s", write_timeout="20s")
+    victim = watchdogs(folder, instance_id="victim", **env)
+    callers = ThreadPoolExecutor(20)
+    calls = [callers.submit(requests.post, victim.url, data=f"r{i}", timeout=30) for i in range(20)]
+    wait_until(lambda: redis_client.llen(keys.queue("restarted")) >= 4, 10, interval=0.01, what="requests queued")
+    victim.signal(9)
+    victim.proc.wait(10)
+    # Its last beat as if sent a moment ago, however long the next instance takes to start: the heartbeat rule
+    # cannot reap it before the next one's first take.
+    redis_client.zadd(keys.instances("restarted"), {"victim": time.time() + 60})
+    orphans = redis_client.llen(keys.queue("restarted")) + redis_client.llen(keys.claimed("restarted", "victim"))
+    nxt = watchdogs(folder, instance_id="next", **env)
+    assert requests.post(nxt.url, data=b"live", timeout=10).text == "live"
+    callers.shutdown(wait=True)
+    assert sum(1 for c in calls if c.exception() is not None) >= 4  # their callers got a connection error
+    assert [line for line in runs.read_text().split("\n") if line.startswith("next")] == ["next live"]
+    assert redis_client.llen(keys.queue("restarted")) == 0
+    assert redis_client.llen(keys.claimed("restarted", "victim")) == 0
+    assert redis_client.zrange(keys.instances("restarted"), 0, -1) == [b"next"]
+    assert int(redis_client.hget(keys.stats("restarted"), "dropped")) == orphans

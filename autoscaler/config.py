@@ -99,7 +99,8 @@ class AutoscalerConfig:
     keep_warm_window: float = 600.0
     # Seconds of arrivals averaged into the request rate.
     rate_window: float = 20.0
-    # An instance whose heartbeat is older than this is not counted.
+    # An instance whose heartbeat is older than this is not counted; a function none of whose instances beat
+    # within it (nor within the watchdogs' own 3 s rule) has its shared queue retired.
     heartbeat_timeout: float = 15.0
     # A snapshot older than this (seconds, by the loop's clock) yields no decision.
     max_snapshot_age: float = 30.0

@@ -2,7 +2,9 @@
 
 Failures never raise: a backend that cannot be read is logged at ERROR and named in ``problems``; a
 function without data gets ``rate=None`` (decide then leaves it as it runs). Variants whose parent is gone
-(or no longer carries the SLO annotation) are listed as ``orphans`` for act to remove.
+(or no longer carries the SLO annotation) are listed as ``orphans`` for act to remove. Each tick also
+retires the shared queues of functions none of whose instances beats any more (``presence.retire_dead``):
+a function whose last instance was killed, then scaled to zero or deleted, has no instance left to do it.
 """
 
 from __future__ import annotations
@@ -165,7 +167,27 @@ class Observer:
                 memory=memory_of(status, self.config.default_memory), **bounds,
                 variants=(parent, *variants.get(name, ())), spec=dict(status), unreadable="; ".join(why + bad_labels),
                 **self._queue(name, parent, gpu_unknown, epoch, problems)))
+        self._retire(epoch, problems)
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
+
+    def _retire(self, epoch: float, problems: list[str]) -> None:
+        """Retire the queues of functions whose every instance stopped beating, after this tick read them. Never
+        sooner than the watchdogs' own rule (``stats.STALE_AFTER``): a shorter ``heartbeat_timeout`` would
+        retire a function whose instances live."""
+        if self.redis is None or self._redis_failed is not None:
+            return
+        from batcher import presence, stats
+
+        stale_after = max(self.config.heartbeat_timeout, stats.STALE_AFTER)
+        try:
+            retired = presence.retire_dead(self.redis, epoch, stale_after)
+        except Exception as exc:  # noqa: BLE001 - a failing Redis must not stop the loop
+            logger.error("redis: retiring functions without a live instance: %s", exc)
+            problems.append(f"redis retire: {exc}")
+            return
+        for fn, dropped in retired.items():
+            logger.warning("function %s: no instance beat for %gs: its queue retired, %d requests dropped (nobody "
+                           "was left to answer them), its keys set to expire", fn, stale_after, dropped)
 
     def _queue(self, fn: str, parent: Variant, gpu_unknown: bool, epoch: float,
                problems: list[str]) -> dict[str, Any]:

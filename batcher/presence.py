@@ -6,6 +6,10 @@ of those is then reaped (its claimed requests go back to the queue). Peers on th
 that rule: one silent for ``suspect_after`` (any one, on the beat an instance starts with, before it takes
 anything) has its facts read, and is reaped at once if its process is gone (``batcher.host``). The
 server's ``run_id`` is read too: when it changes, Redis restarted and whatever it held may be gone.
+
+A function whose last instance was killed, and that no instance joins again (scaled to zero, deleted),
+has nobody left to reap it: ``retire_dead``, run by the autoscaler, removes what its instances left and
+sets its keys to expire as a last instance leaving does.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+import redis
 
 from batcher import host, keys, stats
 from batcher.claims import Claims
@@ -97,7 +103,9 @@ def _reap_gone(client: Any, claims: Claims, peers: list[str], here: Mapping[str,
 
 def leave(client: Any, claims: Claims) -> int:
     """Give back anything claimed and remove this instance's keys; the last instance of its function to leave
-    sets the function's keys to expire (``stats.expire_function``). Returns how many requests went back."""
+    retires it (``retire``: a peer that stopped beating and was not reaped yet, its claimed list and the
+    queue would otherwise stay, nobody left to reap them) or, if one starts meanwhile, sets the function's
+    keys to expire (``stats.expire_function``). Returns how many requests went back."""
     moved, _dropped = claims.give_back_own(client)
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=True)
@@ -105,9 +113,53 @@ def leave(client: Any, claims: Claims) -> int:
     pipe.delete(keys.instance(fn, inst), keys.exec_times(fn, inst), keys.inbox(inst))
     pipe.zcount(keys.instances(fn), time.time() - stats.STALE_AFTER, "+inf")
     left = pipe.execute()[-1]
-    if not left:
+    if not left and retire(client, fn, time.time()) is None:
         stats.expire_function(client, fn)
     return moved
+
+
+def retire_dead(client: Any, now: float, stale_after: float = stats.STALE_AFTER) -> dict[str, int]:
+    """``retire`` every function in ``fi:functions`` none of whose instances beat within ``stale_after``
+    of ``now``: {function retired: requests dropped}. Two round trips when every function has a live one."""
+    names = [fn for fn in stats.list_functions(client) if keys.valid_name(fn)]
+    pipe = client.pipeline(transaction=False)
+    for fn in names:
+        pipe.zcount(keys.instances(fn), f"({now - stale_after!r}", "+inf")
+    retired: dict[str, int] = {}
+    for fn, live in zip(names, pipe.execute() if names else []):
+        dropped = None if live else retire(client, fn, now, stale_after)
+        if dropped is not None:
+            retired[fn] = dropped
+    return retired
+
+
+def retire(client: Any, fn: str, now: float, stale_after: float = stats.STALE_AFTER) -> int | None:
+    """When no instance of ``fn`` beat within ``stale_after`` of ``now``: remove them, their claimed requests
+    and the queued ones (nobody is left to wait for them: counted dropped), and set the function's keys to
+    expire (``stats.expire_function``). Returns how many requests were dropped; None, with nothing touched,
+    when an instance beats or anything changes meanwhile (WATCH: one starting is never retired)."""
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keys.instances(fn), keys.queue(fn))
+            beats = pipe.zrange(keys.instances(fn), 0, -1, withscores=True)
+            if any(float(score) > now - stale_after for _, score in beats):
+                return None
+            dead = [inst for inst in (_text(name) for name, _ in beats) if keys.valid_name(inst)]
+            claimed = [keys.claimed(fn, inst) for inst in dead]
+            if claimed:
+                pipe.watch(*claimed)
+            dropped = sum(int(pipe.llen(key)) for key in (keys.queue(fn), *claimed))
+            pipe.multi()
+            pipe.delete(keys.instances(fn), keys.queue(fn), *claimed,
+                        *(key for inst in dead for key in (keys.instance(fn, inst), keys.exec_times(fn, inst),
+                                                           keys.inbox(inst))))
+            if dropped:
+                pipe.hincrby(keys.stats(fn), "dropped", dropped)
+            stats.expire_function(client, fn, pipe=pipe)
+            pipe.execute()
+        except redis.WatchError:
+            return None
+    return dropped
 
 
 def _text(value: Any) -> str:

@@ -93,14 +93,16 @@ def function_keys(fn: str) -> tuple[str, ...]:
     return keys.stats(fn), keys.arrivals(fn), keys.refused(fn), keys.queue(fn)
 
 
-def expire_function(client: Any, fn: str, ttl: int = IDLE_TTL) -> None:
+def expire_function(client: Any, fn: str, ttl: int = IDLE_TTL, pipe: Any = None) -> None:
     """``fn`` has no instance left: its keys go in ``ttl`` seconds unless a heartbeat comes first, and its
-    name leaves ``fi:functions`` (a heartbeat adds it again)."""
-    pipe = client.pipeline(transaction=False)
+    name leaves ``fi:functions`` (a heartbeat adds it again). Written into ``pipe`` when given (its caller
+    executes it), else sent at once."""
+    target = client.pipeline(transaction=False) if pipe is None else pipe
     for key in function_keys(fn):
-        pipe.expire(key, ttl)
-    pipe.srem(keys.functions(), fn)
-    pipe.execute()
+        target.expire(key, ttl)
+    target.srem(keys.functions(), fn)
+    if pipe is None:
+        target.execute()
 
 
 def record_served(pipe: Any, fn: str, inst: str, served: int, expired: int = 0) -> None:

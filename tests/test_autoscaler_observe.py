@@ -10,7 +10,7 @@ from autoscaler.config import AutoscalerConfig
 from autoscaler.loop import Autoscaler, redis_client
 from autoscaler.observe import Observer
 from autoscaler.snapshot import Node
-from batcher import stats
+from batcher import keys, stats
 from helpers import http_stub, silent_listener, wait_until
 
 NODES = (Node("n1", 4, 8 * 1024**3),)
@@ -232,3 +232,34 @@ def test_a_gpu_parent_that_states_its_gpu_share_is_one_configuration(redis_clien
         queue.leave()
     own = next(v for v in fs.variants if v.pinned)
     assert [(m.cpu, m.gpu) for m in fs.measured] == [(own.cpu, own.gpu)] == [(2.0, 1.0)]
+
+
+@pytest.mark.parametrize("heartbeat_timeout", [15.0, 0.5])
+def test_a_function_none_of_whose_instances_beats_is_retired_and_one_with_a_live_instance_left_alone(
+        redis_client, heartbeat_timeout):
+    # Its last instance killed, then scaled to zero or deleted: no instance was left to reap it, and its instances,
+    # their facts and claimed lists, its queue and its name in fi:functions stayed in Redis forever.
+    now = time.time()
+    pipe = redis_client.pipeline()
+    stats.record_heartbeat(pipe, "gone", "a", now - 60, {"pid": "1"}, {8: 0.002})
+    stats.record_arrival(pipe, "gone", now - 60)
+    pipe.hincrby(keys.stats("gone"), "served", 3)
+    pipe.lpush(keys.queue("gone"), b"q1", b"q2")
+    pipe.lpush(keys.claimed("gone", "a"), b"c1")
+    stats.record_heartbeat(pipe, "kept", "live", now - 1, {"pid": "2"}, {})  # live by the watchdogs' rule (3 s)
+    stats.record_heartbeat(pipe, "kept", "dead", now - 60, {"pid": "3"}, {})  # left to its live peer to reap
+    pipe.lpush(keys.queue("kept"), b"q")
+    pipe.lpush(keys.claimed("kept", "dead"), b"c")
+    pipe.execute()
+    listing = Listing([{"name": "kept", "annotations": SLO}])
+    Observer(AutoscalerConfig(heartbeat_timeout=heartbeat_timeout), listing, redis_client,
+             lambda: NODES).snapshot(0.0, now)
+    assert stats.list_functions(redis_client) == ["kept"]
+    assert redis_client.exists(keys.instances("gone"), keys.queue("gone"), keys.claimed("gone", "a"),
+                               keys.instance("gone", "a"), keys.exec_times("gone", "a")) == 0
+    assert redis_client.hget(keys.stats("gone"), "dropped") == b"3"
+    for key in (keys.stats("gone"), keys.arrivals("gone")):
+        assert 0 < redis_client.ttl(key) <= stats.IDLE_TTL, key
+    assert redis_client.zrange(keys.instances("kept"), 0, -1) == [b"dead", b"live"]
+    assert redis_client.llen(keys.queue("kept")) == 1 and redis_client.llen(keys.claimed("kept", "dead")) == 1
+    assert redis_client.ttl(keys.queue("kept")) == -1 and redis_client.exists(keys.instance("kept", "live"))

@@ -247,6 +247,20 @@ def test_the_last_instance_to_leave_sets_its_functions_keys_to_expire_and_a_hear
     assert redis_client.sismember(keys.functions(), FN)
 
 
+def test_the_last_instance_to_leave_retires_a_peer_that_stopped_beating_and_was_not_reaped_yet(queues, redis_client):
+    # Its entry in the instances and its claimed list stayed forever: nobody was left to reap it.
+    a = queues("a", stale_after=60)  # its beats leave the peer be
+    pipe = redis_client.pipeline(transaction=True)
+    plant(pipe, "dead", time.time() - 10, {"host": "elsewhere", "pid": "1", "started_at": "0.0"})
+    pipe.execute()
+    a.leave()
+    assert redis_client.exists(keys.instances(FN), keys.claimed(FN, "dead"), keys.instance(FN, "dead"),
+                               keys.queue(FN)) == 0
+    assert int(redis_client.hget(keys.stats(FN), "dropped")) == 2
+    assert 0 < redis_client.ttl(keys.stats(FN)) <= stats.IDLE_TTL
+    assert not redis_client.sismember(keys.functions(), FN)
+
+
 def test_a_stopped_worker_deregisters_its_instance(queues, redis_client):
     # The worker's threads end once nothing of theirs is left; the queue must still be told to leave.
     a = queues("a")

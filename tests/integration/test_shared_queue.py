@@ -256,3 +256,37 @@ def test_an_instance_killed_and_restarted_at_once_has_its_orphans_dropped_not_ru
     assert redis_client.llen(keys.claimed("restarted", "victim")) == 0
     assert redis_client.zrange(keys.instances("restarted"), 0, -1) == [b"next"]
     assert int(redis_client.hget(keys.stats("restarted"), "dropped")) == orphans
+
+
+def test_a_function_whose_last_instance_was_killed_is_retired_by_the_autoscaler(watchdogs, handler_dir, redis_server,
+                                                                                 redis_client):
+    # Scaled to zero (or deleted) after its last instance was killed, no instance was left to reap it: its
+    # instances, facts, claimed list and queue, and its name in fi:functions, stayed in Redis forever.
+    from autoscaler.config import AutoscalerConfig
+    from autoscaler.observe import Observer
+    from autoscaler.snapshot import Node
+
+    victim = start(watchdogs, handler_dir, redis_server.url, "victim", 2, sleep=0.2)
+    callers = ThreadPoolExecutor(12)
+    for i in range(12):
+        callers.submit(call, victim.url, i)
+    wait_until(lambda: redis_client.llen(keys.queue(FN)) >= 4, 10, interval=0.01, what="requests queued")
+    victim.signal(9)
+    victim.proc.wait(10)
+    callers.shutdown(wait=True)
+    orphans = redis_client.llen(keys.queue(FN)) + redis_client.llen(keys.claimed(FN, "victim"))
+    class NoFunctions:
+        """The OpenFaaS API once the function is gone."""
+
+        def list_functions(self) -> list[dict]:
+            return []
+
+    observer = Observer(AutoscalerConfig(), NoFunctions(), redis_client, lambda: (Node("n1", 4, 8 * 1024**3),))
+    observer.snapshot(0.0, time.time())  # a tick while its heartbeat is fresh: left alone
+    assert redis_client.sismember(keys.functions(), FN) and redis_client.llen(keys.queue(FN)) >= 4
+    observer.snapshot(60.0, time.time() + 60)  # a tick a minute later
+    assert not redis_client.sismember(keys.functions(), FN)
+    assert redis_client.exists(keys.instances(FN), keys.instance(FN, "victim"), keys.claimed(FN, "victim"),
+                               keys.queue(FN)) == 0
+    assert int(redis_client.hget(keys.stats(FN), "dropped")) == orphans
+    assert 0 < redis_client.ttl(keys.stats(FN)) <= 3600

@@ -241,8 +241,9 @@ def test_a_function_none_of_whose_instances_beats_is_retired_and_one_with_a_live
     # their facts and claimed lists, its queue and its name in fi:functions stayed in Redis forever.
     now = time.time()
     pipe = redis_client.pipeline()
-    stats.record_heartbeat(pipe, "gone", "a", now - 60, {"pid": "1"}, {8: 0.002})
-    stats.record_arrival(pipe, "gone", now - 60)
+    stats.record_heartbeat(pipe, "gone", "a", now - 600, {"pid": "1"}, {8: 0.002})
+    stats.record_arrival(pipe, "gone", now - 600)
+    stats.record_heartbeat(pipe, "lately", "b", now - 60, {"pid": "4"}, {})  # within RETIRE_AFTER: left alone
     pipe.hincrby(keys.stats("gone"), "served", 3)
     pipe.lpush(keys.queue("gone"), b"q1", b"q2")
     pipe.lpush(keys.claimed("gone", "a"), b"c1")
@@ -254,7 +255,7 @@ def test_a_function_none_of_whose_instances_beats_is_retired_and_one_with_a_live
     listing = Listing([{"name": "kept", "annotations": SLO}])
     Observer(AutoscalerConfig(heartbeat_timeout=heartbeat_timeout), listing, redis_client,
              lambda: NODES).snapshot(0.0, now)
-    assert stats.list_functions(redis_client) == ["kept"]
+    assert stats.list_functions(redis_client) == ["kept", "lately"]
     assert redis_client.exists(keys.instances("gone"), keys.queue("gone"), keys.claimed("gone", "a"),
                                keys.instance("gone", "a"), keys.exec_times("gone", "a")) == 0
     assert redis_client.hget(keys.stats("gone"), "dropped") == b"3"

@@ -3,9 +3,9 @@
 One thread does every start and stop, so process management never races. Each tick, per function:
 reap exited processes (a crash is logged, counted and restarted with backoff), enforce the memory limit,
 health-check (a replica failing every check for ``liveness_timeout`` after turning unhealthy is killed, and so
-restarted, as by a Kubernetes liveness probe), start or drain replicas to reach the desired count (an update
-replaces the old generation only once the new one is ready), and move draining replicas on to SIGTERM and,
-if overdue, SIGKILL.
+restarted, as by a Kubernetes liveness probe), close kept connections idle too long, start or drain replicas
+to reach the desired count (an update replaces the old generation only once the new one is ready), and move
+draining replicas on to SIGTERM and, if overdue, SIGKILL.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class Supervisor:
             if check_memory and fn.limits.memory:
                 self._enforce_memory(fn, replica)
             changed |= self._check_health(fn, replica, now)
+            if replica.upstream is not None:  # an idle function's kept connections are closed too
+                replica.upstream.prune()
         changed |= self._scale(fn, now)
         changed |= self._drain(fn, now)
         if changed:

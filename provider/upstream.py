@@ -15,8 +15,9 @@ urllib3's pool cannot do (it swallows a reset while the request is written and r
   again (GET, HEAD, OPTIONS, TRACE, or one with an ``Idempotency-Key``: Go's ``isReplayable``); a POST
   is answered with the error, never sent twice.
 
-Anything else (a timeout, an answer broken off) is ``Failed``. Idle connections are dropped before the
-watchdog's keep-alive (75 s) could close them under a request, and checked for a close before reuse.
+Anything else (a timeout, an answer broken off) is ``Failed``. Idle connections are closed before the
+watchdog's keep-alive (75 s) could close them under a request (all of them: ``prune``, on every request and
+every supervisor tick), and checked for a close before reuse.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class Upstream:
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
         """The most recently used idle connection still open (True), else a new one, not connected (False)."""
         now = time.monotonic()
+        self.prune(now)
         while True:
             with self._lock:
                 idle = self._idle.pop() if self._idle else None
@@ -165,6 +167,19 @@ class Upstream:
                     and not wait_for_read(idle.conn.sock, timeout=0.0):  # readable when idle: closed by the peer
                 return idle.conn, True
             idle.conn.close()
+
+    def prune(self, now: float | None = None) -> None:
+        """Close the connections idle ``idle_seconds`` or more. Requests reuse the newest idle connection, so
+        after a burst the older ones are never reached: without this they would stay open past the replica's
+        keep-alive, and then in CLOSE_WAIT (an fd each) until the replica exits."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            # Given back in order, so oldest first: the expired ones are a prefix.
+            cut = next((i for i, item in enumerate(self._idle) if now - item.since < self.idle_seconds),
+                       len(self._idle))
+            expired, self._idle[:cut] = self._idle[:cut], []
+        for item in expired:
+            item.conn.close()
 
     def _give(self, conn: http.client.HTTPConnection) -> None:
         """Keep ``conn`` for reuse unless the answer closed it (``Connection: close``) or the pool is closed."""

@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
+import psutil
 import pytest
 import urllib3
 
@@ -27,9 +30,10 @@ from provider.upstream import Closed, Upstream
 # "close-kept": a request that comes on a connection used before is read whole, then the connection is reset
 #   unanswered (what a replica does that reads a request and dies, or, as the proxy sees it, one that closed
 #   the idle connection as the request came: nothing on the proxy's side tells these apart);
-# "reset-body": the first connection is reset once the head of a request is read, before its body.
+# "reset-body": the first connection is reset once the head of a request is read, before its body;
+# "slow": every request is answered 0.3 s after it is read (requests sent together overlap).
 SERVER = r"""
-import json, socket, sys, threading
+import json, socket, sys, threading, time
 
 port, mode, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 lock = threading.Lock()
@@ -74,6 +78,8 @@ def serve(conn):
         if kept:
             reset(conn)
             return
+        if mode == "slow":
+            time.sleep(0.3)
         answer = json.dumps({"method": method, "size": len(body)}).encode()
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                      % (len(answer), answer))
@@ -187,3 +193,32 @@ def test_the_proxy_sends_a_post_again_when_it_could_not_be_written_whole(server,
     finally:
         runtime.release_replica(fn.replicas[0])
         runtime.logs.close()
+
+
+def open_to(port: int) -> int:
+    """Sockets of this process connected to ``port`` (whatever their state, CLOSE_WAIT included)."""
+    return sum(1 for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port)
+
+
+@pytest.mark.parametrize("server", ["slow"], indirect=True)
+def test_idle_connections_are_closed_once_past_idle_seconds_not_only_the_one_reused(server):
+    # A burst leaves many idle connections; later requests reuse only the newest. The older ones must still be
+    # closed once idle_seconds have passed (else they sit in CLOSE_WAIT once the replica closes them at its
+    # keep-alive timeout, an fd each, until the replica exits), with traffic and without.
+    upstream = Upstream(server.port, idle_seconds=0.5)
+    try:
+        burst = [threading.Thread(target=upstream.exchange, args=("GET", "/", {}, b"", 5)) for _ in range(6)]
+        for t in burst:
+            t.start()
+        for t in burst:
+            t.join()
+        assert open_to(server.port) == 6
+        for _ in range(4):  # one request at a time: the newest connection stays in use, the others idle
+            assert upstream.exchange("GET", "/", {}, b"", 5)[0] == 200
+            time.sleep(0.1)
+        assert open_to(server.port) == 1
+        time.sleep(0.7)
+        upstream.prune()  # what the supervisor does every tick: an idle function's connections go too
+        assert open_to(server.port) == 0
+    finally:
+        upstream.close()

@@ -20,6 +20,7 @@ import time
 import uuid
 from http import HTTPStatus
 from typing import Callable, Iterable
+from urllib.parse import quote, urlsplit
 
 from flask import Response
 
@@ -34,6 +35,10 @@ TRACE_HEADERS = frozenset(("x-call-id", "x-start-time"))
 # A caller's X-Start-Time that is kept: unix nanoseconds (the gateway's, behind it), at most 19 digits (int64).
 START_TIME = re.compile(r"[0-9]{1,19}")
 INT64_MAX = 2**63 - 1
+# A request target in absolute form starts with a scheme (RFC 3986 3.1) and "://".
+ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# What a path keeps unencoded (RFC 3986 pchar and "/"); "%" is not kept: PATH_INFO is already decoded.
+PATH_SAFE = "/:@!$&'()*+,;=~"
 # Replicas (or connections) one request is tried on: a refused connection, or a failure that proves the
 # request was not run (``provider.upstream``), moves it on to the next.
 ATTEMPTS = 3
@@ -205,12 +210,15 @@ def _request_headers(environ: dict) -> dict[str, str]:
 
 
 def target_of(environ: dict) -> str:
-    """The replica's request target: the sub-path as sent (percent-encoding kept, from gunicorn's RAW_URI)
-    and the query."""
+    """The replica's request target: the sub-path as sent (percent-encoding kept, from gunicorn's RAW_URI, in
+    origin or absolute form) and the query. Without a usable RAW_URI, PATH_INFO (decoded) is encoded again:
+    the request line takes no space, control or non-ASCII character (http.client refuses them)."""
     prefix = "/async-function/" if environ.get("PATH_INFO", "").startswith("/async-function/") else "/function/"
     raw = environ.get("RAW_URI", "").split("?", 1)[0]
+    if ABSOLUTE_FORM.match(raw):  # "POST http://host/function/NAME/... HTTP/1.1" (RFC 9112 3.2.2)
+        raw = urlsplit(raw).path
     if not raw.startswith(prefix):
-        raw = environ.get("PATH_INFO", "")
+        raw = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe=PATH_SAFE)  # WSGI: bytes as latin-1
     slash = raw.find("/", len(prefix))
     target = raw[slash:] if slash >= 0 else "/"
     query = environ.get("QUERY_STRING", "")

@@ -3,6 +3,7 @@ restart, memory limit, CPU pinning, scale from zero, logs."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -379,3 +380,21 @@ def test_a_body_over_max_request_bytes_gets_the_watchdogs_413_through_the_proxy(
     assert answer.status_code == 413, answer.text
     assert "max_request_bytes=1024" in answer.text
     assert invoke(provider.url, "small", b"ok").status_code == 200  # nothing else was lost
+
+
+def test_an_absolute_form_target_reaches_the_function_as_sent(provider, inspect_dir):
+    # RFC 9112 3.2.2: a server accepts "POST http://host/path HTTP/1.1" (a client set to use the provider as
+    # its proxy sends it). The function gets the sub-path still percent-encoded, as with "POST /path".
+    provider.deploy("fn", inspect_dir)
+    provider.wait_ready("fn", 1)
+    conn = http.client.HTTPConnection("127.0.0.1", provider.port, timeout=30)
+    try:
+        for sub in ("/a%20b", "/caf%C3%A9", "/a%0Ab", "/plain"):
+            conn.request("POST", f"{provider.url}/function/fn{sub}?x=1", body=b"hi")
+            answer = conn.getresponse()
+            text = answer.read().decode(errors="replace")
+            assert answer.status == 200, (sub, text)
+            seen = json.loads(text)
+            assert (seen["path"], seen["query"], seen["body"]) == (sub, "x=1", "hi")
+    finally:
+        conn.close()

@@ -160,6 +160,8 @@ class Upstream:
         self.prune(now)
         while True:
             with self._lock:
+                if self._closed:  # the replica is gone and its port may be someone else's by now
+                    raise Refused(f"the replica on port {self.port} was released")
                 idle = self._idle.pop() if self._idle else None
             if idle is None:
                 return http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout), False

@@ -222,3 +222,23 @@ def test_idle_connections_are_closed_once_past_idle_seconds_not_only_the_one_reu
         assert open_to(server.port) == 0
     finally:
         upstream.close()
+
+
+def test_a_closed_upstream_connects_no_more_its_port_may_be_another_process_by_now():
+    import socket
+
+    from provider.upstream import Refused
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    try:
+        upstream = Upstream(listener.getsockname()[1])
+        upstream.close()
+        with pytest.raises(Refused, match="released"):
+            upstream.exchange("POST", "/", {}, b"x", 5.0)
+        with pytest.raises(socket.timeout):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()

@@ -198,7 +198,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     reason = "; ".join([f"{len(demands)} functions planned, {len(kept)} left as they run", *remarks])
     return Plan(True, reason, now, tuple(plans),
                 selection.solver, selection.status, placement, cost, bound, selection.cost,
-                GuardMemory(dict(history), timings, factors, unready))
+                GuardMemory(*(_alive(m, snapshot) for m in (history, timings, factors)), unready))
 
 
 def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate], pred, model: str,
@@ -243,6 +243,14 @@ def _sustained(fs: FunctionState) -> bool:
     rate, recent = fs.rate or 0.0, fs.recent_rate
     return (fs.recent_refused > max(1.0, SATURATED_SHARE * recent)
             and rate > 0 and 1 / STEADY_RATIO <= recent / rate <= STEADY_RATIO)
+
+
+def _alive(memory: dict, snapshot: Snapshot) -> dict:
+    """``memory`` of the functions the snapshot lists: a deleted function's demand, timings and capacity factor
+    were kept for good (a function deployed again under its name inherited them: variants for demand it never
+    had, a factor learnt by another model), and functions that come and go grew them without end."""
+    alive = {fs.name for fs in snapshot.functions}
+    return {name: value for name, value in memory.items() if name in alive}
 
 
 def _running_counts(current: dict[tuple[str, str], int]) -> tuple[tuple[str, int], ...]:

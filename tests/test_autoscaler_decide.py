@@ -519,3 +519,14 @@ def test_a_confined_parent_without_a_node_is_charged_to_a_node_its_constraints_a
     targets = plan.function("resnet-gpu").targets
     assert targets and {t.node for t in targets} == {"gpu-node-1"}
     assert sum(t.candidate.cpu * t.count for t in targets) <= 4 - 2 + 1e-9
+
+
+def test_a_deleted_function_leaves_nothing_in_the_guard_memory():
+    # loaded, then deleted, then deployed again under its name with no traffic: it starts from nothing
+    loaded = decide(snapshot([fn("m", 400.0), fn("other", 10.0)]), PREDICTOR, config(), 0.0)
+    assert "m" in loaded.memory.demand_history
+    gone = decide(snapshot([fn("other", 10.0)]), PREDICTOR, config(), 5.0, loaded.memory)
+    assert "m" not in gone.memory.demand_history and "m" not in gone.memory.capacity_factors
+    again = decide(snapshot([fn("m", 0.0, idle_seconds=None), fn("other", 10.0)]), PREDICTOR, config(keep_warm=0),
+                   10.0, gone.memory)
+    assert again.function("m").demand == 0.0 and not again.function("m").targets

@@ -128,6 +128,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     context: dict[str, tuple[FunctionState, float, float, dict[tuple[str, str], int]]] = {}
     shapes = sorted({(n.cpu, n.memory, n.gpus) for n in snapshot.nodes})
     remarks: list[str] = []  # said with the plan's reason
+    told: dict[str, str] = {}  # said with a function's own reason
     default_node = snapshot.nodes[0].name if len(snapshot.nodes) == 1 else ""
     for orphan in snapshot.orphans:  # until act deletes them
         _use(fixed, orphan.variant.node or default_node, orphan.variant, orphan.variant.replicas)
@@ -159,8 +160,17 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
         cands = enumerate_candidates(model, fs.slo, fs.memory, pred, config.batch_sizes, config.cpu_steps,
                                      config.gpu_steps, config.beta, own)
         if not cands:
-            kept.append(_unchanged(fs, _infeasible(fs, model, pred, config, own)))
-            _use_all(fixed, fs, default_node, allowed)
+            why = _infeasible(fs, model, pred, config, own)
+            if not _unneeded(fs, held, config):
+                kept.append(_unchanged(fs, why))
+                _use_all(fixed, fs, default_node, allowed)
+                continue
+            # nothing to price its variants by, but nothing for them to serve either: they go (stepped, young
+            # ones kept), or idle variants of a model whose times were lost held their cores for good
+            current = _current(fs, default_node)
+            demands.append(FunctionDemand(fs.name, (), 0.0, 0, 0, _running_counts(current), allowed))
+            context[fs.name] = (fs, held, 0.0, current)
+            told[fs.name] = f"; no demand over scale_down_delay, so no variants although {why}"
             continue
         pinned_cap, pinned_n = 0.0, 0
         for v in fs.variants:
@@ -189,8 +199,9 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                                config.headroom, config.switch_margin, _pools(demands, nodes))
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
-    plans = kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
-                            snapshot.taken_epoch, default_node, starting)
+    plans = kept + [dataclasses.replace(p, reason=p.reason + told[p.name]) if p.name in told else p
+                    for p in _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
+                                      snapshot.taken_epoch, default_node, starting)]
     complete = not selection.shortfall and all(sum(selection.counts.get(f.name, {}).values()) >= f.min_count
                                                 for f in problem.functions)
     bound = max(lower_bound(problem), selection.bound) if complete else 0.0
@@ -251,6 +262,16 @@ def _alive(memory: dict, snapshot: Snapshot) -> dict:
     had, a factor learnt by another model), and functions that come and go grew them without end."""
     alive = {fs.name for fs in snapshot.functions}
     return {name: value for name, value in memory.items() if name in alive}
+
+
+def _unneeded(fs: FunctionState, held: float, config: AutoscalerConfig) -> bool:
+    """True when the function's variants serve nothing it needs: no demand held over the scale-down delay,
+    and its own deployment alone meets its lower instance bound (or is scaled to zero, so nothing reaches
+    them)."""
+    if held > 0 or not any(not v.pinned for v in fs.variants):
+        return False
+    low, _ = instance_bounds(fs, config)
+    return low <= sum(v.replicas for v in fs.variants if v.pinned) or _parent_down(fs)
 
 
 def _running_counts(current: dict[tuple[str, str], int]) -> tuple[tuple[str, int], ...]:

@@ -530,3 +530,18 @@ def test_a_deleted_function_leaves_nothing_in_the_guard_memory():
     again = decide(snapshot([fn("m", 0.0, idle_seconds=None), fn("other", 10.0)]), PREDICTOR, config(keep_warm=0),
                    10.0, gone.memory)
     assert again.function("m").demand == 0.0 and not again.function("m").targets
+
+
+def test_idle_variants_of_a_model_without_timings_are_removed():
+    # its variants never served (or their times were lost): nothing prices them, but nothing arrives either
+    parent = Variant("unknown", 1, 0.5, 0.0, 256 * 1024**2, "a", 1, pinned=True, ready=1)
+    idle = tuple(Variant(f"unknown-b1-c500-g0-a-{i}", 1, 0.5, 0.0, 256 * 1024**2, "a", 1, ready=1) for i in range(3))
+    plan = decide(snapshot([fn("unknown", 0.0, variants=(parent, *idle))]), PREDICTOR,
+                  config(min_variant_age=0), 0.0)
+    x = plan.function("unknown")
+    assert not x.unchanged and not x.targets and "no execution time known" in x.reason
+    loaded = decide(snapshot([fn("unknown", 5.0, variants=(parent, *idle))]), PREDICTOR, config(), 0.0)
+    assert loaded.function("unknown").unchanged  # while it has demand, what runs is kept
+    low = decide(snapshot([fn("unknown", 0.0, variants=(parent, *idle), min_instances=3)]), PREDICTOR,
+                 config(min_variant_age=0), 0.0)
+    assert low.function("unknown").unchanged  # its minimum needs them

@@ -122,6 +122,8 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                if not v.pinned and v.ready < v.replicas}
     starting = {fs.name for fs in snapshot.functions
                 if any(now - unready.get(v.name, -math.inf) < config.min_variant_age for v in fs.variants)}
+    settling = {fs.name for fs in snapshot.functions} \
+        if memory.started is not None and now - memory.started < config.scale_down_delay else set()
     fixed = Usage()
     kept: list[FunctionPlan] = []
     demands: list[FunctionDemand] = []
@@ -201,7 +203,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
     plans = kept + [dataclasses.replace(p, reason=p.reason + told[p.name]) if p.name in told else p
                     for p in _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
-                                      snapshot.taken_epoch, default_node, starting)]
+                                      snapshot.taken_epoch, default_node, starting, settling)]
     complete = not selection.shortfall and all(sum(selection.counts.get(f.name, {}).values()) >= f.min_count
                                                 for f in problem.functions)
     bound = max(lower_bound(problem), selection.bound) if complete else 0.0
@@ -209,7 +211,8 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     reason = "; ".join([f"{len(demands)} functions planned, {len(kept)} left as they run", *remarks])
     return Plan(True, reason, now, tuple(plans),
                 selection.solver, selection.status, placement, cost, bound, selection.cost,
-                GuardMemory(*(_alive(m, snapshot) for m in (history, timings, factors)), unready))
+                GuardMemory(*(_alive(m, snapshot) for m in (history, timings, factors)), unready,
+                            memory.started))
 
 
 def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate], pred, model: str,
@@ -367,8 +370,10 @@ def _young(fs: FunctionState, config: AutoscalerConfig, epoch: float,
 
 
 def _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
-             epoch: float, default_node: str, starting: set[str] = frozenset()) -> list[FunctionPlan]:
+             epoch: float, default_node: str, starting: set[str] = frozenset(),
+             settling: set[str] = frozenset()) -> list[FunctionPlan]:
     free = {name: [cpu, gpu, mem] for name, cpu, gpu, mem in nodes}
+    unwatched: dict[str, int] = {}
     stepped_all: dict[str, dict[tuple[str, str], int]] = {}
     deferred: dict[str, dict[tuple[str, str], int]] = {}
     by_fn: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
@@ -383,6 +388,10 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
                                     rank_up=lambda k: by_key[k[0]].r_max if k[0] in by_key else 0.0)
         for group, n in _young(fs, config, epoch, default_node).items():  # kept, their resources counted
             stepped[group] = max(stepped.get(group, 0), n)
+        if f.name in settling:  # demand before the loop began is unknown: nothing removed for it yet
+            unwatched[f.name] = sum(max(0, n - stepped.get(g, 0)) for g, n in current.items())
+            for group, n in current.items():
+                stepped[group] = max(stepped.get(group, 0), n)
         deferred[f.name] = _make_before_break(fs, current, stepped, f.name in starting, default_node)
         stepped_all[f.name] = stepped
         for (key, node), n in stepped.items():
@@ -418,6 +427,9 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
         reason = _reason(selection, held, capacity, unplaced, f.name, shortfall, factors.get(f.name))
         if down:
             reason += "; its own deployment is scaled to zero and requests reach the queue only through it: no variants"
+        if unwatched.get(f.name):
+            reason += (f"; {unwatched[f.name]} instance(s) kept: the autoscaler watches demand for "
+                       f"scale_down_delay={config.scale_down_delay:g}s after it starts before it removes any")
         if deferred.get(f.name):
             reason += f"; {sum(deferred[f.name].values())} instance(s) kept until the instances replacing them are ready"
         if shortfall > 1e-6:

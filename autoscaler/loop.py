@@ -6,6 +6,7 @@ run) and ``Autoscaler.tick(now)`` (one cycle, used by ``faas-infer plan`` with `
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -84,6 +85,8 @@ class Autoscaler:
                 if isinstance(p, CopPredictor):
                     p.preload({f.model for f in snapshot.functions})
         started = time.perf_counter()
+        if self.memory.started is None and not dry_run:  # one decision (faas-infer plan) is from scratch
+            self.memory = dataclasses.replace(self.memory, started=now)
         plan = decide(snapshot, self.predictor, self.config, now, self.memory)
         if self.metrics is not None:
             slos = {f.name: f.slo for f in snapshot.functions if f.slo}

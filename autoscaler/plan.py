@@ -60,6 +60,10 @@ class GuardMemory:
     # {variant: when it was first seen with fewer replicas ready than it has} (make-before-break: a new,
     # grown or restarted variant is starting, for at most min_variant_age).
     unready_since: Mapping[str, float] = field(default_factory=dict)
+    # When the control loop began (its clock; None outside a loop, e.g. one decision of ``faas-infer plan``):
+    # until scale_down_delay has passed it does not know the demand held over it, so it removes nothing for
+    # the plan's sake (restarted, the autoscaler removed at once instances the one before it was holding).
+    started: float | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 import autoscaler.decide as decide_module
 from autoscaler.config import AutoscalerConfig
 from autoscaler.decide import decide
+from autoscaler.plan import GuardMemory
 from autoscaler.selection import Selection
 from autoscaler.candidates import config_key
 from autoscaler.snapshot import Measurement, Node, Orphan, Variant
@@ -545,3 +546,16 @@ def test_idle_variants_of_a_model_without_timings_are_removed():
     low = decide(snapshot([fn("unknown", 0.0, variants=(parent, *idle), min_instances=3)]), PREDICTOR,
                  config(min_variant_age=0), 0.0)
     assert low.function("unknown").unchanged  # its minimum needs them
+
+
+def test_a_restarted_loop_removes_nothing_before_it_has_watched_the_demand_for_the_delay():
+    # variants a previous autoscaler started and was holding; this one began at 1000 and sees a lull
+    parent = Variant("m", 1, 0.5, 0.0, 256 * 1024**2, "a", 1, pinned=True, ready=1)
+    running = tuple(Variant(f"m-b1-c500-g0-a-{i}", 1, 0.5, 0.0, 256 * 1024**2, "a", 1, ready=1) for i in range(3))
+    snap = lambda now: snapshot([fn("m", 1.0, variants=(parent, *running))], taken_at=now)  # noqa: E731
+    cfg = config(scale_down_delay=60.0, min_variant_age=0, keep_warm=0)
+    first = decide(snap(1000.0), PREDICTOR, cfg, 1000.0, GuardMemory(started=1000.0))
+    assert first.function("m").instances() == 3 and "3 instance(s) kept" in first.function("m").reason
+    later = decide(snap(1061.0), PREDICTOR, cfg, 1061.0, first.memory)
+    assert later.function("m").instances() == 0 and later.memory.started == 1000.0
+    assert decide(snap(1000.0), PREDICTOR, cfg, 1000.0).function("m").instances() == 0  # one decision: from scratch

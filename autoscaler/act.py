@@ -3,7 +3,8 @@
 ``changes`` is pure (plan + snapshot -> list of Change, each with its reason); ``apply`` sends them:
 deploys first, then updates and scale-ups, then scale-downs and deletes, so capacity is added before it
 is taken away; an API that does not answer costs one timeout per tick, not one per change. A running variant whose spec no longer matches its parent's (a new image, environment or
-annotations, a changed SLO) is updated in place (PUT). Variants whose parent is gone or unmanaged are
+annotations, a changed SLO) is updated in place (PUT), one serving variant of a function per tick and only
+while the function's other instances are ready (a rolling update; ``_may_update``). Variants whose parent is gone or unmanaged are
 deleted (decide keeps variants younger than ``min_variant_age`` in its plans). Removed variants drain
 through the watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the
 shared Redis queue for the remaining instances.
@@ -58,6 +59,7 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
         running = {v.name: v for v in fs.variants if not v.pinned}
         by_slot = {_slot(v): v.name for v in running.values()}
         wanted: dict[str, tuple[int, Any, str]] = {}
+        updating: list[Variant] = []
         for t in fp.targets:
             for shard, n in enumerate(shards(t.count, config.max_replicas_per_variant)):
                 # a running variant of this slot keeps its name, whatever the naming rule gave it
@@ -72,7 +74,8 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
                     out.append(Change("deploy", fp.name, name, n, spec, fp.reason))
                 continue
             stale = _stale(current, spec) if spec is not None else ""
-            if stale:
+            if stale and _may_update(current, fs.variants, updating):
+                updating.append(current)
                 out.append(Change("update", fp.name, name, n, spec, f"{stale} changed"))
             if current.replicas != n:
                 out.append(Change("scale-up" if n > current.replicas else "scale-down", fp.name, name, n,
@@ -80,6 +83,21 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
         for name in sorted(set(running) - set(wanted)):
             out.append(Change("delete", fp.name, name, reason=fp.reason))
     return sorted(out, key=lambda c: ORDER[c.kind])
+
+
+def _ready(v: Variant) -> bool:
+    return v.ready >= v.replicas
+
+
+def _may_update(variant: Variant, every: tuple[Variant, ...], updating: list[Variant]) -> bool:
+    """Whether a stale ``variant`` is updated this tick: a rolling update, one serving variant of a function at
+    a time, and only while every other instance of it (its parent's included) is ready; one not ready serves
+    nothing and is updated at once. Updated all in one tick, every variant restarted together (faasd replaces
+    a container on update), and a new SLO or image left the function with nothing but its parent, itself
+    just restarted by the same ``faas-cli deploy``. The others stay stale, so later ticks update them."""
+    if not _ready(variant):
+        return True
+    return not any(_ready(u) for u in updating) and all(_ready(v) for v in every if v is not variant)
 
 
 def _slot(v: Variant) -> tuple[str, str, int | None]:

@@ -111,12 +111,40 @@ def test_variants_follow_their_parents_image_environment_and_slo():
     for parent, what in (({**PARENT, "image": "img:2"}, "image"),
                          ({**PARENT, "envVars": {**PARENT["envVars"], "A": "2"}}, "envVars A"),
                          ({**PARENT, "annotations": {**PARENT["annotations"], "x": "y"}}, "annotations x")):
-        plan, snap, cfg = plan_for(fn("f", 500.0, spec=parent, variants=running))
-        todo = changes(plan, snap, cfg)
-        assert {c.kind for c in todo} == {"update"} and len(todo) == len(running), todo
-        assert all(what in c.reason for c in todo) and todo[0].spec["image"] == parent["image"]
+        ticks = roll_out(lambda variants: plan_for(fn("f", 500.0, spec=parent, variants=variants)), running)
+        assert [len(t) for t in ticks] == [1] * len(running)  # one variant at a time
+        assert len({c.name for t in ticks for c in t}) == len(running)
+        assert all(what in c.reason and c.spec["image"] == parent["image"] for t in ticks for c in t)
     plan, snap, cfg = plan_for(fn("f", 500.0, slo=0.08, spec=PARENT, variants=running))
     assert any(c.kind == "update" and "latency_slo" in c.reason for c in changes(plan, snap, cfg))
+
+
+def roll_out(plan_with, running):
+    """Ticks of ``plan_with(variants) -> (plan, snapshot, config)`` until nothing is left to update, each
+    update carried out as the API would (the variant then runs its new spec, ready); the updates per tick."""
+    ticks, running = [], tuple(running)
+    for _ in range(2 * len(running) + 2):
+        updates = [c for c in changes(*plan_with(running)) if c.kind == "update"]
+        if not updates:
+            return ticks
+        ticks.append(updates)
+        done = {c.name: c for c in updates}
+        running = tuple(parse_variant({**done[v.name].spec, "name": v.name, "replicas": v.replicas,
+                                       "availableReplicas": v.replicas}, 256 * 1024**2)
+                        if v.name in done else v for v in running)
+    raise AssertionError(f"the update never ended: {ticks}")
+
+
+def test_a_rolling_update_waits_for_the_variant_restarting_and_updates_one_serving_nothing_at_once():
+    running = running_as_planned(batch_sizes=(1,), cpu_steps=(1.0,))
+    assert len(running) >= 3
+    new = {**PARENT, "image": "img:2"}
+    starting = (dataclasses.replace(running[0], ready=0), *running[1:])  # restarting (updated, crashed...)
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=new, variants=starting), batch_sizes=(1,), cpu_steps=(1.0,))
+    assert [c.name for c in changes(plan, snap, cfg) if c.kind == "update"] == [running[0].name]
+    fresh = (dataclasses.replace(running[0], status={**running[0].status, "image": "img:2"}, ready=0), *running[1:])
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=new, variants=fresh), batch_sizes=(1,), cpu_steps=(1.0,))
+    assert not [c for c in changes(plan, snap, cfg) if c.kind == "update"]  # the others wait for it
 
 
 def test_a_new_execution_time_prior_alone_restarts_nothing():
@@ -263,9 +291,10 @@ def test_variants_pinned_as_faas_netes_dropped_or_under_other_constraints_are_up
         node = spec["labels"]["com.faas-infer.node"]
         return {**spec, "labels": labels, "constraints": [f"kubernetes.io/hostname == {node}"]}
 
-    plan, snap, cfg = plan_for(fn("f", 500.0, spec=PARENT, variants=running(previous)), nodes)
-    todo = changes(plan, snap, cfg)
-    assert [c.kind for c in todo] == ["update"] * len(deployed) and all("constraints" in c.reason for c in todo)
+    ticks = roll_out(lambda variants: plan_for(fn("f", 500.0, spec=PARENT, variants=variants), nodes),
+                     running(previous))
+    assert sorted(c.name for t in ticks for c in t) == sorted(c.name for c in deployed)
+    assert all(len(t) == 1 and "constraints" in t[0].reason for t in ticks)  # each once, one at a time
     confined = {**PARENT, "constraints": ["zone=a"]}
     labelled = tuple(dataclasses.replace(n, labels={"zone": "a"}) for n in nodes)
     plan, snap, cfg = plan_for(fn("f", 500.0, spec=confined, variants=running(as_faas_netes)), labelled)

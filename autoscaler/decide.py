@@ -389,9 +389,7 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
         for group, n in _young(fs, config, epoch, default_node).items():  # kept, their resources counted
             stepped[group] = max(stepped.get(group, 0), n)
         if f.name in settling:  # demand before the loop began is unknown: nothing removed for it yet
-            unwatched[f.name] = sum(max(0, n - stepped.get(g, 0)) for g, n in current.items())
-            for group, n in current.items():
-                stepped[group] = max(stepped.get(group, 0), n)
+            unwatched[f.name] = _keep_unwatched(fs, current, stepped, config)
         deferred[f.name] = _make_before_break(fs, current, stepped, f.name in starting, default_node)
         stepped_all[f.name] = stepped
         for (key, node), n in stepped.items():
@@ -439,6 +437,24 @@ def _guarded(problem, selection, placed, unplaced, context, nodes, config, facto
             reason += f"; below its minimum instances (com.openfaas.scale.min) by {missing}: no room left for them"
         plans.append(FunctionPlan(f.name, held, capacity, cost, targets, shortfall, reason))
     return plans
+
+
+def _keep_unwatched(fs: FunctionState, current: dict[tuple[str, str], int], stepped: dict[tuple[str, str], int],
+                    config: AutoscalerConfig) -> int:
+    """Raise ``stepped`` back toward ``current`` (the removals a loop that has not yet watched demand for
+    scale_down_delay puts off), but never above the function's most variants: no demand held before the
+    restart can justify instances over com.openfaas.scale.max, nor variants of a parent scaled to zero (nothing
+    reaches them); kept there, they outlived a lowered maximum for the whole delay. Returns how many were kept."""
+    room = 0 if _parent_down(fs) else max(0, instance_bounds(fs, config)[1]
+                                         - sum(v.replicas for v in fs.variants if v.pinned))
+    room -= sum(stepped.values())
+    kept = 0
+    for group, n in sorted(current.items()):
+        back = min(n - stepped.get(group, 0), room - kept)
+        if back > 0:
+            stepped[group] = stepped.get(group, 0) + back
+            kept += back
+    return kept
 
 
 def _hold(free: dict[str, list[float]], node: str, res: tuple[float, float, float], n: int) -> None:

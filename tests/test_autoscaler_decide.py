@@ -559,3 +559,19 @@ def test_a_restarted_loop_removes_nothing_before_it_has_watched_the_demand_for_t
     later = decide(snap(1061.0), PREDICTOR, cfg, 1061.0, first.memory)
     assert later.function("m").instances() == 0 and later.memory.started == 1000.0
     assert decide(snap(1000.0), PREDICTOR, cfg, 1000.0).function("m").instances() == 0  # one decision: from scratch
+
+
+def test_a_restarted_loop_still_keeps_a_function_within_its_most_instances_and_removes_variants_of_a_parent_at_zero():
+    # what the unknown demand held before the restart could justify is bounded by com.openfaas.scale.max, and a
+    # parent scaled to zero passes nothing to its variants whatever the demand was
+    parent = Variant("m", 1, 0.5, 0.0, 256 * 1024**2, "a", 1, pinned=True, ready=1)
+    running = tuple(Variant(f"m-b1-c500-g0-a-{i}", 1, 0.5, 0.0, 256 * 1024**2, "a", 1, ready=1) for i in range(4))
+    cfg = config(scale_down_delay=60.0, min_variant_age=0, keep_warm=0)
+    capped = decide(snapshot([fn("m", 1.0, variants=(parent, *running), max_instances=3)], taken_at=1000.0),
+                    PREDICTOR, cfg, 1000.0, GuardMemory(started=1000.0))
+    assert capped.function("m").instances() == 2, capped.function("m").reason  # 3 with the parent
+    assert "2 instance(s) kept" in capped.function("m").reason
+    at_zero = dataclasses.replace(parent, replicas=0, ready=0)
+    down = decide(snapshot([fn("m", 1.0, variants=(at_zero, *running))], taken_at=1000.0), PREDICTOR, cfg, 1000.0,
+                  GuardMemory(started=1000.0))
+    assert down.function("m").instances() == 0 and "kept" not in down.function("m").reason

@@ -171,7 +171,7 @@ def ended_pid() -> int:
 
 
 @pytest.mark.parametrize("process, reaped", [("gone", True), ("reused", True), ("its own", False),
-                                             ("elsewhere", False)])
+                                             ("elsewhere", False), ("another machine of this name", False)])
 def test_a_starting_instance_first_reaps_a_peer_on_its_host_whose_process_is_gone(queues, redis_client, process,
                                                                                    reaped):
     # Killed with SIGKILL and restarted within stale_after (the provider's backoff is 0.5 s), the next instance
@@ -179,7 +179,11 @@ def test_a_starting_instance_first_reaps_a_peer_on_its_host_whose_process_is_gon
     facts = {"gone": {"pid": str(ended_pid()), "started_at": repr(time.time())},
              "reused": {"pid": str(os.getpid()), "started_at": repr(psutil.Process().create_time() - 60)},
              "its own": {"pid": str(os.getpid()), "started_at": repr(time.time())},
-             "elsewhere": {"host": "elsewhere", "pid": str(ended_pid()), "started_at": repr(time.time())}}[process]
+             "elsewhere": {"host": "elsewhere", "pid": str(ended_pid()), "started_at": repr(time.time())},
+             # A live instance on a VM made from the same image: same hostname, and in its kernel's first pid
+             # namespace, named as ours is; only the boot id tells the kernels apart.
+             "another machine of this name": {"boot_id": "0b6a3f4e-7d21-4c8e-b1f2-9e4d5a6c7b80",
+                                              "pid": str(ended_pid()), "started_at": repr(time.time())}}[process]
     pipe = redis_client.pipeline(transaction=True)
     plant(pipe, "dead", time.time(), facts)
     pipe.execute()

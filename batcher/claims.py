@@ -115,14 +115,14 @@ return {back, dropped}
 """
 
 # KEYS: instances, claimed, queue, facts, exec, inbox, stats, given-back set. ARGV: instance, cutoff, the
-# inbox key prefix, the set's TTL, and the pid and started_at facts that showed its process gone ("" when
+# inbox key prefix, the set's TTL, and the pid and pid_start facts that showed its process gone ("" when
 # reaped for its heartbeat). Returns -1 when the instance beat again (or its facts now name another
 # process, one restarted under the same name; or it is gone), else {requests given back, requests dropped}.
 _REAP = _RETURN_CLAIMED + r"""
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not beat then return -1 end
 if ARGV[5] ~= '' then
-  local said = redis.call('HMGET', KEYS[4], 'pid', 'started_at')
+  local said = redis.call('HMGET', KEYS[4], 'pid', 'pid_start')
   if said[1] ~= ARGV[5] or said[2] ~= ARGV[6] then return -1 end
 elseif tonumber(beat) > tonumber(ARGV[2]) then return -1 end
 local back, dropped = return_claimed(KEYS[2], KEYS[3], KEYS[8], ARGV[1], ARGV[3], ARGV[4])
@@ -199,13 +199,13 @@ class Claims:
 
     def reap(self, client: Any, inst: str, cutoff: float, process: tuple[str, str] | None = None) -> tuple[int, int]:
         """Remove ``inst`` if its last beat is before ``cutoff`` or, given ``process`` (the ``pid`` and
-        ``started_at`` facts that showed its process gone, ``batcher.host``), whatever its last beat, if its
+        ``pid_start`` facts that showed its process gone, ``batcher.host``), whatever its last beat, if its
         facts still say so: (requests given back, requests dropped: their caller died with it, or they were
         given back once before); (-1, 0) if it lives."""
         fn = self.fn
-        pid, started_at = process or ("", "")
+        pid, pid_start = process or ("", "")
         got = self._reap(keys=[keys.instances(fn), keys.claimed(fn, inst), self.queue, keys.instance(fn, inst),
                                keys.exec_times(fn, inst), keys.inbox(inst), keys.stats(fn), keys.given_back(fn)],
-                         args=[inst, repr(cutoff), keys.inbox_prefix(), GIVEN_BACK_TTL, pid, started_at],
+                         args=[inst, repr(cutoff), keys.inbox_prefix(), GIVEN_BACK_TTL, pid, pid_start],
                          client=client)
         return (-1, 0) if not isinstance(got, list) else (int(got[0]), int(got[1]))

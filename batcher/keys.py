@@ -11,8 +11,8 @@ The function's own keys (queue, arrivals, refused, stats) expire an hour after i
                                           to a few minutes
     fi:{fn}:refused                 hash  {epoch second -> requests refused (429, 503)}, trimmed likewise
     fi:{fn}:instances               zset  {instance -> last heartbeat, epoch seconds}
-    fi:{fn}:instance:{inst}         hash  instance facts (host, pid_ns, boot_id, port, pid, cpu, memory, started_at,
-                                          live batch config, served count); expires unless refreshed by
+    fi:{fn}:instance:{inst}         hash  instance facts (host, pid_ns, boot_id, port, pid, pid_start, cpu, memory,
+                                          started_at, live batch config, served count); expires unless refreshed by
                                           heartbeats
     fi:{fn}:config:{inst}           hash  live batch config {max_batch_size, batch_timeout, latency_slo},
                                           set by an operator (read with every heartbeat)

@@ -92,7 +92,7 @@ def _reap_gone(client: Any, claims: Claims, peers: list[str], here: Mapping[str,
         facts = {_text(k): _text(v) for k, v in raw.items()}
         if not host.gone(facts, here):
             continue
-        moved, dropped = claims.reap(client, peer, 0.0, (facts["pid"], facts["started_at"]))
+        moved, dropped = claims.reap(client, peer, 0.0, (facts["pid"], facts["pid_start"]))
         if moved >= 0:
             logger.warning("instance %s of %s is gone (pid %s on this host): removed at once, %d requests requeued, "
                            "%d dropped (their caller died with it, or they were requeued once before)",

@@ -86,7 +86,8 @@ class RedisBatchQueue:
         self.max_bytes, self.beat_interval, self.stale_after = max_bytes, beat_interval, stale_after
         self.clock = clock
         self.exec_times: Callable[[], Mapping[int, float]] = dict
-        self._facts = {**host.identity(), "pid": str(os.getpid()), "started_at": repr(time.time()), **(facts or {})}
+        self._facts = {**host.identity(), "pid": str(os.getpid()), "pid_start": host.own_start(),
+                       "started_at": repr(time.time()), **(facts or {})}
         self._on_state = on_redis_state
         self._client = bounded_client(url, socket_timeout, connect_timeout=1)
         self._claims = Claims(self._client, function, instance)

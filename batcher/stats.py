@@ -42,7 +42,7 @@ class InstanceStats:
     served: int
     # Smoothed execution seconds of one handler call, by batch size.
     exec_seconds: Mapping[int, float]
-    # Everything else it reported: host, pid_ns, boot_id, port, pid, started_at, cpu_limit, memory_limit.
+    # Everything else it reported: host, pid_ns, boot_id, port, pid, pid_start, started_at, cpu_limit, memory_limit.
     facts: Mapping[str, str] = field(default_factory=dict)
 
 

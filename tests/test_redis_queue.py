@@ -170,20 +170,37 @@ def ended_pid() -> int:
     return ended.pid
 
 
+@pytest.fixture
+def sleeper():
+    """A process that runs until the test ends."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield child
+    child.kill()
+    child.wait()
+
+
 @pytest.mark.parametrize("process, reaped", [("gone", True), ("reused", True), ("its own", False),
-                                             ("elsewhere", False), ("another machine of this name", False)])
+                                             ("elsewhere", False), ("another machine of this name", False),
+                                             ("its own, the clock set forward since", False)])
 def test_a_starting_instance_first_reaps_a_peer_on_its_host_whose_process_is_gone(queues, redis_client, process,
-                                                                                   reaped):
+                                                                                   reaped, sleeper):
     # Killed with SIGKILL and restarted within stale_after (the provider's backoff is 0.5 s), the next instance
     # took the dead one's queued requests, whose callers died with it, and ran them for nobody.
-    facts = {"gone": {"pid": str(ended_pid()), "started_at": repr(time.time())},
-             "reused": {"pid": str(os.getpid()), "started_at": repr(psutil.Process().create_time() - 60)},
-             "its own": {"pid": str(os.getpid()), "started_at": repr(time.time())},
-             "elsewhere": {"host": "elsewhere", "pid": str(ended_pid()), "started_at": repr(time.time())},
+    live = {"pid": str(sleeper.pid), "pid_start": str(host.start_ticks(sleeper.pid))}
+    facts = {"gone": {"pid": str(ended_pid()), "pid_start": host.own_start(), "started_at": repr(time.time())},
+             "reused": {**live, "pid_start": str(max(0, host.start_ticks(sleeper.pid) - 6000))},
+             "its own": {**live, "started_at": repr(time.time())},
+             "elsewhere": {"host": "elsewhere", "pid": str(ended_pid()), "pid_start": "1",
+                           "started_at": repr(time.time())},
              # A live instance on a VM made from the same image: same hostname, and in its kernel's first pid
              # namespace, named as ours is; only the boot id tells the kernels apart.
              "another machine of this name": {"boot_id": "0b6a3f4e-7d21-4c8e-b1f2-9e4d5a6c7b80",
-                                              "pid": str(ended_pid()), "started_at": repr(time.time())}}[process]
+                                              "pid": str(ended_pid()), "pid_start": "1",
+                                              "started_at": repr(time.time())},
+             # Its started_at stamped before the clock was set 30 s forward (NTP's first step on a fresh VM, an
+             # operator's date -s): by the clock now, its process seems to have started 30 s after it did.
+             "its own, the clock set forward since": {**live, "started_at": repr(time.time() - 30)},
+             }[process]
     pipe = redis_client.pipeline(transaction=True)
     plant(pipe, "dead", time.time(), facts)
     pipe.execute()
@@ -197,9 +214,9 @@ def test_a_starting_instance_first_reaps_a_peer_on_its_host_whose_process_is_gon
 def test_a_peer_on_this_host_whose_process_is_gone_is_reaped_by_a_heartbeat_before_it_is_stale(queues, redis_client):
     queues("a", stale_after=60)  # the heartbeat rule would wait a minute
     pipe = redis_client.pipeline(transaction=True)  # both seen by the same beat
-    plant(pipe, "remote", time.time() - 5, {"host": "elsewhere", "pid": str(ended_pid()),
+    plant(pipe, "remote", time.time() - 5, {"host": "elsewhere", "pid": str(ended_pid()), "pid_start": "1",
                                             "started_at": repr(time.time())})
-    plant(pipe, "dead", time.time() - 5, {"pid": str(ended_pid()), "started_at": repr(time.time())})
+    plant(pipe, "dead", time.time() - 5, {"pid": str(ended_pid()), "pid_start": "1", "started_at": repr(time.time())})
     pipe.execute()
     wait_until(lambda: redis_client.zscore(keys.instances(FN), "dead") is None, 5, what="dead reaped")
     assert redis_client.zscore(keys.instances(FN), "remote") is not None  # another host: left to the heartbeat rule

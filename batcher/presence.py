@@ -101,6 +101,27 @@ def _reap_gone(client: Any, claims: Claims, peers: list[str], here: Mapping[str,
     return reclaimed
 
 
+def reap_former(client: Any, claims: Claims, here: Mapping[str, str]) -> tuple[int, int] | None:
+    """Reap a former process of this very instance whose process on this host is gone (``here``: this one's
+    facts), as a peer would: a worker gunicorn restarted keeps the watchdog's instance id, so no peer reaps
+    the one that died, and its queued requests, whose callers died with it, would all be taken and run for
+    nobody. Call it before the first beat, when no request of this process can be queued yet. Returns
+    (requests given back, dropped), or None when the facts name no gone process of another start."""
+    raw = client.hgetall(keys.instance(claims.fn, claims.inst))
+    facts = {_text(k): _text(v) for k, v in raw.items()}
+    if (facts.get("pid"), facts.get("pid_start")) == (here.get("pid"), here.get("pid_start")):
+        return None
+    if not host.gone(facts, here):
+        return None
+    moved, dropped = claims.reap(client, claims.inst, 0.0, (facts["pid"], facts["pid_start"]))
+    if moved < 0:
+        return None
+    logger.warning("instance %s of %s was restarted (pid %s gone, now %s): %d requests requeued, %d dropped (their "
+                   "caller died with it, or they were requeued once before)", claims.inst, claims.fn, facts["pid"],
+                   here.get("pid"), moved, dropped)
+    return moved, dropped
+
+
 def leave(client: Any, claims: Claims) -> int:
     """Give back anything claimed and remove this instance's keys; the last instance of its function to leave
     retires it (``retire``: a peer that stopped beating and was not reaped yet, its claimed list and the

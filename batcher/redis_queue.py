@@ -20,7 +20,8 @@ At least once. A monitor thread beats every ``beat_interval`` (``batcher.presenc
 config (``batcher.live_config``, applied on the next batch), depth, and reaping of peers silent for
 ``stale_after``: a peer killed mid-batch has its claimed requests put back and run by another instance.
 A peer on this host whose process is gone is reaped at once (``batcher.host``), by the beat an instance
-starts with before it takes anything, and by any beat once the peer missed two.
+starts with before it takes anything, and by any beat once the peer missed two. A process starting under an
+instance id whose facts name a gone process of this host (a worker gunicorn restarted) reaps that one first.
 
 Redis down. Any failed command marks Redis lost: ``on_redis_state(False)`` is called, every request still
 waiting for a reply is moved into the in-process ``LocalBatchQueue`` (so nothing accepted is lost, even
@@ -401,6 +402,8 @@ class RedisBatchQueue:
             self._client.connection_pool.disconnect()
             run_id = str(self._client.info("server").get("run_id", ""))
             self._claims.load()
+            if not self._run_id:  # this process's first start: its instance may have been run by one now dead
+                presence.reap_former(self._client, self._claims, self._facts)
             moved, dropped = self._claims.give_back_own(self._client)
             self._remote.forget()
             recovering, self._run_id = bool(self._run_id), run_id

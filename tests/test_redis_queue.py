@@ -211,6 +211,29 @@ def test_a_starting_instance_first_reaps_a_peer_on_its_host_whose_process_is_gon
     assert int(redis_client.hget(keys.stats(FN), "dropped") or 0) == (2 if reaped else 0)
 
 
+@pytest.mark.parametrize("former", ["gone", "alive"])
+def test_a_restarted_process_of_an_instance_drops_the_queued_requests_of_its_former_one_only_when_that_is_gone(
+        queues, redis_client, sleeper, former):
+    # gunicorn restarts a dead worker under the watchdog's instance id: its predecessor's queued requests,
+    # whose callers died with it, were all run for nobody. One still alive (a HUP's old worker, draining)
+    # still has its callers.
+    pid = {"gone": str(ended_pid()), "alive": str(sleeper.pid)}[former]
+    pid_start = host.start_ticks(sleeper.pid)
+    pipe = redis_client.pipeline(transaction=True)
+    plant(pipe, "a", time.time(), {"pid": pid, "pid_start": str(pid_start), "started_at": repr(time.time())})
+    pipe.lpush(keys.claimed(FN, "a"), wire.encode_request(wire.Envelope("other", "b", time.time() + 20, time.time(),
+                                                                        Request(body=b"live caller"))))
+    pipe.execute()
+    queues("a")
+    left = [wire.decode_request(item).token for item in redis_client.lrange(keys.queue(FN), 0, -1)]
+    if former == "gone":
+        assert left == ["other"]  # another front end's caller waits: given back; the two orphans dropped
+        assert int(redis_client.hget(keys.stats(FN), "dropped")) == 2
+    else:
+        assert sorted(left) == ["aqueued", "other"]  # as before: only its own claim dropped (give_back_own)
+    assert redis_client.hget(keys.instance(FN, "a"), "pid") == str(os.getpid()).encode()
+
+
 def test_a_peer_on_this_host_whose_process_is_gone_is_reaped_by_a_heartbeat_before_it_is_stale(queues, redis_client):
     queues("a", stale_after=60)  # the heartbeat rule would wait a minute
     pipe = redis_client.pipeline(transaction=True)  # both seen by the same beat

@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 import redis
 import requests
@@ -290,3 +291,41 @@ def test_a_function_whose_last_instance_was_killed_is_retired_by_the_autoscaler(
                                keys.queue(FN)) == 0
     assert int(redis_client.hget(keys.stats(FN), "dropped")) == orphans
     assert 0 < redis_client.ttl(keys.stats(FN)) <= 3600
+
+
+def test_a_worker_killed_and_restarted_by_gunicorn_under_its_instance_id_drops_its_orphans(watchdogs, tmp_path,
+                                                                                           redis_server, redis_client):
+    # gunicorn starts a new worker when its one dies (OOM-killed, a crash in native code) and the new worker
+    # keeps the watchdog's instance id: no peer reaps it, and it gave back only its predecessor's claims, so it
+    # ran every request its predecessor had queued, whose callers died with it, ahead of its own callers.
+    runs = tmp_path / "runs"
+    folder = write_handler(str(tmp_path / "slow"), f"""
+        import os, time
+
+        def handle_batch(state, requests):
+            with open({str(runs)!r}, "a") as f:
+                f.write("".join(str(os.getpid()) + " " + r.text + "\\n" for r in requests))
+            time.sleep(0.2)
+            return [r.text for r in requests]
+    """)
+    wd = watchdogs(folder, batch_backend="redis", redis_url=redis_server.url, function_name="respawned",
+                   instance_id="solo", max_batch_size=2, exec_timeout="20s", write_timeout="20s")
+    first = psutil.Process(wd.proc.pid).children()[0]
+    callers = ThreadPoolExecutor(20)
+    calls = [callers.submit(requests.post, wd.url, data=f"r{i}", timeout=30) for i in range(20)]
+    wait_until(lambda: redis_client.llen(keys.queue("respawned")) >= 4, 10, interval=0.01, what="requests queued")
+    first.kill()
+    callers.shutdown(wait=True)
+    assert sum(1 for c in calls if c.exception() is not None) >= 4  # their callers got a connection error
+    wait_until(lambda: [p.pid for p in psutil.Process(wd.proc.pid).children()] not in ([], [first.pid]), 30,
+               what="a new worker")
+    second = psutil.Process(wd.proc.pid).children()[0].pid
+    wait_until(lambda: requests.get(wd.url + "/_/ready", timeout=1).status_code == 200, 60, what="new worker ready")
+    assert requests.post(wd.url, data=b"live", timeout=10).text == "live"
+    orphans = {f"r{i}" for i, c in enumerate(calls) if c.exception() is not None}
+    # A connection still in the listening socket's backlog outlives the worker: the new one answers it.
+    answered = {f"r{i}" for i, c in enumerate(calls) if c.exception() is None}
+    ran = [line.split(" ", 1)[1] for line in runs.read_text().split("\n") if line.startswith(f"{second} ")]
+    assert not orphans & set(ran) and set(ran) <= answered | {"live"}
+    assert redis_client.llen(keys.queue("respawned")) == 0
+    assert redis_client.zrange(keys.instances("respawned"), 0, -1) == [b"solo"]

@@ -40,8 +40,6 @@ def _int_label(labels: dict, key: str) -> tuple[int | None, str]:
 _UNKNOWN: dict[str, Any] = {}
 # Seconds of the short window read beside ``rate_window``: whether arrivals and refusals go on now.
 RECENT_WINDOW = 5
-# Seconds without a beat from any instance of a function before its shared queue is retired (``_retire``).
-RETIRE_AFTER = 300.0
 
 
 _MAPS = ("labels", "annotations", "envVars", "limits", "requests")
@@ -173,15 +171,13 @@ class Observer:
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
     def _retire(self, epoch: float, problems: list[str]) -> None:
-        """Retire the queues of functions whose every instance stopped beating ``RETIRE_AFTER`` ago (or
-        ``heartbeat_timeout``, when longer), after this tick read them. Nothing waits on such a queue, so
-        there is no hurry, and the margin keeps a clock of this host that runs ahead of the instances' from
-        ever retiring a function whose instances live (the beats are stamped by their clocks)."""
+        """Retire the queues of functions whose every instance stopped beating ``stats.RETIRE_AFTER`` ago (or
+        ``heartbeat_timeout``, when longer), after this tick read them."""
         if self.redis is None or self._redis_failed is not None:
             return
-        from batcher import presence
+        from batcher import presence, stats
 
-        stale_after = max(self.config.heartbeat_timeout, RETIRE_AFTER)
+        stale_after = max(self.config.heartbeat_timeout, stats.RETIRE_AFTER)
         try:
             retired = presence.retire_dead(self.redis, epoch, stale_after)
         except Exception as exc:  # noqa: BLE001 - a failing Redis must not stop the loop

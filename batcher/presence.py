@@ -124,9 +124,12 @@ def reap_former(client: Any, claims: Claims, here: Mapping[str, str]) -> tuple[i
 
 def leave(client: Any, claims: Claims) -> int:
     """Give back anything claimed and remove this instance's keys; the last instance of its function to leave
-    retires it (``retire``: a peer that stopped beating and was not reaped yet, its claimed list and the
-    queue would otherwise stay, nobody left to reap them) or, if one starts meanwhile, sets the function's
-    keys to expire (``stats.expire_function``). Returns how many requests went back."""
+    retires it when no peer beat within ``stats.RETIRE_AFTER`` (``retire``: a peer that stopped beating and was
+    not reaped yet, its claimed list and the queue would otherwise stay, nobody left to reap them), else sets
+    the function's keys to expire (``stats.expire_function``), its name kept listed while silent peers remain
+    so that ``retire_dead`` finds them later. A peer silent for only seconds may live (a stalled process, a
+    clock behind): its queue, claims and inbox are not the leaver's to drop. Returns how many requests went
+    back."""
     moved, _dropped = claims.give_back_own(client)
     fn, inst = claims.fn, claims.inst
     pipe = client.pipeline(transaction=True)
@@ -134,8 +137,8 @@ def leave(client: Any, claims: Claims) -> int:
     pipe.delete(keys.instance(fn, inst), keys.exec_times(fn, inst), keys.inbox(inst))
     pipe.zcount(keys.instances(fn), time.time() - stats.STALE_AFTER, "+inf")
     left = pipe.execute()[-1]
-    if not left and retire(client, fn, time.time()) is None:
-        stats.expire_function(client, fn)
+    if not left and retire(client, fn, time.time(), stats.RETIRE_AFTER) is None:
+        stats.expire_function(client, fn, listed=bool(client.zcard(keys.instances(fn))))
     return moved
 
 

@@ -26,6 +26,11 @@ COUNTERS = ("served", "expired", "reclaimed", "dropped", "refused")
 # Seconds a function's own keys (counters, arrivals, refusals, queue) outlive its last instance: a deleted
 # function left them, and its name in ``fi:functions``, forever. Every heartbeat keeps them (``PERSIST``).
 IDLE_TTL = 3600
+# Seconds without a beat from any instance of a function before its queue is retired (``presence.retire``) by
+# anyone but a peer reaping by the heartbeat rule: nothing waits on such a queue, so there is no hurry, and the
+# margin keeps a clock running ahead of the instances' (the beats are stamped by theirs), or a live instance
+# silent for a few seconds, from losing its queue, claims and inbox.
+RETIRE_AFTER = 300.0
 
 
 @dataclass(frozen=True)
@@ -93,14 +98,16 @@ def function_keys(fn: str) -> tuple[str, ...]:
     return keys.stats(fn), keys.arrivals(fn), keys.refused(fn), keys.queue(fn)
 
 
-def expire_function(client: Any, fn: str, ttl: int = IDLE_TTL, pipe: Any = None) -> None:
+def expire_function(client: Any, fn: str, ttl: int = IDLE_TTL, pipe: Any = None, listed: bool = False) -> None:
     """``fn`` has no instance left: its keys go in ``ttl`` seconds unless a heartbeat comes first, and its
-    name leaves ``fi:functions`` (a heartbeat adds it again). Written into ``pipe`` when given (its caller
-    executes it), else sent at once."""
+    name leaves ``fi:functions`` (a heartbeat adds it again) unless ``listed`` (instances that stopped beating
+    remain, for ``presence.retire_dead`` to find). Written into ``pipe`` when given (its caller executes it),
+    else sent at once."""
     target = client.pipeline(transaction=False) if pipe is None else pipe
     for key in function_keys(fn):
         target.expire(key, ttl)
-    target.srem(keys.functions(), fn)
+    if not listed:
+        target.srem(keys.functions(), fn)
     if pipe is None:
         target.execute()
 

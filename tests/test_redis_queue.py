@@ -293,9 +293,9 @@ def test_the_last_instance_to_leave_sets_its_functions_keys_to_expire_and_a_hear
 
 def test_the_last_instance_to_leave_retires_a_peer_that_stopped_beating_and_was_not_reaped_yet(queues, redis_client):
     # Its entry in the instances and its claimed list stayed forever: nobody was left to reap it.
-    a = queues("a", stale_after=60)  # its beats leave the peer be
+    a = queues("a", stale_after=6000)  # its beats leave the peer be
     pipe = redis_client.pipeline(transaction=True)
-    plant(pipe, "dead", time.time() - 10, {"host": "elsewhere", "pid": "1", "started_at": "0.0"})
+    plant(pipe, "dead", time.time() - stats.RETIRE_AFTER - 10, {"host": "elsewhere", "pid": "1", "started_at": "0.0"})
     pipe.execute()
     a.leave()
     assert redis_client.exists(keys.instances(FN), keys.claimed(FN, "dead"), keys.instance(FN, "dead"),
@@ -303,6 +303,21 @@ def test_the_last_instance_to_leave_retires_a_peer_that_stopped_beating_and_was_
     assert int(redis_client.hget(keys.stats(FN), "dropped")) == 2
     assert 0 < redis_client.ttl(keys.stats(FN)) <= stats.IDLE_TTL
     assert not redis_client.sismember(keys.functions(), FN)
+
+
+def test_the_last_instance_to_leave_drops_nothing_of_a_peer_silent_for_seconds_and_keeps_it_listed(queues, redis_client):
+    # Silent for 10 s (a stalled process, a clock behind) it may still live: its queue, claims and inbox are
+    # not the leaver's to drop; the function stays listed so that the autoscaler's retire_dead finds it later.
+    a = queues("a", stale_after=60)
+    pipe = redis_client.pipeline(transaction=True)
+    plant(pipe, "quiet", time.time() - 10, {"host": "elsewhere", "pid": "1", "started_at": "0.0"})
+    pipe.execute()
+    a.leave()
+    assert redis_client.zrange(keys.instances(FN), 0, -1) == [b"quiet"]
+    assert redis_client.llen(keys.claimed(FN, "quiet")) and redis_client.llen(keys.queue(FN))
+    assert redis_client.hget(keys.stats(FN), "dropped") is None
+    assert 0 < redis_client.ttl(keys.queue(FN)) <= stats.IDLE_TTL
+    assert redis_client.sismember(keys.functions(), FN)
 
 
 def test_a_stopped_worker_deregisters_its_instance(queues, redis_client):

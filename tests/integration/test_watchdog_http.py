@@ -103,6 +103,9 @@ def test_head_has_headers_and_no_body_and_http10_closes(wd):
     (b"POST / HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header line", "post"),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunk size", "post"),
     (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 70000, 431, "request head over", "unknown"),
+    # trailers that never end were buffered without bound until read_timeout
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + b"a" * 70000, 431, "trailers over",
+     "post"),
 ])
 def test_malformed_requests_get_a_clear_error_and_cost_nobody_else(wd, raw, status, words, method):
     other = connect(wd)  # a well-behaved client on its own connection, mid-conversation

@@ -153,16 +153,17 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghi
 
 
 def unsendable(response: Response) -> str:
-    """Why ``response`` cannot go out as HTTP/1.1 ("" when it can): its status is not an int in 100..599, its
-    body is not bytes, or a header name is not a token or a value not Latin-1 text without CR, LF or NUL (a
-    value with CR LF would inject headers of its own)."""
+    """Why ``response`` cannot go out as HTTP/1.1 ("" when it can): its status is not an int in 200..599 (a
+    1xx is an interim answer: a client would go on waiting for the real one), its body is not bytes, or a
+    header name is not a token or a value not Latin-1 text without CR, LF or NUL (a value with CR LF would
+    inject headers of its own)."""
     status = response.status
     try:
         code = operator.index(status)  # an int, an HTTPStatus, a numpy integer
     except TypeError:
         code = 0
-    if isinstance(status, bool) or not 100 <= code <= 599:
-        return f"status {status!r}: must be an int in 100..599"
+    if isinstance(status, bool) or not 200 <= code <= 599:
+        return f"status {status!r}: must be an int in 200..599 (1xx are interim answers)"
     if not isinstance(response.body, (bytes, bytearray, memoryview)):
         return (f"body is a {type(response.body).__name__}: must be bytes (return the value itself to have it "
                 "encoded)")

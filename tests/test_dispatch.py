@@ -128,6 +128,7 @@ def test_sys_exit_or_interrupt_from_the_handler_fails_only_its_request(exc):
 @pytest.mark.parametrize("bad, problem", [
     (Response("text"), "body is a str"),
     (Response(b"x", 99999), "status 99999"),
+    (Response(b"x", 101), "1xx are interim"),  # a client would wait on for the real answer
     (Response(b"x", 200, {"X-Bad": "a\r\nInjected: yes"}), "holds CR, LF or NUL"),
     (Response(b"x", 200, {"X-Name": "caf\u00e9 \u20ac"}), "not Latin-1"),
     (Response(b"x", 200, {"Bad Name": "v"}), "HTTP token"),

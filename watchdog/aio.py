@@ -31,7 +31,7 @@ from gunicorn.workers.base import Worker
 
 from batcher.errors import BatchError
 from batcher.request import Request, Response, call_id
-from watchdog.app import REASONS, parse_x_timeout
+from watchdog.app import BODILESS, REASONS, parse_x_timeout
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
 
@@ -183,10 +183,11 @@ class _ChunkedBody:
 
 
 def _head_bytes(status: int, headers: list[tuple[str, str]], length: int, keep_alive: bool) -> bytes:
-    """A response's status line and headers, ``Content-Length`` and ``Date`` included."""
+    """A response's status line and headers, ``Content-Length`` (none for a 204 or 304) and ``Date`` included."""
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
     lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _OWN_HEADERS]
-    lines.append(f"Content-Length: {length}")
+    if status not in BODILESS:
+        lines.append(f"Content-Length: {length}")
     lines.append(f"Date: {_Date.now()}")
     if not keep_alive:
         lines.append("Connection: close")
@@ -318,7 +319,9 @@ class HttpConnection(asyncio.Protocol):
             return
         try:
             data = _head_bytes(status, headers, len(body), keep_alive)
-            self.transport.write(data if head_only else data + body)
+            # A 204 or 304 has no body whatever the handler gave: a client reads none, and bytes sent after
+            # the head would be taken for the start of the next answer on this connection.
+            self.transport.write(data if head_only or status in BODILESS else data + body)
         except (TypeError, ValueError) as exc:  # responses are checked before (``unsendable``): a last guard
             logger.error("a response could not be written: %r", exc)
             text = f"the function's response could not be sent: {type(exc).__name__}\n".encode()

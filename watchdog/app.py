@@ -29,6 +29,8 @@ REASONS = {100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No
            429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
            501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
            505: "HTTP Version Not Supported"}
+# Statuses whose answer has no body (RFC 9110): what a handler gives with them is not sent.
+BODILESS = frozenset({204, 304})
 _TEXT = "text/plain; charset=utf-8"
 
 

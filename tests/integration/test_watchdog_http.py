@@ -123,6 +123,25 @@ def test_malformed_requests_get_a_clear_error_and_cost_nobody_else(wd, raw, stat
     assert read_response(other, other_buf)[0::2] == (200, b"got 2 /ok")
 
 
+def test_a_204_or_304_with_a_body_from_the_handler_sends_none_and_the_next_answer_is_intact(tmp_path, watchdogs):
+    # The body went out after the head: a client reads none after a 204 or 304, so on a kept-alive connection
+    # (a gateway's, shared by callers) those bytes became the start of the next caller's answer.
+    folder = write_handler(str(tmp_path / "st"), """
+from batcher import Response
+
+def handle_batch(state, requests):
+    return [Response(b"stray", int(r.path[1:])) if r.path != "/ok" else Response(b"next", 200) for r in requests]
+""")
+    wd = watchdogs(folder, max_batch_size=1)
+    for status in (204, 304):
+        sock, buf = connect(wd), bytearray()
+        sock.sendall(request("POST", f"/{status}") + request("POST", "/ok"))
+        got, headers, _ = read_response(sock, buf, head_only=True)
+        assert got == status and "content-length" not in headers
+        assert read_response(sock, buf)[0::2] == (200, b"next")
+        assert requests.post(wd.url + f"/{status}", timeout=5).content == b""
+
+
 def test_health_and_ready_carry_x_duration_seconds(wd):
     for path in ("/_/health", "/_/ready"):
         got = requests.get(wd.url + path, timeout=5)

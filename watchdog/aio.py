@@ -31,7 +31,7 @@ from gunicorn.workers.base import Worker
 
 from batcher.errors import BatchError
 from batcher.request import Request, Response, call_id
-from watchdog.app import BODILESS, REASONS, parse_x_timeout
+from watchdog.app import BODILESS, OWN_HEADERS, REASONS, parse_x_timeout
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
 
@@ -49,8 +49,6 @@ KEEPALIVE_SECONDS = 75.0
 INLINE_LIMIT_SECONDS = 0.05
 
 _TEXT = "text/plain; charset=utf-8"
-# Headers the engine writes itself; a handler's own values for these are dropped.
-_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "keep-alive"})
 
 
 class BadRequest(Exception):
@@ -185,7 +183,7 @@ class _ChunkedBody:
 def _head_bytes(status: int, headers: list[tuple[str, str]], length: int, keep_alive: bool) -> bytes:
     """A response's status line and headers, ``Content-Length`` (none for a 204 or 304) and ``Date`` included."""
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
-    lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _OWN_HEADERS]
+    lines += [f"{k}: {v}" for k, v in headers if k.lower() not in OWN_HEADERS]
     if status not in BODILESS:
         lines.append(f"Content-Length: {length}")
     lines.append(f"Date: {_Date.now()}")

@@ -31,6 +31,9 @@ REASONS = {100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No
            505: "HTTP Version Not Supported"}
 # Statuses whose answer has no body (RFC 9110): what a handler gives with them is not sent.
 BODILESS = frozenset({204, 304})
+# Headers the HTTP server writes itself (framing, connection, date); a handler's own values are dropped:
+# sent as well, two Content-Length values make the answer unreadable (Go's client, so the gateway: 502).
+OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "keep-alive"})
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -71,7 +74,8 @@ class WatchdogApp:
             result = self.runtime.submit(request, timeout)
         except (BatchError, RequestTimeout) as exc:
             return self.runtime.error_status(exc), [("Content-Type", _TEXT)], f"{exc}\n".encode()
-        return result.status, list(result.headers.items()), result.body
+        headers = [(k, v) for k, v in result.headers.items() if k.lower() not in OWN_HEADERS]
+        return result.status, headers, result.body
 
 
 def create_app(runtime: Runtime) -> WatchdogApp:

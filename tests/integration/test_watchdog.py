@@ -111,6 +111,27 @@ def test_an_unsendable_response_or_sys_exit_fails_its_request_only_and_the_insta
     assert [r.status_code for r in later] == [200] * 8
 
 
+def test_framing_headers_a_handler_sets_are_the_servers_own_and_sent_once(watchdogs, tmp_path):
+    # gthread sent the handler's Content-Length beside its own: Go's client (the gateway) refuses an answer
+    # with two values ("message cannot contain multiple Content-Length headers"), so the caller got a 502.
+    folder = write_handler(str(tmp_path / "framing"), """
+from batcher import Response
+
+def handle_batch(state, requests):
+    return [Response(b"body", 200, {"Content-Length": "100", "Date": "yesterday", "X-Kept": "yes"})
+            for r in requests]
+""")
+    wd = watchdogs(folder, max_batch_size=1)
+    conn = http.client.HTTPConnection("127.0.0.1", wd.port, timeout=10)
+    conn.request("POST", "/", body=b"x")
+    got = conn.getresponse()
+    headers = [(k.lower(), v) for k, v in got.getheaders()]
+    assert got.read() == b"body" and ("x-kept", "yes") in headers
+    assert [v for k, v in headers if k == "content-length"] == ["4"]
+    assert [v for k, v in headers if k == "date"] != ["yesterday"] and len([k for k, _ in headers if k == "date"]) == 1
+    conn.close()
+
+
 def test_wrong_number_of_outputs_is_500_with_both_counts(watchdogs, handler_dir):
     wd = watchdogs(handler_dir, max_batch_size=4, batch_timeout="100ms", MODE="miscount")
     responses = post_many(wd.url, [b"1", b"2", b"3"], workers=3)

@@ -85,6 +85,9 @@ class _Head:
             text = raw.decode("latin-1")
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
             raise BadRequest("request head is not latin-1 text") from None
+        bare = text.replace("\r\n", "")
+        if "\n" in bare or "\r" in bare:
+            raise BadRequest("request head holds a bare LF or CR: lines must end with CRLF")
         lines = text.split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[0] or not parts[1]:
@@ -121,7 +124,13 @@ class _Head:
         self.headers = headers
         connection = headers.get("Connection", "").lower()
         self.keep_alive = ("close" not in connection) if self.version == "HTTP/1.1" else ("keep-alive" in connection)
-        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self.chunked = "Transfer-Encoding" in headers
+        if self.chunked:  # anything else would leave the body's end unknown, or known two ways (smuggling)
+            coding = headers["Transfer-Encoding"]
+            if coding.strip().lower() != "chunked":
+                raise BadRequest(f"Transfer-Encoding {coding[:40]!r} is not supported: chunked only", 501)
+            if "Content-Length" in headers:
+                raise BadRequest("both Content-Length and Transfer-Encoding sent: send one")
         self.length = 0
         if not self.chunked and "Content-Length" in headers:
             value = headers["Content-Length"]
@@ -259,10 +268,12 @@ class HttpConnection(asyncio.Protocol):
         limit = self.engine.runtime.config.max_request_bytes
         try:
             if self.head is None:
-                end = self.buf.find(b"\r\n\r\n")
+                end = self.buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)  # however the head arrived
                 if end < 0:
                     if len(self.buf) > MAX_HEAD_BYTES:
                         raise BadRequest(f"request head over {MAX_HEAD_BYTES} bytes", 431)
+                    if self.buf.find(b"\n\n", 0, MAX_HEAD_BYTES) >= 0:  # would wait for read_timeout
+                        raise BadRequest("request head holds a bare LF or CR: lines must end with CRLF")
                     return
                 if end == 0:  # tolerate stray CRLFs between requests (RFC 9112 section 2.2)
                     del self.buf[:2]

@@ -103,6 +103,12 @@ def test_head_has_headers_and_no_body_and_http10_closes(wd):
     (b"POST / HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header line", "post"),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunk size", "post"),
     (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 70000, 431, "request head over", "unknown"),
+    (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431, "request head over", "unknown"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nok", 501, "chunked only", "post"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+     "both Content-Length and Transfer-Encoding", "post"),
+    (b"GET / HTTP/1.1\nHost: x\n\n", 400, "bare LF", "unknown"),
+    (b"GET / HTTP/1.1\r\nX-A: 1\nX-B: 2\r\n\r\n", 400, "bare LF", "unknown"),
     # trailers that never end were buffered without bound until read_timeout
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + b"a" * 70000, 431, "trailers over",
      "post"),

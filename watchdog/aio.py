@@ -216,6 +216,9 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.continued = False
         self.paused = False  # reading paused while a pipelined backlog waits (see data_received)
+        # The client reads its answers slower than they come (the transport's buffer is over its high-water
+        # mark): its next pipelined request waits, so unread answers cannot pile up in this process.
+        self.write_blocked = False
         self.waiter: _Waiter | None = None  # the request of this connection waiting for its batch
         self.chunks: _ChunkedBody | None = None  # the chunked body being received, if any
 
@@ -240,13 +243,23 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         self.last_active = time.monotonic()
-        if not self.busy:
+        if not self.busy and not self.write_blocked:
             self._next()
         elif len(self.buf) > MAX_HEAD_BYTES + self.engine.config.max_request_bytes and not self.paused:
-            # A client pipelining faster than its answers come: stop reading until this one is answered,
-            # so the buffer stays bounded by one request.
+            # A client pipelining faster than its answers come or are read: stop reading until this one is
+            # answered, so the buffer stays bounded by one request.
             self.paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        # A client that pipelined requests and read none of the answers had every answer buffered here:
+        # 3,000 requests for a 1 MB answer grew the worker by 1.8 GB (an instance's memory limit kills it).
+        self.write_blocked = True
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        if not self.busy:
+            self._next()
 
     def eof_received(self) -> bool | None:
         # The client is gone (Go's server, of-watchdog's, cancels the request on this too): a request still
@@ -261,7 +274,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """Parse and start the next complete request in the buffer, if any."""
-        if self.closing or self.busy or not self.buf:
+        if self.closing or self.busy or self.write_blocked or not self.buf:
             return
         if self.started_at is None:
             self.started_at = time.monotonic()

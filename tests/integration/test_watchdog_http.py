@@ -4,6 +4,7 @@ slow senders (408) and oversized heads (431)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -232,6 +233,30 @@ def handle_batch(state, requests):
     for i in (0, 1, 2):
         assert read_response(sock, buf)[0::2] == (200, b"%04d" % i)
     assert requests.post(wd.url, data=b"other client", timeout=10).content == b"other client"
+    sock.close()
+
+
+def test_a_client_that_reads_no_answers_is_not_answered_ahead_and_gets_them_all_once_it_reads(tmp_path, watchdogs):
+    # Every pipelined request was answered into the transport's buffer whether or not the client read:
+    # 3,000 requests for a 1 MB answer grew the worker by 1.8 GB.
+    big = write_handler(str(tmp_path / "big"), """
+def handle_batch(state, requests):
+    return [r.body * 1_000_000 for r in requests]
+""")
+    wd = watchdogs(big, max_batch_size=1)
+    sock, buf = connect(wd), bytearray()
+    sock.sendall(b"".join(request("POST", "/", b"%d" % (i % 10)) for i in range(100)))
+
+    def answered() -> int:
+        found = re.search(r'^http_requests_total{code="200",method="post"} (\d+)', requests.get(wd.metrics_url,
+                                                                                                timeout=5).text, re.M)
+        return int(found.group(1)) if found else 0
+
+    wait_until(lambda: answered() > 0, 10, what="the first answer")
+    time.sleep(1)  # time for the whole backlog, had it not waited for the client
+    assert answered() < 20  # what the socket buffers hold, not the 100 MB asked for
+    for i in range(100):
+        assert read_response(sock, buf)[0::2] == (200, b"%d" % (i % 10) * 1_000_000)
     sock.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -81,8 +82,11 @@ def call_handler(handle: HandleBatch, requests: list[Request]) -> tuple[list[Res
 
 def shape_error(outputs: Any) -> str:
     """Why ``outputs`` is not a list of responses a handler may return ("" when it is one)."""
-    if outputs is None or isinstance(outputs, (str, bytes, dict)) or not hasattr(outputs, "__len__"):
+    if outputs is None or isinstance(outputs, (str, bytes, bytearray, Mapping)) or not hasattr(outputs, "__len__"):
         return f"handle_batch must return a list with one response per request, got {type(outputs).__name__}"
+    if isinstance(outputs, AbstractSet):
+        return (f"handle_batch must return a list with one response per request, got {type(outputs).__name__}: "
+                "it has no order, so no output can be told to be whose")
     return ""
 
 

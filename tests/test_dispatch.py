@@ -85,6 +85,13 @@ def test_not_a_list_fails_the_batch():
     assert "must return a list" in str(results(batch)[0])
 
 
+@pytest.mark.parametrize("outputs", [{b"a", b"b"}, frozenset({b"a", b"b"}), {"a": 1, "b": 2}.keys()])
+def test_outputs_without_an_order_fail_the_batch(outputs):
+    batch = items([b"1", b"2"])
+    dispatch(lambda reqs: outputs, batch, 1.0)
+    assert all("must return a list" in str(r) and "no order" in str(r) for r in results(batch))
+
+
 def test_expired_requests_are_not_run():
     seen = []
     batch = items([b"late"], deadline=0.5) + items([b"ok"], deadline=10)

@@ -190,10 +190,10 @@ def test_a_request_that_kills_its_worker_is_run_twice_at_most(watchdogs, tmp_pat
     assert a.proc.poll() is None and b.proc.poll() is None
 
 
-def test_the_requests_queued_by_a_killed_last_instance_are_not_run_by_the_next_one(watchdogs, tmp_path, redis_server,
-                                                                                    redis_client):
-    # Its callers' connections died with it, yet the next instance to start took its queued requests and ran
-    # every one for nobody (seen: 7 of 20), ahead of its own callers; only its claimed ones were dropped.
+def kill_with_requests_queued(watchdogs, tmp_path, redis_server, redis_client, fn: str):
+    """A watchdog of ``fn`` (instance "victim", batches of 2 at 0.2 s) killed with SIGKILL while 20 callers' requests
+    wait in its queue; returns (handler folder, file where each run writes "<instance> <body>", the watchdog
+    settings, the victim, the callers' futures, their pool)."""
     runs = tmp_path / "runs"
     folder = write_handler(str(tmp_path / "slow"), f"""
         import os, time
@@ -204,13 +204,22 @@ def test_the_requests_queued_by_a_killed_last_instance_are_not_run_by_the_next_o
             time.sleep(0.2)
             return [r.text for r in requests]
     """)
-    env = dict(batch_backend="redis", redis_url=redis_server.url, function_name="last", max_batch_size=2,
+    env = dict(batch_backend="redis", redis_url=redis_server.url, function_name=fn, max_batch_size=2,
                exec_timeout="20s", write_timeout="20s")
     victim = watchdogs(folder, instance_id="victim", **env)
     callers = ThreadPoolExecutor(20)
     calls = [callers.submit(requests.post, victim.url, data=f"r{i}", timeout=30) for i in range(20)]
-    wait_until(lambda: redis_client.llen(keys.queue("last")) >= 4, 10, interval=0.01, what="requests queued")
+    wait_until(lambda: redis_client.llen(keys.queue(fn)) >= 4, 10, interval=0.01, what="requests queued")
     victim.signal(9)
+    return folder, runs, env, victim, calls, callers
+
+
+def test_the_requests_queued_by_a_killed_last_instance_are_not_run_by_the_next_one(watchdogs, tmp_path, redis_server,
+                                                                                    redis_client):
+    # Its callers' connections died with it, yet the next instance to start took its queued requests and ran
+    # every one for nobody (seen: 7 of 20), ahead of its own callers; only its claimed ones were dropped.
+    folder, runs, env, victim, calls, callers = kill_with_requests_queued(watchdogs, tmp_path, redis_server,
+                                                                          redis_client, "last")
     callers.shutdown(wait=True)
     assert sum(1 for c in calls if c.exception() is not None) >= 4  # their callers got a connection error
     time.sleep(STALE_AFTER + 0.5)
@@ -226,23 +235,8 @@ def test_an_instance_killed_and_restarted_at_once_has_its_orphans_dropped_not_ru
                                                                                   redis_client):
     # The provider restarts a killed replica after 0.5 s, well within stale_after: the next instance took the dead
     # one's queued requests, whose callers died with it, and ran them for nobody ahead of its own callers.
-    runs = tmp_path / "runs"
-    folder = write_handler(str(tmp_path / "slow"), f"""
-        import os, time
-
-        def handle_batch(state, requests):
-            with open({str(runs)!r}, "a") as f:
-                f.write("".join(os.environ["instance_id"] + " " + r.text + "\\n" for r in requests))
-            time.sleep(0.2)
-            return [r.text for r in requests]
-    """)
-    env = dict(batch_backend="redis", redis_url=redis_server.url, function_name="restarted", max_batch_size=2,
-               exec_timeout="20s", write_timeout="20s")
-    victim = watchdogs(folder, instance_id="victim", **env)
-    callers = ThreadPoolExecutor(20)
-    calls = [callers.submit(requests.post, victim.url, data=f"r{i}", timeout=30) for i in range(20)]
-    wait_until(lambda: redis_client.llen(keys.queue("restarted")) >= 4, 10, interval=0.01, what="requests queued")
-    victim.signal(9)
+    folder, runs, env, victim, calls, callers = kill_with_requests_queued(watchdogs, tmp_path, redis_server,
+                                                                          redis_client, "restarted")
     victim.proc.wait(10)
     # Its last beat as if sent a moment ago, however long the next instance takes to start: the heartbeat rule
     # cannot reap it before the next one's first take.

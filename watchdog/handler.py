@@ -18,6 +18,7 @@ import gc
 import importlib.machinery
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -26,9 +27,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
+from batcher.errors import BadInput
 from batcher.request import Request
 from watchdog import http_compat
 from watchdog.errors import HandlerNotFound
+
+logger = logging.getLogger(__name__)
 
 PACKAGE = "function"
 
@@ -71,15 +75,30 @@ def load_handler(function_dir: str) -> LoadedHandler:
         where = http_compat.context()
 
         def handle(requests: list[Request]) -> list[Any]:
-            return [http_compat.answer(done(handle_one(http_compat.event(r), where))) for r in requests]
+            return _each(requests, lambda r: http_compat.answer(done(handle_one(http_compat.event(r), where))))
     elif callable(handle_one):
         one_arg = len(inspect.signature(handle_one).parameters) == 1
 
         def handle(requests: list[Request]) -> list[Any]:
-            return [done(handle_one(r) if one_arg else handle_one(state, r)) for r in requests]
+            return _each(requests, lambda r: done(handle_one(r) if one_arg else handle_one(state, r)))
     else:
         raise HandlerNotFound(f"{path} defines neither handle_batch(state, requests) nor handle(request)")
     return LoadedHandler(handle, time.perf_counter() - started, module)
+
+
+def _each(requests: list[Request], call: Callable[[Request], Any]) -> list[Any]:
+    """``call`` on each request, what one raises standing in its output's place. Raised out of the batch,
+    it would have the batch bisected and the calls that had succeeded made again: a request handler that
+    writes somewhere (a webhook, a record created) did it two or three times for its batch-mates."""
+    outputs: list[Any] = []
+    for request in requests:
+        try:
+            outputs.append(call(request))
+        except BaseException as exc:  # noqa: BLE001 - anything, sys.exit() included, fails this request alone
+            if not isinstance(exc, BadInput):
+                logger.warning("handler failed on request %s: %r", request.id, exc)
+            outputs.append(exc)
+    return outputs
 
 
 class _Awaiter:

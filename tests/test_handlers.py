@@ -151,3 +151,22 @@ def test_a_two_argument_handle_is_the_state_form_when_load_exists_and_the_templa
     """))
     [response] = template.handle([Request(b"x", method="PUT")])
     assert response.body == b"x/PUT" and response.status == 200
+
+
+@pytest.mark.parametrize("source, template", [
+    ("def handle(event, context): pass", True),
+    ("def handle(event, context=None): pass", True),
+    ("class H:\n    def __call__(self, event, context): pass\nhandle = H()", True),
+    ("import functools\ndef f(x, event, context): pass\nhandle = functools.partial(f, 1)", True),
+    ("def handle(request): pass", False),
+    ("def load(): pass\ndef handle(state, request): pass", False),
+    ("def handle_batch(state, requests): pass\ndef handle(event, context): pass", False),
+])
+def test_the_python3_http_form_is_told_by_two_positional_parameters_and_no_load(source, template):
+    import types
+
+    from watchdog.http_compat import is_http_handler
+
+    module = types.ModuleType("function.handler")
+    exec(source, module.__dict__)
+    assert is_http_handler(module) is template

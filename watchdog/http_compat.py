@@ -2,8 +2,9 @@
 
 Such a handler (recognised by a two-parameter ``handle`` and no ``load``: with nothing loaded, the first
 parameter cannot be the state) is called once per request with an ``Event`` (``body`` bytes, ``headers``,
-``method``, ``query`` as a dict of the first value of each name, ``path``) and a ``Context`` (``hostname``),
-and returns what that template turns into an answer: ``None`` (an empty 200) or a dict with ``statusCode``
+``method``, ``query`` as a dict of the first value of each name, ``path``; ``headers`` read regardless of
+case and ``query.getlist``, as the template's Flask request has them) and a ``Context`` (``hostname``), and
+returns what that template turns into an answer: ``None`` (an empty 200) or a dict with ``statusCode``
 (200 when absent), ``body`` and ``headers``. A ``body`` that is a dict or a list goes out as JSON, bytes as
 they are, anything else as its text; a ``Content-Type`` the handler names is kept. What is not such a
 dict fails that request alone with a message saying what was expected.
@@ -15,7 +16,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 from urllib.parse import parse_qsl
 
 from batcher.errors import HandlerFailed
@@ -24,14 +25,54 @@ from batcher.request import Request, Response
 ANSWER_KEYS = frozenset(("statusCode", "body", "headers"))
 
 
+class Headers(Mapping[str, str]):
+    """A request's headers looked up regardless of case, as Flask's ``request.headers`` (the template's
+    ``event.headers``): ``event.headers.get("content-type")`` finds ``Content-Type``."""
+
+    __slots__ = ("_headers", "_lower")
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
+        self._lower = {k.lower(): v for k, v in headers.items()}
+
+    def __getitem__(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        return self._lower[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self._headers)!r})"
+
+
+class Query(dict):
+    """The query as the template's ``event.query`` (Flask's ``request.args``) reads: the first value of each
+    name, and ``getlist(name)`` for all of them."""
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        super().__init__()
+        for name, value in pairs:
+            self.setdefault(name, value)
+        self._pairs = pairs
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of ``name``, in order (empty when absent)."""
+        return [value for key, value in self._pairs if key == name]
+
+
 @dataclass(frozen=True)
 class Event:
     """One request as a ``python3-http`` handler reads it."""
 
     body: bytes
-    headers: Mapping[str, str]
+    headers: Headers
     method: str
-    query: dict[str, str]
+    query: Query
     path: str
     # The whole query, every value of a repeated name kept, for handlers that need them.
     query_pairs: tuple[tuple[str, str], ...] = field(default=())
@@ -45,7 +86,8 @@ class Context:
 
 
 def is_http_handler(module: Any) -> bool:
-    """True for a ``python3-http`` module: a two-parameter ``handle`` and no ``load``."""
+    """True for a ``python3-http`` module: a two-parameter ``handle`` (``context=None`` counts: the template
+    passes both) and no ``load``."""
     import inspect
 
     handle = getattr(module, "handle", None)
@@ -55,17 +97,14 @@ def is_http_handler(module: Any) -> bool:
         params = inspect.signature(handle).parameters.values()
     except (TypeError, ValueError):
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) == 2
 
 
 def event(request: Request) -> Event:
     """The ``Event`` of ``request``."""
     pairs = tuple(parse_qsl(request.query, keep_blank_values=True))
-    query: dict[str, str] = {}
-    for name, value in pairs:
-        query.setdefault(name, value)
-    return Event(request.body, request.headers, request.method, query, request.path, pairs)
+    return Event(request.body, Headers(request.headers), request.method, Query(pairs), request.path, pairs)
 
 
 def context() -> Context:

@@ -398,3 +398,22 @@ def test_a_request_handler_that_fails_one_request_is_not_called_again_for_its_ba
     calls = (tmp_path / "calls").read_text().split()
     assert sorted(calls) == ["a", "bad", "c", "d"]
     assert {r.headers["X-Batch-Size"] for r in responses if r.status_code == 200} == {"4"}  # one batch
+
+
+FLASK_READER_HANDLER = """
+def handle(event, context):
+    return {"body": {"type": event.headers.get("content-type"), "key": event.headers["x-api-key"],
+                     "has": "X-API-KEY" in event.headers, "all": event.query.getlist("a"),
+                     "first": event.query.get("a"), "blank": event.query["b"]}}
+"""
+
+
+def test_a_python3_http_handler_reads_headers_and_the_query_as_the_templates_flask_request(watchdogs, tmp_path):
+    # The template hands over Flask's request.headers (case-insensitive) and request.args (getlist); code
+    # written against them must work unchanged.
+    wd = watchdogs(write_handler(str(tmp_path / "fn"), FLASK_READER_HANDLER))
+    r = requests.post(wd.url + "/?a=1&a=2&b=", data=b"{}",
+                      headers={"Content-Type": "application/json", "X-API-Key": "k"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"type": "application/json", "key": "k", "has": True, "all": ["1", "2"], "first": "1",
+                        "blank": ""}

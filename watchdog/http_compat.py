@@ -22,8 +22,6 @@ from urllib.parse import parse_qsl
 from batcher.errors import HandlerFailed
 from batcher.request import Request, Response
 
-ANSWER_KEYS = frozenset(("statusCode", "body", "headers"))
-
 
 class Headers(Mapping[str, str]):
     """A request's headers looked up regardless of case, as Flask's ``request.headers`` (the template's
@@ -113,18 +111,15 @@ def context() -> Context:
 
 
 def answer(value: Any) -> Response:
-    """The ``Response`` for what a ``python3-http`` handler returned."""
+    """The ``Response`` for what a ``python3-http`` handler returned. As under the template, keys other than
+    statusCode, body and headers are ignored (``isBase64Encoded`` from a handler written for another
+    platform), a statusCode may be digits in a string, and headers a list of (name, value) pairs."""
     if value is None:
         return Response(b"", 200, {})
-    if not isinstance(value, Mapping) or not set(value) <= ANSWER_KEYS:
-        what = f"a dict with unknown keys {sorted(set(value) - ANSWER_KEYS)}" if isinstance(value, Mapping) \
-            else f"a {type(value).__name__}"
-        raise HandlerFailed(f"handle(event, context) returned {what}: a python3-http handler returns None or "
-                            "a dict of statusCode, body and headers")
-    headers = value.get("headers") or {}
-    if not isinstance(headers, Mapping):
-        raise HandlerFailed(f"handle(event, context) returned headers as a {type(headers).__name__}: must be a dict")
-    headers = {str(k): str(v) for k, v in headers.items()}
+    if not isinstance(value, Mapping):
+        raise HandlerFailed(f"handle(event, context) returned a {type(value).__name__}: a python3-http handler "
+                            "returns None or a dict of statusCode, body and headers")
+    headers = _headers(value.get("headers") or {})
     body = value.get("body", "")
     named = next((k for k in headers if k.lower() == "content-type"), None)
     if isinstance(body, (dict, list)):
@@ -138,6 +133,18 @@ def answer(value: Any) -> Response:
         if named is None and data:
             headers["Content-Type"] = "text/html; charset=utf-8"
     status = value.get("statusCode", 200)
+    if isinstance(status, str) and status.strip().isdigit():
+        status = int(status)
     if isinstance(status, bool) or not isinstance(status, int):
         raise HandlerFailed(f"handle(event, context) returned statusCode {status!r}: must be an int")
     return Response(data, status, headers)
+
+
+def _headers(given: Any) -> dict[str, str]:
+    """A python3-http answer's headers: a dict, or a list of (name, value) pairs."""
+    if isinstance(given, Mapping):
+        return {str(k): str(v) for k, v in given.items()}
+    if isinstance(given, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in given):
+        return {str(k): str(v) for k, v in given}
+    raise HandlerFailed(f"handle(event, context) returned headers as a {type(given).__name__}: must be a dict or "
+                        "a list of (name, value) pairs")

@@ -72,8 +72,13 @@ class _CountingBuffer(bytearray):
 
 
 class _Transport:
+    reading = True
+
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
 class _Engine:
@@ -104,3 +109,18 @@ def test_a_chunked_body_arriving_in_small_reads_is_parsed_once_not_again_on_ever
     conn.data_received(b"0\r\n\r\n")
     assert [body for _, body in engine.handled] == [bytes(97 + k % 26 for k in range(chunks))]
     assert _CountingBuffer.finds < 4 * chunks
+
+
+def test_reading_paused_behind_unread_answers_resumes_when_they_are_read_even_if_no_whole_request_waits():
+    # Answers unread (writing paused) and a large request arriving meanwhile paused reading too; once the client
+    # read its answers, only a finished answer resumed reading, and a request not yet whole never finished.
+    engine = _Engine(20_000)
+    conn = HttpConnection(engine)  # type: ignore[arg-type]
+    conn.transport = transport = _Transport()  # type: ignore[assignment]
+    conn.pause_writing()
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\na\r\n" * 15_000)
+    assert not transport.reading
+    conn.resume_writing()
+    assert transport.reading
+    conn.data_received(b"0\r\n\r\n")
+    assert [len(body) for _, body in engine.handled] == [15_000]

@@ -260,6 +260,9 @@ class HttpConnection(asyncio.Protocol):
         self.write_blocked = False
         if not self.busy:
             self._next()
+        if not self.busy and self.paused:  # what is buffered is not a whole request yet: read the rest
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
         # The client is gone (Go's server, of-watchdog's, cancels the request on this too): a request still

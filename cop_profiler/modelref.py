@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.machinery
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from cop_profiler.errors import ModelRefError
+from faas_infer.packages import import_module_of
 
 
 @dataclass(frozen=True)
@@ -79,19 +78,8 @@ def _load_folder(folder: str) -> Any:
     # two folders apart (a relative path's finder is cached by its spelling, whatever the current folder).
     folder = os.path.abspath(folder)
     package = "_faas_infer_model_" + hashlib.sha1(folder.encode()).hexdigest()[:12]
-    init = os.path.join(folder, "__init__.py")
-    if os.path.isfile(init):
-        spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[folder])
-    else:
-        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
-        spec.submodule_search_locations = [folder]
-    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-        del sys.modules[name]
     try:
-        sys.modules[package] = importlib.util.module_from_spec(spec)
-        if spec.loader is not None:
-            spec.loader.exec_module(sys.modules[package])
-        module = importlib.import_module(f"{package}.model")
+        module = import_module_of(folder, package, "model")
     except Exception as exc:  # noqa: BLE001 - user code
         raise ModelRefError(f"{path}: import failed: {type(exc).__name__}: {exc}") from exc
     for attr in ("build_model", "example_input"):

@@ -15,8 +15,6 @@ every later call.
 from __future__ import annotations
 
 import gc
-import importlib.machinery
-import importlib.util
 import inspect
 import logging
 import os
@@ -29,6 +27,7 @@ from typing import Any, Callable
 
 from batcher.errors import BadInput
 from batcher.request import Request
+from faas_infer.packages import import_module_of
 from watchdog import http_compat
 from watchdog.errors import HandlerNotFound
 
@@ -168,18 +167,5 @@ def freeze_loaded_objects() -> int:
 
 
 def _import(folder: str) -> ModuleType:
-    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
-        del sys.modules[name]
-    init = os.path.join(folder, "__init__.py")
-    if os.path.exists(init):
-        spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[folder])
-    else:
-        spec = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
-        spec.submodule_search_locations = [folder]
-    if spec is None:
-        raise HandlerNotFound(f"cannot import the handler package from {folder}")
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = package
-    if spec.loader is not None:
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"{PACKAGE}.handler")
+    return import_module_of(folder, PACKAGE, "handler")
+

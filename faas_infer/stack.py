@@ -19,6 +19,21 @@ LABEL_PARENT = "com.faas-infer.parent"
 LABEL_SCALE_MIN, LABEL_SCALE_MAX = "com.openfaas.scale.min", "com.openfaas.scale.max"
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML read as faas-cli's Go decoder fills a ``map[string]string``: a scalar is kept as it was written
+    (``true``, ``0.10``, ``1e3``), and an empty value or ``~`` is the empty string, not ``None``/``"None"``.
+    Anchors and merge keys work as with ``safe_load``."""
+
+
+def _as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
+    return str(loader.construct_scalar(node))
+
+
+for _tag in ("bool", "int", "float", "timestamp"):
+    _TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _as_written)
+_TextLoader.add_constructor("tag:yaml.org,2002:null", lambda loader, node: "")
+
+
 class StackError(ValueError):
     """The stack file is unreadable or breaks a rule; the message names the function and key."""
 
@@ -63,7 +78,10 @@ def load_stack(path: str, env: Mapping[str, str] | None = None) -> Stack:
     """Parse ``path``; ``env`` feeds ``${VAR}`` substitution (the caller passes ``os.environ``)."""
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(substitute(f.read(), env or {}))
+            text = substitute(f.read(), env or {})
+        doc = yaml.safe_load(text)
+        # The string maps (environment, labels, ...) as written, not as Python's YAML types print.
+        as_text = yaml.load(text, Loader=_TextLoader)  # noqa: S506 (a SafeLoader)
     except OSError as exc:
         raise StackError(f"cannot read stack file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -71,17 +89,20 @@ def load_stack(path: str, env: Mapping[str, str] | None = None) -> Stack:
     if not isinstance(doc, dict) or not isinstance(doc.get("functions"), dict):
         raise StackError(f"{path}: expected a mapping with 'functions:'")
     base = os.path.dirname(os.path.abspath(path))
-    functions = {name: _function(name, spec or {}, base) for name, spec in doc["functions"].items()}
+    texts = as_text.get("functions") if isinstance(as_text, dict) else None
+    functions = {name: _function(name, spec or {}, base, (texts or {}).get(name) if isinstance(texts, dict) else None)
+                 for name, spec in doc["functions"].items()}
     gateway = str((doc.get("provider") or {}).get("gateway", "http://127.0.0.1:8080"))
     return Stack(gateway, functions, os.path.abspath(path))
 
 
-def _function(name: str, spec: Any, base: str) -> StackFunction:
+def _function(name: str, spec: Any, base: str, text: Any = None) -> StackFunction:
     if not isinstance(spec, dict):
         raise StackError(f"function {name}: expected a mapping")
+    text = text if isinstance(text, dict) else spec
 
     def strings(key: str) -> dict[str, str]:
-        value = spec.get(key) or {}
+        value = text.get(key) or {}
         if not isinstance(value, dict):
             raise StackError(f"function {name}: {key} must be a mapping")
         return {str(k): str(v) for k, v in value.items()}
@@ -113,7 +134,7 @@ def _environment_files(name: str, files: Any, base: str) -> dict[str, str]:
         path = os.path.join(base, str(file))
         try:
             with open(path, encoding="utf-8") as f:
-                doc = yaml.safe_load(f) or {}
+                doc = yaml.load(f, Loader=_TextLoader) or {}  # noqa: S506 (a SafeLoader)
         except OSError as exc:
             raise StackError(f"function {name}: cannot read environment_file {file}: {exc.strerror}") from None
         except yaml.YAMLError as exc:

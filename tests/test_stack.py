@@ -67,3 +67,21 @@ def test_environment_file_errors_name_the_file(tmp_path):
     stack.write_text("functions:\n  f:\n    environment_file: [flat.yml]\n")
     with pytest.raises(StackError, match="flat.yml: expected a mapping with 'environment:'"):
         load_stack(str(stack))
+
+
+def test_environment_values_are_read_as_written_as_faas_cli_reads_them(tmp_path):
+    # faas-cli decodes environment into map[string]string: an empty value is "", a scalar keeps its text.
+    # Read as Python types they became "None" (deploy then failed: latency_slo='None': not a duration),
+    # "True" and "1000.0".
+    (tmp_path / "env.yml").write_text("environment:\n  latency_slo:\n  handler_process: true\n  EXTRA: ~\n"
+                                      "  RATIO: 0.10\n  BIG: 1e3\n")
+    (tmp_path / "stack.yml").write_text(
+        "x-common: &common {OPT: yes}\n"
+        "functions:\n  f:\n    environment:\n      <<: *common\n      EMPTY:\n      exec_timeout: 10\n"
+        "    labels: {com.openfaas.scale.zero: false}\n"
+        "    environment_file: [env.yml]\n    readonly_root_filesystem: false\n")
+    f = load_stack(str(tmp_path / "stack.yml")).functions["f"]
+    assert f.environment == {"OPT": "yes", "EMPTY": "", "exec_timeout": "10", "latency_slo": "",
+                             "handler_process": "true", "EXTRA": "", "RATIO": "0.10", "BIG": "1e3"}
+    assert f.labels == {"com.openfaas.scale.zero": "false"}
+    assert f.readonly_root_filesystem is False

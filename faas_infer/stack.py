@@ -20,9 +20,9 @@ LABEL_SCALE_MIN, LABEL_SCALE_MAX = "com.openfaas.scale.min", "com.openfaas.scale
 
 
 class _TextLoader(yaml.SafeLoader):
-    """YAML read as faas-cli's Go decoder fills a ``map[string]string``: a scalar is kept as it was written
-    (``true``, ``0.10``, ``1e3``), and an empty value or ``~`` is the empty string, not ``None``/``"None"``.
-    Anchors and merge keys work as with ``safe_load``."""
+    """YAML read as faas-cli's Go decoder fills its string fields and ``map[string]string``s: a scalar is kept as
+    it was written (``true``, ``0.10``, an image tag ``1.10``), and an empty value or ``~`` is the empty string,
+    not ``None``/``"None"``. Anchors and merge keys work as with ``safe_load``."""
 
 
 def _as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
@@ -32,6 +32,8 @@ def _as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
 for _tag in ("bool", "int", "float", "timestamp"):
     _TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _as_written)
 _TextLoader.add_constructor("tag:yaml.org,2002:null", lambda loader, node: "")
+# What YAML 1.1 reads as true (a bool field of faas-cli's, written in any of these spellings).
+_TRUE = frozenset(("true", "yes", "on"))
 
 
 class StackError(ValueError):
@@ -78,10 +80,7 @@ def load_stack(path: str, env: Mapping[str, str] | None = None) -> Stack:
     """Parse ``path``; ``env`` feeds ``${VAR}`` substitution (the caller passes ``os.environ``)."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = substitute(f.read(), env or {})
-        doc = yaml.safe_load(text)
-        # The string maps (environment, labels, ...) as written, not as Python's YAML types print.
-        as_text = yaml.load(text, Loader=_TextLoader)  # noqa: S506 (a SafeLoader)
+            doc = yaml.load(substitute(f.read(), env or {}), Loader=_TextLoader)  # noqa: S506 (a SafeLoader)
     except OSError as exc:
         raise StackError(f"cannot read stack file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -89,20 +88,17 @@ def load_stack(path: str, env: Mapping[str, str] | None = None) -> Stack:
     if not isinstance(doc, dict) or not isinstance(doc.get("functions"), dict):
         raise StackError(f"{path}: expected a mapping with 'functions:'")
     base = os.path.dirname(os.path.abspath(path))
-    texts = as_text.get("functions") if isinstance(as_text, dict) else None
-    functions = {name: _function(name, spec or {}, base, (texts or {}).get(name) if isinstance(texts, dict) else None)
-                 for name, spec in doc["functions"].items()}
+    functions = {name: _function(name, spec or {}, base) for name, spec in doc["functions"].items()}
     gateway = str((doc.get("provider") or {}).get("gateway", "http://127.0.0.1:8080"))
     return Stack(gateway, functions, os.path.abspath(path))
 
 
-def _function(name: str, spec: Any, base: str, text: Any = None) -> StackFunction:
+def _function(name: str, spec: Any, base: str) -> StackFunction:
     if not isinstance(spec, dict):
         raise StackError(f"function {name}: expected a mapping")
-    text = text if isinstance(text, dict) else spec
 
     def strings(key: str) -> dict[str, str]:
-        value = text.get(key) or {}
+        value = spec.get(key) or {}
         if not isinstance(value, dict):
             raise StackError(f"function {name}: {key} must be a mapping")
         return {str(k): str(v) for k, v in value.items()}
@@ -116,7 +112,7 @@ def _function(name: str, spec: Any, base: str, text: Any = None) -> StackFunctio
         limits=strings("limits"), requests=strings("requests"),
         constraints=tuple(str(c) for c in spec.get("constraints") or ()),
         secrets=tuple(str(s) for s in spec.get("secrets") or ()),
-        readonly_root_filesystem=bool(spec.get("readonly_root_filesystem", False)),
+        readonly_root_filesystem=str(spec.get("readonly_root_filesystem", "")).lower() in _TRUE,
         handler_path=os.path.normpath(os.path.join(base, handler)) if handler else "",
     )
 

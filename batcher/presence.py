@@ -66,12 +66,11 @@ def beat(client: Any, claims: Claims, facts: Mapping[str, str], exec_seconds: Ma
                        withscores=True)
     replies = pipe.execute()
     config_fields, depth, silent = replies[-3], replies[-2], replies[-1]
-    peers = [(_text(peer), float(score)) for peer, score in silent if _text(peer) != inst]
-    reclaimed = _reap_gone(client, claims, [peer for peer, score in peers if score > now - stale_after], facts)
-    for peer, score in peers:
-        if score > now - stale_after:
-            continue
-        moved, dropped = claims.reap(client, peer, now - stale_after)
+    peers = [(stats.as_text(peer), float(score)) for peer, score in silent if stats.as_text(peer) != inst]
+    cutoff = now - stale_after
+    reclaimed = _reap_gone(client, claims, [peer for peer, score in peers if score > cutoff], facts)
+    for peer in (peer for peer, score in peers if score <= cutoff):
+        moved, dropped = claims.reap(client, peer, cutoff)
         if moved >= 0:
             logger.warning("instance %s of %s stopped beating: removed, %d requests requeued, %d dropped (their "
                            "caller died with it, or they were requeued once before)", peer, fn, moved, dropped)
@@ -89,16 +88,29 @@ def _reap_gone(client: Any, claims: Claims, peers: list[str], here: Mapping[str,
         pipe.hgetall(keys.instance(claims.fn, peer))
     reclaimed = 0
     for peer, raw in zip(peers, pipe.execute()):
-        facts = {_text(k): _text(v) for k, v in raw.items()}
-        if not host.gone(facts, here):
-            continue
-        moved, dropped = claims.reap(client, peer, 0.0, (facts["pid"], facts["pid_start"]))
-        if moved >= 0:
+        facts = _facts(raw)
+        reaped = _reap_if_gone(client, claims, peer, facts, here)
+        if reaped is not None:
+            moved, dropped = reaped
             logger.warning("instance %s of %s is gone (pid %s on this host): removed at once, %d requests requeued, "
                            "%d dropped (their caller died with it, or they were requeued once before)",
                            peer, claims.fn, facts["pid"], moved, dropped)
             reclaimed += moved
     return reclaimed
+
+
+def _facts(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {stats.as_text(k): stats.as_text(v) for k, v in raw.items()}
+
+
+def _reap_if_gone(client: Any, claims: Claims, inst: str, facts: Mapping[str, str],
+                  here: Mapping[str, str]) -> tuple[int, int] | None:
+    """Reap ``inst`` when ``facts`` name a process on this host that is gone (``host.gone``) and still do as
+    it is reaped: (requests given back, dropped), else None."""
+    if not host.gone(facts, here):
+        return None
+    moved, dropped = claims.reap(client, inst, 0.0, (facts["pid"], facts["pid_start"]))
+    return None if moved < 0 else (moved, dropped)
 
 
 def reap_former(client: Any, claims: Claims, here: Mapping[str, str]) -> tuple[int, int] | None:
@@ -107,15 +119,13 @@ def reap_former(client: Any, claims: Claims, here: Mapping[str, str]) -> tuple[i
     the one that died, and its queued requests, whose callers died with it, would all be taken and run for
     nobody. Call it before the first beat, when no request of this process can be queued yet. Returns
     (requests given back, dropped), or None when the facts name no gone process of another start."""
-    raw = client.hgetall(keys.instance(claims.fn, claims.inst))
-    facts = {_text(k): _text(v) for k, v in raw.items()}
+    facts = _facts(client.hgetall(keys.instance(claims.fn, claims.inst)))
     if (facts.get("pid"), facts.get("pid_start")) == (here.get("pid"), here.get("pid_start")):
         return None
-    if not host.gone(facts, here):
+    reaped = _reap_if_gone(client, claims, claims.inst, facts, here)
+    if reaped is None:
         return None
-    moved, dropped = claims.reap(client, claims.inst, 0.0, (facts["pid"], facts["pid_start"]))
-    if moved < 0:
-        return None
+    moved, dropped = reaped
     logger.warning("instance %s of %s was restarted (pid %s gone, now %s): %d requests requeued, %d dropped (their "
                    "caller died with it, or they were requeued once before)", claims.inst, claims.fn, facts["pid"],
                    here.get("pid"), moved, dropped)
@@ -168,7 +178,7 @@ def retire(client: Any, fn: str, now: float, stale_after: float = stats.STALE_AF
             beats = pipe.zrange(keys.instances(fn), 0, -1, withscores=True)
             if any(float(score) > now - stale_after for _, score in beats):
                 return None
-            dead = [inst for inst in (_text(name) for name, _ in beats) if keys.valid_name(inst)]
+            dead = [inst for inst in (stats.as_text(name) for name, _ in beats) if keys.valid_name(inst)]
             claimed = [keys.claimed(fn, inst) for inst in dead]
             if claimed:
                 pipe.watch(*claimed)
@@ -184,7 +194,3 @@ def retire(client: Any, fn: str, now: float, stale_after: float = stats.STALE_AF
         except redis.WatchError:
             return None
     return dropped
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)

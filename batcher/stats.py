@@ -153,7 +153,7 @@ def arrival_rates(counts: Mapping[int, int], now: float, windows: tuple[int, ...
 
 def list_functions(client: Any) -> list[str]:
     """Names of the functions with an instance on the shared queue (not those whose last instance left)."""
-    return sorted(_text(name) for name in client.smembers(keys.functions()))
+    return sorted(as_text(name) for name in client.smembers(keys.functions()))
 
 
 def read_function_stats(client: Any, fn: str, now: float, stale_after: float = STALE_AFTER,
@@ -166,7 +166,7 @@ def read_function_stats(client: Any, fn: str, now: float, stale_after: float = S
     pipe.hgetall(keys.stats(fn))
     pipe.hgetall(keys.refused(fn))
     depth, beats, arrivals, counters, refused = pipe.execute()
-    live = sorted((_text(inst), float(score)) for inst, score in beats)
+    live = sorted((as_text(inst), float(score)) for inst, score in beats)
     pipe = client.pipeline(transaction=False)
     for inst, _ in live:
         pipe.hgetall(keys.instance(fn, inst))
@@ -183,7 +183,7 @@ def read_function_stats(client: Any, fn: str, now: float, stale_after: float = S
 
 
 def _instance(inst: str, beat: float, facts: Mapping[bytes, bytes], exec_raw: Mapping[bytes, bytes]) -> InstanceStats:
-    text = {_text(k): _text(v) for k, v in facts.items()}
+    text = {as_text(k): as_text(v) for k, v in facts.items()}
     try:
         config = live_config.parse(text, BatchConfig())
     except ValueError:
@@ -195,5 +195,6 @@ def _instance(inst: str, beat: float, facts: Mapping[bytes, bytes], exec_raw: Ma
     return InstanceStats(inst, beat, config, served, exec_seconds, text)
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes) as text; anything else as its str."""
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)

@@ -156,8 +156,7 @@ class Upstream:
 
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
         """The most recently used idle connection still open (True), else a new one, not connected (False)."""
-        now = time.monotonic()
-        self.prune(now)
+        self.prune()
         while True:
             with self._lock:
                 if self._closed:  # the replica is gone and its port may be someone else's by now
@@ -165,8 +164,8 @@ class Upstream:
                 idle = self._idle.pop() if self._idle else None
             if idle is None:
                 return http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout), False
-            if now - idle.since < self.idle_seconds and idle.conn.sock is not None \
-                    and not wait_for_read(idle.conn.sock, timeout=0.0):  # readable when idle: closed by the peer
+            # younger than idle_seconds (``prune`` just closed the others); readable when idle: closed by the peer
+            if idle.conn.sock is not None and not wait_for_read(idle.conn.sock, timeout=0.0):
                 return idle.conn, True
             idle.conn.close()
 

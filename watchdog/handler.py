@@ -62,7 +62,7 @@ def load_handler(function_dir: str) -> LoadedHandler:
     path = os.path.join(folder, "handler.py")
     if not os.path.isfile(path):
         raise HandlerNotFound(f"no handler at {path}: function_dir={function_dir!r} must hold handler.py")
-    module = _import(folder)
+    module = import_module_of(folder, PACKAGE, "handler")
     done = _Awaiter()
     state = done(module.load()) if callable(getattr(module, "load", None)) else None
     handle_batch = getattr(module, "handle_batch", None)
@@ -164,8 +164,4 @@ def freeze_loaded_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
-
-
-def _import(folder: str) -> ModuleType:
-    return import_module_of(folder, PACKAGE, "handler")
 

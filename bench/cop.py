@@ -26,7 +26,10 @@ that bound in each run: the whole-model grid's summed latency over the summed la
 operators the model brought (those no model before it in the run holds); timing a point costs a few times
 its latency for operators and whole models alike, so operator profiling that times the largest batch cannot
 be cheaper than that by more than ``ceil``x, and smaller batches, calibration and per-operator set-up
-come on top. What COP saves is the second
+come on top. The ``xtr %`` column says why the largest batch is timed: a profiler that stopped at a
+quarter of it and extended each operator's line from its two largest timed sizes would predict the sum of
+those lines, which is the line through the whole model's own reference at those sizes; ``xtr %`` is that
+line's largest error at the sizes above them (batches 16 and 32 from 4 and 8 on the default grid). What COP saves is the second
 function of an architecture. With ``--variants`` (the default) each model is then profiled again as such a
 function, its head (the ``nn.Linear`` it calls last) replaced by a 100-class one with new weights, as a fine-tuned
 copy for another label set would be, into the DB that holds every model above: only the new head is timed,
@@ -193,6 +196,7 @@ def _score(run: dict, db, batches, threads) -> dict:
             points.append({"batch": b, "threads": c, "reference_s": truth, "measured_s": whole[b, c].median,
                            "measured_noisy": whole[b, c].noisy, "predicted_s": predicted, "composed_s": composed})
     op_cost = report.operator_seconds + report.calibration_seconds
+    extrap = _extrapolation_error(reference, batches, threads)
     return {"model": run["name"], "ref": run["ref"], "variant_of": run["variant_of"],
             "traced_with": report.traced_with, "nodes": report.nodes,
             "operators": report.operators, "new_operators": report.new_operators,
@@ -208,7 +212,27 @@ def _score(run: dict, db, batches, threads) -> dict:
             "whole_profile_mape_pct": 100 * _mean(whole_errors),
             "mape_by_threads": {c: 100 * _mean([e for e, p in zip(errors, points) if p["threads"] == c])
                                 for c in threads},
+            "extrapolation_err_pct": None if extrap is None else 100 * extrap,
             "noisy_measurements": sum(p["measured_noisy"] for p in points), "points": points}
+
+
+def _extrapolation_error(reference: dict[tuple[int, int], float], batches: tuple[int, ...],
+                         threads: tuple[int, ...]) -> float | None:
+    """Largest relative error, over thread counts and the sizes above a quarter of the largest batch, of the
+    straight line through the reference at the two largest sizes up to that quarter (None on a grid too
+    small to have two sizes below it and one above)."""
+    sizes = sorted(set(batches))
+    below = [b for b in sizes if b <= sizes[-1] / 4]
+    above = [b for b in sizes if b > sizes[-1] / 4]
+    if len(below) < 2 or not above:
+        return None
+    (b0, b1), worst = below[-2:], 0.0
+    for c in threads:
+        slope = (reference[b1, c] - reference[b0, c]) / (b1 - b0)
+        for b in above:
+            line = reference[b1, c] + slope * (b - b1)
+            worst = max(worst, abs(line - reference[b, c]) / reference[b, c])
+    return worst
 
 
 def _mean(values: list[float]) -> float:
@@ -218,7 +242,7 @@ def _mean(values: list[float]) -> float:
 def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
     by_threads = " ".join(f"{f't={c} %':>7}" for c in threads)
     head = (f"{'model':<14} {'traced':<8} {'calls':>5} {'ops':>4} {'new':>4} {'timed':>5} {'intp':>4} "
-            f"{'op prof s':>9} {'whole s':>8} {'ceil':>5} "
+            f"{'op prof s':>9} {'whole s':>8} {'ceil':>5} {'xtr %':>5} "
             f"{'f(t1)':>6} {'raw %':>6} {'MAPE %':>7} {by_threads} {'max %':>6} {'whole %':>7} {'noisy':>5}")
     print(head)
     print("-" * len(head))
@@ -231,6 +255,8 @@ def _print(rows: list[dict], threads: tuple[int, ...]) -> None:
           f"ops = distinct operators, new = timed in this run, timed/intp = operator points timed / left to "
           f"interpolation, ceil = the whole-model grid's summed latency over the new operators' at the largest "
           f"batch (every thread count): the most operator profiling can save while it times the largest batch, "
+          f"xtr = largest error of extending the whole model's line from a quarter of the largest batch to it "
+          f"(why the largest batch is timed), "
           f"whole = MAPE of the whole-model profile itself against the same reference (this "
           f"host's noise floor), noisy = whole-model points still noisy after retries (spread > 10% of median)")
     seconds = [r for r in rows if r["variant_of"]]
@@ -251,6 +277,11 @@ def _ceiling(rows: list[dict]) -> str:
     return f"{sum(r['whole_grid_latency_s'] for r in rows) / floor:.2f}" if floor > 0 else "-"
 
 
+def _extrap(row: dict) -> str:
+    value = row.get("extrapolation_err_pct")
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _cost_line(rows: list[dict]) -> str:
     ops = sum(r["operator_profile_s"] for r in rows)
     whole = sum(r["whole_model_profile_s"] for r in rows)
@@ -263,7 +294,7 @@ def _print_rows(rows: list[dict], threads: tuple[int, ...]) -> None:
         per = " ".join(f"{r['mape_by_threads'][c]:>7.1f}" for c in threads)
         print(f"{r['model']:<14} {r['traced_with']:<8} {r['nodes']:>5} {r['operators']:>4} {r['new_operators']:>4} "
               f"{r['points_timed']:>5} {r['points_interpolated']:>4} "
-              f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {_ceiling([r]):>5} "
+              f"{r['operator_profile_s']:>9.2f} {r['whole_model_profile_s']:>8.2f} {_ceiling([r]):>5} {_extrap(r):>5} "
               f"{r['factor']:>6.3f} "
               f"{r['uncalibrated_mape_pct']:>6.1f} {r['mape_pct']:>7.1f} {per} {r['max_err_pct']:>6.1f} "
               f"{r['whole_profile_mape_pct']:>7.1f} {r['noisy_measurements']:>5}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.cop import _ceiling, _largest_batch_floors
+from bench.cop import _ceiling, _extrapolation_error, _largest_batch_floors
 from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.graph import OpGraph, OpNode
@@ -35,3 +35,14 @@ def test_ceiling_is_grid_latency_over_floor_and_says_so_when_nothing_was_timed()
     assert _ceiling(rows) == "3.00"
     assert _ceiling(rows[:1]) == "3.00"
     assert _ceiling([{"whole_grid_latency_s": 0.3, "largest_batch_floor_s": 0.0}]) == "-"
+
+
+def test_extrapolation_error_extends_the_line_through_the_two_sizes_below_a_quarter_of_the_largest():
+    # Linear at one thread (no error); at two threads batch 32 takes half what the 4..8 line says.
+    grid = (1, 2, 4, 8, 16, 32)
+    reference = {(b, 1): 1e-3 + 1e-4 * b for b in grid}
+    reference.update({(b, 2): 1e-3 + 1e-4 * b for b in grid})
+    reference[32, 2] = (1e-3 + 1e-4 * 32) / 2
+    assert abs(_extrapolation_error(reference, grid, (1, 2)) - 1.0) < 1e-9
+    assert _extrapolation_error({(b, 1): 1e-3 * b for b in grid}, grid, (1,)) < 1e-9
+    assert _extrapolation_error({(b, 1): 1e-3 for b in (1, 8)}, (1, 8), (1,)) is None

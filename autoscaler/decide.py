@@ -40,7 +40,7 @@ from autoscaler.candidates import Candidate, config_key, enumerate_candidates, s
 from autoscaler.config import AutoscalerConfig
 from autoscaler.constraints import eligible
 from autoscaler.greedy import pack_best_fit, select_greedy
-from autoscaler.guards import held_demand, held_measurements, instance_bounds, limit_steps
+from autoscaler.guards import held_demand, held_measurements, instance_bounds, limit_steps, redeployments
 from autoscaler.ilp import Group, solve_placement, solve_selection
 from autoscaler.plan import FunctionPlan, GuardMemory, Plan, Target
 from autoscaler.predictor import Corrected, ExecPredictor
@@ -115,15 +115,18 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     if now - snapshot.taken_at > config.max_snapshot_age:
         return Plan.invalid(f"snapshot is {now - snapshot.taken_at:.0f}s old (max_snapshot_age="
                             f"{config.max_snapshot_age:g}s)", now, memory)
-    history = dict(memory.demand_history)
-    timings = dict(memory.measured_history)
-    factors = dict(memory.capacity_factors)
+    deployed, redeployed_at, fresh = redeployments(snapshot.functions, memory.deployed, memory.redeployed_at, now,
+                                                   config.scale_down_delay)
+    history = {k: v for k, v in memory.demand_history.items() if k not in fresh}
+    timings = {k: v for k, v in memory.measured_history.items() if k not in fresh}
+    factors = {k: v for k, v in memory.capacity_factors.items() if k not in fresh}
     unready = {v.name: memory.unready_since.get(v.name, now) for fs in snapshot.functions for v in fs.variants
                if not v.pinned and v.ready < v.replicas}
     starting = {fs.name for fs in snapshot.functions
                 if any(now - unready.get(v.name, -math.inf) < config.min_variant_age for v in fs.variants)}
     settling = {fs.name for fs in snapshot.functions} \
         if memory.started is not None and now - memory.started < config.scale_down_delay else set()
+    settling |= set(redeployed_at)
     fixed = Usage()
     kept: list[FunctionPlan] = []
     demands: list[FunctionDemand] = []
@@ -132,6 +135,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     remarks: list[str] = []  # said with the plan's reason
     told: dict[str, str] = {}  # said with a function's own reason
     default_node = snapshot.nodes[0].name if len(snapshot.nodes) == 1 else ""
+    told.update({name: f"; {why}" for name, why in fresh.items()})
     for orphan in snapshot.orphans:  # until act deletes them
         _use(fixed, orphan.variant.node or default_node, orphan.variant, orphan.variant.replicas)
     confinement = _confinement(snapshot)
@@ -172,7 +176,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
             current = _current(fs, default_node)
             demands.append(FunctionDemand(fs.name, (), 0.0, 0, 0, _running_counts(current), allowed))
             context[fs.name] = (fs, held, 0.0, current)
-            told[fs.name] = f"; no demand over scale_down_delay, so no variants although {why}"
+            told[fs.name] = told.get(fs.name, "") + f"; no demand over scale_down_delay, so no variants although {why}"
             continue
         pinned_cap, pinned_n = 0.0, 0
         for v in fs.variants:
@@ -180,7 +184,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                 pinned_cap += v.replicas * _useful_rate(pred, model, v, fs.slo, config.batch_sizes)
                 pinned_n += v.replicas
         factors[fs.name] = factor = _capacity_factor(fs, pinned_cap, cands, pred, model,
-                                                     memory.capacity_factors.get(fs.name), now)
+                                                     factors.get(fs.name), now)
         if factor[0] < 1.0:
             pinned_cap *= factor[0]
             cands = [dataclasses.replace(c, r_max=c.r_max * factor[0]) for c in cands]
@@ -201,8 +205,8 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                                config.headroom, config.switch_margin, _pools(demands, nodes))
     selection = _select(problem, config)
     placed, unplaced, placement = _place(problem, selection, context, nodes, config)
-    plans = kept + [dataclasses.replace(p, reason=p.reason + told[p.name]) if p.name in told else p
-                    for p in _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
+    plans = [dataclasses.replace(p, reason=p.reason + told[p.name]) if p.name in told else p
+             for p in kept + _guarded(problem, selection, placed, unplaced, context, nodes, config, factors,
                                       snapshot.taken_epoch, default_node, starting, settling)]
     complete = not selection.shortfall and all(sum(selection.counts.get(f.name, {}).values()) >= f.min_count
                                                 for f in problem.functions)
@@ -212,7 +216,7 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     return Plan(True, reason, now, tuple(plans),
                 selection.solver, selection.status, placement, cost, bound, selection.cost,
                 GuardMemory(*(_alive(m, snapshot) for m in (history, timings, factors)), unready,
-                            memory.started))
+                            memory.started, deployed, redeployed_at))
 
 
 def _capacity_factor(fs: FunctionState, pinned_cap: float, cands: list[Candidate], pred, model: str,

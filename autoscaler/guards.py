@@ -1,11 +1,12 @@
 """Guard rails, pure and clock-free: held demand and held execution times (scale-down delay), instance
-bounds (min, max, keep-warm) and step limits. Each is a named config field of ``AutoscalerConfig`` with a
+bounds (min, max, keep-warm), step limits, and a function deployed anew under its name starting its memory
+afresh. Each is a named config field of ``AutoscalerConfig`` with a
 test on a synthetic clock.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from autoscaler.config import AutoscalerConfig
 from autoscaler.snapshot import FunctionState, Measurement
@@ -80,3 +81,29 @@ def limit_steps(current: Mapping[Key, int], target: Mapping[Key, int], max_up: i
         budget -= step
         deferred_down += n - step
     return stepped, deferred_up, deferred_down
+
+
+def redeployments(functions: Iterable[FunctionState], deployed: Mapping[str, str], since: Mapping[str, float],
+                  now: float, delay: float) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+    """(createdAt of each function's parent, when each new deployment still watched for ``delay`` was first
+    seen, and why each function deployed anew since ``deployed`` was taken starts afresh).
+
+    A function deleted and deployed again under its name between two ticks is listed in both, so its memory
+    was kept: the old deployment's peak demand held variants for the whole delay, its measured times priced
+    another image, and a capacity factor learnt by another model stayed until it recovered. A platform that
+    recreates a function on update (faasd replaces its container) reads as a new deployment too, which starts
+    over just the same. Without createdAt nothing is told."""
+    now_deployed, fresh = {}, {}
+    for fs in functions:
+        created = str(fs.spec.get("createdAt") or "")
+        if not created:
+            continue
+        now_deployed[fs.name] = created
+        before = deployed.get(fs.name)
+        if before is not None and before != created:
+            fresh[fs.name] = (f"deployed anew (createdAt {created}, was {before}): its demand, measured times and "
+                              f"capacity factor start afresh, and nothing is removed for {delay:g}s")
+    watched = {name: at for name, at in since.items()
+               if name in now_deployed and name not in fresh and now - at < delay}
+    watched.update((name, now) for name in fresh)
+    return now_deployed, watched, fresh

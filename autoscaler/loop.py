@@ -97,6 +97,10 @@ class Autoscaler:
         if not plan.valid:
             logger.info("no decision: %s", plan.reason)
             return plan, []
+        for name, at in sorted(plan.memory.redeployed_at.items()):
+            if self.memory.redeployed_at.get(name) != at:
+                logger.info("%s was deployed anew under its name (createdAt %s): its demand, measured times and "
+                            "capacity factor start afresh", name, plan.memory.deployed.get(name, "?"))
         self.memory = plan.memory
         todo = changes(plan, snapshot, self.config)
         for fp in plan.functions:

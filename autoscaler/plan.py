@@ -64,6 +64,12 @@ class GuardMemory:
     # until scale_down_delay has passed it does not know the demand held over it, so it removes nothing for
     # the plan's sake (restarted, the autoscaler removed at once instances the one before it was holding).
     started: float | None = None
+    # {function: its parent's createdAt as last seen}: a different one is a new deployment under the old name
+    # (deleted and deployed again between two ticks), whose demand, timings and capacity factor start afresh.
+    deployed: Mapping[str, str] = field(default_factory=dict)
+    # {function: when a new deployment under its name was first seen}: like a restarted loop, it removes
+    # nothing for the plan's sake until it has watched that deployment's demand for scale_down_delay.
+    redeployed_at: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -575,3 +575,41 @@ def test_a_restarted_loop_still_keeps_a_function_within_its_most_instances_and_r
     down = decide(snapshot([fn("m", 1.0, variants=(at_zero, *running))], taken_at=1000.0), PREDICTOR, cfg, 1000.0,
                   GuardMemory(started=1000.0))
     assert down.function("m").instances() == 0 and "kept" not in down.function("m").reason
+
+
+def test_a_function_deployed_anew_under_its_name_between_two_ticks_starts_its_guard_memory_afresh():
+    # loaded with refusals (a capacity factor learnt, 500/s held), then deleted and deployed again under its name
+    # within one tick (a new createdAt, the old variants adopted) with a light load: the old deployment's peak no
+    # longer holds instances after the delay and its capacity factor no longer prices the new one
+    def parent(created):
+        return Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", 1, pinned=True, ready=1)
+
+    def state(created, rate, variants=(), **kw):
+        return fn("m", rate, variants=(parent(created), *variants), spec={"createdAt": created}, **kw)
+
+    cfg = config(scale_down_delay=60.0, min_variant_age=0, keep_warm=0)
+    busy = decide(snapshot([state("2026-01-01T00:00:00Z", 500.0, refused_rate=200.0)]), PREDICTOR, cfg, 0.0)
+    assert busy.memory.capacity_factors["m"][0] < 1.0 and busy.function("m").instances() > 0
+    running = tuple(Variant(f"m-{t.key}-{i}", t.candidate.batch, t.candidate.cpu, t.candidate.gpu,
+                            t.candidate.memory, t.node, 1, ready=1)
+                    for t in busy.function("m").targets for i in range(t.count))
+    same = decide(snapshot([state("2026-01-01T00:00:00Z", 10.0, running)], taken_at=5.0), PREDICTOR, cfg, 5.0,
+                  busy.memory)
+    assert same.function("m").demand == pytest.approx(500.0)  # the same deployment: its peak is held
+    anew = decide(snapshot([state("2026-01-01T00:00:04Z", 10.0, running)], taken_at=5.0), PREDICTOR, cfg, 5.0,
+                  busy.memory)
+    plan = anew.function("m")
+    assert plan.demand == pytest.approx(10.0) and anew.memory.capacity_factors["m"][0] == 1.0
+    assert "deployed anew (createdAt 2026-01-01T00:00:04Z, was 2026-01-01T00:00:00Z)" in plan.reason
+    assert plan.instances() == len(running)  # its variants are kept while its own demand is watched
+    assert anew.memory.redeployed_at == {"m": 5.0}
+    watched = decide(snapshot([state("2026-01-01T00:00:04Z", 10.0, running)], taken_at=30.0), PREDICTOR, cfg, 30.0,
+                     anew.memory)
+    assert watched.function("m").instances() == len(running) and "deployed anew" not in watched.function("m").reason
+    after = decide(snapshot([state("2026-01-01T00:00:04Z", 10.0, running)], taken_at=66.0), PREDICTOR, cfg, 66.0,
+                   watched.memory)
+    assert after.function("m").instances() == 0 and after.memory.redeployed_at == {}
+    # the old deployment's memory would have held them: its 500/s was seen at 0, within the delay until 60
+    held = decide(snapshot([state("2026-01-01T00:00:00Z", 10.0, running)], taken_at=30.0), PREDICTOR, cfg, 30.0,
+                  same.memory)
+    assert held.function("m").instances() > 0

@@ -3,6 +3,7 @@ after the scale-down delay under falling load, and no request is lost meanwhile 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -87,5 +88,38 @@ def test_rising_then_falling_load(tmp_path, redis_server, redis_client):
             scaler.tick(now + 5 + 10 * step)  # past the delay: shed, max_step_down per tick
         assert not variants(provider.url)
         assert codes and all(c == 200 for c in codes), ({c: codes.count(c) for c in set(codes)}, errors[:3])
+    finally:
+        provider.stop()
+
+
+def test_a_function_deleted_and_deployed_again_between_two_ticks_is_told_from_an_update(tmp_path, redis_server,
+                                                                                         caplog):
+    # the provider keeps createdAt across an update (PUT) and gives a new one to a new deployment: the first keeps
+    # the function's guard memory, the second starts it afresh, and the operator is told once
+    handler = write_handler(str(tmp_path / "f"), HANDLER)
+    provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
+    try:
+        spec = {"annotations": {"com.faas-infer.latency_slo": "200ms", "com.faas-infer.model": "f"}}
+        assert provider.deploy("f", handler, **spec).status_code in (200, 201, 202)
+        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, scale_down_delay=20)
+        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),))
+        caplog.set_level(logging.INFO, logger="autoscaler.loop")
+        first, _ = scaler.tick(1000.0)
+        created = first.memory.deployed["f"]
+        assert created and first.memory.redeployed_at == {}
+        updated = provider.deploy("f", handler, method="PUT", envVars={"GREETING": "hi"}, **spec)
+        assert updated.status_code in (200, 201, 202), updated.text
+        after_update, _ = scaler.tick(1005.0)
+        assert after_update.memory.deployed["f"] == created and after_update.memory.redeployed_at == {}
+        gone = requests.delete(provider.url + "/system/functions", json={"functionName": "f"}, timeout=10)
+        assert gone.status_code in (200, 202), gone.text
+        assert provider.deploy("f", handler, **spec).status_code in (200, 201, 202)
+        anew, _ = scaler.tick(1010.0)
+        assert anew.memory.deployed["f"] != created and set(anew.memory.redeployed_at) == {"f"}
+        assert "deployed anew" in anew.function("f").reason
+        scaler.tick(1015.0)
+        told = [r for r in caplog.records if "deployed anew" in r.getMessage()]
+        assert len(told) == 1 and told[0].getMessage().startswith("f was deployed anew")
+        assert told[0].levelno == logging.INFO
     finally:
         provider.stop()

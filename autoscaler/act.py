@@ -4,7 +4,7 @@
 deploys first, then updates and scale-ups, then scale-downs and deletes, so capacity is added before it
 is taken away; an API that does not answer costs one timeout per tick, not one per change. A running variant whose spec no longer matches its parent's (a new image, environment or
 annotations, a changed SLO) is updated in place (PUT), one serving variant of a function per tick and only
-while the function's other instances are ready (a rolling update; ``_may_update``). Variants whose parent is gone or unmanaged are
+while the function's other instances are ready (a rolling update; ``_held_by``; ``rollout`` also names the updates held). Variants whose parent is gone or unmanaged are
 deleted (decide keeps variants younger than ``min_variant_age`` in its plans). Removed variants drain
 through the watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the
 shared Redis queue for the remaining instances.
@@ -45,10 +45,30 @@ class Change:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class HeldUpdate:
+    """A variant whose spec no longer matches its parent's, left stale this tick by the rolling update."""
+
+    fn: str
+    name: str
+    # What of its spec is stale (``_stale``).
+    stale: str
+    # The function's instances not ready that it waits for, as "name (ready/replicas ready)"; empty when it
+    # waits only for another variant updated this tick (the update goes on, one variant per tick).
+    waiting_for: tuple[str, ...] = ()
+
+
 def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Change]:
     """The differences between ``plan`` and the variants running in ``snapshot``."""
+    return rollout(plan, snapshot, config)[0]
+
+
+def rollout(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> tuple[list[Change], tuple[HeldUpdate, ...]]:
+    """``changes``, and the stale variants whose update waits (an instance that never gets ready holds a rolling
+    update for good, deliberately: what still runs the old spec serves meanwhile; the loop tells the operator)."""
     if not plan.valid:
-        return []
+        return [], ()
+    held: list[HeldUpdate] = []
     states = {f.name: f for f in snapshot.functions}
     multi_node = len(snapshot.nodes) > 1
     out = [Change("delete", o.parent, o.variant.name, reason=o.reason) for o in snapshot.orphans]
@@ -74,30 +94,37 @@ def changes(plan: Plan, snapshot: Snapshot, config: AutoscalerConfig) -> list[Ch
                     out.append(Change("deploy", fp.name, name, n, spec, fp.reason))
                 continue
             stale = _stale(current, spec) if spec is not None else ""
-            if stale and _may_update(current, fs.variants, updating):
+            waiting = _held_by(current, fs.variants, updating) if stale else None
+            if stale and waiting is None:
                 updating.append(current)
                 out.append(Change("update", fp.name, name, n, spec, f"{stale} changed"))
+            elif stale:
+                held.append(HeldUpdate(fp.name, name, stale, waiting))
             if current.replicas != n:
                 out.append(Change("scale-up" if n > current.replicas else "scale-down", fp.name, name, n,
                                   reason=fp.reason))
         for name in sorted(set(running) - set(wanted)):
             out.append(Change("delete", fp.name, name, reason=fp.reason))
-    return sorted(out, key=lambda c: ORDER[c.kind])
+    return sorted(out, key=lambda c: ORDER[c.kind]), tuple(held)
 
 
 def _ready(v: Variant) -> bool:
     return v.ready >= v.replicas
 
 
-def _may_update(variant: Variant, every: tuple[Variant, ...], updating: list[Variant]) -> bool:
-    """Whether a stale ``variant`` is updated this tick: a rolling update, one serving variant of a function at
-    a time, and only while every other instance of it (its parent's included) is ready; one not ready serves
-    nothing and is updated at once. Updated all in one tick, every variant restarted together (faasd replaces
-    a container on update), and a new SLO or image left the function with nothing but its parent, itself
-    just restarted by the same ``faas-cli deploy``. The others stay stale, so later ticks update them."""
+def _held_by(variant: Variant, every: tuple[Variant, ...], updating: list[Variant]) -> tuple[str, ...] | None:
+    """None when a stale ``variant`` is updated this tick, else the instances not ready it waits for: a rolling
+    update, one serving variant of a function at a time, and only while every other instance of it (its
+    parent's included) is ready; one not ready serves nothing and is updated at once. Updated all in one tick,
+    every variant restarted together (faasd replaces a container on update), and a new SLO or image left the
+    function with nothing but its parent, itself just restarted by the same ``faas-cli deploy``. The others
+    stay stale, so later ticks update them."""
     if not _ready(variant):
-        return True
-    return not any(_ready(u) for u in updating) and all(_ready(v) for v in every if v is not variant)
+        return None
+    blockers = tuple(f"{v.name} ({v.ready}/{v.replicas} ready)" for v in every if v is not variant and not _ready(v))
+    if blockers or any(_ready(u) for u in updating):
+        return blockers
+    return None
 
 
 def _slot(v: Variant) -> tuple[str, str, int | None]:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from autoscaler.act import Change, apply, changes
+from autoscaler.act import Change, HeldUpdate, apply, rollout
 from autoscaler.attainment import read_attainment
 from autoscaler.config import AutoscalerConfig
 from autoscaler.decide import decide
@@ -67,6 +67,8 @@ class Autoscaler:
         self.last_snapshot = None
         # Why each function was last left as it runs (logged at INFO when it changes, not every tick).
         self._left: dict[str, str] = {}
+        # Why each function's rolling update is held behind instances not ready (logged at INFO when it changes).
+        self._held: dict[str, str] = {}
         # Whether the latest tick's plan reached the metrics (a tick failing later is not counted twice).
         self.recorded = False
         if not self.redis:
@@ -102,7 +104,10 @@ class Autoscaler:
                 logger.info("%s was deployed anew under its name (createdAt %s): its demand, measured times and "
                             "capacity factor start afresh", name, plan.memory.deployed.get(name, "?"))
         self.memory = plan.memory
-        todo = changes(plan, snapshot, self.config)
+        todo, held = rollout(plan, snapshot, self.config)
+        self._tell_held(held)
+        if self.metrics is not None:
+            self.metrics.record_rollout(held)
         for fp in plan.functions:
             said = self._left.pop(fp.name, None)
             if fp.unchanged:
@@ -113,6 +118,26 @@ class Autoscaler:
         if todo and not dry_run:
             apply(todo, self.client)
         return plan, todo
+
+
+    def _tell_held(self, held: tuple[HeldUpdate, ...]) -> None:
+        """Log once at INFO when a function's rolling update waits for instances that are not ready (one that
+        never gets ready holds it for good, deliberately: the stale variants serve meanwhile), and when it goes on."""
+        now: dict[str, list[HeldUpdate]] = {}
+        for h in held:
+            if h.waiting_for:
+                now.setdefault(h.fn, []).append(h)
+        for fn in sorted(set(self._held) - set(now)):
+            del self._held[fn]
+            logger.info("rolling update of %s: no longer held by instances not ready", fn)
+        for fn, hs in sorted(now.items()):
+            blockers = sorted({b for h in hs for b in h.waiting_for})
+            said = (f"rolling update of {fn} held: {len(hs)} variant(s) keep their old spec "
+                    f"({'; '.join(f'{h.name}: {h.stale} changed' for h in hs)}) until these instances are ready: "
+                    f"{', '.join(blockers)}")
+            if self._held.get(fn) != said:
+                self._held[fn] = said
+                logger.info("%s", said)
 
 
 def run_forever(config: AutoscalerConfig, stop: threading.Event, clock: Callable[[], float] = time.monotonic,

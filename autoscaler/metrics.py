@@ -9,14 +9,17 @@ Names (all prefixed ``faas_infer_autoscaler_``): ``arrival_rate``, ``demand_rps`
 ``allocated_cpu_cores``, ``allocated_gpus``, ``predicted_batch_seconds{config}``,
 ``measured_batch_seconds{config}``, ``slo_seconds``, ``slo_attainment_ratio``, ``cold_starts_total``,
 ``decisions_total{action}``, ``last_decision_info{action,reason}``, ``decision_seconds`` (histogram of decide alone),
-``ticks_total{outcome}`` (valid, invalid, failed), ``plan_cost``, ``plan_info{solver,status}``.
+``ticks_total{outcome}`` (valid, invalid, failed), ``plan_cost``, ``plan_info{solver,status}``,
+``stale_variants{waiting}`` (variants whose update the rolling update holds: ``not_ready`` behind an instance
+not ready, which may be for good, ``turn`` behind another variant updated this tick).
 """
 
 from __future__ import annotations
 
 import statistics
-from typing import Mapping
+from typing import Iterable, Mapping
 
+from autoscaler.act import HeldUpdate
 from autoscaler.candidates import config_key
 from autoscaler.plan import FunctionPlan, Plan
 from autoscaler.snapshot import FunctionState, Snapshot
@@ -70,6 +73,9 @@ class AutoscalerMetrics:
         self.plan_cost = r.gauge(PREFIX + "plan_cost", "Weighted resources (beta * CPU + GPU) of the plan")
         self.plan_info = r.gauge(PREFIX + "plan_info", "Solver and status of the last valid plan (value 1)",
                                  ("solver", "status"))
+        self.stale = r.gauge(PREFIX + "stale_variants", "Variants whose spec differs from their parent's, their update "
+                             "held by the rolling update (waiting: not_ready, behind an instance that is not ready; "
+                             "turn, behind another variant updated this tick)", ("function_name", "waiting"))
         # Replicas per function (cold-start counting) and managed instances by configuration (actions).
         self._running: dict[str, int] = {}
         self._managed: dict[str, dict[str, int]] = {}
@@ -99,6 +105,16 @@ class AutoscalerMetrics:
         self.plan_info.set(1, solver=plan.solver or "-", status=plan.status or "-")
         for fp in plan.functions:
             self._record_plan(fp)
+
+    def record_rollout(self, held: Iterable[HeldUpdate]) -> None:
+        """Refresh ``stale_variants`` from the updates a valid plan's rolling update holds (``act.rollout``)."""
+        self.stale.clear()
+        counts: dict[tuple[str, str], int] = {}
+        for h in held:
+            key = (h.fn, "not_ready" if h.waiting_for else "turn")
+            counts[key] = counts.get(key, 0) + 1
+        for (fn, waiting), n in counts.items():
+            self.stale.set(n, function_name=self.label(fn), waiting=waiting)
 
     def _record_state(self, fs: FunctionState) -> None:
         label = self.label(fs.name)

@@ -7,7 +7,7 @@ import http.server
 import threading
 import time
 
-from autoscaler.act import Change, apply, changes
+from autoscaler.act import Change, HeldUpdate, apply, changes, rollout
 from autoscaler.config import AutoscalerConfig
 from autoscaler.decide import decide
 from autoscaler.openfaas import OpenFaaSClient
@@ -145,6 +145,21 @@ def test_a_rolling_update_waits_for_the_variant_restarting_and_updates_one_servi
     fresh = (dataclasses.replace(running[0], status={**running[0].status, "image": "img:2"}, ready=0), *running[1:])
     plan, snap, cfg = plan_for(fn("f", 500.0, spec=new, variants=fresh), batch_sizes=(1,), cpu_steps=(1.0,))
     assert not [c for c in changes(plan, snap, cfg) if c.kind == "update"]  # the others wait for it
+
+
+def test_updates_the_rolling_update_holds_are_named_with_the_instances_they_wait_for():
+    running = running_as_planned(batch_sizes=(1,), cpu_steps=(1.0,))
+    new = {**PARENT, "image": "img:2"}
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=new, variants=running), batch_sizes=(1,), cpu_steps=(1.0,))
+    todo, held = rollout(plan, snap, cfg)
+    assert [c.name for c in todo if c.kind == "update"] == [running[0].name]
+    assert held == tuple(HeldUpdate("f", v.name, "image") for v in running[1:])  # their turn comes
+    fresh = (dataclasses.replace(running[0], status={**running[0].status, "image": "img:2"}, ready=0), *running[1:])
+    plan, snap, cfg = plan_for(fn("f", 500.0, spec=new, variants=fresh), batch_sizes=(1,), cpu_steps=(1.0,))
+    todo, held = rollout(plan, snap, cfg)
+    assert not [c for c in todo if c.kind == "update"]
+    assert {h.name for h in held} == {v.name for v in running[1:]}
+    assert all(h.waiting_for == (f"{running[0].name} (0/1 ready)",) for h in held)
 
 
 def test_a_new_execution_time_prior_alone_restarts_nothing():

@@ -12,6 +12,7 @@ import requests
 
 from autoscaler.config import AutoscalerConfig
 from autoscaler.loop import Autoscaler
+from autoscaler.metrics import AutoscalerMetrics, MetricsServer
 from autoscaler.snapshot import Node
 from helpers import write_handler
 from provider_fixtures import ProviderProcess
@@ -121,5 +122,62 @@ def test_a_function_deleted_and_deployed_again_between_two_ticks_is_told_from_an
         told = [r for r in caplog.records if "deployed anew" in r.getMessage()]
         assert len(told) == 1 and told[0].getMessage().startswith("f was deployed anew")
         assert told[0].levelno == logging.INFO
+    finally:
+        provider.stop()
+
+
+# The function's own deployment hangs in load() while HANG=1 (its variants state gpu_share: they never do).
+HANGING_PARENT = """
+    import os, time
+    from batcher import Response
+
+    def load():
+        while os.environ.get("HANG") == "1" and not os.environ.get("gpu_share"):
+            time.sleep(1)
+
+    def handle_batch(state, requests):
+        return [Response(b"ok", 200, {}) for r in requests]
+"""
+
+
+def test_an_instance_that_never_gets_ready_holds_a_rolling_update_the_operator_is_told_and_others_go_on(
+        tmp_path, redis_server, caplog):
+    # f's own deployment never gets ready; its variant (for min_instances=2) serves. A new
+    # environment for f makes the variant stale, and the rolling update waits for f, for good: told once at
+    # INFO and on /metrics, while g, deployed meanwhile, gets its variant in the same ticks
+    handler = write_handler(str(tmp_path / "f"), HANGING_PARENT)
+    provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
+    try:
+        slo = {"com.faas-infer.latency_slo": "200ms"}
+        quick = {"write_timeout": "2s"}  # a hanging load() is drained for write_timeout on stop
+        assert provider.deploy("f", handler, envVars={"HANG": "1", **quick}, annotations=slo).status_code in (200, 202)
+        metrics = AutoscalerMetrics()
+        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, keep_warm=0,
+                                  min_instances=2, cpu_steps=(0.5,), batch_sizes=(1, 4), min_variant_age=0)
+        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),),
+                            metrics=metrics)
+        scaler.tick(1000.0)
+        (name,) = variants(provider.url)
+        provider.wait_ready(name, 1)
+        assert provider.status("f").get("availableReplicas", 0) == 0
+        new = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **quick},
+                              annotations=slo)
+        assert new.status_code in (200, 202), new.text
+        assert provider.deploy("g", handler, envVars=quick, annotations=slo).status_code in (200, 202)
+        caplog.set_level(logging.INFO, logger="autoscaler.loop")
+        _, first = scaler.tick(1005.0)
+        _, second = scaler.tick(1010.0)
+        assert not [c for c in first + second if c.fn == "f" and c.kind == "update"]
+        assert [c.kind for c in first if c.fn == "g"] == ["deploy"]  # the other function's decision goes on
+        told = [r for r in caplog.records if "rolling update of f" in r.getMessage()]
+        assert len(told) == 1 and told[0].levelno == logging.INFO, [r.getMessage() for r in told]
+        assert f"{name}: envVars GREETING changed" in told[0].getMessage() and "f (0/1 ready)" in told[0].getMessage()
+        server = MetricsServer(metrics.registry, "127.0.0.1", 0).start()
+        try:
+            scrape = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+        finally:
+            server.stop()
+        assert 'faas_infer_autoscaler_stale_variants{function_name="f.openfaas-fn",waiting="not_ready"} 1' in scrape
+        assert variants(provider.url)[name] == 1  # the stale variant still serves
     finally:
         provider.stop()

@@ -172,10 +172,11 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str, gpu_
     its ``requests`` for it where it sets them, as Kubernetes does)."""
     env = status.get("envVars") or {}
     limits = status.get("limits") or {}
-    try:
+    try:  # one the watchdog would refuse (not a whole number >= 1) reads as its default, as an unset one
         batch = int(env.get("max_batch_size", 8))
-    except ValueError:
+    except (TypeError, ValueError):  # a JSON null or list from a broken API failed the tick of every function
         batch = 8
+    batch = batch if batch >= 1 else 8
     requests = status.get("requests") or {}
     try:  # no limit: it may use what it requests, at least a core
         cpu = parse_cpu(limits.get("cpu") or env.get("cpu_limit") or requests.get("cpu") or "1") or 1.0
@@ -205,6 +206,8 @@ def parent_gpu(status: Mapping[str, Any], gpu_slices: int = 1) -> float | None:
     try:
         devices = float((status.get("limits") or {}).get(LIMIT_GPU) or 0)
     except (TypeError, ValueError):
+        return None
+    if not math.isfinite(devices):  # "inf" priced its instances at infinite GPUs and failed every function's tick
         return None
     if devices > 0:
         return devices / gpu_slices

@@ -121,6 +121,21 @@ def test_odd_entries_in_the_function_list_are_skipped_and_the_rest_planned(redis
     assert orphan.reason == "a variant of f whose label com.faas-infer.batch='x' is not a number"
 
 
+@pytest.mark.parametrize("odd", [{"envVars": {"max_batch_size": None}}, {"envVars": {"max_batch_size": [8]}},
+                                 {"envVars": {"max_batch_size": "0"}}, {"limits": {"nvidia.com/gpu": "inf"}},
+                                 {"limits": {"nvidia.com/gpu": "1e400"}}])
+def test_a_parent_with_an_odd_batch_size_or_gpu_limit_costs_no_other_function_its_decision(redis_client, odd):
+    # each of these failed the whole tick (TypeError, OverflowError): no function was planned while it was listed
+    listing = Listing([{"name": "odd", "annotations": SLO, "replicas": 1, **odd},
+                       {"name": "g", "annotations": SLO, "replicas": 1}])
+    scaler = Autoscaler(AutoscalerConfig(keep_warm=0), client=listing, redis=redis_client, predictor=None,
+                        nodes=lambda: NODES)
+    plan, _ = scaler.tick(1000.0, dry_run=True)
+    assert plan.valid and {f.name for f in plan.functions} == {"odd", "g"}, plan.reason
+    parent = scaler.last_snapshot.functions[0].variants[0]
+    assert parent.batch >= 1 and parent.gpu == 0.0
+
+
 def test_a_function_list_that_is_not_a_json_list_is_a_named_api_error():
 
     from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError

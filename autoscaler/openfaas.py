@@ -2,15 +2,23 @@
 
 Basic auth comes from the secret files (``basic-auth-user``, ``basic-auth-password``) when a folder is
 given. Deploy answers 200/201/202 are all success (faasd 200, faas-netes 202); errors raise
-``OpenFaaSError`` with the status and body, ``OpenFaaSUnreachable`` when no answer came.
+``OpenFaaSError`` with the status and body, ``OpenFaaSUnreachable`` when no whole answer came within the
+client's timeout (a call, body included, never takes longer).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any
 
 import requests
+from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
+
+
+# Most bytes of one answer read (a list of 1,000 functions is about 2 MB).
+MAX_ANSWER = 64 * 2**20
 
 
 class OpenFaaSError(RuntimeError):
@@ -46,27 +54,34 @@ class OpenFaaSClient:
         self.session = requests.Session()
         self.session.auth = auth
 
-    def _call(self, method: str, path: str, **kw: Any) -> requests.Response:
+    def _call(self, method: str, path: str, **kw: Any) -> bytes:
+        """The answer's body; the whole call, body included, within ``timeout`` (the socket's timeout alone
+        bounds each read, so an API trickling its answer held the control loop for as long as it trickled)."""
         params = kw.pop("params", {})
         if self.namespace:
             params["namespace"] = self.namespace
+        deadline = time.monotonic() + self.timeout
         try:
-            response = self.session.request(method, self.base_url + path, params=params, timeout=self.timeout, **kw)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+            with self.session.request(method, self.base_url + path, params=params, timeout=self.timeout,
+                                      stream=True, **kw) as response:
+                body = _read(response, deadline, f"{method} {path}", self.timeout)
+        except (requests.ConnectionError, requests.Timeout, ReadTimeoutError, ProtocolError) as exc:
             raise OpenFaaSUnreachable(f"{method} {path}: {exc}") from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, HTTPError) as exc:  # the body is read from urllib3 (_read)
             raise OpenFaaSError(f"{method} {path}: {exc}") from None
         if response.status_code not in (200, 201, 202):
-            raise OpenFaaSError(f"{method} {path}: {response.status_code} {response.text.strip()[:200]}")
-        return response
+            text = body.decode("utf-8", "replace").strip()
+            raise OpenFaaSError(f"{method} {path}: {response.status_code} {text[:200]}")
+        return body
 
     def list_functions(self) -> list[Any]:
         """Every FunctionStatus, as the API lists them (observe skips entries it cannot read)."""
-        response = self._call("GET", "/system/functions")
+        raw = self._call("GET", "/system/functions")
         try:
-            body = response.json()
-        except ValueError:
-            raise OpenFaaSError(f"GET /system/functions: not JSON: {response.text.strip()[:100]!r}") from None
+            body = json.loads(raw)
+        except ValueError:  # UnicodeDecodeError included
+            text = raw.decode("utf-8", "replace").strip()
+            raise OpenFaaSError(f"GET /system/functions: not JSON: {text[:100]!r}") from None
         if body is None:
             return []
         if not isinstance(body, list):
@@ -92,3 +107,18 @@ class OpenFaaSClient:
 
     def _with_ns(self, body: dict[str, Any]) -> dict[str, Any]:
         return {**body, "namespace": self.namespace} if self.namespace else body
+
+
+def _read(response: requests.Response, deadline: float, call: str, timeout: float) -> bytes:
+    """The body as it arrives, until ``deadline`` (``OpenFaaSUnreachable`` after it) or ``MAX_ANSWER`` bytes."""
+    parts, size = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise OpenFaaSUnreachable(f"{call}: no whole answer within {timeout:g}s ({size} bytes read)")
+        part = response.raw.read1(65536, decode_content=True)
+        if not part:
+            return b"".join(parts)
+        size += len(part)
+        if size > MAX_ANSWER:
+            raise OpenFaaSError(f"{call}: answer larger than {MAX_ANSWER} bytes")
+        parts.append(part)

@@ -279,3 +279,52 @@ def test_a_function_none_of_whose_instances_beats_is_retired_and_one_with_a_live
     assert redis_client.zrange(keys.instances("kept"), 0, -1) == [b"dead", b"live"]
     assert redis_client.llen(keys.queue("kept")) == 1 and redis_client.llen(keys.claimed("kept", "dead")) == 1
     assert redis_client.ttl(keys.queue("kept")) == -1 and redis_client.exists(keys.instance("kept", "live"))
+
+
+def trickling_api(pause: float, stall: bool = False):
+    """A loopback API whose function list comes one byte per ``pause`` seconds (with ``stall``, a few bytes and
+    then nothing, the connection left open): a gateway slowed by its provider."""
+    import http.server
+    import threading
+
+    body = b'[{"name": "f", "annotations": {"com.faas-infer.latency_slo": "100ms"}}]'
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i, byte in enumerate(body):
+                if stall and i == 3:
+                    time.sleep(pause * len(body))
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(pause)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_an_api_that_trickles_or_stalls_its_answer_is_an_unreachable_api_within_the_timeout(redis_client, stall):
+    # each byte came well within the socket's timeout, so the tick waited the whole trickle (here 14 s; for as long
+    # as the gateway kept it up) with every function's decision held; now the call's timeout bounds the whole call
+    from autoscaler.openfaas import OpenFaaSClient, OpenFaaSUnreachable
+
+    server = trickling_api(0.2, stall)
+    try:
+        client = OpenFaaSClient(f"http://127.0.0.1:{server.server_address[1]}", timeout=1.0)
+        with pytest.raises(OpenFaaSUnreachable, match="GET /system/functions"):
+            client.list_functions()
+        scaler = Autoscaler(AutoscalerConfig(), client=client, redis=redis_client, predictor=None, nodes=lambda: NODES)
+        plan, todo = scaler.tick(1000.0)
+        assert not plan.valid and plan.reason.startswith("openfaas: GET /system/functions") and todo == []
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,6 +10,12 @@ the model or the timings needed for a prediction on this hardware.
 from __future__ import annotations
 
 
+# What user code (a model, its builder, its example_input) may raise as its own failure: sys.exit() in a model
+# file is SystemExit, not an Exception, and went past every handler, ending the command with the user's
+# status and no error line. KeyboardInterrupt stays the user's Ctrl-C.
+USER_ERRORS = (Exception, SystemExit)
+
+
 class CopError(Exception):
     """Base of every COP profiler error."""
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cop_profiler.errors import ModelRefError
+from cop_profiler.errors import USER_ERRORS, ModelRefError
 from faas_infer.packages import import_module_of
 
 
@@ -80,7 +80,7 @@ def _load_folder(folder: str) -> Any:
     package = "_faas_infer_model_" + hashlib.sha1(folder.encode()).hexdigest()[:12]
     try:
         module = import_module_of(folder, package, "model")
-    except Exception as exc:  # noqa: BLE001 - user code
+    except USER_ERRORS as exc:  # noqa: BLE001 - user code
         raise ModelRefError(f"{path}: import failed: {type(exc).__name__}: {exc}") from exc
     for attr in ("build_model", "example_input"):
         if not callable(getattr(module, attr, None)):
@@ -91,7 +91,7 @@ def _load_folder(folder: str) -> Any:
 def _call(fn: Callable[[], Any], what: str) -> Any:
     try:
         return fn()
-    except Exception as exc:  # noqa: BLE001 - user code
+    except USER_ERRORS as exc:  # noqa: BLE001 - user code
         raise ModelRefError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -112,7 +112,7 @@ def load_model(ref: str, input_spec: InputSpec | None = None) -> LoadedModel:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(mod_name)
-    except Exception as exc:  # noqa: BLE001 - user code
+    except USER_ERRORS as exc:  # noqa: BLE001 - user code
         raise ModelRefError(f"{ref}: cannot import {mod_name}: {type(exc).__name__}: {exc}") from exc
     fn = getattr(module, fn_name, None)
     if not callable(fn):

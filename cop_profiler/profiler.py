@@ -25,7 +25,7 @@ import torch
 from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.effort import EffortRule, shares
-from cop_profiler.errors import ModelRunError, first_line
+from cop_profiler.errors import USER_ERRORS, ModelRunError, first_line
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
 from cop_profiler.reuse import NEAR, near
@@ -314,7 +314,7 @@ def _model_runs(batch: int, threads: int, device: str) -> Iterator[None]:
     a model can first fail here (an assertion on the batch size went up as a traceback)."""
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - user code, and torch failing inside it (out of memory)
+    except USER_ERRORS as exc:  # noqa: BLE001 - user code, and torch failing inside it (out of memory)
         where = f"{threads} thread(s)" if device == "cpu" else device
         raise ModelRunError(f"the model fails on its example input (batch {batch}, {where}): "
                             f"{type(exc).__name__}: {first_line(exc)}") from exc

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.fx
 
-from cop_profiler.errors import TraceError
+from cop_profiler.errors import USER_ERRORS, TraceError
 from cop_profiler.graph import OpGraph, OpNode
 from cop_profiler.opspec import OperatorSpec
 from cop_profiler.recorder import Call, record_eager, record_fx
@@ -227,7 +227,7 @@ def _eager(model: torch.nn.Module, example: object, batch: int) -> tuple[list[Ca
     """``record_eager``, any failure of user code (at batch 3 as at 2) reported as a TraceError."""
     try:
         return record_eager(model, example)
-    except Exception as exc:  # noqa: BLE001 - user code
+    except USER_ERRORS as exc:  # noqa: BLE001 - user code
         raise TraceError(f"the model fails on its example input (batch {batch}): {type(exc).__name__}: {exc}") from exc
 
 
@@ -239,7 +239,7 @@ def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> t
     try:
         gm = torch.fx.symbolic_trace(model)
         return record_fx(gm, ex2), record_fx(gm, ex3), containers, "fx", notes
-    except Exception as exc:  # noqa: BLE001 - fx raises many types; fall back to recording
+    except USER_ERRORS as exc:  # noqa: BLE001 - fx raises many types; fall back to recording
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         notes.append(f"torch.fx could not trace the model ({type(exc).__name__}: {reason[:200]}); "
                      "recorded eagerly instead")
@@ -269,7 +269,7 @@ def check_example(example_input: Callable[[int], object], batch: int) -> object:
                          "(return (model, lambda batch_size: ...) from a module:function)")
     try:
         return example_input(batch)
-    except Exception as exc:  # noqa: BLE001 - user code
+    except USER_ERRORS as exc:  # noqa: BLE001 - user code
         raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {exc} (batch_size={batch})") from exc
 
 

@@ -192,3 +192,45 @@ def test_a_model_profiled_from_two_projects_folders_of_one_name_is_each_its_own(
         large = opened.model_graph("m")
     assert "512" not in " ".join(op.signature for op in small.ops)
     assert "512" in " ".join(op.signature for op in large.ops)
+
+
+EXITING = '''
+import sys
+import torch
+from torch import nn
+
+class Quits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        sys.exit("forward gave up")
+
+def build_exits():
+    sys.exit(3)
+
+def input_exits():
+    return nn.Linear(4, 2), lambda b: sys.exit("no data")
+
+def forward_exits():
+    return Quits(), lambda b: torch.randn(b, 4)
+'''
+
+
+@pytest.mark.parametrize("function, cause", [("build_exits", "SystemExit: 3"), ("input_exits", "SystemExit: no data"),
+                                             ("forward_exits", "SystemExit: forward gave up")])
+def test_user_code_calling_sys_exit_is_a_one_line_error(tmp_path, function, cause):
+    # user code that calls sys.exit() ended the command with its status and no "error:" line (exit code 3 and
+    # nothing at all, or the bare message): SystemExit is not an Exception
+    import subprocess
+    import sys
+
+    (tmp_path / "cop_exiting.py").write_text(EXITING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    proc = subprocess.run([sys.executable, "-m", "faas_infer.cli", "profile", f"cop_exiting:{function}",
+                           "--db", str(tmp_path / "p.sqlite"), *FAST], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.splitlines()[-1].startswith("error: "), proc.stderr
+    assert cause in proc.stderr.splitlines()[-1]

@@ -66,7 +66,7 @@ class ModelPredictor:
         """Read a model's graph and its operators' timings; NoProfileError when CPU timings are missing."""
         if not os.path.exists(db_path):
             raise NoProfileError(f"no profile DB at {db_path}: run `faas-infer profile MODEL` first")
-        with ProfileDB(db_path) as db:
+        with ProfileDB(db_path, readonly=True) as db:
             graph = db.model_graph(model_ref)
             profiles = {}
             for device in devices:

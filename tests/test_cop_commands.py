@@ -234,3 +234,18 @@ def test_user_code_calling_sys_exit_is_a_one_line_error(tmp_path, function, caus
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.splitlines()[-1].startswith("error: "), proc.stderr
     assert cause in proc.stderr.splitlines()[-1]
+
+
+def test_predict_on_another_applications_sqlite_file_leaves_it_alone(tmp_path, capsys):
+    import sqlite3
+
+    path = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    assert main(["predict", "pkg.mod:build", "--db", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: ") and "not a profile DB" in err and "Traceback" not in err
+    assert path.read_bytes() == before

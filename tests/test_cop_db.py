@@ -97,3 +97,90 @@ def test_other_schema_or_garbage_is_refused(tmp_path):
 def test_normalize_ref():
     assert normalize_ref("./functions/mlp/") == "functions/mlp"
     assert normalize_ref("pkg.mod:build") == "pkg.mod:build"
+
+
+def _bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_reading_never_writes_and_a_foreign_sqlite_file_is_refused(tmp_path):
+    # predict opened the DB as profile does: an empty file became a profile DB, and another application's
+    # SQLite file got our six tables added to it
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    with pytest.raises(ProfileDBError, match="not a profile DB"):
+        ProfileDB(str(empty), readonly=True)
+    assert _bytes(empty) == b""
+    foreign = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.commit()
+    conn.close()
+    before = _bytes(foreign)
+    for readonly in (True, False):
+        with pytest.raises(ProfileDBError, match="tables users"):
+            ProfileDB(str(foreign), readonly=readonly)
+        assert _bytes(foreign) == before
+    with pytest.raises(ProfileDBError, match="no profile DB at"):
+        ProfileDB(str(tmp_path / "none.sqlite"), readonly=True)
+    assert not (tmp_path / "none.sqlite").exists()
+    path = str(tmp_path / "p.sqlite")
+    with ProfileDB(path) as db:
+        db.put_timing("k", "hw", "cpu", 1, 1, Timing(1.5))
+    before = _bytes(path)
+    with ProfileDB(path, readonly=True) as db:
+        assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            db.put_timing("k", "hw", "cpu", 2, 1, Timing(1.0))
+    assert _bytes(path) == before
+
+
+# calibrations as the first schema 1 had it: no offset, no threads (the other tables are unchanged)
+OLD_CALIBRATIONS = """CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema', '1');
+CREATE TABLE calibrations (ref TEXT NOT NULL, hardware TEXT NOT NULL, device TEXT NOT NULL,
+    factor REAL NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (ref, hardware, device));
+INSERT INTO calibrations VALUES ('functions/x', 'hw', 'cpu', 1.25, 'batches=[1, 8]');
+CREATE TABLE timings (key TEXT NOT NULL, hardware TEXT NOT NULL, device TEXT NOT NULL,
+    batch INTEGER NOT NULL, threads INTEGER NOT NULL, seconds REAL NOT NULL, iqr REAL NOT NULL,
+    noisy INTEGER NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (key, hardware, device, batch, threads));
+INSERT INTO timings VALUES ('k', 'hw', 'cpu', 1, 1, 0.5, 0.0, 0, 0);
+"""
+
+
+def test_a_db_of_an_older_schema_1_is_upgraded_keeping_its_timings(tmp_path):
+    # it passed the version check, had every operator timed, then failed storing the calibration
+    path = str(tmp_path / "old.sqlite")
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_CALIBRATIONS)
+    conn.close()
+    with pytest.raises(ProfileDBError, match="older faas-infer .*calibrations has no threads or offset column"):
+        ProfileDB(path, readonly=True)
+    with ProfileDB(path) as db:
+        assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 0.5}}
+        assert db.calibrations("functions/x", "hw", "cpu") == {1: (1.25, 0.0)}
+        db.put_calibration("functions/x", "hw", "cpu", 1.1, 0.001, threads=2)
+    with ProfileDB(path, readonly=True) as db:
+        assert db.calibrations("functions/x", "hw", "cpu") == {1: (1.25, 0.0), 2: (1.1, 0.001)}
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE timings ADD COLUMN extra TEXT")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ProfileDBError, match="tables timings are not of this version's schema"):
+        ProfileDB(path)
+
+
+def test_a_db_locked_by_another_writer_says_so(tmp_path):
+    path = str(tmp_path / "p.sqlite")
+    with ProfileDB(path) as db:
+        db.put_timing("k", "hw", "cpu", 1, 1, Timing(1.5))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(ProfileDBError, match="locked by another process"):
+            ProfileDB(path, readonly=True)
+    finally:
+        other.close()
+    with ProfileDB(path, readonly=True) as db:
+        assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}

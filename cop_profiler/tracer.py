@@ -273,8 +273,20 @@ def check_example(example_input: Callable[[int], object], batch: int) -> object:
         raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {exc} (batch_size={batch})") from exc
 
 
+def _check_not_scripted(model: torch.nn.Module) -> None:
+    """A TraceError naming the first TorchScript module (``torch.jit.script`` or ``trace``) of ``model``: its
+    operators run inside TorchScript, where neither torch.fx nor the recorder sees them, and it takes no
+    hooks (the recorder's failure was reported as the model failing on its example input)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            where = f"submodule {name!r}" if name else "the model"
+            raise TraceError(f"{where} is a TorchScript module ({type(module).__name__}): its operators cannot be "
+                             "traced or recorded; profile the eager module (script it for serving only)")
+
+
 def trace(model: torch.nn.Module, example_input: Callable[[int], object]) -> TracedModel:
     """The operator graph of ``model`` (put in eval mode) for inputs from ``example_input(batch)``."""
+    _check_not_scripted(model)
     model.eval()
     calls2, calls3, containers, how, notes = _record(model, example_input)
     if [c.label for c in calls2] != [c.label for c in calls3]:

@@ -343,3 +343,26 @@ class _Distances(nn.Module):
 
     def forward(self, x):
         return self.l1(x, x.flip(0)) + self.l3(x, x.flip(0))
+
+
+class WithScripted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.jit.script(nn.Sequential(nn.Linear(8, 8), nn.ReLU()))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_a_torchscript_module_is_named_not_blamed_on_the_model():
+    # the recorder's hooks failed on it ("register_forward_pre_hook is not supported on ScriptModules"),
+    # reported as "the model fails on its example input" although the model runs
+    torch.manual_seed(0)
+    model = WithScripted().eval()
+    assert model(torch.randn(2, 8)).shape == (2, 2)
+    with pytest.raises(TraceError, match="submodule 'body' is a TorchScript module"):
+        trace(model, lambda b: torch.randn(b, 8))
+    whole = torch.jit.trace(nn.Linear(8, 2).eval(), torch.randn(2, 8))
+    with pytest.raises(TraceError, match="the model is a TorchScript module"):
+        trace(whole, lambda b: torch.randn(b, 8))

@@ -96,7 +96,14 @@ def _call(fn: Callable[[], Any], what: str) -> Any:
 
 
 def load_model(ref: str, input_spec: InputSpec | None = None) -> LoadedModel:
-    """Build the model a reference names."""
+    """Build the model a reference names, in eval mode (as it is traced and served: predict --plot measured a
+    builder's training-mode model, dropout and batch statistics included)."""
+    loaded = _build(ref, input_spec)
+    loaded.model.eval()
+    return loaded
+
+
+def _build(ref: str, input_spec: InputSpec | None) -> LoadedModel:
     import torch
 
     if os.path.isdir(ref):

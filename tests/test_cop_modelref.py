@@ -23,6 +23,9 @@ def broken():
 
 def not_a_model():
     return 42
+
+def training():
+    return nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5)), lambda b: torch.randn(b, 4)
 '''
 
 
@@ -76,3 +79,17 @@ def test_parse_shape():
     for bad in ("", "3xa", "0x2"):
         with pytest.raises(ModelRefError):
             parse_shape(bad)
+
+
+def test_models_are_built_in_eval_mode(models_module, tmp_path):
+    # left in training mode, predict --plot measured dropout and batch statistics (BatchNorm1d raised at
+    # batch 1) while the profile had traced the model in eval mode
+    loaded = load_model(f"{models_module}:training")
+    assert not any(m.training for m in loaded.model.modules())
+    assert loaded.model(loaded.example_input(1)).shape == (1, 4)
+    folder = tmp_path / "trainfn"
+    folder.mkdir()
+    (folder / "model.py").write_text("import torch\nfrom torch import nn\n\ndef build_model():\n"
+                                     "    return nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n\n"
+                                     "def example_input(b):\n    return torch.randn(b, 4)\n")
+    assert not load_model(str(folder)).model.training

@@ -162,17 +162,40 @@ def _tensor(t2: torch.Tensor, t3: torch.Tensor) -> TensorArg:
     return TensorArg(dims, str(t3.dtype).replace("torch.", ""), _perm(t3), high, fill)
 
 
+def _short(value: object) -> str:
+    """A value's repr on one line, at most 80 characters (an array's runs to many lines)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _equal(a: object, b: object) -> bool:
+    """``a == b`` as a bool; False where ``==`` answers elementwise (numpy arrays) or fails: such a value
+    reached ``v2 != v3`` and its ValueError went up as a traceback."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - any __eq__ of any argument type
+        return False
+
+
+def _changed(v2: object, v3: object) -> TraceError:
+    kind = "" if v2 is None or isinstance(v2, (bool, int, float, str)) else \
+        f" (type {type(v2).__name__}: only tensors, ints and containers of them are rebuilt for each batch size)"
+    return TraceError(f"argument {_short(v2)} at batch 2 became {_short(v3)} at batch 3{kind}")
+
+
 def templatize(v2: object, v3: object) -> object:
     """The template of a value seen as ``v2`` at batch 2 and ``v3`` at batch 3."""
     if isinstance(v2, torch.Tensor) and isinstance(v3, torch.Tensor):
         return _tensor(v2, v3)
     if isinstance(v2, bool) or not isinstance(v2, (int, tuple, list, dict)):
-        if type(v2) is not type(v3) or (v2 != v3 and not (v2 is None and v3 is None)):
-            raise TraceError(f"argument {v2!r} at batch 2 became {v3!r} at batch 3")
+        if type(v2) is not type(v3) or not _equal(v2, v3):
+            raise _changed(v2, v3)
         return v3
     if isinstance(v2, int):
         if not isinstance(v3, int):
-            raise TraceError(f"argument {v2!r} at batch 2 became {v3!r} at batch 3")
+            raise _changed(v2, v3)
         value, batched = _scaled(v2, v3, "an int argument")
         return BatchInt(value) if batched else value
     if isinstance(v2, dict):
@@ -180,7 +203,7 @@ def templatize(v2: object, v3: object) -> object:
             raise TraceError("keyword arguments differ between batch 2 and batch 3")
         return {k: templatize(v2[k], v3[k]) for k in v2}
     if not isinstance(v3, (tuple, list)) or len(v2) != len(v3):
-        raise TraceError(f"argument {v2!r} at batch 2 became {v3!r} at batch 3")
+        raise _changed(v2, v3)
     items = [templatize(a, b) for a, b in zip(v2, v3)]
     return items if isinstance(v2, list) else tuple(items)
 

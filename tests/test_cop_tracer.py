@@ -366,3 +366,26 @@ def test_a_torchscript_module_is_named_not_blamed_on_the_model():
     whole = torch.jit.trace(nn.Linear(8, 2).eval(), torch.randn(2, 8))
     with pytest.raises(TraceError, match="the model is a TorchScript module"):
         trace(whole, lambda b: torch.randn(b, 8))
+
+
+class FromNumpy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x, offsets):
+        return self.fc(torch.as_tensor(x, dtype=torch.float32)) + torch.as_tensor(offsets, dtype=torch.float32)
+
+
+def test_arguments_that_are_not_tensors_but_compare_elementwise_are_a_one_line_trace_error():
+    # numpy arrays reached ``v2 != v3``: a ValueError (shapes that do not broadcast, or an ambiguous truth
+    # value) went up as a traceback
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    model = FromNumpy().eval()
+    with pytest.raises(TraceError, match="ndarray") as info:
+        trace(model, lambda b: (rng.random((b, 8)), rng.random(8)))
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    with pytest.raises(TraceError, match="ndarray") as info:
+        trace(model, lambda b: (torch.randn(b, 8), rng.random(8)))
+    assert "\n" not in str(info.value)

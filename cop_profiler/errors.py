@@ -3,6 +3,7 @@
 ``CopError`` is the base. ``ModelRefError``: a model reference cannot be resolved or built.
 ``TraceError``: a model cannot be turned into an operator graph (neither by torch.fx nor by recording).
 ``ModelRunError``: the model raises when run whole on its example input (warm-up, calibration, ``--plot``).
+``OperatorRunError``: one operator raises when run alone on the inputs the profiler makes for it.
 ``ProfileDBError``: the profile DB is unreadable or of another schema. ``NoProfileError``: the DB lacks
 the model or the timings needed for a prediction on this hardware.
 """
@@ -30,6 +31,10 @@ class TraceError(CopError):
 
 class ModelRunError(CopError):
     """The model raises when run whole on its example input at some batch size."""
+
+
+class OperatorRunError(CopError):
+    """An operator raises when run alone on generated inputs (random values, the largest batch)."""
 
 
 class ProfileDBError(CopError):

@@ -25,7 +25,7 @@ import torch
 from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.effort import EffortRule, shares
-from cop_profiler.errors import USER_ERRORS, ModelRunError, first_line
+from cop_profiler.errors import USER_ERRORS, ModelRunError, OperatorRunError, first_line
 from cop_profiler.predictor import MODULE_CALL, ModelPredictor
 from cop_profiler.recorder import call_args
 from cop_profiler.reuse import NEAR, near
@@ -151,16 +151,31 @@ def _next_points(traced: TracedModel, config: ProfileConfig, device: str,
 def _measure_op(inst: OpInstance, points: list[tuple[int, int]], config: ProfileConfig,
                 device: str) -> dict[tuple[int, int], Measurement]:
     """Time one operator at ``points``; its inputs are made once, for the largest batch, and cut down."""
-    bind, found = inst.binder(max(b for b, _ in points), device), {}
+    found: dict[tuple[int, int], Measurement] = {}
+    with _operator_runs(inst, max(b for b, _ in points), device):
+        bind = inst.binder(max(b for b, _ in points), device)
     for b in sorted({b for b, _ in points}, reverse=True):
         fn = bind(b)
         # The most threads first: the first call, at the largest batch with the most threads, brings the
         # weights to the state every later call sees (``warm_weights``).
         for c in sorted((c for pb, c in points if pb == b), reverse=True):
             torch.set_num_threads(c)
-            with torch.inference_mode():
+            with torch.inference_mode(), _operator_runs(inst, b, device, c):
                 found[b, c] = measure(fn, config.policy, sync=_sync(device))
     return found
+
+
+@contextlib.contextmanager
+def _operator_runs(inst: OpInstance, batch: int, device: str, threads: int = 0) -> Iterator[None]:
+    """Report what an operator raises when run alone as an OperatorRunError naming it: its inputs are made
+    up (random values in [-1, 1), integers below the largest recorded), which some operators refuse
+    (multinomial's probabilities, cholesky's matrices); the bare torch message named no operator."""
+    try:
+        yield
+    except USER_ERRORS as exc:  # noqa: BLE001 - torch, on inputs it may refuse, or out of memory
+        where = f"{threads} thread(s)" if device == "cpu" and threads else device
+        raise OperatorRunError(f"operator {inst.spec.name} fails when run alone on the profiler's generated inputs "
+                               f"(batch {batch}, {where}): {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 @dataclass

@@ -48,6 +48,17 @@ def plot_batch_fails():
 
 POOL = torch.randn(4, 16)
 
+class Sampler(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return torch.multinomial(self.fc(x).softmax(1), 1)
+
+def sampler():
+    return Sampler().eval(), lambda b: torch.randn(b, 16)
+
 def pool_of_four():
     return nn.Linear(16, 4).eval(), lambda b: POOL[torch.arange(b)]
 '''
@@ -249,3 +260,12 @@ def test_predict_on_another_applications_sqlite_file_leaves_it_alone(tmp_path, c
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("error: ") and "not a profile DB" in err and "Traceback" not in err
     assert path.read_bytes() == before
+
+
+def test_an_operator_failing_on_generated_inputs_is_named(workdir, tmp_path, capsys):
+    # multinomial, run alone on the profiler's random values (some negative), raised a bare torch message
+    # ("torch failed while profiling: probability tensor contains ... element < 0") naming no operator
+    assert main(["profile", f"{workdir}:sampler", "--db", str(tmp_path / "s.sqlite"), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: "), err
+    assert "operator multinomial fails when run alone on the profiler's generated inputs (batch 4, 1 thread(s)): RuntimeError" in err

@@ -189,6 +189,8 @@ def templatize(v2: object, v3: object) -> object:
     """The template of a value seen as ``v2`` at batch 2 and ``v3`` at batch 3."""
     if isinstance(v2, torch.Tensor) and isinstance(v3, torch.Tensor):
         return _tensor(v2, v3)
+    if isinstance(v2, slice) and isinstance(v3, slice):  # x[: x.size(0)]: a bound may scale with the batch
+        return slice(*(templatize(a, b) for a, b in ((v2.start, v3.start), (v2.stop, v3.stop), (v2.step, v3.step))))
     if isinstance(v2, bool) or not isinstance(v2, (int, tuple, list, dict)):
         if type(v2) is not type(v3) or not _equal(v2, v3):
             raise _changed(v2, v3)
@@ -218,6 +220,8 @@ def describe(template: object) -> str:
         return "{" + ",".join(f"{k}={describe(v)}" for k, v in sorted(template.items())) + "}"
     if isinstance(template, (tuple, list)):
         return "(" + ",".join(describe(v) for v in template) + ")"
+    if isinstance(template, slice):  # as repr() spells a constant one, so that its operator keeps its key
+        return f"slice({describe(template.start)}, {describe(template.stop)}, {describe(template.step)})"
     if callable(template):
         return getattr(template, "__qualname__", type(template).__name__)
     return repr(template)
@@ -229,6 +233,8 @@ def instantiate(template: object, batch: int, device: str = "cpu") -> object:
         return template.make(batch, device)
     if isinstance(template, BatchInt):
         return template.coef * batch
+    if isinstance(template, slice):
+        return slice(*(instantiate(v, batch, device) for v in (template.start, template.stop, template.step)))
     if isinstance(template, dict):
         return {k: instantiate(v, batch, device) for k, v in template.items()}
     if isinstance(template, (tuple, list)):
@@ -241,8 +247,8 @@ def cut(template: object, value: object, batch: int, device: str = "cpu") -> obj
     """``value`` (``instantiate``d for a larger batch) for ``batch`` items: views where the layout allows."""
     if isinstance(template, TensorArg):
         return template.cut(value, batch, device)
-    if isinstance(template, BatchInt):
-        return template.coef * batch
+    if isinstance(template, (BatchInt, slice)):
+        return instantiate(template, batch, device)
     if isinstance(template, dict):
         return {k: cut(v, value[k], batch, device) for k, v in template.items()}
     if isinstance(template, (tuple, list)):

@@ -389,3 +389,28 @@ def test_arguments_that_are_not_tensors_but_compare_elementwise_are_a_one_line_t
     with pytest.raises(TraceError, match="ndarray") as info:
         trace(model, lambda b: (torch.randn(b, 8), rng.random(8)))
     assert "\n" not in str(info.value)
+
+
+class Trimmed(nn.Module):
+    """Pads a batch, then slices it back to the batch size: a slice bound that scales with the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return torch.cat([y, y])[: x.size(0)]
+
+
+def test_a_slice_bound_that_scales_with_the_batch_is_rebuilt_for_any_batch():
+    # slice(None, 2, None) at batch 2 and slice(None, 3, None) at 3 were refused as an argument that changed
+    torch.manual_seed(0)
+    traced = trace(Trimmed().eval(), rand)
+    (getitem,) = [i for i in traced.instances.values() if i.spec.name == "getitem"]
+    assert "slice(None, 1*B, None)" in getitem.spec.signature
+    assert getitem.bind(5)().shape == (5, 8)
+    fixed = trace(Residual().eval(), rand)  # constant slices keep their signature text (and DB keys)
+    from cop_profiler.template import describe
+
+    assert describe(slice(None, 4, None)) == "slice(None, 4, None)" and fixed.graph.nodes

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cop_profiler.errors import USER_ERRORS, ModelRefError
+from cop_profiler.errors import USER_ERRORS, ModelRefError, first_line
 from faas_infer.packages import import_module_of
 
 
@@ -81,7 +81,7 @@ def _load_folder(folder: str) -> Any:
     try:
         module = import_module_of(folder, package, "model")
     except USER_ERRORS as exc:  # noqa: BLE001 - user code
-        raise ModelRefError(f"{path}: import failed: {type(exc).__name__}: {exc}") from exc
+        raise ModelRefError(f"{path}: import failed: {type(exc).__name__}: {first_line(exc)}") from exc
     for attr in ("build_model", "example_input"):
         if not callable(getattr(module, attr, None)):
             raise ModelRefError(f"{path}: defines no {attr}()")
@@ -92,7 +92,7 @@ def _call(fn: Callable[[], Any], what: str) -> Any:
     try:
         return fn()
     except USER_ERRORS as exc:  # noqa: BLE001 - user code
-        raise ModelRefError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+        raise ModelRefError(f"{what} failed: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def load_model(ref: str, input_spec: InputSpec | None = None) -> LoadedModel:
@@ -120,7 +120,7 @@ def _build(ref: str, input_spec: InputSpec | None) -> LoadedModel:
     try:
         module = importlib.import_module(mod_name)
     except USER_ERRORS as exc:  # noqa: BLE001 - user code
-        raise ModelRefError(f"{ref}: cannot import {mod_name}: {type(exc).__name__}: {exc}") from exc
+        raise ModelRefError(f"{ref}: cannot import {mod_name}: {type(exc).__name__}: {first_line(exc)}") from exc
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ModelRefError(f"{ref}: {mod_name} has no function {fn_name}")

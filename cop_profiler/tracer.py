@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.fx
 
-from cop_profiler.errors import USER_ERRORS, TraceError
+from cop_profiler.errors import USER_ERRORS, TraceError, first_line
 from cop_profiler.graph import OpGraph, OpNode
 from cop_profiler.opspec import OperatorSpec
 from cop_profiler.recorder import Call, record_eager, record_fx
@@ -228,7 +228,11 @@ def _eager(model: torch.nn.Module, example: object, batch: int) -> tuple[list[Ca
     try:
         return record_eager(model, example)
     except USER_ERRORS as exc:  # noqa: BLE001 - user code
-        raise TraceError(f"the model fails on its example input (batch {batch}): {type(exc).__name__}: {exc}") from exc
+        # a dict is the one positional argument (``call_args``): a forward of several reads it as the first
+        hint = (" (a dict example input is the model's one argument: for a forward of several, return a tuple of "
+                "them in order)") if isinstance(example, dict) and isinstance(exc, TypeError) else ""
+        raise TraceError(f"the model fails on its example input (batch {batch}): {type(exc).__name__}: "
+                         f"{first_line(exc)}{hint}") from exc
 
 
 def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> tuple[list, list, int, str, list]:
@@ -270,7 +274,7 @@ def check_example(example_input: Callable[[int], object], batch: int) -> object:
     try:
         return example_input(batch)
     except USER_ERRORS as exc:  # noqa: BLE001 - user code
-        raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {exc} (batch_size={batch})") from exc
+        raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {first_line(exc)} (batch_size={batch})") from exc
 
 
 def _check_not_scripted(model: torch.nn.Module) -> None:

@@ -59,6 +59,27 @@ class Sampler(nn.Module):
 def sampler():
     return Sampler().eval(), lambda b: torch.randn(b, 16)
 
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, input_ids, attention_mask):
+        return self.fc(input_ids * attention_mask)
+
+def keywords():
+    return TwoInputs().eval(), lambda b: {"input_ids": torch.randn(b, 16), "attention_mask": torch.ones(b, 16)}
+
+class Wordy(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("shapes do not match\\n  at layer 3\\n  (see the docs)")
+
+def wordy():
+    return Wordy(), lambda b: torch.randn(b, 16)
+
+def wordy_builder():
+    raise ValueError("no checkpoint\\nlooked in: a, b, c")
+
 def pool_of_four():
     return nn.Linear(16, 4).eval(), lambda b: POOL[torch.arange(b)]
 '''
@@ -269,3 +290,18 @@ def test_an_operator_failing_on_generated_inputs_is_named(workdir, tmp_path, cap
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.splitlines()[-1].startswith("error: "), err
     assert "operator multinomial fails when run alone on the profiler's generated inputs (batch 4, 1 thread(s)): RuntimeError" in err
+
+
+def test_multi_line_user_errors_and_a_dict_for_several_arguments_are_one_helpful_line(workdir, tmp_path, capsys):
+    def error(ref):
+        assert main(["profile", ref, "--db", str(tmp_path / "w.sqlite"), *FAST]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.splitlines()[-1].startswith("error: "), err
+        assert err.count("error: ") == 1 and err.rstrip("\n").endswith(err.splitlines()[-1]), err
+        return err.splitlines()[-1]
+
+    # the whole message went out, over several lines (torch's run to pages)
+    assert error(f"{workdir}:wordy").endswith("RuntimeError: shapes do not match")
+    assert error(f"{workdir}:wordy_builder").endswith("ValueError: no checkpoint")
+    # a dict is the one positional argument; a forward of several said only "missing ... 'attention_mask'"
+    assert "return a tuple of them in order" in error(f"{workdir}:keywords")

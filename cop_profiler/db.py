@@ -239,7 +239,11 @@ class ProfileDB:
         row = self._first("SELECT graph FROM models WHERE ref=?", model_ref)
         if row is None:
             raise NoProfileError(f"model {ref!r} is not in {self.path}: run `faas-infer profile {ref}` first")
-        return OpGraph.from_json(row[0])
+        try:
+            return OpGraph.from_json(row[0])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # a hand-edited or foreign row: a traceback
+            raise ProfileDBError(f"{self.path}: the stored graph of {ref!r} is unreadable ({type(exc).__name__}: "
+                                 f"{exc}): run `faas-infer profile {ref}` again") from exc
 
     def models(self) -> list[str]:
         """References of stored models."""

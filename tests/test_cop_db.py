@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -184,3 +185,19 @@ def test_a_db_locked_by_another_writer_says_so(tmp_path):
         other.close()
     with ProfileDB(path, readonly=True) as db:
         assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}
+
+
+@pytest.mark.parametrize("stored", ["{}", "[]", "not json", '{"nodes": [[0]]}', '{"nodes": [[0, "k", [5], "x"]]}'])
+def test_an_unreadable_stored_graph_is_a_profile_db_error(tmp_path, stored):
+    # {} and [] went up as a KeyError and a TypeError traceback, the others as messages naming neither the
+    # DB nor the model
+    path = str(tmp_path / "g.sqlite")
+    with ProfileDB(path) as db:
+        db.put_model("pkg.mod:build", OpGraph((OpNode(0, "k"),)))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE models SET graph=?", (stored,))
+    conn.commit()
+    conn.close()
+    with ProfileDB(path, readonly=True) as db:
+        with pytest.raises(ProfileDBError, match=re.escape(f"{path}: the stored graph of 'pkg.mod:build' is unreadable")):
+            db.model_graph("pkg.mod:build")

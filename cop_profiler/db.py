@@ -90,7 +90,8 @@ def _upgrade(conn: sqlite3.Connection, path: str, found: dict[str, list[str]], r
     differ = sorted(t for t, cols in expected.items() if t in found and found[t] != cols)
     if not differ:
         return
-    if differ != ["calibrations"] or not {"ref", "hardware", "device", "factor", "detail"} <= set(found["calibrations"]):
+    kept = {"ref", "hardware", "device", "factor", "detail"}
+    if differ != ["calibrations"] or not kept <= set(found["calibrations"]):
         raise ProfileDBError(f"{path}: tables {', '.join(differ)} are not of this version's schema: "
                              "profile into another --db")
     if readonly:

@@ -274,7 +274,8 @@ def check_example(example_input: Callable[[int], object], batch: int) -> object:
     try:
         return example_input(batch)
     except USER_ERRORS as exc:  # noqa: BLE001 - user code
-        raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {first_line(exc)} (batch_size={batch})") from exc
+        raise TraceError(f"example_input(batch_size) failed: {type(exc).__name__}: {first_line(exc)} "
+                         f"(batch_size={batch})") from exc
 
 
 def _check_not_scripted(model: torch.nn.Module) -> None:

@@ -289,7 +289,8 @@ def test_an_operator_failing_on_generated_inputs_is_named(workdir, tmp_path, cap
     assert main(["profile", f"{workdir}:sampler", "--db", str(tmp_path / "s.sqlite"), *FAST]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.splitlines()[-1].startswith("error: "), err
-    assert "operator multinomial fails when run alone on the profiler's generated inputs (batch 4, 1 thread(s)): RuntimeError" in err
+    assert ("operator multinomial fails when run alone on the profiler's generated inputs (batch 4, 1 thread(s)): "
+            "RuntimeError") in err
 
 
 def test_multi_line_user_errors_and_a_dict_for_several_arguments_are_one_helpful_line(workdir, tmp_path, capsys):

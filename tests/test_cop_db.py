@@ -199,5 +199,6 @@ def test_an_unreadable_stored_graph_is_a_profile_db_error(tmp_path, stored):
     conn.commit()
     conn.close()
     with ProfileDB(path, readonly=True) as db:
-        with pytest.raises(ProfileDBError, match=re.escape(f"{path}: the stored graph of 'pkg.mod:build' is unreadable")):
+        unreadable = re.escape(f"{path}: the stored graph of 'pkg.mod:build' is unreadable")
+        with pytest.raises(ProfileDBError, match=unreadable):
             db.model_graph("pkg.mod:build")

@@ -98,6 +98,20 @@ def call_args(example: object) -> tuple:
     return example if isinstance(example, tuple) else (example,)
 
 
+def fresh(example: object) -> object:
+    """A copy of an example input's tensors for one run: a model that changes its input in place (``ids +=
+    1``, ``mask.logical_not_()``) ran the next recording on the changed values (an embedding's ids out of
+    range failed as the model failing on its example input)."""
+    if isinstance(example, torch.Tensor):
+        return example.clone()
+    if isinstance(example, (tuple, list)):
+        items = [fresh(v) for v in example]
+        return tuple(items) if isinstance(example, tuple) else items
+    if isinstance(example, dict):
+        return {k: fresh(v) for k, v in example.items()}
+    return example
+
+
 class _FxRecorder(torch.fx.Interpreter):
     """Interprets a GraphModule, recording call nodes."""
 

@@ -22,7 +22,7 @@ import torch.fx
 from cop_profiler.errors import USER_ERRORS, TraceError, first_line
 from cop_profiler.graph import OpGraph, OpNode
 from cop_profiler.opspec import OperatorSpec
-from cop_profiler.recorder import Call, record_eager, record_fx
+from cop_profiler.recorder import Call, fresh, record_eager, record_fx
 from cop_profiler.reuse import copies
 from cop_profiler.template import cut, describe, instantiate, templatize, tensors_in
 
@@ -239,18 +239,19 @@ def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> t
     notes: list[str] = []
     ex2, ex3 = check_example(example_input, 2), check_example(example_input, 3)
     _check_batched(ex2, ex3)
-    _, containers = _eager(model, ex2, 2)
+    _, containers = _eager(model, fresh(ex2), 2)
     try:
         gm = torch.fx.symbolic_trace(model)
-        return record_fx(gm, ex2), record_fx(gm, ex3), containers, "fx", notes
+        return record_fx(gm, fresh(ex2)), record_fx(gm, fresh(ex3)), containers, "fx", notes
     except USER_ERRORS as exc:  # noqa: BLE001 - fx raises many types; fall back to recording
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         notes.append(f"torch.fx could not trace the model ({type(exc).__name__}: {reason[:200]}); "
                      "recorded eagerly instead")
         logger.info("%s", notes[-1])
-    calls2, containers = _eager(model, ex2, 2)
-    calls3, _ = _eager(model, ex3, 3)
+    calls2, containers = _eager(model, fresh(ex2), 2)
+    calls3, _ = _eager(model, fresh(ex3), 3)
     return calls2, calls3, containers, "recorded", notes
+
 
 
 def _check_batched(ex2: object, ex3: object) -> None:

@@ -414,3 +414,26 @@ def test_a_slice_bound_that_scales_with_the_batch_is_rebuilt_for_any_batch():
     from cop_profiler.template import describe
 
     assert describe(slice(None, 4, None)) == "slice(None, 4, None)" and fixed.graph.nodes
+
+
+class ShiftsItsInput(nn.Module):
+    """Changes its input in place after using it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(10, 8), nn.Linear(8, 2)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        ids += 10
+        return self.fc(h.mean(1))
+
+
+def test_each_recording_runs_on_its_own_copy_of_the_example_input():
+    # the recordings shared one example input: the second ran on ids the first had moved out of the
+    # embedding's range, reported as "the model fails on its example input (batch 2): IndexError"
+    torch.manual_seed(0)
+    model = ShiftsItsInput().eval()
+    traced = trace(model, lambda b: torch.randint(0, 10, (b, 5)))
+    (emb,) = [i for i in traced.instances.values() if i.spec.name == "Embedding"]
+    assert emb.args[0].high <= 10 and emb.bind(4)().shape == (4, 5, 8)

@@ -39,6 +39,31 @@ class Call:
     out: Any
     # Indices of the earlier calls that produced its tensor inputs.
     inputs: tuple[int, ...]
+    # True when every tensor result shares storage with an input without being one (a view).
+    shares_input: bool = False
+
+
+def values_at_call(value: object) -> object:
+    """``value`` with its integer and boolean tensors copied, as they are when the call is made: a template
+    reads their values (index bounds, mask patterns), which a later in-place op of the same forward changed
+    (``mask.logical_not_()`` after ``masked_fill(mask)``: the fill recorded the flipped mask)."""
+    if isinstance(value, torch.Tensor):
+        return value if value.dtype.is_floating_point or value.dtype.is_complex else value.clone()
+    if isinstance(value, (tuple, list)):
+        items = [values_at_call(v) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        return {k: values_at_call(v) for k, v in value.items()}
+    return value
+
+
+def shares_input(args: tuple, kwargs: dict, out: object) -> bool:
+    """True when every tensor of ``out`` is a new tensor on the storage of a tensor of the arguments."""
+    ins, outs = list(tensors_in((args, kwargs))), list(tensors_in(out))
+    if not outs or not ins:
+        return False
+    storages = {t.untyped_storage().data_ptr() for t in ins}
+    return all(o.untyped_storage().data_ptr() in storages and not any(o is t for t in ins) for o in outs)
 
 
 def is_leaf(module: torch.nn.Module) -> bool:
@@ -124,6 +149,7 @@ class _FxRecorder(torch.fx.Interpreter):
         if n.op not in ("call_module", "call_function", "call_method"):
             return super().run_node(n)
         args, kwargs = self.fetch_args_kwargs_from_env(n)
+        saved_args, saved_kwargs = values_at_call((args, kwargs))
         out = getattr(self, n.op)(n.target, args, kwargs)
         inputs = tuple(sorted({self._index[x] for x in n.all_input_nodes if x in self._index}))
         if n.op == "call_module":
@@ -133,7 +159,8 @@ class _FxRecorder(torch.fx.Interpreter):
         else:
             target, kind, label = n.target, "function", getattr(n.target, "__name__", str(n.target))
         self._index[n] = len(self.calls)
-        self.calls.append(Call(kind, target, label, args, kwargs, out, inputs))
+        self.calls.append(Call(kind, target, label, saved_args, saved_kwargs, out, inputs,
+                               shares_input(args, kwargs, out)))
         return out
 
 
@@ -159,20 +186,24 @@ class _EagerRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        saved = values_at_call((args, kwargs)) if self.depth == 0 else None
         out = func(*args, **kwargs)
-        if self.depth == 0:
+        if saved is not None:
             kind, target, label, args = fx_call(func, args)
-            self.add(kind, target, label, args, kwargs, out)
+            saved = (fx_call(func, saved[0])[3], saved[1])
+            self.add(kind, target, label, args, kwargs, out, saved)
         return out
 
-    def add(self, kind: str, target: Any, label: str, args: tuple, kwargs: dict, out: Any) -> None:
-        """Record a call whose result holds a tensor."""
+    def add(self, kind: str, target: Any, label: str, args: tuple, kwargs: dict, out: Any,
+            saved: tuple[tuple, dict]) -> None:
+        """Record a call whose result holds a tensor; ``saved``: its arguments' ``values_at_call``."""
         outs = list(tensors_in(out))
         if not outs:
             return
         inputs = {self._producer[id(t)] for t in tensors_in((args, kwargs)) if id(t) in self._producer}
         index = len(self.calls)
-        self.calls.append(Call(kind, target, label, args, kwargs, out, tuple(sorted(inputs))))
+        self.calls.append(Call(kind, target, label, *saved, out, tuple(sorted(inputs)),
+                               shares_input(args, kwargs, out)))
         self._keep.append(out)
         for t in outs:
             self._producer[id(t)] = index
@@ -183,15 +214,15 @@ class _EagerRecorder(TorchFunctionMode):
             self.containers += 1
             return
         self.depth += 1
-        self._pending.append((args, kwargs))
+        self._pending.append((args, kwargs, values_at_call((args, kwargs))))
 
     def post_hook(self, name: str):
         """Hook recording a leaf module's call on exit."""
         def hook(module: torch.nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
             self.depth -= 1
-            call_args_, call_kwargs = self._pending.pop()
+            call_args_, call_kwargs, saved = self._pending.pop()
             if self.depth == 0:
-                self.add("module", module, name, call_args_, call_kwargs, out)
+                self.add("module", module, name, call_args_, call_kwargs, out, saved)
         return hook
 
 

@@ -165,12 +165,7 @@ def _target_text(call: Call) -> tuple[str, str]:
 
 def _is_view(call: Call) -> bool:
     """A fresh tensor sharing an input's storage: a view whose cost does not depend on batch or threads."""
-    ins = [t for t in tensors_in((call.args, call.kwargs))]
-    outs = list(tensors_in(call.out))
-    if call.kind == "module" or not outs or not ins:
-        return False
-    storages = {t.untyped_storage().data_ptr() for t in ins}
-    return all(o.untyped_storage().data_ptr() in storages and not any(o is t for t in ins) for o in outs)
+    return call.kind != "module" and call.shares_input
 
 
 def _is_free(call: Call) -> bool:

@@ -437,3 +437,39 @@ def test_each_recording_runs_on_its_own_copy_of_the_example_input():
     traced = trace(model, lambda b: torch.randint(0, 10, (b, 5)))
     (emb,) = [i for i in traced.instances.values() if i.spec.name == "Embedding"]
     assert emb.args[0].high <= 10 and emb.bind(4)().shape == (4, 5, 8)
+
+
+class FlipsItsMask(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x, mask):
+        y = self.fc(x).masked_fill(mask, 0.0)
+        mask.logical_not_()
+        return y
+
+
+class FlipsItsMaskOnAValue(FlipsItsMask):
+    def forward(self, x, mask):
+        y = self.fc(x).masked_fill(mask, 0.0)
+        if y.sum() > -1e9:  # control flow on a value: torch.fx cannot trace it, the eager recorder runs
+            mask.logical_not_()
+        return y
+
+
+def test_integer_and_boolean_arguments_keep_their_values_at_the_call():
+    # values were read after the whole forward: a mask flipped in place after its use was recorded flipped
+    def example(b):
+        mask = torch.zeros(b, 8, dtype=torch.bool)
+        mask[:, :2] = True
+        return torch.randn(b, 8), mask
+
+    torch.manual_seed(0)
+    for model, how in ((FlipsItsMask().eval(), "fx"), (FlipsItsMaskOnAValue().eval(), "recorded")):
+        traced = trace(model, example)
+        assert traced.graph.traced_with == how
+        (fill,) = [i for i in traced.instances.values() if i.spec.name == "masked_fill"]
+        assert "T(bool,[-1, 8],true=2)" in fill.spec.signature, fill.spec.signature
+        (flip,) = [i for i in traced.instances.values() if i.spec.name == "logical_not_"]
+        assert "true=2" in flip.spec.signature  # its own argument, before it ran

@@ -25,6 +25,7 @@ from cop_profiler.opspec import OperatorSpec
 from cop_profiler.recorder import Call, fresh, record_eager, record_fx
 from cop_profiler.reuse import copies
 from cop_profiler.template import cut, describe, instantiate, templatize, tensors_in
+from cop_profiler.torchscript import check_not_scripted, scripted_call
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,8 @@ def _record(model: torch.nn.Module, example_input: Callable[[int], object]) -> t
         return record_fx(gm, fresh(ex2)), record_fx(gm, fresh(ex3)), containers, "fx", notes
     except USER_ERRORS as exc:  # noqa: BLE001 - fx raises many types; fall back to recording
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "found type 'Proxy'" in reason:  # a TorchScript function got a traced value: the recorder misses it too
+            raise scripted_call(reason) from exc
         notes.append(f"torch.fx could not trace the model ({type(exc).__name__}: {reason[:200]}); "
                      "recorded eagerly instead")
         logger.info("%s", notes[-1])
@@ -274,20 +277,9 @@ def check_example(example_input: Callable[[int], object], batch: int) -> object:
                          f"(batch_size={batch})") from exc
 
 
-def _check_not_scripted(model: torch.nn.Module) -> None:
-    """A TraceError naming the first TorchScript module (``torch.jit.script`` or ``trace``) of ``model``: its
-    operators run inside TorchScript, where neither torch.fx nor the recorder sees them, and it takes no
-    hooks (the recorder's failure was reported as the model failing on its example input)."""
-    for name, module in model.named_modules():
-        if isinstance(module, torch.jit.ScriptModule):
-            where = f"submodule {name!r}" if name else "the model"
-            raise TraceError(f"{where} is a TorchScript module ({type(module).__name__}): its operators cannot be "
-                             "traced or recorded; profile the eager module (script it for serving only)")
-
-
 def trace(model: torch.nn.Module, example_input: Callable[[int], object]) -> TracedModel:
     """The operator graph of ``model`` (put in eval mode) for inputs from ``example_input(batch)``."""
-    _check_not_scripted(model)
+    check_not_scripted(model)
     model.eval()
     calls2, calls3, containers, how, notes = _record(model, example_input)
     if [c.label for c in calls2] != [c.label for c in calls3]:

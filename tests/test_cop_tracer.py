@@ -473,3 +473,39 @@ def test_integer_and_boolean_arguments_keep_their_values_at_the_call():
         assert "T(bool,[-1, 8],true=2)" in fill.spec.signature, fill.spec.signature
         (flip,) = [i for i in traced.instances.values() if i.spec.name == "logical_not_"]
         assert "true=2" in flip.spec.signature  # its own argument, before it ran
+
+
+@torch.jit.script
+def scripted_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+class CallsScriptedByName(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return scripted_gelu(y) if y.sum() > -1e9 else y  # on a value: torch.fx fails first
+
+
+class CallsScriptedThroughAModule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return SCRIPTED.act(self.fc(x))  # a global that is not the function: only torch.fx's failure tells
+
+
+SCRIPTED = type("Namespace", (), {"act": scripted_gelu})
+
+
+def test_a_torchscript_function_called_in_forward_is_refused_not_left_out():
+    # its operators run inside TorchScript: the eager recorder saw none of them, and the graph held fc alone
+    torch.manual_seed(0)
+    with pytest.raises(TraceError, match="calls the TorchScript function scripted_gelu"):
+        trace(CallsScriptedByName().eval(), rand)
+    with pytest.raises(TraceError, match="calls a TorchScript function .*scripted_gelu"):
+        trace(CallsScriptedThroughAModule().eval(), rand)

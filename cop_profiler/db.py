@@ -128,12 +128,15 @@ def _open(path: str, readonly: bool) -> sqlite3.Connection:
         row = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
         if row is None and readonly:
             raise ProfileDBError(f"{path}: not a profile DB (no schema version)")
-        if row is None:
-            conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            conn.commit()
-        elif row[0] != SCHEMA_VERSION:
+        if row is not None and row[0] != SCHEMA_VERSION:
             raise ProfileDBError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
         _upgrade(conn, path, _tables(conn), readonly)
+        if not readonly:
+            # a write now, whether or not the row is there: a read-only file, or a folder where the journal
+            # cannot go, failed only at the first store, after the model was built and traced, and the folder as
+            # "unable to open database file"
+            with conn:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
     except BaseException:
         conn.close()
         raise
@@ -163,6 +166,10 @@ class ProfileDB:
             if "locked" in str(exc):
                 raise ProfileDBError(f"{path}: locked by another process writing it (another `faas-infer profile`?): "
                                      "try again when it is done") from exc
+            if os.path.isdir(path):
+                raise ProfileDBError(f"{path}: is a folder, not a profile DB file") from exc
+            if not readonly and ("readonly" in str(exc) or "unable to open" in str(exc)):
+                raise ProfileDBError(f"{path}: cannot be written ({exc}): give a writable --db") from exc
             raise ProfileDBError(f"{path}: not a usable profile DB ({exc})") from exc
         except sqlite3.DatabaseError as exc:
             raise ProfileDBError(f"{path}: not a usable profile DB ({exc})") from exc

@@ -202,3 +202,34 @@ def test_an_unreadable_stored_graph_is_a_profile_db_error(tmp_path, stored):
         unreadable = re.escape(f"{path}: the stored graph of 'pkg.mod:build' is unreadable")
         with pytest.raises(ProfileDBError, match=unreadable):
             db.model_graph("pkg.mod:build")
+
+
+def _immutable(path, on: bool) -> bool:
+    import subprocess
+
+    return subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_db_that_cannot_be_written_is_refused_when_opened_for_writing(tmp_path, what):
+    # it failed only at the first store, after the model was built and traced ("attempt to write a readonly
+    # database"; for a folder the journal cannot go in, "unable to open database file")
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    path = folder / "p.sqlite"
+    with ProfileDB(str(path)) as db:
+        db.put_timing("k", "hw", "cpu", 1, 1, Timing(1.5))
+    before = _bytes(path)
+    locked = path if what == "file" else folder
+    if not _immutable(locked, True):  # root on a file system with attributes only: chmod does not stop root
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(ProfileDBError, match="cannot be written .*give a writable --db"):
+            ProfileDB(str(path))
+        with ProfileDB(str(path), readonly=True) as db:
+            assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}
+    finally:
+        _immutable(locked, False)
+    assert _bytes(path) == before
+    with pytest.raises(ProfileDBError, match="is a folder"):
+        ProfileDB(str(folder))

@@ -143,6 +143,16 @@ def _open(path: str, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+def _same_graph(stored: str, graph: OpGraph) -> bool:
+    """True when a stored graph's nodes, operators and module calls are ``graph``'s (notes may differ)."""
+    try:
+        old = OpGraph.from_json(stored)
+    except (ValueError, KeyError, TypeError, IndexError):
+        return False
+    return (old.nodes, old.ops, old.containers, old.schedule) == (graph.nodes, graph.ops, graph.containers,
+                                                                   graph.schedule)
+
+
 @dataclass(frozen=True)
 class Timing:
     """One operator's measurement at one configuration."""
@@ -233,9 +243,15 @@ class ProfileDB:
         return [h for (h,) in self._conn.execute("SELECT DISTINCT hardware FROM timings ORDER BY hardware")]
 
     def put_model(self, model_ref: str, graph: OpGraph) -> None:
-        """Store a model's graph under its normalized reference (a folder also under its absolute path)."""
+        """Store a model's graph under its normalized reference (a folder also under its absolute path); a
+        graph that differs from the stored one drops the model's calibrations, which were fitted to the other."""
         with self._lock, self._conn:
             for ref in _store_keys(model_ref):
+                old = self._conn.execute("SELECT graph FROM models WHERE ref=?", (ref,)).fetchone()
+                if old is not None and not _same_graph(old[0], graph):
+                    # a changed model that was not calibrated again (--no-calibrate, a failed run) was
+                    # predicted with the old model's correction
+                    self._conn.execute("DELETE FROM calibrations WHERE ref=?", (ref,))
                 self._conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (ref, graph.to_json(), time.time()))
             for spec in graph.ops:
                 self._conn.execute("INSERT OR IGNORE INTO operators VALUES (?, ?, ?, ?)",

@@ -527,9 +527,11 @@ def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable
             done = run.done
         op_seconds = time.perf_counter() - start
         factors = {}
-        if config.calibration_batches:
-            for device in config.devices:
+        for device in config.devices:
+            if config.calibration_batches:
                 factors[device] = calibrate_model(model, example, db, model_ref, config, device, first[device])
+            else:  # factor 1, as --no-calibrate says: an earlier run's correction stayed in force
+                db.clear_calibrations(model_ref, _hardware(device), device)
         calibration_seconds += time.perf_counter() - start - op_seconds
     finally:
         torch.set_num_threads(saved_threads)

@@ -306,3 +306,18 @@ def test_multi_line_user_errors_and_a_dict_for_several_arguments_are_one_helpful
     assert error(f"{workdir}:wordy_builder").endswith("ValueError: no checkpoint")
     # a dict is the one positional argument; a forward of several said only "missing ... 'attention_mask'"
     assert "return a tuple of them in order" in error(f"{workdir}:keywords")
+
+
+def test_no_calibrate_predicts_the_plain_operator_sum_after_a_calibrated_run(workdir, tmp_path, capsys):
+    # the correction of the earlier, calibrated run stayed in force: --no-calibrate promises factor 1
+    from cop_profiler import hardware
+    from cop_profiler.db import ProfileDB
+
+    db = str(tmp_path / "c.sqlite")
+    assert main(["profile", f"{workdir}:build", "--db", db, *FAST]) == 0
+    with ProfileDB(db, readonly=True) as opened:
+        assert opened.calibrations(f"{workdir}:build", hardware.cpu_id(), "cpu")
+    assert main(["profile", f"{workdir}:build", "--db", db, *FAST, "--no-calibrate"]) == 0
+    with ProfileDB(db, readonly=True) as opened:
+        assert opened.calibrations(f"{workdir}:build", hardware.cpu_id(), "cpu") == {}
+    capsys.readouterr()

@@ -233,3 +233,15 @@ def test_a_db_that_cannot_be_written_is_refused_when_opened_for_writing(tmp_path
     assert _bytes(path) == before
     with pytest.raises(ProfileDBError, match="is a folder"):
         ProfileDB(str(folder))
+
+
+def test_a_changed_graph_drops_the_calibrations_fitted_to_the_old_one(db):
+    a, b = OperatorSpec.create("A", "sig-a"), OperatorSpec.create("B", "sig-b")
+    one = OpGraph((OpNode(0, a.key),), (a,), 2, notes=("fx",))
+    db.put_model("pkg.mod:build", one)
+    db.put_calibration("pkg.mod:build", "hw", "cpu", 1.3, 0.001)
+    db.put_model("pkg.mod:build", OpGraph(one.nodes, one.ops, 2, notes=("other notes",)))  # the same model
+    assert db.calibrations("pkg.mod:build", "hw", "cpu") == {1: (1.3, 0.001)}
+    # the correction of one graph stayed in force for another when the new one was not calibrated
+    db.put_model("pkg.mod:build", OpGraph((OpNode(0, a.key), OpNode(1, b.key, (0,))), (a, b), 2))
+    assert db.calibrations("pkg.mod:build", "hw", "cpu") == {}

@@ -189,9 +189,12 @@ class _EagerRecorder(TorchFunctionMode):
         saved = values_at_call((args, kwargs)) if self.depth == 0 else None
         out = func(*args, **kwargs)
         if saved is not None:
+            # ``x[i] = v`` returns None: its result is the tensor it wrote to (kept only with a tensor result, its
+            # cost was left out of the graph)
+            result = args[0] if out is None and tensor_method(func) == "__setitem__" else out
             kind, target, label, args = fx_call(func, args)
             saved = (fx_call(func, saved[0])[3], saved[1])
-            self.add(kind, target, label, args, kwargs, out, saved)
+            self.add(kind, target, label, args, kwargs, result, saved)
         return out
 
     def add(self, kind: str, target: Any, label: str, args: tuple, kwargs: dict, out: Any,

@@ -509,3 +509,26 @@ def test_a_torchscript_function_called_in_forward_is_refused_not_left_out():
         trace(CallsScriptedByName().eval(), rand)
     with pytest.raises(TraceError, match="calls a TorchScript function .*scripted_gelu"):
         trace(CallsScriptedThroughAModule().eval(), rand)
+
+
+class ZeroesAColumn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        y[:, : x.size(0)] = 0.5  # item assignment: torch.fx cannot trace it, the eager recorder runs
+        return y.relu()
+
+
+def test_an_item_assignment_is_an_operator_of_the_graph():
+    # x[i] = v returns None: the recorder kept only calls with a tensor result and left its cost out
+    torch.manual_seed(0)
+    traced = trace(ZeroesAColumn().eval(), rand)
+    assert traced.graph.traced_with == "recorded"
+    assert [n.label for n in traced.graph.nodes] == ["fc", "__setitem__", "relu"]
+    assert traced.graph.nodes[2].inputs == (1,)  # relu reads what the assignment wrote
+    (assign,) = [i for i in traced.instances.values() if i.spec.name == "__setitem__"]
+    assert "slice(None, 1*B, None)" in assign.spec.signature and not assign.spec.invariant
+    assign.bind(5)()

@@ -50,7 +50,8 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     # HTTP method as sent.
     method: str = "POST"
-    # Path below the function's root, always starting with "/".
+    # Path below the function's root, always starting with "/", percent-escapes decoded as UTF-8 (as Flask's
+    # ``request.path``); the query keeps its encoding.
     path: str = "/"
     # Raw query string without the "?", percent-encoding untouched.
     query: str = ""

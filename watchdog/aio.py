@@ -31,7 +31,7 @@ from gunicorn.workers.base import Worker
 
 from batcher.errors import BatchError
 from batcher.request import Request, Response, call_id
-from watchdog.app import BODILESS, OWN_HEADERS, REASONS, parse_x_timeout
+from watchdog.app import BODILESS, OWN_HEADERS, REASONS, decoded_path, parse_x_timeout
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
 
@@ -106,13 +106,16 @@ class _Head:
         if self.version not in ("HTTP/1.1", "HTTP/1.0"):
             raise BadRequest(f"unsupported protocol {self.version[:20]!r} (HTTP/1.0 or HTTP/1.1 only)",
                              505 if self.version.startswith("HTTP/") else 400)
+        if not target.isascii() or not target.isprintable():  # gunicorn's engine refuses it too (400)
+            raise BadRequest(f"request target {target[:100]!r} holds a byte that is not printable ASCII: "
+                             "percent-encode it")
         path, _, self.query = target.partition("?")
         if not path.startswith("/"):
             if "://" in path:  # absolute form, as a proxy may send it
                 path = "/" + path.split("://", 1)[1].partition("/")[2]
             else:
                 raise BadRequest(f"request target must start with '/', got {target[:100]!r}")
-        self.path = path
+        self.path = decoded_path(path)
         headers: dict[str, str] = {}
         for line in lines:
             name, sep, value = line.partition(":")

@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from typing import Callable, Iterable
+from urllib.parse import unquote
 
 from batcher.errors import BatchError, PayloadTooLarge
 from batcher.request import Request, call_id
@@ -46,6 +47,10 @@ class WatchdogApp:
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
+        if not path.startswith("/"):  # "OPTIONS *": the asyncio engine refuses it too; a handler's path has "/"
+            return _reply(start_response, 400, f"request target must start with '/', got {path[:100]!r}\n".encode())
+        if not path.isascii():  # gunicorn unquotes to bytes read as latin-1 (WSGI); handlers get text
+            path = path.encode("latin-1").decode("utf-8", "replace")
         if path == "/_/health" and environ["REQUEST_METHOD"] == "GET":
             return _reply(start_response, *self.runtime.health())
         if path == "/_/ready" and environ["REQUEST_METHOD"] == "GET":
@@ -126,6 +131,13 @@ def _headers(environ: dict) -> dict[str, str]:
     if environ.get("CONTENT_LENGTH"):
         headers["Content-Length"] = environ["CONTENT_LENGTH"]
     return headers
+
+
+def decoded_path(target_path: str) -> str:
+    """The path of a request target as a handler gets it from either engine: percent-escapes decoded and
+    the bytes read as UTF-8, an invalid sequence as U+FFFD (as Flask's ``request.path``, so the python3-http
+    template, has it). ``target_path`` is the path as sent, printable ASCII."""
+    return unquote(target_path, errors="replace") if "%" in target_path else target_path
 
 
 def parse_x_timeout(value: str | None) -> float | None:

@@ -9,7 +9,8 @@ call, as classic OpenFaaS Python handlers) is served with batches of one call ea
 OpenFaaS's ``python3-http`` template, ``handle(event, context)`` without ``load``, as that template serves
 it (``watchdog.http_compat``). Any of these may be ``async def``: coroutines run on one event loop of the
 handler's own, in a thread of its own, so what ``load()`` opens on that loop (a client session) serves
-every later call.
+every later call. A coroutine still running at ``exec_timeout`` is cancelled, so, unlike a plain function,
+a hung one does not hold the batch worker (and the instance's health) for good.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
-from batcher.errors import BadInput
+from batcher.dispatch import BatchAborted
+from batcher.errors import BadInput, DeadlineExceeded
 from batcher.request import Request
 from faas_infer.packages import import_module_of
 from watchdog import http_compat
@@ -55,31 +57,38 @@ class LoadedHandler:
     depth: int = 1
 
 
-def load_handler(function_dir: str) -> LoadedHandler:
-    """Import ``<function_dir>/handler.py`` as package ``function``, run ``load()``, wrap the entry point."""
+def load_handler(function_dir: str, exec_timeout: float = 0.0) -> LoadedHandler:
+    """Import ``<function_dir>/handler.py`` as package ``function``, run ``load()``, wrap the entry point;
+    a coroutine a call returns is cancelled once the batch has run ``exec_timeout`` seconds (0: never)."""
     started = time.perf_counter()
     folder = os.path.abspath(function_dir)
     path = os.path.join(folder, "handler.py")
     if not os.path.isfile(path):
         raise HandlerNotFound(f"no handler at {path}: function_dir={function_dir!r} must hold handler.py")
     module = import_module_of(folder, PACKAGE, "handler")
-    done = _Awaiter()
-    state = done(module.load()) if callable(getattr(module, "load", None)) else None
+    done = _Awaiter(exec_timeout)
+    state = done(module.load(), None) if callable(getattr(module, "load", None)) else None
     handle_batch = getattr(module, "handle_batch", None)
     handle_one = getattr(module, "handle", None)
     if callable(handle_batch):
         def handle(requests: list[Request]) -> list[Any]:
-            return done(handle_batch(state, requests))
+            try:
+                return done(handle_batch(state, requests), done.deadline())
+            except _Overrun as exc:  # bisecting would only hang again, each half for as long
+                raise BatchAborted(DeadlineExceeded(f"handle_batch ran past exec_timeout={exec_timeout:g}s on a "
+                                                    f"batch of {len(requests)}: {exc}")) from None
     elif http_compat.is_http_handler(module):
         where = http_compat.context()
 
         def handle(requests: list[Request]) -> list[Any]:
-            return _each(requests, lambda r: http_compat.answer(done(handle_one(http_compat.event(r), where))))
+            until = done.deadline()
+            return _each(requests, lambda r: http_compat.answer(done(handle_one(http_compat.event(r), where), until)))
     elif callable(handle_one):
         one_arg = len(inspect.signature(handle_one).parameters) == 1
 
         def handle(requests: list[Request]) -> list[Any]:
-            return _each(requests, lambda r: done(handle_one(r) if one_arg else handle_one(state, r)))
+            until = done.deadline()
+            return _each(requests, lambda r: done(handle_one(r) if one_arg else handle_one(state, r), until))
     else:
         raise HandlerNotFound(f"{path} defines neither handle_batch(state, requests) nor handle(request)")
     return LoadedHandler(handle, time.perf_counter() - started, module)
@@ -100,27 +109,48 @@ def _each(requests: list[Request], call: Callable[[Request], Any]) -> list[Any]:
     return outputs
 
 
+class _Overrun(DeadlineExceeded):
+    """A handler's coroutine ran past ``exec_timeout`` and was cancelled (504 for its request)."""
+
+
 class _Awaiter:
     """Runs what a handler returns as a coroutine to its end, on an event loop of the handler's own (started,
     in a daemon thread, by the first coroutine); anything else is returned as it is. The loop lives in its own
     thread so that any thread may wait on it, an event loop's included (the watchdog's asyncio engine may run
     a batch on its own loop's thread), and whatever the coroutine raises, ``SystemExit`` included, is raised
     in the waiting thread as a plain function's would be (raised on the loop's thread it would end the loop
-    with the caller still waiting)."""
+    with the caller still waiting). A coroutine still running at its deadline is cancelled, and waited for
+    until it ends: one that ignores the cancellation holds the caller as a hung plain function does, which
+    the runtime reports (``Runtime.hung``) instead of running the next batch beside it."""
 
-    def __init__(self) -> None:
+    def __init__(self, exec_timeout: float = 0.0) -> None:
+        self.exec_timeout = exec_timeout
         self._loop: Any = None
         self._lock = threading.Lock()
 
-    def __call__(self, value: Any) -> Any:
+    def deadline(self) -> float | None:
+        """When a call starting now must be over (``time.monotonic``), None without ``exec_timeout``."""
+        return time.monotonic() + self.exec_timeout if self.exec_timeout > 0 else None
+
+    def __call__(self, value: Any, deadline: float | None) -> Any:
         if not inspect.iscoroutine(value):
             return value
         import asyncio
 
+        if deadline is not None and time.monotonic() >= deadline:  # a request's turn came after its batch's time
+            value.close()
+            raise _Overrun("not started: its batch had run out of time")
+
         async def settled(coro: Any) -> tuple[bool, Any]:
+            # Timed on the loop rather than by the waiting thread, so that thread waits until the coroutine has
+            # really ended: the next batch never runs beside a cancelled one still cleaning up.
+            scope = asyncio.timeout_at(deadline)  # the loop's clock is time.monotonic
             try:
-                return True, await coro
+                async with scope:
+                    return True, await coro
             except BaseException as exc:  # noqa: BLE001 - carried to the waiting thread, raised there
+                if scope.expired() and isinstance(exc, TimeoutError):
+                    return False, _Overrun("its coroutine was cancelled")
                 return False, exc
 
         ok, result = asyncio.run_coroutine_threadsafe(settled(value), self._started()).result()
@@ -139,7 +169,7 @@ class _Awaiter:
             return self._loop
 
 
-def load_here(function_dir: str, retain_freed_memory: bool) -> LoadedHandler:
+def load_here(function_dir: str, retain_freed_memory: bool, exec_timeout: float = 0.0) -> LoadedHandler:
     """Load the handler in this process as an instance runs it: freed memory kept when asked (before the
     model allocates), then torch's intra-op threads set from ``OMP_NUM_THREADS`` (which ``__main__`` derives
     from the CPU limit) if the handler imported torch. The watchdog and its handler process both use this."""
@@ -147,7 +177,7 @@ def load_here(function_dir: str, retain_freed_memory: bool) -> LoadedHandler:
         from faas_infer.memory import retain_freed_memory as retain
 
         retain()
-    handler = load_handler(function_dir)
+    handler = load_handler(function_dir, exec_timeout)
     torch = sys.modules.get("torch")
     threads = os.environ.get("OMP_NUM_THREADS")
     if torch is not None and threads:

@@ -350,6 +350,39 @@ def test_an_async_handler_is_awaited_on_its_own_loop_and_fails_per_request_like_
     assert again.status_code == 200 and again.json()["calls"] > 1
 
 
+HANGING_ASYNC_HANDLER = """
+import asyncio
+
+async def {entry}:
+    batch = requests if isinstance(requests, list) else [requests]
+    if any(r.body == b"hang" for r in batch):
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            open({cancelled!r}, "w").close()
+            raise
+    return [r.body for r in batch] if isinstance(requests, list) else requests.body
+"""
+
+
+@pytest.mark.parametrize("entry", ["handle_batch(state, requests)", "handle(requests)"])
+def test_an_async_handler_hung_past_exec_timeout_is_cancelled_and_the_instance_serves_on(watchdogs, tmp_path, entry):
+    # Unlike a plain function's thread, a coroutine can be stopped: left to run, it held the batch worker for
+    # good, and the instance answered 503 to everything (hung) until the platform replaced it.
+    cancelled = tmp_path / "cancelled"
+    folder = write_handler(str(tmp_path / "fn"), HANGING_ASYNC_HANDLER.format(entry=entry, cancelled=str(cancelled)))
+    wd = watchdogs(folder, exec_timeout="1s", max_batch_size=1, max_inflight=1)
+    hung = requests.post(wd.url, data=b"hang", timeout=10)
+    assert hung.status_code == 504 and "timeout of 1s exceeded" in hung.text
+    wait_until(cancelled.exists, 10, what="the hung coroutine cancelled at exec_timeout")
+    wait_until(lambda: requests.get(wd.url + "/_/health", timeout=5).status_code == 200, 5,
+               what="healthy once the coroutine was cancelled")
+    assert requests.get(wd.url + "/_/ready", timeout=5).status_code == 200
+    fine = requests.post(wd.url, data=b"fine", timeout=10)
+    assert (fine.status_code, fine.content) == (200, b"fine")
+    assert "http_requests_in_flight 0" in requests.get(wd.metrics_url, timeout=5).text
+
+
 HTTP_TEMPLATE_HANDLER = """
 def handle(event, context):
     if event.path == "/none":

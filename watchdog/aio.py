@@ -503,13 +503,12 @@ class _Waiter:
         """The client closed its connection: a request still queued is cancelled (never run) and its
         ``max_inflight`` slot freed (True); one already running keeps its slot until its batch ends (the work
         is real) and is answered if the connection still takes it (False)."""
-        if self.done or self.future is None or not self.future.cancel():
+        if self.done or self.future is None or not self.engine.runtime.abandon(self.future):
             return False
         self.done = True
         self.conn.waiter = None
         if self.timer is not None:
             self.timer.cancel()
-        self.engine.runtime.metrics.refused.inc(reason="abandoned")
         self.engine.runtime.leave()
         return True
 

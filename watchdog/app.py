@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, Iterable
 from urllib.parse import unquote
 
 from batcher.errors import BatchError, PayloadTooLarge
-from batcher.request import Request, call_id
+from batcher.request import Request, Response, call_id
 from faas_infer.units import parse_duration
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
@@ -36,6 +37,13 @@ BODILESS = frozenset({204, 304})
 # sent as well, two Content-Length values make the answer unreadable (Go's client, so the gateway: 502).
 OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "keep-alive"})
 _TEXT = "text/plain; charset=utf-8"
+# How often a thread waiting for its request's batch checks that the client is still connected: most answers
+# come sooner, so most requests never check; a client gone is noticed (its request dropped) within this.
+GONE_CHECK_SECONDS = 0.25
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while its request waited in the queue; nobody reads an answer."""
 
 
 class WatchdogApp:
@@ -65,6 +73,8 @@ class WatchdogApp:
         else:
             try:
                 status, headers, body = self._run(environ, method, path)
+            except _ClientGone:  # counted as abandoned, not answered (as the asyncio engine does)
+                return _reply(start_response, 499, b"client closed the connection\n")
             finally:
                 self.runtime.leave()
         elapsed = time.perf_counter() - started
@@ -76,11 +86,39 @@ class WatchdogApp:
         try:
             request = _read_request(environ, method, path, self.config.read_timeout, self.config.max_request_bytes)
             timeout = self.runtime.request_timeout(parse_x_timeout(environ.get("HTTP_X_TIMEOUT")))
-            result = self.runtime.submit(request, timeout)
+            pending = self.runtime.begin(request, timeout)
+            result = pending if isinstance(pending, Response) else self._wait(pending, timeout, environ)
         except (BatchError, RequestTimeout) as exc:
             return self.runtime.error_status(exc), [("Content-Type", _TEXT)], f"{exc}\n".encode()
         headers = [(k, v) for k, v in result.headers.items() if k.lower() not in OWN_HEADERS]
         return result.status, headers, result.body
+
+    def _wait(self, pending: Future, timeout: float, environ: dict) -> Response:
+        """The response of a queued request, a 504 after ``timeout``, or ``_ClientGone`` once its client
+        closed the connection while it was still queued (a thread blocked on the future alone never saw
+        that: the request ran for nobody and held its ``max_inflight`` slot)."""
+        deadline = time.monotonic() + timeout
+        sock = environ.get("gunicorn.socket")
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return pending.result(timeout=max(0.0, min(remaining, GONE_CHECK_SECONDS)))
+            except FutureTimeout:
+                if remaining <= GONE_CHECK_SECONDS:
+                    raise self.runtime.timed_out(pending, timeout) from None
+                if sock is not None and _closed_by_peer(sock) and self.runtime.abandon(pending):
+                    raise _ClientGone() from None
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the client has closed (or reset) its side of the connection; bytes it sent ahead (a
+    pipelined request) are only peeked at."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def create_app(runtime: Runtime) -> WatchdogApp:

@@ -1,7 +1,7 @@
 """The instance at run time: handler, queue, batch worker, admission, in-flight limit and metrics.
 
-One ``Runtime`` per process. The HTTP layer (``watchdog.app``) only turns requests into ``submit`` calls
-and errors into status codes.
+One ``Runtime`` per process. The HTTP engines (``watchdog.app``, ``watchdog.aio``) only turn requests into
+``begin`` calls and errors into status codes.
 """
 
 from __future__ import annotations
@@ -140,6 +140,14 @@ class Runtime:
         pending.cancel()
         self.metrics.refused.inc(reason="timeout")
         return _deadline_exceeded(timeout)
+
+    def abandon(self, pending: Future) -> bool:
+        """The caller of a queued request closed its connection: cancel it (never run) and count it; False
+        when it is running or answered already (the work is real: it finishes)."""
+        if not pending.cancel():
+            return False
+        self.metrics.refused.inc(reason="abandoned")
+        return True
 
     def error_status(self, exc: BaseException) -> int:
         """The status an error is answered with, counting server-side failures (5xx except shedding)."""

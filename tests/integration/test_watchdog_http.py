@@ -155,9 +155,10 @@ def test_health_and_ready_carry_x_duration_seconds(wd):
         assert got.status_code == 200 and float(got.headers["X-Duration-Seconds"]) >= 0
 
 
+@pytest.mark.parametrize("engine", ["asyncio", "gthread"])
 @pytest.mark.parametrize("backend", ["local", "redis"])
 def test_a_client_gone_while_its_request_is_queued_frees_its_slot_and_it_never_runs(tmp_path, watchdogs, backend,
-                                                                                   redis_server, redis_client):
+                                                                                   engine, redis_server, redis_client):
     seen, release = tmp_path / "seen", tmp_path / "release"
     folder = write_handler(str(tmp_path / "hold"), f"""
 import os, time
@@ -173,7 +174,7 @@ def handle_batch(state, requests):
     shared = {}
     if backend == "redis":  # taken back from Redis, it must not run as a copy either
         shared = {"batch_backend": "redis", "redis_url": redis_server.url, "function_name": "abandon"}
-    wd = watchdogs(folder, max_batch_size=1, max_inflight=2, **shared)
+    wd = watchdogs(folder, max_batch_size=1, max_inflight=2, http_engine=engine, **shared)
     holder, holder_buf = connect(wd), bytearray()
     holder.sendall(request("POST", "/", b"hold"))
     wait_until(lambda: seen.exists(), 10, what="the first request running")

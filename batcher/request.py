@@ -149,8 +149,8 @@ def to_response(value: Any) -> Response:
     return Response(body, 200, {"Content-Type": "application/json"})
 
 
-# RFC 9110 token characters: what a header name may hold.
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# RFC 9110 token characters: what a method or a header name may hold (the watchdog's HTTP engine checks too).
+TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def unsendable(response: Response) -> str:
@@ -171,7 +171,7 @@ def unsendable(response: Response) -> str:
     if not isinstance(response.headers, Mapping):
         return f"headers is a {type(response.headers).__name__}: must be a mapping of str to str"
     for name, value in response.headers.items():
-        if not isinstance(name, str) or not name or not _TOKEN.issuperset(name):
+        if not isinstance(name, str) or not name or not TOKEN.issuperset(name):
             return f"header name {name!r}: must be a non-empty HTTP token"
         if not isinstance(value, str):
             return f"header {name}: value is a {type(value).__name__}, must be str"

@@ -22,6 +22,7 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -30,7 +31,7 @@ from email.utils import formatdate
 from gunicorn.workers.base import Worker
 
 from batcher.errors import BatchError
-from batcher.request import Request, Response, call_id
+from batcher.request import TOKEN, Request, Response, call_id
 from watchdog.app import BODILESS, OWN_HEADERS, REASONS, decoded_path, parse_x_timeout
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
@@ -49,6 +50,12 @@ KEEPALIVE_SECONDS = 75.0
 INLINE_LIMIT_SECONDS = 0.05
 
 _TEXT = "text/plain; charset=utf-8"
+# Control characters a request head may not hold (RFC 9110 5.5: field values are visible characters, spaces
+# and tabs; CR and LF are checked as line ends). A NUL passed on reached handlers and the shared queue.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A chunk size: hex digits only (int(..., 16) also takes "0x10", "1_0", "+10", which no HTTP peer sends
+# and a proxy in front would frame differently).
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class BadRequest(Exception):
@@ -93,9 +100,13 @@ class _Head:
         if len(parts) != 3 or not parts[0] or not parts[1]:
             raise BadRequest(f"malformed request line {lines[0][:100]!r}")
         self.method, target, self.version = parts
-        if not self.method.isalpha() or not self.method.isupper():
+        if not self.method.isascii() or not self.method.isalpha() or not self.method.isupper():
             raise BadRequest(f"malformed method {self.method[:20]!r}")
         try:
+            control = _CONTROL.search(text)
+            if control:
+                raise BadRequest(f"request head holds control character {control.group()!r}: only visible "
+                                 "characters, spaces and tabs are allowed")
             self._parse(target, lines[1:], limit)
         except BadRequest as exc:  # counted under its method, not "unknown"
             exc.method = self.method
@@ -121,6 +132,8 @@ class _Head:
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
                 raise BadRequest(f"malformed header line {line[:100]!r}")
+            if not TOKEN.issuperset(name):
+                raise BadRequest(f"malformed header name {name[:100]!r}: must be an HTTP token")
             key = name.title()
             value = value.strip()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
@@ -137,7 +150,7 @@ class _Head:
         self.length = 0
         if not self.chunked and "Content-Length" in headers:
             value = headers["Content-Length"]
-            if not value.isdigit():
+            if not value.isascii() or not value.isdigit():  # "²".isdigit(), yet int() refuses it
                 raise BadRequest(f"Content-Length must be a number of bytes, got {value[:40]!r}")
             self.length = int(value)
             if self.length > limit:
@@ -167,12 +180,9 @@ class _ChunkedBody:
                     raise BadRequest("chunk size line longer than 1024 bytes")
                 return None
             size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
-            try:
-                n = int(size_text, 16)
-            except ValueError:
-                raise BadRequest(f"malformed chunk size {size_text[:20]!r}") from None
-            if n < 0:
-                raise BadRequest("negative chunk size")
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise BadRequest(f"malformed chunk size {size_text[:20]!r}")
+            n = int(size_text, 16)
             pos = eol + 2
             if n == 0:  # optional trailers end with an empty line; as bounded as a head
                 end = buf.find(b"\r\n\r\n", pos - 2, pos + MAX_HEAD_BYTES)

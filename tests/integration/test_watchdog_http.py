@@ -110,6 +110,18 @@ def test_head_has_headers_and_no_body_and_http10_closes(wd):
      "both Content-Length and Transfer-Encoding", "post"),
     (b"GET / HTTP/1.1\nHost: x\n\n", 400, "bare LF", "unknown"),
     (b"GET / HTTP/1.1\r\nX-A: 1\nX-B: 2\r\n\r\n", 400, "bare LF", "unknown"),
+    # a digit int() refuses ended the connection with no answer; lenient chunk sizes are framed differently
+    # by a proxy in front; gunicorn's engine refuses all of these too
+    (b"POST / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\nab", 400, "Content-Length must be a number", "post"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n", 400,
+     "malformed chunk size", "post"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n", 400,
+     "malformed chunk size", "post"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-0\r\n\r\n", 400, "malformed chunk size", "post"),
+    (b"G\xc9T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed method", "unknown"),
+    (b"GET / HTTP/1.1\r\nX Foo: 1\r\n\r\n", 400, "malformed header name", "get"),
+    (b"GET / HTTP/1.1\r\nX-Ctl: a\x00b\r\n\r\n", 400, "control character", "get"),
+    (b"GET / HTTP/1.1\r\nX-Ctl: a\x7fb\r\n\r\n", 400, "control character", "get"),
     # trailers that never end were buffered without bound until read_timeout
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + b"a" * 70000, 431, "trailers over",
      "post"),

@@ -56,13 +56,16 @@ class WatchdogApp:
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if not path.startswith("/"):  # "OPTIONS *": the asyncio engine refuses it too; a handler's path has "/"
-            return _reply(start_response, 400, f"request target must start with '/', got {path[:100]!r}\n".encode())
+            started = time.perf_counter()
+            self.runtime.answered(400, environ["REQUEST_METHOD"], time.perf_counter() - started)
+            return _timed_reply(start_response, started, 400,
+                                f"request target must start with '/', got {path[:100]!r}\n".encode())
         if not path.isascii():  # gunicorn unquotes to bytes read as latin-1 (WSGI); handlers get text
             path = path.encode("latin-1").decode("utf-8", "replace")
         if path == "/_/health" and environ["REQUEST_METHOD"] == "GET":
-            return _reply(start_response, *self.runtime.health())
+            return _timed_reply(start_response, time.perf_counter(), *self.runtime.health())
         if path == "/_/ready" and environ["REQUEST_METHOD"] == "GET":
-            return _reply(start_response, *self.runtime.readiness())
+            return _timed_reply(start_response, time.perf_counter(), *self.runtime.readiness())
         return self._invoke(environ, path, start_response)
 
     def _invoke(self, environ: dict, path: str, start_response: StartResponse) -> Iterable[bytes]:
@@ -132,6 +135,12 @@ def _reply(start_response: StartResponse, status: int, body: bytes,
     headers.append(("Content-Length", str(len(body))))
     start_response(f"{status} {REASONS.get(status, 'Unknown')}", headers)
     return [body]
+
+
+def _timed_reply(start_response: StartResponse, started: float, status: int, body: bytes) -> list[bytes]:
+    """A plain-text answer of the watchdog's own, with ``X-Duration-Seconds`` (every answer carries it)."""
+    elapsed = time.perf_counter() - started
+    return _reply(start_response, status, body, [("Content-Type", _TEXT), ("X-Duration-Seconds", f"{elapsed:.6f}")])
 
 
 def _read_request(environ: dict, method: str, path: str, read_timeout: float, limit: int) -> Request:

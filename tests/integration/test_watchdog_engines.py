@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 
 import pytest
@@ -134,3 +135,16 @@ def test_recorded_gateway_invocations_reach_the_handler_alike(engines):
             assert base64.b64decode(got["body"]) == body, name
             assert got["path"] == req["path"].partition("?")[0], name
             assert got["headers"]["X-Call-Id"] == headers["X-Call-Id"], name
+
+
+@pytest.mark.parametrize("raw", [b"GET /_/health HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /_/ready HTTP/1.1\r\nHost: x\r\n\r\n",
+                                 b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /fn HTTP/1.1\r\nHost: x\r\n\r\n"])
+def test_every_answer_carries_x_duration_seconds_under_both_engines(engines, raw):
+    for wd in engines:
+        with socket.create_connection(("127.0.0.1", wd.port), timeout=10) as sock:
+            sock.sendall(raw.replace(b"\r\n", b"\r\nConnection: close\r\n", 1))
+            data = bytearray()
+            while chunk := sock.recv(65536):
+                data += chunk
+        head = bytes(data).partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+        assert re.search(r"\r\nx-duration-seconds: \d+\.\d+\r\n", head + "\r\n"), (wd.env, head)

@@ -32,7 +32,7 @@ from gunicorn.workers.base import Worker
 
 from batcher.errors import BatchError
 from batcher.request import TOKEN, Request, Response, call_id
-from watchdog.app import BODILESS, OWN_HEADERS, REASONS, decoded_path, parse_x_timeout
+from watchdog.app import BODILESS, OWN_HEADERS, REASONS, REPLACED_HEADERS, decoded_path, parse_x_timeout
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
 
@@ -212,6 +212,11 @@ def _head_bytes(status: int, headers: list[tuple[str, str]], length: int, keep_a
     if not keep_alive:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _handler_headers(response: Response) -> list[tuple[str, str]]:
+    """A handler's response headers less those the watchdog sets itself."""
+    return [(k, v) for k, v in response.headers.items() if k.lower() not in REPLACED_HEADERS]
 
 
 class HttpConnection(asyncio.Protocol):
@@ -430,7 +435,7 @@ class Engine:
             return
         if isinstance(pending, Response):
             runtime.leave()
-            self._finish(conn, head, started, pending.status, list(pending.headers.items()), pending.body)
+            self._finish(conn, head, started, pending.status, _handler_headers(pending), pending.body)
             return
         conn.waiter = _Waiter(self, conn, head, started, pending, timeout)
 
@@ -506,7 +511,7 @@ class _Waiter:
             self.engine._error(self.conn, self.head, self.started, exc)
         else:
             result: Response = future.result()
-            self.engine._finish(self.conn, self.head, self.started, result.status, list(result.headers.items()),
+            self.engine._finish(self.conn, self.head, self.started, result.status, _handler_headers(result),
                                 result.body)
 
     def abandon(self) -> bool:

@@ -36,6 +36,9 @@ BODILESS = frozenset({204, 304})
 # Headers the HTTP server writes itself (framing, connection, date); a handler's own values are dropped:
 # sent as well, two Content-Length values make the answer unreadable (Go's client, so the gateway: 502).
 OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "keep-alive"})
+# What a handler's response may not set: those, and X-Duration-Seconds, which the watchdog sets over the
+# function's as of-watchdog does (sent twice, a client reads whichever value it reads first).
+REPLACED_HEADERS = OWN_HEADERS | {"x-duration-seconds"}
 _TEXT = "text/plain; charset=utf-8"
 # How often a thread waiting for its request's batch checks that the client is still connected: most answers
 # come sooner, so most requests never check; a client gone is noticed (its request dropped) within this.
@@ -93,7 +96,7 @@ class WatchdogApp:
             result = pending if isinstance(pending, Response) else self._wait(pending, timeout, environ)
         except (BatchError, RequestTimeout) as exc:
             return self.runtime.error_status(exc), [("Content-Type", _TEXT)], f"{exc}\n".encode()
-        headers = [(k, v) for k, v in result.headers.items() if k.lower() not in OWN_HEADERS]
+        headers = [(k, v) for k, v in result.headers.items() if k.lower() not in REPLACED_HEADERS]
         return result.status, headers, result.body
 
     def _wait(self, pending: Future, timeout: float, environ: dict) -> Response:

@@ -15,9 +15,11 @@ from helpers import REPO, write_handler
 
 HANDLER = """
 import base64
+from batcher import Response
 
 def handle_batch(state, requests):
-    return [{"method": r.method, "path": r.path, "query": r.query, "headers": dict(r.headers),
+    return [Response(b"mine", 200, {"X-Duration-Seconds": "99", "X-Mine": "1"}) if r.path == "/own-duration" else
+            {"method": r.method, "path": r.path, "query": r.query, "headers": dict(r.headers),
              "body": base64.b64encode(r.body).decode()} for r in requests]
 """
 
@@ -148,3 +150,17 @@ def test_every_answer_carries_x_duration_seconds_under_both_engines(engines, raw
                 data += chunk
         head = bytes(data).partition(b"\r\n\r\n")[0].decode("latin-1").lower()
         assert re.search(r"\r\nx-duration-seconds: \d+\.\d+\r\n", head + "\r\n"), (wd.env, head)
+
+
+def test_a_handlers_own_x_duration_seconds_is_replaced_by_the_watchdogs(engines):
+    # as of-watchdog sets it over the function's: two values, and a client reads whichever it reads first
+    for wd in engines:
+        with socket.create_connection(("127.0.0.1", wd.port), timeout=10) as sock:
+            sock.sendall(b"GET /own-duration HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = bytearray()
+            while chunk := sock.recv(65536):
+                data += chunk
+        lines = bytes(data).partition(b"\r\n\r\n")[0].decode("latin-1").lower().split("\r\n")
+        durations = [line for line in lines if line.startswith("x-duration-seconds:")]
+        assert len(durations) == 1 and durations[0] != "x-duration-seconds: 99", (wd.env, lines)
+        assert "x-mine: 1" in lines

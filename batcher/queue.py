@@ -95,6 +95,7 @@ class LocalBatchQueue:
             if self._closed:
                 raise QueueClosed("queue is closed")
             self._items.append(item)
+            item.future.add_done_callback(lambda future: future.cancelled() and self._drop(item))
             # A waiting taker needs waking only for a first item or a full batch: in between it sleeps
             # until the oldest item's release time anyway (a wake per item costs a thread switch each).
             # Every taker is woken: with two (a pipelined worker), the one that may take it now must not
@@ -102,6 +103,15 @@ class LocalBatchQueue:
             if len(self._items) == 1 or len(self._items) >= self._wanted:
                 self._cond.notify_all()
         return item.future
+
+    def _drop(self, item: Pending) -> None:
+        """Take out a request cancelled while it waits (its caller gave up): left in, it counted in ``depth``
+        (admission refused live callers with "queue full" for it) and filled batches that would not run it."""
+        with self._cond:
+            for index, waiting in enumerate(self._items):
+                if waiting is item:  # by identity: two Pendings may compare equal
+                    del self._items[index]
+                    return
 
     def requeue(self, items: list[Pending]) -> None:
         """Put items back at the head in their order (used when a backend hands work back)."""

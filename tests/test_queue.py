@@ -83,3 +83,13 @@ def test_not_before_holds_a_batch_until_then_unless_it_is_full():
     queue.put(Request(body=b"b"), 1e18)
     queue.put(Request(body=b"c"), 1e18)
     assert len(queue.next_batch(2, 0.0, 5.0, not_before=lambda: time.monotonic() + 60)) == 2  # full: at once
+
+
+def test_a_request_cancelled_while_it_waits_leaves_the_queue_and_no_batch_counts_it():
+    q = LocalBatchQueue()
+    futures = [q.put(Request(body=str(i).encode()), deadline=1e9) for i in range(3)]
+    assert futures[1].cancel()
+    assert q.depth() == 2
+    futures[0].set_running_or_notify_cancel()  # one taken and running is not dropped by a failed cancel
+    assert not futures[0].cancel() and q.depth() == 2
+    assert [p.request.body for p in q.next_batch(2, timeout=60)] == [b"0", b"2"]

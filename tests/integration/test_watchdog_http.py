@@ -206,6 +206,41 @@ def handle_batch(state, requests):
     assert seen.read_text().split() == ["hold", "third"]
 
 
+@pytest.mark.parametrize("engine", ["asyncio", "gthread"])
+def test_a_request_whose_client_is_gone_no_longer_counts_against_max_queue(tmp_path, watchdogs, engine):
+    # The dropped request stayed in the queue until a batch was taken: a live caller behind it was refused
+    # with 503 "queue full" for a request that would never run.
+    release = tmp_path / "release"
+    folder = write_handler(str(tmp_path / "hold"), f"""
+import os, time
+def handle_batch(state, requests):
+    if any(r.body == b"hold" for r in requests):
+        deadline = time.monotonic() + 20
+        while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return [r.body for r in requests]
+""")
+    wd = watchdogs(folder, max_batch_size=1, max_queue=1, http_engine=engine)
+    holder, holder_buf = connect(wd), bytearray()
+    holder.sendall(request("POST", "/", b"hold"))
+    wait_until(lambda: "faas_infer_queue_depth 0" in requests.get(wd.metrics_url, timeout=5).text
+               and "http_requests_in_flight 1" in requests.get(wd.metrics_url, timeout=5).text, 10,
+               what="the first request running")
+    gone = connect(wd)
+    gone.sendall(request("POST", "/", b"gone"))
+    wait_until(lambda: "faas_infer_queue_depth 1" in requests.get(wd.metrics_url, timeout=5).text, 10,
+               what="the second request queued")
+    gone.close()
+    wait_until(lambda: "faas_infer_queue_depth 0" in requests.get(wd.metrics_url, timeout=5).text, 10,
+               what="the gone client's request out of the queue")
+    third, third_buf = connect(wd), bytearray()
+    third.sendall(request("POST", "/", b"third"))  # 503 "queue full" while the gone one still counted
+    time.sleep(0.2)
+    release.write_text("")
+    assert read_response(holder, holder_buf)[0::2] == (200, b"hold")
+    assert read_response(third, third_buf)[0::2] == (200, b"third")
+
+
 def test_slow_sender_gets_408_after_read_timeout_and_others_are_served_meanwhile(wd):
     slow, buf = connect(wd), bytearray()
     slow.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from batcher.errors import BatchError, PayloadTooLarge
 from batcher.request import Request, Response, call_id
 from faas_infer.units import parse_duration
-from watchdog.errors import RequestTimeout
+from watchdog.errors import RequestTimeout, UnsupportedCoding
 from watchdog.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class WatchdogApp:
             timeout = self.runtime.request_timeout(parse_x_timeout(environ.get("HTTP_X_TIMEOUT")))
             pending = self.runtime.begin(request, timeout)
             result = pending if isinstance(pending, Response) else self._wait(pending, timeout, environ)
-        except (BatchError, RequestTimeout) as exc:
+        except (BatchError, RequestTimeout, UnsupportedCoding) as exc:
             return self.runtime.error_status(exc), [("Content-Type", _TEXT)], f"{exc}\n".encode()
         headers = [(k, v) for k, v in result.headers.items() if k.lower() not in REPLACED_HEADERS]
         return result.status, headers, result.body
@@ -147,6 +147,9 @@ def _timed_reply(start_response: StartResponse, started: float, status: int, bod
 
 
 def _read_request(environ: dict, method: str, path: str, read_timeout: float, limit: int) -> Request:
+    coding = environ.get("HTTP_TRANSFER_ENCODING")
+    if coding is not None and coding.strip().lower() != "chunked":  # as the asyncio engine answers it
+        raise UnsupportedCoding(f"Transfer-Encoding {coding[:40]!r} is not supported: chunked only")
     length = environ.get("CONTENT_LENGTH")
     if length and int(length) > limit:
         raise PayloadTooLarge(f"request body of {length} bytes is over max_request_bytes={limit}")

@@ -3,7 +3,8 @@
     WatchdogError          base
     ├── HandlerNotFound    no function/handler.py, or it lacks handle_batch and handle (start-up)
     ├── TooManyRequests    max_inflight reached (429, of-watchdog's wording)
-    └── RequestTimeout     the body was not read within read_timeout (408)
+    ├── RequestTimeout     the body was not read within read_timeout (408)
+    └── UnsupportedCoding  a Transfer-Encoding other than chunked (501)
 Batch errors (``batcher.errors``) keep their own status: 400, 413, 500, 503, 504.
 """
 
@@ -32,6 +33,12 @@ class RequestTimeout(WatchdogError):
     """The request body did not arrive within ``read_timeout``."""
 
     status = 408
+
+
+class UnsupportedCoding(WatchdogError):
+    """A request body in a transfer coding other than chunked: its bytes cannot be handed on as sent."""
+
+    status = 501
 
 
 def status_of(exc: BaseException) -> int:

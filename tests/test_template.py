@@ -75,6 +75,24 @@ def test_template_handler_test_passes(tmp_path):
     assert "2 passed" in result.stdout
 
 
+def test_template_handler_test_imports_a_handler_with_relative_imports(tmp_path):
+    """README: handler.py is imported as the package ``function``, so ``from .model import ...`` works; the
+    handler's own test must import it that way too, or such a handler cannot be tested."""
+    install_templates(str(tmp_path))
+    function = tmp_path / "classify"
+    shutil.copytree(tmp_path / "template" / "python3-torch-batch" / "function", function)
+    (function / "model.py").write_text("FEATURES = 8\n")
+    source = (function / "handler.py").read_text()
+    assert "\nFEATURES = 8\n" in source
+    (function / "handler.py").write_text(source.replace("\nFEATURES = 8\n", "\nfrom .model import FEATURES\n"))
+    runtime = tmp_path / "template" / "python3-torch-batch" / "runtime"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "classify/"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(runtime)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
 def test_example_handlers_answer_json(tmp_path):
     """Every example function in stack.yml loads and answers one well-formed request."""
     from watchdog.handler import load_handler

@@ -1,14 +1,14 @@
 """Run with: python -m pytest function/ (from the function's build folder or the template folder)."""
 
-import importlib.util
 import json
 import os
 
 from batcher import BadInput, Request
+from faas_infer.packages import import_module_of
 
-_spec = importlib.util.spec_from_file_location("handler", os.path.join(os.path.dirname(__file__), "handler.py"))
-handler = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(handler)
+# Imported as the watchdog imports it, as the package ``function``, so that relative imports of the
+# handler's own modules (``from .model import build_model``) work here as they do when served.
+handler = import_module_of(os.path.dirname(os.path.abspath(__file__)), "function", "handler")
 
 
 def request(doc):

@@ -10,6 +10,7 @@ predictor never needs torch) and ``overheads`` (per-hardware calibrations such a
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import threading
 import time
@@ -29,6 +30,13 @@ def normalize_ref(model_ref: str) -> str:
     if ":" in model_ref and not os.path.isdir(model_ref):
         return model_ref.strip()
     return os.path.normpath(model_ref).replace(os.sep, "/")
+
+
+def profile_command(model_ref: str, db_path: str) -> str:
+    """The ``faas-infer profile`` command line that fills ``db_path`` with ``model_ref``, for hints in errors."""
+    # Without --db the command would fill the default DB, and the caller reading db_path would fail again.
+    same = os.path.abspath(db_path) == os.path.abspath(DEFAULT_DB_PATH)
+    return f"faas-infer profile {shlex.quote(model_ref)}" + ("" if same else f" --db {shlex.quote(db_path)}")
 
 
 def _absolute(folder: str) -> str:
@@ -170,12 +178,12 @@ class ProfileDB:
         ref = normalize_ref(model_ref)
         row = self._first("SELECT graph FROM models WHERE ref=?", model_ref)
         if row is None:
-            raise NoProfileError(f"model {ref!r} is not in {self.path}: run `faas-infer profile {ref}` first")
+            raise NoProfileError(f"model {ref!r} is not in {self.path}: run `{profile_command(ref, self.path)}` first")
         try:
             return OpGraph.from_json(row[0])
         except (ValueError, KeyError, TypeError, IndexError) as exc:  # a hand-edited or foreign row: a traceback
             raise ProfileDBError(f"{self.path}: the stored graph of {ref!r} is unreadable ({type(exc).__name__}: "
-                                 f"{exc}): run `faas-infer profile {ref}` again") from exc
+                                 f"{exc}): run `{profile_command(ref, self.path)}` again") from exc
 
     def models(self) -> list[str]:
         """References of stored models."""

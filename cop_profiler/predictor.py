@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cop_profiler import hardware
-from cop_profiler.db import DEFAULT_DB_PATH, ProfileDB, normalize_ref
+from cop_profiler.db import DEFAULT_DB_PATH, ProfileDB, normalize_ref, profile_command
 from cop_profiler.errors import NoProfileError
 from cop_profiler.graph import OpGraph, compose
 from cop_profiler.interp import OpCurve
@@ -65,7 +65,8 @@ class ModelPredictor:
              devices: tuple[str, ...] = ("cpu", "cuda")) -> "ModelPredictor":
         """Read a model's graph and its operators' timings; NoProfileError when CPU timings are missing."""
         if not os.path.exists(db_path):
-            raise NoProfileError(f"no profile DB at {db_path}: run `faas-infer profile MODEL` first")
+            hint = profile_command(model_ref or "MODEL", db_path)
+            raise NoProfileError(f"no profile DB at {db_path}: run `{hint}` first")
         with ProfileDB(db_path, readonly=True) as db:
             graph = db.model_graph(model_ref)
             profiles = {}
@@ -152,4 +153,4 @@ def _missing_message(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str) -> 
     others = [h for h in db.hardware_ids() if h != hw]
     where = f" (the DB has timings from: {'; '.join(others)})" if others else ""
     return (f"no CPU timings for {len(keys) - have} of {len(keys)} operators of {normalize_ref(model_ref)!r} on "
-            f"hardware {hw!r}{where}: run `faas-infer profile {normalize_ref(model_ref)}` on this machine")
+            f"hardware {hw!r}{where}: run `{profile_command(normalize_ref(model_ref), db.path)}` on this machine")

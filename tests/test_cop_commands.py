@@ -133,6 +133,21 @@ def test_errors_are_one_line_without_traceback(workdir, tmp_path, capsys):
 
 
 @pytest.mark.gpu
+def test_the_profile_hint_of_a_predict_error_names_the_db_it_read(workdir, tmp_path, capsys):
+    """Run as printed, the suggested command fills the DB predict read, not the default one."""
+    db = str(tmp_path / "hint.sqlite")
+    assert main(["predict", f"{workdir}:build", "--db", db]) == 1
+    assert f"run `faas-infer profile {workdir}:build --db {db}` first" in capsys.readouterr().err
+    assert main(["profile", f"{workdir}:bigger", "--db", db, *FAST]) == 0
+    capsys.readouterr()
+    assert main(["predict", f"{workdir}:build", "--db", db]) == 1
+    hint = capsys.readouterr().err.split("run `")[1].split("`")[0]
+    assert hint == f"faas-infer profile {workdir}:build --db {db}"
+    assert main([*hint.split()[1:], *FAST]) == 0
+    assert main(["predict", f"{workdir}:build", "--db", db]) == 0
+    assert not os.path.exists(os.path.join(".faas-infer", "profiles.sqlite"))
+
+
 def test_predict_plot_on_cuda_measures_the_model_on_the_gpu(workdir, tmp_path, capsys):
     import torch
 

@@ -64,7 +64,7 @@ def test_between_and_beyond_profiled_points(db_path):
 def test_other_hardware_never_mixes(db_path):
     with pytest.raises(NoProfileError, match="Test CPU x2") as err:
         ModelPredictor.load(db_path, "functions/toy", "Other CPU x64")
-    assert "run `faas-infer profile functions/toy`" in str(err.value)
+    assert f"run `faas-infer profile functions/toy --db {db_path}`" in str(err.value)
 
 
 def test_missing_model_and_missing_db(db_path, tmp_path):

@@ -109,7 +109,10 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
             on_first_call(time.perf_counter() - start, False)
         if len(requests) == 1:
             if not isinstance(exc, BadInput):
-                logger.warning("handler failed on request %s: %r", requests[0].id, exc)
+                # The user's traceback is the only way to find the failing line of their handler; our own
+                # errors (a child process's report) carry their cause in the message already.
+                logger.warning("handler failed on request %s: %r", requests[0].id, exc,
+                               exc_info=None if isinstance(exc, BatchError) else exc)
             return [as_batch_error(exc)]
         mid = len(requests) // 2
         return run_isolated(handle, requests[:mid]) + run_isolated(handle, requests[mid:])

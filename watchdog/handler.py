@@ -103,8 +103,8 @@ def _each(requests: list[Request], call: Callable[[Request], Any]) -> list[Any]:
         try:
             outputs.append(call(request))
         except BaseException as exc:  # noqa: BLE001 - anything, sys.exit() included, fails this request alone
-            if not isinstance(exc, BadInput):
-                logger.warning("handler failed on request %s: %r", request.id, exc)
+            if not isinstance(exc, BadInput):  # with the traceback: where the user's code failed
+                logger.warning("handler failed on request %s: %r", request.id, exc, exc_info=exc)
             outputs.append(exc)
     return outputs
 

@@ -552,7 +552,11 @@ def _run(handle: Callable[[list[Request]], Any], requests: list[Request]) -> byt
         outputs = handle(requests)
     except BaseException as exc:  # noqa: BLE001 - a user handler may raise anything, sys.exit() included (as
         # in-process: a failure of its requests, not of the process); the watchdog bisects
-        if not isinstance(exc, BadInput):
+        if isinstance(exc, BadInput):
+            pass
+        elif len(requests) == 1:  # the watchdog bisects down to this: the user's traceback shows only here
+            logger.warning("handler failed on request %s: %r", requests[0].id, exc, exc_info=True)
+        else:
             logger.debug("handle_batch raised on a batch of %d", len(requests), exc_info=True)
         return b"X" + _error_json(as_batch_error(exc), whole=False)
     breach = shape_error(outputs)

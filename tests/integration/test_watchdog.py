@@ -450,3 +450,34 @@ def test_a_python3_http_handler_reads_headers_and_the_query_as_the_templates_fla
     assert r.status_code == 200, r.text
     assert r.json() == {"type": "application/json", "key": "k", "has": True, "all": ["1", "2"], "first": "1",
                         "blank": ""}
+
+
+FAILING = {
+    "batch": """
+        def explode(body):
+            raise RuntimeError(f"cannot read {body!r}")
+
+        def handle_batch(state, requests):
+            return [explode(r.body) if r.body == b"crash" else "ok" for r in requests]
+    """,
+    "classic": """
+        def explode(body):
+            raise RuntimeError(f"cannot read {body!r}")
+
+        def handle(request):
+            return explode(request.body) if request.body == b"crash" else "ok"
+    """,
+}
+
+
+@pytest.mark.parametrize("entry,handler_process", [("batch", "false"), ("batch", "true"), ("classic", "false")])
+def test_a_handler_that_raises_is_logged_with_its_traceback(watchdogs, tmp_path, entry, handler_process):
+    """Without the traceback a user cannot find the line of their handler that failed."""
+    wd = watchdogs(write_handler(str(tmp_path / "fn"), FAILING[entry]), max_batch_size=4, batch_timeout="100ms",
+                   handler_process=handler_process)
+    responses = post_many(wd.url, [b"a", b"crash", b"b"], workers=3)
+    assert [r.status_code for r in responses] == [200, 500, 200]
+    assert "RuntimeError: cannot read b'crash'" in responses[1].text
+    wait_until(lambda: "Traceback" in wd.log(), 10, what="a traceback in the watchdog's log")
+    log = wd.log()
+    assert 'handler.py", line 3, in explode' in log and "RuntimeError: cannot read b'crash'" in log

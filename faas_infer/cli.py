@@ -16,6 +16,8 @@ import pkgutil
 import sys
 from types import ModuleType
 
+from faas_infer.loglevel import parse_level
+
 PACKAGES = ("watchdog", "provider", "cop_profiler", "autoscaler", "fsd", "ops")
 
 
@@ -46,6 +48,14 @@ def _add(sub: argparse._SubParsersAction, name: str, module: ModuleType) -> None
     parser.set_defaults(_run=module.run)
 
 
+def _log_level(text: str) -> str:
+    # argparse also runs this on the $LOG_LEVEL default, so a bad one is a usage error too, not a traceback.
+    try:
+        return parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every discovered subcommand."""
     from faas_infer import __version__
@@ -53,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faas-infer", description=
                                      "ML inference on OpenFaaS: batching, COP latency prediction, ILP autoscaling.")
     parser.add_argument("--version", action="version", version=f"faas-infer {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"),
+    parser.add_argument("--log-level", type=_log_level, default=os.environ.get("LOG_LEVEL", "INFO"),
                         help="logging level: DEBUG, INFO, WARNING or ERROR (default INFO, or $LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, path in sorted(_command_modules().items()):
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -71,3 +71,14 @@ def test_python_m_watchdog_help_prints_the_same_help_and_serves_nothing(tmp_path
                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": REPO})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m watchdog [-h]") and done.stdout.split("\n", 1)[1] == expected
+
+
+@pytest.mark.parametrize("argv, env", [(["--log-level", "LOUD", "top", "--once"], {}),
+                                       (["top", "--once"], {"LOG_LEVEL": "loud"})])
+def test_a_bad_log_level_is_a_usage_error_not_a_traceback(argv, env):
+    """The console script, as a user runs it: --log-level or $LOG_LEVEL naming no level."""
+    script = os.path.join(os.path.dirname(sys.executable), "faas-infer")
+    done = subprocess.run([script, *argv], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": REPO, **env})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "argument --log-level: " in done.stderr and "not a logging level (one of DEBUG, INFO" in done.stderr

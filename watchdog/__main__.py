@@ -19,13 +19,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     command.add_arguments(parser)
     parser.parse_args([] if argv is None else argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = WatchdogConfig.from_env(os.environ)
+        config = WatchdogConfig.from_env(os.environ)  # LOG_LEVEL included: checked before logging uses it
     except ConfigError as exc:
         print(f"watchdog: configuration error: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = os.path.join(config.function_dir, "handler.py")
     if not os.path.isfile(handler):
         print(f"watchdog: configuration error: function_dir={config.function_dir}: no handler at "

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from batcher import keys
 from batcher.policy import BatchConfig
 from faas_infer.envconfig import parse_fields
+from faas_infer.loglevel import parse_level
 from faas_infer.units import parse_cpu, parse_duration, parse_memory
 
 
@@ -145,6 +146,11 @@ class WatchdogConfig:
     def from_env(cls, env: Mapping[str, str]) -> "WatchdogConfig":
         """Build from an environment mapping; unknown keys are ignored, bad values raise ``ConfigError``."""
         values = parse_fields(cls, env, _PARSERS, ConfigError)
+        if "LOG_LEVEL" in env:  # not ours to keep, but checked with the rest: a bad one would crash the start
+            try:
+                parse_level(env["LOG_LEVEL"])
+            except ValueError as exc:
+                raise ConfigError(f"LOG_LEVEL={exc}") from None
         if "tmp_dir" not in values and env.get("TMPDIR"):
             values["tmp_dir"] = env["TMPDIR"]
         try:

@@ -27,6 +27,7 @@ def provider(tmp_path):
     ({"constraints": [{"node": "x"}]}, "constraints[0] must be a string"),
     ({"envVars": {"max_batch_size": "zero"}}, "envVars of fn: max_batch_size='zero': must be an integer"),
     ({"envVars": {"exec_timeout": "-"}}, "envVars of fn: exec_timeout='-'"),
+    ({"envVars": {"LOG_LEVEL": "loud"}}, "envVars of fn: LOG_LEVEL='loud': not a logging level"),
     ({"annotations": {"com.faas-infer.latency_slo": "fast"}},
      "annotation com.faas-infer.latency_slo of fn: latency_slo='fast'"),
     ({"secrets": ["api-key"]}, "secrets are not supported by the local provider"),

@@ -266,6 +266,13 @@ def test_config_error_exits_with_a_clear_message(watchdogs, handler_dir):
     assert "max_batch_size=0: must be >= 1" in wd.log()
 
 
+def test_a_bad_log_level_exits_with_a_clear_message_not_a_traceback(watchdogs, handler_dir):
+    wd = watchdogs(handler_dir, wait=False, LOG_LEVEL="loud")
+    assert wd.proc.wait(20) == 2
+    assert "configuration error: LOG_LEVEL='loud': not a logging level (one of DEBUG" in wd.log()
+    assert "Traceback" not in wd.log()
+
+
 def test_missing_handler_fails_at_start_naming_the_path(watchdogs, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -15,12 +15,16 @@ import psutil
 import urllib3
 
 from provider.upstream import Upstream
-from watchdog.config import WatchdogConfig
+from watchdog.config import ConfigError, WatchdogConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Environment names the watchdog reads: the provider sets them per replica, never inherits them.
 WATCHDOG_KEYS = frozenset(f.name for f in fields(WatchdogConfig)) | {"TMPDIR"}
+# Linux's MAX_ARG_STRLEN (32 pages): the longest ``NAME=value`` string exec accepts.
+MAX_ENV_STRING = 32 * 4096
+# Room left under ARG_MAX for the replica's command line and the ports ``launch`` adds.
+ARGV_ROOM = 64 * 1024
 
 
 class State(str, enum.Enum):
@@ -236,6 +240,28 @@ def replica_env(base: Mapping[str, str], env_vars: Mapping[str, str], settings: 
 
 
 def check_env(env: Mapping[str, str]) -> None:
-    """Refuse (``ConfigError`` naming key, value and rule) an environment the watchdog would refuse at start;
-    the ports ``launch`` adds are stood in for."""
+    """Refuse (``ConfigError`` naming key, value and rule) an environment the watchdog would refuse at start,
+    or that exec would refuse before it starts; the ports ``launch`` adds are stood in for."""
+    problem = exec_env_problem(env)
+    if problem:
+        raise ConfigError(problem)
     WatchdogConfig.from_env({**env, "port": "1", "metrics_port": "2"})
+
+
+def exec_env_problem(env: Mapping[str, str]) -> str:
+    """Why exec would refuse ``env`` ("" when it would not): every start of the replica would fail (the
+    supervisor retrying it forever) and no answer could say why."""
+    total = 0
+    for name, value in env.items():
+        if "=" in name or "\0" in name:
+            return f"{name!r}: not an environment variable name (it holds '=' or a NUL byte)"
+        if "\0" in value:
+            return f"{name}: the value holds a NUL byte, which no process environment can carry"
+        size = len(os.fsencode(name)) + len(os.fsencode(value)) + 2  # "=" and the terminating NUL
+        if size > MAX_ENV_STRING:
+            return f"{name}: {size} bytes, over the {MAX_ENV_STRING} one variable may have (Linux's MAX_ARG_STRLEN)"
+        total += size + 8  # and its pointer
+    most = os.sysconf("SC_ARG_MAX") - ARGV_ROOM
+    if total > most:
+        return f"the environment is {total} bytes in all, over the {most} a process may be started with (ARG_MAX)"
+    return ""

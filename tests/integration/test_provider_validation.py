@@ -28,6 +28,11 @@ def provider(tmp_path):
     ({"envVars": {"max_batch_size": "zero"}}, "envVars of fn: max_batch_size='zero': must be an integer"),
     ({"envVars": {"exec_timeout": "-"}}, "envVars of fn: exec_timeout='-'"),
     ({"envVars": {"LOG_LEVEL": "loud"}}, "envVars of fn: LOG_LEVEL='loud': not a logging level"),
+    # What exec refuses: accepted, each start of a replica failed (tracebacks four times a second) forever.
+    ({"envVars": {"BIG": "x" * 200_000}}, "envVars of fn: BIG: 200005 bytes, over the 131072 one variable may have"),
+    ({"envVars": {f"V{i}": "x" * 100_000 for i in range(40)}}, "envVars of fn: the environment is "),
+    ({"envVars": {"A": "a\u0000b"}}, "envVars of fn: A: the value holds a NUL byte"),
+    ({"envVars": {"A=B": "c"}}, "envVars of fn: 'A=B': not an environment variable name"),
     ({"annotations": {"com.faas-infer.latency_slo": "fast"}},
      "annotation com.faas-infer.latency_slo of fn: latency_slo='fast'"),
     ({"secrets": ["api-key"]}, "secrets are not supported by the local provider"),

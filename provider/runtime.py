@@ -249,7 +249,14 @@ class Runtime:
                           self._replica_env(fn.spec, fn.limits, fn.function_dir, instance_id, run_dir), tuple(cores),
                           self.config.python)
         port, metrics_port = self._free_port(), self._free_port()
-        replica = launch(spec, port, metrics_port, lambda line: self.logs.append(fn.name, instance_id, line))
+        try:
+            replica = launch(spec, port, metrics_port, lambda line: self.logs.append(fn.name, instance_id, line))
+        except BaseException:  # nothing was started: what was set aside for it is free again
+            self.cores.release(list(cores))
+            with self.lock:
+                self._ports.discard(port)
+                self._ports.discard(metrics_port)
+            raise
         with self.lock:
             fn.replicas.append(replica)
         pinned = f", pinned to cores {cores}" if cores else ""

@@ -186,7 +186,11 @@ class Supervisor:
         changed = False
         if len(current) < desired and fn.due(now) and not self.stopping.is_set():
             for _ in range(desired - len(current)):
-                self.runtime.start_replica(fn)
+                try:
+                    self.runtime.start_replica(fn)
+                except (OSError, ValueError) as exc:  # exec refused it (the python setting, the environment)
+                    self._start_failed(fn, now, exc)
+                    break
             changed = True
         elif len(current) > desired:
             # Drain the least useful first: still starting, then fewest requests in flight, newest.
@@ -201,6 +205,20 @@ class Supervisor:
             self._begin_drain(fn, replica)
             changed = True
         return changed
+
+    def _start_failed(self, fn: FunctionState, now: float, exc: BaseException) -> None:
+        """A replica that could not even be started counts as one that exited before becoming ready: it is
+        retried with backoff and, once it keeps failing, callers are answered 503 with the reason at once.
+        Raised out of the tick, it had stopped supervising every function after this one, four times a second."""
+        with fn.lock:
+            fn.crash_streak += 1
+            fn.start_failures += 1
+            delay = fn.backoff(self.config.restart_backoff, self.config.restart_backoff_max)
+            fn.next_start_at = now + delay
+            fn.last_exit = f"never started ({type(exc).__name__}: {exc})"
+        message = f"a replica could not be started: {type(exc).__name__}: {exc}; retrying in {delay:g}s"
+        self.runtime.logs.event(fn.name, message)
+        logger.error("function %s: %s", fn.name, message)
 
     def _begin_drain(self, fn: FunctionState, replica: Replica) -> None:
         # Under the lock a request picks and counts itself on a replica (``FunctionState.pick``): once this

@@ -230,6 +230,29 @@ def test_a_crash_looping_function_answers_at_once_with_the_cause(provider, tmp_p
     assert "exited with code" in answer.text
 
 
+def test_a_replica_that_cannot_be_started_is_a_failed_start_answered_with_its_cause(tmp_path, inspect_dir):
+    """exec refusing the replica (here the python setting names no file) is a failed start, retried with
+    backoff, and callers get 503 with the cause at once; it was raised out of the supervisor's tick, which
+    stopped supervising every function after it, logged a traceback four times a second, and callers
+    waited out cold_start_timeout for a 503 without a cause."""
+    provider = ProviderProcess(str(tmp_path), {"cold_start_timeout": "30", "python": "/nonexistent/python"}).start()
+    try:
+        assert provider.deploy("fn", inspect_dir).status_code == 202
+        wait_until(lambda: "/nonexistent/python" in provider.status("fn")["faasInfer"].get("lastExit", ""), 20,
+                   what="the failed start reported")
+        wait_until(lambda: invoke(provider.url, "fn").status_code == 503, 20, what="503 at once")
+        started = time.monotonic()
+        answer = invoke(provider.url, "fn")
+        assert answer.status_code == 503 and time.monotonic() - started < 10
+        assert "keep failing to start" in answer.text and "never started (FileNotFoundError" in answer.text
+        logs = requests.get(provider.url + "/system/logs", params={"name": "fn"}, timeout=10).text
+        assert "a replica could not be started: FileNotFoundError" in logs
+    finally:
+        assert provider.stop() == 0
+    log = open(provider.log.name, errors="replace").read()
+    assert "supervisor tick failed" not in log and "Traceback" not in log
+
+
 def test_a_serving_function_that_crashed_twice_still_waits_for_its_restart(provider, inspect_dir):
     # Crashes of replicas that were serving are not a crash loop: the next caller waits for the restart.
     provider.deploy("fn", inspect_dir)

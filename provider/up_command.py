@@ -107,6 +107,10 @@ class _Session:
         return f"--gateway {self.url}" + (f" --secret-mount-path {self.secret_path}" if self.auth_on else "")
 
 
+# How long the Redis given with --redis-url may take to answer a PING at start.
+REDIS_CHECK_SECONDS = 3.0
+
+
 def run(args: argparse.Namespace) -> int:
     """Start, print, wait for a signal, stop."""
     from faas_infer.stack import StackError, load_stack
@@ -179,9 +183,27 @@ def _start_redis(session: _Session) -> None:
         pid = session.platform.children[-1].proc.pid
         session.lines.append(("redis", f"{session.redis_url} (private, pid {pid})"))
     elif args.redis_url:
+        _check_redis(args.redis_url)
         session.lines.append(("redis", f"{args.redis_url} (given)"))
     else:
         session.lines.append(("redis", "none: each replica batches on its own"))
+
+
+def _check_redis(url: str) -> None:
+    """``UpError`` unless a Redis answers at ``url``: with a mistyped one every replica served alone from its
+    own queue and the autoscaler saw no demand, while the table said the Redis was in use."""
+    from faas_infer.redisclient import bounded_client
+    from provider.up import UpError
+
+    try:
+        client = bounded_client(url, REDIS_CHECK_SECONDS)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - a bad URL (ValueError) or any failure of redis-py to reach it
+        raise UpError(f"--redis-url {url}: no Redis answers there ({exc}); start it, fix the URL, or leave "
+                      "--redis-url out to have up start a private redis-server") from None
 
 
 def _start_provider(session: _Session) -> None:

@@ -84,6 +84,20 @@ def test_up_reports_a_bad_stack_file(tmp_path):
     assert result.returncode == 2 and "cannot read stack file" in result.stderr
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:{closed}/0", "127.0.0.1:{closed}"])
+def test_up_refuses_a_redis_url_where_no_redis_answers(tmp_path, url):
+    """It started anyway, printed the Redis as given, and every replica batched alone."""
+    url = url.format(closed=free_port())
+    (tmp_path / "stack.yml").write_text("version: 1.0\nfunctions: {}\n")
+    result = subprocess.run([sys.executable, "-m", "faas_infer.cli", "up", "-f", str(tmp_path / "stack.yml"),
+                             "--port", str(free_port()), "--redis-url", url, "--no-autoscaler"], cwd=str(tmp_path),
+                            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"faas-infer up: --redis-url {url}: no Redis answers there")
+    assert "running" not in result.stdout and "Traceback" not in result.stderr
+
+
 class _Impostor(http.server.BaseHTTPRequestHandler):
     """Another server on the port: answers 200 to everything and notes what it was sent."""
 

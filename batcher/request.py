@@ -75,6 +75,8 @@ class Request:
         """The body parsed as JSON; a ``BadInput`` naming the problem when it is not JSON."""
         from batcher.errors import BadInput
 
+        if not self.body.strip():  # a GET, or a POST without -d: the decoder's "Expecting value" hides that
+            raise BadInput("request body is empty: expected JSON")
         try:
             body = self.body
             if isinstance(body, (bytes, bytearray)):

@@ -156,6 +156,12 @@ def test_a_bytearray_or_memoryview_body_is_sent_as_its_bytes():
     assert to_response(Response(memoryview(b"cd"))).body == b"cd"
 
 
+@pytest.mark.parametrize("body", [b"", b" \r\n", ""])
+def test_an_empty_body_is_bad_input_saying_it_is_empty(body):
+    with pytest.raises(BadInput, match="^request body is empty: expected JSON$"):
+        Request(body=body).json()
+
+
 def test_json_nested_too_deeply_is_bad_input():
     with pytest.raises(BadInput, match="nested too deeply"):
         Request(body=b"[" * 100_000).json()

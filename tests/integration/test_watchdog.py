@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from helpers import wait_until, write_handler
+from helpers import REPO, wait_until, write_handler
 
 HANDLER = """
 import json, os, time
@@ -301,6 +301,13 @@ def test_torch_threads_follow_the_cpu_limit(watchdogs, tmp_path):
     assert requests.post(one.url, data=b"", timeout=30).json() == {"threads": 1}
     many = watchdogs(folder, cpu_limit="64")
     assert requests.post(many.url, data=b"", timeout=30).json()["threads"] == len(os.sched_getaffinity(0))
+
+
+def test_a_call_without_a_body_is_told_so(watchdogs):
+    """curl without -d, or a GET, to a JSON function: 400 saying the body is empty, not a decoder's message."""
+    wd = watchdogs(os.path.join(REPO, "templates", "python3-torch-batch", "function"))
+    for answer in (requests.post(wd.url, timeout=30), requests.get(wd.url, timeout=30)):
+        assert answer.status_code == 400 and answer.text.strip() == "request body is empty: expected JSON"
 
 
 def test_mlp_example_takes_raw_float32_and_json_alike(watchdogs):

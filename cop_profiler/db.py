@@ -168,7 +168,8 @@ class ProfileDB:
                     # a changed model that was not calibrated again (--no-calibrate, a failed run) was
                     # predicted with the old model's correction
                     self._conn.execute("DELETE FROM calibrations WHERE ref=?", (ref,))
-                self._conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (ref, graph.to_json(), time.time()))
+                self._conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
+                                   (ref, graph.to_json(), time.time()))
             for spec in graph.ops:
                 self._conn.execute("INSERT OR IGNORE INTO operators VALUES (?, ?, ?, ?)",
                                    (spec.key, spec.name, spec.signature, int(spec.invariant)))

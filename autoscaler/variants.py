@@ -163,7 +163,7 @@ def unreadable_variant(status: Mapping[str, Any], default_memory: int) -> Varian
 def _count(status: Mapping[str, Any], key: str) -> int:
     try:
         return max(0, int(status.get(key, 0) or 0))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a count of 1e400, read as infinity
         return 0
 
 
@@ -174,8 +174,8 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str, gpu_
     limits = status.get("limits") or {}
     try:  # one the watchdog would refuse (not a whole number >= 1) reads as its default, as an unset one
         batch = int(env.get("max_batch_size", 8))
-    except (TypeError, ValueError):  # a JSON null or list from a broken API failed the tick of every function
-        batch = 8
+    except (TypeError, ValueError, OverflowError):  # a JSON null, list or 1e400 (read as infinity) from a broken
+        batch = 8                                      # API failed the tick of every function
     batch = batch if batch >= 1 else 8
     requests = status.get("requests") or {}
     try:  # no limit: it may use what it requests, at least a core

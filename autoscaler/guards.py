@@ -92,14 +92,18 @@ def redeployments(functions: Iterable[FunctionState], deployed: Mapping[str, str
     was kept: the old deployment's peak demand held variants for the whole delay, its measured times priced
     another image, and a capacity factor learnt by another model stayed until it recovered. A platform that
     recreates a function on update (faasd replaces its container) reads as a new deployment too, which starts
-    over just the same. Without createdAt nothing is told."""
+    over just the same. Without createdAt nothing is told, and a function listed once without it keeps the
+    createdAt last seen and its watch (else the watch ended, removing at once, and a deployment anew after the
+    gap went unnoticed)."""
     now_deployed, fresh = {}, {}
     for fs in functions:
+        before = deployed.get(fs.name)
         created = str(fs.spec.get("createdAt") or "")
         if not created:
+            if before is not None:
+                now_deployed[fs.name] = before
             continue
         now_deployed[fs.name] = created
-        before = deployed.get(fs.name)
         if before is not None and before != created:
             fresh[fs.name] = (f"deployed anew (createdAt {created}, was {before}): its demand, measured times and "
                               f"capacity factor start afresh, and nothing is removed for {delay:g}s")

@@ -613,3 +613,26 @@ def test_a_function_deployed_anew_under_its_name_between_two_ticks_starts_its_gu
     held = decide(snapshot([state("2026-01-01T00:00:00Z", 10.0, running)], taken_at=30.0), PREDICTOR, cfg, 30.0,
                   same.memory)
     assert held.function("m").instances() > 0
+
+
+def test_a_listing_without_its_createdat_neither_ends_the_watch_of_a_new_deployment_nor_hides_the_next_one():
+    # a parent listed once without createdAt (a provider's hiccup) ended the watch of its new deployment (its variants
+    # removed at once) and forgot the createdAt it had, so a deployment anew after that went unnoticed
+    def state(created, variants=()):
+        spec = {"createdAt": created} if created else {}
+        parent = Variant("m", 8, 1.0, 0.0, 256 * 1024**2, "a", 1, pinned=True, ready=1)
+        return fn("m", 10.0, variants=(parent, *variants), spec=spec)
+
+    cfg = config(scale_down_delay=60.0, min_variant_age=0, keep_warm=0)
+    running = (Variant("m-b8-c1000-g0-a-0", 8, 1.0, 0.0, 256 * 1024**2, "a", 1, ready=1),)
+    first = decide(snapshot([state("2026-01-01T00:00:00Z", running)]), PREDICTOR, cfg, 0.0, GuardMemory(started=-100.0))
+    anew = decide(snapshot([state("2026-01-01T00:00:04Z", running)], taken_at=5.0), PREDICTOR, cfg, 5.0,
+                  first.memory)
+    assert anew.memory.redeployed_at == {"m": 5.0}
+    lost = decide(snapshot([state("", running)], taken_at=10.0), PREDICTOR, cfg, 10.0, anew.memory)
+    assert lost.memory.redeployed_at == {"m": 5.0} and lost.memory.deployed == {"m": "2026-01-01T00:00:04Z"}
+    assert lost.function("m").instances() == len(running)  # still watched: nothing removed
+    again = decide(snapshot([state("2026-01-01T00:00:09Z", running)], taken_at=15.0), PREDICTOR, cfg, 15.0,
+                   lost.memory)
+    assert again.memory.redeployed_at == {"m": 15.0}
+    assert "deployed anew (createdAt 2026-01-01T00:00:09Z, was 2026-01-01T00:00:04Z)" in again.function("m").reason

@@ -108,6 +108,9 @@ class Autoscaler:
         self._tell_held(held)
         if self.metrics is not None:
             self.metrics.record_rollout(held)
+        # a function deleted, then deployed again, is told again (its "left as it runs" was skipped as said)
+        planned = {fp.name for fp in plan.functions}
+        self._left = {name: why for name, why in self._left.items() if name in planned}
         for fp in plan.functions:
             said = self._left.pop(fp.name, None)
             if fp.unchanged:

@@ -76,8 +76,9 @@ class AutoscalerMetrics:
         self.stale = r.gauge(PREFIX + "stale_variants", "Variants whose spec differs from their parent's, their update "
                              "held by the rolling update (waiting: not_ready, behind an instance that is not ready; "
                              "turn, behind another variant updated this tick)", ("function_name", "waiting"))
-        # Replicas per function (cold-start counting) and managed instances by configuration (actions).
-        self._running: dict[str, int] = {}
+        # Per function, (its parent's createdAt, its replicas, its parent's replicas): cold-start counting.
+        # Managed instances by configuration (actions). Both forget a function gone from a valid plan.
+        self._running: dict[str, tuple[str, int, int]] = {}
         self._managed: dict[str, dict[str, int]] = {}
 
     def label(self, name: str) -> str:
@@ -98,6 +99,9 @@ class AutoscalerMetrics:
             self.attainment.set(ratio, function_name=self.label(name))
         if not plan.valid:
             return
+        listed = {fs.name for fs in snapshot.functions}  # a valid plan: the API listed every function
+        self._running = {name: seen for name, seen in self._running.items() if name in listed}
+        self._managed = {name: seen for name, seen in self._managed.items() if name in listed}
         for metric in (self.demand, self.capacity, self.shortfall, self.planned, self.predicted,
                        self.last_decision, self.plan_info):
             metric.clear()
@@ -140,12 +144,18 @@ class AutoscalerMetrics:
             self.instances.set(n, function_name=label, config=key, kind=kind)
         self.cpu.set(cpu, function_name=label)
         self.gpu.set(gpu, function_name=label)
-        before = self._running.get(fs.name)
-        if before is not None and running > before:
-            self.cold_starts.inc(running - before, function_name=label)
-        elif before is None:
+        created = str(fs.spec.get("createdAt") or "")
+        parent = sum(v.replicas for v in fs.variants if v.pinned)
+        seen = self._running.get(fs.name)
+        if seen is None:  # first seen: what runs is the baseline
             self.cold_starts.inc(0, function_name=label)
-        self._running[fs.name] = running
+        else:
+            was, before, parent_before = seen
+            if created and was and created != was:  # deployed anew: its own instances are new, variants adopted
+                before -= parent_before
+            if running > before:
+                self.cold_starts.inc(running - before, function_name=label)
+        self._running[fs.name] = (created or (seen[0] if seen else ""), running, parent)
         self._managed[fs.name] = managed
         samples: dict[str, list[float]] = {}
         for m in fs.measured:

@@ -168,6 +168,8 @@ class Observer:
                 variants=(parent, *variants.get(name, ())), spec=dict(status), unreadable="; ".join(why + bad_labels),
                 **self._queue(name, parent, gpu_unknown, epoch, problems)))
         self._retire(epoch, problems)
+        # a function deleted (and later deployed again) would keep an old deployment's traffic warm
+        self._last_traffic = {fn: at for fn, at in self._last_traffic.items() if fn in managed}
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
 
     def _retire(self, epoch: float, problems: list[str]) -> None:

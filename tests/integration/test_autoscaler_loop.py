@@ -181,3 +181,54 @@ def test_an_instance_that_never_gets_ready_holds_a_rolling_update_the_operator_i
         assert variants(provider.url)[name] == 1  # the stale variant still serves
     finally:
         provider.stop()
+
+
+def test_a_function_deleted_is_forgotten_and_one_deployed_again_is_told_and_counted_afresh(tmp_path, redis_server,
+                                                                                           caplog):
+    # the loop's small per-function maps outlived a deleted function: deployed again with the same reason to be
+    # left as it runs, it was not told; deleted and deployed again between two ticks, the new instance was no
+    # cold start (the old deployment's replicas were its baseline)
+    handler = write_handler(str(tmp_path / "f"), HANDLER)
+    provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
+    try:
+        # an unreadable scale label: left as it runs, for the same reason every tick
+        spec = {"annotations": {"com.faas-infer.latency_slo": "200ms"}, "labels": {"com.openfaas.scale.min": "x"}}
+        metrics = AutoscalerMetrics()
+        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url)
+        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),),
+                            metrics=metrics)
+        caplog.set_level(logging.INFO, logger="autoscaler.loop")
+
+        def told() -> int:
+            return len([r for r in caplog.records if r.getMessage().startswith("f left as it runs")])
+
+        def cold_starts() -> str:
+            return [line for line in metrics.registry.render().splitlines()
+                    if line.startswith('faas_infer_autoscaler_cold_starts_total{function_name="f.openfaas-fn"}')][0]
+
+        def delete() -> None:
+            gone = requests.delete(provider.url + "/system/functions", json={"functionName": "f"}, timeout=10)
+            assert gone.status_code in (200, 202), gone.text
+
+        assert provider.deploy("f", handler, **spec).status_code in (200, 201, 202)
+        provider.wait_ready("f", 1)
+        assert requests.post(provider.url + "/function/f", data=b"x", timeout=10).status_code == 200
+        time.sleep(1.5)  # arrivals are counted by whole seconds past
+        scaler.tick(1000.0)
+        assert told() == 1 and set(scaler.observer._last_traffic) == {"f"}
+        scaler.tick(1005.0)
+        assert told() == 1  # the same reason is not told every tick
+        delete()
+        plan, _ = scaler.tick(1010.0)
+        assert plan.valid and not plan.functions
+        assert "f" not in scaler.observer._last_traffic and "f" not in metrics._running and "f" not in metrics._managed
+        assert provider.deploy("f", handler, **spec).status_code in (200, 201, 202)
+        scaler.tick(1015.0)
+        assert told() == 2  # deployed again: told again
+        assert cold_starts().endswith(" 0")  # first seen: what runs is the baseline
+        delete()
+        assert provider.deploy("f", handler, **spec).status_code in (200, 201, 202)
+        scaler.tick(1020.0)
+        assert cold_starts().endswith(" 1")  # deployed anew between two ticks: its instance was started
+    finally:
+        provider.stop()

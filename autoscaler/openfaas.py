@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
 import requests
+from urllib3 import Timeout
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
 
@@ -56,14 +58,15 @@ class OpenFaaSClient:
 
     def _call(self, method: str, path: str, **kw: Any) -> bytes:
         """The answer's body; the whole call, body included, within ``timeout`` (the socket's timeout alone
-        bounds each read, so an API trickling its answer held the control loop for as long as it trickled)."""
+        bounds each read, so an API trickling its answer held the control loop for as long as it trickled). Only
+        a head trickled line by line outlasts it: each of its reads waits at most what connecting left."""
         params = kw.pop("params", {})
         if self.namespace:
             params["namespace"] = self.namespace
         deadline = time.monotonic() + self.timeout
-        try:
-            with self.session.request(method, self.base_url + path, params=params, timeout=self.timeout,
-                                      stream=True, **kw) as response:
+        try:  # total: the answer's head waits only for what connecting left (each was given the whole timeout)
+            with self.session.request(method, self.base_url + path, params=params,
+                                      timeout=Timeout(total=self.timeout), stream=True, **kw) as response:
                 body = _read(response, deadline, f"{method} {path}", self.timeout)
         except (requests.ConnectionError, requests.Timeout, ReadTimeoutError, ProtocolError) as exc:
             raise OpenFaaSUnreachable(f"{method} {path}: {exc}") from None
@@ -111,14 +114,35 @@ class OpenFaaSClient:
 
 def _read(response: requests.Response, deadline: float, call: str, timeout: float) -> bytes:
     """The body as it arrives, until ``deadline`` (``OpenFaaSUnreachable`` after it) or ``MAX_ANSWER`` bytes."""
+    late = f"{call}: no whole answer within {timeout:g}s"
+    cut = threading.Event()
+
+    def stop_reading() -> None:  # checked between reads, a read begun before the deadline waited a timeout more
+        cut.set()
+        try:
+            response.raw.shutdown()  # the read waiting returns at once; the connection is not reused
+        except (ValueError, RuntimeError, OSError):  # already read whole (the connection back in its pool)
+            pass
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), stop_reading)
+    timer.daemon = True
+    timer.start()
     parts, size = [], 0
-    while True:
-        if time.monotonic() > deadline:
-            raise OpenFaaSUnreachable(f"{call}: no whole answer within {timeout:g}s ({size} bytes read)")
-        part = response.raw.read1(65536, decode_content=True)
-        if not part:
-            return b"".join(parts)
-        size += len(part)
-        if size > MAX_ANSWER:
-            raise OpenFaaSError(f"{call}: answer larger than {MAX_ANSWER} bytes")
-        parts.append(part)
+    try:
+        while True:
+            try:
+                part = response.raw.read1(65536, decode_content=True)
+            except (ReadTimeoutError, ProtocolError):
+                if cut.is_set():  # an answer cut short at the deadline reads as incomplete
+                    raise OpenFaaSUnreachable(f"{late} ({size} bytes read)") from None
+                raise
+            if cut.is_set():  # an answer without a length reads as ended
+                raise OpenFaaSUnreachable(f"{late} ({size} bytes read)")
+            if not part:
+                return b"".join(parts)
+            size += len(part)
+            if size > MAX_ANSWER:
+                raise OpenFaaSError(f"{call}: answer larger than {MAX_ANSWER} bytes")
+            parts.append(part)
+    finally:
+        timer.cancel()

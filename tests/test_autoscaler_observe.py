@@ -284,9 +284,10 @@ def test_a_function_none_of_whose_instances_beats_is_retired_and_one_with_a_live
     assert redis_client.ttl(keys.queue("kept")) == -1 and redis_client.exists(keys.instance("kept", "live"))
 
 
-def trickling_api(pause: float, stall: bool = False):
+def trickling_api(pause: float, stall: bool = False, stall_after: float | None = None):
     """A loopback API whose function list comes one byte per ``pause`` seconds (with ``stall``, a few bytes and
-    then nothing, the connection left open): a gateway slowed by its provider."""
+    then nothing, the connection left open; with ``stall_after``, bytes for that many seconds and then nothing):
+    a gateway slowed by its provider."""
     import http.server
     import threading
 
@@ -297,8 +298,9 @@ def trickling_api(pause: float, stall: bool = False):
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            started = time.monotonic()
             for i, byte in enumerate(body):
-                if stall and i == 3:
+                if (stall and i == 3) or (stall_after is not None and time.monotonic() - started > stall_after):
                     time.sleep(pause * len(body))
                     return
                 self.wfile.write(bytes([byte]))
@@ -328,6 +330,23 @@ def test_an_api_that_trickles_or_stalls_its_answer_is_an_unreachable_api_within_
         scaler = Autoscaler(AutoscalerConfig(), client=client, redis=redis_client, predictor=None, nodes=lambda: NODES)
         plan, todo = scaler.tick(1000.0)
         assert not plan.valid and plan.reason.startswith("openfaas: GET /system/functions") and todo == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_answer_that_stalls_just_before_the_deadline_ends_the_call_at_the_deadline_not_a_timeout_later():
+    # the deadline was checked between reads only: a read begun just before it waited the socket's whole timeout,
+    # so a call could take twice its timeout (here 3 s became 6 s); each read now waits only for what is left
+    from autoscaler.openfaas import OpenFaaSClient, OpenFaaSUnreachable
+
+    server = trickling_api(0.1, stall_after=2.8)
+    try:
+        client = OpenFaaSClient(f"http://127.0.0.1:{server.server_address[1]}", timeout=3.0)
+        started = time.monotonic()
+        with pytest.raises(OpenFaaSUnreachable, match=r"GET /system/functions: no whole answer within 3s"):
+            client.list_functions()
+        assert time.monotonic() - started < 4.5  # 3 s and a margin for a loaded machine; it was 6 s
     finally:
         server.shutdown()
         server.server_close()

@@ -67,8 +67,11 @@ class Autoscaler:
         self.last_snapshot = None
         # Why each function was last left as it runs (logged at INFO when it changes, not every tick).
         self._left: dict[str, str] = {}
-        # Why each function's rolling update is held behind instances not ready (logged at INFO when it changes).
+        # Why each function's rolling update is held behind instances not ready (logged at INFO when it changes),
+        # and since when it is held so (told once it lasts min_variant_age: each step of a rolling update waits
+        # for the instance it restarted, which is no news).
         self._held: dict[str, str] = {}
+        self._held_since: dict[str, float] = {}
         # Whether the latest tick's plan reached the metrics (a tick failing later is not counted twice).
         self.recorded = False
         if not self.redis:
@@ -105,11 +108,11 @@ class Autoscaler:
                             "capacity factor start afresh", name, plan.memory.deployed.get(name, "?"))
         self.memory = plan.memory
         todo, held = rollout(plan, snapshot, self.config)
-        self._tell_held(held)
+        planned = {fp.name for fp in plan.functions}
+        self._tell_held(held, planned, now)
         if self.metrics is not None:
             self.metrics.record_rollout(held)
         # a function deleted, then deployed again, is told again (its "left as it runs" was skipped as said)
-        planned = {fp.name for fp in plan.functions}
         self._left = {name: why for name, why in self._left.items() if name in planned}
         for fp in plan.functions:
             said = self._left.pop(fp.name, None)
@@ -123,17 +126,21 @@ class Autoscaler:
         return plan, todo
 
 
-    def _tell_held(self, held: tuple[HeldUpdate, ...]) -> None:
-        """Log once at INFO when a function's rolling update waits for instances that are not ready (one that
-        never gets ready holds it for good, deliberately: the stale variants serve meanwhile), and when it goes on."""
-        now: dict[str, list[HeldUpdate]] = {}
+    def _tell_held(self, held: tuple[HeldUpdate, ...], planned: set[str], now: float) -> None:
+        """Log once at INFO when a function's rolling update has waited ``min_variant_age`` for instances that are
+        not ready (one that never gets ready holds it for good, deliberately: the stale variants serve meanwhile),
+        and when it goes on."""
+        waiting: dict[str, list[HeldUpdate]] = {}
         for h in held:
             if h.waiting_for:
-                now.setdefault(h.fn, []).append(h)
-        for fn in sorted(set(self._held) - set(now)):
-            del self._held[fn]
-            logger.info("rolling update of %s: no longer held by instances not ready", fn)
-        for fn, hs in sorted(now.items()):
+                waiting.setdefault(h.fn, []).append(h)
+        for fn in sorted(set(self._held_since) - set(waiting)):
+            del self._held_since[fn]
+            if self._held.pop(fn, None) is not None and fn in planned:  # one gone is forgotten without a word
+                logger.info("rolling update of %s: no longer held by instances not ready", fn)
+        for fn, hs in sorted(waiting.items()):
+            if now - self._held_since.setdefault(fn, now) < self.config.min_variant_age:
+                continue
             blockers = sorted({b for h in hs for b in h.waiting_for})
             said = (f"rolling update of {fn} held: {len(hs)} variant(s) keep their old spec "
                     f"({'; '.join(f'{h.name}: {h.stale} changed' for h in hs)}) until these instances are ready: "

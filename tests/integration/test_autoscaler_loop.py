@@ -232,3 +232,50 @@ def test_a_function_deleted_is_forgotten_and_one_deployed_again_is_told_and_coun
         assert cold_starts().endswith(" 1")  # deployed anew between two ticks: its instance was started
     finally:
         provider.stop()
+
+
+def test_a_rolling_update_is_told_held_only_once_it_waits_min_variant_age_and_a_deleted_function_is_forgotten(
+        tmp_path, redis_server, caplog):
+    # a variant deployed or scaled up cold-starts for a tick or two, and the updates of its function's stale
+    # variants wait for it: each such routine wait was told at INFO as a held update, and its end as "no longer
+    # held". Now a wait is told once it has lasted min_variant_age (decide's own "still starting"); a function
+    # deleted while held leaves no "no longer held" line and no stale_variants series
+    handler = write_handler(str(tmp_path / "f"), HANGING_PARENT)
+    provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
+    try:
+        slo = {"com.faas-infer.latency_slo": "200ms"}
+        quick = {"write_timeout": "2s"}  # a hanging load() is drained for write_timeout on stop
+        assert provider.deploy("f", handler, envVars={"HANG": "1", **quick}, annotations=slo).status_code in (200, 202)
+        metrics = AutoscalerMetrics()
+        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, keep_warm=0,
+                                  min_instances=2, cpu_steps=(0.5,), batch_sizes=(1, 4), min_variant_age=30)
+        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),),
+                            metrics=metrics)
+        scaler.tick(1000.0)
+        (name,) = variants(provider.url)
+        provider.wait_ready(name, 1)
+        new = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **quick},
+                              annotations=slo)
+        assert new.status_code in (200, 202), new.text
+        caplog.set_level(logging.INFO, logger="autoscaler.loop")
+
+        def held() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.getMessage().startswith("rolling update of f")]
+
+        def stale() -> list[str]:
+            return [line for line in metrics.registry.render().splitlines()
+                    if line.startswith("faas_infer_autoscaler_stale_variants{")]
+
+        scaler.tick(1005.0)
+        scaler.tick(1020.0)
+        assert held() == []  # held for 15 s: f may still be starting
+        assert stale() == ['faas_infer_autoscaler_stale_variants{function_name="f.openfaas-fn",waiting="not_ready"} 1']
+        scaler.tick(1036.0)
+        scaler.tick(1040.0)
+        assert len(held()) == 1 and held()[0].startswith("rolling update of f held: 1 variant(s)"), held()
+        gone = requests.delete(provider.url + "/system/functions", json={"functionName": "f"}, timeout=10)
+        assert gone.status_code in (200, 202), gone.text
+        scaler.tick(1045.0)
+        assert len(held()) == 1 and stale() == [], held()
+    finally:
+        provider.stop()

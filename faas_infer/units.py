@@ -56,4 +56,7 @@ def parse_memory(value: str | int) -> int:
     match = _MEMORY.match(str(value))
     if not match:
         raise ValueError(f"{value!r}: not a memory quantity (examples: 256Mi, 1Gi, 500M)")
-    return int(float(match["num"]) * _MEMORY_SCALE[match["unit"]])
+    size = float(match["num"]) * _MEMORY_SCALE[match["unit"]]
+    if not math.isfinite(size):  # int() of it was an OverflowError, which no caller expects
+        raise ValueError(f"{value!r}: a memory quantity must be finite")
+    return int(size)

@@ -126,7 +126,9 @@ def test_odd_entries_in_the_function_list_are_skipped_and_the_rest_planned(redis
                                  {"limits": {"nvidia.com/gpu": "1e400"}},
                                  # json.loads reads the number 1e400 as infinity: int() of it is an OverflowError
                                  {"envVars": {"max_batch_size": 1e400}}, {"replicas": 1e400},
-                                 {"availableReplicas": 1e400}])
+                                 {"availableReplicas": 1e400},
+                                 # a memory quantity beyond a float: parse_memory's OverflowError
+                                 {"limits": {"memory": "9" * 400}}, {"requests": {"memory": "9" * 400}}])
 def test_a_parent_with_an_odd_batch_size_or_gpu_limit_costs_no_other_function_its_decision(redis_client, odd):
     # each of these failed the whole tick (TypeError, OverflowError): no function was planned while it was listed
     listing = Listing([{"name": "odd", "annotations": SLO, "replicas": 1, **odd},

@@ -25,6 +25,8 @@ def test_cpu_and_memory_quantities():
         parse_cpu("lots")
     with pytest.raises(ValueError, match="not a memory quantity"):
         parse_memory("1 gallon")
+    with pytest.raises(ValueError, match="a memory quantity must be finite"):  # was an OverflowError
+        parse_memory("9" * 400 + "Mi")
 
 
 def test_format_duration():

@@ -36,6 +36,8 @@ def provider(tmp_path):
     ({"annotations": {"com.faas-infer.latency_slo": "fast"}},
      "annotation com.faas-infer.latency_slo of fn: latency_slo='fast'"),
     ({"secrets": ["api-key"]}, "secrets are not supported by the local provider"),
+    # a quantity beyond a float (OverflowError) was a 500
+    ({"limits": {"memory": "9" * 400}}, "limits of fn: '" + "9" * 400 + "': a memory quantity must be finite"),
 ])
 def test_bad_deploys_are_400_and_leave_nothing(provider, spec, named):
     answer = provider.deploy("fn", provider.handler, **spec)

@@ -109,7 +109,7 @@ class Autoscaler:
         self.memory = plan.memory
         todo, held = rollout(plan, snapshot, self.config)
         planned = {fp.name for fp in plan.functions}
-        self._tell_held(held, planned, now)
+        self._tell_held(held, planned, {fp.name for fp in plan.functions if fp.unchanged}, now)
         if self.metrics is not None:
             self.metrics.record_rollout(held)
         # a function deleted, then deployed again, is told again (its "left as it runs" was skipped as said)
@@ -126,15 +126,16 @@ class Autoscaler:
         return plan, todo
 
 
-    def _tell_held(self, held: tuple[HeldUpdate, ...], planned: set[str], now: float) -> None:
+    def _tell_held(self, held: tuple[HeldUpdate, ...], planned: set[str], left: set[str], now: float) -> None:
         """Log once at INFO when a function's rolling update has waited ``min_variant_age`` for instances that are
         not ready (one that never gets ready holds it for good, deliberately: the stale variants serve meanwhile),
-        and when it goes on."""
+        and when it goes on. A function ``left`` as it runs this tick (act updates nothing of it) keeps its state:
+        a tick without its arrival rate told the update going on, and told it held again later."""
         waiting: dict[str, list[HeldUpdate]] = {}
         for h in held:
             if h.waiting_for:
                 waiting.setdefault(h.fn, []).append(h)
-        for fn in sorted(set(self._held_since) - set(waiting)):
+        for fn in sorted(set(self._held_since) - set(waiting) - left):
             del self._held_since[fn]
             if self._held.pop(fn, None) is not None and fn in planned:  # one gone is forgotten without a word
                 logger.info("rolling update of %s: no longer held by instances not ready", fn)

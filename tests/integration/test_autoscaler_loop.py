@@ -273,9 +273,16 @@ def test_a_rolling_update_is_told_held_only_once_it_waits_min_variant_age_and_a_
         scaler.tick(1036.0)
         scaler.tick(1040.0)
         assert len(held()) == 1 and held()[0].startswith("rolling update of f held: 1 variant(s)"), held()
+        # a tick f is left as it runs (a scale label unreadable for a while) neither ends nor restarts the wait
+        for labels, at in (({"com.openfaas.scale.min": "x"}, 1045.0), ({}, 1050.0)):
+            again = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **quick},
+                                    annotations=slo, labels=labels)
+            assert again.status_code in (200, 202), again.text
+            scaler.tick(at)
+        assert len(held()) == 1, held()
         gone = requests.delete(provider.url + "/system/functions", json={"functionName": "f"}, timeout=10)
         assert gone.status_code in (200, 202), gone.text
-        scaler.tick(1045.0)
+        scaler.tick(1055.0)
         assert len(held()) == 1 and stale() == [], held()
     finally:
         provider.stop()

@@ -2,11 +2,13 @@
 
 ``changes`` is pure (plan + snapshot -> list of Change, each with its reason); ``apply`` sends them:
 deploys first, then updates and scale-ups, then scale-downs and deletes, so capacity is added before it
-is taken away; an API that does not answer costs one timeout per tick, not one per change. A running variant whose spec no longer matches its parent's (a new image, environment or
-annotations, a changed SLO) is updated in place (PUT), one serving variant of a function per tick and only
-while the function's other instances are ready (a rolling update; ``_held_by``; ``rollout`` also names the updates held). Variants whose parent is gone or unmanaged are
-deleted (decide keeps variants younger than ``min_variant_age`` in its plans). Removed variants drain
-through the watchdog's SIGTERM order, so requests in flight are answered; queued requests stay in the
+is taken away; an API that does not answer costs one timeout per tick, not one per change. A running
+variant whose spec no longer matches its parent's (a new image, environment or annotations, a changed
+SLO) is updated in place (PUT), one serving variant of a function per tick and only while the function's
+other instances are ready (a rolling update; ``_held_by``; ``rollout`` also names the updates held).
+Variants whose parent is unmanaged, or gone for ``orphan_grace``, are deleted (decide keeps variants
+younger than ``min_variant_age`` in its plans). Removed variants drain through the watchdog's SIGTERM
+order, so requests in flight are answered; queued requests stay in the
 shared Redis queue for the remaining instances.
 """
 

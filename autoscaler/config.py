@@ -83,6 +83,10 @@ class AutoscalerConfig:
     # A variant younger than this (by its createdAt) is not removed for the plan's sake: it was started for
     # a reason a tick ago, and removing it before it has served only churns. Orphans go at once.
     min_variant_age: float = 30.0
+    # A variant whose parent is not listed is deleted as an orphan once the parent has been missing this
+    # long: faasd updates a function by deleting and creating it again, and a tick that falls in between
+    # must not delete every variant of it (a parent that lost its SLO annotation is listed: at once).
+    orphan_grace: float = 30.0
     # Fewest instances of any function (the function's com.openfaas.scale.min label overrides it).
     min_instances: int = 0
     # Most instances of any function (com.openfaas.scale.max overrides it).
@@ -134,6 +138,7 @@ class AutoscalerConfig:
               "must be >= 1 and >= min_instances")
         _rule(self.scale_down_delay >= 0, "scale_down_delay", self.scale_down_delay, "must be >= 0")
         _rule(self.min_variant_age >= 0, "min_variant_age", self.min_variant_age, "must be >= 0")
+        _rule(self.orphan_grace >= 0, "orphan_grace", self.orphan_grace, "must be >= 0")
         _rule(self.max_step_up >= 1, "max_step_up", self.max_step_up, "must be >= 1")
         _rule(self.max_step_down >= 1, "max_step_down", self.max_step_down, "must be >= 1")
         _rule(self.keep_warm >= 0, "keep_warm", self.keep_warm, "must be >= 0")
@@ -159,8 +164,8 @@ def _rule(ok: bool, key: str, value: Any, rule: str) -> None:
 
 
 _FLOATS = ("beta", "headroom", "solver_time_limit", "mip_gap", "switch_margin")
-_DURATIONS = ("interval", "drain_seconds", "scale_down_delay", "min_variant_age", "keep_warm_window", "rate_window",
-              "heartbeat_timeout", "max_snapshot_age")
+_DURATIONS = ("interval", "drain_seconds", "scale_down_delay", "min_variant_age", "orphan_grace", "keep_warm_window",
+              "rate_window", "heartbeat_timeout", "max_snapshot_age")
 _INTS = ("gpu_slices", "ilp_max_variables", "placement_ilp_max_vars", "min_instances", "max_instances", "max_step_up",
          "max_step_down",
          "keep_warm", "max_replicas_per_variant", "metrics_port")

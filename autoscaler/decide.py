@@ -138,6 +138,8 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     told.update({name: f"; {why}" for name, why in fresh.items()})
     for orphan in snapshot.orphans:  # until act deletes them
         _use(fixed, orphan.variant.node or default_node, orphan.variant, orphan.variant.replicas)
+    for v in snapshot.held:  # a parent not listed for less than orphan_grace
+        _use(fixed, v.node or default_node, v, v.replicas)
     confinement = _confinement(snapshot)
     own_shapes: dict[frozenset[str] | None, list[tuple[float, int, int]]] = {None: shapes}
     for fs in snapshot.functions:

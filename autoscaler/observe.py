@@ -96,6 +96,8 @@ class Observer:
         self.redis = redis
         self.nodes = nodes
         self._last_traffic: dict[str, float] = {}
+        # Loop time each parent that variants name was first seen missing from the function list.
+        self._missing_since: dict[str, float] = {}
         # The error of this tick's first failed Redis read (the others are skipped: a Redis that does not
         # answer would otherwise cost a socket timeout per function, one after another).
         self._redis_failed: Exception | None = None
@@ -128,7 +130,7 @@ class Observer:
         # a function whose SLO cannot be read keeps its variants (left as they run, not deleted as orphans)
         managed = {name: slo or 0.0 for name, (slo, why) in read.items() if slo is not None or why}
         variants: dict[str, list] = {}
-        orphans = []
+        orphans, held, named = [], [], set()
         for status in statuses:
             try:
                 v = parse_variant(status, self.config.default_memory)
@@ -140,11 +142,18 @@ class Observer:
             if v is None:
                 continue
             parent = str(status["labels"][LABEL_PARENT])
+            named.add(parent)
             if parent in managed:
                 variants.setdefault(parent, []).append(v)
-            else:
-                why = "no longer carries the latency SLO annotation" if parent in read else "is gone"
-                orphans.append(Orphan(v, parent, f"its parent {parent} {why}"))
+            elif parent in read:
+                orphans.append(Orphan(v, parent, f"its parent {parent} no longer carries the latency SLO annotation"))
+            elif now - self._missing_since.setdefault(parent, now) >= self.config.orphan_grace:
+                orphans.append(Orphan(v, parent, f"its parent {parent} is gone"))
+            else:  # maybe deleted and being created again (faasd's update): left as it runs for now
+                logger.debug("variant %s: its parent %s is not listed; left for now", v.name, parent)
+                held.append(v)
+        # forgotten once the parent is listed again, or none of its variants is
+        self._missing_since = {p: at for p, at in self._missing_since.items() if p not in read and p in named}
         functions = []
         self._redis_failed = None
         for status in statuses:
@@ -170,7 +179,7 @@ class Observer:
         self._retire(epoch, problems)
         # a function deleted (and later deployed again) would keep an old deployment's traffic warm
         self._last_traffic = {fn: at for fn, at in self._last_traffic.items() if fn in managed}
-        return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch)
+        return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch, tuple(held))
 
     def _retire(self, epoch: float, problems: list[str]) -> None:
         """Retire the queues of functions whose every instance stopped beating ``stats.RETIRE_AFTER`` ago (or

@@ -126,6 +126,9 @@ class Snapshot:
     orphans: tuple["Orphan", ...] = ()
     # Wall-clock seconds at ``taken_at`` (ages of variants from their createdAt); 0 when unknown.
     taken_epoch: float = 0.0
+    # Variants whose parent is not listed, left as they run for ``orphan_grace`` (it may be being created
+    # again); they hold resources meanwhile.
+    held: tuple["Variant", ...] = ()
 
 
 @dataclass(frozen=True)

@@ -200,13 +200,16 @@ def test_noise_in_measured_times_does_not_swap_configurations_back_and_forth():
     assert sum(churn(config(switch_margin=0.0, scale_down_delay=0.0))[2:]) > 0  # without the guards it churns
 
 
-def test_orphaned_variants_hold_their_resources_until_removed():
+def test_orphaned_and_held_variants_hold_their_resources_until_removed():
     node = Node("n1", 2, 16 * GiB)
     orphan = Orphan(Variant("gone-b1-c1000-g0-n1-0", 1, 1.5, 0.0, 256 * 1024**2, "n1", 1), "gone", "gone")
     free = decide(snapshot([fn("m", 400.0)], (node,)), PREDICTOR, config(), 0.0)
     held = decide(dataclasses.replace(snapshot([fn("m", 400.0)], (node,)), orphans=(orphan,)), PREDICTOR, config(), 0.0)
+    # a variant whose parent is missing for less than orphan_grace (left as it runs) holds them the same way
+    waiting = decide(dataclasses.replace(snapshot([fn("m", 400.0)], (node,)), held=(orphan.variant,)), PREDICTOR,
+                     config(), 0.0)
     used = lambda plan: sum(t.count * t.candidate.cpu for t in plan.function("m").targets)  # noqa: E731
-    assert used(free) > 0.5 and used(held) <= 0.5 + 1e-9
+    assert used(free) > 0.5 and used(held) <= 0.5 + 1e-9 and used(waiting) <= 0.5 + 1e-9
 
 
 def test_a_pinned_parent_counts_only_at_a_batch_size_that_meets_the_slo():

@@ -35,12 +35,34 @@ def variant(name: str, parent: str) -> dict:
 def test_variants_of_a_gone_or_unmanaged_parent_are_orphans(redis_client):
     listing = Listing([{"name": "f", "annotations": SLO}, {"name": "plain"}, variant("f-b4-c500-g0-0", "f"),
                        variant("gone-b4-c500-g0-0", "gone"), variant("plain-b4-c500-g0-0", "plain")])
-    snap = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES).snapshot(0.0, time.time())
+    snap = Observer(AutoscalerConfig(orphan_grace=0), listing, redis_client, lambda: NODES).snapshot(0.0, time.time())
     assert [f.name for f in snap.functions] == ["f"]
     assert [v.name for v in snap.functions[0].variants if not v.pinned] == ["f-b4-c500-g0-0"]
     assert {(o.variant.name, o.parent, o.reason) for o in snap.orphans} == {
         ("gone-b4-c500-g0-0", "gone", "its parent gone is gone"),
         ("plain-b4-c500-g0-0", "plain", "its parent plain no longer carries the latency SLO annotation")}
+
+
+def test_variants_of_a_parent_missing_from_the_list_are_orphans_only_once_it_stays_missing_orphan_grace(redis_client):
+    # faasd updates a function by deleting it and creating it again: a tick in between must not delete its variants
+    parent, child = {"name": "f", "annotations": SLO}, variant("f-b4-c500-g0-0", "f")
+    listing = Listing([child])
+    observer = Observer(AutoscalerConfig(orphan_grace=30), listing, redis_client, lambda: NODES)
+
+    def seen(now: float) -> tuple[list[str], list[str]]:
+        snap = observer.snapshot(now, time.time())
+        return [o.variant.name for o in snap.orphans], [v.name for v in snap.held]
+
+    assert seen(0.0) == ([], ["f-b4-c500-g0-0"])  # held: it holds its resources, nothing is deleted
+    assert seen(29.0) == ([], ["f-b4-c500-g0-0"])
+    listing.statuses = [parent, child]  # created again: managed as before, the missing time forgotten
+    assert seen(31.0) == ([], [])
+    listing.statuses = [child]
+    assert seen(40.0) == ([], ["f-b4-c500-g0-0"])
+    assert seen(69.0) == ([], ["f-b4-c500-g0-0"])
+    assert seen(70.0) == (["f-b4-c500-g0-0"], [])  # missing for orphan_grace since 40: deleted
+    listing.statuses = [{"name": "f"}, child]  # listed without the SLO annotation: an orphan at once
+    assert seen(71.0) == (["f-b4-c500-g0-0"], [])
 
 
 def test_measured_times_of_gpu_instances_are_filed_under_their_share(redis_client):

@@ -98,6 +98,9 @@ class Observer:
         self._last_traffic: dict[str, float] = {}
         # Loop time each parent that variants name was first seen missing from the function list.
         self._missing_since: dict[str, float] = {}
+        # The problems of functions' own specs told at ERROR, by function: told again at DEBUG while they last
+        # (one line per tick and function would bury the log), at ERROR again once they change or come back.
+        self._told: dict[str, str] = {}
         # The error of this tick's first failed Redis read (the others are skipped: a Redis that does not
         # answer would otherwise cost a socket timeout per function, one after another).
         self._redis_failed: Exception | None = None
@@ -124,8 +127,9 @@ class Observer:
         default_node = nodes[0].name if len(nodes) == 1 else ""
         read = {str(st["name"]): read_slo(st) for st in statuses if LABEL_PARENT not in (st.get("labels") or {})}
         unreadable = {name: why for name, (_, why) in read.items() if why}
+        told: dict[str, list[str]] = {}
         for name, why in unreadable.items():
-            logger.error("function %s: %s; left as it runs", name, why)
+            told.setdefault(name, []).append(why)
             problems.append(f"{name}: {why}")
         # a function whose SLO cannot be read keeps its variants (left as they run, not deleted as orphans)
         managed = {name: slo or 0.0 for name, (slo, why) in read.items() if slo is not None or why}
@@ -166,7 +170,7 @@ class Observer:
             for field, label in (("min_instances", LABEL_SCALE_MIN), ("max_instances", LABEL_SCALE_MAX)):
                 bounds[field], problem = _int_label(labels, label)
                 if problem:
-                    logger.error("function %s: %s; left as it runs", name, problem)
+                    told.setdefault(name, []).append(problem)
                     problems.append(f"{name}: {problem}")
                     bad_labels.append(problem)
             why = [unreadable[name]] if name in unreadable else []
@@ -176,10 +180,19 @@ class Observer:
                 memory=memory_of(status, self.config.default_memory), **bounds,
                 variants=(parent, *variants.get(name, ())), spec=dict(status), unreadable="; ".join(why + bad_labels),
                 **self._queue(name, parent, gpu_unknown, epoch, problems)))
+        self._tell(told)
         self._retire(epoch, problems)
         # a function deleted (and later deployed again) would keep an old deployment's traffic warm
         self._last_traffic = {fn: at for fn, at in self._last_traffic.items() if fn in managed}
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch, tuple(held))
+
+    def _tell(self, told: dict[str, list[str]]) -> None:
+        """Log each function's spec problems of this tick: at ERROR when new or changed, else at DEBUG."""
+        now = {name: "; ".join(whys) for name, whys in told.items()}
+        for name, text in now.items():
+            level = logging.DEBUG if self._told.get(name) == text else logging.ERROR
+            logger.log(level, "function %s: %s; left as it runs", name, text)
+        self._told = now
 
     def _retire(self, epoch: float, problems: list[str]) -> None:
         """Retire the queues of functions whose every instance stopped beating ``stats.RETIRE_AFTER`` ago (or

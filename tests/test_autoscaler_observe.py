@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -214,6 +215,29 @@ def test_an_unreadable_slo_or_scale_label_keeps_the_function_as_it_runs_and_says
     good = Listing([{"name": "f", "annotations": SLO, "labels": {"com.openfaas.scale.min": " 2 "}}])
     fs, = Observer(AutoscalerConfig(), good, redis_client, lambda: NODES).snapshot(0.0, time.time()).functions
     assert fs.unreadable == "" and fs.min_instances == 2 and fs.slo == 0.1
+
+
+def test_a_functions_spec_problem_is_told_at_error_once_then_at_debug_while_it_lasts(redis_client, caplog):
+    listing = Listing([{"name": "f", "annotations": {"com.faas-infer.latency_slo": "abc"}}])
+    observer = Observer(AutoscalerConfig(), listing, redis_client, lambda: NODES)
+
+    def errors(now: float) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="autoscaler.observe"):
+            snap = observer.snapshot(now, time.time())
+        # every tick still says why in the snapshot (and so the plan), whatever the log level
+        assert bool(snap.functions[0].unreadable) == ("abc" in str(listing.statuses[0]))
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+    first = errors(0.0)
+    assert len(first) == 1 and first[0].startswith("function f: annotation com.faas-infer.latency_slo='abc' is not")
+    assert errors(5.0) == errors(10.0) == []
+    listing.statuses[0]["labels"] = {"com.openfaas.scale.max": "-3"}  # a second problem: the text changed
+    assert len(errors(15.0)) == 1 and errors(20.0) == []
+    listing.statuses[0] = {"name": "f", "annotations": SLO}  # fixed, then broken again: told again
+    assert errors(25.0) == []
+    listing.statuses[0] = {"name": "f", "annotations": {"com.faas-infer.latency_slo": "abc"}}
+    assert len(errors(30.0)) == 1
 
 
 def test_a_gpu_parent_that_sets_only_cpu_limit_is_filed_under_its_gpu_and_a_cpu_variant_under_its_cpu(

@@ -95,7 +95,9 @@ class LocalBatchQueue:
             if self._closed:
                 raise QueueClosed("queue is closed")
             self._items.append(item)
-            item.future.add_done_callback(lambda future: future.cancelled() and self._drop(item))
+            # A bound method, not a closure over ``item``: that made a cycle (item -> future -> callback ->
+            # item), so every request's objects waited for the cyclic collector instead of being freed at once.
+            item.future.add_done_callback(self._drop_cancelled)
             # A waiting taker needs waking only for a first item or a full batch: in between it sleeps
             # until the oldest item's release time anyway (a wake per item costs a thread switch each).
             # Every taker is woken: with two (a pipelined worker), the one that may take it now must not
@@ -104,12 +106,14 @@ class LocalBatchQueue:
                 self._cond.notify_all()
         return item.future
 
-    def _drop(self, item: Pending) -> None:
+    def _drop_cancelled(self, future: Future) -> None:
         """Take out a request cancelled while it waits (its caller gave up): left in, it counted in ``depth``
         (admission refused live callers with "queue full" for it) and filled batches that would not run it."""
+        if not future.cancelled():
+            return
         with self._cond:
             for index, waiting in enumerate(self._items):
-                if waiting is item:  # by identity: two Pendings may compare equal
+                if waiting.future is future:  # by identity: two Pendings may compare equal
                     del self._items[index]
                     return
 

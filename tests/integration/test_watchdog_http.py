@@ -330,6 +330,33 @@ def test_a_handler_hung_inline_on_the_loop_ends_the_worker_and_a_fresh_one_serve
     assert "blocked the event loop" in wd.log() and "past the request timeout of 1s" in wd.log()
 
 
+def test_an_async_handler_hung_inline_is_cancelled_at_exec_timeout_without_the_guard_ending_the_worker(
+        tmp_path, watchdogs):
+    # exec_timeout is write_timeout (the default): the guard saw the inline batch past that limit before its
+    # cancellation (timed from just after the batch began, then a turn of the handler's loop and the
+    # coroutine's own cleanup) had ended it, and ended a worker that was about to serve on.
+    folder = write_handler(str(tmp_path / "hang"), """
+        import asyncio
+
+        async def handle_batch(state, requests):
+            if any(r.body == b"hang" for r in requests):
+                try:
+                    await asyncio.sleep(600)
+                except asyncio.CancelledError:
+                    await asyncio.sleep(0.4)  # closing what it held (a client session, a connection)
+                    raise
+            return [b"ok" for _ in requests]
+    """)
+    wd = watchdogs(folder, exec_timeout="1s", write_timeout="1s")
+    for _ in range(3):  # known to be fast, at a low rate: the next request runs inline
+        assert requests.post(wd.url, data=b"x", timeout=5).text == "ok"
+        time.sleep(0.1)
+    hung = requests.post(wd.url, data=b"hang", timeout=10)
+    assert hung.status_code == 504
+    assert requests.post(wd.url, data=b"x", timeout=5).text == "ok"
+    assert "blocked the event loop" not in wd.log()
+
+
 def test_a_slow_first_call_with_a_prior_is_not_run_on_the_loop(tmp_path, watchdogs):
     # The autoscaler sets exec_prior on every variant; a prior alone made the first call (here a 3 s warm-up)
     # run inline, the guard ended the worker, and every new worker did the same: nothing was ever served.

@@ -149,7 +149,9 @@ class _Awaiter:
                 async with scope:
                     return True, await coro
             except BaseException as exc:  # noqa: BLE001 - carried to the waiting thread, raised there
-                if scope.expired() and isinstance(exc, TimeoutError):
+                if scope.expired():  # whatever it raised once cancelled (its own error wrapping the
+                    # CancelledError too) is the overrun: taken for a failure, the batch was bisected and each
+                    # half hung for exec_timeout again
                     return False, _Overrun("its coroutine was cancelled")
                 return False, exc
 

@@ -397,6 +397,31 @@ def test_an_async_handler_hung_past_exec_timeout_is_cancelled_and_the_instance_s
     assert "http_requests_in_flight 0" in requests.get(wd.metrics_url, timeout=5).text
 
 
+def test_an_async_handler_that_turns_its_cancellation_into_an_error_is_not_bisected_and_run_again(watchdogs,
+                                                                                                    tmp_path):
+    # A coroutine cancelled at exec_timeout that raises its own error (wrapping the CancelledError) was taken
+    # for a failing batch: bisected, each half ran (and hung) for exec_timeout again, the instance hung as long.
+    calls = tmp_path / "calls"
+    folder = write_handler(str(tmp_path / "fn"), f"""
+import asyncio
+
+async def handle_batch(state, requests):
+    with open({str(calls)!r}, "a") as f:
+        f.write(f"{{len(requests)}}\\n")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError as exc:
+        raise RuntimeError("upstream call aborted") from exc
+    return [b"" for _ in requests]
+""")
+    wd = watchdogs(folder, exec_timeout="1s", max_batch_size=2, batch_timeout="500ms")
+    responses = post_many(wd.url, [b"a", b"b"], workers=2)
+    assert [r.status_code for r in responses] == [504, 504]
+    wait_until(lambda: requests.get(wd.url + "/_/ready", timeout=5).status_code == 200, 10, what="ready again")
+    time.sleep(1.5)  # a half would have been called by now
+    assert calls.read_text().split() == ["2"]
+
+
 HTTP_TEMPLATE_HANDLER = """
 def handle(event, context):
     if event.path == "/none":

@@ -118,9 +118,12 @@ class LocalBatchQueue:
                     return
 
     def requeue(self, items: list[Pending]) -> None:
-        """Put items back at the head in their order (used when a backend hands work back)."""
+        """Put items back at the head in their order (used when a backend hands work back); one cancelled
+        while it waits leaves, as one ``put`` here does."""
         with self._cond:
             self._items.extendleft(reversed(items))
+            for item in items:
+                item.future.add_done_callback(self._drop_cancelled)
             self._cond.notify()
 
     def next_batch(self, max_size: int, timeout: float, poll: float = 0.5,

@@ -365,6 +365,24 @@ def test_losing_redis_falls_back_to_local_and_returns_without_losing_requests(qu
         server.stop()
 
 
+def test_a_request_moved_to_the_local_queue_on_a_loss_leaves_it_when_its_caller_gives_up(queues):
+    # Requests waiting when Redis was lost move into the local queue; one whose caller then left (a client
+    # gone, a timeout) stayed there, counted in depth: admission refused live callers as "queue full" for it.
+    server = RedisServer(free_port()).start()
+    states: list[bool] = []
+    try:
+        a = queues("a", url=server.url, on_redis_state=states.append)
+        waiting = [a.put(Request(body=str(i).encode()), deadline(20)) for i in range(3)]
+        server.stop()
+        wait_until(lambda: states[-1] is False, 5, what="loss noticed")
+        wait_until(lambda: a.depth() == 3, 5, what="the waiting requests moved to the local queue")
+        assert waiting[1].cancel()  # as the watchdog does when the caller leaves
+        assert a.depth() == 2
+        assert [i.request.body for i in a.next_batch(8, 0.0, 0.5)] == [b"0", b"2"]
+    finally:
+        server.stop()
+
+
 def test_requests_taken_back_by_their_own_instance_run_as_the_callers_waiters(queues, redis_client):
     a, b = queues("a"), queues("b")
     mine = [a.put(Request(body=b"a"), deadline()) for _ in range(2)]

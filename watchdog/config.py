@@ -164,6 +164,11 @@ class WatchdogConfig:
         """The batch settings this instance starts with (the Redis backend may override them live)."""
         return BatchConfig(self.max_batch_size, self.batch_timeout, self.latency_slo)
 
+    def handler_time_limit(self) -> float:
+        """Seconds a batch's coroutines may run before they are cancelled: exec_timeout, or write_timeout
+        when shorter or exec_timeout is 0 (nobody waits for an answer past it)."""
+        return min(self.write_timeout, self.exec_timeout) if self.exec_timeout > 0 else self.write_timeout
+
     def http_thread_count(self) -> int:
         """HTTP threads: the configured number, else enough for several full batches of waiters."""
         if self.http_threads:

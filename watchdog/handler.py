@@ -9,8 +9,9 @@ call, as classic OpenFaaS Python handlers) is served with batches of one call ea
 OpenFaaS's ``python3-http`` template, ``handle(event, context)`` without ``load``, as that template serves
 it (``watchdog.http_compat``). Any of these may be ``async def``: coroutines run on one event loop of the
 handler's own, in a thread of its own, so what ``load()`` opens on that loop (a client session) serves
-every later call. A coroutine still running at ``exec_timeout`` is cancelled, so, unlike a plain function,
-a hung one does not hold the batch worker (and the instance's health) for good.
+every later call. A coroutine still running at ``exec_timeout`` (or ``write_timeout``, when shorter or
+exec_timeout is 0) is cancelled, so, unlike a plain function, a hung one does not hold the batch worker
+(and the instance's health) for good.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def load_handler(function_dir: str, exec_timeout: float = 0.0) -> LoadedHandler:
             try:
                 return done(handle_batch(state, requests), done.deadline())
             except _Overrun as exc:  # bisecting would only hang again, each half for as long
-                raise BatchAborted(DeadlineExceeded(f"handle_batch ran past exec_timeout={exec_timeout:g}s on a "
-                                                    f"batch of {len(requests)}: {exc}")) from None
+                raise BatchAborted(DeadlineExceeded(f"handle_batch ran past its {exec_timeout:g}s (exec_timeout, or "
+                                                    f"write_timeout when shorter) on a batch of {len(requests)}: "
+                                                    f"{exc}")) from None
     elif http_compat.is_http_handler(module):
         where = http_compat.context()
 

@@ -50,7 +50,7 @@ def build_runtime(config: WatchdogConfig) -> Runtime:
         handler = LoadedHandler(child.handle, child.cold_start_seconds, None, close=child.close,
                                 ready=child.ready, depth=child.depth)
     else:
-        handler = load_here(config.function_dir, config.retain_freed_memory, config.exec_timeout)
+        handler = load_here(config.function_dir, config.retain_freed_memory, config.handler_time_limit())
     queue, live_config = make_queue(config, metrics)
     runtime = Runtime(config, handler, queue, metrics, batch_config=live_config)
     if hasattr(queue, "watch_exec"):

@@ -330,8 +330,9 @@ def test_a_handler_hung_inline_on_the_loop_ends_the_worker_and_a_fresh_one_serve
     assert "blocked the event loop" in wd.log() and "past the request timeout of 1s" in wd.log()
 
 
+@pytest.mark.parametrize("exec_timeout", ["1s", "0", "30s"])  # 0 and 30s: write_timeout (1s) is what bounds it
 def test_an_async_handler_hung_inline_is_cancelled_at_exec_timeout_without_the_guard_ending_the_worker(
-        tmp_path, watchdogs):
+        tmp_path, watchdogs, exec_timeout):
     # exec_timeout is write_timeout (the default): the guard saw the inline batch past that limit before its
     # cancellation (timed from just after the batch began, then a turn of the handler's loop and the
     # coroutine's own cleanup) had ended it, and ended a worker that was about to serve on.
@@ -347,7 +348,7 @@ def test_an_async_handler_hung_inline_is_cancelled_at_exec_timeout_without_the_g
                     raise
             return [b"ok" for _ in requests]
     """)
-    wd = watchdogs(folder, exec_timeout="1s", write_timeout="1s")
+    wd = watchdogs(folder, exec_timeout=exec_timeout, write_timeout="1s")
     for _ in range(3):  # known to be fast, at a low rate: the next request runs inline
         assert requests.post(wd.url, data=b"x", timeout=5).text == "ok"
         time.sleep(0.1)

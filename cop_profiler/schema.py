@@ -70,6 +70,12 @@ def _upgrade(conn: sqlite3.Connection, path: str, found: dict[str, list[str]], r
                        "FROM calibrations_old; DROP TABLE calibrations_old; COMMIT;")
 
 
+def _uri(path: str, mode: str) -> str:
+    """A ``file:`` URI of ``path``: ``file:`` and the path alone read a path starting ``//`` (``--db
+    $DIR/p.sqlite`` with DIR=/) as a host name, and quoting its bytes keeps a name that is not UTF-8."""
+    return "file://" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + f"?mode={mode}"
+
+
 def open_checked(path: str, readonly: bool) -> sqlite3.Connection:
     """A connection to a checked profile DB. Read-only: the file must exist and is never written (predict
     turned an empty file, or another application's SQLite file, into a profile DB). For writing: a SQLite
@@ -77,8 +83,7 @@ def open_checked(path: str, readonly: bool) -> sqlite3.Connection:
     if readonly:
         if not os.path.isfile(path):
             raise ProfileDBError(f"no profile DB at {path}: run `faas-infer profile MODEL` first")
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn = sqlite3.connect(_uri(path, "ro"), uri=True, check_same_thread=False)
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         conn = sqlite3.connect(path, check_same_thread=False)

@@ -245,3 +245,14 @@ def test_a_changed_graph_drops_the_calibrations_fitted_to_the_old_one(db):
     # the correction of one graph stayed in force for another when the new one was not calibrated
     db.put_model("pkg.mod:build", OpGraph((OpNode(0, a.key), OpNode(1, b.key, (0,))), (a, b), 2))
     assert db.calibrations("pkg.mod:build", "hw", "cpu") == {}
+
+
+@pytest.mark.parametrize("name", ["/{}/p.sqlite", "{}/a b?c#d%41%.sqlite", "{}/p\udcff.sqlite"])
+def test_any_path_profile_writes_is_read_read_only(tmp_path, name):
+    # read-only readers open a file: URI; "file:" + "//tmp/..." read the first folder as a host name ("invalid
+    # uri authority"; --db $DIR/p.sqlite with DIR=/), and a name that is not UTF-8 could not be quoted
+    path = name.format(tmp_path)
+    with ProfileDB(path) as db:
+        db.put_timing("k", "hw", "cpu", 1, 1, Timing(1.5))
+    with ProfileDB(path, readonly=True) as db:
+        assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}

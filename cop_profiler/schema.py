@@ -12,6 +12,8 @@ import urllib.parse
 from cop_profiler.errors import ProfileDBError
 
 SCHEMA_VERSION = "1"
+# SQLITE_READONLY_ROLLBACK: a read-only connection found a hot journal it may not roll back.
+_READONLY_ROLLBACK = 776
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,6 +78,35 @@ def _uri(path: str, mode: str) -> str:
     return "file://" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + f"?mode={mode}"
 
 
+def _connect_readonly(path: str) -> sqlite3.Connection:
+    """A read-only connection. A write killed half way (a ``faas-infer profile`` stopped by SIGKILL, the
+    machine going down) leaves a hot ``-journal`` that the next connection must roll back, which a read-only
+    one cannot: every reader failed with "attempt to write a readonly database" until a writer came. It is
+    rolled back here, restoring the last committed state (nothing of ours is written), where the file can
+    be written; on a read-only mount it cannot, and the error says what to do."""
+    conn = sqlite3.connect(_uri(path, "ro"), uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if getattr(exc, "sqlite_errorcode", None) != _READONLY_ROLLBACK:
+            raise
+    try:
+        rollback = sqlite3.connect(_uri(path, "rw"), uri=True)
+        try:
+            rollback.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            rollback.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):  # a writer came first, and rolls it back
+            raise
+        raise ProfileDBError(f"{path}: an interrupted write left {os.path.basename(path)}-journal to roll back, "
+                             f"which needs write access ({exc}): run `faas-infer profile` on it once where it "
+                             "can be written") from exc
+    return sqlite3.connect(_uri(path, "ro"), uri=True, check_same_thread=False)
+
+
 def open_checked(path: str, readonly: bool) -> sqlite3.Connection:
     """A connection to a checked profile DB. Read-only: the file must exist and is never written (predict
     turned an empty file, or another application's SQLite file, into a profile DB). For writing: a SQLite
@@ -83,7 +114,7 @@ def open_checked(path: str, readonly: bool) -> sqlite3.Connection:
     if readonly:
         if not os.path.isfile(path):
             raise ProfileDBError(f"no profile DB at {path}: run `faas-infer profile MODEL` first")
-        conn = sqlite3.connect(_uri(path, "ro"), uri=True, check_same_thread=False)
+        conn = _connect_readonly(path)
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         conn = sqlite3.connect(path, check_same_thread=False)

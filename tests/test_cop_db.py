@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 
@@ -256,3 +257,52 @@ def test_any_path_profile_writes_is_read_read_only(tmp_path, name):
         db.put_timing("k", "hw", "cpu", 1, 1, Timing(1.5))
     with ProfileDB(path, readonly=True) as db:
         assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}
+
+
+# A writer killed inside a transaction whose changes spilled into the file: it leaves a hot journal.
+_KILLED_WRITER = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("PRAGMA cache_size=2")
+conn.execute("DELETE FROM timings")
+for i in range(2000):
+    conn.execute("INSERT INTO timings VALUES (?, 'hw', 'cpu', 1, 1, 9.0, 0, 0, 0)", ("new" + "x" * 100 + str(i),))
+os._exit(0)
+"""
+
+
+def _killed_half_way(path: str) -> None:
+    import subprocess
+    import sys
+
+    with ProfileDB(path) as db:
+        db.put_timings("k", "hw", "cpu", {(b, 1): Timing(1.5) for b in range(1, 2001)})
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, path], check=True)
+    assert os.path.getsize(path + "-journal") > 0  # the journal the write left
+
+
+def test_a_write_killed_half_way_is_rolled_back_for_read_only_readers(tmp_path):
+    # a read-only connection may not roll a hot journal back: predict and the autoscaler failed with "not a
+    # usable profile DB (attempt to write a readonly database)" until the next `faas-infer profile`
+    path = str(tmp_path / "p.sqlite")
+    _killed_half_way(path)
+    with ProfileDB(path, readonly=True) as db:
+        assert len(db.timings({"k"}, "hw", "cpu")["k"]) == 2000
+        assert db.timings({"new" + "x" * 100 + "0"}, "hw", "cpu") == {}
+    assert not os.path.exists(path + "-journal")
+
+
+def test_a_hot_journal_where_nothing_can_be_written_says_what_to_do(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = str(folder / "p.sqlite")
+    _killed_half_way(path)
+    if not _immutable(folder, True):  # a read-only mount, as root can have one here
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(ProfileDBError, match="interrupted write left p.sqlite-journal .*faas-infer profile"):
+            ProfileDB(path, readonly=True)
+    finally:
+        _immutable(folder, False)
+    with ProfileDB(path, readonly=True) as db:
+        assert len(db.timings({"k"}, "hw", "cpu")["k"]) == 2000

@@ -54,8 +54,11 @@ class _DeviceProfile:
 class ModelPredictor:
     """Predicts one model's batch latency on this (or a named) machine from the profile DB."""
 
-    def __init__(self, model_ref: str, graph: OpGraph, profiles: dict[str, _DeviceProfile]) -> None:
+    def __init__(self, model_ref: str, graph: OpGraph, profiles: dict[str, _DeviceProfile],
+                 hardware_id: str | None = None) -> None:
         self.model_ref = model_ref
+        # The machine whose profiles these are, when named (``--hardware-id``); None: this machine.
+        self.hardware_id = hardware_id
         self.graph = graph
         self._profiles = profiles
         self._cache: dict[tuple[int, int, str, float], Prediction] = {}
@@ -78,8 +81,8 @@ class ModelPredictor:
                 if loaded is not None:
                     profiles[device] = loaded
                 elif device == "cpu":
-                    raise NoProfileError(_missing_message(db, graph, model_ref, hw))
-        return cls(normalize_ref(model_ref), graph, profiles)
+                    raise NoProfileError(_missing_message(db, graph, model_ref, hw, hardware_id is not None))
+        return cls(normalize_ref(model_ref), graph, profiles, hardware_id)
 
     def devices(self) -> tuple[str, ...]:
         """Devices with complete profiles."""
@@ -104,7 +107,8 @@ class ModelPredictor:
     def _predict(self, batch: int, threads: int, device: str, gpu_share: float) -> Prediction:
         profile = self._profiles.get(device)
         if profile is None:
-            raise NoProfileError(f"model {self.model_ref!r} has no {device} profile on this machine "
+            where = "this machine" if self.hardware_id is None else f"hardware {self.hardware_id!r}"
+            raise NoProfileError(f"model {self.model_ref!r} has no {device} profile on {where} "
                                  f"(profiled devices: {', '.join(self._profiles) or 'none'})")
         threads = threads if device == "cpu" else 1
         extrapolated = False
@@ -147,10 +151,11 @@ def _load_device(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str, device:
     return _DeviceProfile(curves, overhead, db.calibrations(model_ref, hw, device))
 
 
-def _missing_message(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str) -> str:
+def _missing_message(db: ProfileDB, graph: OpGraph, model_ref: str, hw: str, named: bool) -> str:
     keys = graph.op_keys()
     have = len(db.timings(keys, hw, "cpu"))
     others = [h for h in db.hardware_ids() if h != hw]
     where = f" (the DB has timings from: {'; '.join(others)})" if others else ""
     return (f"no CPU timings for {len(keys) - have} of {len(keys)} operators of {normalize_ref(model_ref)!r} on "
-            f"hardware {hw!r}{where}: run `{profile_command(normalize_ref(model_ref), db.path)}` on this machine")
+            f"hardware {hw!r}{where}: run `{profile_command(normalize_ref(model_ref), db.path)}` on "
+            f"{'that' if named else 'this'} machine")

@@ -336,3 +336,26 @@ def test_no_calibrate_predicts_the_plain_operator_sum_after_a_calibrated_run(wor
     with ProfileDB(db, readonly=True) as opened:
         assert opened.calibrations(f"{workdir}:build", hardware.cpu_id(), "cpu") == {}
     capsys.readouterr()
+
+
+def test_predict_for_another_machine_names_that_machine_not_this_one(tmp_path, capsys):
+    # with --hardware-id naming another machine, the errors said "no cuda profile on this machine" and "run
+    # `faas-infer profile` on this machine": the profiles asked for are that machine's
+    from cop_profiler.db import ProfileDB, Timing
+    from cop_profiler.graph import OpGraph, OpNode
+    from cop_profiler.opspec import OperatorSpec
+
+    db = str(tmp_path / "p.sqlite")
+    op = OperatorSpec.create("relu", "function:torch.relu|args=(T(float32,[-1, 8]))|kwargs={}")
+    with ProfileDB(db) as opened:
+        opened.put_model("pkg.mod:build", OpGraph((OpNode(0, op.key),), (op,)))
+        opened.put_timings(op.key, "Other CPU", "cpu", {(1, 1): Timing(0.001), (2, 1): Timing(0.002)})
+    assert main(["predict", "pkg.mod:build", "--db", db, "--hardware-id", "Other CPU", "--batch", "2"]) == 0
+    assert "2.000 ms predicted" in capsys.readouterr().out
+    assert main(["predict", "pkg.mod:build", "--db", db, "--hardware-id", "Other CPU | Some GPU",
+                 "--device", "cuda"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "has no cuda profile on hardware 'Other CPU | Some GPU'" in err and "this machine" not in err, err
+    assert main(["predict", "pkg.mod:build", "--db", db, "--hardware-id", "Third CPU"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "on hardware 'Third CPU'" in err and "on that machine" in err and "this machine" not in err, err

@@ -5,6 +5,7 @@ name rather than profiled without their operators.
 
 from __future__ import annotations
 
+import dis
 import inspect
 
 import torch
@@ -24,12 +25,25 @@ def check_not_scripted(model: torch.nn.Module) -> None:
                              f"traced or recorded; {_EAGER}")
         try:
             names = inspect.getclosurevars(type(module).forward)
-        except (TypeError, ValueError):  # not Python code
+            loaded = _loaded(type(module).forward.__code__)
+        except (TypeError, ValueError, AttributeError):  # not Python code
             continue
         for var, value in {**names.globals, **names.nonlocals}.items():
-            if isinstance(value, torch.jit.ScriptFunction):
+            if var in loaded and isinstance(value, torch.jit.ScriptFunction):
                 raise TraceError(f"{where} calls the TorchScript function {var}(): its operators cannot be "
                                  f"traced or recorded; {_EAGER}")
+
+
+def _loaded(code) -> set[str]:
+    """Names a function's code loads as globals or closure variables: ``getclosurevars`` counts every name of
+    its code, attributes included, so ``self.gelu`` (an ``nn.GELU``) was taken for a scripted global ``gelu``
+    and a model that never calls it was refused."""
+    kinds = ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF")
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in kinds}
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _loaded(const)
+    return names
 
 
 def scripted_call(reason: str) -> TraceError:

@@ -532,3 +532,20 @@ def test_an_item_assignment_is_an_operator_of_the_graph():
     (assign,) = [i for i in traced.instances.values() if i.spec.name == "__setitem__"]
     assert "slice(None, 1*B, None)" in assign.spec.signature and not assign.spec.invariant
     assign.bind(5)()
+
+
+class HasAnAttributeNamedLikeAScriptedGlobal(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.scripted_gelu = nn.Linear(8, 8), nn.GELU()
+
+    def forward(self, x):
+        return self.scripted_gelu(self.fc(x))  # the attribute, not the module's scripted global of that name
+
+
+def test_an_attribute_named_like_a_scripted_global_is_not_a_torchscript_call():
+    # every name of forward's code was looked up among the globals, attributes included: this model, which
+    # calls no TorchScript, was refused as calling scripted_gelu()
+    torch.manual_seed(0)
+    traced = trace(HasAnAttributeNamedLikeAScriptedGlobal().eval(), rand)
+    assert [n.label for n in traced.graph.nodes] == ["fc", "scripted_gelu"]

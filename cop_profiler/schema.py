@@ -120,16 +120,17 @@ def open_checked(path: str, readonly: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(path, check_same_thread=False)
     try:
         found = _tables(conn)
-        if "meta" not in found and (readonly or found):
+        row = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone() \
+            if found.get("meta") == ["name", "value"] else None
+        if row is None and (readonly or not set(found) <= set(_expected())):
+            # only a new file, or one whose creation was cut short, is made a profile DB: another application's
+            # file with a table named meta (a common name) passed as ours and got our tables added
             what = f"a SQLite file with tables {', '.join(sorted(found))}" if found else "empty"
             raise ProfileDBError(f"{path}: not a profile DB ({what}): give the --db `faas-infer profile` wrote")
-        if not readonly:
-            conn.executescript(_SCHEMA)
-        row = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-        if row is None and readonly:
-            raise ProfileDBError(f"{path}: not a profile DB (no schema version)")
         if row is not None and row[0] != SCHEMA_VERSION:
             raise ProfileDBError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+        if not readonly:
+            conn.executescript(_SCHEMA)
         _upgrade(conn, path, _tables(conn), readonly)
         if not readonly:
             # a write now, whether or not the row is there: a read-only file, or a folder where the journal

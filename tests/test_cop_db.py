@@ -306,3 +306,31 @@ def test_a_hot_journal_where_nothing_can_be_written_says_what_to_do(tmp_path):
         _immutable(folder, False)
     with ProfileDB(path, readonly=True) as db:
         assert len(db.timings({"k"}, "hw", "cpu")["k"]) == 2000
+
+
+@pytest.mark.parametrize("tables", ["CREATE TABLE meta (key TEXT, val TEXT); CREATE TABLE users (name TEXT)",
+                                    "CREATE TABLE meta (name TEXT, value TEXT); CREATE TABLE users (name TEXT)"])
+def test_another_applications_file_with_a_meta_table_is_refused_and_left_alone(tmp_path, tables):
+    # a table named meta passed the check: profile added our five tables to the file, then failed
+    path = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(tables)
+    conn.close()
+    before = _bytes(path)
+    for readonly in (True, False):
+        with pytest.raises(ProfileDBError, match="not a profile DB .*tables meta, users"):
+            ProfileDB(str(path), readonly=readonly)
+        assert _bytes(path) == before
+
+
+def test_a_profile_db_whose_creation_was_cut_short_is_completed(tmp_path):
+    path = str(tmp_path / "p.sqlite")
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL); "
+                       "CREATE TABLE operators (key TEXT PRIMARY KEY, name TEXT NOT NULL, signature TEXT NOT NULL, "
+                       "invariant INTEGER NOT NULL DEFAULT 0);")
+    conn.close()
+    with ProfileDB(path) as db:
+        db.put_timing("k", "hw", "cpu", 1, 1, Timing(1.5))
+    with ProfileDB(path, readonly=True) as db:
+        assert db.timings({"k"}, "hw", "cpu") == {"k": {(1, 1): 1.5}}

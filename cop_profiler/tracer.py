@@ -284,8 +284,8 @@ def trace(model: torch.nn.Module, example_input: Callable[[int], object]) -> Tra
     calls2, calls3, containers, how, notes = _record(model, example_input)
     if [c.label for c in calls2] != [c.label for c in calls3]:
         raise TraceError(f"the model runs different operators at batch 2 ({len(calls2)} calls) and batch 3 "
-                         f"({len(calls3)} calls) of its example input: its control flow depends on the batch size or on "
-                         "the input's values (a profile follows one path: make example_input take the path "
+                         f"({len(calls3)} calls) of its example input: its control flow depends on the batch size "
+                         "or on the input's values (a profile follows one path: make example_input take the path "
                          "served)")
     nodes, instances, model_bytes = [], {}, _weight_bytes(model)
     for i, (c2, c3) in enumerate(zip(calls2, calls3)):

@@ -172,10 +172,11 @@ def parse_parent(status: Mapping[str, Any], default_memory: int, node: str, gpu_
     its ``requests`` for it where it sets them, as Kubernetes does)."""
     env = status.get("envVars") or {}
     limits = status.get("limits") or {}
-    try:  # one the watchdog would refuse (not a whole number >= 1) reads as its default, as an unset one
-        batch = int(env.get("max_batch_size", 8))
-    except (TypeError, ValueError, OverflowError):  # a JSON null, list or 1e400 (read as infinity) from a broken
-        batch = 8                                      # API failed the tick of every function
+    try:  # one the watchdog would refuse (not a whole number >= 1) reads as its default, as an unset one;
+        # read from its text as the watchdog reads it: int() of a JSON number 4.5 or true took 4 or 1 for it
+        batch = int(str(env.get("max_batch_size", 8)).strip())
+    except ValueError:  # a JSON null, list or 1e400 (read as infinity) from a broken API failed every function's tick
+        batch = 8
     batch = batch if batch >= 1 else 8
     requests = status.get("requests") or {}
     try:  # no limit: it may use what it requests, at least a core

@@ -164,6 +164,25 @@ def test_a_parent_with_an_odd_batch_size_or_gpu_limit_costs_no_other_function_it
     assert parent.batch >= 1 and parent.gpu == 0.0
 
 
+@pytest.mark.parametrize("raw, batch", [('"4"', 4), ('" 16 "', 16), ("4.5", 8), ("4.0", 8), ('"4.5"', 8), ("true", 8),
+                                        ("null", 8), ("1e400", 8), ('"0"', 8)])
+def test_a_parents_batch_size_is_read_as_the_watchdog_reads_it_and_any_it_refuses_as_the_default(redis_client, raw,
+                                                                                              batch):
+    # the watchdog reads max_batch_size as the whole number its text spells (int(str(v).strip())): int() of the
+    # JSON number 4.5 (or true) took 4 (or 1) for a batch size the watchdog refuses, running its default 8
+    from autoscaler.openfaas import OpenFaaSClient
+
+    body = b'[{"name": "f", "annotations": {"com.faas-infer.latency_slo": "100ms"}, "replicas": 1, ' \
+        b'"envVars": {"max_batch_size": %s}}]' % raw.encode()
+    server = http_stub(lambda path: (200, body))
+    try:
+        client = OpenFaaSClient(f"http://127.0.0.1:{server.server_address[1]}")
+        snap = Observer(AutoscalerConfig(), client, redis_client, lambda: NODES).snapshot(0.0, time.time())
+    finally:
+        server.shutdown()
+    assert snap.functions[0].variants[0].batch == batch
+
+
 def test_a_function_list_that_is_not_a_json_list_is_a_named_api_error():
 
     from autoscaler.openfaas import OpenFaaSClient, OpenFaaSError

@@ -109,9 +109,10 @@ class Autoscaler:
         self.memory = plan.memory
         todo, held = rollout(plan, snapshot, self.config)
         planned = {fp.name for fp in plan.functions}
-        self._tell_held(held, planned, {fp.name for fp in plan.functions if fp.unchanged}, now)
+        left = {fp.name for fp in plan.functions if fp.unchanged}
+        self._tell_held(held, planned, left, now)
         if self.metrics is not None:
-            self.metrics.record_rollout(held)
+            self.metrics.record_rollout(held, left)
         # a function deleted, then deployed again, is told again (its "left as it runs" was skipped as said)
         self._left = {name: why for name, why in self._left.items() if name in planned}
         for fp in plan.functions:

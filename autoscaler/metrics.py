@@ -80,6 +80,8 @@ class AutoscalerMetrics:
         # Managed instances by configuration (actions). Both forget a function gone from a valid plan.
         self._running: dict[str, tuple[str, int, int]] = {}
         self._managed: dict[str, dict[str, int]] = {}
+        # stale_variants as last set, by (function, waiting): kept for a function left as it runs.
+        self._stale: dict[tuple[str, str], int] = {}
 
     def label(self, name: str) -> str:
         """``name.namespace``, the gateway's ``function_name``."""
@@ -110,13 +112,16 @@ class AutoscalerMetrics:
         for fp in plan.functions:
             self._record_plan(fp)
 
-    def record_rollout(self, held: Iterable[HeldUpdate]) -> None:
-        """Refresh ``stale_variants`` from the updates a valid plan's rolling update holds (``act.rollout``)."""
-        self.stale.clear()
-        counts: dict[tuple[str, str], int] = {}
+    def record_rollout(self, held: Iterable[HeldUpdate], left: Iterable[str] = ()) -> None:
+        """Refresh ``stale_variants`` from the updates a valid plan's rolling update holds (``act.rollout``); a
+        function ``left`` as it runs keeps its count (act looked at none of its variants, which are as stale)."""
+        kept = set(left)
+        counts = {key: n for key, n in self._stale.items() if key[0] in kept}
         for h in held:
             key = (h.fn, "not_ready" if h.waiting_for else "turn")
             counts[key] = counts.get(key, 0) + 1
+        self._stale = counts
+        self.stale.clear()
         for (fn, waiting), n in counts.items():
             self.stale.set(n, function_name=self.label(fn), waiting=waiting)
 

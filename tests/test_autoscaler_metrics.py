@@ -35,3 +35,45 @@ def test_planned_instances_sum_a_configuration_over_its_nodes():
     metrics.record_tick(Snapshot(0.0, (FunctionState("f", 0.1),), (Node("a", 4, 2**33),)), plan, 0.01)
     assert 'faas_infer_autoscaler_planned_instances{function_name="f.openfaas-fn",config="b1-c500-g0"} 5' \
         in metrics.registry.render()
+
+
+def test_stale_variants_of_a_function_left_as_it_runs_stay_counted(redis_client):
+    # a tick a function is left as it runs (an unreadable label) updates none of its variants, which stay as stale:
+    # stale_variants went to nothing then, and came back the tick after
+    from autoscaler.config import AutoscalerConfig
+    from autoscaler.loop import Autoscaler
+    from autoscaler.snapshot import Node
+
+    class Listing:
+        def __init__(self, statuses):
+            self.statuses = statuses
+
+        def list_functions(self):
+            return self.statuses
+
+    labels = {"com.faas-infer.parent": "f", "com.faas-infer.batch": "4", "com.faas-infer.cpu": "0.5",
+              "com.faas-infer.gpu": "0", "com.faas-infer.node": "n1"}
+
+    class Predictor:
+        def exec_seconds(self, model, batch, cpu, gpu):
+            return None if gpu else 0.004 + 0.001 * batch
+
+    # three instances at least: the plan keeps both variants
+    parent = {"name": "f", "image": "new", "annotations": {"com.faas-infer.latency_slo": "100ms"}, "replicas": 1,
+              "availableReplicas": 1, "labels": {"com.openfaas.scale.min": "3"}}
+    ready = {"name": "f-b4-c500-g0-n1-0", "image": "old", "labels": labels, "replicas": 1, "availableReplicas": 1}
+    starting = {**ready, "name": "f-b4-c500-g0-n1-1", "availableReplicas": 0}
+    listing = Listing([parent, ready, starting])
+    metrics = AutoscalerMetrics()
+    config = AutoscalerConfig(keep_warm=0, cpu_steps=(0.5,), batch_sizes=(4,))
+    scaler = Autoscaler(config, client=listing, redis=redis_client, predictor=Predictor(), metrics=metrics,
+                        nodes=lambda: (Node("n1", 8, 2**34),))
+    series = 'faas_infer_autoscaler_stale_variants{function_name="f.openfaas-fn",waiting="not_ready"} 1'
+    scaler.tick(1000.0, dry_run=True)
+    assert series in metrics.registry.render()  # the ready one waits for the one starting
+    listing.statuses = [{**parent, "labels": {"com.openfaas.scale.min": "x"}}, ready, starting]
+    plan, _ = scaler.tick(1005.0, dry_run=True)
+    assert plan.function("f").unchanged and series in metrics.registry.render()
+    listing.statuses = [ready, starting]  # its parent gone: nothing of it is told
+    scaler.tick(1010.0, dry_run=True)
+    assert "stale_variants{" not in metrics.registry.render()

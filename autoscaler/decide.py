@@ -117,6 +117,12 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
                             f"{config.max_snapshot_age:g}s)", now, memory)
     deployed, redeployed_at, fresh = redeployments(snapshot.functions, memory.deployed, memory.redeployed_at, now,
                                                    config.scale_down_delay)
+    # a parent missing while its variants are held keeps its createdAt: created again (faasd's update), it is
+    # deployed anew, its variants kept for scale_down_delay, not a function never seen whose variants go at once
+    waiting = _by_parent(snapshot.held)
+    deployed.update((name, at) for name, at in memory.deployed.items() if name in waiting)
+    redeployed_at.update((name, at) for name, at in memory.redeployed_at.items()
+                         if name in waiting and now - at < config.scale_down_delay)
     history = {k: v for k, v in memory.demand_history.items() if k not in fresh}
     timings = {k: v for k, v in memory.measured_history.items() if k not in fresh}
     factors = {k: v for k, v in memory.capacity_factors.items() if k not in fresh}
@@ -138,8 +144,10 @@ def decide(snapshot: Snapshot, predictor: ExecPredictor, config: AutoscalerConfi
     told.update({name: f"; {why}" for name, why in fresh.items()})
     for orphan in snapshot.orphans:  # until act deletes them
         _use(fixed, orphan.variant.node or default_node, orphan.variant, orphan.variant.replicas)
-    for v in snapshot.held:  # a parent not listed for less than orphan_grace
-        _use(fixed, v.node or default_node, v, v.replicas)
+    for h in snapshot.held:  # a parent not listed for less than orphan_grace
+        _use(fixed, h.variant.node or default_node, h.variant, h.variant.replicas)
+    for parent, reasons in sorted(_by_parent(snapshot.held).items()):
+        remarks.append(f"{parent}: {len(reasons)} variant(s) held as they run: {reasons[0]}")
     confinement = _confinement(snapshot)
     own_shapes: dict[frozenset[str] | None, list[tuple[float, int, int]]] = {None: shapes}
     for fs in snapshot.functions:
@@ -266,11 +274,20 @@ def _sustained(fs: FunctionState) -> bool:
 
 
 def _alive(memory: dict, snapshot: Snapshot) -> dict:
-    """``memory`` of the functions the snapshot lists: a deleted function's demand, timings and capacity factor
-    were kept for good (a function deployed again under its name inherited them: variants for demand it never
-    had, a factor learnt by another model), and functions that come and go grew them without end."""
-    alive = {fs.name for fs in snapshot.functions}
+    """``memory`` of the functions the snapshot lists, or whose variants it holds: a deleted function's demand,
+    timings and capacity factor were kept for good (a function deployed again under its name inherited them:
+    variants for demand it never had, a factor learnt by another model), and functions that come and go grew
+    them without end."""
+    alive = {fs.name for fs in snapshot.functions} | {h.parent for h in snapshot.held}
     return {name: value for name, value in memory.items() if name in alive}
+
+
+def _by_parent(held) -> dict[str, list[str]]:
+    """{parent: the reasons its variants are held}."""
+    out: dict[str, list[str]] = {}
+    for h in held:
+        out.setdefault(h.parent, []).append(h.reason)
+    return out
 
 
 def _unneeded(fs: FunctionState, held: float, config: AutoscalerConfig) -> bool:

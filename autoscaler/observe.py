@@ -151,11 +151,12 @@ class Observer:
                 variants.setdefault(parent, []).append(v)
             elif parent in read:
                 orphans.append(Orphan(v, parent, f"its parent {parent} no longer carries the latency SLO annotation"))
-            elif now - self._missing_since.setdefault(parent, now) >= self.config.orphan_grace:
+            elif (missing := now - self._missing_since.setdefault(parent, now)) >= self.config.orphan_grace:
                 orphans.append(Orphan(v, parent, f"its parent {parent} is gone"))
             else:  # maybe deleted and being created again (faasd's update): left as it runs for now
                 logger.debug("variant %s: its parent %s is not listed; left for now", v.name, parent)
-                held.append(v)
+                held.append(Orphan(v, parent, f"its parent {parent} is not listed ({missing:.0f}s): deleted once "
+                                              f"missing orphan_grace={self.config.orphan_grace:g}s"))
         # forgotten once the parent is listed again, or none of its variants is
         self._missing_since = {p: at for p, at in self._missing_since.items() if p not in read and p in named}
         functions = []

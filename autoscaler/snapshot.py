@@ -127,13 +127,13 @@ class Snapshot:
     # Wall-clock seconds at ``taken_at`` (ages of variants from their createdAt); 0 when unknown.
     taken_epoch: float = 0.0
     # Variants whose parent is not listed, left as they run for ``orphan_grace`` (it may be being created
-    # again); they hold resources meanwhile.
-    held: tuple["Variant", ...] = ()
+    # again); they hold resources meanwhile, and decide keeps their parent's guard memory.
+    held: tuple["Orphan", ...] = ()
 
 
 @dataclass(frozen=True)
 class Orphan:
-    """A variant left without a managed parent."""
+    """A variant left without a managed parent (or, in ``Snapshot.held``, without a listed one for now)."""
 
     variant: Variant
     # The parent's name (its com.faas-infer.parent label).

@@ -206,7 +206,7 @@ def test_orphaned_and_held_variants_hold_their_resources_until_removed():
     free = decide(snapshot([fn("m", 400.0)], (node,)), PREDICTOR, config(), 0.0)
     held = decide(dataclasses.replace(snapshot([fn("m", 400.0)], (node,)), orphans=(orphan,)), PREDICTOR, config(), 0.0)
     # a variant whose parent is missing for less than orphan_grace (left as it runs) holds them the same way
-    waiting = decide(dataclasses.replace(snapshot([fn("m", 400.0)], (node,)), held=(orphan.variant,)), PREDICTOR,
+    waiting = decide(dataclasses.replace(snapshot([fn("m", 400.0)], (node,)), held=(orphan,)), PREDICTOR,
                      config(), 0.0)
     used = lambda plan: sum(t.count * t.candidate.cpu for t in plan.function("m").targets)  # noqa: E731
     assert used(free) > 0.5 and used(held) <= 0.5 + 1e-9 and used(waiting) <= 0.5 + 1e-9

@@ -52,7 +52,7 @@ def test_variants_of_a_parent_missing_from_the_list_are_orphans_only_once_it_sta
 
     def seen(now: float) -> tuple[list[str], list[str]]:
         snap = observer.snapshot(now, time.time())
-        return [o.variant.name for o in snap.orphans], [v.name for v in snap.held]
+        return [o.variant.name for o in snap.orphans], [h.variant.name for h in snap.held]
 
     assert seen(0.0) == ([], ["f-b4-c500-g0-0"])  # held: it holds its resources, nothing is deleted
     assert seen(29.0) == ([], ["f-b4-c500-g0-0"])

@@ -286,3 +286,40 @@ def test_a_rolling_update_is_told_held_only_once_it_waits_min_variant_age_and_a_
         assert len(held()) == 1 and stale() == [], held()
     finally:
         provider.stop()
+
+
+def test_a_function_deleted_and_created_again_ticks_later_keeps_its_held_variants_as_a_deployment_anew(
+        tmp_path, redis_server):
+    # faasd updates a function by deleting and creating it again: its variants are held while it is missing, and
+    # the plan says so; back, it is deployed anew (nothing removed for scale_down_delay). Its guard memory was
+    # forgotten while it was missing, so it came back as a function never seen and its variants went at once
+    handler = write_handler(str(tmp_path / "f"), HANDLER)
+    provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
+    try:
+        spec = {"annotations": {"com.faas-infer.latency_slo": "200ms", "com.faas-infer.model": "f"}}
+        assert provider.deploy("f", handler, **spec).status_code in (200, 201, 202)
+        labels = {"com.faas-infer.parent": "f", "com.faas-infer.batch": "4", "com.faas-infer.cpu": "0.5",
+                  "com.faas-infer.gpu": "0", "com.faas-infer.node": "local"}
+        child = "f-b4-c500-g0-local-0"
+        assert provider.deploy(child, handler, labels=labels, limits={"cpu": "500m"},
+                               envVars={"max_batch_size": "4", "cpu_limit": "0.5", "gpu_share": "0"},
+                               **spec).status_code in (200, 201, 202)
+        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, scale_down_delay=20,
+                                  min_variant_age=0, keep_warm=0, cpu_steps=(0.5,), batch_sizes=(4,))
+        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),))
+        # a dry run keeps its guard memory between ticks and starts no loop-wide wait: no demand removes the variant
+        first, todo = scaler.tick(1000.0, dry_run=True)
+        assert [(c.kind, c.name) for c in todo] == [("delete", child)], first.reason
+        gone = requests.delete(provider.url + "/system/functions", json={"functionName": "f"}, timeout=10)
+        assert gone.status_code in (200, 202), gone.text
+        missing, todo = scaler.tick(1005.0, dry_run=True)
+        assert missing.valid and todo == [] and [h.variant.name for h in scaler.last_snapshot.held] == [child]
+        assert "f: 1 variant(s) held as they run: its parent f is not listed" in missing.reason
+        assert "orphan_grace=30s" in missing.reason
+        assert provider.deploy("f", handler, **spec).status_code in (200, 201, 202)
+        anew, todo = scaler.tick(1010.0, dry_run=True)
+        assert set(anew.memory.redeployed_at) == {"f"} and "deployed anew" in anew.function("f").reason
+        # kept while it watches the new deployment (updated to the new parent's spec, as any variant is)
+        assert [c.kind for c in todo if c.name == child] == ["update"], [(c.kind, c.name) for c in todo]
+    finally:
+        provider.stop()

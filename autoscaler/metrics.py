@@ -101,7 +101,9 @@ class AutoscalerMetrics:
             self.attainment.set(ratio, function_name=self.label(name))
         if not plan.valid:
             return
-        listed = {fs.name for fs in snapshot.functions}  # a valid plan: the API listed every function
+        # a valid plan: the API listed every function; a parent whose variants are held (orphan_grace) may be
+        # being created again, and its instances then are not cold starts of a new function
+        listed = {fs.name for fs in snapshot.functions} | {h.parent for h in snapshot.held}
         self._running = {name: seen for name, seen in self._running.items() if name in listed}
         self._managed = {name: seen for name, seen in self._managed.items() if name in listed}
         for metric in (self.demand, self.capacity, self.shortfall, self.planned, self.predicted,

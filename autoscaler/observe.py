@@ -184,7 +184,9 @@ class Observer:
         self._tell(told)
         self._retire(epoch, problems)
         # a function deleted (and later deployed again) would keep an old deployment's traffic warm
-        self._last_traffic = {fn: at for fn, at in self._last_traffic.items() if fn in managed}
+        # (kept while its variants are held: a parent deleted and being created again, faasd's update)
+        self._last_traffic = {fn: at for fn, at in self._last_traffic.items()
+                              if fn in managed or any(h.parent == fn for h in held)}
         return Snapshot(now, tuple(functions), nodes, tuple(problems), tuple(orphans), epoch, tuple(held))
 
     def _tell(self, told: dict[str, list[str]]) -> None:

@@ -61,7 +61,10 @@ def test_variants_of_a_parent_missing_from_the_list_are_orphans_only_once_it_sta
     listing.statuses = [child]
     assert seen(40.0) == ([], ["f-b4-c500-g0-0"])
     assert seen(69.0) == ([], ["f-b4-c500-g0-0"])
+    observer._last_traffic["f"] = 1.0  # its keep-warm memory lasts while its variants are held...
+    assert seen(69.0) == ([], ["f-b4-c500-g0-0"]) and "f" in observer._last_traffic
     assert seen(70.0) == (["f-b4-c500-g0-0"], [])  # missing for orphan_grace since 40: deleted
+    assert "f" not in observer._last_traffic  # ...and ends with them
     listing.statuses = [{"name": "f"}, child]  # listed without the SLO annotation: an orphan at once
     assert seen(71.0) == (["f-b4-c500-g0-0"], [])
 

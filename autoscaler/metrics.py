@@ -50,7 +50,8 @@ class AutoscalerMetrics:
         self.queue_depth = r.gauge(PREFIX + "queue_depth", "Requests waiting in the function's shared queue", fn)
         self.live = r.gauge(PREFIX + "live_instances", "Instances heartbeating on the shared queue", fn)
         self.instances = r.gauge(PREFIX + "instances", "Running instances by configuration and kind (deployment: "
-                                 "the function's own; variant: added by the autoscaler)", (*cfg, "kind"))
+                                 "the function's own; variant: added by the autoscaler; held: a variant whose "
+                                 "parent is not listed, kept for orphan_grace)", (*cfg, "kind"))
         self.planned = r.gauge(PREFIX + "planned_instances", "Planned instances by configuration", cfg)
         self.cpu = r.gauge(PREFIX + "allocated_cpu_cores", "CPU cores allocated to running instances", fn)
         self.gpu = r.gauge(PREFIX + "allocated_gpus", "GPU devices (shares summed) allocated to running instances", fn)
@@ -97,6 +98,7 @@ class AutoscalerMetrics:
             metric.clear()
         for fs in snapshot.functions:
             self._record_state(fs)
+        self._record_held(snapshot)
         for name, ratio in (attainment or {}).items():
             self.attainment.set(ratio, function_name=self.label(name))
         if not plan.valid:
@@ -126,6 +128,22 @@ class AutoscalerMetrics:
         self.stale.clear()
         for (fn, waiting), n in counts.items():
             self.stale.set(n, function_name=self.label(fn), waiting=waiting)
+
+    def _record_held(self, snapshot: Snapshot) -> None:
+        """Instances and resources of variants held while their parent is not listed, under the parent."""
+        count: dict[tuple[str, str], int] = {}
+        used: dict[str, tuple[float, float]] = {}
+        for h in snapshot.held:
+            v = h.variant
+            key = (h.parent, config_key(v.batch, v.cpu, v.gpu))
+            count[key] = count.get(key, 0) + v.replicas
+            cpu, gpu = used.get(h.parent, (0.0, 0.0))
+            used[h.parent] = (cpu + v.cpu * v.replicas, gpu + v.gpu * v.replicas)
+        for (parent, key), n in count.items():
+            self.instances.set(n, function_name=self.label(parent), config=key, kind="held")
+        for parent, (cpu, gpu) in used.items():
+            self.cpu.set(cpu, function_name=self.label(parent))
+            self.gpu.set(gpu, function_name=self.label(parent))
 
     def _record_state(self, fs: FunctionState) -> None:
         label = self.label(fs.name)

@@ -25,6 +25,18 @@ def test_running_instances_say_which_are_the_deployment_and_which_variants():
     assert series % ("deployment", 1) in text and series % ("variant", 2) in text
 
 
+def test_held_variants_are_counted_under_their_missing_parent():
+    from autoscaler.decide import Plan
+    from autoscaler.snapshot import Node, Orphan, Snapshot, Variant
+
+    held = Orphan(Variant("f-b4-c500-g0-a-0", 4, 0.5, 0.0, 2**28, "a", 2), "f", "its parent f is not listed")
+    metrics = AutoscalerMetrics()
+    metrics.record_tick(Snapshot(0.0, (), (Node("a", 4, 2**33),), held=(held,)), Plan.invalid("test", 0.0), 0.01)
+    text = metrics.registry.render()
+    assert 'faas_infer_autoscaler_instances{function_name="f.openfaas-fn",config="b4-c500-g0",kind="held"} 2' in text
+    assert 'faas_infer_autoscaler_allocated_cpu_cores{function_name="f.openfaas-fn"} 1' in text
+
+
 def test_planned_instances_sum_a_configuration_over_its_nodes():
     from autoscaler.decide import FunctionPlan, Plan, Target
     from autoscaler.snapshot import FunctionState, Node, Snapshot

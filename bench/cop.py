@@ -90,7 +90,7 @@ def _refs(choice: str) -> dict[str, str]:
 def _whole_model(loaded, config, batches, threads) -> dict:
     """Whole-model measurements over the grid, by the rules the calibration runs follow (``measure_grid``:
     the operators' rules for something holding all of the model's time)."""
-    from cop_profiler.profiler import measure_grid, warm_weights
+    from cop_profiler.whole import measure_grid, warm_weights
 
     warm_weights(loaded.model, loaded.example_input, config, "cpu")
     return measure_grid(loaded.model, loaded.example_input, [(b, c) for c in threads for b in batches], config)
@@ -165,7 +165,7 @@ def _variant(loaded):
 def _reference_rounds(runs: list[dict], config, rounds: int) -> None:
     """Time every model's grid ``rounds`` more times, each round over all the models in turn, keeping each
     point's fastest reading in its ``reference``."""
-    from cop_profiler.profiler import measure_model
+    from cop_profiler.whole import measure_model
 
     for r in range(rounds):
         print(f"== reference round {r + 1}/{rounds} ({len(runs)} models)", file=sys.stderr)

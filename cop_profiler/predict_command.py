@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _plot(args: argparse.Namespace, predictor) -> None:
     from cop_profiler.modelref import load_model
     from cop_profiler.plot import draw
-    from cop_profiler.profiler import measure_model
+    from cop_profiler.whole import measure_model
     from cop_profiler.timer import TimingPolicy
 
     from faas_infer.memory import retain_freed_memory

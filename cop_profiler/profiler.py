@@ -7,13 +7,13 @@ inputs are made once, for its largest batch, and cut down for the smaller ones. 
 non-leaf module call is calibrated once. Per model, the whole model is timed at two cheap batch sizes (1 and
 8) at every thread count and one affine correction measured = factor * composed + offset is fitted to all
 of them: it absorbs what isolated timing misses (inter-operator cache effects, dispatch between operators).
-On the CPU the calibration's first pass runs before the operators are timed, its second after.
+On the CPU the calibration's first pass runs before the operators are timed, its second after (``whole``).
+What to profile and what a run did are ``profile_config``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import time
@@ -25,109 +25,20 @@ import torch
 from cop_profiler import hardware
 from cop_profiler.db import ProfileDB, Timing
 from cop_profiler.effort import EffortRule, shares
-from cop_profiler.errors import USER_ERRORS, ModelRunError, OperatorRunError, first_line
-from cop_profiler.predictor import MODULE_CALL, ModelPredictor
-from cop_profiler.recorder import call_args
+from cop_profiler.errors import USER_ERRORS, OperatorRunError, first_line
+from cop_profiler.predictor import MODULE_CALL
+from cop_profiler.profile_config import ProfileConfig, ProfileReport
 from cop_profiler.reuse import NEAR, near
-from cop_profiler.sampling import SamplingRule, needed
+from cop_profiler.sampling import needed
 from cop_profiler.timer import Measurement, TimingPolicy, implausible, measure, plausible_bound, quieter
-from cop_profiler.tracer import OpInstance, TracedModel, check_example, split_copies, with_copies
+from cop_profiler.tracer import OpInstance, TracedModel, split_copies, with_copies
+from cop_profiler.whole import calibrate_model, first_calibration_pass, hardware_of, sync_of, warm_up, warm_weights
+
+__all__ = ["ProfileConfig", "ProfileReport", "ProgressFn", "calibrate_module_call", "profile_model", "reuse_nearby"]
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
-
-# Bounds of the calibration factor. Running inside the model only adds time to an operator (cold caches,
-# dispatch between operators): slow-downs measured here were 1.0-1.5x, and a whole model never ran more
-# than a few percent faster than its operators' sum in quiet runs. A fit outside the bounds says the
-# calibration runs were disturbed (shared machine), so it is clamped rather than trusted.
-MIN_FACTOR, MAX_FACTOR = 0.9, 1.6
-
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    """What to profile."""
-
-    # Batch sizes to time every operator at (powers of two 1..2^k by default).
-    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    # CPU intra-op thread counts (1..cores by default).
-    threads: tuple[int, ...] = (1, 2)
-    # Devices: "cpu" and, where a GPU is present, "cuda".
-    devices: tuple[str, ...] = ("cpu",)
-    # Measurement policy for operators and calibration runs.
-    policy: TimingPolicy = TimingPolicy()
-    # Batch sizes of the whole-model calibration (at every thread count), moved into the range of
-    # ``batches`` (``calibration_sizes``); empty disables calibration.
-    calibration_batches: tuple[int, ...] = (1, 8)
-    # Re-time operators even when the DB has them.
-    force: bool = False
-    # Passes at the end of each round that re-time points still noisy or implausibly slow with more threads,
-    # keeping the faster measurement: interference on a shared machine comes in bursts, a later try often
-    # misses it.
-    retries: int = 3
-    # Which batch sizes of the grid are timed and which left to interpolation (tolerance 0: all timed).
-    sampling: SamplingRule = SamplingRule()
-    # Which points are timed again, by their operator's share of the model's time (whole models: share 1).
-    effort: EffortRule = EffortRule()
-
-    def __post_init__(self) -> None:
-        if not self.batches or min(self.batches) < 1:
-            raise ValueError(f"batches={self.batches}: need at least one batch size >= 1")
-        if not self.threads or min(self.threads) < 1:
-            raise ValueError(f"threads={self.threads}: need at least one thread count >= 1")
-
-    def calibration_sizes(self) -> tuple[int, ...]:
-        """The calibration's batch sizes, each moved into the range of ``batches``: outside it the operator
-        sum is extrapolated, and a fit to it corrected the model by the extrapolation's error (a grid of
-        1,2,4 was calibrated at 8, a grid of 4 alone at 1 and 8 against one flat point), and a grid kept
-        small because the model does not fit in memory at larger batches still ran it at batch 8."""
-        lo, hi = min(self.batches), max(self.batches)
-        return tuple(sorted({min(max(b, lo), hi) for b in self.calibration_batches}))
-
-
-@dataclass(frozen=True)
-class ProfileReport:
-    """What one profiling run did."""
-
-    model_ref: str
-    # "fx" or "recorded".
-    traced_with: str
-    # Operator calls in one forward.
-    nodes: int
-    # Distinct operators of the model.
-    operators: int
-    # Operators timed in this run.
-    new_operators: int
-    # Operators found in the DB and not timed again.
-    reused_operators: int
-    # (operator, batch, threads, device) points timed in this run.
-    points: int
-    # Measurements flagged noisy in this run.
-    noisy: int
-    # Seconds spent timing operators (and overhead calibration).
-    operator_seconds: float
-    # Seconds spent on the whole-model calibration.
-    calibration_seconds: float
-    # Calibration (factor, offset seconds) per device and thread count.
-    factors: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-    # Grid points of the new operators left to interpolation (see ``sampling``).
-    interpolated: int = 0
-
-
-def _hardware(device: str) -> str:
-    return hardware.cpu_id() if device == "cpu" else hardware.hardware_id(device)
-
-
-def _on(model: torch.nn.Module, device: str) -> torch.nn.Module:
-    """The model itself on the CPU, else a copy of it on ``device``: ``Module.to`` moves a module in place, and
-    the caller's model must stay on the CPU (its modules are the CPU operators, timed again and calibrated
-    after a GPU run; a second call, or CPU timing by the caller, found them on the GPU)."""
-    return model if device == "cpu" else copy.deepcopy(model).to(device)
-
-
-def _sync(device: str) -> Callable[[], None] | None:
-    return torch.cuda.synchronize if device.startswith("cuda") else None
 
 
 def _grid(inst: OpInstance, config: ProfileConfig, device: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -161,7 +72,7 @@ def _measure_op(inst: OpInstance, points: list[tuple[int, int]], config: Profile
         for c in sorted((c for pb, c in points if pb == b), reverse=True):
             torch.set_num_threads(c)
             with torch.inference_mode(), _operator_runs(inst, b, device, c):
-                found[b, c] = measure(fn, config.policy, sync=_sync(device))
+                found[b, c] = measure(fn, config.policy, sync=sync_of(device))
     return found
 
 
@@ -202,7 +113,7 @@ def _time_points(traced: TracedModel, db: ProfileDB, config: ProfileConfig, devi
                  progress: ProgressFn, total: int) -> None:
     """Time the operators round by round: each round the points ``sampling`` asks for, then retries of its
     noisy or implausible ones (interference comes in bursts: a later try often misses it)."""
-    hw = _hardware(device)
+    hw = hardware_of(device)
     todo = _next_points(traced, config, device, run.timed)
     while todo:
         this_round: set[tuple[str, int, int]] = set()
@@ -285,7 +196,7 @@ def _retry_points(run: _Run, candidates: set[tuple[str, int, int]],
 
 def calibrate_module_call(db: ProfileDB, device: str, threads: tuple[int, ...], policy: TimingPolicy) -> None:
     """Store the cost of calling an empty non-leaf module, once per hardware, device and thread count."""
-    hw = _hardware(device)
+    hw = hardware_of(device)
     have = db.overheads(hw, device, MODULE_CALL)
 
     class _Empty(torch.nn.Module):
@@ -299,171 +210,6 @@ def calibrate_module_call(db: ProfileDB, device: str, threads: tuple[int, ...], 
             with torch.inference_mode():
                 m = measure(lambda: empty(x), TimingPolicy(policy.warmup, max(policy.min_block, 0.002), 7))
             db.put_overhead(hw, device, c, MODULE_CALL, m.median)
-
-
-def warm_weights(model: torch.nn.Module, example: Callable[[int], object], config: ProfileConfig, device: str) -> None:
-    """Call the model once, untimed, at the grid's largest batch with the most threads, so that it is
-    timed in the state a serving process reaches after its first large batch, as its operators are (they
-    are timed from the largest batch and the most threads down). Measured here with MKL: one 2-thread
-    call of the MLP example at batch 16 or more made every later call of the same weights 15-20% faster,
-    one thread and batch 1 included, and it stayed so; a 1-thread call at any batch, or the same call
-    on a copy of the weights, did not. Without it, the calibration timed the MLP in the slow state and
-    ``bench cop``, timing it after batch 32, in the fast one: MAPE 17-23% in five runs, the
-    operators' sum alone 10-14%."""
-    threads = max(config.threads) if device == "cpu" else 1
-    torch.set_num_threads(threads)
-    target = _on(model, device)
-    batch = max(config.batches)
-    given = call_args(check_example(example, batch))
-    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in given)
-    with torch.inference_mode(), _model_runs(batch, threads, device):
-        target(*args)
-        sync = _sync(device)
-        if sync is not None:
-            sync()
-
-
-@contextlib.contextmanager
-def _model_runs(batch: int, threads: int, device: str) -> Iterator[None]:
-    """Report what the user's model raises when run whole as a ModelRunError: traced at batches 2 and 3 only,
-    a model can first fail here (an assertion on the batch size went up as a traceback)."""
-    try:
-        yield
-    except USER_ERRORS as exc:  # noqa: BLE001 - user code, and torch failing inside it (out of memory)
-        where = f"{threads} thread(s)" if device == "cpu" else device
-        raise ModelRunError(f"the model fails on its example input (batch {batch}, {where}): "
-                            f"{type(exc).__name__}: {first_line(exc)}") from exc
-
-
-def measure_model(model: torch.nn.Module, example: Callable[[int], object], batch: int, threads: int,
-                  policy: TimingPolicy, device: str = "cpu", retries: int = 0) -> Measurement:
-    """Whole-model latency at one configuration (the calibration's and the benchmark's reference); ``model``
-    must already be on ``device`` (only the inputs are moved)."""
-    torch.set_num_threads(threads)
-    # an example_input failing at a batch no earlier run asked of it (predict --plot's) is a TraceError too
-    given = call_args(check_example(example, batch))
-    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in given)
-    with torch.inference_mode(), _model_runs(batch, threads, device):
-        m = measure(lambda: model(*args), policy, sync=_sync(device))
-        for _ in range(retries):
-            if not m.noisy:
-                break
-            m = quieter(m, measure(lambda: model(*args), policy, sync=_sync(device)))
-    return m
-
-
-def measure_grid(model: torch.nn.Module, example: Callable[[int], object], points: list[tuple[int, int]],
-                 config: ProfileConfig, device: str = "cpu",
-                 earlier: dict[tuple[int, int], Measurement] | None = None) -> dict[tuple[int, int], Measurement]:
-    """Whole-model latency at each (batch, threads) point, by the operators' rules with a share of 1: in
-    passes over all the points, ``config.effort.passes`` at least, then again where still noisy or
-    implausible (up to ``config.retries`` more), keeping the faster measurement of each point. ``earlier``:
-    a pass over the points made before (it counts as the first). Off the CPU a copy of the model is timed."""
-    target = _on(model, device)
-    kept: dict[tuple[int, int], Measurement] = dict(earlier or {})
-    todo = list(points)
-    for attempt in range(1 if earlier else 0, config.effort.passes + config.retries):
-        for b, c in todo:
-            m = measure_model(target, example, b, c, config.policy, device)
-            kept[b, c] = m if (b, c) not in kept else quieter(kept[b, c], m)
-        if attempt + 1 < config.effort.passes:
-            continue
-        todo = sorted({p for p, m in kept.items() if m.noisy} | implausible({p: m.median for p, m in kept.items()}))
-        if not todo:
-            break
-    return kept
-
-
-def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """(factor, offset) of measured = factor * composed + offset, offset >= 0 (context only adds time).
-
-    Least squares on relative residuals over all the (composed, measured) points; when the composed times
-    do not spread (one point) or the offset would be negative, the factor alone is fitted (geometric mean
-    of the ratios). The factor is clamped.
-    """
-    def clamp(f: float) -> float:
-        return min(max(f, MIN_FACTOR), MAX_FACTOR)
-
-    ratio_only = (clamp(math.exp(sum(math.log(m / c) for c, m in points) / len(points))), 0.0)
-    weights = [1.0 / (m * m) for _, m in points]
-    sw = sum(weights)
-    swc = sum(w * c for w, (c, _) in zip(weights, points))
-    swm = sum(w * m for w, (_, m) in zip(weights, points))
-    spread = sw * sum(w * c * c for w, (c, _) in zip(weights, points)) - swc * swc
-    if spread <= 1e-12 * swc * swc:
-        return ratio_only
-    factor = clamp((sw * sum(w * c * m for w, (c, m) in zip(weights, points)) - swc * swm) / spread)
-    offset = (swm - factor * swc) / sw
-    return (factor, offset) if offset >= 0 else ratio_only
-
-
-def _calibration_points(config: ProfileConfig, device: str) -> list[tuple[int, int]]:
-    threads = config.threads if device == "cpu" else (1,)
-    return [(b, c) for c in threads for b in config.calibration_sizes()]
-
-
-def first_calibration_pass(model: torch.nn.Module, example: Callable[[int], object], config: ProfileConfig,
-                           device: str) -> dict[tuple[int, int], Measurement] | None:
-    """The calibration's first pass, run before the operators are timed so that its passes are minutes
-    apart rather than back to back (None when the effort rule asks for a single pass, and on a GPU, whose
-    calibration runs once, after its operators): of two passes kept by the
-    faster, one slow stretch of a shared host now spoils a point only if it also covers the other.
-    Measured here: a calibration of two adjacent passes fitted a factor of 1.18 to a ResNet whose
-    operators' plain sum was within 5% of the model over the whole grid timed a minute later, and pushed
-    its MAPE to 16%."""
-    if not config.calibration_batches or config.effort.passes < 2 or device != "cpu":
-        return None
-    one = replace(config, retries=0, effort=replace(config.effort, passes=1))
-    return measure_grid(model, example, _calibration_points(config, device), one, device)
-
-
-def calibrate_model(model: torch.nn.Module, example: Callable[[int], object], db: ProfileDB, model_ref: str,
-                    config: ProfileConfig, device: str,
-                    earlier: dict[tuple[int, int], Measurement] | None = None) -> dict[int, tuple[float, float]]:
-    """Fit (factor, offset) so that factor * composed + offset matches the model, and store it per thread count.
-
-    One fit over every thread count: how much slower an operator runs inside the model than alone (caches,
-    dispatch between operators) is the model's, not the thread count's, and fitting each thread count on its
-    own two points let their noise through (a 2-thread run of a recurrent model waits on a thread join per
-    time step, and is the noisiest of all).
-    """
-    hw = _hardware(device)
-    threads = config.threads if device == "cpu" else (1,)
-    measured = measure_grid(model, example, _calibration_points(config, device), config, device, earlier)
-    # the old calibration is dropped only now: an interrupted run leaves it in place
-    db.clear_calibrations(model_ref, hw, device)
-    predictor = ModelPredictor.load(db.path, model_ref, hw if device == "cpu" else None, (device,))
-    fit = _fit([(predictor.predict(b, c, device).seconds, m.median) for (b, c), m in measured.items()])
-    detail = f"batches={list(config.calibration_sizes())} threads={list(threads)}"
-    for c in threads:
-        db.put_calibration(model_ref, hw, device, *fit, detail, c)
-    return {c: fit for c in threads}
-
-
-# Seconds torch runs untimed, once per process, before the first operator is timed (``warm_up``).
-WARM_UP_SECONDS = 1.0
-_warmed_up = False
-
-
-def warm_up(threads: tuple[int, ...], seconds: float = WARM_UP_SECONDS) -> None:
-    """Run torch at every thread count for ``seconds``, once per process: the first second of a process
-    (its thread pool starting, the allocator growing, the host ramping up) ran whatever was timed first
-    slower. Measured here (``bench cop --models mlp``, five alternating runs each): MAPE 6.6-35.8% (median
-    8.9%) without it, 4.1-9.2% (median 6.2%) with one second; three seconds did no better."""
-    global _warmed_up
-    if _warmed_up:
-        return
-    _warmed_up = True
-    a = torch.randn(256, 256)
-    saved = torch.get_num_threads()
-    try:
-        for c in threads:
-            torch.set_num_threads(c)
-            stop = time.perf_counter() + seconds / len(threads)
-            while time.perf_counter() < stop:
-                a @ a
-    finally:
-        torch.set_num_threads(saved)
 
 
 def reuse_nearby(traced: TracedModel, db: ProfileDB) -> TracedModel:
@@ -531,7 +277,7 @@ def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable
             if config.calibration_batches:
                 factors[device] = calibrate_model(model, example, db, model_ref, config, device, first[device])
             else:  # factor 1, as --no-calibrate says: an earlier run's correction stayed in force
-                db.clear_calibrations(model_ref, _hardware(device), device)
+                db.clear_calibrations(model_ref, hardware_of(device), device)
         calibration_seconds += time.perf_counter() - start - op_seconds
     finally:
         torch.set_num_threads(saved_threads)
@@ -551,7 +297,7 @@ def profile_model(traced: TracedModel, model: torch.nn.Module, example: Callable
 
 def _start_run(traced: TracedModel, db: ProfileDB, config: ProfileConfig, device: str) -> _Run:
     """The DB's timings on this hardware (none with ``force``) and each operator's missing grid points."""
-    have = {} if config.force else db.timings(set(traced.instances), _hardware(device), device)
+    have = {} if config.force else db.timings(set(traced.instances), hardware_of(device), device)
     todo = _next_points(traced, config, device, have)
     missing = {}
     for key in todo:

@@ -9,7 +9,8 @@ from torch import nn
 from cop_profiler.db import ProfileDB
 from cop_profiler.hardware import cpu_id
 from cop_profiler.predictor import ModelPredictor
-from cop_profiler.profiler import ProfileConfig, measure_model, profile_model
+from cop_profiler.profiler import ProfileConfig, profile_model
+from cop_profiler.whole import measure_model
 from cop_profiler.sampling import SamplingRule
 from cop_profiler.timer import TimingPolicy
 from cop_profiler.tracer import trace
@@ -109,7 +110,7 @@ def test_cuda_profiling_leaves_the_model_on_the_cpu(tmp_path):
 def test_timing_off_the_cpu_moves_a_copy_of_the_model_not_the_model():
     """``Module.to`` is in place: timing the whole model on another device must not move the caller's
     model there (its modules are the CPU operators). The meta device stands in for a GPU here."""
-    from cop_profiler.profiler import measure_grid, warm_weights
+    from cop_profiler.whole import measure_grid, warm_weights
 
     model = mlp(16)
     config = ProfileConfig(batches=(1, 2), threads=(1,), policy=TimingPolicy(warmup=1, min_block=0.0, blocks=1,
@@ -121,7 +122,7 @@ def test_timing_off_the_cpu_moves_a_copy_of_the_model_not_the_model():
 
 
 def test_calibration_fit_is_affine_with_a_non_negative_offset():
-    from cop_profiler.profiler import _fit
+    from cop_profiler.whole import _fit
 
     factor, offset = _fit([(1.0, 1.3), (8.0, 9.0)])
     assert factor == pytest.approx(1.1) and offset == pytest.approx(0.2)
@@ -165,7 +166,7 @@ def test_heavy_operators_get_a_second_pass_tiny_ones_no_retry():
 
 def test_whole_model_grid_takes_the_passes_and_keeps_every_point():
     from cop_profiler.effort import EffortRule
-    from cop_profiler.profiler import measure_grid
+    from cop_profiler.whole import measure_grid
 
     model, calls = mlp(64), []
     model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
@@ -179,7 +180,7 @@ def test_whole_model_grid_takes_the_passes_and_keeps_every_point():
 
 def test_calibration_passes_are_split_around_the_operator_timing(tmp_path):
     from cop_profiler.effort import EffortRule
-    from cop_profiler.profiler import first_calibration_pass
+    from cop_profiler.whole import first_calibration_pass
 
     model, calls = mlp(64), []
     hook = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
@@ -208,7 +209,7 @@ def test_calibration_passes_are_split_around_the_operator_timing(tmp_path):
 
 def test_an_earlier_pass_counts_as_the_first_and_the_faster_is_kept():
     from cop_profiler.effort import EffortRule
-    from cop_profiler.profiler import measure_grid
+    from cop_profiler.whole import measure_grid
     from cop_profiler.timer import Measurement
 
     model, calls = mlp(64), []
@@ -223,7 +224,8 @@ def test_an_earlier_pass_counts_as_the_first_and_the_faster_is_kept():
 
 
 def test_the_model_and_each_operator_are_first_called_at_the_largest_batch_with_the_most_threads():
-    from cop_profiler.profiler import _measure_op, warm_weights
+    from cop_profiler.profiler import _measure_op
+    from cop_profiler.whole import warm_weights
 
     model, seen = mlp(64), []
     model.register_forward_pre_hook(lambda module, args: seen.append((args[0].shape[0], torch.get_num_threads())))

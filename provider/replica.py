@@ -257,7 +257,10 @@ def exec_env_problem(env: Mapping[str, str]) -> str:
             return f"{name!r}: not an environment variable name (it holds '=' or a NUL byte)"
         if "\0" in value:
             return f"{name}: the value holds a NUL byte, which no process environment can carry"
-        size = len(os.fsencode(name)) + len(os.fsencode(value)) + 2  # "=" and the terminating NUL
+        try:
+            size = len(os.fsencode(name)) + len(os.fsencode(value)) + 2  # "=" and the terminating NUL
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): no bytes stand for it
+            return f"{name!r}: not encodable as an environment variable (it holds a lone surrogate)"
         if size > MAX_ENV_STRING:
             return f"{name}: {size} bytes, over the {MAX_ENV_STRING} one variable may have (Linux's MAX_ARG_STRLEN)"
         total += size + 8  # and its pointer

@@ -33,6 +33,9 @@ def provider(tmp_path):
     ({"envVars": {f"V{i}": "x" * 100_000 for i in range(40)}}, "envVars of fn: the environment is "),
     ({"envVars": {"A": "a\u0000b"}}, "envVars of fn: A: the value holds a NUL byte"),
     ({"envVars": {"A=B": "c"}}, "envVars of fn: 'A=B': not an environment variable name"),
+    # A lone surrogate ("\ud800" in the JSON) cannot become bytes: it was a 500 with a traceback.
+    ({"envVars": {"A": "\ud800"}}, "envVars of fn: 'A': not encodable as an environment variable"),
+    ({"envVars": {"B\ud800": "c"}}, "envVars of fn: 'B\\ud800': not encodable as an environment variable"),
     ({"annotations": {"com.faas-infer.latency_slo": "fast"}},
      "annotation com.faas-infer.latency_slo of fn: latency_slo='fast'"),
     ({"secrets": ["api-key"]}, "secrets are not supported by the local provider"),

@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import psutil
 import urllib3
 
+from provider.crashcause import CrashCause
 from provider.upstream import Upstream
 from watchdog.config import ConfigError, WatchdogConfig
 
@@ -25,6 +26,8 @@ WATCHDOG_KEYS = frozenset(f.name for f in fields(WatchdogConfig)) | {"TMPDIR"}
 MAX_ENV_STRING = 32 * 4096
 # Room left under ARG_MAX for the replica's command line and the ports ``launch`` adds.
 ARGV_ROOM = 64 * 1024
+# Longest wait, by the supervisor, for an ended replica's last lines of output (its failure's cause).
+PUMP_WAIT = 0.5
 
 
 class State(str, enum.Enum):
@@ -86,6 +89,9 @@ class Replica:
     pool: urllib3.HTTPConnectionPool | None = None
     # The proxy's connections (``provider.upstream``: it tells which failed requests may be sent again).
     upstream: Upstream | None = None
+    # Reads the process's output for why it failed; the thread that feeds it the output.
+    crash_cause: CrashCause | None = None
+    pump: threading.Thread | None = None
 
     @property
     def instance_id(self) -> str:
@@ -123,6 +129,13 @@ class Replica:
     def exit_code(self) -> int | None:
         """The exit status once the process has ended, else None."""
         return self.proc.poll()
+
+    def failure_cause(self, wait: float = PUMP_WAIT) -> str:
+        """Why the ended process failed, from its output ("" when it did not say): the output's last lines
+        are waited for up to ``wait`` seconds, as the process may end before they are read."""
+        if self.pump is not None:
+            self.pump.join(wait)
+        return self.crash_cause.cause() if self.crash_cause is not None else ""
 
     def terminate(self) -> None:
         """SIGTERM the process group: the watchdog drains and exits."""
@@ -200,11 +213,13 @@ def launch(spec: LaunchSpec, port: int, metrics_port: int, on_line: Callable[[st
                             start_new_session=True)
     with open(os.path.join(spec.run_dir, "pid"), "w") as f:
         f.write(str(proc.pid))
+    cause = CrashCause(spec.env)
+    pump = threading.Thread(target=_pump, args=(proc, on_line, cause), name=f"log-{spec.instance_id}", daemon=True)
     replica = Replica(spec, proc, port, metrics_port,
                       pool=urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=4, block=False, retries=False),
-                      upstream=Upstream(port))
+                      upstream=Upstream(port), crash_cause=cause, pump=pump)
     replica.pin()
-    threading.Thread(target=_pump, args=(proc, on_line), name=f"log-{spec.instance_id}", daemon=True).start()
+    pump.start()
     return replica
 
 
@@ -222,9 +237,11 @@ def _link_function_dir(run_dir: str, function_dir: str) -> None:
     os.symlink(function_dir, link)
 
 
-def _pump(proc: subprocess.Popen, on_line: Callable[[str], None]) -> None:
+def _pump(proc: subprocess.Popen, on_line: Callable[[str], None], cause: CrashCause) -> None:
     for raw in iter(proc.stdout.readline, b""):
-        on_line(raw.decode("utf-8", errors="replace"))
+        line = raw.decode("utf-8", errors="replace")
+        cause.feed(line)
+        on_line(line)
     proc.stdout.close()
 
 

@@ -101,6 +101,9 @@ class Supervisor:
                 self.runtime.logs.event(fn.name, f"replica {replica.instance_id} stopped (exit code {code})")
                 continue
             reason = replica.fault or f"exited with code {code}"
+            if not replica.fault and not replica.ready_at:  # a start that failed: say why, as its output did
+                cause = replica.failure_cause()
+                reason += f": {cause}" if cause else ""
             with fn.lock:
                 fn.restarts += 1
                 fn.crash_streak += 1

@@ -230,6 +230,29 @@ def test_a_crash_looping_function_answers_at_once_with_the_cause(provider, tmp_p
     assert "exited with code" in answer.text
 
 
+def test_a_crash_looping_function_answers_with_the_error_its_load_raised(provider, tmp_path):
+    """The caller of a function whose load() raises is told what it raised, not only "exited with code 3"
+    (the traceback was only in `faas-infer logs`); secret-looking values in it are masked."""
+    broken = write_handler(str(tmp_path / "loadfails"), """
+        import os
+
+        def load():
+            raise RuntimeError("no weights at " + os.environ["WEIGHTS_URL"] + " with " + os.environ["API_TOKEN"])
+
+        def handle_batch(state, requests):
+            return []
+    """)
+    env = {"WEIGHTS_URL": "https://bot:hunter22@models.example/w.pt", "API_TOKEN": "tok-5ecret-5ecret"}
+    provider.deploy("loadfails", broken, envVars=env)
+    wait_until(lambda: provider.status("loadfails")["faasInfer"].get("restarts", 0) >= 2, 60, what="two crashes")
+    answer = invoke(provider.url, "loadfails")
+    assert answer.status_code == 503, answer.text
+    assert "exited with code 3: RuntimeError: no weights at https://bot:***@models.example/w.pt with ***" \
+        in answer.text, answer.text
+    assert "hunter22" not in answer.text and "5ecret" not in answer.text
+    assert "RuntimeError: no weights at" in provider.status("loadfails")["faasInfer"]["lastExit"]
+
+
 def test_a_replica_that_cannot_be_started_is_a_failed_start_answered_with_its_cause(tmp_path, inspect_dir):
     """exec refusing the replica (here the python setting names no file) is a failed start, retried with
     backoff, and callers get 503 with the cause at once; it was raised out of the supervisor's tick, which

@@ -5,7 +5,9 @@ instances), allocated CPU/GPU, and the last decision.
 
 Figures come from the gateway's metrics (the local provider's <gateway>/metrics, or --metrics-url: the
 OpenFaaS gateway serves them on port 8082 only) and the autoscaler's /metrics, or, with --prometheus, from
-a Prometheus that scrapes them. Rates and latencies are over the refresh interval (two readings, so --once
+a Prometheus that scrapes them. Only functions the gateway lists (``/system/functions`` in each of its
+``/system/namespaces``) are shown: the metrics also name unknown functions (a call to ``/function/nope``)
+and deleted ones, as the gateway's do. Rates and latencies are over the refresh interval (two readings, so --once
 waits one interval). Output is plain text, one frame per interval; --clear redraws in place with an ANSI
 clear for terminals that support it.
 """
@@ -25,12 +27,15 @@ import requests
 from autoscaler.attainment import attainment_from
 from ops import scrape
 from ops.scrape import Sample
+from ops.targets import read_auth
 
 HELP = "live terminal view of demand, queue depth, instances by config and latency vs SLO"
 
 A = "faas_infer_autoscaler_"
 SELECTOR = '{__name__=~"gateway_function_invocation_total|gateway_functions_seconds_bucket|' \
            'gateway_service_count|faas_infer_autoscaler_.*"}'
+# Namespace of a listed function that names none (OpenFaaS's default).
+DEFAULT_NAMESPACE = "openfaas-fn"
 # Codes that count as answered, as attainment.QUERY's label_replace marks them (the regex is anchored).
 OK_CODE = re.compile(r"2..")
 
@@ -48,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the autoscaler's metrics URL (default %(default)s)")
     parser.add_argument("--prometheus", default="",
                         help="read everything from this Prometheus instead (e.g. http://127.0.0.1:9090)")
+    parser.add_argument("--secret-mount-path", default="",
+                        help="folder with basic-auth-user/-password, to list the gateway's functions when its "
+                             "basic auth is on")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between frames (default 2)")
     parser.add_argument("--once", action="store_true", help="print one frame (after one interval) and exit")
     parser.add_argument("--clear", action="store_true", help="clear the screen before each frame (ANSI)")
@@ -152,6 +160,15 @@ def build_frame(now: tuple[Sample, ...], before: tuple[Sample, ...], seconds: fl
     return Frame(tuple(rows), plan, decision_seconds, problems)
 
 
+def deployed_only(samples: Iterable[Sample], functions: frozenset[str]) -> tuple[Sample, ...]:
+    """``samples`` without the series of functions not in ``functions`` (``name.namespace``; a bare label
+    matches that name in any namespace); series of no function (the plan) are kept."""
+    bare = {f.rpartition(".")[0] for f in functions}
+    return tuple(s for s in samples
+                 if not s.label("function_name") or s.label("function_name") in functions
+                 or s.label("function_name") in bare)
+
+
 def _num(value: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -206,11 +223,41 @@ class Reader:
         self.args = args
 
     def read(self) -> tuple[tuple[Sample, ...], tuple[str, ...]]:
-        if self.args.prometheus:
-            try:
-                return scrape.query_samples(self.args.prometheus, SELECTOR), ()
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                return (), (f"prometheus {self.args.prometheus}: {exc}",)
+        samples, problems = self._prometheus() if self.args.prometheus else self._metrics()
+        if not any(s.label("function_name") for s in samples):
+            return samples, problems
+        functions, problem = self._functions()
+        if functions is None:
+            return samples, problems + (problem,)
+        return deployed_only(samples, functions), problems
+
+    def _prometheus(self) -> tuple[tuple[Sample, ...], tuple[str, ...]]:
+        try:
+            return scrape.query_samples(self.args.prometheus, SELECTOR), ()
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            return (), (f"prometheus {self.args.prometheus}: {exc}",)
+
+    def _functions(self) -> tuple[frozenset[str] | None, str]:
+        """``name.namespace`` of every function the gateway lists, or None and why it could not be read."""
+        base = self.args.gateway.rstrip("/")
+        auth = read_auth(getattr(self.args, "secret_mount_path", ""))
+        try:
+            spaces = requests.get(base + "/system/namespaces", auth=auth, timeout=5)
+            namespaces = spaces.json() if spaces.status_code == 200 else [""]  # "": the gateway's default
+            found = set()
+            for namespace in namespaces or [""]:
+                listed = requests.get(base + "/system/functions", params={"namespace": namespace} if namespace
+                                      else {}, auth=auth, timeout=5)
+                listed.raise_for_status()
+                found |= {f"{fn['name']}.{fn.get('namespace') or namespace or DEFAULT_NAMESPACE}"
+                          for fn in listed.json()}
+            return frozenset(found), ""
+        except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError) as exc:
+            unauthorized = isinstance(exc, requests.HTTPError) and getattr(exc.response, "status_code", 0) == 401
+            return None, (f"functions {base}/system/functions: {type(exc).__name__}"
+                          f"{'; pass --secret-mount-path' if unauthorized else ''} (every name in the metrics shown)")
+
+    def _metrics(self) -> tuple[tuple[Sample, ...], tuple[str, ...]]:
         samples: list[Sample] = []
         problems = []
         gateway = self.args.metrics_url or self.args.gateway.rstrip("/") + "/metrics"

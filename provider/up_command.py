@@ -264,7 +264,7 @@ def _start_sidecars(session: _Session) -> list[str]:
         why = ("--no-autoscaler" if session.args.no_autoscaler
                else "no Redis: nothing to observe or share a queue through")
         session.lines.append(("autoscaler", f"disabled ({why})" if no_autoscaler else "not available"))
-    top = f"{_command()} top --gateway {session.url}" + (
+    top = f"{_command()} top {session.client_flags()}" + (
         f" --prometheus {prometheus.url}" if prometheus
         else f" --autoscaler {autoscaler.url}" if autoscaler is not None and autoscaler_port != 8082 else "")
     plan = f"{_command()} plan {session.client_flags()}" + \

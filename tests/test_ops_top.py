@@ -166,7 +166,8 @@ def test_reader_takes_the_gateway_metrics_from_metrics_url():
         argv = ["top", "--gateway", gateway, "--autoscaler", ""]
         url = f"http://127.0.0.1:{metrics.server_address[1]}/metrics"
         samples, problems = top.Reader(build_parser().parse_args(argv + ["--metrics-url", url])).read()
-        assert problems == ()
+        # the stub lists no functions (404): every name is shown, and that is said
+        assert problems == (f"functions {gateway}/system/functions: HTTPError (every name in the metrics shown)",)
         assert scrape.select(samples, "gateway_function_invocation_total", function_name="py-echo.openfaas-fn")
         _, problems = top.Reader(build_parser().parse_args(argv)).read()
         assert problems == (f"gateway {gateway}/metrics: HTTPError",)  # the default: <gateway>/metrics
@@ -190,3 +191,11 @@ def test_top_is_a_faas_infer_command():
 
     args = build_parser().parse_args(["top", "--once", "--interval", "0.5"])
     assert args.once and args.interval == 0.5 and args._run is top.run
+
+
+def test_only_listed_functions_are_kept():
+    samples = scrape.parse_text(GATEWAY_NOW + 'gateway_service_count{function_name="nope.openfaas-fn"} 0\n'
+                                'gateway_service_count{function_name="mlp"} 1\n' + AUTOSCALER)
+    kept = top.deployed_only(samples, frozenset({"mlp.openfaas-fn"}))
+    assert {s.label("function_name") for s in kept} == {"mlp.openfaas-fn", "mlp", ""}
+    assert scrape.select(kept, "faas_infer_autoscaler_plan_info")  # series of no function stay

@@ -218,7 +218,10 @@ def _start_provider(session: _Session) -> None:
         flags["secret_mount_path"] = session.secret_path
     provider = session.platform.start_provider(flags, session.url)
     auth = f"on: {session.secret_path}" if session.auth_on else "off"
-    session.lines.insert(0, ("provider", f"{session.url} (pid {provider.proc.pid}, basic auth {auth})"))
+    # Its log is the platform's, as the gateway's and queue-worker's are on OpenFaaS (failed async callbacks,
+    # supervisor errors): `faas-infer logs NAME` shows a function's replicas and their lifecycle only.
+    session.lines.insert(0, ("provider", f"{session.url} (pid {provider.proc.pid}, basic auth {auth}, "
+                                         f"log {provider.log_path})"))
 
 
 def _deploy(session: _Session, stack: Any, stop: threading.Event) -> dict:

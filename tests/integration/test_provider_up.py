@@ -78,6 +78,30 @@ def test_up_without_redis_stops_on_sigterm(tmp_path):
     stop_and_check(proc, signal.SIGTERM, out)
 
 
+def test_a_failed_async_callback_is_in_the_provider_log_up_names(tmp_path):
+    """As the OpenFaaS queue-worker logs a callback in its own log (not the function's), the provider logs a
+    failed one in provider.log: up's table did not say where that file was."""
+    proc, url, out = start_up(tmp_path, "--no-redis")
+    try:
+        [line] = [line for line in open(out).read().splitlines() if line.strip().startswith("provider ")]
+        log = line.rsplit("log ", 1)[1].rstrip(")")
+        assert os.path.basename(log) == "provider.log" and os.path.isfile(log), line
+        closed = f"http://127.0.0.1:{free_port()}/done"
+        answer = requests.post(url + "/async-function/echo", data=b"x", headers={"X-Callback-Url": closed},
+                               timeout=30)
+        assert answer.status_code == 202
+        call_id = answer.headers["X-Call-Id"]
+        wait_until(lambda: f"async call {call_id} of echo: callback to {closed} failed" in open(log).read(), 30,
+                   what="the failed callback in provider.log")
+        logs = subprocess.run([sys.executable, "-m", "faas_infer.cli", "logs", "echo", "-g", url, "--tail", "0"],
+                              env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=30)
+        assert logs.returncode == 0 and "replica" in logs.stdout and call_id not in logs.stdout
+    except BaseException:
+        proc.kill()
+        raise
+    stop_and_check(proc, signal.SIGTERM, out)
+
+
 def test_up_reports_a_bad_stack_file(tmp_path):
     result = subprocess.run([sys.executable, "-m", "faas_infer.cli", "up", "-f", str(tmp_path / "missing.yml")],
                             env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=30)

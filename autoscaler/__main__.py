@@ -10,13 +10,18 @@ import sys
 import threading
 
 from autoscaler.config import AutoscalerConfig, ConfigError
+from faas_infer.loglevel import env_level
 from autoscaler.loop import run_forever
 
 
 def main() -> int:
     """Read the config from os.environ and loop until SIGTERM."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = env_level(os.environ)
+    except ValueError as exc:
+        print(f"autoscaler: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = AutoscalerConfig.from_env(os.environ)
     except ConfigError as exc:

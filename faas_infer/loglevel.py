@@ -3,6 +3,8 @@ typo is a one-line error naming it rather than the traceback ``logging.basicConf
 
 from __future__ import annotations
 
+from typing import Mapping
+
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -12,3 +14,13 @@ def parse_level(text: str) -> str:
     if level not in LEVELS:
         raise ValueError(f"{text!r}: not a logging level (one of {', '.join(LEVELS)}, in any case)")
     return level
+
+
+def env_level(env: Mapping[str, str]) -> str:
+    """The level ``$LOG_LEVEL`` names (INFO when unset), as ``parse_level`` reads it: every entry point takes
+    it from here, so that what a check accepted (" debug ") is what ``logging`` is given, not its raw text;
+    ``ValueError`` naming the variable otherwise."""
+    try:
+        return parse_level(env.get("LOG_LEVEL", "INFO"))
+    except ValueError as exc:
+        raise ValueError(f"LOG_LEVEL={exc}") from None

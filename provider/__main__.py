@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import fields
 
+from faas_infer.loglevel import env_level
 from provider.config import ConfigError, ProviderConfig
 
 
@@ -25,8 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = env_level(os.environ)
+    except ValueError as exc:
+        print(f"provider: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = vars(build_parser().parse_args(argv))
     try:
         config = ProviderConfig.from_env({k: v for k, v in args.items() if v is not None})

@@ -82,3 +82,17 @@ def test_a_bad_log_level_is_a_usage_error_not_a_traceback(argv, env):
                           env={**os.environ, "PYTHONPATH": REPO, **env})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "argument --log-level: " in done.stderr and "not a logging level (one of DEBUG, INFO" in done.stderr
+
+
+@pytest.mark.parametrize("argv, prog", [(["-m", "provider", "--port", "1"], "provider: configuration error: "),
+                                        (["-m", "autoscaler"], "autoscaler: "),
+                                        (["-m", "ops.prometheus", "--run-dir", "x", "--provider-url", "y"],
+                                         "prometheus: ")])
+def test_every_entry_point_refuses_a_bad_log_level_in_one_line(argv, prog, tmp_path):
+    """``python -m autoscaler`` is the autoscaler image's command, ``python -m provider`` what up runs:
+    $LOG_LEVEL naming no level was logging's ValueError traceback in each."""
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+                          env={**os.environ, "PYTHONPATH": REPO, "LOG_LEVEL": "loud"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == prog + "LOG_LEVEL='loud': not a logging level (one of DEBUG, INFO, WARNING, ERROR, " \
+                                 "CRITICAL, in any case)\n"

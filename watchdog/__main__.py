@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from faas_infer.loglevel import env_level
 from watchdog import command
 from watchdog.config import ConfigError, WatchdogConfig
 from watchdog.cpu import cgroup_cpu_quota, compute_threads, usable_cores
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"watchdog: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+    logging.basicConfig(level=env_level(os.environ),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = os.path.join(config.function_dir, "handler.py")
     if not os.path.isfile(handler):

@@ -47,6 +47,7 @@ from batcher.dispatch import BatchAborted, as_batch_error, shape_error
 from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed, Rejected
 from batcher.request import Request, Response, to_response
 from batcher.wire import error_for, pack, unpack
+from faas_infer.loglevel import env_level
 from watchdog.errors import HandlerNotFound
 from watchdog.handler import freeze_loaded_objects, load_here
 
@@ -576,7 +577,7 @@ def _exit_with(parent: int) -> None:
 
 def main(argv: list[str]) -> int:
     """Child entry: ``python -m watchdog.handler_process FD FUNCTION_DIR RETAIN_FREED_MEMORY PARENT_PID``."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+    logging.basicConfig(level=env_level(os.environ),  # checked by the watchdog that started us
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=int(argv[0]))
     try:

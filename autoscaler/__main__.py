@@ -3,25 +3,20 @@ of ``AutoscalerConfig`` (``faas-infer up`` starts it this way)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 import threading
 
 from autoscaler.config import AutoscalerConfig, ConfigError
-from faas_infer.loglevel import env_level
+from faas_infer.loglevel import configure_from_env
 from autoscaler.loop import run_forever
 
 
 def main() -> int:
     """Read the config from os.environ and loop until SIGTERM."""
-    try:
-        level = env_level(os.environ)
-    except ValueError as exc:
-        print(f"autoscaler: {exc}", file=sys.stderr)
+    if not configure_from_env(os.environ, "autoscaler"):
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = AutoscalerConfig.from_env(os.environ)
     except ConfigError as exc:

@@ -3,6 +3,8 @@ typo is a one-line error naming it rather than the traceback ``logging.basicConf
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Mapping
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -24,3 +26,18 @@ def env_level(env: Mapping[str, str]) -> str:
         return parse_level(env.get("LOG_LEVEL", "INFO"))
     except ValueError as exc:
         raise ValueError(f"LOG_LEVEL={exc}") from None
+
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_from_env(env: Mapping[str, str], program: str) -> bool:
+    """Configure logging at ``$LOG_LEVEL``; a bad level is one line on stderr, ``<program>: LOG_LEVEL=...``,
+    and False (the caller exits 2)."""
+    try:
+        level = env_level(env)
+    except ValueError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return False
+    logging.basicConfig(level=level, format=FORMAT)
+    return True

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import requests
 import yaml
 
-from faas_infer.loglevel import env_level
+from faas_infer.loglevel import configure_from_env
 from faas_infer.ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -233,12 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default="openfaas-fn", help="namespace for function_name labels")
     parser.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between scrapes")
     args = parser.parse_args(argv)
-    try:
-        level = env_level(os.environ)
-    except ValueError as exc:
-        print(f"prometheus: {exc}", file=sys.stderr)
+    if not configure_from_env(os.environ, "prometheus"):
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     provider_target = args.provider_url.split("//", 1)[-1].rstrip("/")
     prom = Prometheus(args.run_dir, stack_jobs(provider_target, args.autoscaler), args.port,
                       scrape_interval=args.scrape_interval)

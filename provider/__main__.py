@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from dataclasses import fields
 
-from faas_infer.loglevel import env_level
+from faas_infer.loglevel import configure_from_env
 from provider.config import ConfigError, ProviderConfig
 
 
@@ -26,12 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    try:
-        level = env_level(os.environ)
-    except ValueError as exc:
-        print(f"provider: configuration error: {exc}", file=sys.stderr)
+    if not configure_from_env(os.environ, "provider: configuration error"):
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = vars(build_parser().parse_args(argv))
     try:
         config = ProviderConfig.from_env({k: v for k, v in args.items() if v is not None})

@@ -176,6 +176,18 @@ class FunctionState:
         """Delay before the next restart after ``crash_streak`` crashes in a row."""
         return min(cap, base * 2 ** max(0, self.crash_streak - 1))
 
+    def failed(self, now: float, last_exit: str, base: float, cap: float, restarted: bool = True,
+               was_ready: bool = False) -> float:
+        """Count a replica that exited (``restarted``) or never started, set when the next one may start
+        (``backoff``), remember why; returns the delay. Call with ``lock`` held."""
+        self.restarts += int(restarted)
+        self.crash_streak += 1
+        self.start_failures = 0 if was_ready else self.start_failures + 1
+        delay = self.backoff(base, cap)
+        self.next_start_at = now + delay
+        self.last_exit = last_exit
+        return delay
+
     def due(self, now: float | None = None) -> bool:
         """Whether a restart may happen now."""
         return (now if now is not None else time.monotonic()) >= self.next_start_at

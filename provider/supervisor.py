@@ -105,12 +105,8 @@ class Supervisor:
                 cause = replica.failure_cause()
                 reason += f": {cause}" if cause else ""
             with fn.lock:
-                fn.restarts += 1
-                fn.crash_streak += 1
-                fn.start_failures = 0 if replica.ready_at else fn.start_failures + 1
-                delay = fn.backoff(self.config.restart_backoff, self.config.restart_backoff_max)
-                fn.next_start_at = now + delay
-                fn.last_exit = f"{replica.instance_id}: {reason}"
+                delay = fn.failed(now, f"{replica.instance_id}: {reason}", self.config.restart_backoff,
+                                  self.config.restart_backoff_max, was_ready=bool(replica.ready_at))
             message = f"replica {replica.instance_id} crashed: {reason}; restarting in {delay:g}s"
             self.runtime.logs.event(fn.name, message)
             logger.warning("function %s: %s", fn.name, message)
@@ -214,11 +210,8 @@ class Supervisor:
         retried with backoff and, once it keeps failing, callers are answered 503 with the reason at once.
         Raised out of the tick, it had stopped supervising every function after this one, four times a second."""
         with fn.lock:
-            fn.crash_streak += 1
-            fn.start_failures += 1
-            delay = fn.backoff(self.config.restart_backoff, self.config.restart_backoff_max)
-            fn.next_start_at = now + delay
-            fn.last_exit = f"never started ({type(exc).__name__}: {exc})"
+            delay = fn.failed(now, f"never started ({type(exc).__name__}: {exc})", self.config.restart_backoff,
+                              self.config.restart_backoff_max, restarted=False)
         message = f"a replica could not be started: {type(exc).__name__}: {exc}; retrying in {delay:g}s"
         self.runtime.logs.event(fn.name, message)
         logger.error("function %s: %s", fn.name, message)

@@ -9,7 +9,9 @@ same ``FSD_*`` environment plus ``FSD_RANK``. The coordinator is pinned to one r
 make each other's jobs wait and fail; a ``com.openfaas.scale.min`` above 1 on it is refused. Every rank's
 watchdog may answer as late as ``FSD_TIMEOUT`` needs: the workers get ``exec_timeout`` and ``write_timeout``
 of ``FSD_TIMEOUT`` + ``HTTP_GRACE`` (the X-Timeout the coordinator sends them), the coordinator one more
-``HTTP_GRACE`` (each the stack leaves unset) where the watchdog's default is shorter. Pure: the caller
+``HTTP_GRACE`` (each the stack leaves unset) where the watchdog's default is shorter. The settings every
+rank will read are checked here, as the handlers' ``load()`` checks them, so a bad one stops ``faas-infer
+up`` naming the function and the key instead of leaving its replicas failing to start. Pure: the caller
 passes the gateway and Redis it deploys to.
 """
 
@@ -20,7 +22,8 @@ from dataclasses import replace
 
 from faas_infer.stack import LABEL_SCALE_MAX, LABEL_SCALE_MIN, Stack, StackError, StackFunction
 from faas_infer.units import format_duration
-from fsd.config import MAX_TIMEOUT
+from fsd.config import MAX_TIMEOUT, FsdConfig
+from fsd.errors import ConfigError
 from fsd.invoke import HTTP_GRACE
 from watchdog.config import WatchdogConfig
 
@@ -83,6 +86,7 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
         if timeout + 2 * HTTP_GRACE > _WATCHDOG_DEFAULT:  # a job's reports may come HTTP_GRACE after it ends
             for key in _WATCHDOG_LIMITS:
                 env.setdefault(key, format_duration(timeout + 2 * HTTP_GRACE))
+    _check(fn.name, env)
     workers = [replace(fn, name=f"{worker_function}-{rank}", handler=handler, handler_path=handler,
                        image=f"{fn.image or fn.name}-worker",
                        environment={**shared, **limits, "FSD_RANK": str(rank)},
@@ -90,6 +94,15 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
                        labels={k: v for k, v in fn.labels.items() if not k.startswith("com.openfaas.scale")})
                for rank in range(int(settings["FSD_WORKERS"]))]
     return replace(fn, environment=env, labels={**fn.labels, LABEL_SCALE_MAX: "1"}), workers
+
+
+def _check(name: str, env: dict[str, str]) -> None:
+    """The coordinator's FSD_* settings as its handler and the workers' read them; a StackError names the
+    function and the bad key (channel=s3 without FSD_S3_ENDPOINT, say: up starts no object store)."""
+    try:
+        FsdConfig.from_env(env).urls()
+    except ConfigError as exc:
+        raise StackError(f"function {name}: {exc}") from None
 
 
 def _fsd_timeout(raw: str) -> float | None:

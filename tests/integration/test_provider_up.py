@@ -174,3 +174,20 @@ def test_readiness_needs_the_providers_own_token(tmp_path, impostor):
         assert answers_as(provider.url, "t0ken") and not answers_as(provider.url, "other")
     finally:
         assert provider.stop() == 0
+
+
+def test_up_refuses_a_partitioned_model_its_ranks_could_not_load(tmp_path):
+    """channel=s3 without FSD_S3_ENDPOINT (up starts no object store): up deployed it anyway, printed
+    "0/1 ready" for every rank, and the function answered 503 "exited with code 3" until its logs were read."""
+    (tmp_path / "stack.yml").write_text(
+        "version: 1.0\nfunctions:\n  sparse:\n"
+        f"    handler: {os.path.join(REPO, 'functions', 'fsd-coordinator')}\n    image: test/sparse:1\n"
+        "    annotations: {com.faas-infer.partitioned: \"workers=2,channel=s3\"}\n")
+    result = subprocess.run([sys.executable, "-m", "faas_infer.cli", "up", "-f", str(tmp_path / "stack.yml"),
+                             "--port", str(free_port()), "--no-redis", "--no-autoscaler"], cwd=str(tmp_path),
+                            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip() and "stopp" not in line]
+    assert errors == ["faas-infer up: function sparse: FSD_S3_ENDPOINT='': must be set when FSD_CHANNEL=s3"], \
+        result.stderr
+    assert "deployed" not in result.stdout and "Traceback" not in result.stderr

@@ -13,6 +13,7 @@ processes on loopback ports. The integration tests run them as real watchdog fun
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "connectivity,random)")
     parser.add_argument("--repeat", type=_at_least(1), default=3,
                         help="runs per configuration; latency is the median (default 3)")
-    parser.add_argument("--single-memory-mb", type=float, default=2048.0,
+    parser.add_argument("--single-memory-mb", type=_megabytes, default=2048.0,
                         help="memory billed for single-function inference (default 2048)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
 
@@ -53,6 +54,18 @@ def _at_least(low: int):
             raise argparse.ArgumentTypeError(f"{value!r}: must be a whole number >= {low}")
         return int(value)
     return parse
+
+
+def _megabytes(value: str) -> float:
+    """An argparse type: a number of MB > 0. -1 was billed as negative GB-seconds, and the single function's
+    cost printed below its invocation price; nan made the JSON unreadable."""
+    try:
+        mb = float(value)
+    except ValueError:
+        mb = math.nan
+    if not 0 < mb < math.inf:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a number of MB > 0")
+    return mb
 
 
 def _counts(value: str) -> str:

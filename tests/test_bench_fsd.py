@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
 from bench import fsd
+from helpers import REPO
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -24,10 +28,21 @@ def test_defaults_and_good_lists_parse():
     ("--channels", "foo"),  # was benchmarked as S3 in rows labelled 'foo'
     ("--partitioners", "connectivity,metis"),  # failed with a traceback after connectivity's runs
     ("--workers", "2,x"), ("--workers", "0"), ("--batch", "0"), ("--repeat", "0"), ("--layers", "0"),
+    # -1 billed negative GB-seconds: the single function cost less than its invocation; nan wrote bad JSON
+    ("--single-memory-mb", "-1"), ("--single-memory-mb", "0"), ("--single-memory-mb", "nan"),
+    ("--single-memory-mb", "inf"), ("--single-memory-mb", "2GB"),
 ])
 def test_bad_arguments_are_refused_naming_the_value(argv):
     with pytest.raises(argparse.ArgumentError, match=repr(argv[1].split(",")[-1])):
         _parse(*argv)
+
+
+def test_the_command_refuses_a_bad_memory_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "faas_infer.cli", "bench", "fsd", "--single-memory-mb", "-1"],
+                         env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
+        "faas-infer bench fsd: error: argument --single-memory-mb: '-1': must be a number of MB > 0")
+    assert _parse("--single-memory-mb", "512").single_memory_mb == 512.0
 
 
 def test_a_model_or_worker_count_breaking_a_rule_is_refused_before_anything_starts(capsys):

@@ -38,6 +38,8 @@ SELECTOR = '{__name__=~"gateway_function_invocation_total|gateway_functions_seco
 DEFAULT_NAMESPACE = "openfaas-fn"
 # Codes that count as answered, as attainment.QUERY's label_replace marks them (the regex is anchored).
 OK_CODE = re.compile(r"2..")
+# Longest --interval: a day.
+MAX_INTERVAL = 86400.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -294,8 +296,9 @@ def loop(reader: Reader, out: TextIO, interval: float, frames: int | None, clear
 
 def run(args: argparse.Namespace) -> int:
     """Print frames until Ctrl-C (or one with --once)."""
-    if args.interval <= 0:
-        print(f"faas-infer top: --interval={args.interval}: must be > 0", file=sys.stderr)
+    if not 0 < args.interval <= MAX_INTERVAL:  # nan and inf reached sleep() and ended in a traceback
+        print(f"faas-infer top: --interval={args.interval}: must be > 0 and at most {MAX_INTERVAL:g} seconds",
+              file=sys.stderr)
         return 2
     loop(Reader(args), sys.stdout, args.interval, 1 if args.once else None, args.clear)
     return 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -184,6 +186,16 @@ def test_run_rejects_a_bad_interval(capsys):
                               prometheus="")
     assert top.run(args) == 2
     assert "--interval=0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "1e10"])
+def test_the_command_refuses_an_interval_sleep_cannot_take_in_one_line(interval):
+    # nan and inf went on to sleep() and ended in a ValueError or OverflowError traceback
+    out = subprocess.run([sys.executable, "-m", "faas_infer.cli", "top", "--once", "--interval", interval,
+                          "--gateway", "http://127.0.0.1:9", "--autoscaler", "http://127.0.0.1:9/metrics"],
+                         env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"faas-infer top: --interval={float(interval)}: must be > 0 and at most 86400 seconds"], out.stderr
 
 
 def test_top_is_a_faas_infer_command():

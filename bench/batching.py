@@ -22,6 +22,8 @@ import argparse
 import os
 import time
 
+from bench._argtypes import at_least, seconds
+
 HELP = "batched vs unbatched vs in-process throughput at the SLO for the example functions"
 
 FUNCTIONS = {"mlp": 0.050, "lstm": 0.100, "textcnn": 0.100, "resnet": 0.200}
@@ -34,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `faas-infer bench batching`."""
     parser.add_argument("--functions", default=",".join(FUNCTIONS),
                         help="comma-separated example functions to measure (default: all four)")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per rate step (default 3)")
-    parser.add_argument("--bisect", type=int, default=3, help="bisection steps after the first failure (default 3)")
-    parser.add_argument("--tries", type=int, default=2,
+    parser.add_argument("--duration", type=seconds, default=3.0, help="seconds of load per rate step (default 3)")
+    parser.add_argument("--bisect", type=at_least(0), default=3,
+                        help="bisection steps after the first failure (default 3)")
+    parser.add_argument("--tries", type=at_least(1), default=2,
                         help="runs of a rate before it counts as over the SLO, and measurements of the in-process "
                              "limit (the best is kept); 2 outvotes one slow stretch of this shared machine "
                              "(default 2; 1 measures each once)")

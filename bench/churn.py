@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from bench._argtypes import at_least
+
 HELP = "autoscaler stability: instances started or stopped at a steady demand under measurement noise"
 
 
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0.03,0.05,0.08)")
     parser.add_argument("--rates", default="100,3000,20",
                         help="request rates swept, as start,stop,step in requests/s (default 100,3000,20)")
-    parser.add_argument("--ticks", type=int, default=10, help="control ticks per rate, 5 s apart (default 10)")
+    parser.add_argument("--ticks", type=at_least(1), default=10, help="control ticks per rate, 5 s apart (default 10)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
 
 

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 
+from bench._argtypes import at_least
 from cop_profiler.cliargs import add_timing, sampling_rule, timing_policy
 
 HELP = "COP predictor accuracy (MAPE) and profiling cost versus whole-model profiling"
@@ -65,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_timing(parser, " for operators and whole models alike",
                ". The whole model is always timed over the full grid")
     parser.add_argument("--no-calibrate", action="store_true", help="pure operator sum (no whole-model factor)")
-    parser.add_argument("--reference-rounds", type=int, default=3,
+    parser.add_argument("--reference-rounds", type=at_least(0), default=3,
                         help="rounds over every model's grid after profiling, for the reference the predictions "
                              "are scored against (fastest reading of a point over its profile and the rounds; "
                              "0: the whole-model profile alone; default 3)")

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from bench._argtypes import at_least
+
 HELP = "distributed sparse-DNN inference (FSD-Inference): latency, traffic and cost per W, channel, partitioner"
 
 _S3_MAIN = ("import sys, time; from fsd.s3_server import S3Server; s = S3Server(int(sys.argv[1])).start(); "
@@ -28,10 +30,10 @@ _S3_MAIN = ("import sys, time; from fsd.s3_server import S3Server; s = S3Server(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `faas-infer bench fsd`."""
-    parser.add_argument("--neurons", type=_at_least(2), default=1024,
+    parser.add_argument("--neurons", type=at_least(2), default=1024,
                         help="neurons per layer (default 1024; 4096 also GraphChallenge)")
-    parser.add_argument("--layers", type=_at_least(1), default=120, help="layers of the sparse DNN (default 120)")
-    parser.add_argument("--batch", type=_at_least(1), default=16, help="samples per batch (default 16)")
+    parser.add_argument("--layers", type=at_least(1), default=120, help="layers of the sparse DNN (default 120)")
+    parser.add_argument("--batch", type=at_least(1), default=16, help="samples per batch (default 16)")
     parser.add_argument("--workers", default="1,2,4,8", type=_counts,
                         help="comma-separated worker counts (default 1,2,4,8)")
     parser.add_argument("--channels", default="redis,s3", type=_names("redis", "s3"),
@@ -40,20 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated ways to split each layer's neurons across the workers: connectivity "
                              "(connectivity-aware: fewer activations cross workers), random (default "
                              "connectivity,random)")
-    parser.add_argument("--repeat", type=_at_least(1), default=3,
+    parser.add_argument("--repeat", type=at_least(1), default=3,
                         help="runs per configuration; latency is the median (default 3)")
     parser.add_argument("--single-memory-mb", type=_megabytes, default=2048.0,
                         help="memory billed for single-function inference (default 2048)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
-
-
-def _at_least(low: int):
-    """An argparse type: a whole number >= ``low``."""
-    def parse(value: str) -> int:
-        if not value.strip().isdigit() or int(value) < low:
-            raise argparse.ArgumentTypeError(f"{value!r}: must be a whole number >= {low}")
-        return int(value)
-    return parse
 
 
 def _megabytes(value: str) -> float:
@@ -71,7 +64,7 @@ def _megabytes(value: str) -> float:
 def _counts(value: str) -> str:
     """An argparse type: comma-separated whole numbers >= 1 (checked; kept as the text)."""
     for part in value.split(","):
-        _at_least(1)(part)
+        at_least(1)(part)
     return value
 
 

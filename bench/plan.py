@@ -27,6 +27,8 @@ import os
 import random
 import time
 
+from bench._argtypes import at_least, seconds
+
 HELP = "autoscaler decision time vs size (ILP, greedy), optimality gap, resources vs a uniform baseline"
 
 MODELS = {"resnet": 0.200, "lstm": 0.100, "textcnn": 0.100, "mlp": 0.050}
@@ -38,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=",".join(f"{f}x{n}" for f, n in SIZES),
                         help="functions x nodes to decide, comma-separated (default 10x10 .. 1000x1000)")
     parser.add_argument("--solvers", default="highs,cbc,greedy", help="solvers to time (default highs,cbc,greedy)")
-    parser.add_argument("--time-limit", type=float, default=2.0, help="solver time limit in seconds (default 2)")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--time-limit", type=seconds, default=2.0, help="solver time limit in seconds (default 2)")
+    parser.add_argument("--repeat", type=at_least(1), default=3,
                         help="decisions per size and solver; the median is kept (default 3)")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the synthetic workload (SLO factors, request rates; default 1)")

@@ -22,6 +22,7 @@ import argparse
 import os
 import time
 
+from bench._argtypes import at_least, seconds
 from bench.common import PrivateRedis, write_json
 
 HELP = "Redis shared batch queue vs in-process queue: added latency, throughput, share of work"
@@ -36,8 +37,8 @@ SHARE_COLUMNS = ("function", "instance", "max_batch_size", "served", "share_pct"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `faas-infer bench queue`."""
     parser.add_argument("--functions", default="echo,mlp", help="comma-separated functions (default echo,mlp)")
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds of load per measurement (default 4)")
-    parser.add_argument("--concurrency", type=int, default=96,
+    parser.add_argument("--duration", type=seconds, default=4.0, help="seconds of load per measurement (default 4)")
+    parser.add_argument("--concurrency", type=at_least(1), default=96,
                         help="closed-loop clients for throughput, well above the batch size so the queue never "
                              "runs dry (default 96)")
     parser.add_argument("--share-batches", default="4,32",

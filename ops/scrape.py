@@ -61,7 +61,12 @@ def scrape(url: str, timeout: float = 3.0) -> tuple[Sample, ...]:
 def query_samples(prometheus_url: str, selector: str, timeout: float = 5.0) -> tuple[Sample, ...]:
     """The current value of every series matching ``selector`` in a Prometheus server."""
     r = requests.get(prometheus_url.rstrip("/") + "/api/v1/query", params={"query": selector}, timeout=timeout)
-    r.raise_for_status()
+    if r.status_code != 200:  # Prometheus says why in the body; raise_for_status gave only the whole URL back
+        try:
+            why = r.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            why = r.text.strip()[:200] or r.reason
+        raise ValueError(f"HTTP {r.status_code}: {why}")
     out = []
     for item in r.json()["data"]["result"]:
         labels = dict(item["metric"])

@@ -22,6 +22,11 @@ from provider.runtime import SECRETS_UNSUPPORTED, Runtime
 from provider.types import DeleteFunctionRequest, FunctionDeployment, ScaleServiceRequest, gateway_info, provider_info
 
 SHA = "faas-infer"
+# The one Prometheus query served: what the gateway's list sends, sum(gateway_function_invocation_total
+# {function_name=~".*.openfaas-fn"}) by (function_name). Any query merely naming the metric was answered with
+# these sums, so `faas-infer top --prometheus <this provider>` showed no functions and no error.
+_GATEWAY_QUERY = re.compile(r"\s*sum\s*\(\s*gateway_function_invocation_total\s*(\{[^{}]*\})?\s*\)\s*"
+                            r"by\s*\(\s*function_name\s*\)\s*")
 
 
 class _Empty(Response):
@@ -138,9 +143,10 @@ class SystemApi:
         """GET /api/v1/query: the one query the gateway's list sends, answered from our own counters,
         so a gateway in front of us can use this provider as its Prometheus."""
         query = request.args.get("query", "")
-        if "gateway_function_invocation_total" not in query:
+        if not _GATEWAY_QUERY.fullmatch(query):
             return _json({"status": "error", "errorType": "bad_data",
-                          "error": "only sum(gateway_function_invocation_total) by (function_name) is served"}, 400)
+                          "error": "this is not Prometheus: only the OpenFaaS gateway's query "
+                                   "sum(gateway_function_invocation_total) by (function_name) is served"}, 400)
         now = round(time.time(), 3)
         result = [{"metric": {"function_name": name}, "value": [now, f"{value:g}"]}
                   for name, value in sorted(self.metrics.invocations_by_function().items())]

@@ -4,8 +4,11 @@ those clients expect: same status codes, same body shapes and values (volatile v
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 
@@ -13,7 +16,7 @@ import pytest
 import requests
 
 from provider_fixtures import ECHO, FIXTURES, ProviderProcess, body_bytes, fixture, same_shape, send
-from helpers import wait_until, write_handler
+from helpers import REPO, wait_until, write_handler
 from provider.types import go_arch
 
 GATEWAY_STEPS = ("info", "healthz", "deploy-post", "deploy-put", "list", "list-namespace", "get-function",
@@ -181,6 +184,24 @@ def test_prometheus_query_the_gateway_sends(provider):
     assert status == 200 and answer["status"] == "success" and answer["data"]["resultType"] == "vector"
     assert answer["data"]["result"][0]["metric"] == {"function_name": "py-echo.openfaas-fn"}
     assert answer["data"]["result"][0]["value"][1] == "1"
+
+
+def test_a_query_other_than_the_gateways_is_refused_and_top_says_so(provider):
+    """Any query naming gateway_function_invocation_total was answered with the gateway's sums: `faas-infer
+    top --prometheus <the provider>` (its URL taken for Prometheus's) showed no functions and no problem."""
+    url = provider.url
+    for query in ('{__name__=~"gateway_function_invocation_total|gateway_service_count"}',
+                  "gateway_function_invocation_total", "rate(gateway_function_invocation_total[1m])"):
+        answer = requests.get(url + "/api/v1/query", params={"query": query}, timeout=10)
+        assert answer.status_code == 400 and answer.json()["status"] == "error", (query, answer.text)
+    for query in ("sum(gateway_function_invocation_total) by (function_name)",
+                  'sum(gateway_function_invocation_total{function_name=~".*.openfaas-fn"}) by (function_name)'):
+        assert requests.get(url + "/api/v1/query", params={"query": query}, timeout=10).status_code == 200
+    top = subprocess.run([sys.executable, "-m", "faas_infer.cli", "top", "--prometheus", url, "--once",
+                          "--interval", "0.2"], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                         text=True, timeout=60)
+    assert top.returncode == 0, top.stderr
+    assert f"! prometheus {url}: HTTP 400: this is not Prometheus: only the OpenFaaS gateway's query" in top.stdout
 
 
 def test_status_lines_carry_the_gateways_reason_phrases(provider):

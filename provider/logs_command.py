@@ -41,13 +41,21 @@ def run(args: argparse.Namespace) -> int:
     if args.secret_mount_path:
         from provider.auth import Credentials
 
-        creds = Credentials.read(args.secret_mount_path)
+        try:
+            creds = Credentials.read(args.secret_mount_path)
+        except OSError as exc:  # was a FileNotFoundError traceback
+            print(f"--secret-mount-path {args.secret_mount_path}: cannot read the credentials: {exc}",
+                  file=sys.stderr)
+            return 1
         auth = (creds.user, creds.password)
     try:
         response = requests.get(args.gateway.rstrip("/") + "/system/logs", params=params, auth=auth, stream=True,
                                 timeout=(5, None))
     except requests.ConnectionError:
         print(f"cannot reach the provider at {args.gateway}: is `faas-infer up` running?", file=sys.stderr)
+        return 1
+    except requests.RequestException as exc:  # a gateway without http:// was a MissingSchema traceback
+        print(f"--gateway {args.gateway}: {exc}", file=sys.stderr)
         return 1
     if response.status_code != 200:
         print(f"{response.status_code}: {response.text.strip()}", file=sys.stderr)
@@ -63,4 +71,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{message['timestamp']} {message['instance']} {message['text']}", flush=True)
     except KeyboardInterrupt:
         pass
+    except requests.RequestException as exc:  # the provider went away mid-stream: was a traceback
+        print(f"the provider at {args.gateway} closed the log stream: {type(exc).__name__}", file=sys.stderr)
+        return 1
     return 0

@@ -5,14 +5,18 @@ function's log file is closed after ``log_retention``."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 
 import psutil
 import pytest
 import requests
 
 from provider_fixtures import INSPECT, ProviderProcess
-from helpers import wait_until, write_handler
+from helpers import REPO, wait_until, write_handler
 
 MAX_FOLLOWS = 4
 
@@ -120,3 +124,39 @@ def test_tail_zero_or_less_means_every_line(provider):
     assert lines("1") == everything[-1:]
     bad = requests.get(provider.url + "/system/logs", params={"name": "quiet", "tail": "x"}, timeout=10)
     assert bad.status_code == 400 and "tail='x': must be an integer" in bad.text
+
+
+def logs_command(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "faas_infer.cli", "logs", *argv]
+
+
+@pytest.mark.parametrize("argv, message", [
+    # each was a traceback: FileNotFoundError, requests' MissingSchema
+    (["quiet", "--secret-mount-path", "/nonexistent-secrets"],
+     "--secret-mount-path /nonexistent-secrets: cannot read the credentials: [Errno 2] No such file or directory: "
+     "'/nonexistent-secrets/basic-auth-user'"),
+    (["quiet", "-g", "127.0.0.1:1"], "--gateway 127.0.0.1:1: "),
+])
+def test_faas_infer_logs_refuses_bad_flags_in_one_line(argv, message):
+    out = subprocess.run(logs_command(*argv), env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(message), out.stderr
+
+
+def test_faas_infer_logs_says_so_in_one_line_when_the_provider_goes_away(tmp_path):
+    """A provider stopped under `faas-infer logs -f` ended it in a ChunkedEncodingError traceback."""
+    provider = ProviderProcess(str(tmp_path), {}).start()
+    try:
+        provider.deploy("quiet", write_handler(str(tmp_path / "inspect"), INSPECT))
+        provider.wait_ready("quiet", 1)
+        follow = subprocess.Popen(logs_command("quiet", "-g", provider.url, "-f"),
+                                  env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        assert follow.stdout.readline()  # the replica's start-up lines: the follow is open
+        os.killpg(provider.proc.pid, signal.SIGKILL)
+        _, err = follow.communicate(timeout=30)
+    finally:
+        provider.stop()
+    assert follow.returncode == 1 and err.splitlines() == [
+        f"the provider at {provider.url} closed the log stream: ChunkedEncodingError"], err

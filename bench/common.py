@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -31,6 +32,7 @@ class Served:
 
     def stop(self) -> None:
         """Stop the watchdog (SIGTERM, then SIGKILL after 30 s) and remove its folder."""
+        _RUNNING.pop(self.proc.pid, None)
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -40,6 +42,19 @@ class Served:
                 self.proc.wait(30)
         if self.run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+# Watchdogs started and not yet stopped, by pid. Each runs in a session of its own (Ctrl-C in the terminal
+# reaches only the benchmark, which stops them in order), so whatever ends the benchmark without its
+# ``finally`` blocks (SIGTERM from timeout or kill, an interrupt while one starts) left them serving for good.
+_RUNNING: dict[int, Served] = {}
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every watchdog still running; at exit, SystemExit included (``faas-infer bench`` makes SIGTERM one)."""
+    for served in list(_RUNNING.values()):
+        served.stop()
 
 
 def serve(function_dir: str, env: dict[str, str], ready_timeout: float = 60) -> Served:
@@ -53,13 +68,14 @@ def serve(function_dir: str, env: dict[str, str], ready_timeout: float = 60) -> 
     proc = subprocess.Popen([sys.executable, "-m", "watchdog"], env=full_env, cwd=run_dir, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    served = _RUNNING[proc.pid] = Served(proc, url, f"http://127.0.0.1:{metrics_port}/metrics", run_dir)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"watchdog for {function_dir} exited; see {log.name}")
         try:
             if urllib.request.urlopen(url + "/_/health", timeout=1).status == 200:
-                return Served(proc, url, f"http://127.0.0.1:{metrics_port}/metrics", run_dir)
+                return served
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"watchdog for {function_dir} not healthy after {ready_timeout}s; see {log.name}")

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
 from types import ModuleType
 
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(*_: object) -> None:
+    # A benchmark stopped by SIGTERM (timeout, kill, a cancelled CI job) died without its finally blocks and
+    # left the watchdogs, Redis and S3 server it started running; as SystemExit, they are stopped.
+    raise SystemExit(128 + signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
@@ -84,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if args.command == "bench":
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # here, not at exit: a reader gone by then is this handler's too

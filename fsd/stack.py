@@ -86,7 +86,7 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
         if timeout + 2 * HTTP_GRACE > _WATCHDOG_DEFAULT:  # a job's reports may come HTTP_GRACE after it ends
             for key in _WATCHDOG_LIMITS:
                 env.setdefault(key, format_duration(timeout + 2 * HTTP_GRACE))
-    _check(fn.name, env)
+    _check(fn.name, env, redis_url)
     workers = [replace(fn, name=f"{worker_function}-{rank}", handler=handler, handler_path=handler,
                        image=f"{fn.image or fn.name}-worker",
                        environment={**shared, **limits, "FSD_RANK": str(rank)},
@@ -96,13 +96,15 @@ def _expand(fn: StackFunction, gateway_url: str, redis_url: str) -> tuple[StackF
     return replace(fn, environment=env, labels={**fn.labels, LABEL_SCALE_MAX: "1"}), workers
 
 
-def _check(name: str, env: dict[str, str]) -> None:
+def _check(name: str, env: dict[str, str], redis_url: str) -> None:
     """The coordinator's FSD_* settings as its handler and the workers' read them; a StackError names the
     function and the bad key (channel=s3 without FSD_S3_ENDPOINT, say: up starts no object store)."""
     try:
         FsdConfig.from_env(env).urls()
     except ConfigError as exc:
-        raise StackError(f"function {name}: {exc}") from None
+        hint = ("; no Redis is deployed with the stack (up --no-redis): give the function FSD_REDIS_URL, or "
+                "leave it out of the stack" if not redis_url and "FSD_REDIS_URL" in str(exc) else "")
+        raise StackError(f"function {name}: {exc}{hint}") from None
 
 
 def _fsd_timeout(raw: str) -> float | None:

@@ -89,7 +89,8 @@ def test_an_fsd_timeout_the_handlers_refuse_is_refused_naming_fsd_timeout(timeou
     # faas-infer up starts no object store: every rank failed to start, up said only "0/1 ready", and the
     # function answered 503 "exited with code 3" until its logs were read.
     ("workers=2,channel=s3", {}, "function sparse: FSD_S3_ENDPOINT='': must be set when FSD_CHANNEL=s3"),
-    ("workers=2", {}, "function sparse: FSD_REDIS_URL='': must be set when FSD_CHANNEL=redis"),
+    ("workers=2", {}, "function sparse: FSD_REDIS_URL='': must be set when FSD_CHANNEL=redis; no Redis is "
+                      "deployed with the stack (up --no-redis): give the function FSD_REDIS_URL, or leave it out"),
     ("workers=2,channel=sqs", {}, "FSD_CHANNEL='sqs': must be one of redis, s3"),
     ("workers=2,partitioner=metis", {}, "FSD_PARTITIONER='metis': must be one of connectivity, random"),
     ("workers=100", {"FSD_MODEL": "neurons=64,layers=2"}, "FSD_WORKERS=100: must be <= neurons per layer"),

@@ -7,6 +7,7 @@ watchdog's CPU per request. ``create_app(runtime)`` is the factory.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
@@ -79,8 +80,10 @@ class WatchdogApp:
         else:
             try:
                 status, headers, body = self._run(environ, method, path)
-            except _ClientGone:  # counted as abandoned, not answered (as the asyncio engine does)
-                return _reply(start_response, 499, b"client closed the connection\n")
+            except _ClientGone:  # counted as abandoned, not answered, and closed unanswered (as the asyncio
+                # engine does): gunicorn drops a connection on EPIPE without writing to it (logged at debug)
+                raise BrokenPipeError(errno.EPIPE, "the client closed its connection while its request was "
+                                                   "queued") from None
             finally:
                 self.runtime.leave()
         elapsed = time.perf_counter() - started

@@ -241,6 +241,41 @@ def handle_batch(state, requests):
     assert read_response(third, third_buf)[0::2] == (200, b"third")
 
 
+@pytest.mark.parametrize("engine", ["asyncio", "gthread"])
+def test_a_client_that_half_closes_while_queued_gets_no_answer_and_no_count_in_both_engines(tmp_path, watchdogs,
+                                                                                             engine):
+    # gthread wrote "499 Unknown" (no such reason, no X-Duration-Seconds) to a client taken for gone, and the
+    # asyncio engine closed without a word: a client that only half-closed saw the two engines differ.
+    release = tmp_path / "release"
+    folder = write_handler(str(tmp_path / "hold"), f"""
+import os, time
+def handle_batch(state, requests):
+    if any(r.body == b"hold" for r in requests):
+        deadline = time.monotonic() + 20
+        while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return [r.body for r in requests]
+""")
+    wd = watchdogs(folder, max_batch_size=1, http_engine=engine)
+    holder, holder_buf = connect(wd), bytearray()
+    holder.sendall(request("POST", "/", b"hold"))
+    wait_until(lambda: "http_requests_in_flight 1" in requests.get(wd.metrics_url, timeout=5).text, 10,
+               what="the first request running")
+    gone = connect(wd)
+    gone.sendall(request("POST", "/", b"gone"))
+    wait_until(lambda: "faas_infer_queue_depth 1" in requests.get(wd.metrics_url, timeout=5).text, 10,
+               what="the second request queued")
+    gone.shutdown(socket.SHUT_WR)
+    wait_until(lambda: 'faas_infer_requests_refused_total{reason="abandoned"} 1'
+               in requests.get(wd.metrics_url, timeout=5).text, 10, what="the gone client noticed")
+    assert gone.recv(1024) == b""  # closed, nothing written
+    release.write_text("")
+    assert read_response(holder, holder_buf)[0::2] == (200, b"hold")
+    metrics = requests.get(wd.metrics_url, timeout=5).text
+    assert 'code="499"' not in metrics and 'http_requests_total{code="200",method="post"} 1' in metrics
+    assert "Traceback" not in wd.log()
+
+
 def test_slow_sender_gets_408_after_read_timeout_and_others_are_served_meanwhile(wd):
     slow, buf = connect(wd), bytearray()
     slow.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")

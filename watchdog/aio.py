@@ -32,7 +32,8 @@ from gunicorn.workers.base import Worker
 
 from batcher.errors import BatchError
 from batcher.request import TOKEN, Request, Response, call_id
-from watchdog.app import BODILESS, OWN_HEADERS, REASONS, REPLACED_HEADERS, decoded_path, parse_x_timeout
+from watchdog.app import (BODILESS, OWN_HEADERS, OWN_ROUTES, REASONS, REPLACED_HEADERS, decoded_path, own_answer,
+                          parse_x_timeout)
 from watchdog.errors import RequestTimeout
 from watchdog.runtime import Runtime
 
@@ -415,12 +416,11 @@ class Engine:
 
     def handle(self, conn: HttpConnection, head: _Head, body: bytes) -> None:
         """Answer one complete request (now, or when its batch is done)."""
-        if head.method == "GET" and head.path in ("/_/health", "/_/ready"):
+        if head.path in OWN_ROUTES:
             started = time.perf_counter()
-            status, text = self.runtime.health() if head.path == "/_/health" else self.runtime.readiness()
-            conn.send(status, [("Content-Type", _TEXT),
-                               ("X-Duration-Seconds", f"{time.perf_counter() - started:.6f}")],
-                      text, head.keep_alive, False)
+            status, headers, text = own_answer(self.runtime, head.method, head.path)
+            headers.append(("X-Duration-Seconds", f"{time.perf_counter() - started:.6f}"))
+            conn.send(status, headers, text, head.keep_alive, head.method == "HEAD")
         else:
             self._invoke(conn, head, body)
 

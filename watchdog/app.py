@@ -41,6 +41,9 @@ OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "d
 # function's as of-watchdog does (sent twice, a client reads whichever value it reads first).
 REPLACED_HEADERS = OWN_HEADERS | {"x-duration-seconds"}
 _TEXT = "text/plain; charset=utf-8"
+# The routes the watchdog answers itself, whatever the method (of-watchdog: 405 to all but GET, HEAD included);
+# never the function's.
+OWN_ROUTES = frozenset({"/_/health", "/_/ready"})
 # How often a thread waiting for its request's batch checks that the client is still connected: most answers
 # come sooner, so most requests never check; a client gone is noticed (its request dropped) within this.
 GONE_CHECK_SECONDS = 0.25
@@ -51,7 +54,7 @@ class _ClientGone(Exception):
 
 
 class WatchdogApp:
-    """WSGI callable: ``/_/health``, ``/_/ready``, and every other method and path to the handler."""
+    """WSGI callable: ``/_/health`` and ``/_/ready`` (GET; 405 to other methods), every other path to the handler."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -66,10 +69,11 @@ class WatchdogApp:
                                 f"request target must start with '/', got {path[:100]!r}\n".encode())
         if not path.isascii():  # gunicorn unquotes to bytes read as latin-1 (WSGI); handlers get text
             path = path.encode("latin-1").decode("utf-8", "replace")
-        if path == "/_/health" and environ["REQUEST_METHOD"] == "GET":
-            return _timed_reply(start_response, time.perf_counter(), *self.runtime.health())
-        if path == "/_/ready" and environ["REQUEST_METHOD"] == "GET":
-            return _timed_reply(start_response, time.perf_counter(), *self.runtime.readiness())
+        if path in OWN_ROUTES:
+            started = time.perf_counter()
+            status, headers, body = own_answer(self.runtime, environ["REQUEST_METHOD"], path)
+            headers.append(("X-Duration-Seconds", f"{time.perf_counter() - started:.6f}"))
+            return _reply(start_response, status, body, headers)
         return self._invoke(environ, path, start_response)
 
     def _invoke(self, environ: dict, path: str, start_response: StartResponse) -> Iterable[bytes]:
@@ -128,6 +132,15 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def own_answer(runtime: Runtime, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The answer to one of ``OWN_ROUTES`` (shared with ``watchdog.aio``): health or readiness for a GET, 405
+    for any other method as of-watchdog answers (handed to the function, a POST ran a batch for a probe)."""
+    if method != "GET":
+        return 405, [("Content-Type", _TEXT), ("Allow", "GET")], f"method {method} not allowed on {path}\n".encode()
+    status, body = runtime.health() if path == "/_/health" else runtime.readiness()
+    return status, [("Content-Type", _TEXT)], body
 
 
 def create_app(runtime: Runtime) -> WatchdogApp:

@@ -167,3 +167,21 @@ def test_a_handlers_own_x_duration_seconds_is_replaced_by_the_watchdogs(engines)
         durations = [line for line in lines if line.startswith("x-duration-seconds:")]
         assert len(durations) == 1 and durations[0] != "x-duration-seconds: 99", (wd.env, lines)
         assert "x-mine: 1" in lines
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD"])
+@pytest.mark.parametrize("path", ["/_/health", "/_/ready"])
+def test_the_probes_answer_405_to_all_but_get_under_both_engines_as_of_watchdog(engines, method, path):
+    # Handed to the function, a probe sent with the wrong method ran a batch and got the handler's answer.
+    for wd in engines:
+        raw = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+        with socket.create_connection(("127.0.0.1", wd.port), timeout=10) as sock:
+            sock.sendall(raw)
+            data = bytearray()
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = bytes(data).partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").lower().split("\r\n")
+        assert lines[0] == "http/1.1 405 method not allowed" and "allow: get" in lines, (wd.env, lines)
+        assert any(line.startswith("x-duration-seconds: ") for line in lines), (wd.env, lines)
+        assert body == (b"" if method == "HEAD" else f"method {method} not allowed on {path}\n".encode()), wd.env

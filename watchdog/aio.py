@@ -35,7 +35,7 @@ from batcher.request import TOKEN, Request, Response, call_id
 from watchdog.app import (BODILESS, OWN_HEADERS, OWN_ROUTES, REASONS, REPLACED_HEADERS, decoded_path, own_answer,
                           parse_x_timeout)
 from watchdog.errors import RequestTimeout
-from watchdog.runtime import Runtime
+from watchdog.runtime import CANCEL_GRACE_SECONDS, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,6 @@ KEEPALIVE_SECONDS = 75.0
 # Measured at low load, running on the loop's own (hot) thread beat handing off to the batch worker by
 # 0.9-2 ms for the LSTM and ResNet; the runtime also keeps such runs under 10% of the loop's time.
 INLINE_LIMIT_SECONDS = 0.05
-# How long past the request timeout the inline guard waits before ending the worker. An async handler's
-# coroutine is cancelled at exec_timeout (``watchdog.handler``), timed from just after its batch began, and
-# the cancellation then takes a turn of the handler's loop and the coroutine's own cleanup: with exec_timeout
-# equal to write_timeout (the default), the guard, seeing the batch past the limit first, ended a worker
-# that was about to serve on.
-GUARD_GRACE_SECONDS = 1.0
 
 _TEXT = "text/plain; charset=utf-8"
 # Control characters a request head may not hold (RFC 9110 5.5: field values are visible characters, spaces
@@ -606,7 +600,8 @@ class AsyncioWorker(Worker):
 
 def _guard_inline(runtime: Runtime, loop_thread: int, stop: threading.Event) -> None:
     """End this worker when a batch run inline has blocked the loop past the longest a request may take
-    (``exec_timeout``, or ``write_timeout`` when shorter or exec_timeout is 0), plus ``GUARD_GRACE_SECONDS``.
+    (``exec_timeout``, or ``write_timeout`` when shorter or exec_timeout is 0), plus ``CANCEL_GRACE_SECONDS``
+    (an async handler's coroutine, cancelled at that limit, gets that long to end).
 
     A batch run on the loop cannot be abandoned and the loop answers nothing else meanwhile, not even
     ``/_/health``: a hung handler froze the instance for good. Its callers are past their timeout anyway,
@@ -617,7 +612,7 @@ def _guard_inline(runtime: Runtime, loop_thread: int, stop: threading.Event) -> 
     limit = runtime.request_timeout(None)
     while not stop.wait(min(1.0, limit / 4)):
         running = runtime.worker.running_for(loop_thread)
-        if running > limit + GUARD_GRACE_SECONDS:
+        if running > limit + CANCEL_GRACE_SECONDS:
             logger.critical("the handler has blocked the event loop for %.1fs running a batch inline, past "
                             "the request timeout of %gs: ending this worker so that gunicorn starts a new one",
                             running, limit)

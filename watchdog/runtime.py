@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 
 # Most of an event loop's time that caller-run batches may take before requests go through the queue.
 INLINE_LOOP_SHARE = 0.1
+# How long past its time limit a batch may run before the instance takes it for hung (``hung``, and the asyncio
+# engine's inline guard). An async handler's coroutine is cancelled at that limit (``watchdog.handler``), timed
+# from just after its batch began, and the cancellation then takes a turn of the handler's loop and the
+# coroutine's own cleanup: without the grace a batch about to end was reported hung (503 to probes and to
+# every request) and an inline one ended a worker about to serve on.
+CANCEL_GRACE_SECONDS = 1.0
 
 
 class Runtime:
@@ -113,7 +119,8 @@ class Runtime:
         return 200, b"OK"
 
     def hung(self) -> str:
-        """Why the instance cannot serve, when an in-process batch has run past ``exec_timeout`` ("" else).
+        """Why the instance cannot serve, when an in-process batch has run past ``exec_timeout`` by more than
+        ``CANCEL_GRACE_SECONDS`` ("" else).
 
         Its callers were answered 504, but its thread cannot be abandoned: until the handler returns, every
         request admitted would wait behind it for a 504 of its own. Reporting unhealthy lets the platform
@@ -122,7 +129,7 @@ class Runtime:
         if self.config.handler_process or limit <= 0:
             return ""
         running = self.worker.running_for()
-        if running <= limit:
+        if running <= limit + CANCEL_GRACE_SECONDS:
             return ""
         return (f"the handler has been running one batch for {running:.0f}s, past exec_timeout={limit:g}s; "
                 f"nothing else runs until it returns")

@@ -30,8 +30,8 @@ def handle_batch(state, requests):
         raise BadInput("body 'bad' is not acceptable")
     if any(r.body == b"crash" for r in requests):
         raise RuntimeError("model exploded")
-    if any(r.body == b"sleep" for r in requests):
-        time.sleep(3)
+    if any(r.body.startswith(b"sleep") for r in requests):  # "sleep": 3 s, "sleep5": 5 s
+        time.sleep(max(float(r.body[5:] or 3) for r in requests if r.body.startswith(b"sleep")))
     if any(r.body == b"exit" for r in requests):
         raise SystemExit(1)
     return [Response(b"x", 200, {"X-Bad": "a\\r\\nInjected: yes"}) if r.body == b"unsendable" else
@@ -167,7 +167,9 @@ def test_a_batch_hung_past_exec_timeout_makes_the_instance_unhealthy_and_sheds_r
     # Its thread cannot be abandoned: every request admitted behind it waited for a 504 of its own, while
     # /_/health and /_/ready said 200 and the platform kept sending more.
     wd = watchdogs(handler_dir, exec_timeout="1s", max_batch_size=1, DELAY="0")
-    assert requests.post(wd.url, data=b"sleep", timeout=10).status_code == 504  # the batch runs on for 2 s
+    assert requests.post(wd.url, data=b"sleep5", timeout=10).status_code == 504  # the batch runs on for 4 s
+    # hung once CANCEL_GRACE_SECONDS (1 s) past exec_timeout
+    wait_until(lambda: requests.get(wd.url + "/_/health", timeout=5).status_code == 503, 5, what="reported hung")
     for path in ("/_/health", "/_/ready"):
         r = requests.get(wd.url + path, timeout=5)
         assert r.status_code == 503 and "past exec_timeout=1s" in r.text
@@ -402,6 +404,38 @@ def test_an_async_handler_hung_past_exec_timeout_is_cancelled_and_the_instance_s
     fine = requests.post(wd.url, data=b"fine", timeout=10)
     assert (fine.status_code, fine.content) == (200, b"fine")
     assert "http_requests_in_flight 0" in requests.get(wd.metrics_url, timeout=5).text
+
+
+def test_an_async_handler_cleaning_up_after_its_cancellation_is_not_reported_hung_meanwhile(watchdogs, tmp_path):
+    # Cancelled at exec_timeout, a coroutine still takes a loop turn and its own cleanup to end: the batch was
+    # reported hung meanwhile, so /_/health, /_/ready and every request got 503 for that window.
+    cancelled, cleaned = tmp_path / "cancelled", tmp_path / "cleaned"
+    folder = write_handler(str(tmp_path / "fn"), f"""
+import asyncio
+
+async def handle_batch(state, requests):
+    if any(r.body == b"hang" for r in requests):
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            open({str(cancelled)!r}, "w").close()
+            await asyncio.sleep(0.5)  # closing a session, say
+            open({str(cleaned)!r}, "w").close()
+            raise
+    return [r.body for r in requests]
+""")
+    wd = watchdogs(folder, exec_timeout="1s", max_batch_size=1)
+    with cf.ThreadPoolExecutor(1) as pool:
+        hung = pool.submit(requests.post, wd.url, data=b"hang", timeout=10)
+        wait_until(cancelled.exists, 10, what="the coroutine cancelled")
+        probes = []
+        while not cleaned.exists():
+            probes += [requests.get(wd.url + path, timeout=5).status_code for path in ("/_/health", "/_/ready")]
+        assert hung.result().status_code == 504
+    assert probes and set(probes) == {200}
+    fine = requests.post(wd.url, data=b"fine", timeout=10)
+    assert (fine.status_code, fine.content) == (200, b"fine")
+    assert "hung" not in requests.get(wd.metrics_url, timeout=5).text
 
 
 def test_an_async_handler_that_turns_its_cancellation_into_an_error_is_not_bisected_and_run_again(watchdogs,

@@ -11,9 +11,10 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_level(text: str) -> str:
-    """The level ``text`` names, in capitals (any case is accepted); ``ValueError`` listing the levels otherwise."""
+    """The level ``text`` names, in capitals, as ``logging`` takes it (any case, spaces around, and logging's
+    other names: WARN, FATAL, NOTSET); ``ValueError`` listing the levels otherwise."""
     level = text.strip().upper()
-    if level not in LEVELS:
+    if level not in logging.getLevelNamesMapping():
         raise ValueError(f"{text!r}: not a logging level (one of {', '.join(LEVELS)}, in any case)")
     return level
 

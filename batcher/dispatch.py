@@ -108,11 +108,7 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
         if on_first_call:
             on_first_call(time.perf_counter() - start, False)
         if len(requests) == 1:
-            if not isinstance(exc, BadInput):
-                # The user's traceback is the only way to find the failing line of their handler; our own
-                # errors (a child process's report) carry their cause in the message already.
-                logger.warning("handler failed on request %s: %r", requests[0].id, exc,
-                               exc_info=None if isinstance(exc, BatchError) else exc)
+            log_failure(requests[0].id, exc)
             return [as_batch_error(exc)]
         mid = len(requests) // 2
         return run_isolated(handle, requests[:mid]) + run_isolated(handle, requests[mid:])
@@ -120,6 +116,17 @@ def run_isolated(handle: HandleBatch, requests: list[Request],
         on_first_call(time.perf_counter() - start if own_seconds is None else own_seconds, True)
     size = str(len(requests))
     return [r.with_header("X-Batch-Size", size) if isinstance(r, Response) else r for r in results]
+
+
+def log_failure(request_id: str, exc: BaseException) -> None:
+    """Log what the handler raised on one request: nothing for the client's error (a 4xx, ``BadInput``: a
+    client sending garbage must not flood the log), one line for our own errors (a child process's report, a
+    coroutine cancelled at its limit: the message says it all), the traceback for anything else (the only way
+    to find the failing line of the user's handler)."""
+    if isinstance(exc, BatchError) and exc.status < 500:
+        return
+    logger.warning("handler failed on request %s: %r", request_id, exc,
+                   exc_info=None if isinstance(exc, BatchError) else exc)
 
 
 def fan_out(items: list[Pending], results: list[Response | BatchError]) -> tuple[int, int]:

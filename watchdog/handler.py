@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import logging
 import os
 import sys
 import threading
@@ -27,14 +26,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
-from batcher.dispatch import BatchAborted
-from batcher.errors import BadInput, DeadlineExceeded
+from batcher.dispatch import BatchAborted, log_failure
+from batcher.errors import DeadlineExceeded
 from batcher.request import Request
 from faas_infer.packages import import_module_of
 from watchdog import http_compat
 from watchdog.errors import HandlerNotFound
-
-logger = logging.getLogger(__name__)
 
 PACKAGE = "function"
 
@@ -105,8 +102,7 @@ def _each(requests: list[Request], call: Callable[[Request], Any]) -> list[Any]:
         try:
             outputs.append(call(request))
         except BaseException as exc:  # noqa: BLE001 - anything, sys.exit() included, fails this request alone
-            if not isinstance(exc, BadInput):  # with the traceback: where the user's code failed
-                logger.warning("handler failed on request %s: %r", request.id, exc, exc_info=exc)
+            log_failure(request.id, exc)
             outputs.append(exc)
     return outputs
 

@@ -43,7 +43,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from batcher.dispatch import BatchAborted, as_batch_error, shape_error
+from batcher.dispatch import BatchAborted, as_batch_error, log_failure, shape_error
 from batcher.errors import BadInput, BatchError, DeadlineExceeded, HandlerFailed, Rejected
 from batcher.request import Request, Response, to_response
 from batcher.wire import error_for, pack, unpack
@@ -553,11 +553,9 @@ def _run(handle: Callable[[list[Request]], Any], requests: list[Request]) -> byt
         outputs = handle(requests)
     except BaseException as exc:  # noqa: BLE001 - a user handler may raise anything, sys.exit() included (as
         # in-process: a failure of its requests, not of the process); the watchdog bisects
-        if isinstance(exc, BadInput):
-            pass
-        elif len(requests) == 1:  # the watchdog bisects down to this: the user's traceback shows only here
-            logger.warning("handler failed on request %s: %r", requests[0].id, exc, exc_info=True)
-        else:
+        if len(requests) == 1:  # the watchdog bisects down to this: the user's traceback shows only here
+            log_failure(requests[0].id, exc)
+        elif not isinstance(exc, BadInput):
             logger.debug("handle_batch raised on a batch of %d", len(requests), exc_info=True)
         return b"X" + _error_json(as_batch_error(exc), whole=False)
     breach = shape_error(outputs)

@@ -563,3 +563,50 @@ def test_a_handler_that_raises_is_logged_with_its_traceback(watchdogs, tmp_path,
     wait_until(lambda: "Traceback" in wd.log(), 10, what="a traceback in the watchdog's log")
     log = wd.log()
     assert 'handler.py", line 3, in explode' in log and "RuntimeError: cannot read b'crash'" in log
+
+
+CLIENT_ERRORS = {
+    "batch": """
+        from batcher import BadInput
+        from batcher.errors import PayloadTooLarge
+
+        def refuse(body):
+            raise BadInput("not JSON") if body == b"garbage" else PayloadTooLarge("image over 4096 pixels")
+
+        def handle_batch(state, requests):
+            return [refuse(r.body) for r in requests]
+    """,
+    "classic": """
+        from batcher import BadInput
+        from batcher.errors import PayloadTooLarge
+
+        def handle(request):
+            raise BadInput("not JSON") if request.body == b"garbage" else PayloadTooLarge("image over 4096 pixels")
+    """,
+}
+
+
+@pytest.mark.parametrize("entry,handler_process", [("batch", "false"), ("batch", "true"), ("classic", "false"),
+                                                   ("classic", "true")])
+def test_a_handler_refusing_bad_input_logs_nothing_however_often(watchdogs, tmp_path, entry, handler_process):
+    # A 4xx raised by the handler was logged on every request (a traceback with handle(request) or in the handler
+    # process, a line in-process): a client sending garbage at 1000 req/s flooded the log.
+    wd = watchdogs(write_handler(str(tmp_path / "fn"), CLIENT_ERRORS[entry]), max_batch_size=4,
+                   batch_timeout="20ms", handler_process=handler_process, LOG_LEVEL="INFO")
+    responses = post_many(wd.url, [b"garbage", b"huge"] * 10, workers=8)
+    assert [r.status_code for r in responses] == [400, 413] * 10
+    assert requests.post(wd.url, data=b"huge", timeout=10).status_code == 413  # the last in the log by now
+    log = wd.log()
+    assert "handler failed" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_requests_of_an_async_handle_cancelled_at_exec_timeout_are_logged_without_our_traceback(watchdogs, tmp_path):
+    # handle(request) logged the cancellation of each request of the batch with a traceback through the watchdog's
+    # own code (the coroutine's, then "not started" for each one after it): nothing a user could act on.
+    folder = write_handler(str(tmp_path / "fn"), HANGING_ASYNC_HANDLER.format(entry="handle(requests)",
+                                                                              cancelled=str(tmp_path / "c")))
+    wd = watchdogs(folder, exec_timeout="1s", max_batch_size=4, batch_timeout="300ms")
+    responses = post_many(wd.url, [b"hang", b"hang", b"hang"], workers=3)
+    assert [r.status_code for r in responses] == [504] * 3
+    wait_until(lambda: "handler failed" in wd.log(), 10, what="the cancelled requests logged")
+    assert "Traceback" not in wd.log()

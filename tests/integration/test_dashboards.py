@@ -230,7 +230,8 @@ def test_every_panel_returns_data_and_top_shows_it(stack):
 
     # faas-infer top, straight from the endpoints and through Prometheus.
     for source in (["--gateway", stack["provider"].url, "--autoscaler",
-                    f"http://{stack['exporter'].target}/metrics"], ["--prometheus", prom]):
+                    f"http://{stack['exporter'].target}/metrics"],
+                   ["--prometheus", prom, "--gateway", stack["provider"].url]):  # the gateway lists the functions
         out = subprocess.run([sys.executable, "-m", "faas_infer.cli", "top", "--once", "--interval", "1.5", *source],
                              capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO))
         assert out.returncode == 0, out.stderr

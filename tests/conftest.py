@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
@@ -45,5 +46,7 @@ def watchdogs(tmp_path):
         return proc.start(str(run_dir), wait)
 
     yield start
+    for proc in started:  # all drain at once: each takes healthcheck_interval and its exit
+        proc.signal(signal.SIGTERM)
     for proc in started:
-        proc.stop(10)
+        proc.stop(10, signalled=True)

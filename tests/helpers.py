@@ -93,7 +93,7 @@ class WatchdogProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("port", "metrics_port")}
         env.update({"port": str(self.port), "metrics_port": str(self.metrics_port),
                     "bind_address": "127.0.0.1", "TMPDIR": tmp_dir, "function_dir": self.function_dir,
-                    "healthcheck_interval": "0.5", "PYTHONPATH": REPO, "LOG_LEVEL": "WARNING"})
+                    "healthcheck_interval": "0.1", "PYTHONPATH": REPO, "LOG_LEVEL": "WARNING"})
         env.update(self.env)
         self.log_path = os.path.join(tmp_dir, f"watchdog-{self.port}.log")
         self._log = open(self.log_path, "wb")
@@ -117,11 +117,13 @@ class WatchdogProcess:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
 
-    def stop(self, timeout: float = 30) -> int | None:
+    def stop(self, timeout: float = 30, signalled: bool = False) -> int | None:
+        """SIGTERM (unless ``signalled`` already) and wait up to ``timeout``, then SIGKILL; the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
+            if not signalled:
+                self.signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

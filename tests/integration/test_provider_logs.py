@@ -154,9 +154,15 @@ def test_faas_infer_logs_says_so_in_one_line_when_the_provider_goes_away(tmp_pat
                                   env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         assert follow.stdout.readline()  # the replica's start-up lines: the follow is open
+        replicas = provider.descendants()  # orphaned by the kill: stopped below, or they outlive the test
         os.killpg(provider.proc.pid, signal.SIGKILL)
         _, err = follow.communicate(timeout=30)
     finally:
         provider.stop()
+        for replica in locals().get("replicas", ()):
+            try:
+                os.killpg(replica.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     assert follow.returncode == 1 and err.splitlines() == [
         f"the provider at {provider.url} closed the log stream: ChunkedEncodingError"], err

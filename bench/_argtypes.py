@@ -17,12 +17,18 @@ def at_least(low: int):
     return parse
 
 
-def seconds(value: str) -> float:
-    """An argparse type: a number of seconds > 0 and finite."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not 0 < number < math.inf:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be a number of seconds > 0")
-    return number
+def positive(unit: str):
+    """An argparse type: a number of ``unit`` > 0 and finite (nan and inf are refused too)."""
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not 0 < number < math.inf:
+            raise argparse.ArgumentTypeError(f"{value!r}: must be a number of {unit} > 0")
+        return number
+    return parse
+
+
+# A number of seconds > 0.
+seconds = positive("seconds")

@@ -13,14 +13,13 @@ processes on loopback ports. The integration tests run them as real watchdog fun
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import subprocess
 import sys
 import time
 
-from bench._argtypes import at_least
+from bench._argtypes import at_least, positive
 
 HELP = "distributed sparse-DNN inference (FSD-Inference): latency, traffic and cost per W, channel, partitioner"
 
@@ -49,16 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
 
 
-def _megabytes(value: str) -> float:
-    """An argparse type: a number of MB > 0. -1 was billed as negative GB-seconds, and the single function's
-    cost printed below its invocation price; nan made the JSON unreadable."""
-    try:
-        mb = float(value)
-    except ValueError:
-        mb = math.nan
-    if not 0 < mb < math.inf:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be a number of MB > 0")
-    return mb
+# -1 was billed as negative GB-seconds, and the single function's cost printed below its invocation price;
+# nan made the JSON unreadable.
+_megabytes = positive("MB")
 
 
 def _counts(value: str) -> str:

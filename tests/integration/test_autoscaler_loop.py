@@ -139,6 +139,30 @@ HANGING_PARENT = """
         return [Response(b"ok", 200, {}) for r in requests]
 """
 
+SLO = {"com.faas-infer.latency_slo": "200ms"}
+QUICK = {"write_timeout": "2s"}  # a hanging load() is drained for write_timeout on stop
+
+
+def stale_variant(provider: ProviderProcess, handler: str, redis_url: str,
+                  min_variant_age: float) -> tuple[Autoscaler, AutoscalerMetrics, str]:
+    """f (``HANGING_PARENT``) whose own deployment never gets ready and one ready variant (min_instances=2),
+    then a new environment for f that makes the variant stale: (scaler, its metrics, the variant's name)."""
+    assert provider.deploy("f", handler, envVars={"HANG": "1", **QUICK}, annotations=SLO).status_code in (200, 202)
+    metrics = AutoscalerMetrics()
+    config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_url, keep_warm=0, min_instances=2,
+                              cpu_steps=(0.5,), batch_sizes=(1, 4), min_variant_age=min_variant_age)
+    scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),),
+                        metrics=metrics)
+    scaler.tick(1000.0)
+    (name,) = variants(provider.url)
+    provider.wait_ready(name, 1)
+    assert provider.status("f").get("availableReplicas", 0) == 0
+    new = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **QUICK},
+                          annotations=SLO)
+    assert new.status_code in (200, 202), new.text
+    return scaler, metrics, name
+
+
 
 def test_an_instance_that_never_gets_ready_holds_a_rolling_update_the_operator_is_told_and_others_go_on(
         tmp_path, redis_server, caplog):
@@ -148,22 +172,8 @@ def test_an_instance_that_never_gets_ready_holds_a_rolling_update_the_operator_i
     handler = write_handler(str(tmp_path / "f"), HANGING_PARENT)
     provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
     try:
-        slo = {"com.faas-infer.latency_slo": "200ms"}
-        quick = {"write_timeout": "2s"}  # a hanging load() is drained for write_timeout on stop
-        assert provider.deploy("f", handler, envVars={"HANG": "1", **quick}, annotations=slo).status_code in (200, 202)
-        metrics = AutoscalerMetrics()
-        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, keep_warm=0,
-                                  min_instances=2, cpu_steps=(0.5,), batch_sizes=(1, 4), min_variant_age=0)
-        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),),
-                            metrics=metrics)
-        scaler.tick(1000.0)
-        (name,) = variants(provider.url)
-        provider.wait_ready(name, 1)
-        assert provider.status("f").get("availableReplicas", 0) == 0
-        new = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **quick},
-                              annotations=slo)
-        assert new.status_code in (200, 202), new.text
-        assert provider.deploy("g", handler, envVars=quick, annotations=slo).status_code in (200, 202)
+        scaler, metrics, name = stale_variant(provider, handler, redis_server.url, min_variant_age=0)
+        assert provider.deploy("g", handler, envVars=QUICK, annotations=SLO).status_code in (200, 202)
         caplog.set_level(logging.INFO, logger="autoscaler.loop")
         _, first = scaler.tick(1005.0)
         _, second = scaler.tick(1010.0)
@@ -243,20 +253,7 @@ def test_a_rolling_update_is_told_held_only_once_it_waits_min_variant_age_and_a_
     handler = write_handler(str(tmp_path / "f"), HANGING_PARENT)
     provider = ProviderProcess(str(tmp_path), {"redis_url": redis_server.url}).start()
     try:
-        slo = {"com.faas-infer.latency_slo": "200ms"}
-        quick = {"write_timeout": "2s"}  # a hanging load() is drained for write_timeout on stop
-        assert provider.deploy("f", handler, envVars={"HANG": "1", **quick}, annotations=slo).status_code in (200, 202)
-        metrics = AutoscalerMetrics()
-        config = AutoscalerConfig(gateway_url=provider.url, redis_url=redis_server.url, keep_warm=0,
-                                  min_instances=2, cpu_steps=(0.5,), batch_sizes=(1, 4), min_variant_age=30)
-        scaler = Autoscaler(config, predictor=Predictor(), nodes=lambda: (Node("local", 8, 8 * 1024**3),),
-                            metrics=metrics)
-        scaler.tick(1000.0)
-        (name,) = variants(provider.url)
-        provider.wait_ready(name, 1)
-        new = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **quick},
-                              annotations=slo)
-        assert new.status_code in (200, 202), new.text
+        scaler, metrics, name = stale_variant(provider, handler, redis_server.url, min_variant_age=30)
         caplog.set_level(logging.INFO, logger="autoscaler.loop")
 
         def held() -> list[str]:
@@ -275,8 +272,8 @@ def test_a_rolling_update_is_told_held_only_once_it_waits_min_variant_age_and_a_
         assert len(held()) == 1 and held()[0].startswith("rolling update of f held: 1 variant(s)"), held()
         # a tick f is left as it runs (a scale label unreadable for a while) neither ends nor restarts the wait
         for labels, at in (({"com.openfaas.scale.min": "x"}, 1045.0), ({}, 1050.0)):
-            again = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **quick},
-                                    annotations=slo, labels=labels)
+            again = provider.deploy("f", handler, method="PUT", envVars={"HANG": "1", "GREETING": "hi", **QUICK},
+                                    annotations=SLO, labels=labels)
             assert again.status_code in (200, 202), again.text
             scaler.tick(at)
         assert len(held()) == 1, held()

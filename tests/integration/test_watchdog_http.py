@@ -57,6 +57,24 @@ def read_response(sock: socket.socket, buf: bytearray, head_only: bool = False) 
 def request(method: str, path: str, body: bytes = b"", extra: str = "", version: str = "HTTP/1.1") -> bytes:
     return (f"{method} {path} {version}\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
 
+def holding_handler(tmp_path) -> tuple[str, object, object]:
+    """A handler folder whose batch holding b"hold" waits for the ``release`` file (20 s at most), each
+    batch's bodies appended to the ``seen`` file: (folder, release, seen)."""
+    seen, release = tmp_path / "seen", tmp_path / "release"
+    folder = write_handler(str(tmp_path / "hold"), f"""
+import os, time
+def handle_batch(state, requests):
+    with open({str(seen)!r}, "a") as f:
+        f.write(" ".join(r.body.decode() for r in requests) + "\\n")
+    if any(r.body == b"hold" for r in requests):
+        deadline = time.monotonic() + 20
+        while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return [r.body for r in requests]
+""")
+    return folder, release, seen
+
+
 
 def closed(sock: socket.socket) -> bool:
     try:
@@ -171,18 +189,7 @@ def test_health_and_ready_carry_x_duration_seconds(wd):
 @pytest.mark.parametrize("backend", ["local", "redis"])
 def test_a_client_gone_while_its_request_is_queued_frees_its_slot_and_it_never_runs(tmp_path, watchdogs, backend,
                                                                                    engine, redis_server, redis_client):
-    seen, release = tmp_path / "seen", tmp_path / "release"
-    folder = write_handler(str(tmp_path / "hold"), f"""
-import os, time
-def handle_batch(state, requests):
-    with open({str(seen)!r}, "a") as f:
-        f.write(" ".join(r.body.decode() for r in requests) + "\\n")
-    if any(r.body == b"hold" for r in requests):
-        deadline = time.monotonic() + 20
-        while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return [r.body for r in requests]
-""")
+    folder, release, seen = holding_handler(tmp_path)
     shared = {}
     if backend == "redis":  # taken back from Redis, it must not run as a copy either
         shared = {"batch_backend": "redis", "redis_url": redis_server.url, "function_name": "abandon"}
@@ -210,16 +217,7 @@ def handle_batch(state, requests):
 def test_a_request_whose_client_is_gone_no_longer_counts_against_max_queue(tmp_path, watchdogs, engine):
     # The dropped request stayed in the queue until a batch was taken: a live caller behind it was refused
     # with 503 "queue full" for a request that would never run.
-    release = tmp_path / "release"
-    folder = write_handler(str(tmp_path / "hold"), f"""
-import os, time
-def handle_batch(state, requests):
-    if any(r.body == b"hold" for r in requests):
-        deadline = time.monotonic() + 20
-        while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return [r.body for r in requests]
-""")
+    folder, release, _ = holding_handler(tmp_path)
     wd = watchdogs(folder, max_batch_size=1, max_queue=1, http_engine=engine)
     holder, holder_buf = connect(wd), bytearray()
     holder.sendall(request("POST", "/", b"hold"))
@@ -246,16 +244,7 @@ def test_a_client_that_half_closes_while_queued_gets_no_answer_and_no_count_in_b
                                                                                              engine):
     # gthread wrote "499 Unknown" (no such reason, no X-Duration-Seconds) to a client taken for gone, and the
     # asyncio engine closed without a word: a client that only half-closed saw the two engines differ.
-    release = tmp_path / "release"
-    folder = write_handler(str(tmp_path / "hold"), f"""
-import os, time
-def handle_batch(state, requests):
-    if any(r.body == b"hold" for r in requests):
-        deadline = time.monotonic() + 20
-        while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return [r.body for r in requests]
-""")
+    folder, release, _ = holding_handler(tmp_path)
     wd = watchdogs(folder, max_batch_size=1, http_engine=engine)
     holder, holder_buf = connect(wd), bytearray()
     holder.sendall(request("POST", "/", b"hold"))

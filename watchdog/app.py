@@ -11,14 +11,13 @@ import errno
 import logging
 import socket
 import time
-from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, Iterable
 from urllib.parse import unquote
 
 from batcher.errors import BatchError, PayloadTooLarge
-from batcher.request import Request, Response, call_id
+from batcher.request import Request, call_id
 from faas_infer.units import parse_duration
-from watchdog.errors import RequestTimeout, UnsupportedCoding
+from watchdog.errors import ClientGone, RequestTimeout, UnsupportedCoding
 from watchdog.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -44,13 +43,6 @@ _TEXT = "text/plain; charset=utf-8"
 # The routes the watchdog answers itself, whatever the method (of-watchdog: 405 to all but GET, HEAD included);
 # never the function's.
 OWN_ROUTES = frozenset({"/_/health", "/_/ready"})
-# How often a thread waiting for its request's batch checks that the client is still connected: most answers
-# come sooner, so most requests never check; a client gone is noticed (its request dropped) within this.
-GONE_CHECK_SECONDS = 0.25
-
-
-class _ClientGone(Exception):
-    """The client closed its connection while its request waited in the queue; nobody reads an answer."""
 
 
 class WatchdogApp:
@@ -84,10 +76,9 @@ class WatchdogApp:
         else:
             try:
                 status, headers, body = self._run(environ, method, path)
-            except _ClientGone:  # counted as abandoned, not answered, and closed unanswered (as the asyncio
-                # engine does): gunicorn drops a connection on EPIPE without writing to it (logged at debug)
-                raise BrokenPipeError(errno.EPIPE, "the client closed its connection while its request was "
-                                                   "queued") from None
+            except ClientGone as exc:  # counted as abandoned, not answered, and closed unanswered (as the
+                # asyncio engine does): gunicorn drops a connection on EPIPE without writing to it (logged at debug)
+                raise BrokenPipeError(errno.EPIPE, str(exc)) from None
             finally:
                 self.runtime.leave()
         elapsed = time.perf_counter() - started
@@ -99,28 +90,12 @@ class WatchdogApp:
         try:
             request = _read_request(environ, method, path, self.config.read_timeout, self.config.max_request_bytes)
             timeout = self.runtime.request_timeout(parse_x_timeout(environ.get("HTTP_X_TIMEOUT")))
-            pending = self.runtime.begin(request, timeout)
-            result = pending if isinstance(pending, Response) else self._wait(pending, timeout, environ)
+            sock = environ.get("gunicorn.socket")
+            result = self.runtime.submit(request, timeout, None if sock is None else lambda: _closed_by_peer(sock))
         except (BatchError, RequestTimeout, UnsupportedCoding) as exc:
             return self.runtime.error_status(exc), [("Content-Type", _TEXT)], f"{exc}\n".encode()
         headers = [(k, v) for k, v in result.headers.items() if k.lower() not in REPLACED_HEADERS]
         return result.status, headers, result.body
-
-    def _wait(self, pending: Future, timeout: float, environ: dict) -> Response:
-        """The response of a queued request, a 504 after ``timeout``, or ``_ClientGone`` once its client
-        closed the connection while it was still queued (a thread blocked on the future alone never saw
-        that: the request ran for nobody and held its ``max_inflight`` slot)."""
-        deadline = time.monotonic() + timeout
-        sock = environ.get("gunicorn.socket")
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return pending.result(timeout=max(0.0, min(remaining, GONE_CHECK_SECONDS)))
-            except FutureTimeout:
-                if remaining <= GONE_CHECK_SECONDS:
-                    raise self.runtime.timed_out(pending, timeout) from None
-                if sock is not None and _closed_by_peer(sock) and self.runtime.abandon(pending):
-                    raise _ClientGone() from None
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

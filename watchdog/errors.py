@@ -4,7 +4,8 @@
     ├── HandlerNotFound    no function/handler.py, or it lacks handle_batch and handle (start-up)
     ├── TooManyRequests    max_inflight reached (429, of-watchdog's wording)
     ├── RequestTimeout     the body was not read within read_timeout (408)
-    └── UnsupportedCoding  a Transfer-Encoding other than chunked (501)
+    ├── UnsupportedCoding  a Transfer-Encoding other than chunked (501)
+    └── ClientGone         the caller closed its connection while its request was queued (never answered)
 Batch errors (``batcher.errors``) keep their own status: 400, 413, 500, 503, 504.
 """
 
@@ -46,3 +47,8 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, (WatchdogError, BatchError)):
         return exc.status
     return 500
+
+
+class ClientGone(WatchdogError):
+    """The caller closed its connection while its request waited in the queue: the request is dropped and
+    nobody reads an answer (the connection is closed unanswered)."""

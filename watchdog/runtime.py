@@ -20,12 +20,15 @@ from batcher.queue import BatchQueue, Pending, QueueClosed
 from batcher.request import Request, Response
 from batcher.worker import BatchWorker
 from watchdog.config import WatchdogConfig
-from watchdog.errors import TooManyRequests, status_of
+from watchdog.errors import ClientGone, TooManyRequests, status_of
 from watchdog.handler import LoadedHandler
 from watchdog.lifecycle import Lifecycle
 from watchdog.metrics import WatchdogMetrics
 
 logger = logging.getLogger(__name__)
+# How often a thread waiting for its request's batch checks that the client is still connected (``submit``):
+# most answers come sooner, so most requests never check; a client gone is noticed within this.
+GONE_CHECK_SECONDS = 0.25
 
 # Most of an event loop's time that caller-run batches may take before requests go through the queue.
 INLINE_LOOP_SHARE = 0.1
@@ -186,15 +189,25 @@ class Runtime:
         """Requests per second arriving at this instance, recently."""
         return self.arrivals.rate(self.clock())
 
-    def submit(self, request: Request, timeout: float) -> Response:
-        """Queue ``request`` and wait for its response; raises a ``BatchError`` on refusal or timeout."""
+    def submit(self, request: Request, timeout: float, gone: Callable[[], bool] | None = None) -> Response:
+        """Queue ``request`` and wait for its response; raises a ``BatchError`` on refusal or timeout, and
+        ``ClientGone`` once ``gone()`` (asked every ``GONE_CHECK_SECONDS`` while it waits) says its caller
+        closed the connection while it was still queued: a thread blocked on the answer alone never saw that,
+        and the request ran for nobody and held its ``max_inflight`` slot."""
         pending = self.begin(request, timeout)
         if isinstance(pending, Response):
             return pending
-        try:
-            return pending.result(timeout=max(0.0, timeout))
-        except FutureTimeout:
-            raise self.timed_out(pending, timeout) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            step = remaining if gone is None else min(remaining, GONE_CHECK_SECONDS)
+            try:
+                return pending.result(timeout=max(0.0, step))
+            except FutureTimeout:
+                if step >= remaining:
+                    raise self.timed_out(pending, timeout) from None
+                if gone() and self.abandon(pending):
+                    raise ClientGone("the client closed its connection while its request was queued") from None
 
     def begin(self, request: Request, timeout: float, inline_limit: float | None = None) -> "Response | Future":
         """Admit and queue ``request`` without waiting: its ``Response`` when it ran on the calling thread
